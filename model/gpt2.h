@@ -75,3 +75,106 @@ struct ParamView {
 ParamView bind_params(const GPT2Config& config, float* base);
 
 }  // namespace coconut::model
+
+namespace coconut::model {
+
+// What one layer keeps of one batch, time-major [T, B, ...] over all columns.
+struct LayerActivations {
+  float* ln1; float* ln1_mean; float* ln1_rstd;  // [T,B,C], [T,B], [T,B]
+  float* qkv;                                    // [T,B,3C]: also the KV cache
+  float* probs;                                  // [T,B,H,T] attention weights (training only)
+  float* att_out;                                // [T,B,C] before the output projection
+  float* res_mid;                                // [T,B,C] residual after attention
+  float* ln2; float* ln2_mean; float* ln2_rstd;
+  float* fc;                                     // [T,B,4C] before GELU
+  float* gelu;                                   // [T,B,4C]
+  float* res_out;                                // [T,B,C] layer output
+  float* dqkv;                                   // [T,B,3C] gradient of q|k|v (training only)
+};
+
+// Activations of a batch of B sequences of T columns, plus the per-column inputs that
+// the passes share: position ids and the key mask. In training every layer keeps its
+// own buffers for the backward; at inference only q|k|v (the KV cache) is kept per
+// layer and the other buffers are shared scratch.
+class Activations {
+ public:
+  Activations() = default;
+  void resize(const GPT2Config& config, int B, int T, bool training);
+  // Zeroes the gradients that the passes accumulate into (dqkv); call before a backward.
+  void zero_grads();
+
+  int B = 0, T = 0, C = 0;
+  bool training = false;
+  std::vector<int> pos_ids;        // [T*B], row t*B+s
+  std::vector<uint8_t> key_mask;   // [T*B], 0 for padding
+  float* x0 = nullptr;             // [T,B,C] embedding output (input of layer 0)
+  std::vector<LayerActivations> layers;
+  float* lnf = nullptr;            // [T,B,C] final-norm hidden states (fed back as thoughts)
+  float* lnf_mean = nullptr;
+  float* lnf_rstd = nullptr;
+
+ private:
+  std::vector<float> storage_;
+};
+
+// Scratch for the backward of one pass, sized for the largest pass (all T columns).
+struct BackwardScratch {
+  std::vector<float> dres, dln, datt, dfc, dgelu;
+  void resize(const GPT2Config& config, int rows);
+};
+
+// The decoder: parameters and their gradients as flat buffers with named views.
+class GPT2 {
+ public:
+  explicit GPT2(const GPT2Config& config);
+  GPT2(const GPT2&) = delete;
+  GPT2& operator=(const GPT2&) = delete;
+
+  const GPT2Config& config() const { return config_; }
+  const ParamLayout& layout() const { return layout_; }
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  const float* grads() const { return grads_.data(); }
+  size_t num_params() const { return params_.size(); }
+  const ParamView& weights() const { return w_; }
+  const ParamView& grad_view() const { return g_; }
+
+  // GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, residual output
+  // projections N(0, 0.02 / sqrt(2 n_layer)), biases 0, layer norms 1 and 0.
+  // Values come from a counter-based generator keyed by (seed, tensor index, element).
+  void init_weights(uint64_t seed);
+  void zero_grads();
+
+  // out[r] = wte[tokens[r]] for n rows; backward accumulates d_embeds into wte's grad.
+  void embed_tokens(const int* tokens, int n, float* out) const;
+  void embed_tokens_backward(const int* tokens, int n, const float* d_embeds);
+
+  // Forward of columns [a, b) of every sequence in acts: in_embeds holds the
+  // (b-a)*B input embeddings in time-major order (token embeddings or fed-back
+  // thoughts); the position embedding is added here. Writes acts rows [a*B, b*B),
+  // among them acts.lnf (the final-norm hidden states).
+  void forward_range(Activations& acts, int a, int b, const float* in_embeds) const;
+  // Backward of columns [a, b): d_hidden is the gradient w.r.t. acts.lnf rows of the
+  // pass; writes d_in_embeds (the gradient w.r.t. in_embeds, overwritten), accumulates
+  // parameter gradients, and accumulates dK/dV of columns < a into acts' dqkv.
+  // Passes must run their backward in the reverse order of their forward.
+  void backward_range(Activations& acts, int a, int b, const float* d_hidden, float* d_in_embeds,
+                      BackwardScratch& scratch);
+
+  // Tied LM head + cross-entropy on n gathered hidden rows: returns
+  // sum(-log p(target)) * scale, writes d_hidden (overwritten, [n, C]) and accumulates
+  // wte's gradient. logits_scratch needs n * vocab_size floats.
+  float lm_head_loss(const float* hidden, const int* targets, int n, float scale, float* d_hidden,
+                     float* logits_scratch);
+  // logits[n, V] = hidden wte^T (inference).
+  void lm_head_logits(const float* hidden, int n, float* logits) const;
+
+ private:
+  GPT2Config config_;
+  ParamLayout layout_;
+  std::vector<float> params_, grads_;
+  ParamView w_, g_;
+};
+
+}  // namespace coconut::model

@@ -1,0 +1,96 @@
+// Padding and the pass plan of a batch (see batching.h).
+#include "curriculum/batching.h"
+
+#include <algorithm>
+
+#include "runtime/check.h"
+
+namespace coconut::curriculum {
+
+model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, const Tokenizer& tok,
+                                bool feed_back, bool align_ends) {
+  COCONUT_CHECK(!samples.empty(), "a batch needs at least one sample");
+  const int B = static_cast<int>(samples.size());
+  const int latent = tok.latent_id();
+
+  // Column of each sample's first latent (-1: none) and the aligned column f.
+  std::vector<int> first(B, -1), pad_left(B, 0);
+  int f = -1, n_max = 0;
+  for (int s = 0; s < B; ++s) {
+    const auto& t = samples[s]->tokens;
+    auto it = std::find(t.begin(), t.end(), latent);
+    if (it != t.end()) first[s] = static_cast<int>(it - t.begin());
+    f = std::max(f, first[s]);
+    n_max = std::max(n_max, static_cast<int>(std::count(t.begin(), t.end(), latent)));
+  }
+  int T = 0;
+  for (int s = 0; s < B; ++s) {
+    if (first[s] >= 0) pad_left[s] = f - first[s];
+    T = std::max(T, pad_left[s] + static_cast<int>(samples[s]->tokens.size()));
+  }
+  if (align_ends) {
+    T = 0;
+    for (int s = 0; s < B; ++s) T = std::max(T, static_cast<int>(samples[s]->tokens.size()));
+    for (int s = 0; s < B; ++s) pad_left[s] = T - static_cast<int>(samples[s]->tokens.size());
+    // Re-derive f from the end-aligned layout; every sample with latents must agree.
+    f = -1;
+    for (int s = 0; s < B; ++s) {
+      if (first[s] < 0) continue;
+      const int col = first[s] + pad_left[s];
+      COCONUT_CHECK(f < 0 || f == col,
+                    "prompts of one generation batch must have the same number of latents after their question");
+      f = col;
+    }
+  }
+
+  model::SequenceBatch b;
+  b.B = B;
+  b.T = T;
+  const size_t R = static_cast<size_t>(B) * T;
+  b.tokens.assign(R, tok.pad_id());
+  b.targets.assign(R, -100);
+  b.pos_ids.assign(R, 0);
+  b.key_mask.assign(R, 0);
+  for (int s = 0; s < B; ++s) {
+    const BuiltSample& x = *samples[s];
+    const int n = static_cast<int>(x.tokens.size());
+    for (int i = 0; i < n; ++i) {
+      const size_t r = static_cast<size_t>(pad_left[s] + i) * B + s;
+      b.tokens[r] = x.tokens[i];
+      b.pos_ids[r] = i;
+      b.key_mask[r] = 1;
+      if (i + 1 < n && x.labels[i + 1] >= 0) b.targets[r] = x.labels[i + 1];
+    }
+  }
+
+  if (!feed_back || n_max == 0) {
+    b.passes = {model::Pass{0, T, {}}};
+    return b;
+  }
+  // Latents of one sample are contiguous from f: pass p (p >= 1) computes column
+  // f + p - 1, whose hidden state becomes the thought at column f + p.
+  COCONUT_CHECK(f >= 1, "a sample starts with a <latent> token: there is no hidden state to feed into it");
+  for (int s = 0; s < B; ++s) {
+    const auto& t = samples[s]->tokens;
+    const int n = static_cast<int>(std::count(t.begin(), t.end(), latent));
+    for (int i = 0; i < n; ++i)
+      COCONUT_CHECK(first[s] + pad_left[s] == f && first[s] + i < static_cast<int>(t.size()) &&
+                        t[first[s] + i] == latent,
+                    "the <latent> tokens of sample {} are not contiguous", s);
+  }
+  int begin = 0;
+  for (int p = 0; p < n_max; ++p) {
+    const int end = f + p;  // pass p ends where the p-th latent column begins
+    model::Pass pass{begin, end, {}};
+    for (int s = 0; s < B; ++s) {
+      const auto& t = samples[s]->tokens;
+      if (static_cast<int>(std::count(t.begin(), t.end(), latent)) > p) pass.feedback.push_back({s, end - 1});
+    }
+    b.passes.push_back(std::move(pass));
+    begin = end;
+  }
+  b.passes.push_back(model::Pass{begin, T, {}});
+  return b;
+}
+
+}  // namespace coconut::curriculum

@@ -1,0 +1,23 @@
+// Batches of built samples: latent-aligned left padding, right padding, time-major
+// layout and the pass plan (DESIGN.md 2.2), as a model::SequenceBatch.
+#pragma once
+
+#include <vector>
+
+#include "curriculum/samples.h"
+#include "model/batch.h"
+
+namespace coconut::curriculum {
+
+// Samples with latents are left-padded so that their first <latent> sits at the same
+// column f; samples without latents are not shifted; all are right-padded to the
+// longest. Pads: key mask 0, position 0, no target. Targets are the next token's label.
+// With feed_back, the pass plan is [0, f), one pass per further latent column, then the
+// rest, each latent filled from the hidden state one column before it; otherwise (plain
+// models, pause tokens) one pass over everything.
+// align_ends (generation prompts): every sample is left-padded so that all end at the
+// last column, where decoding continues; their latents must then line up as well.
+model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, const Tokenizer& tok,
+                                bool feed_back, bool align_ends = false);
+
+}  // namespace coconut::curriculum

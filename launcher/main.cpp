@@ -1,0 +1,50 @@
+// The `coconut` command: one entry point with subcommands. Usage and configuration
+// errors print one clear message and exit with code 2; runtime failures exit with 1.
+#include <fmt/format.h>
+
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "launcher/commands.h"
+#include "runtime/check.h"
+
+namespace {
+
+void print_usage() {
+  fmt::print(
+      "usage: coconut <command> [options]\n\n"
+      "commands:\n"
+      "  train CONFIG.yaml [--set key=value ...]   train a model (see configs/)\n"
+      "  bench gpt2 [options]                      GPT-2 training-step benchmark with a PyTorch peer\n"
+      "\n`coconut <command> --help` describes each command.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    print_usage();
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  try {
+    if (command == "bench") return coconut::launcher::cmd_bench(args);
+    if (command == "train") return coconut::launcher::cmd_train(args);
+    fmt::print(stderr, "coconut: unknown command '{}'\n", command);
+    print_usage();
+    return 2;
+  } catch (const coconut::launcher::UsageError& e) {
+    fmt::print(stderr, "coconut {}: {}\n", command, e.what());
+    return 2;
+  } catch (const coconut::Error& e) {
+    fmt::print(stderr, "coconut {}: error: {}\n", command, e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "coconut {}: unexpected error: {}\n", command, e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,256 @@
+// The GPT-2 decoder's range forward/backward, the tied LM head and activation storage.
+// Reads top-down like one pass: embeddings, then per layer
+//   ln1 -> qkv -> attention (over the KV cache) -> projection + residual
+//   ln2 -> fc -> GELU -> projection + residual
+// then the final layer norm. The backward walks the same list in reverse.
+#include "model/gpt2.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "model/ops.h"
+#include "runtime/blas.h"
+#include "runtime/check.h"
+#include "runtime/rng.h"
+
+namespace coconut::model {
+
+// ---------------------------------------------------------------- activations
+
+void Activations::resize(const GPT2Config& config, int batch, int columns, bool for_training) {
+  COCONUT_CHECK(batch > 0 && columns > 0, "activations need B > 0 and T > 0 (got B={} T={})", batch, columns);
+  COCONUT_CHECK(columns <= config.max_positions, "sequence of {} columns exceeds model.max_positions {}", columns,
+                config.max_positions);
+  B = batch;
+  T = columns;
+  C = config.d_model;
+  training = for_training;
+  const int64_t H = config.n_head, L = config.n_layer, R = static_cast<int64_t>(B) * T;
+  // Per-layer sizes in floats: what every layer keeps in training, and what it keeps at
+  // inference (only q|k|v, the cache); the rest is shared scratch at inference.
+  const int64_t kept_train = R * (C + 2 + 3 * C + H * T + C + C + C + 2 + 4 * C + 4 * C + C + 3 * C);
+  const int64_t shared_infer = R * (C + 2 + C + C + C + 2 + 4 * C + 4 * C + C);
+  const int64_t per_layer = training ? kept_train : 3 * R * C;
+  const int64_t total = R * C + L * per_layer + (training ? 0 : shared_infer) + R * (C + 2);
+  storage_.assign(static_cast<size_t>(total), 0.f);
+  pos_ids.assign(R, 0);
+  key_mask.assign(R, 1);
+
+  float* cursor = storage_.data();
+  auto take = [&](int64_t n) {
+    float* p = cursor;
+    cursor += n;
+    return p;
+  };
+  x0 = take(R * C);
+  layers.assign(L, {});
+  LayerActivations shared{};
+  if (!training) {
+    shared.ln1 = take(R * C); shared.ln1_mean = take(R); shared.ln1_rstd = take(R);
+    shared.att_out = take(R * C); shared.res_mid = take(R * C);
+    shared.ln2 = take(R * C); shared.ln2_mean = take(R); shared.ln2_rstd = take(R);
+    shared.fc = take(R * 4 * C); shared.gelu = take(R * 4 * C); shared.res_out = take(R * C);
+  }
+  for (auto& A : layers) {
+    if (training) {
+      A.ln1 = take(R * C); A.ln1_mean = take(R); A.ln1_rstd = take(R);
+      A.qkv = take(R * 3 * C);
+      A.probs = take(R * H * T);
+      A.att_out = take(R * C); A.res_mid = take(R * C);
+      A.ln2 = take(R * C); A.ln2_mean = take(R); A.ln2_rstd = take(R);
+      A.fc = take(R * 4 * C); A.gelu = take(R * 4 * C); A.res_out = take(R * C);
+      A.dqkv = take(R * 3 * C);
+    } else {
+      // Aliasing is safe: a layer reads its input (the previous res_out) before it
+      // writes its own res_out.
+      A = shared;
+      A.qkv = take(R * 3 * C);
+    }
+  }
+  lnf = take(R * C);
+  lnf_mean = take(R);
+  lnf_rstd = take(R);
+  COCONUT_CHECK(cursor == storage_.data() + total, "activation storage miscounted");
+}
+
+void Activations::zero_grads() {
+  COCONUT_CHECK(training, "zero_grads on inference activations (resize with training = true)");
+  for (auto& A : layers) std::memset(A.dqkv, 0, sizeof(float) * static_cast<size_t>(B) * T * 3 * C);
+}
+
+void BackwardScratch::resize(const GPT2Config& config, int rows) {
+  const size_t C = config.d_model, R = rows;
+  dres.assign(R * C, 0.f);
+  dln.assign(R * C, 0.f);
+  datt.assign(R * C, 0.f);
+  dfc.assign(R * 4 * C, 0.f);
+  dgelu.assign(R * 4 * C, 0.f);
+}
+
+// ---------------------------------------------------------------- parameters
+
+GPT2::GPT2(const GPT2Config& config)
+    : config_(config), layout_(config), params_(layout_.total(), 0.f), grads_(layout_.total(), 0.f) {
+  w_ = bind_params(config_, params_.data());
+  g_ = bind_params(config_, grads_.data());
+}
+
+void GPT2::init_weights(uint64_t seed) {
+  const float residual_std = 0.02f / std::sqrt(2.f * config_.n_layer);
+  const auto& tensors = layout_.tensors();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorSpec& t = tensors[i];
+    float* p = params_.data() + t.offset;
+    const bool is_bias = t.name.ends_with(".bias");
+    const bool is_norm = t.name.find("ln_") != std::string::npos;
+    if (is_norm) {
+      std::fill(p, p + t.numel, is_bias ? 0.f : 1.f);
+    } else if (is_bias) {
+      std::fill(p, p + t.numel, 0.f);
+    } else {
+      const bool residual_out = t.name.ends_with("c_proj.weight");
+      const float std = residual_out ? residual_std : 0.02f;
+      CounterRng rng(seed, {0x1417u, i});  // one stream per tensor: independent of layout
+      for (size_t k = 0; k < t.numel; ++k) p[k] = std * rng.normal();
+    }
+  }
+}
+
+void GPT2::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.f); }
+
+void GPT2::embed_tokens(const int* tokens, int n, float* out) const {
+  const int C = config_.d_model;
+  for (int r = 0; r < n; ++r) {
+    COCONUT_CHECK(tokens[r] >= 0 && tokens[r] < config_.vocab_size, "token id {} outside the vocabulary [0, {})",
+                  tokens[r], config_.vocab_size);
+    std::memcpy(out + static_cast<int64_t>(r) * C, w_.wte + static_cast<int64_t>(tokens[r]) * C, sizeof(float) * C);
+  }
+}
+
+void GPT2::embed_tokens_backward(const int* tokens, int n, const float* d_embeds) {
+  // Sequential over rows: repeated tokens add into the same wte row in a fixed order.
+  const int C = config_.d_model;
+  for (int r = 0; r < n; ++r) {
+    float* dw = g_.wte + static_cast<int64_t>(tokens[r]) * C;
+    const float* d = d_embeds + static_cast<int64_t>(r) * C;
+    for (int c = 0; c < C; ++c) dw[c] += d[c];
+  }
+}
+
+// ---------------------------------------------------------------- forward
+
+void GPT2::forward_range(Activations& acts, int a, int b, const float* in_embeds) const {
+  COCONUT_CHECK(0 <= a && a < b && b <= acts.T, "pass columns [{}, {}) outside the batch's [0, {})", a, b, acts.T);
+  const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T;
+  const int n = (b - a) * B;
+  const int64_t r0 = static_cast<int64_t>(a) * B;
+  const float eps = config_.layer_norm_eps;
+
+  // Embedding: input embedding (token or thought) plus the position embedding.
+  float* x = acts.x0 + r0 * C;
+  for (int r = 0; r < n; ++r) {
+    const int pos = acts.pos_ids[r0 + r];
+    COCONUT_CHECK(pos >= 0 && pos < config_.max_positions, "position id {} outside [0, {})", pos,
+                  config_.max_positions);
+    const float* e = in_embeds + static_cast<int64_t>(r) * C;
+    const float* pe = w_.wpe + static_cast<int64_t>(pos) * C;
+    for (int c = 0; c < C; ++c) x[static_cast<int64_t>(r) * C + c] = e[c] + pe[c];
+  }
+
+  const float* inp = x;
+  for (int l = 0; l < config_.n_layer; ++l) {
+    const LayerView& W = w_.layers[l];
+    const LayerActivations& A = acts.layers[l];
+    layernorm_forward(A.ln1 + r0 * C, A.ln1_mean + r0, A.ln1_rstd + r0, inp, W.ln1_w, W.ln1_b, n, C, eps);
+    linear_forward(A.qkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, W.qkv_b, n, C, 3 * C);
+    attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H);
+    linear_forward(A.res_mid + r0 * C, A.att_out + r0 * C, W.attn_proj_w, W.attn_proj_b, n, C, C);
+    add_forward(A.res_mid + r0 * C, A.res_mid + r0 * C, inp, static_cast<int64_t>(n) * C);
+    layernorm_forward(A.ln2 + r0 * C, A.ln2_mean + r0, A.ln2_rstd + r0, A.res_mid + r0 * C, W.ln2_w, W.ln2_b, n,
+                      C, eps);
+    linear_forward(A.fc + r0 * 4 * C, A.ln2 + r0 * C, W.fc_w, W.fc_b, n, C, 4 * C);
+    gelu_forward(A.gelu + r0 * 4 * C, A.fc + r0 * 4 * C, static_cast<int64_t>(n) * 4 * C);
+    linear_forward(A.res_out + r0 * C, A.gelu + r0 * 4 * C, W.fc_proj_w, W.fc_proj_b, n, 4 * C, C);
+    add_forward(A.res_out + r0 * C, A.res_out + r0 * C, A.res_mid + r0 * C, static_cast<int64_t>(n) * C);
+    inp = A.res_out + r0 * C;
+  }
+  layernorm_forward(acts.lnf + r0 * C, acts.lnf_mean + r0, acts.lnf_rstd + r0, inp, w_.lnf_w, w_.lnf_b, n, C, eps);
+}
+
+// ---------------------------------------------------------------- backward
+
+void GPT2::backward_range(Activations& acts, int a, int b, const float* d_hidden, float* d_in_embeds,
+                          BackwardScratch& S) {
+  COCONUT_CHECK(acts.training, "backward needs activations resized with training = true");
+  COCONUT_CHECK(0 <= a && a < b && b <= acts.T, "pass columns [{}, {}) outside the batch's [0, {})", a, b, acts.T);
+  const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T, L = config_.n_layer;
+  const int n = (b - a) * B;
+  const int64_t r0 = static_cast<int64_t>(a) * B;
+  const int64_t nC = static_cast<int64_t>(n) * C;
+  COCONUT_CHECK(S.dres.size() >= static_cast<size_t>(nC), "backward scratch too small for {} rows", n);
+  auto zero = [](std::vector<float>& v, int64_t count) { std::fill(v.begin(), v.begin() + count, 0.f); };
+
+  // dres carries the gradient of the residual stream down through the layers.
+  float* dres = S.dres.data();
+  zero(S.dres, nC);
+  const float* last = acts.layers[L - 1].res_out + r0 * C;
+  layernorm_backward(dres, g_.lnf_w, g_.lnf_b, d_hidden, last, w_.lnf_w, acts.lnf_mean + r0, acts.lnf_rstd + r0, n,
+                     C);
+
+  for (int l = L - 1; l >= 0; --l) {
+    const LayerView& W = w_.layers[l];
+    const LayerView& G = g_.layers[l];
+    const LayerActivations& A = acts.layers[l];
+    const float* inp = (l == 0 ? acts.x0 : acts.layers[l - 1].res_out) + r0 * C;
+
+    // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
+    zero(S.dgelu, 4 * nC);
+    linear_backward(S.dgelu.data(), G.fc_proj_w, G.fc_proj_b, dres, A.gelu + r0 * 4 * C, W.fc_proj_w, n, 4 * C, C);
+    zero(S.dfc, 4 * nC);
+    gelu_backward(S.dfc.data(), A.fc + r0 * 4 * C, S.dgelu.data(), 4 * nC);
+    zero(S.dln, nC);
+    linear_backward(S.dln.data(), G.fc_w, G.fc_b, S.dfc.data(), A.ln2 + r0 * C, W.fc_w, n, C, 4 * C);
+    layernorm_backward(dres, G.ln2_w, G.ln2_b, S.dln.data(), A.res_mid + r0 * C, W.ln2_w, A.ln2_mean + r0,
+                       A.ln2_rstd + r0, n, C);
+
+    // Attention block: res_mid = inp + attn_proj(attention(qkv(ln1(inp))))
+    zero(S.datt, nC);
+    linear_backward(S.datt.data(), G.attn_proj_w, G.attn_proj_b, dres, A.att_out + r0 * C, W.attn_proj_w, n, C, C);
+    attention_backward(A.dqkv, S.datt.data(), A.probs, A.qkv, a, b, B, T, C, H);
+    // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
+    zero(S.dln, nC);
+    linear_backward(S.dln.data(), G.qkv_w, G.qkv_b, A.dqkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, n, C, 3 * C);
+    layernorm_backward(dres, G.ln1_w, G.ln1_b, S.dln.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n, C);
+  }
+
+  // Embedding: the input embedding gets dres as is; the position embedding sums it.
+  std::memcpy(d_in_embeds, dres, sizeof(float) * nC);
+  for (int r = 0; r < n; ++r) {
+    float* dpe = g_.wpe + static_cast<int64_t>(acts.pos_ids[r0 + r]) * C;
+    const float* d = dres + static_cast<int64_t>(r) * C;
+    for (int c = 0; c < C; ++c) dpe[c] += d[c];
+  }
+}
+
+// ---------------------------------------------------------------- LM head
+
+float GPT2::lm_head_loss(const float* hidden, const int* targets, int n, float scale, float* d_hidden,
+                         float* logits) {
+  const int C = config_.d_model, V = config_.vocab_size;
+  if (n == 0) return 0.f;
+  for (int r = 0; r < n; ++r)
+    COCONUT_CHECK(targets[r] >= 0 && targets[r] < V, "target id {} outside the vocabulary [0, {})", targets[r], V);
+  lm_head_logits(hidden, n, logits);
+  const float loss = cross_entropy_forward_backward(logits, targets, n, V, scale);  // logits := dlogits
+  sgemm(false, false, n, C, V, 1.f, logits, V, w_.wte, C, 0.f, d_hidden, C);      // d_hidden = dlogits wte
+  sgemm(true, false, V, C, n, 1.f, logits, V, hidden, C, 1.f, g_.wte, C);         // dwte += dlogits^T hidden
+  return loss;
+}
+
+void GPT2::lm_head_logits(const float* hidden, int n, float* logits) const {
+  const int C = config_.d_model, V = config_.vocab_size;
+  sgemm(false, true, n, V, C, 1.f, hidden, C, w_.wte, C, 0.f, logits, V);
+}
+
+}  // namespace coconut::model

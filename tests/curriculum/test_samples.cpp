@@ -1,0 +1,174 @@
+// Sample layout per stage and method, and batch padding / pass plans, against
+// hand-written expected token sequences (DESIGN.md 2.1 and 2.2).
+#include <gtest/gtest.h>
+
+#include "curriculum/batching.h"
+#include "curriculum/samples.h"
+#include "curriculum/word_tokenizer.h"
+
+namespace coconut::curriculum {
+namespace {
+
+class SamplesTest : public ::testing::Test {
+ protected:
+  SamplesTest() : tok(WordTokenizer::build({"q a b c ans s1 s2 s3 ###\n"})) {
+    sample.question = "q";
+    sample.steps = {"s1", "s2", "s3"};
+    sample.answer = "ans";
+    ts = tokenize_sample(sample, tok);
+  }
+  int id(const char* w) const { return tok.token_id(w); }
+  // Expands a space-separated word list, with BOT/EOT/LAT/EOS for the special tokens.
+  std::vector<int> ids(const std::string& words) const {
+    std::vector<int> out;
+    size_t i = 0;
+    while (i < words.size()) {
+      size_t j = words.find(' ', i);
+      if (j == std::string::npos) j = words.size();
+      const std::string w = words.substr(i, j - i);
+      if (w == "BOT") out.push_back(tok.start_latent_id());
+      else if (w == "EOT") out.push_back(tok.end_latent_id());
+      else if (w == "LAT") out.push_back(tok.latent_id());
+      else if (w == "EOS") out.push_back(tok.eos_id());
+      else if (w == "NL") out.push_back(id("\n"));
+      else {
+        const std::vector<int> e = tok.encode(w);  // "###" is three "#" tokens
+        out.insert(out.end(), e.begin(), e.end());
+      }
+      i = j + 1;
+    }
+    return out;
+  }
+  std::vector<int> masked(const std::vector<int>& t, size_t n_masked) const {
+    std::vector<int> l = t;
+    for (size_t i = 0; i < n_masked; ++i) l[i] = -100;
+    return l;
+  }
+  WordTokenizer tok;
+  Sample sample;
+  TokenizedSample ts;
+};
+
+TEST_F(SamplesTest, CoconutStagesReplaceStepsWithCThoughtsEach) {
+  CurriculumConfig cc;
+  cc.c_thought = 2;
+  cc.max_latent_stage = 2;
+  auto s0 = build_training_sample(ts, cc, 0, 0, tok);
+  EXPECT_EQ(s0.tokens, ids("q NL BOT EOT s1 NL s2 NL s3 NL ### ans EOS"));
+  EXPECT_EQ(s0.labels, masked(s0.tokens, 4));
+  auto s1 = build_training_sample(ts, cc, 1, 0, tok);
+  EXPECT_EQ(s1.tokens, ids("q NL BOT LAT LAT EOT s2 NL s3 NL ### ans EOS"));
+  EXPECT_EQ(s1.labels, masked(s1.tokens, 6));
+  EXPECT_EQ(s1.n_latents, 2);
+  // Past max_latent_stage: every step removed, min(steps, max) * c latents.
+  auto s3 = build_training_sample(ts, cc, 3, 0, tok);
+  EXPECT_EQ(s3.tokens, ids("q NL BOT LAT LAT LAT LAT EOT ### ans EOS"));
+  EXPECT_EQ(s3.labels, masked(s3.tokens, 8));
+}
+
+TEST_F(SamplesTest, FewerStepsThanStageKeepsStageTimesCLatents) {
+  CurriculumConfig cc;
+  cc.c_thought = 1;
+  cc.max_latent_stage = 6;
+  auto s = build_training_sample(ts, cc, 5, 0, tok);  // 3 steps, stage 5
+  EXPECT_EQ(s.tokens, ids("q NL BOT LAT LAT LAT LAT LAT EOT ### ans EOS"));
+}
+
+TEST_F(SamplesTest, PadLatentToMax) {
+  CurriculumConfig cc;
+  cc.max_latent_stage = 4;
+  cc.pad_latent_to_max = true;
+  auto s = build_training_sample(ts, cc, 5, 0, tok);  // only 3 steps, padded to 4 latents
+  EXPECT_EQ(s.tokens, ids("q NL BOT LAT LAT LAT LAT EOT ### ans EOS"));
+  cc.pad_latent_to_max = false;
+  auto t = build_training_sample(ts, cc, 5, 0, tok);
+  EXPECT_EQ(t.tokens, ids("q NL BOT LAT LAT LAT EOT ### ans EOS"));
+}
+
+TEST_F(SamplesTest, BaselineMethods) {
+  CurriculumConfig cc;
+  cc.method = Method::cot;
+  EXPECT_EQ(cc.stage_of_epoch(7), 0);
+  auto cot = build_training_sample(ts, cc, cc.stage_of_epoch(7), 7, tok);
+  EXPECT_EQ(cot.tokens, ids("q NL s1 NL s2 NL s3 NL ### ans EOS"));
+  EXPECT_EQ(cot.labels, masked(cot.tokens, 2));
+  cc.method = Method::no_cot;
+  EXPECT_EQ(build_training_sample(ts, cc, 0, 0, tok).tokens, ids("q NL ### ans EOS"));
+  cc.method = Method::no_thought;
+  EXPECT_EQ(build_training_sample(ts, cc, 2, 0, tok).tokens, ids("q NL s3 NL ### ans EOS"));
+  cc.method = Method::pause_as_thought;
+  EXPECT_FALSE(cc.feeds_back());
+  EXPECT_EQ(build_training_sample(ts, cc, 1, 0, tok).tokens, ids("q NL BOT LAT EOT s2 NL s3 NL ### ans EOS"));
+  cc.method = Method::no_curriculum;
+  cc.max_latent_stage = 3;
+  EXPECT_TRUE(cc.feeds_back());
+  EXPECT_EQ(cc.stage_of_epoch(0), 4);
+  EXPECT_EQ(build_training_sample(ts, cc, cc.stage_of_epoch(0), 0, tok).tokens,
+            ids("q NL BOT LAT LAT LAT EOT ### ans EOS"));
+  cc.method = Method::icot;
+  cc.icot_tokens_per_epoch = 3;  // epoch 1 drops "s1 NL s2"
+  EXPECT_EQ(build_training_sample(ts, cc, 0, 1, tok).tokens, ids("q NL NL s3 NL ### ans EOS"));
+  EXPECT_EQ(build_training_sample(ts, cc, 0, 9, tok).tokens, ids("q NL ### ans EOS"));
+  EXPECT_THROW(parse_method("coconuts"), coconut::Error);
+}
+
+TEST_F(SamplesTest, EvalPrompt) {
+  CurriculumConfig cc;
+  cc.c_thought = 2;
+  cc.max_latent_stage = 1;
+  EXPECT_EQ(build_eval_prompt(ts, cc, 3, tok).tokens, ids("q NL BOT LAT LAT EOT"));
+  cc.method = Method::cot;
+  EXPECT_EQ(build_eval_prompt(ts, cc, 0, tok).tokens, ids("q NL"));
+}
+
+TEST_F(SamplesTest, BatchAlignsFirstLatentAndPlansPasses) {
+  // Sample 0: "a b q NL BOT LAT LAT EOT ..." (latent at 5), sample 1: "q NL BOT LAT EOT ..."
+  // (latent at 3, shifted right by 2), sample 2: no latents (not shifted).
+  BuiltSample x0{ids("a b q NL BOT LAT LAT EOT ans EOS"), {}, 2};
+  BuiltSample x1{ids("q NL BOT LAT EOT ans EOS"), {}, 1};
+  BuiltSample x2{ids("q NL ans EOS"), {}, 0};
+  for (BuiltSample* x : {&x0, &x1, &x2}) {
+    x->labels.assign(x->tokens.size(), -100);
+    x->labels[x->tokens.size() - 2] = x->tokens[x->tokens.size() - 2];  // "ans" labelled
+    x->labels.back() = x->tokens.back();
+  }
+  auto b = make_batch({&x0, &x1, &x2}, tok, true);
+  ASSERT_EQ(b.B, 3);
+  ASSERT_EQ(b.T, 10);
+  auto at = [&](const std::vector<int>& v, int t, int s) { return v[t * 3 + s]; };
+  EXPECT_EQ(at(b.tokens, 5, 0), tok.latent_id());
+  EXPECT_EQ(at(b.tokens, 5, 1), tok.latent_id());
+  EXPECT_EQ(b.key_mask[0 * 3 + 1], 0);  // sample 1 left-padded at columns 0, 1
+  EXPECT_EQ(b.key_mask[1 * 3 + 1], 0);
+  EXPECT_EQ(at(b.pos_ids, 2, 1), 0);    // its first real token has position 0
+  EXPECT_EQ(at(b.pos_ids, 5, 1), 3);
+  EXPECT_EQ(at(b.tokens, 0, 2), id("q"));  // sample 2 not shifted
+  EXPECT_EQ(b.key_mask[4 * 3 + 2], 0);     // and right-padded from column 4
+  // Targets: the next token's label at the previous column.
+  EXPECT_EQ(at(b.targets, 7, 0), id("ans"));
+  EXPECT_EQ(at(b.targets, 8, 0), tok.eos_id());
+  EXPECT_EQ(at(b.targets, 1, 2), id("ans"));
+  EXPECT_EQ(at(b.targets, 9, 0), -100);
+  EXPECT_EQ(b.num_targets(), 6);
+  // Passes: [0,5) feeds column 4 -> 5 for samples 0 and 1; [5,6) feeds 5 -> 6 for sample 0; [6,10).
+  ASSERT_EQ(b.passes.size(), 3u);
+  EXPECT_EQ(b.passes[0].begin, 0);
+  EXPECT_EQ(b.passes[0].end, 5);
+  ASSERT_EQ(b.passes[0].feedback.size(), 2u);
+  EXPECT_EQ(b.passes[0].feedback[0].from, 4);
+  EXPECT_EQ(b.passes[1].begin, 5);
+  EXPECT_EQ(b.passes[1].end, 6);
+  ASSERT_EQ(b.passes[1].feedback.size(), 1u);
+  EXPECT_EQ(b.passes[1].feedback[0].sample, 0);
+  EXPECT_EQ(b.passes[1].feedback[0].from, 5);
+  EXPECT_EQ(b.passes[2].begin, 6);
+  EXPECT_EQ(b.passes[2].end, 10);
+  EXPECT_TRUE(b.passes[2].feedback.empty());
+  // Without feedback (pause tokens, plain models): one pass over everything.
+  auto plain = make_batch({&x0, &x1, &x2}, tok, false);
+  ASSERT_EQ(plain.passes.size(), 1u);
+  EXPECT_EQ(plain.passes[0].end, 10);
+}
+
+}  // namespace
+}  // namespace coconut::curriculum

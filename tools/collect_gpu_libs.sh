@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Copies into one folder the shared libraries that our test binaries need and a
+# machine with only the NVIDIA driver lacks (MPI, protobuf, yaml-cpp, spdlog,
+# fmt, OpenBLAS, libgomp, gtest, cuBLAS, NCCL, cudart...), so the folder can be
+# carried there beside the build folder (tests/gpu/run.sh puts it on
+# LD_LIBRARY_PATH). glibc and the compiler's C++ runtime are left out: every
+# Linux machine has them, newer ones included.
+#   usage: tools/collect_gpu_libs.sh [build-dir=build-cuda] [dest=.gpulibs] [--no-cuda]
+# --no-cuda leaves out the CUDA toolkit's libraries (cuBLAS alone is ~600 MB),
+# for machines whose image already has CUDA 13 (the lent H100/H200 ones do).
+set -euo pipefail
+no_cuda=0
+args=()
+for a in "$@"; do
+  if [ "$a" = --no-cuda ]; then no_cuda=1; else args+=("$a"); fi
+done
+build=${args[0]:-build-cuda}
+dest=${args[1]:-.gpulibs}
+[ -d "$build" ] || { echo "collect_gpu_libs: no build folder $build" >&2; exit 2; }
+mkdir -p "$dest"
+
+# Test binaries: executable ELF files of the build outside CMake's scratch folders.
+mapfile -t binaries < <(find "$build" -type f -perm -u+x -not -path '*/CMakeFiles/*' \
+  -exec sh -c 'head -c 4 "$1" | grep -q ELF' _ {} \; -print)
+[ ${#binaries[@]} -gt 0 ] || { echo "collect_gpu_libs: no binaries under $build" >&2; exit 2; }
+
+system='^(linux-vdso|ld-linux|libc|libm|libpthread|libdl|librt|libutil|libresolv|libstdc\+\+|libgcc_s)\.so'
+cuda='^(libcublas|libcublasLt|libcudart|libnccl|libcuda)\.so'
+for bin in "${binaries[@]}"; do
+  ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}'
+done | sort -u | while read -r name path; do
+  if [[ $name =~ $system ]]; then continue; fi
+  if [[ $name =~ ^libcuda\.so ]]; then continue; fi  # the driver's own library, never carried
+  if [ $no_cuda = 1 ] && [[ $name =~ $cuda ]]; then continue; fi
+  cp -L "$path" "$dest/$name"  # saved under the name the loader asks for
+done
+echo "collect_gpu_libs: ${#binaries[@]} binaries, $(ls "$dest" | wc -l) libraries in $dest ($(du -sh "$dest" | cut -f1))"
