@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "launcher/commands.h"
+#include "runtime/blas.h"
 #include "runtime/check.h"
 
 namespace {
@@ -24,6 +25,7 @@ void print_usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  coconut::select_blas_kernels(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     print_usage();

@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -40,9 +41,11 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
     const float* x = inp + static_cast<int64_t>(r) * C;
     float* y = out + static_cast<int64_t>(r) * C;
     float m = 0.f;
+#pragma omp simd reduction(+ : m)
     for (int c = 0; c < C; ++c) m += x[c];
     m /= C;
     float v = 0.f;
+#pragma omp simd reduction(+ : v)
     for (int c = 0; c < C; ++c) v += (x[c] - m) * (x[c] - m);
     v /= C;
     const float s = 1.f / std::sqrt(v + eps);
@@ -62,6 +65,7 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
     const float m = mean[r], s = rstd[r];
     // dxhat = dy * w; dx = s * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
     float sum_dxhat = 0.f, sum_dxhat_xhat = 0.f;
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
     for (int c = 0; c < C; ++c) {
       const float xhat = (x[c] - m) * s;
       const float dxhat = dy[c] * w[c];
@@ -114,21 +118,39 @@ namespace {
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 }
 
+// tanh through a polynomial exp (Cephes' expf coefficients, ~1e-7 relative error) so
+// that the GELU loops vectorise; std::tanh is a scalar libm call and made GELU a tenth
+// of the training step.
+inline float exp_poly(float x) {
+  x = std::min(88.f, std::max(-87.f, x));
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+inline float tanh_poly(float u) { return 1.f - 2.f / (exp_poly(2.f * u) + 1.f); }
+
 void gelu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float x = inp[i];
     const float u = kGeluScale * (x + 0.044715f * x * x * x);
-    out[i] = 0.5f * x * (1.f + std::tanh(u));
+    out[i] = 0.5f * x * (1.f + tanh_poly(u));
   }
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float x = inp[i];
     const float u = kGeluScale * (x + 0.044715f * x * x * x);
-    const float t = std::tanh(u);
+    const float t = tanh_poly(u);
     const float du = kGeluScale * (1.f + 3.f * 0.044715f * x * x);
     const float grad = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * du;
     dinp[i] += grad * dout[i];
@@ -142,51 +164,61 @@ void add_forward(float* out, const float* a, const float* b, int64_t n) {
 
 // Attention is parallel over (sequence, head) pairs: each pair owns its slice of the
 // q|k|v columns, so the backward can accumulate dK/dV of all columns without races.
+// Within a pair the products are BLAS calls on strided views (row stride B*3C for
+// q|k|v, B*C for the output); inside the parallel region OpenBLAS runs them
+// single-threaded, so the result does not depend on the thread count.
+namespace {
+
+// Masked, causal softmax of one query row over keys [0, n): keys after the query's
+// column t or hidden by the key mask get probability 0. A query with no visible key
+// (a left-pad column) gets all zeros; it carries no label.
+void softmax_row(float* p, int n, int t, const uint8_t* key_mask, int B, int s) {
+  float maxv = -INFINITY;
+  for (int j = 0; j < n; ++j) {
+    const bool visible = j <= t && key_mask[static_cast<int64_t>(j) * B + s];
+    if (!visible) p[j] = -INFINITY;
+    maxv = std::max(maxv, p[j]);
+  }
+  if (maxv == -INFINITY) {
+    std::fill(p, p + n, 0.f);
+    return;
+  }
+  float sum = 0.f;
+  for (int j = 0; j < n; ++j) {
+    p[j] = p[j] == -INFINITY ? 0.f : std::exp(p[j] - maxv);
+    sum += p[j];
+  }
+  const float inv = 1.f / sum;
+  for (int j = 0; j < n; ++j) p[j] *= inv;
+}
+
+}  // namespace
+
 void attention_forward(float* out, float* probs, const float* qkv, const uint8_t* key_mask, int a, int b, int B,
                        int T, int C, int H) {
-  const int hd = C / H;
+  const int hd = C / H, nq = b - a, nk = b;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  const int64_t row3 = 3 * C;
+  const int ld_qkv = 3 * C * B, ld_out = C * B;
+  // Saved probabilities: row (t, s, h) of [T, B, H, T]; at inference a per-thread scratch.
+  const int ld_p = probs ? B * H * T : nk;
 #pragma omp parallel
   {
-    std::vector<float> scratch(probs ? 0 : T);
+    std::vector<float> scratch(probs ? 0 : static_cast<size_t>(nq) * nk);
 #pragma omp for collapse(2) schedule(static)
     for (int s = 0; s < B; ++s) {
       for (int h = 0; h < H; ++h) {
-        for (int t = a; t < b; ++t) {
-          const float* q = qkv + (static_cast<int64_t>(t) * B + s) * row3 + h * hd;
-          float* p = probs ? probs + ((static_cast<int64_t>(t) * B + s) * H + h) * T : scratch.data();
-          float maxv = -INFINITY;
-          for (int j = 0; j <= t; ++j) {
-            if (!key_mask[static_cast<int64_t>(j) * B + s]) continue;
-            const float* k = qkv + (static_cast<int64_t>(j) * B + s) * row3 + C + h * hd;
-            float dot = 0.f;
-            for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
-            p[j] = dot * scale;
-            maxv = std::max(maxv, p[j]);
-          }
-          float sum = 0.f;
-          for (int j = 0; j <= t; ++j) {
-            if (!key_mask[static_cast<int64_t>(j) * B + s]) {
-              p[j] = 0.f;
-              continue;
-            }
-            p[j] = std::exp(p[j] - maxv);
-            sum += p[j];
-          }
-          // A query with no visible key (a left-pad column) outputs zeros; it carries no label.
-          const float inv = sum > 0.f ? 1.f / sum : 0.f;
-          for (int j = 0; j <= t; ++j) p[j] *= inv;
-          if (probs)
-            for (int j = t + 1; j < T; ++j) p[j] = 0.f;
-          float* y = out + (static_cast<int64_t>(t - a) * B + s) * C + h * hd;
-          for (int d = 0; d < hd; ++d) y[d] = 0.f;
-          for (int j = 0; j <= t; ++j) {
-            if (p[j] == 0.f) continue;
-            const float* v = qkv + (static_cast<int64_t>(j) * B + s) * row3 + 2 * C + h * hd;
-            for (int d = 0; d < hd; ++d) y[d] += p[j] * v[d];
-          }
+        const float* q = qkv + (static_cast<int64_t>(a) * B + s) * 3 * C + h * hd;
+        const float* k = qkv + static_cast<int64_t>(s) * 3 * C + C + h * hd;
+        const float* v = k + C;
+        float* P = probs ? probs + ((static_cast<int64_t>(a) * B + s) * H + h) * T : scratch.data();
+        sgemm(false, true, nq, nk, hd, scale, q, ld_qkv, k, ld_qkv, 0.f, P, ld_p);  // scores
+        for (int i = 0; i < nq; ++i) {
+          float* row = P + static_cast<int64_t>(i) * ld_p;
+          softmax_row(row, nk, a + i, key_mask, B, s);
+          if (probs) std::fill(row + nk, row + T, 0.f);
         }
+        float* y = out + static_cast<int64_t>(s) * C + h * hd;
+        sgemm(false, false, nq, hd, nk, 1.f, P, ld_p, v, ld_qkv, 0.f, y, ld_out);  // P V
       }
     }
   }
@@ -194,50 +226,36 @@ void attention_forward(float* out, float* probs, const float* qkv, const uint8_t
 
 void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int a, int b, int B,
                         int T, int C, int H) {
-  const int hd = C / H;
+  const int hd = C / H, nq = b - a, nk = b;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  const int64_t row3 = 3 * C;
+  const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = B * H * T;
 #pragma omp parallel
   {
-    std::vector<float> dp(T);
+    std::vector<float> dP(static_cast<size_t>(nq) * nk);
 #pragma omp for collapse(2) schedule(static)
     for (int s = 0; s < B; ++s) {
       for (int h = 0; h < H; ++h) {
-        // Later queries first: the order is fixed, so sums are reproducible.
-        for (int t = b - 1; t >= a; --t) {
-          const float* p = probs + ((static_cast<int64_t>(t) * B + s) * H + h) * T;
-          const float* dy = dout + (static_cast<int64_t>(t - a) * B + s) * C + h * hd;
-          const float* q = qkv + (static_cast<int64_t>(t) * B + s) * row3 + h * hd;
-          float* dq = dqkv + (static_cast<int64_t>(t) * B + s) * row3 + h * hd;
-          // dp_j = dy . v_j ; dV_j += p_j dy
-          float dot_p_dp = 0.f;
-          for (int j = 0; j <= t; ++j) {
-            if (p[j] == 0.f) {
-              dp[j] = 0.f;
-              continue;
-            }
-            const float* v = qkv + (static_cast<int64_t>(j) * B + s) * row3 + 2 * C + h * hd;
-            float* dv = dqkv + (static_cast<int64_t>(j) * B + s) * row3 + 2 * C + h * hd;
-            float acc = 0.f;
-            for (int d = 0; d < hd; ++d) {
-              acc += dy[d] * v[d];
-              dv[d] += p[j] * dy[d];
-            }
-            dp[j] = acc;
-            dot_p_dp += p[j] * acc;
-          }
-          // softmax backward: ds_j = p_j (dp_j - sum_i p_i dp_i); scores = q.k * scale
-          for (int j = 0; j <= t; ++j) {
-            if (p[j] == 0.f) continue;
-            const float ds = p[j] * (dp[j] - dot_p_dp) * scale;
-            const float* k = qkv + (static_cast<int64_t>(j) * B + s) * row3 + C + h * hd;
-            float* dk = dqkv + (static_cast<int64_t>(j) * B + s) * row3 + C + h * hd;
-            for (int d = 0; d < hd; ++d) {
-              dq[d] += ds * k[d];
-              dk[d] += ds * q[d];
-            }
-          }
+        const int64_t col = static_cast<int64_t>(s) * 3 * C + h * hd;
+        const float* q = qkv + static_cast<int64_t>(a) * B * 3 * C + col;
+        const float* k = qkv + col + C;
+        const float* v = qkv + col + 2 * C;
+        float* dq = dqkv + static_cast<int64_t>(a) * B * 3 * C + col;
+        float* dk = dqkv + col + C;
+        float* dv = dqkv + col + 2 * C;
+        const float* P = probs + ((static_cast<int64_t>(a) * B + s) * H + h) * T;
+        const float* dy = dout + static_cast<int64_t>(s) * C + h * hd;
+        sgemm(false, true, nq, nk, hd, 1.f, dy, ld_out, v, ld_qkv, 0.f, dP.data(), nk);  // dP = dY V^T
+        sgemm(true, false, nk, hd, nq, 1.f, P, ld_p, dy, ld_out, 1.f, dv, ld_qkv);        // dV += P^T dY
+        // softmax backward: dS_j = p_j (dp_j - sum_i p_i dp_i), times the score scale.
+        for (int i = 0; i < nq; ++i) {
+          const float* p = P + static_cast<int64_t>(i) * ld_p;
+          float* d = dP.data() + static_cast<int64_t>(i) * nk;
+          float dot = 0.f;
+          for (int j = 0; j < nk; ++j) dot += p[j] * d[j];
+          for (int j = 0; j < nk; ++j) d[j] = p[j] * (d[j] - dot) * scale;
         }
+        sgemm(false, false, nq, hd, nk, 1.f, dP.data(), nk, k, ld_qkv, 1.f, dq, ld_qkv);  // dQ += dS K
+        sgemm(true, false, nk, hd, nq, 1.f, dP.data(), nk, q, ld_qkv, 1.f, dk, ld_qkv);   // dK += dS^T Q
       }
     }
   }

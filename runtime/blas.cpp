@@ -2,6 +2,12 @@
 #include "runtime/blas.h"
 
 #include <cblas.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+extern "C" char* openblas_get_corename(void);
 
 namespace coconut {
 
@@ -10,6 +16,26 @@ void sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
   if (m == 0 || n == 0) return;
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+const char* blas_kernel_name() { return openblas_get_corename(); }
+
+void select_blas_kernels(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE")) return;
+  const char* core = openblas_get_corename();
+  const bool generic = !std::strcmp(core, "Prescott") || !std::strcmp(core, "Core2") ||
+                       !std::strcmp(core, "Katmai") || !std::strcmp(core, "Nehalem");
+  if (!generic) return;
+  const char* better = nullptr;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    better = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    better = "Haswell";
+  if (!better) return;
+  setenv("OPENBLAS_CORETYPE", better, 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: keep going with the slow kernels
 }
 
 }  // namespace coconut
