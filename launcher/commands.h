@@ -15,6 +15,7 @@ class UsageError : public std::runtime_error {
 
 int cmd_bench(const std::vector<std::string>& args);
 int cmd_train(const std::vector<std::string>& args);
+int cmd_data(const std::vector<std::string>& args);
 
 // "--name value" options: takes the value after args[i] (advancing i) or throws UsageError.
 std::string option_value(const std::vector<std::string>& args, size_t& i);

@@ -18,6 +18,7 @@ void print_usage() {
       "usage: coconut <command> [options]\n\n"
       "commands:\n"
       "  train CONFIG.yaml [--set key=value ...]   train a model (see configs/)\n"
+      "  data generate|stats|convert ...           generate ProsQA/ProntoQA, dataset statistics, GSM8k conversion\n"
       "  bench gpt2 [options]                      GPT-2 training-step benchmark with a PyTorch peer\n"
       "\n`coconut <command> --help` describes each command.\n");
 }
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "bench") return coconut::launcher::cmd_bench(args);
     if (command == "train") return coconut::launcher::cmd_train(args);
+    if (command == "data") return coconut::launcher::cmd_data(args);
     fmt::print(stderr, "coconut: unknown command '{}'\n", command);
     print_usage();
     return 2;
