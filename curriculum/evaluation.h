@@ -1,0 +1,37 @@
+// Accuracy of a model on a dataset: builds each item's evaluation prompt for the
+// method and stage, generates greedily in batches (thoughts fed back where the method
+// does), and compares the extracted answer with the reference by exact match
+// (DESIGN.md 2.4).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "curriculum/dataset.h"
+#include "curriculum/samples.h"
+#include "model/gpt2.h"
+
+namespace coconut::curriculum {
+
+struct EvalItem {
+  std::string prediction;  // extracted answer
+  std::string reference;   // normalised reference answer
+  std::string generated;   // full generated text (steps and answer)
+  int generated_tokens = 0;
+  bool correct = false;
+};
+
+struct EvalResult {
+  int correct = 0, total = 0;
+  double mean_generated_tokens = 0;
+  std::vector<EvalItem> items;
+  double accuracy() const { return total ? static_cast<double>(correct) / total : 0.0; }
+};
+
+EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::vector<Sample>& samples,
+                    const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens);
+
+// Writes the result as JSON: accuracy, counts and every item's prediction.
+void write_eval_report(const std::string& path, const EvalResult& result, const std::string& dataset_name);
+
+}  // namespace coconut::curriculum

@@ -1,0 +1,76 @@
+// Reading the training configuration (see train_config.h).
+#include "launcher/train_config.h"
+
+#include "runtime/check.h"
+
+namespace coconut::launcher {
+
+TrainConfig read_train_config(Config& c) {
+  TrainConfig t;
+  t.source = c.source();
+  t.run_dir = c.get_string("run.dir", t.run_dir);
+  t.seed = static_cast<uint64_t>(c.get_int64("run.seed", 1, 0, INT64_MAX));
+  t.threads = c.get_int("run.threads", 0, 0, 1024);
+
+  t.model.n_layer = c.get_int("model.n_layer", 4, 1, 1024);
+  t.model.n_head = c.get_int("model.n_head", 4, 1, 1024);
+  t.model.d_model = c.get_int("model.d_model", 128, 1, 65536);
+  t.model.max_positions = c.get_int("model.max_positions", 512, 1, 1 << 20);
+  t.model.vocab_size = 0;  // from the tokenizer (or the pretrained model)
+  t.init_from = c.get_string("model.init_from", "");
+
+  DataConfig& d = t.data;
+  d.kind = c.get_string("data.kind", d.kind, {"prosqa", "prontoqa", "file"});
+  d.train_file = c.get_string("data.train_file", "");
+  d.valid_file = c.get_string("data.valid_file", "");
+  d.test_file = c.get_string("data.test_file", "");
+  d.generate_train = c.get_int("data.generate_train", d.generate_train, 1, 10000000);
+  d.generate_valid = c.get_int("data.generate_valid", d.generate_valid, 0, 10000000);
+  d.generate_test = c.get_int("data.generate_test", d.generate_test, 0, 10000000);
+  d.generate_seed = static_cast<uint64_t>(c.get_int64("data.generate_seed", 2024, 0, INT64_MAX));
+  d.tokenizer = c.get_string("data.tokenizer", d.tokenizer, {"word", "bpe"});
+  d.bpe_dir = c.get_string("data.bpe_dir", "");
+
+  curriculum::CurriculumConfig& cc = t.curriculum;
+  cc.method = curriculum::parse_method(
+      c.get_string("curriculum.method", "coconut",
+                   {"coconut", "cot", "no_cot", "pause", "pause_as_thought", "no_curriculum", "no_thought", "icot"}));
+  cc.c_thought = c.get_int("curriculum.c_thought", 1, 0, 64);
+  cc.max_latent_stage = c.get_int("curriculum.max_latent_stage", 6, 0, 1000);
+  cc.epochs_per_stage = c.get_int("curriculum.epochs_per_stage", 3, 1, 100000);
+  cc.pad_latent_to_max = c.get_bool("curriculum.pad_latent_to_max", false);
+  cc.uniform_prob = c.get_double("curriculum.uniform_prob", 0.0, 0.0, 1.0);
+  cc.icot_tokens_per_epoch = c.get_int("curriculum.icot_tokens_per_epoch", 8, 1, 100000);
+
+  t.epochs = c.get_int("train.epochs", 1, 1, 1000000);
+  t.batch_size = c.get_int("train.batch_size", 32, 1, 1 << 20);
+  t.micro_batch_size = c.get_int("train.micro_batch_size", t.batch_size, 1, 1 << 20);
+  t.adamw.lr = static_cast<float>(c.get_double("train.lr", 1e-4, 0.0, 10.0));
+  t.adamw.weight_decay = static_cast<float>(c.get_double("train.weight_decay", 0.01, 0.0, 10.0));
+  t.adamw.beta1 = static_cast<float>(c.get_double("train.beta1", 0.9, 0.0, 0.999999));
+  t.adamw.beta2 = static_cast<float>(c.get_double("train.beta2", 0.999, 0.0, 0.999999999));
+  t.adamw.eps = static_cast<float>(c.get_double("train.eps", 1e-8, 0.0, 1.0));
+  t.adamw.decay_matrices_only = c.get_bool("train.decay_matrices_only", false);
+  t.grad_clip = c.get_double("train.grad_clip", 0.0, 0.0, 1e6);
+  t.reset_optimizer = c.get_string("train.reset_optimizer", "stage", {"stage", "epoch", "never"});
+  t.log_every = c.get_int("train.log_every", 10, 1, 1 << 30);
+
+  t.eval_every = c.get_int("eval.every_epochs", 1, 0, 1000000);
+  t.eval_batch_size = c.get_int("eval.batch_size", 32, 1, 1 << 20);
+  t.eval_max_items = c.get_int("eval.max_items", 0, 0, 1 << 30);
+  t.max_new_tokens = c.get_int("eval.max_new_tokens", 64, 1, 1 << 20);
+  c.finish();
+
+  COCONUT_CHECK(t.model.d_model % t.model.n_head == 0,
+                "{}: model.d_model ({}) must be a multiple of model.n_head ({})", t.source, t.model.d_model,
+                t.model.n_head);
+  COCONUT_CHECK(t.batch_size % t.micro_batch_size == 0,
+                "{}: train.batch_size ({}) must be a multiple of train.micro_batch_size ({})", t.source, t.batch_size,
+                t.micro_batch_size);
+  COCONUT_CHECK(d.kind != "file" || !d.train_file.empty(), "{}: data.kind 'file' needs data.train_file", t.source);
+  COCONUT_CHECK(d.tokenizer != "bpe" || !d.bpe_dir.empty(), "{}: data.tokenizer 'bpe' needs data.bpe_dir", t.source);
+  t.digest = c.digest();
+  return t;
+}
+
+}  // namespace coconut::launcher

@@ -1,0 +1,50 @@
+// The training configuration: every key of a train YAML file, read strictly (unknown
+// keys, wrong types and out-of-range values stop with the file, line and key).
+// docs/config.md lists the keys; configs/ has examples.
+#pragma once
+
+#include <string>
+
+#include "curriculum/samples.h"
+#include "model/adamw.h"
+#include "model/gpt2.h"
+#include "runtime/config.h"
+
+namespace coconut::launcher {
+
+struct DataConfig {
+  std::string kind = "prosqa";  // prosqa | prontoqa (generated) | file
+  std::string train_file, valid_file, test_file;  // JSON in the official format
+  int generate_train = 2000, generate_valid = 200, generate_test = 0;
+  uint64_t generate_seed = 2024;
+  std::string tokenizer = "word";  // word (built from the data) | bpe (GPT-2 files)
+  std::string bpe_dir;             // vocab.json + merges.txt
+};
+
+struct TrainConfig {
+  std::string source;      // the YAML file
+  std::string digest;      // of the effective configuration
+  std::string run_dir = "runs/run";
+  uint64_t seed = 1;
+  int threads = 0;
+  model::GPT2Config model;
+  std::string init_from;   // Hugging Face GPT-2 directory (model.safetensors + config.json)
+  DataConfig data;
+  curriculum::CurriculumConfig curriculum;
+  int epochs = 1;
+  int batch_size = 32;
+  int micro_batch_size = 32;  // gradient accumulation when smaller than batch_size
+  model::AdamWConfig adamw;
+  double grad_clip = 0;       // global-norm clipping; 0 = off
+  std::string reset_optimizer = "stage";  // stage | epoch | never
+  int log_every = 10;
+  int eval_every = 1;         // epochs; 0 = only at the end
+  int eval_batch_size = 32;
+  int eval_max_items = 0;     // 0 = all
+  int max_new_tokens = 64;
+};
+
+// Reads every key (then Config::finish(), so unknown keys are errors).
+TrainConfig read_train_config(Config& cfg);
+
+}  // namespace coconut::launcher

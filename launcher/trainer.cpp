@@ -1,0 +1,231 @@
+// The single-process training loop (see trainer.h). The data order, the uniform_prob
+// stage draws and the initial weights all come from counter-based generators keyed by
+// the seed, so a run is reproducible bit for bit on the same machine and threads.
+#include "launcher/trainer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "curriculum/batching.h"
+#include "curriculum/bpe_tokenizer.h"
+#include "curriculum/evaluation.h"
+#include "curriculum/prontoqa_generator.h"
+#include "curriculum/prosqa_generator.h"
+#include "curriculum/word_tokenizer.h"
+#include "model/adamw.h"
+#include "model/hf_weights.h"
+#include "model/multipass.h"
+#include "runtime/check.h"
+#include "runtime/rng.h"
+#include "runtime/threads.h"
+#include "runtime/timer.h"
+
+namespace coconut::launcher {
+
+namespace fs = std::filesystem;
+using curriculum::Sample;
+
+RunData load_run_data(const DataConfig& d) {
+  RunData r;
+  auto generate = [&](uint64_t seed, int count) {
+    return d.kind == "prontoqa" ? curriculum::generate_prontoqa(seed, count) : curriculum::generate_prosqa(seed, count);
+  };
+  // Generated splits use distinct seeds: no item is shared between them.
+  r.train = d.train_file.empty() ? generate(d.generate_seed, d.generate_train) : curriculum::load_dataset_json(d.train_file);
+  if (!d.valid_file.empty()) {
+    r.valid = curriculum::load_dataset_json(d.valid_file);
+    r.valid_name = fs::path(d.valid_file).filename().string();
+  } else if (d.kind != "file") {
+    r.valid = generate(d.generate_seed + 1, d.generate_valid);
+    r.valid_name = "generated-valid";
+  }
+  if (!d.test_file.empty()) {
+    r.test = curriculum::load_dataset_json(d.test_file);
+    r.test_name = fs::path(d.test_file).filename().string();
+  } else if (d.kind != "file" && d.generate_test > 0) {
+    r.test = generate(d.generate_seed + 2, d.generate_test);
+    r.test_name = "generated-test";
+  }
+  COCONUT_CHECK(!r.train.empty(), "the training set is empty");
+  return r;
+}
+
+std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const RunData& data) {
+  if (d.tokenizer == "bpe") return curriculum::BpeTokenizer::from_dir(d.bpe_dir);
+  std::vector<std::string> texts = {"\n", "### "};
+  for (const auto* split : {&data.train, &data.valid, &data.test})
+    for (const Sample& s : *split) {
+      texts.push_back(s.question);
+      texts.insert(texts.end(), s.steps.begin(), s.steps.end());
+      texts.push_back(s.answer);
+    }
+  return std::make_unique<curriculum::WordTokenizer>(curriculum::WordTokenizer::build(texts));
+}
+
+namespace {
+
+void append_jsonl(const fs::path& path, const nlohmann::json& j) {
+  std::ofstream out(path, std::ios::app);
+  COCONUT_CHECK(out.good(), "cannot append to '{}'", path.string());
+  out << j.dump() << "\n";
+}
+
+// Fisher-Yates with a counter-based stream per epoch.
+std::vector<size_t> epoch_order(size_t n, uint64_t seed, int epoch) {
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  CounterRng rng(seed, {0x5348u, static_cast<uint64_t>(epoch)});
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+  return order;
+}
+
+curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
+                                      const std::vector<Sample>& split, const TrainConfig& c, int stage) {
+  std::vector<Sample> items = split;
+  if (c.eval_max_items > 0 && static_cast<int>(items.size()) > c.eval_max_items) items.resize(c.eval_max_items);
+  return curriculum::evaluate(gpt, tok, items, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens);
+}
+
+}  // namespace
+
+TrainSummary run_training(const TrainConfig& c) {
+  Timer wall;
+  set_num_threads(c.threads);
+  const fs::path dir = c.run_dir;
+  fs::create_directories(dir);
+  COCONUT_CHECK(fs::is_directory(dir), "cannot create the run directory '{}'", dir.string());
+  if (!c.source.empty() && fs::exists(c.source))
+    fs::copy_file(c.source, dir / "config.yaml", fs::copy_options::overwrite_existing);
+  fs::remove(dir / "metrics.jsonl");
+
+  const RunData data = load_run_data(c.data);
+  const auto tok = make_tokenizer(c.data, data);
+  if (auto* word = dynamic_cast<const curriculum::WordTokenizer*>(tok.get())) word->save((dir / "tokenizer.txt").string());
+
+  model::GPT2Config mc = c.model;
+  if (!c.init_from.empty()) {
+    mc = model::read_hf_config(c.init_from + "/config.json");
+    COCONUT_CHECK(mc.vocab_size <= tok->vocab_size(),
+                  "{}: the pretrained vocabulary ({}) is larger than the tokenizer's ({}): wrong data.bpe_dir?",
+                  c.init_from, mc.vocab_size, tok->vocab_size());
+  }
+  const int pretrained_vocab = mc.vocab_size;
+  mc.vocab_size = tok->vocab_size();
+  model::GPT2 gpt(mc);
+  gpt.init_weights(c.seed);
+  if (!c.init_from.empty()) {
+    // Pretrained rows are imported; the added special tokens keep their fresh init.
+    model::GPT2Config pc = mc;
+    pc.vocab_size = pretrained_vocab;
+    model::GPT2 pretrained(pc);
+    model::import_hf_gpt2(c.init_from + "/model.safetensors", pc, pretrained.params());
+    for (const auto& t : gpt.layout().tensors()) {
+      const auto& s = pretrained.layout().find(t.name);
+      std::copy_n(pretrained.params() + s.offset, std::min(s.numel, t.numel), gpt.params() + t.offset);
+    }
+  }
+  spdlog::info("model: {} layers, d_model {}, {} heads, vocab {}, {:.2f}M parameters; method {}, c={}",
+               mc.n_layer, mc.d_model, mc.n_head, mc.vocab_size, gpt.num_params() / 1e6,
+               curriculum::method_name(c.curriculum.method), c.curriculum.c_thought);
+  spdlog::info("data: {} train, {} {}, {} {}", data.train.size(), data.valid.size(), data.valid_name,
+               data.test.size(), data.test_name);
+
+  std::vector<curriculum::TokenizedSample> train_tok;
+  train_tok.reserve(data.train.size());
+  for (const Sample& s : data.train) train_tok.push_back(curriculum::tokenize_sample(s, *tok));
+
+  model::AdamW opt(c.adamw, gpt.layout(), 0, gpt.num_params());
+  model::MultipassRunner runner;
+  TrainSummary summary;
+  int prev_stage = -1;
+  int64_t step = 0;
+  for (int epoch = 0; epoch < c.epochs; ++epoch) {
+    const int stage = c.curriculum.stage_of_epoch(epoch);
+    const bool reset = (c.reset_optimizer == "epoch" && epoch > 0) ||
+                       (c.reset_optimizer == "stage" && prev_stage >= 0 && stage != prev_stage);
+    if (reset) {
+      opt.reset();
+      spdlog::info("epoch {}: optimizer state reset ({})", epoch, c.reset_optimizer);
+    }
+    prev_stage = stage;
+
+    // This epoch's samples: the scheduled stage, or with uniform_prob a uniform draw.
+    const std::vector<size_t> order = epoch_order(train_tok.size(), c.seed, epoch);
+    std::vector<curriculum::BuiltSample> built(order.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      const auto& ts = train_tok[order[i]];
+      int s = stage;
+      if (c.curriculum.uniform_prob > 0) {
+        CounterRng rng(c.seed, {0x554eu, static_cast<uint64_t>(epoch), order[i]});
+        if (rng.uniform() < c.curriculum.uniform_prob) s = static_cast<int>(rng.below(ts.steps.size() + 1));
+      }
+      built[i] = curriculum::build_training_sample(ts, c.curriculum, s, epoch, *tok);
+    }
+
+    Timer epoch_timer;
+    double loss_sum = 0, tokens = 0;
+    int batches = 0;
+    for (size_t begin = 0; begin < built.size(); begin += c.batch_size) {
+      const size_t end = std::min(built.size(), begin + static_cast<size_t>(c.batch_size));
+      // The loss is the mean over every target of the whole batch, however it is split.
+      std::vector<model::SequenceBatch> micro;
+      int targets = 0;
+      for (size_t m = begin; m < end; m += c.micro_batch_size) {
+        std::vector<const curriculum::BuiltSample*> ptrs;
+        for (size_t i = m; i < std::min(end, m + static_cast<size_t>(c.micro_batch_size)); ++i) ptrs.push_back(&built[i]);
+        micro.push_back(curriculum::make_batch(ptrs, *tok, c.curriculum.feeds_back()));
+        targets += micro.back().num_targets();
+        tokens += micro.back().B * micro.back().T;
+      }
+      if (targets == 0) continue;
+      gpt.zero_grads();
+      double loss = 0;
+      for (const auto& mb : micro) loss += runner.forward_backward(gpt, mb, 1.f / targets);
+      if (c.grad_clip > 0) {
+        const double norm = std::sqrt(model::sum_of_squares(gpt.grads(), gpt.num_params()));
+        model::clip_grads(gpt.grads(), gpt.num_params(), norm, static_cast<float>(c.grad_clip));
+      }
+      opt.step(gpt.params(), gpt.grads(), c.adamw.lr);
+      ++step;
+      ++batches;
+      loss_sum += loss;
+      if (step % c.log_every == 0)
+        spdlog::info("epoch {} stage {} step {} loss {:.4f} ({:.0f} tokens/s)", epoch, stage, step, loss,
+                     tokens / epoch_timer.seconds());
+    }
+    const double mean_loss = batches ? loss_sum / batches : 0.0;
+    summary.epoch_losses.push_back(mean_loss);
+    summary.final_loss = mean_loss;
+    summary.final_stage = stage;
+    nlohmann::json row = {{"epoch", epoch}, {"stage", stage}, {"step", step}, {"loss", mean_loss},
+                          {"seconds", epoch_timer.seconds()}, {"tokens_per_s", tokens / epoch_timer.seconds()}};
+    const bool last = epoch + 1 == c.epochs;
+    if (!data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last)) {
+      const auto r = evaluate_split(gpt, *tok, data.valid, c, stage);
+      row["valid_accuracy"] = r.accuracy();
+      summary.valid_accuracy = r.accuracy();
+      spdlog::info("epoch {} stage {}: loss {:.4f}, {} accuracy {:.3f} ({}/{}), {:.1f}s", epoch, stage, mean_loss,
+                   data.valid_name, r.accuracy(), r.correct, r.total, epoch_timer.seconds());
+      if (last) curriculum::write_eval_report((dir / "eval_valid.json").string(), r, data.valid_name);
+    } else {
+      spdlog::info("epoch {} stage {}: loss {:.4f}, {:.1f}s", epoch, stage, mean_loss, epoch_timer.seconds());
+    }
+    append_jsonl(dir / "metrics.jsonl", row);
+  }
+  if (!data.test.empty()) {
+    const auto r = evaluate_split(gpt, *tok, data.test, c, summary.final_stage);
+    summary.test_accuracy = r.accuracy();
+    curriculum::write_eval_report((dir / "eval_test.json").string(), r, data.test_name);
+    spdlog::info("{} accuracy {:.3f} ({}/{})", data.test_name, r.accuracy(), r.correct, r.total);
+  }
+  model::export_hf_gpt2((dir / "model").string(), mc, gpt.params());
+  summary.seconds = wall.seconds();
+  return summary;
+}
+
+}  // namespace coconut::launcher

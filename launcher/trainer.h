@@ -1,0 +1,36 @@
+// Single-process training through the curriculum: data, tokenizer, model, the epoch
+// loop with stage switches and optimizer resets, evaluation after epochs, and the run
+// directory (config copy, tokenizer, metrics.jsonl, evaluation reports, final model).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "curriculum/dataset.h"
+#include "curriculum/tokenizer.h"
+#include "launcher/train_config.h"
+
+namespace coconut::launcher {
+
+struct TrainSummary {
+  double final_loss = 0;
+  double valid_accuracy = -1, test_accuracy = -1;  // -1: not evaluated
+  int final_stage = 0;
+  double seconds = 0;
+  std::vector<double> epoch_losses;  // mean training loss per epoch
+};
+
+// The datasets of a run: loaded from files or generated, per DataConfig.
+struct RunData {
+  std::vector<curriculum::Sample> train, valid, test;
+  std::string valid_name = "valid", test_name = "test";
+};
+RunData load_run_data(const DataConfig& d);
+
+// Word tokenizer built from the data (or GPT-2 BPE from bpe_dir).
+std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const RunData& data);
+
+TrainSummary run_training(const TrainConfig& config);
+
+}  // namespace coconut::launcher
