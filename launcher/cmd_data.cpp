@@ -375,9 +375,9 @@ int cmd_data(const std::vector<std::string>& args) {
   if (sub == "convert-gsm8k") return data_convert_gsm8k(args);
   if (sub == "split") return data_split(args);
   if (sub == "tokenizer") return data_tokenizer(args);
-  throw UsageError(fmt::format(
-      "unknown subcommand '{}' (expected generate, stats, convert-gsm8k, split or tokenizer; see `coconut data --help`)",
-      sub));
+  throw UsageError(fmt::format("unknown subcommand '{}' (expected generate, stats, convert-gsm8k, split or "
+                               "tokenizer; see `coconut data --help`)",
+                               sub));
 }
 
 }  // namespace coconut::launcher

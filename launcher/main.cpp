@@ -18,7 +18,7 @@ void print_usage() {
       "usage: coconut <command> [options]\n\n"
       "commands:\n"
       "  train CONFIG.yaml [--set key=value ...]   train a model (see configs/)\n"
-      "  data generate|stats|convert ...           generate ProsQA/ProntoQA, dataset statistics, GSM8k conversion\n"
+      "  data generate|stats|convert-gsm8k|split|tokenizer ...  datasets: generate, statistics, convert, split\n"
       "  bench gpt2 [options]                      GPT-2 training-step benchmark with a PyTorch peer\n"
       "\n`coconut <command> --help` describes each command.\n");
 }

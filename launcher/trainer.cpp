@@ -228,4 +228,29 @@ TrainSummary run_training(const TrainConfig& c) {
   return summary;
 }
 
+LoadedRun load_run(const std::string& run_dir) {
+  const fs::path dir = run_dir;
+  COCONUT_CHECK(fs::is_directory(dir), "run directory '{}' does not exist", run_dir);
+  for (const char* f : {"config.yaml", "model/model.safetensors", "model/config.json"})
+    COCONUT_CHECK(fs::exists(dir / f), "'{}' is not a finished run: {} is missing", run_dir, (dir / f).string());
+  LoadedRun r;
+  Config yaml = Config::load_file((dir / "config.yaml").string());
+  r.config = read_train_config(yaml);
+  r.config.run_dir = run_dir;
+  if (r.config.data.tokenizer == "bpe") {
+    r.tokenizer = curriculum::BpeTokenizer::from_dir(r.config.data.bpe_dir);
+  } else {
+    COCONUT_CHECK(fs::exists(dir / "tokenizer.txt"), "run '{}' has no tokenizer.txt", run_dir);
+    r.tokenizer = std::make_unique<curriculum::WordTokenizer>(
+        curriculum::WordTokenizer::load((dir / "tokenizer.txt").string()));
+  }
+  const model::GPT2Config mc = model::read_hf_config((dir / "model/config.json").string());
+  COCONUT_CHECK(mc.vocab_size == r.tokenizer->vocab_size(), "run '{}': model vocabulary {} != tokenizer's {}", run_dir,
+                mc.vocab_size, r.tokenizer->vocab_size());
+  r.model = std::make_unique<model::GPT2>(mc);
+  model::import_hf_gpt2((dir / "model/model.safetensors").string(), mc, r.model->params());
+  r.final_stage = r.config.curriculum.stage_of_epoch(r.config.epochs - 1);
+  return r;
+}
+
 }  // namespace coconut::launcher

@@ -10,6 +10,7 @@
 #include "curriculum/dataset.h"
 #include "curriculum/tokenizer.h"
 #include "launcher/train_config.h"
+#include "model/gpt2.h"
 
 namespace coconut::launcher {
 
@@ -32,5 +33,15 @@ RunData load_run_data(const DataConfig& d);
 std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const RunData& data);
 
 TrainSummary run_training(const TrainConfig& config);
+
+// A finished run read back from its directory: its configuration (config.yaml, with
+// run.dir pointing at the directory), its tokenizer and its final model.
+struct LoadedRun {
+  TrainConfig config;
+  std::unique_ptr<curriculum::Tokenizer> tokenizer;
+  std::unique_ptr<model::GPT2> model;
+  int final_stage = 0;  // the stage of the last training epoch
+};
+LoadedRun load_run(const std::string& run_dir);
 
 }  // namespace coconut::launcher

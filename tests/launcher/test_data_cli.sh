@@ -38,7 +38,7 @@ grep -q "wrote 200 ProsQA items" "$work/out.txt" || fail "generate summary: $(ca
 no_output "$work/a.json.tmp"
 "$bin" data stats "$work/a.json" >"$work/stats.txt" || fail "stats of generated ProsQA: $(cat "$work/stats.txt")"
 grep -q "a.json: 200 items" "$work/stats.txt" || fail "stats item count: $(cat "$work/stats.txt")"
-for row in "steps per item" "nodes per graph" "edges per graph" "shortest path"; do
+for row in "steps per item" "nodes per graph" "edges per graph" "shortest path \\(steps\\)"; do
   grep -Eq "$row +mean +[0-9]+\.[0-9]{3}" "$work/stats.txt" || fail "stats lacks the mean of '$row'"
 done
 grep -q "invariants: all hold" "$work/stats.txt" || fail "generated ProsQA breaks invariants"
