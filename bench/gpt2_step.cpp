@@ -65,7 +65,8 @@ double run_torch_peer(const Gpt2StepOptions& o, int threads) {
 int run_gpt2_step_bench(const Gpt2StepOptions& o) {
   set_num_threads(o.threads);
   const int threads = num_threads();
-  const model::GPT2Config& cfg = o.model;
+  model::GPT2Config cfg = o.model;
+  cfg.dropout = o.dropout;
   const int B = o.batch, T = o.seq_len;
 
   model::GPT2 gpt(cfg);
@@ -95,6 +96,7 @@ int run_gpt2_step_bench(const Gpt2StepOptions& o) {
   for (int i = 0; i < o.warmup + o.steps; ++i) {
     Timer timer;
     gpt.zero_grads();
+    if (cfg.dropout > 0) runner.set_dropout(1234, static_cast<uint64_t>(i));
     loss = runner.forward_backward(gpt, batch, scale);
     opt.step(gpt.params(), gpt.grads(), 1e-4f);
     const double s = timer.seconds();
@@ -108,7 +110,8 @@ int run_gpt2_step_bench(const Gpt2StepOptions& o) {
   fmt::print("GPT-2 training step (forward + backward + AdamW), fp32 CPU\n");
   fmt::print("model: {} layers, d_model {}, {} heads, vocab {}, {:.1f}M parameters\n", cfg.n_layer, cfg.d_model,
              cfg.n_head, cfg.vocab_size, gpt.num_params() / 1e6);
-  fmt::print("batch {} x {} tokens, {} threads, {} timed steps after {} warm-up\n", B, T, threads, o.steps, o.warmup);
+  fmt::print("batch {} x {} tokens, {} threads, {} timed steps after {} warm-up, dropout {}\n", B, T, threads, o.steps,
+             o.warmup, cfg.dropout);
   fmt::print("FLOPs per step = 3 x forward; forward = L (24 N C^2 + 2 B C T (T+1)) + 2 N C V, N = B T: {:.3f} GFLOP\n",
              flops / 1e9);
   fmt::print("\n| system | ms/step | tokens/s | GFLOP/s | % of SGEMM peak |\n|---|---|---|---|---|\n");

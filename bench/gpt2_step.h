@@ -16,6 +16,7 @@ struct Gpt2StepOptions {
   int steps = 5;
   int warmup = 1;
   int threads = 0;             // 0: all cores
+  float dropout = 0;           // model dropout during the timed training steps
   bool torch_peer = true;      // run bench/torch_gpt2_step.py in the same invocation
   std::string python = "python3";
 };

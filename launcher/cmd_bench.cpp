@@ -25,10 +25,29 @@ int option_int(const std::vector<std::string>& args, size_t& i, int min, int max
   return v;
 }
 
+namespace {
+
+// A drop probability in [0, 1).
+float option_probability(const std::vector<std::string>& args, size_t& i) {
+  const std::string name = args[i], text = option_value(args, i);
+  size_t used = 0;
+  float v = -1;
+  try {
+    v = std::stof(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !(v >= 0 && v < 1))
+    throw UsageError(fmt::format("option {} expects a probability in [0, 1), got '{}'", name, text));
+  return v;
+}
+
+}  // namespace
+
 int cmd_bench(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut bench gpt2 [--batch N] [--seq-len N] [--steps N] [--threads N] [--layers N]\n"
-      "                          [--d-model N] [--heads N] [--no-torch]\n"
+      "                          [--d-model N] [--heads N] [--dropout P] [--no-torch]\n"
       "  Times a GPT-2 training step (default: the 124M shape, batch 4 x 128) on the CPU backend,\n"
       "  prints tokens/s, GFLOP/s against the measured SGEMM peak, and the same step in PyTorch.\n";
   if (args.empty() || args[0] == "--help") {
@@ -53,6 +72,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     else if (a == "--d-model") o.model.d_model = option_int(args, i, 1, 100000);
     else if (a == "--heads") o.model.n_head = option_int(args, i, 1, 1000);
     else if (a == "--vocab") o.model.vocab_size = option_int(args, i, 2, 10000000);
+    else if (a == "--dropout") o.dropout = option_probability(args, i);
     else if (a == "--no-torch") o.torch_peer = false;
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "curriculum/dataset.h"
+
 namespace coconut::launcher {
 
 // A usage or configuration error: the command prints it and exits with code 2.
@@ -16,6 +18,21 @@ class UsageError : public std::runtime_error {
 int cmd_bench(const std::vector<std::string>& args);
 int cmd_train(const std::vector<std::string>& args);
 int cmd_data(const std::vector<std::string>& args);
+int cmd_eval(const std::vector<std::string>& args);
+int cmd_probe(const std::vector<std::string>& args);
+
+// Shared by eval and probe (defined in cmd_eval.cpp). The stage a finished run ended
+// at: the last row of its metrics.jsonl (which records what was trained, whatever
+// --set overrides were given), else the stage its config.yaml schedules last.
+struct LoadedRun;
+int run_final_stage(const LoadedRun& run);
+// The items to evaluate: --data FILE.json when given, else the run's validation set
+// (its file, or regenerated from the run's data section); name: for report file names.
+struct EvalData {
+  std::vector<curriculum::Sample> samples;
+  std::string name;
+};
+EvalData run_eval_data(const LoadedRun& run, const std::string& data_file);
 
 // "--name value" options: takes the value after args[i] (advancing i) or throws UsageError.
 std::string option_value(const std::vector<std::string>& args, size_t& i);

@@ -19,6 +19,8 @@ void print_usage() {
       "commands:\n"
       "  train CONFIG.yaml [--set key=value ...]   train a model (see configs/)\n"
       "  data generate|stats|convert-gsm8k|split|tokenizer ...  datasets: generate, statistics, convert, split\n"
+      "  eval RUN_DIR [options]                    accuracy of a finished run on a dataset\n"
+      "  probe RUN_DIR [options]                   latent-search probe on ProsQA (frontier values)\n"
       "  bench gpt2 [options]                      GPT-2 training-step benchmark with a PyTorch peer\n"
       "\n`coconut <command> --help` describes each command.\n");
 }
@@ -38,6 +40,8 @@ int main(int argc, char** argv) {
     if (command == "bench") return coconut::launcher::cmd_bench(args);
     if (command == "train") return coconut::launcher::cmd_train(args);
     if (command == "data") return coconut::launcher::cmd_data(args);
+    if (command == "eval") return coconut::launcher::cmd_eval(args);
+    if (command == "probe") return coconut::launcher::cmd_probe(args);
     fmt::print(stderr, "coconut: unknown command '{}'\n", command);
     print_usage();
     return 2;

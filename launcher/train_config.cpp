@@ -16,6 +16,7 @@ TrainConfig read_train_config(Config& c) {
   t.model.n_head = c.get_int("model.n_head", 4, 1, 1024);
   t.model.d_model = c.get_int("model.d_model", 128, 1, 65536);
   t.model.max_positions = c.get_int("model.max_positions", 512, 1, 1 << 20);
+  t.model.dropout = static_cast<float>(c.get_double("model.dropout", 0.0, 0.0, 0.99));
   t.model.vocab_size = 0;  // from the tokenizer (or the pretrained model)
   t.init_from = c.get_string("model.init_from", "");
 
@@ -70,6 +71,7 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(d.kind != "file" || !d.train_file.empty(), "{}: data.kind 'file' needs data.train_file", t.source);
   COCONUT_CHECK(d.tokenizer != "bpe" || !d.bpe_dir.empty(), "{}: data.tokenizer 'bpe' needs data.bpe_dir", t.source);
   t.digest = c.digest();
+  t.effective = c.canonical_json();
   return t;
 }
 

@@ -24,6 +24,7 @@ struct DataConfig {
 struct TrainConfig {
   std::string source;      // the YAML file
   std::string digest;      // of the effective configuration
+  std::string effective;   // the file with its --set overrides applied (JSON, which is YAML)
   std::string run_dir = "runs/run";
   uint64_t seed = 1;
   int threads = 0;

@@ -99,8 +99,13 @@ TrainSummary run_training(const TrainConfig& c) {
   const fs::path dir = c.run_dir;
   fs::create_directories(dir);
   COCONUT_CHECK(fs::is_directory(dir), "cannot create the run directory '{}'", dir.string());
-  if (!c.source.empty() && fs::exists(c.source))
-    fs::copy_file(c.source, dir / "config.yaml", fs::copy_options::overwrite_existing);
+  {
+    // The effective configuration (file + --set overrides), so that eval, probe and a
+    // resume see exactly what was trained.
+    std::ofstream out(dir / "config.yaml");
+    out << "# effective configuration of this run (from " << c.source << ", overrides applied)\n" << c.effective << "\n";
+    COCONUT_CHECK(out.good(), "cannot write '{}'", (dir / "config.yaml").string());
+  }
   fs::remove(dir / "metrics.jsonl");
 
   const RunData data = load_run_data(c.data);
@@ -174,10 +179,15 @@ TrainSummary run_training(const TrainConfig& c) {
       const size_t end = std::min(built.size(), begin + static_cast<size_t>(c.batch_size));
       // The loss is the mean over every target of the whole batch, however it is split.
       std::vector<model::SequenceBatch> micro;
+      std::vector<std::vector<int64_t>> micro_ids;  // dataset indices: dropout masks follow the sample
       int targets = 0;
       for (size_t m = begin; m < end; m += c.micro_batch_size) {
         std::vector<const curriculum::BuiltSample*> ptrs;
-        for (size_t i = m; i < std::min(end, m + static_cast<size_t>(c.micro_batch_size)); ++i) ptrs.push_back(&built[i]);
+        micro_ids.emplace_back();
+        for (size_t i = m; i < std::min(end, m + static_cast<size_t>(c.micro_batch_size)); ++i) {
+          ptrs.push_back(&built[i]);
+          micro_ids.back().push_back(static_cast<int64_t>(order[i]));
+        }
         micro.push_back(curriculum::make_batch(ptrs, *tok, c.curriculum.feeds_back()));
         targets += micro.back().num_targets();
         tokens += micro.back().B * micro.back().T;
@@ -185,7 +195,10 @@ TrainSummary run_training(const TrainConfig& c) {
       if (targets == 0) continue;
       gpt.zero_grads();
       double loss = 0;
-      for (const auto& mb : micro) loss += runner.forward_backward(gpt, mb, 1.f / targets);
+      for (size_t m = 0; m < micro.size(); ++m) {
+        if (mc.dropout > 0) runner.set_dropout(c.seed, static_cast<uint64_t>(step), micro_ids[m]);
+        loss += runner.forward_backward(gpt, micro[m], 1.f / targets);
+      }
       if (c.grad_clip > 0) {
         const double norm = std::sqrt(model::sum_of_squares(gpt.grads(), gpt.num_params()));
         model::clip_grads(gpt.grads(), gpt.num_params(), norm, static_cast<float>(c.grad_clip));

@@ -37,7 +37,7 @@ void AdamW::step(float* params, const float* grads, float lr) {
     const float* g = grads + seg.begin;
     float* m = m_.data() + (seg.begin - begin_);
     float* v = v_.data() + (seg.begin - begin_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
     for (int64_t i = 0; i < n; ++i) {
       p[i] *= decay;
       m[i] = b1 * m[i] + (1.f - b1) * g[i];

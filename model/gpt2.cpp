@@ -3,11 +3,14 @@
 //   ln1 -> qkv -> attention (over the KV cache) -> projection + residual
 //   ln2 -> fc -> GELU -> projection + residual
 // then the final layer norm. The backward walks the same list in reverse.
+// With dropout (training), the embedding output, the attention probabilities and both
+// residual branches are dropped as in Hugging Face GPT-2's training mode.
 #include "model/gpt2.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "model/ops.h"
 #include "runtime/blas.h"
@@ -36,6 +39,8 @@ void Activations::resize(const GPT2Config& config, int batch, int columns, bool 
   storage_.assign(static_cast<size_t>(total), 0.f);
   pos_ids.assign(R, 0);
   key_mask.assign(R, 1);
+  sample_ids.resize(B);
+  for (int s = 0; s < B; ++s) sample_ids[s] = s;
 
   float* cursor = storage_.data();
   auto take = [&](int64_t n) {
@@ -86,7 +91,63 @@ void BackwardScratch::resize(const GPT2Config& config, int rows) {
   datt.assign(R * C, 0.f);
   dfc.assign(R * 4 * C, 0.f);
   dgelu.assign(R * 4 * C, 0.f);
+  ddrop.assign(config.dropout > 0 ? R * C : 0, 0.f);
 }
+
+// ---------------------------------------------------------------- dropout
+
+namespace {
+
+constexpr uint64_t kDropoutStream = 0xD809u;
+
+// One counter stream per row (a token of a sample) serves every dropout site of that
+// row: a site's elements start at stream index (site id << 40), so sites never overlap
+// (the largest site, attention, has n_head * max_positions elements, far below 2^40).
+enum class Site : uint64_t { kEmbedding = 0, kAttnProbs = 1, kAttnResid = 2, kMlpResid = 3 };
+uint64_t site_first(int layer, Site site) {
+  return ((static_cast<uint64_t>(layer + 1) << 2) + static_cast<uint64_t>(site)) << 40;  // embedding: layer -1
+}
+
+bool dropout_active(const GPT2Config& config, const Activations& acts) {
+  if (!acts.dropout_enabled || config.dropout == 0.f) return false;
+  COCONUT_CHECK(acts.training, "dropout is enabled on inference activations (resize with training = true, or "
+                               "disable dropout at evaluation)");
+  COCONUT_CHECK(acts.sample_ids.size() == static_cast<size_t>(acts.B), "dropout needs {} sample ids, got {}",
+                acts.B, acts.sample_ids.size());
+  return true;
+}
+
+// The masks of a pass: one stream per row keyed by (seed, step, sample id, position id).
+// Keying by the position id rather than the column makes the masks independent of the
+// padding too, so a sample gets the same masks in any micro-batch, pass split, pipeline
+// stage or data-parallel rank. Masks are recomputed in the backward from these streams
+// instead of being stored: activation memory does not grow with dropout, and the cost
+// is one Philox block per 4 elements, a few percent of a training step.
+struct PassDropout {
+  std::vector<CounterRng> streams;
+  Dropout base;
+  PassDropout(const GPT2Config& config, const Activations& acts, int64_t r0, int n) {
+    streams.reserve(n);
+    for (int r = 0; r < n; ++r) {
+      const int64_t row = r0 + r;
+      streams.emplace_back(acts.dropout_seed, std::initializer_list<uint64_t>{
+                                                  kDropoutStream, acts.dropout_step,
+                                                  static_cast<uint64_t>(acts.sample_ids[row % acts.B]),
+                                                  static_cast<uint64_t>(acts.pos_ids[row])});
+    }
+    base.p = config.dropout;
+    base.rows = streams.data();
+    base.key_pos = acts.pos_ids.data();
+    base.head_stride = config.max_positions;
+  }
+  Dropout at(int layer, Site site) const {
+    Dropout d = base;
+    d.first = site_first(layer, site);
+    return d;
+  }
+};
+
+}  // namespace
 
 // ---------------------------------------------------------------- parameters
 
@@ -157,6 +218,12 @@ void GPT2::forward_range(Activations& acts, int a, int b, const float* in_embeds
     const float* pe = w_.wpe + static_cast<int64_t>(pos) * C;
     for (int c = 0; c < C; ++c) x[static_cast<int64_t>(r) * C + c] = e[c] + pe[c];
   }
+  const bool drop = dropout_active(config_, acts);
+  std::unique_ptr<PassDropout> dropout;
+  if (drop) {
+    dropout = std::make_unique<PassDropout>(config_, acts, r0, n);
+    dropout_apply(x, x, n, C, dropout->at(-1, Site::kEmbedding));
+  }
 
   const float* inp = x;
   for (int l = 0; l < config_.n_layer; ++l) {
@@ -164,14 +231,18 @@ void GPT2::forward_range(Activations& acts, int a, int b, const float* in_embeds
     const LayerActivations& A = acts.layers[l];
     layernorm_forward(A.ln1 + r0 * C, A.ln1_mean + r0, A.ln1_rstd + r0, inp, W.ln1_w, W.ln1_b, n, C, eps);
     linear_forward(A.qkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, W.qkv_b, n, C, 3 * C);
-    attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H);
+    const Dropout probs_drop = drop ? dropout->at(l, Site::kAttnProbs) : Dropout{};
+    attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
+                      drop ? &probs_drop : nullptr);
     linear_forward(A.res_mid + r0 * C, A.att_out + r0 * C, W.attn_proj_w, W.attn_proj_b, n, C, C);
+    if (drop) dropout_apply(A.res_mid + r0 * C, A.res_mid + r0 * C, n, C, dropout->at(l, Site::kAttnResid));
     add_forward(A.res_mid + r0 * C, A.res_mid + r0 * C, inp, static_cast<int64_t>(n) * C);
     layernorm_forward(A.ln2 + r0 * C, A.ln2_mean + r0, A.ln2_rstd + r0, A.res_mid + r0 * C, W.ln2_w, W.ln2_b, n,
                       C, eps);
     linear_forward(A.fc + r0 * 4 * C, A.ln2 + r0 * C, W.fc_w, W.fc_b, n, C, 4 * C);
     gelu_forward(A.gelu + r0 * 4 * C, A.fc + r0 * 4 * C, static_cast<int64_t>(n) * 4 * C);
     linear_forward(A.res_out + r0 * C, A.gelu + r0 * 4 * C, W.fc_proj_w, W.fc_proj_b, n, 4 * C, C);
+    if (drop) dropout_apply(A.res_out + r0 * C, A.res_out + r0 * C, n, C, dropout->at(l, Site::kMlpResid));
     add_forward(A.res_out + r0 * C, A.res_out + r0 * C, A.res_mid + r0 * C, static_cast<int64_t>(n) * C);
     inp = A.res_out + r0 * C;
   }
@@ -190,6 +261,19 @@ void GPT2::backward_range(Activations& acts, int a, int b, const float* d_hidden
   const int64_t nC = static_cast<int64_t>(n) * C;
   COCONUT_CHECK(S.dres.size() >= static_cast<size_t>(nC), "backward scratch too small for {} rows", n);
   auto zero = [](std::vector<float>& v, int64_t count) { std::fill(v.begin(), v.begin() + count, 0.f); };
+  const bool drop = dropout_active(config_, acts);
+  std::unique_ptr<PassDropout> dropout;
+  if (drop) {
+    COCONUT_CHECK(S.ddrop.size() >= static_cast<size_t>(nC), "backward scratch was sized for a model without dropout");
+    dropout = std::make_unique<PassDropout>(config_, acts, r0, n);
+  }
+  // The gradient reaching a residual branch's output projection: dres, or dres through
+  // the branch's dropout mask.
+  auto branch_grad = [&](int layer, Site site) -> const float* {
+    if (!drop) return S.dres.data();
+    dropout_apply(S.ddrop.data(), S.dres.data(), n, C, dropout->at(layer, site));
+    return S.ddrop.data();
+  };
 
   // dres carries the gradient of the residual stream down through the layers.
   float* dres = S.dres.data();
@@ -206,7 +290,8 @@ void GPT2::backward_range(Activations& acts, int a, int b, const float* d_hidden
 
     // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
     zero(S.dgelu, 4 * nC);
-    linear_backward(S.dgelu.data(), G.fc_proj_w, G.fc_proj_b, dres, A.gelu + r0 * 4 * C, W.fc_proj_w, n, 4 * C, C);
+    linear_backward(S.dgelu.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, Site::kMlpResid), A.gelu + r0 * 4 * C,
+                    W.fc_proj_w, n, 4 * C, C);
     zero(S.dfc, 4 * nC);
     gelu_backward(S.dfc.data(), A.fc + r0 * 4 * C, S.dgelu.data(), 4 * nC);
     zero(S.dln, nC);
@@ -216,15 +301,19 @@ void GPT2::backward_range(Activations& acts, int a, int b, const float* d_hidden
 
     // Attention block: res_mid = inp + attn_proj(attention(qkv(ln1(inp))))
     zero(S.datt, nC);
-    linear_backward(S.datt.data(), G.attn_proj_w, G.attn_proj_b, dres, A.att_out + r0 * C, W.attn_proj_w, n, C, C);
-    attention_backward(A.dqkv, S.datt.data(), A.probs, A.qkv, a, b, B, T, C, H);
+    linear_backward(S.datt.data(), G.attn_proj_w, G.attn_proj_b, branch_grad(l, Site::kAttnResid),
+                    A.att_out + r0 * C, W.attn_proj_w, n, C, C);
+    const Dropout probs_drop = drop ? dropout->at(l, Site::kAttnProbs) : Dropout{};
+    attention_backward(A.dqkv, S.datt.data(), A.probs, A.qkv, a, b, B, T, C, H, drop ? &probs_drop : nullptr);
     // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
     zero(S.dln, nC);
     linear_backward(S.dln.data(), G.qkv_w, G.qkv_b, A.dqkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, n, C, 3 * C);
     layernorm_backward(dres, G.ln1_w, G.ln1_b, S.dln.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n, C);
   }
 
-  // Embedding: the input embedding gets dres as is; the position embedding sums it.
+  // Embedding: the input embedding gets dres (through the embedding dropout) as is;
+  // the position embedding sums it.
+  if (drop) dropout_apply(dres, dres, n, C, dropout->at(-1, Site::kEmbedding));
   std::memcpy(d_in_embeds, dres, sizeof(float) * nC);
   for (int r = 0; r < n; ++r) {
     float* dpe = g_.wpe + static_cast<int64_t>(acts.pos_ids[r0 + r]) * C;

@@ -26,6 +26,10 @@ struct GPT2Config {
   int n_head = 0;
   int d_model = 0;        // n_embd
   float layer_norm_eps = 1e-5f;
+  // Drop probability of Hugging Face GPT-2's embd_pdrop, attn_pdrop and resid_pdrop
+  // (one value for all three, as the Coconut reference uses), in [0, 1). Applied only
+  // in forwards whose Activations enable it (training), never at evaluation.
+  float dropout = 0;
 
   void validate() const;  // throws coconut::Error naming the bad field
   int head_dim() const { return d_model / n_head; }
@@ -107,6 +111,17 @@ class Activations {
   bool training = false;
   std::vector<int> pos_ids;        // [T*B], row t*B+s
   std::vector<uint8_t> key_mask;   // [T*B], 0 for padding
+
+  // Dropout (config.dropout > 0) is applied only when enabled, and only to training
+  // activations: off by default, so evaluation and generation never drop, and a trainer
+  // must name the step explicitly (masks that silently repeated every step would be a
+  // quiet bug). Masks are keyed by (seed, step, sample id, position id, layer, site,
+  // element) and by nothing about the batch's split into passes, stages or ranks.
+  // The real tokens of one sample must have distinct position ids (0..len-1).
+  bool dropout_enabled = false;
+  uint64_t dropout_seed = 0;
+  uint64_t dropout_step = 0;          // the training step: fresh masks every step
+  std::vector<int64_t> sample_ids;    // [B] global id of each sequence; resize sets 0..B-1
   float* x0 = nullptr;             // [T,B,C] embedding output (input of layer 0)
   std::vector<LayerActivations> layers;
   float* lnf = nullptr;            // [T,B,C] final-norm hidden states (fed back as thoughts)
@@ -120,6 +135,7 @@ class Activations {
 // Scratch for the backward of one pass, sized for the largest pass (all T columns).
 struct BackwardScratch {
   std::vector<float> dres, dln, datt, dfc, dgelu;
+  std::vector<float> ddrop;  // a dropped residual-branch gradient (empty when dropout is 0)
   void resize(const GPT2Config& config, int rows);
 };
 

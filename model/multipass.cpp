@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "runtime/check.h"
 
@@ -59,6 +60,13 @@ double MultipassRunner::forward_loss(GPT2& model, const SequenceBatch& batch, fl
   return run(model, batch, loss_scale, false);
 }
 
+void MultipassRunner::set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids) {
+  dropout_pending_ = true;
+  dropout_seed_ = seed;
+  dropout_step_ = step;
+  dropout_ids_ = std::move(sample_ids);
+}
+
 double MultipassRunner::run(GPT2& model, const SequenceBatch& batch, float loss_scale, bool backward) {
   const GPT2Config& cfg = model.config();
   validate_batch(batch, cfg);
@@ -67,6 +75,17 @@ double MultipassRunner::run(GPT2& model, const SequenceBatch& batch, float loss_
   if (acts_.B != B || acts_.T != T || !acts_.training) acts_.resize(cfg, B, T, true);
   acts_.pos_ids = batch.pos_ids;
   acts_.key_mask = batch.key_mask;
+  acts_.dropout_enabled = backward && cfg.dropout > 0;
+  if (acts_.dropout_enabled) {
+    COCONUT_CHECK(dropout_pending_, "model.dropout is {}: call MultipassRunner::set_dropout(seed, step, sample ids) "
+                  "before each forward_backward", cfg.dropout);
+    COCONUT_CHECK(dropout_ids_.empty() || dropout_ids_.size() == static_cast<size_t>(B),
+                  "set_dropout got {} sample ids for a batch of {} sequences", dropout_ids_.size(), B);
+    dropout_pending_ = false;
+    acts_.dropout_seed = dropout_seed_;
+    acts_.dropout_step = dropout_step_;
+    for (int s = 0; s < B; ++s) acts_.sample_ids[s] = dropout_ids_.empty() ? s : dropout_ids_[s];
+  }
   embeds_.resize(R * C);
   model.embed_tokens(batch.tokens.data(), static_cast<int>(R), embeds_.data());
   forward_passes(model, acts_, batch, embeds_.data(), &is_thought_);

@@ -3,6 +3,7 @@
 // state and every cached key/value stays in the graph (nothing is detached).
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "model/batch.h"
@@ -26,8 +27,13 @@ class MultipassRunner {
   // (1 / targets of the global batch), and the backward, accumulating into the model's
   // gradients. Returns sum of per-token losses * loss_scale.
   double forward_backward(GPT2& model, const SequenceBatch& batch, float loss_scale);
-  // Forward and loss only (evaluation).
+  // Forward and loss only (evaluation: never drops).
   double forward_loss(GPT2& model, const SequenceBatch& batch, float loss_scale);
+  // The dropout identity of the next forward_backward when model.dropout > 0: the seed,
+  // the training step and the global id of each sequence of the batch (empty: 0..B-1).
+  // It is used once: every forward_backward with dropout needs its own call, so that a
+  // trainer cannot silently reuse one step's masks.
+  void set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids = {});
   // The final-norm hidden states [T*B, C] of the last forward (for probes and tests).
   const Activations& activations() const { return acts_; }
 
@@ -39,6 +45,9 @@ class MultipassRunner {
   std::vector<float> embeds_, d_embeds_, d_hidden_, gathered_, d_gathered_, logits_;
   std::vector<int> target_rows_, target_ids_;
   std::vector<uint8_t> is_thought_;
+  bool dropout_pending_ = false;
+  uint64_t dropout_seed_ = 0, dropout_step_ = 0;
+  std::vector<int64_t> dropout_ids_;
 };
 
 }  // namespace coconut::model

@@ -6,12 +6,15 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "runtime/blas.h"
+#include "runtime/check.h"
+#include "runtime/rng.h"
 
 namespace coconut::model {
 namespace {
@@ -20,9 +23,14 @@ namespace {
 // each thread owns whole columns, so the sum order over rows never changes.
 constexpr int kColumnBlock = 64;
 
+// Loops with less work than this many elements run on one thread: for the small
+// matrices of latent passes and tiny models, forking threads costs more than it saves
+// (and on a loaded machine a descheduled thread stalls the whole team at the barrier).
+constexpr int64_t kParallelMin = 1 << 15;
+
 void sum_rows_into(float* acc, const float* x, int N, int C) {
   const int blocks = (C + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * C > kParallelMin)
   for (int blk = 0; blk < blocks; ++blk) {
     const int c0 = blk * kColumnBlock, c1 = std::min(C, c0 + kColumnBlock);
     for (int r = 0; r < N; ++r) {
@@ -36,7 +44,7 @@ void sum_rows_into(float* acc, const float* x, int N, int C) {
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
                        int N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * C > kParallelMin)
   for (int r = 0; r < N; ++r) {
     const float* x = inp + static_cast<int64_t>(r) * C;
     float* y = out + static_cast<int64_t>(r) * C;
@@ -57,7 +65,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                         const float* mean, const float* rstd, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * C > kParallelMin)
   for (int r = 0; r < N; ++r) {
     const float* x = inp + static_cast<int64_t>(r) * C;
     const float* dy = dout + static_cast<int64_t>(r) * C;
@@ -80,7 +88,7 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
     }
   }
   const int blocks = (C + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * C > kParallelMin)
   for (int blk = 0; blk < blocks; ++blk) {
     const int c0 = blk * kColumnBlock, c1 = std::min(C, c0 + kColumnBlock);
     for (int r = 0; r < N; ++r) {
@@ -99,7 +107,7 @@ void linear_forward(float* out, const float* inp, const float* w, const float* b
   if (N == 0) return;
   float beta = 0.f;
   if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * OC > kParallelMin)
     for (int r = 0; r < N; ++r) std::memcpy(out + static_cast<int64_t>(r) * OC, bias, sizeof(float) * OC);
     beta = 1.f;
   }
@@ -137,7 +145,7 @@ inline float exp_poly(float x) {
 inline float tanh_poly(float u) { return 1.f - 2.f / (exp_poly(2.f * u) + 1.f); }
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float x = inp[i];
     const float u = kGeluScale * (x + 0.044715f * x * x * x);
@@ -146,7 +154,7 @@ void gelu_forward(float* out, const float* inp, int64_t n) {
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float x = inp[i];
     const float u = kGeluScale * (x + 0.044715f * x * x * x);
@@ -158,9 +166,73 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 }
 
 void add_forward(float* out, const float* a, const float* b, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
+
+// ---------------------------------------------------------------- dropout
+
+namespace {
+
+// Drop when the u32 draw is below p * 2^32 (p < 1, so the threshold fits in 32 bits).
+uint32_t drop_threshold(float p) { return static_cast<uint32_t>(std::llround(static_cast<double>(p) * 0x1p32)); }
+
+// Keep factors (0 or 1/(1-p)) of query row i (column a + i) of one (sequence s, head h)
+// pair of attention probabilities p[0, n). Zero probabilities (future or masked keys)
+// draw nothing: whatever their factor, they contribute nothing forward or backward.
+// The visible keys' positions are usually consecutive, so their draws come in one run.
+void attention_keep_row(float* keep, const float* p, int n, int a, int i, int s, int h, int B, const Dropout& d,
+                        std::vector<uint32_t>& words) {
+  const uint32_t threshold = drop_threshold(d.p);
+  const float scale = 1.f / (1.f - d.p);
+  std::fill(keep, keep + n, 0.f);
+  n = std::min(n, a + i + 1);  // causal: later keys have probability 0
+  int lo = INT32_MAX, hi = -1;
+  for (int j = 0; j < n; ++j) {
+    if (p[j] == 0.f) continue;
+    lo = std::min(lo, d.key_pos[static_cast<int64_t>(j) * B + s]);
+    hi = std::max(hi, d.key_pos[static_cast<int64_t>(j) * B + s]);
+  }
+  if (hi < 0) return;
+  words.resize(hi - lo + 1);
+  dropout_words(d.rows[static_cast<int64_t>(i) * B + s], d.first + static_cast<uint64_t>(h) * d.head_stride + lo,
+                hi - lo + 1, words.data());
+  for (int j = 0; j < n; ++j)
+    if (p[j] != 0.f && words[d.key_pos[static_cast<int64_t>(j) * B + s] - lo] >= threshold) keep[j] = scale;
+}
+
+}  // namespace
+
+void dropout_words(const CounterRng& stream, uint64_t first, int n, uint32_t* out) {
+  uint64_t block = first / 4;
+  int word = static_cast<int>(first % 4), e = 0;
+  while (e < n) {
+    const std::array<uint32_t, 4> w = stream.block(block++);
+    for (; word < 4 && e < n; ++word) out[e++] = w[word];
+    word = 0;
+  }
+}
+
+void dropout_apply(float* out, const float* in, int rows, int width, const Dropout& d) {
+  const uint32_t threshold = drop_threshold(d.p);
+  const float scale = 1.f / (1.f - d.p);
+#pragma omp parallel
+  {
+    // The row's draws first, then a branch-free loop that vectorises.
+    std::vector<uint32_t> words(width);
+#pragma omp for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      dropout_words(d.rows[r], d.first, width, words.data());
+      const uint32_t* u = words.data();
+      const float* x = in + static_cast<int64_t>(r) * width;
+      float* y = out + static_cast<int64_t>(r) * width;
+#pragma omp simd
+      for (int e = 0; e < width; ++e) y[e] = u[e] >= threshold ? x[e] * scale : 0.f;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- attention
 
 // Attention is parallel over (sequence, head) pairs: each pair owns its slice of the
 // q|k|v columns, so the backward can accumulate dK/dV of all columns without races.
@@ -195,15 +267,19 @@ void softmax_row(float* p, int n, int t, const uint8_t* key_mask, int B, int s) 
 }  // namespace
 
 void attention_forward(float* out, float* probs, const float* qkv, const uint8_t* key_mask, int a, int b, int B,
-                       int T, int C, int H) {
+                       int T, int C, int H, const Dropout* drop) {
+  COCONUT_CHECK(!drop || probs, "attention dropout needs the saved probabilities (training activations)");
   const int hd = C / H, nq = b - a, nk = b;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const int ld_qkv = 3 * C * B, ld_out = C * B;
   // Saved probabilities: row (t, s, h) of [T, B, H, T]; at inference a per-thread scratch.
   const int ld_p = probs ? B * H * T : nk;
-#pragma omp parallel
+#pragma omp parallel if (static_cast<int64_t>(B) * nq * nk * C > kParallelMin)
   {
-    std::vector<float> scratch(probs ? 0 : static_cast<size_t>(nq) * nk);
+    // At inference the probabilities; with dropout their dropped copy (probs keeps the
+    // undropped ones for the softmax backward).
+    std::vector<float> scratch(probs && !drop ? 0 : static_cast<size_t>(nq) * nk);
+    std::vector<uint32_t> words;  // dropout draws of one row
 #pragma omp for collapse(2) schedule(static)
     for (int s = 0; s < B; ++s) {
       for (int h = 0; h < H; ++h) {
@@ -217,21 +293,36 @@ void attention_forward(float* out, float* probs, const float* qkv, const uint8_t
           softmax_row(row, nk, a + i, key_mask, B, s);
           if (probs) std::fill(row + nk, row + T, 0.f);
         }
+        const float* PV = P;  // the weights of V: the probabilities, or their dropped copy
+        int ld_pv = ld_p;
+        if (drop) {
+          for (int i = 0; i < nq; ++i) {
+            const float* row = P + static_cast<int64_t>(i) * ld_p;
+            float* kept = scratch.data() + static_cast<int64_t>(i) * nk;
+            attention_keep_row(kept, row, nk, a, i, s, h, B, *drop, words);
+            for (int j = 0; j < nk; ++j) kept[j] *= row[j];
+          }
+          PV = scratch.data();
+          ld_pv = nk;
+        }
         float* y = out + static_cast<int64_t>(s) * C + h * hd;
-        sgemm(false, false, nq, hd, nk, 1.f, P, ld_p, v, ld_qkv, 0.f, y, ld_out);  // P V
+        sgemm(false, false, nq, hd, nk, 1.f, PV, ld_pv, v, ld_qkv, 0.f, y, ld_out);  // P V
       }
     }
   }
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int a, int b, int B,
-                        int T, int C, int H) {
+                        int T, int C, int H, const Dropout* drop) {
+  COCONUT_CHECK(!drop || probs, "attention dropout needs the saved probabilities (training activations)");
   const int hd = C / H, nq = b - a, nk = b;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = B * H * T;
-#pragma omp parallel
+#pragma omp parallel if (static_cast<int64_t>(B) * nq * nk * C > kParallelMin)
   {
     std::vector<float> dP(static_cast<size_t>(nq) * nk);
+    std::vector<float> dropped(drop ? static_cast<size_t>(nq) * nk : 0);  // the forward's weights of V
+    std::vector<uint32_t> words;                                          // dropout draws of one row
 #pragma omp for collapse(2) schedule(static)
     for (int s = 0; s < B; ++s) {
       for (int h = 0; h < H; ++h) {
@@ -245,7 +336,25 @@ void attention_backward(float* dqkv, const float* dout, const float* probs, cons
         const float* P = probs + ((static_cast<int64_t>(a) * B + s) * H + h) * T;
         const float* dy = dout + static_cast<int64_t>(s) * C + h * hd;
         sgemm(false, true, nq, nk, hd, 1.f, dy, ld_out, v, ld_qkv, 0.f, dP.data(), nk);  // dP = dY V^T
-        sgemm(true, false, nk, hd, nq, 1.f, P, ld_p, dy, ld_out, 1.f, dv, ld_qkv);        // dV += P^T dY
+        const float* PV = P;
+        int ld_pv = ld_p;
+        if (drop) {
+          // Same masks as the forward: the gradient reaching P is the dropped one scaled
+          // by the keep factor, and V was weighted by the dropped probabilities.
+          for (int i = 0; i < nq; ++i) {
+            const float* p = P + static_cast<int64_t>(i) * ld_p;
+            float* kept = dropped.data() + static_cast<int64_t>(i) * nk;
+            float* d = dP.data() + static_cast<int64_t>(i) * nk;
+            attention_keep_row(kept, p, nk, a, i, s, h, B, *drop, words);
+            for (int j = 0; j < nk; ++j) {
+              d[j] *= kept[j];
+              kept[j] *= p[j];
+            }
+          }
+          PV = dropped.data();
+          ld_pv = nk;
+        }
+        sgemm(true, false, nk, hd, nq, 1.f, PV, ld_pv, dy, ld_out, 1.f, dv, ld_qkv);  // dV += P^T dY
         // softmax backward: dS_j = p_j (dp_j - sum_i p_i dp_i), times the score scale.
         for (int i = 0; i < nq; ++i) {
           const float* p = P + static_cast<int64_t>(i) * ld_p;
@@ -264,7 +373,7 @@ void attention_backward(float* dqkv, const float* dout, const float* probs, cons
 float cross_entropy_forward_backward(float* logits, const int* targets, int N, int V, float scale) {
   double loss = 0.0;
   std::vector<float> row_loss(N);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * V > kParallelMin)
   for (int r = 0; r < N; ++r) {
     float* z = logits + static_cast<int64_t>(r) * V;
     float maxv = -INFINITY;

@@ -6,6 +6,10 @@
 
 #include <cstdint>
 
+namespace coconut {
+class CounterRng;
+}
+
 namespace coconut::model {
 
 // out[N,C] = (inp - mean) * rstd * w + b per row; saves mean/rstd for the backward.
@@ -26,19 +30,45 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 // out[i] = a[i] + b[i]
 void add_forward(float* out, const float* a, const float* b, int64_t n);
 
+// Inverted dropout with masks drawn from counter-based streams (DESIGN.md 7). Element e
+// of row r is dropped when u32 number first + e of the row's stream is below p * 2^32
+// (32 bits per element, so p is exact to 2^-32), and kept elements are scaled by
+// 1 / (1 - p). A mask is a pure function of (stream, index): the backward recomputes it
+// rather than storing it, and it does not depend on which rows run together in a pass.
+struct Dropout {
+  float p = 0;
+  const CounterRng* rows = nullptr;  // one stream per row of the pass, in pass row order
+  uint64_t first = 0;                // stream index of this site's element 0
+  // Attention only: the element of (head h, key column j) of sequence s is
+  // h * head_stride + key_pos[j*B+s], the key's position id rather than its column, so
+  // that the mask does not depend on how much padding the batch put before it.
+  const int* key_pos = nullptr;
+  int head_stride = 0;
+};
+
+// out[e] = u32 number first + e of the stream, for e in [0, n): one Philox block per 4.
+void dropout_words(const CounterRng& stream, uint64_t first, int n, uint32_t* out);
+
+// out[r, c] = in[r, c] * keep(r, c) / (1 - p) for a [rows, width] block; out may be in.
+// The backward of dropout is the same call on the gradient.
+void dropout_apply(float* out, const float* in, int rows, int width, const Dropout& d);
+
 // Causal multi-head attention for the query columns [a, b) of B sequences of length T.
 // qkv is the whole [T, B, 3C] buffer of the layer (columns < b already filled): the
 // keys and values of columns < a are the KV cache. key_mask[t*B+s] = 0 hides column t
 // of sequence s as a key (padding). A query sees keys at columns <= its own.
 // out: rows of the pass ([(b-a)*B, C]). probs: [T, B, H, T] saved for the backward,
-// or null at inference (softmax computed on the fly, nothing kept).
+// or null at inference (softmax computed on the fly, nothing kept). drop (training
+// only, or null): dropout on the probabilities before they weight V; probs keeps the
+// undropped values that the softmax backward needs.
 void attention_forward(float* out, float* probs, const float* qkv, const uint8_t* key_mask, int a, int b, int B,
-                       int T, int C, int H);
+                       int T, int C, int H, const Dropout* drop = nullptr);
 // Backward for the queries [a, b): dq lands in dqkv rows [a, b); dK and dV of every
 // column < b (this pass's and the cached ones) are accumulated into dqkv, so the
 // earlier passes find their cache gradients there when their backward runs.
+// drop must be the forward's (or null): the mask is recomputed from its streams.
 void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int a, int b, int B,
-                        int T, int C, int H);
+                        int T, int C, int H, const Dropout* drop = nullptr);
 
 // Tied LM head and softmax cross-entropy on N gathered rows: logits[N,V] = hidden wte^T.
 // Returns sum over rows of -log p(target) * scale; overwrites logits with

@@ -13,6 +13,7 @@ void GPT2Config::validate() const {
                 "model.d_model must be a positive multiple of n_head (got d_model {} and n_head {})", d_model,
                 n_head);
   COCONUT_CHECK(layer_norm_eps > 0, "model.layer_norm_eps must be > 0 (got {})", layer_norm_eps);
+  COCONUT_CHECK(dropout >= 0 && dropout < 1, "model.dropout must be in [0, 1) (got {})", dropout);
 }
 
 ParamLayout::ParamLayout(const GPT2Config& config) {

@@ -35,7 +35,12 @@ void select_blas_kernels(char** argv) {
     better = "Haswell";
   if (!better) return;
   setenv("OPENBLAS_CORETYPE", better, 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: keep going with the slow kernels
+  // The resolved path (not /proc/self/exe) keeps the process name in ps and top.
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return;
+  self[n] = '\0';
+  execv(self, argv);  // returns only on failure: keep going with the slow kernels
 }
 
 }  // namespace coconut

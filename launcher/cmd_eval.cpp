@@ -1,0 +1,113 @@
+// `coconut eval RUN_DIR [options]`: accuracy of a finished run's model on a dataset, by
+// batched greedy generation with the run's method and a curriculum stage (DESIGN.md
+// 2.4), written as a JSON report next to the run's own (eval_<dataset>.json).
+// Also the run helpers that `coconut probe` shares (see commands.h).
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "curriculum/evaluation.h"
+#include "launcher/commands.h"
+#include "launcher/trainer.h"
+#include "runtime/check.h"
+#include "runtime/log.h"
+#include "runtime/threads.h"
+
+namespace coconut::launcher {
+
+namespace fs = std::filesystem;
+
+int run_final_stage(const LoadedRun& run) {
+  // config.yaml is the file the run was started from; --set overrides (train.epochs=1)
+  // are not in it, so the metrics, which record each epoch's stage, are preferred.
+  const fs::path metrics = fs::path(run.config.run_dir) / "metrics.jsonl";
+  std::ifstream in(metrics);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  if (last.empty()) return run.final_stage;
+  nlohmann::json row;
+  try {
+    row = nlohmann::json::parse(last);
+  } catch (const nlohmann::json::exception& e) {
+    COCONUT_FAIL("{}: the last line is not JSON ({})", metrics.string(), e.what());
+  }
+  COCONUT_CHECK(row.contains("stage") && row["stage"].is_number_integer(),
+                "{}: the last line has no integer 'stage'", metrics.string());
+  return row["stage"].get<int>();
+}
+
+EvalData run_eval_data(const LoadedRun& run, const std::string& data_file) {
+  EvalData d;
+  if (!data_file.empty()) {
+    d.samples = curriculum::load_dataset_json(data_file);
+    d.name = fs::path(data_file).stem().string();
+    return d;
+  }
+  const DataConfig& dc = run.config.data;
+  COCONUT_CHECK(!dc.valid_file.empty() || dc.kind != "file",
+                "run '{}' has no validation set (data.kind is 'file' without data.valid_file): pass --data FILE.json",
+                run.config.run_dir);
+  // Generated splits are pure functions of (seed, index): regenerating gives the same items.
+  RunData rd = load_run_data(dc);
+  d.samples = std::move(rd.valid);
+  d.name = fs::path(rd.valid_name).stem().string();
+  return d;
+}
+
+int cmd_eval(const std::vector<std::string>& args) {
+  const char* help =
+      "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
+      "                    [--batch-size N] [--max-new-tokens N] [--max-items N]\n"
+      "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
+      "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
+      "  --data      dataset in the official JSON format (default: the run's validation set)\n"
+      "  --stage     curriculum stage of the prompt: K latent steps (default: the run's last)\n"
+      "  --out       report path (default: RUN_DIR/eval_<dataset>.json)\n"
+      "  --batch-size, --max-new-tokens, --max-items (0 = all): default to the run's eval settings\n";
+  if (args.empty() || args[0] == "--help") {
+    fmt::print("{}", help);
+    return args.empty() ? 2 : 0;
+  }
+  const std::string run_dir = args[0];
+  if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
+  std::string data_file, out_path;
+  int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--data") data_file = option_value(args, i);
+    else if (a == "--out") out_path = option_value(args, i);
+    else if (a == "--stage") stage = option_int(args, i, 0, 1000);
+    else if (a == "--batch-size") batch_size = option_int(args, i, 1, 1 << 16);
+    else if (a == "--max-new-tokens") max_new_tokens = option_int(args, i, 1, 1 << 16);
+    else if (a == "--max-items") max_items = option_int(args, i, 0, 1 << 30);
+    else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
+  }
+
+  init_logging(0, 1, "warn");
+  const LoadedRun run = load_run(run_dir);
+  const TrainConfig& c = run.config;
+  set_num_threads(c.threads);
+  if (stage < 0) stage = run_final_stage(run);
+  if (batch_size < 0) batch_size = c.eval_batch_size;
+  if (max_new_tokens < 0) max_new_tokens = c.max_new_tokens;
+  if (max_items < 0) max_items = c.eval_max_items;
+  EvalData data = run_eval_data(run, data_file);
+  COCONUT_CHECK(!data.samples.empty(), "the evaluation set '{}' is empty", data.name);
+  if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);
+  if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("eval_{}.json", data.name)).string();
+
+  const curriculum::EvalResult r = curriculum::evaluate(*run.model, *run.tokenizer, data.samples, c.curriculum, stage,
+                                                        batch_size, max_new_tokens);
+  curriculum::write_eval_report(out_path, r, data.name);
+  fmt::print("run {}: method {}, c={}, stage {}; {} items of {}\n", run_dir,
+             curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total, data.name);
+  fmt::print("accuracy {:.4f} ({}/{}), mean generated tokens {:.2f}\n", r.accuracy(), r.correct, r.total,
+             r.mean_generated_tokens);
+  fmt::print("report: {}\n", out_path);
+  return 0;
+}
+
+}  // namespace coconut::launcher

@@ -1,0 +1,102 @@
+// `coconut probe RUN_DIR [options]`: the latent-search probe of the paper (DESIGN.md
+// 2.5, curriculum/probe.h) over ProsQA items: per thought count k, the values the model
+// gives the frontier nodes (top ranks averaged over items) and value versus node height.
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "curriculum/probe.h"
+#include "launcher/commands.h"
+#include "launcher/trainer.h"
+#include "runtime/check.h"
+#include "runtime/log.h"
+#include "runtime/threads.h"
+
+namespace coconut::launcher {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fmt_mean(int count, double value) { return count ? fmt::format("{:.4f}", value) : std::string("-"); }
+
+void print_thought(const curriculum::ThoughtSummary& s) {
+  fmt::print("\nk={} ({} thought{}, forced prefix {}): {} items, mean frontier size {:.2f}, mean frontier mass {:.4f}\n",
+             s.k, s.n_thoughts, s.n_thoughts == 1 ? "" : "s", s.k == 0 ? "'<root> is a'" : "'Every'", s.items,
+             s.mean_frontier_size, s.mean_frontier_mass);
+  if (s.items == 0) return;
+  fmt::print("  | rank | items | mean value | mean cumulative |\n  |---|---|---|---|\n");
+  for (size_t r = 0; r < s.mean_rank_value.size(); ++r)
+    fmt::print("  | {} | {} | {} | {:.4f} |\n", r + 1, s.rank_count[r], fmt_mean(s.rank_count[r], s.mean_rank_value[r]),
+               s.mean_top_cumulative[r]);
+  fmt::print("  | height | nodes | mean value | reaching target (n) | other (n) |\n  |---|---|---|---|---|\n");
+  for (const curriculum::HeightStats& h : s.by_height) {
+    const int other = h.count - h.count_reaching;
+    fmt::print("  | {} | {} | {:.4f} | {} ({}) | {} ({}) |\n", h.height, h.count, h.mean_value,
+               fmt_mean(h.count_reaching, h.mean_value_reaching), h.count_reaching,
+               fmt_mean(other, h.mean_value_other), other);
+  }
+}
+
+}  // namespace
+
+int cmd_probe(const std::vector<std::string>& args) {
+  const char* help =
+      "usage: coconut probe RUN_DIR [--data FILE.json] [--items N] [--thoughts K] [--out PROBE.json]\n"
+      "  For each ProsQA item and k = 0..K latent steps: runs question <bot> <latent>*(k*c),\n"
+      "  forces <eot>, and reads the probability of each frontier node's concept as the next\n"
+      "  step's concept ('<root> is a' [C] at k=0, 'Every' [C] at k>=1). Prints, per k, the\n"
+      "  top-3 frontier values averaged over items and the mean value by node height.\n"
+      "  --data      ProsQA file with graph fields (default: the run's validation set)\n"
+      "  --items     items to probe, from the start (default 100; 0 = all)\n"
+      "  --thoughts  largest k (default: the run's curriculum.max_latent_stage)\n"
+      "  --out       report path (default: RUN_DIR/probe_<dataset>.json)\n";
+  if (args.empty() || args[0] == "--help") {
+    fmt::print("{}", help);
+    return args.empty() ? 2 : 0;
+  }
+  const std::string run_dir = args[0];
+  if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
+  std::string data_file, out_path;
+  int items = 100, thoughts = -1;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--data") data_file = option_value(args, i);
+    else if (a == "--out") out_path = option_value(args, i);
+    else if (a == "--items") items = option_int(args, i, 0, 1 << 30);
+    else if (a == "--thoughts") thoughts = option_int(args, i, 0, 64);
+    else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
+  }
+
+  init_logging(0, 1, "warn");
+  const LoadedRun run = load_run(run_dir);
+  const TrainConfig& c = run.config;
+  set_num_threads(c.threads);
+  if (thoughts < 0) thoughts = c.curriculum.max_latent_stage;
+  EvalData data = run_eval_data(run, data_file);
+  if (items > 0 && static_cast<int>(data.samples.size()) > items) data.samples.resize(items);
+  COCONUT_CHECK(!data.samples.empty(), "the dataset '{}' is empty", data.name);
+  if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("probe_{}.json", data.name)).string();
+
+  const std::string where = data_file.empty() ? data.name : data_file;  // for error messages
+  std::vector<curriculum::ProbeResult> results;
+  results.reserve(data.samples.size());
+  for (size_t i = 0; i < data.samples.size(); ++i) {
+    try {
+      results.push_back(curriculum::probe_prosqa(*run.model, *run.tokenizer, data.samples[i], c.curriculum, thoughts));
+    } catch (const coconut::Error& e) {
+      COCONUT_FAIL("{}, item {}: {}", where, i, e.what());
+    }
+  }
+  const auto summary = curriculum::summarize_probes(results, 3);
+  curriculum::write_probe_report(out_path, summary, results, data.name);
+
+  fmt::print("run {}: method {}, c={}, trained to stage {}; {} items of {}, k = 0..{}\n", run_dir,
+             curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, run_final_stage(run),
+             results.size(), data.name, thoughts);
+  for (const auto& s : summary) print_thought(s);
+  fmt::print("\nreport: {}\n", out_path);
+  return 0;
+}
+
+}  // namespace coconut::launcher

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# End-to-end checks of `coconut eval` and `coconut probe` through the real binary, on a
+# one-epoch tiny run trained here: reports, defaults taken from the run, exit codes
+# (2 = usage error, 1 = bad input naming what is wrong).
+#   test_eval_probe_cli.sh COCONUT_BINARY TEMP_DIR
+set -euo pipefail
+
+bin=$1
+mkdir -p "$2"
+work=$(mktemp -d "$2/eval_probe_cli.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+# expect CODE PATTERN CMD...: CMD exits with CODE and its stderr matches PATTERN.
+expect() {
+  local code=$1 pattern=$2 rc=0
+  shift 2
+  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
+  [[ $rc == "$code" ]] || fail "'$*' exited $rc, expected $code; stderr: $(cat "$work/err.txt")"
+  grep -q -- "$pattern" "$work/err.txt" || fail "'$*': stderr lacks '$pattern': $(cat "$work/err.txt")"
+}
+
+# ---- a tiny run: the file schedules 4 epochs (stage 1 last), --set trains only 1 ------
+cat >"$work/tiny.yaml" <<'EOF'
+run:
+  dir: runs/unused
+  seed: 1
+  threads: 1
+model:
+  n_layer: 1
+  n_head: 2
+  d_model: 32
+  max_positions: 512
+data:
+  kind: prosqa
+  generate_train: 64
+  generate_valid: 16
+  tokenizer: word
+curriculum:
+  method: coconut
+  c_thought: 1
+  max_latent_stage: 3
+  epochs_per_stage: 2
+train:
+  epochs: 4
+  batch_size: 16
+  lr: 1.0e-3
+eval:
+  max_new_tokens: 24
+EOF
+run=$work/run
+"$bin" train "$work/tiny.yaml" --set run.dir="$run" --set train.epochs=1 >"$work/train.txt" 2>&1 ||
+  fail "training the tiny run: $(tail -n 20 "$work/train.txt")"
+[[ -f $run/eval_valid.json && -f $run/model/model.safetensors ]] || fail "the run directory is incomplete"
+pass "tiny run trained"
+
+# ---- eval with the run's defaults -----------------------------------------------------
+"$bin" eval "$run" >"$work/eval.txt" 2>"$work/err.txt" || fail "eval exited non-zero: $(cat "$work/err.txt")"
+# The stage is the one trained (0, from metrics.jsonl), not the config file's last (1).
+grep -q "stage 0; 16 items of generated-valid" "$work/eval.txt" || fail "eval header: $(cat "$work/eval.txt")"
+grep -Eq "^accuracy [0-9.]+ \([0-9]+/16\), mean generated tokens [0-9.]+$" "$work/eval.txt" ||
+  fail "eval summary: $(cat "$work/eval.txt")"
+report=$run/eval_generated-valid.json
+[[ -f $report ]] || fail "eval wrote no $report"
+python3 - "$report" "$run/eval_valid.json" <<'EOF' || fail "eval report check"
+import json, sys
+r, t = (json.load(open(p)) for p in sys.argv[1:])
+assert "accuracy" in r and r["total"] == 16 and len(r["items"]) == 16, r.keys()
+assert 0 <= r["accuracy"] <= 1
+# Same model, items, stage and decoding as the trainer's final evaluation.
+assert [i["generated"] for i in r["items"]] == [i["generated"] for i in t["items"]], "eval differs from training's"
+assert r["accuracy"] == t["accuracy"]
+EOF
+pass "eval RUN_DIR (defaults from the run)"
+
+# ---- eval with a data file and explicit options -----------------------------------------
+"$bin" data generate prosqa --count 6 --seed 5 --out "$work/items.json" >/dev/null
+"$bin" eval "$run" --data "$work/items.json" --stage 2 --max-items 4 --batch-size 3 --max-new-tokens 8 \
+  --out "$work/e2.json" >"$work/eval.txt" 2>"$work/err.txt" || fail "eval --data: $(cat "$work/err.txt")"
+grep -q "stage 2; 4 items of items" "$work/eval.txt" || fail "eval --data header: $(cat "$work/eval.txt")"
+python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r['total'] == 4 and r['dataset'] == 'items' and 'accuracy' in r
+" "$work/e2.json" || fail "eval --data report"
+pass "eval --data --stage --max-items --out"
+
+# ---- probe ------------------------------------------------------------------------------
+"$bin" probe "$run" --items 5 --thoughts 2 --out "$work/p.json" >"$work/probe.txt" 2>"$work/err.txt" ||
+  fail "probe exited non-zero: $(cat "$work/err.txt")"
+for k in 0 1 2; do grep -q "^k=$k " "$work/probe.txt" || fail "probe prints no table for k=$k"; done
+grep -q "| rank | items | mean value | mean cumulative |" "$work/probe.txt" || fail "probe prints no rank table"
+grep -q "| height | nodes | mean value |" "$work/probe.txt" || fail "probe prints no height table"
+python3 - "$work/p.json" <<'EOF' || fail "probe report check"
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["items"] == 5 and len(p["per_item"]) == 5
+assert [s["k"] for s in p["summary"]] == [0, 1, 2]
+for item in p["per_item"]:
+    for th in item["thoughts"]:
+        vals = [n["value"] for n in th["frontier"]]
+        assert all(0 <= v <= 1 for v in vals) and vals == sorted(vals, reverse=True)
+        assert abs(sum(vals) - th["frontier_mass"]) < 1e-9 and th["frontier_mass"] <= 1 + 1e-9
+assert p["summary"][1]["top"][0]["rank"] == 1 and p["summary"][1]["items"] == 5
+EOF
+"$bin" probe "$run" --items 2 --thoughts 1 >/dev/null 2>&1 || fail "probe with the default --out"
+[[ -f $run/probe_generated-valid.json ]] || fail "probe did not write RUN_DIR/probe_generated-valid.json"
+pass "probe"
+
+# ---- errors -----------------------------------------------------------------------------
+expect 1 "run directory '$work/nope' does not exist" "$bin" eval "$work/nope"
+expect 1 "run directory '$work/nope' does not exist" "$bin" probe "$work/nope"
+expect 2 "unknown option '--bogus'" "$bin" eval "$run" --bogus
+expect 2 "option --stage expects an integer" "$bin" eval "$run" --stage minus
+expect 2 "option --thoughts expects an integer" "$bin" probe "$run" --thoughts -1
+rc=0
+"$bin" probe >"$work/out.txt" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "usage: coconut probe RUN_DIR" "$work/out.txt" || fail "probe without arguments: exit $rc"
+echo '[{"question": "Tom is a wumpus. Is Tom a wumpus or yumpus?", "steps": [], "answer": "Tom is a wumpus."}]' \
+  >"$work/nograph.json"
+expect 1 "nograph.json, item 0: probe: the item has no ProsQA graph" "$bin" probe "$run" --data "$work/nograph.json"
+expect 1 "missing.json" "$bin" eval "$run" --data "$work/missing.json"
+pass "errors: missing run, usage, data without graph, missing data file"
