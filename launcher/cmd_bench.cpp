@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "bench/gpt2_step.h"
+#include "bench/schedule_sim.h"
 #include "launcher/commands.h"
 
 namespace coconut::launcher {
@@ -49,10 +50,22 @@ int cmd_bench(const std::vector<std::string>& args) {
       "usage: coconut bench gpt2 [--batch N] [--seq-len N] [--steps N] [--threads N] [--layers N]\n"
       "                          [--d-model N] [--heads N] [--dropout P] [--no-torch]\n"
       "  Times a GPT-2 training step (default: the 124M shape, batch 4 x 128) on the CPU backend,\n"
-      "  prints tokens/s, GFLOP/s against the measured SGEMM peak, and the same step in PyTorch.\n";
+      "  prints tokens/s, GFLOP/s against the measured SGEMM peak, and the same step in PyTorch.\n"
+      "usage: coconut bench schedule [--passes N] [--max-in-flight N]\n"
+      "  Simulated bubble fraction and activation memory of the pipeline schedules (GPipe, 1F1B, ring).\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "schedule") {
+    bench::ScheduleBenchOptions so;
+    for (size_t i = 1; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      if (a == "--passes") so.passes = option_int(args, i, 2, 1000);
+      else if (a == "--max-in-flight") so.max_in_flight = option_int(args, i, 0, 100000);
+      else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
+    }
+    return bench::run_schedule_bench(so);
   }
   if (args[0] != "gpt2") throw UsageError(fmt::format("unknown benchmark '{}'\n{}", args[0], help));
   bench::Gpt2StepOptions o;
