@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "curriculum/dataset.h"
+#include "curriculum/eot_classifier.h"
 #include "curriculum/samples.h"
 #include "model/gpt2.h"
 
@@ -18,18 +19,25 @@ struct EvalItem {
   std::string reference;   // normalised reference answer
   std::string generated;   // full generated text (steps and answer)
   int generated_tokens = 0;
+  int thoughts = 0;        // continuous thoughts used before <eot>
   bool correct = false;
 };
 
 struct EvalResult {
   int correct = 0, total = 0;
   double mean_generated_tokens = 0;
+  std::string eot_strategy = "fixed";  // fixed | classifier
+  double mean_thoughts = 0;            // per item (the fixed K unless the classifier decides)
   std::vector<EvalItem> items;
   double accuracy() const { return total ? static_cast<double>(correct) / total : 0.0; }
 };
 
+// eot_classifier: nullptr for the fixed count of thoughts (the reference); otherwise the
+// classifier decides when to leave latent mode, capped at the stage's count (only for
+// methods whose thoughts are fed back: an error otherwise).
 EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::vector<Sample>& samples,
-                    const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens);
+                    const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
+                    const EotClassifier* eot_classifier = nullptr);
 
 // Writes the result as JSON: accuracy, counts and every item's prediction.
 void write_eval_report(const std::string& path, const EvalResult& result, const std::string& dataset_name);

@@ -1,55 +1,145 @@
-// Batched greedy decoding over the KV cache (see generate.h).
+// Column-by-column batched decoding with per-sample latent / text modes (see generate.h).
 #include "curriculum/generate.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "curriculum/batching.h"
-#include "model/multipass.h"
 #include "runtime/check.h"
 
 namespace coconut::curriculum {
 
-std::vector<std::vector<int>> generate_greedy(const model::GPT2& model, const std::vector<const BuiltSample*>& prompts,
-                                              const Tokenizer& tok, bool feed_back, int max_new_tokens) {
+namespace {
+
+enum class Mode : uint8_t {
+  latent,  // the hidden state of this column decides: another thought, or <eot>
+  text,    // this column's hidden state gives the next token
+  done,    // <eos> seen (or nothing left to do); its columns are computed but ignored
+};
+
+}  // namespace
+
+std::vector<Generation> generate_greedy(const model::GPT2& model, const std::vector<const BuiltSample*>& prompts,
+                                        const Tokenizer& tok, const GenerateOptions& opt) {
   const model::GPT2Config& cfg = model.config();
-  const model::SequenceBatch batch = make_batch(prompts, tok, feed_back, /*align_ends=*/true);
-  const int B = batch.B, T0 = batch.T, C = cfg.d_model, V = cfg.vocab_size;
-  const int T = std::min(T0 + max_new_tokens, cfg.max_positions);
-  COCONUT_CHECK(T0 < cfg.max_positions, "prompt of {} tokens leaves no room to generate (max_positions {})", T0,
-                cfg.max_positions);
+  const int B = static_cast<int>(prompts.size()), C = cfg.d_model, V = cfg.vocab_size;
+  COCONUT_CHECK(B > 0, "generation needs at least one prompt");
+  COCONUT_CHECK(opt.max_new_tokens >= 1, "max_new_tokens must be >= 1 (got {})", opt.max_new_tokens);
+
+  // Split each prompt into the prefix run in one pass and what decoding does after it:
+  // with feedback, the prefix ends at <bot> and K = the latents that follow (the cap).
+  std::vector<BuiltSample> prefix(B);
+  std::vector<int> cap(B, 0);
+  std::vector<Mode> mode(B, Mode::text);
+  int after_prefix = 0;  // columns a prompt occupies after its prefix (K + 1 with <eot>)
+  for (int s = 0; s < B; ++s) {
+    const std::vector<int>& t = prompts[s]->tokens;
+    COCONUT_CHECK(!t.empty(), "prompt {} of the generation batch is empty", s);
+    const auto bot = std::find(t.begin(), t.end(), tok.start_latent_id());
+    size_t keep = t.size();
+    if (opt.feed_back && bot != t.end()) {
+      keep = static_cast<size_t>(bot - t.begin()) + 1;
+      const int K = static_cast<int>(t.size() - keep) - 1;
+      bool ok = K >= 0 && t.back() == tok.end_latent_id();
+      for (int i = 0; ok && i < K; ++i) ok = t[keep + i] == tok.latent_id();
+      COCONUT_CHECK(ok, "prompt {} of the generation batch: after <bot> expected <latent>*K <eot> and nothing else", s);
+      cap[s] = K;
+      mode[s] = Mode::latent;
+      after_prefix = std::max(after_prefix, K + 1);
+    }
+    prefix[s].tokens.assign(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(keep));
+    prefix[s].labels.assign(keep, -100);
+  }
+  std::vector<const BuiltSample*> ptrs;
+  for (const BuiltSample& p : prefix) ptrs.push_back(&p);
+  // Left-padded so that every prefix ends at column P - 1; one pass (no feedback inside).
+  const model::SequenceBatch batch = make_batch(ptrs, tok, /*feed_back=*/false, /*align_ends=*/true);
+  const int P = batch.T;
+  COCONUT_CHECK(P + after_prefix < cfg.max_positions, "prompt of {} tokens leaves no room to generate (max_positions {})",
+                P + after_prefix, cfg.max_positions);
+  const int T = std::min(P + after_prefix + opt.max_new_tokens, cfg.max_positions);
 
   model::Activations acts;
   acts.resize(cfg, B, T, /*training=*/false);
   std::copy(batch.pos_ids.begin(), batch.pos_ids.end(), acts.pos_ids.begin());
   std::copy(batch.key_mask.begin(), batch.key_mask.end(), acts.key_mask.begin());
-  std::vector<float> embeds(static_cast<size_t>(B) * T0 * C);
-  model.embed_tokens(batch.tokens.data(), B * T0, embeds.data());
-  model::forward_passes(model, acts, batch, embeds.data(), nullptr);
+  // The inputs of the columns [a, b) computed next: first the prefixes.
+  std::vector<float> in(static_cast<size_t>(B) * (P + 1) * C);
+  model.embed_tokens(batch.tokens.data(), B * P, in.data());
+  int a = 0, b = P;
 
-  std::vector<std::vector<int>> out(B);
-  std::vector<uint8_t> done(B, 0);
-  std::vector<float> logits(static_cast<size_t>(B) * V), step_embeds(static_cast<size_t>(B) * C);
-  std::vector<int> next(B);
-  for (int t = T0 - 1; t < T - 1; ++t) {
-    // Next token of every sequence from the hidden state at column t.
-    model.lm_head_logits(acts.lnf + static_cast<size_t>(t) * B * C, B, logits.data());
+  std::vector<Generation> out(B);
+  std::vector<float> logits(static_cast<size_t>(B) * V);
+  std::vector<int> next(B, tok.pad_id());
+  std::vector<uint8_t> thought(B);
+  auto open_column = [&](int t) {  // column t continues every sequence
+    for (int s = 0; s < B; ++s) {
+      acts.pos_ids[static_cast<size_t>(t) * B + s] = acts.pos_ids[static_cast<size_t>(t - 1) * B + s] + 1;
+      acts.key_mask[static_cast<size_t>(t) * B + s] = 1;
+    }
+  };
+  for (;;) {
+    // When every sample has used its last allowed thought at column b - 1, the <eot> at
+    // column b needs no hidden state: it joins this forward, as the last thought and
+    // <eot> (or, with no thoughts, the whole prompt) were one pass of the prompt's plan
+    // before. Same columns per call, same sums: the fixed count stays bit for bit.
+    bool all_capped = true;
+    for (int s = 0; s < B; ++s) all_capped = all_capped && mode[s] == Mode::latent && out[s].thoughts == cap[s];
+    if (all_capped && b < T) {
+      open_column(b);
+      std::fill(next.begin(), next.end(), tok.end_latent_id());
+      model.embed_tokens(next.data(), B, in.data() + static_cast<size_t>(b - a) * B * C);
+      std::fill(mode.begin(), mode.end(), Mode::text);  // <eot>'s hidden state gives the first token
+      ++b;
+    }
+    model.forward_range(acts, a, b, in.data());
+    const int t = b - 1;
+    if (t >= T - 1) break;
+
+    // Decide every sample's input of column t + 1 from its hidden state at column t.
+    const float* h = acts.lnf + static_cast<size_t>(t) * B * C;
+    const bool any_text = std::find(mode.begin(), mode.end(), Mode::text) != mode.end();
+    if (any_text) model.lm_head_logits(h, B, logits.data());
     bool all_done = true;
     for (int s = 0; s < B; ++s) {
-      const float* z = logits.data() + static_cast<size_t>(s) * V;
-      next[s] = static_cast<int>(std::max_element(z, z + V) - z);
-      if (!done[s]) {
-        if (next[s] == tok.eos_id()) done[s] = 1;
-        else out[s].push_back(next[s]);
+      thought[s] = 0;
+      if (mode[s] == Mode::latent) {
+        Generation& g = out[s];
+        const bool stop = g.thoughts == cap[s] ||
+                          (opt.eot_classifier && opt.eot_classifier->stops(h + static_cast<size_t>(s) * C));
+        if (stop) {
+          next[s] = tok.end_latent_id();
+          mode[s] = Mode::text;  // the <eot> column's hidden state gives the first token
+        } else {
+          next[s] = tok.latent_id();
+          thought[s] = 1;
+          ++g.thoughts;
+        }
+      } else if (any_text) {
+        // Finished samples keep taking their argmax as input (any token would do: a
+        // sample's columns never reach another sample).
+        const float* z = logits.data() + static_cast<size_t>(s) * V;
+        next[s] = static_cast<int>(std::max_element(z, z + V) - z);
+        if (mode[s] == Mode::text) {
+          if (next[s] == tok.eos_id()) {
+            mode[s] = Mode::done;
+          } else {
+            out[s].ids.push_back(next[s]);
+            // A sample that left latent mode early has columns to spare; its budget is the same.
+            if (static_cast<int>(out[s].ids.size()) == opt.max_new_tokens) mode[s] = Mode::done;
+          }
+        }
       }
-      all_done = all_done && done[s];
+      all_done = all_done && mode[s] == Mode::done;
     }
     if (all_done) break;
-    for (int s = 0; s < B; ++s) {
-      acts.pos_ids[static_cast<size_t>(t + 1) * B + s] = acts.pos_ids[static_cast<size_t>(t) * B + s] + 1;
-      acts.key_mask[static_cast<size_t>(t + 1) * B + s] = 1;
-    }
-    model.embed_tokens(next.data(), B, step_embeds.data());
-    model.forward_range(acts, t + 1, t + 2, step_embeds.data());
+    a = t + 1;
+    b = t + 2;
+    open_column(a);
+    model.embed_tokens(next.data(), B, in.data());
+    for (int s = 0; s < B; ++s)
+      if (thought[s])
+        std::memcpy(in.data() + static_cast<size_t>(s) * C, h + static_cast<size_t>(s) * C, sizeof(float) * C);
   }
   return out;
 }

@@ -100,12 +100,13 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("eval_{}.json", data.name)).string();
 
   const curriculum::EvalResult r = curriculum::evaluate(*run.model, *run.tokenizer, data.samples, c.curriculum, stage,
-                                                        batch_size, max_new_tokens);
+                                                        batch_size, max_new_tokens, run.eot.get());
   curriculum::write_eval_report(out_path, r, data.name);
   fmt::print("run {}: method {}, c={}, stage {}; {} items of {}\n", run_dir,
              curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total, data.name);
   fmt::print("accuracy {:.4f} ({}/{}), mean generated tokens {:.2f}\n", r.accuracy(), r.correct, r.total,
              r.mean_generated_tokens);
+  if (run.eot) fmt::print("<eot> by the learned classifier: mean thoughts {:.2f}\n", r.mean_thoughts);
   fmt::print("report: {}\n", out_path);
   return 0;
 }

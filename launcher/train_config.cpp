@@ -42,6 +42,8 @@ TrainConfig read_train_config(Config& c) {
   cc.pad_latent_to_max = c.get_bool("curriculum.pad_latent_to_max", false);
   cc.uniform_prob = c.get_double("curriculum.uniform_prob", 0.0, 0.0, 1.0);
   cc.icot_tokens_per_epoch = c.get_int("curriculum.icot_tokens_per_epoch", 8, 1, 100000);
+  t.eot_classifier = c.get_bool("curriculum.eot_classifier", false);
+  t.eot_loss_weight = c.get_double("curriculum.eot_loss_weight", 1.0, 0.0, 1e6);
 
   t.epochs = c.get_int("train.epochs", 1, 1, 1000000);
   t.batch_size = c.get_int("train.batch_size", 32, 1, 1 << 20);
@@ -68,6 +70,9 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(t.batch_size % t.micro_batch_size == 0,
                 "{}: train.batch_size ({}) must be a multiple of train.micro_batch_size ({})", t.source, t.batch_size,
                 t.micro_batch_size);
+  COCONUT_CHECK(!t.eot_classifier || cc.feeds_back(),
+                "{}: curriculum.eot_classifier needs continuous thoughts (method coconut or no_curriculum), not '{}'",
+                t.source, curriculum::method_name(cc.method));
   COCONUT_CHECK(d.kind != "file" || !d.train_file.empty(), "{}: data.kind 'file' needs data.train_file", t.source);
   COCONUT_CHECK(d.tokenizer != "bpe" || !d.bpe_dir.empty(), "{}: data.tokenizer 'bpe' needs data.bpe_dir", t.source);
   t.digest = c.digest();

@@ -32,6 +32,10 @@ struct TrainConfig {
   std::string init_from;   // Hugging Face GPT-2 directory (model.safetensors + config.json)
   DataConfig data;
   curriculum::CurriculumConfig curriculum;
+  // The learned <eot> strategy (curriculum/eot_classifier.h): trained alongside the
+  // model and used by the run's evaluations instead of the fixed count of thoughts.
+  bool eot_classifier = false;
+  double eot_loss_weight = 1.0;  // weight of its mean BCE in the model's loss
   int epochs = 1;
   int batch_size = 32;
   int micro_batch_size = 32;  // gradient accumulation when smaller than batch_size

@@ -13,6 +13,7 @@
 
 #include "curriculum/batching.h"
 #include "curriculum/bpe_tokenizer.h"
+#include "curriculum/eot_classifier.h"
 #include "curriculum/evaluation.h"
 #include "curriculum/prontoqa_generator.h"
 #include "curriculum/prosqa_generator.h"
@@ -85,10 +86,11 @@ std::vector<size_t> epoch_order(size_t n, uint64_t seed, int epoch) {
 }
 
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
-                                      const std::vector<Sample>& split, const TrainConfig& c, int stage) {
+                                      const std::vector<Sample>& split, const TrainConfig& c, int stage,
+                                      const curriculum::EotClassifier* eot) {
   std::vector<Sample> items = split;
   if (c.eval_max_items > 0 && static_cast<int>(items.size()) > c.eval_max_items) items.resize(c.eval_max_items);
-  return curriculum::evaluate(gpt, tok, items, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens);
+  return curriculum::evaluate(gpt, tok, items, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
 }
 
 }  // namespace
@@ -146,6 +148,10 @@ TrainSummary run_training(const TrainConfig& c) {
 
   model::AdamW opt(c.adamw, gpt.layout(), 0, gpt.num_params());
   model::MultipassRunner runner;
+  // The learned <eot> classifier: its own parameters and optimizer, trained on the
+  // decision rows of every batch through the runner's hidden-state loss hook.
+  std::unique_ptr<curriculum::EotClassifier> eot;
+  if (c.eot_classifier) eot = std::make_unique<curriculum::EotClassifier>(mc.d_model, c.adamw);
   TrainSummary summary;
   int prev_stage = -1;
   int64_t step = 0;
@@ -155,6 +161,7 @@ TrainSummary run_training(const TrainConfig& c) {
                        (c.reset_optimizer == "stage" && prev_stage >= 0 && stage != prev_stage);
     if (reset) {
       opt.reset();
+      if (eot) eot->reset_optimizer();
       spdlog::info("epoch {}: optimizer state reset ({})", epoch, c.reset_optimizer);
     }
     prev_stage = stage;
@@ -180,7 +187,8 @@ TrainSummary run_training(const TrainConfig& c) {
       // The loss is the mean over every target of the whole batch, however it is split.
       std::vector<model::SequenceBatch> micro;
       std::vector<std::vector<int64_t>> micro_ids;  // dataset indices: dropout masks follow the sample
-      int targets = 0;
+      std::vector<std::vector<curriculum::EotTarget>> micro_eot;  // <eot> decision rows
+      int targets = 0, eot_rows = 0;
       for (size_t m = begin; m < end; m += c.micro_batch_size) {
         std::vector<const curriculum::BuiltSample*> ptrs;
         micro_ids.emplace_back();
@@ -190,13 +198,22 @@ TrainSummary run_training(const TrainConfig& c) {
         }
         micro.push_back(curriculum::make_batch(ptrs, *tok, c.curriculum.feeds_back()));
         targets += micro.back().num_targets();
+        if (eot) {
+          micro_eot.push_back(curriculum::eot_targets(micro.back(), *tok));
+          eot_rows += static_cast<int>(micro_eot.back().size());
+        }
         tokens += micro.back().B * micro.back().T;
       }
       if (targets == 0) continue;
       gpt.zero_grads();
+      if (eot) eot->zero_grads();
       double loss = 0;
       for (size_t m = 0; m < micro.size(); ++m) {
         if (mc.dropout > 0) runner.set_dropout(c.seed, static_cast<uint64_t>(step), micro_ids[m]);
+        if (eot)
+          runner.set_hidden_loss(eot_rows > 0 ? eot->hidden_loss(micro_eot[m], eot_rows,
+                                                                  static_cast<float>(c.eot_loss_weight))
+                                              : model::MultipassRunner::HiddenLoss{});
         loss += runner.forward_backward(gpt, micro[m], 1.f / targets);
       }
       if (c.grad_clip > 0) {
@@ -204,6 +221,7 @@ TrainSummary run_training(const TrainConfig& c) {
         model::clip_grads(gpt.grads(), gpt.num_params(), norm, static_cast<float>(c.grad_clip));
       }
       opt.step(gpt.params(), gpt.grads(), c.adamw.lr);
+      if (eot && eot_rows > 0) eot->step(c.adamw.lr);
       ++step;
       ++batches;
       loss_sum += loss;
@@ -217,10 +235,19 @@ TrainSummary run_training(const TrainConfig& c) {
     summary.final_stage = stage;
     nlohmann::json row = {{"epoch", epoch}, {"stage", stage}, {"step", step}, {"loss", mean_loss},
                           {"seconds", epoch_timer.seconds()}, {"tokens_per_s", tokens / epoch_timer.seconds()}};
+    if (eot) {
+      const curriculum::EotClassifier::Stats st = eot->take_stats();
+      row["eot_bce"] = st.rows ? st.bce_sum / st.rows : 0.0;
+      row["eot_stop_accuracy"] = st.rows ? static_cast<double>(st.correct) / st.rows : 0.0;
+    }
     const bool last = epoch + 1 == c.epochs;
     if (!data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last)) {
-      const auto r = evaluate_split(gpt, *tok, data.valid, c, stage);
+      const auto r = evaluate_split(gpt, *tok, data.valid, c, stage, eot.get());
       row["valid_accuracy"] = r.accuracy();
+      if (eot) {
+        row["valid_mean_thoughts"] = r.mean_thoughts;
+        spdlog::info("epoch {} stage {}: <eot> classifier: {:.2f} thoughts per item", epoch, stage, r.mean_thoughts);
+      }
       summary.valid_accuracy = r.accuracy();
       spdlog::info("epoch {} stage {}: loss {:.4f}, {} accuracy {:.3f} ({}/{}), {:.1f}s", epoch, stage, mean_loss,
                    data.valid_name, r.accuracy(), r.correct, r.total, epoch_timer.seconds());
@@ -231,12 +258,13 @@ TrainSummary run_training(const TrainConfig& c) {
     append_jsonl(dir / "metrics.jsonl", row);
   }
   if (!data.test.empty()) {
-    const auto r = evaluate_split(gpt, *tok, data.test, c, summary.final_stage);
+    const auto r = evaluate_split(gpt, *tok, data.test, c, summary.final_stage, eot.get());
     summary.test_accuracy = r.accuracy();
     curriculum::write_eval_report((dir / "eval_test.json").string(), r, data.test_name);
     spdlog::info("{} accuracy {:.3f} ({}/{})", data.test_name, r.accuracy(), r.correct, r.total);
   }
   model::export_hf_gpt2((dir / "model").string(), mc, gpt.params());
+  if (eot) eot->save((dir / "eot_classifier.txt").string());
   summary.seconds = wall.seconds();
   return summary;
 }
@@ -262,6 +290,12 @@ LoadedRun load_run(const std::string& run_dir) {
                 mc.vocab_size, r.tokenizer->vocab_size());
   r.model = std::make_unique<model::GPT2>(mc);
   model::import_hf_gpt2((dir / "model/model.safetensors").string(), mc, r.model->params());
+  if (r.config.eot_classifier) {
+    COCONUT_CHECK(fs::exists(dir / "eot_classifier.txt"), "run '{}' trained an <eot> classifier but has no {}",
+                  run_dir, (dir / "eot_classifier.txt").string());
+    r.eot = std::make_unique<curriculum::EotClassifier>(
+        curriculum::EotClassifier::load((dir / "eot_classifier.txt").string(), r.config.adamw));
+  }
   r.final_stage = r.config.curriculum.stage_of_epoch(r.config.epochs - 1);
   return r;
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "curriculum/dataset.h"
+#include "curriculum/eot_classifier.h"
 #include "curriculum/tokenizer.h"
 #include "launcher/train_config.h"
 #include "model/gpt2.h"
@@ -40,6 +41,7 @@ struct LoadedRun {
   TrainConfig config;
   std::unique_ptr<curriculum::Tokenizer> tokenizer;
   std::unique_ptr<model::GPT2> model;
+  std::unique_ptr<curriculum::EotClassifier> eot;  // when the run trained one
   int final_stage = 0;  // the stage of the last training epoch
 };
 LoadedRun load_run(const std::string& run_dir);

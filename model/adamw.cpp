@@ -9,10 +9,17 @@
 namespace coconut::model {
 
 AdamW::AdamW(const AdamWConfig& config, const ParamLayout& layout, size_t begin, size_t end)
-    : config_(config), begin_(begin), end_(end), m_(end - begin, 0.f), v_(end - begin, 0.f) {
-  COCONUT_CHECK(begin <= end && end <= layout.total(), "optimizer slice [{}, {}) outside the {} parameters", begin,
-                end, layout.total());
-  for (const TensorSpec& t : layout.tensors()) {
+    : AdamW(config, layout.tensors(), begin, end) {}
+
+AdamW::AdamW(const AdamWConfig& config, const std::vector<TensorSpec>& tensors, size_t begin, size_t end)
+    : config_(config), begin_(begin), end_(end) {
+  size_t total = 0;
+  for (const TensorSpec& t : tensors) total = std::max(total, t.offset + t.numel);
+  COCONUT_CHECK(begin <= end && end <= total, "optimizer slice [{}, {}) outside the {} parameters", begin, end,
+                total);
+  m_.assign(end - begin, 0.f);
+  v_.assign(end - begin, 0.f);
+  for (const TensorSpec& t : tensors) {
     const size_t b = std::max(begin, t.offset), e = std::min(end, t.offset + t.numel);
     if (b >= e) continue;
     const bool decay = config.weight_decay != 0.f && (!config.decay_matrices_only || t.is_matrix);

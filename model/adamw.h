@@ -25,6 +25,9 @@ struct AdamWConfig {
 class AdamW {
  public:
   AdamW(const AdamWConfig& config, const ParamLayout& layout, size_t begin, size_t end);
+  // The same over any flat buffer described by its tensors (offsets from its start):
+  // for parameters outside the GPT-2 buffer, such as the <eot> classifier's.
+  AdamW(const AdamWConfig& config, const std::vector<TensorSpec>& tensors, size_t begin, size_t end);
 
   // One update of params[begin, end) from grads[begin, end) (both indexed in the full
   // buffer's coordinates). lr overrides config.lr (schedules).

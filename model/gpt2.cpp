@@ -2,7 +2,9 @@
 // Reads top-down like one pass: embeddings, then per layer
 //   ln1 -> qkv -> attention (over the KV cache) -> projection + residual
 //   ln2 -> fc -> GELU -> projection + residual
-// then the final layer norm. The backward walks the same list in reverse.
+// then the final layer norm. The backward walks the same list in reverse. A pipeline
+// stage runs the same code over its layers only: the embedding on the first stage, the
+// final norm on the last (forward_stage / backward_stage; forward_range is all of it).
 // With dropout (training), the embedding output, the attention probabilities and both
 // residual branches are dropped as in Hugging Face GPT-2's training mode.
 #include "model/gpt2.h"
@@ -21,15 +23,20 @@ namespace coconut::model {
 
 // ---------------------------------------------------------------- activations
 
-void Activations::resize(const GPT2Config& config, int batch, int columns, bool for_training) {
+void Activations::resize(const GPT2Config& config, int batch, int columns, bool for_training, int l0, int l1) {
   COCONUT_CHECK(batch > 0 && columns > 0, "activations need B > 0 and T > 0 (got B={} T={})", batch, columns);
   COCONUT_CHECK(columns <= config.max_positions, "sequence of {} columns exceeds model.max_positions {}", columns,
                 config.max_positions);
+  if (l1 < 0) l1 = config.n_layer;
+  COCONUT_CHECK(0 <= l0 && l0 < l1 && l1 <= config.n_layer, "activation layers [{}, {}) outside the model's [0, {})",
+                l0, l1, config.n_layer);
   B = batch;
   T = columns;
   C = config.d_model;
   training = for_training;
-  const int64_t H = config.n_head, L = config.n_layer, R = static_cast<int64_t>(B) * T;
+  first_layer = l0;
+  end_layer = l1;
+  const int64_t H = config.n_head, L = l1 - l0, R = static_cast<int64_t>(B) * T;
   // Per-layer sizes in floats: what every layer keeps in training, and what it keeps at
   // inference (only q|k|v, the cache); the rest is shared scratch at inference.
   const int64_t kept_train = R * (C + 2 + 3 * C + H * T + C + C + C + 2 + 4 * C + 4 * C + C + 3 * C);
@@ -49,7 +56,7 @@ void Activations::resize(const GPT2Config& config, int batch, int columns, bool 
     return p;
   };
   x0 = take(R * C);
-  layers.assign(L, {});
+  layers.assign(config.n_layer, {});
   LayerActivations shared{};
   if (!training) {
     shared.ln1 = take(R * C); shared.ln1_mean = take(R); shared.ln1_rstd = take(R);
@@ -57,7 +64,8 @@ void Activations::resize(const GPT2Config& config, int batch, int columns, bool 
     shared.ln2 = take(R * C); shared.ln2_mean = take(R); shared.ln2_rstd = take(R);
     shared.fc = take(R * 4 * C); shared.gelu = take(R * 4 * C); shared.res_out = take(R * C);
   }
-  for (auto& A : layers) {
+  for (int l = l0; l < l1; ++l) {
+    LayerActivations& A = layers[l];
     if (training) {
       A.ln1 = take(R * C); A.ln1_mean = take(R); A.ln1_rstd = take(R);
       A.qkv = take(R * 3 * C);
@@ -81,7 +89,8 @@ void Activations::resize(const GPT2Config& config, int batch, int columns, bool 
 
 void Activations::zero_grads() {
   COCONUT_CHECK(training, "zero_grads on inference activations (resize with training = true)");
-  for (auto& A : layers) std::memset(A.dqkv, 0, sizeof(float) * static_cast<size_t>(B) * T * 3 * C);
+  for (int l = first_layer; l < end_layer; ++l)
+    std::memset(layers[l].dqkv, 0, sizeof(float) * static_cast<size_t>(B) * T * 3 * C);
 }
 
 void BackwardScratch::resize(const GPT2Config& config, int rows) {
@@ -201,32 +210,59 @@ void GPT2::embed_tokens_backward(const int* tokens, int n, const float* d_embeds
 
 // ---------------------------------------------------------------- forward
 
-void GPT2::forward_range(Activations& acts, int a, int b, const float* in_embeds) const {
+namespace {
+
+// The checks shared by a stage's forward and backward.
+void check_stage(const GPT2Config& config, const Activations& acts, int a, int b, int l0, int l1, bool embed,
+                 bool final_norm) {
   COCONUT_CHECK(0 <= a && a < b && b <= acts.T, "pass columns [{}, {}) outside the batch's [0, {})", a, b, acts.T);
+  COCONUT_CHECK(0 <= l0 && l0 < l1 && l1 <= config.n_layer, "stage layers [{}, {}) outside the model's [0, {})", l0,
+                l1, config.n_layer);
+  COCONUT_CHECK(acts.first_layer <= l0 && l1 <= acts.end_layer,
+                "stage layers [{}, {}) need activations of those layers; these hold [{}, {})", l0, l1,
+                acts.first_layer, acts.end_layer);
+  COCONUT_CHECK(!embed || l0 == 0, "only the stage starting at layer 0 can embed (this one starts at {})", l0);
+  COCONUT_CHECK(!final_norm || l1 == config.n_layer,
+                "only the stage ending at the last layer ({}) can apply the final norm (this one ends at {})",
+                config.n_layer, l1);
+}
+
+}  // namespace
+
+void GPT2::forward_range(Activations& acts, int a, int b, const float* in_embeds) const {
+  forward_stage(acts, a, b, 0, config_.n_layer, in_embeds, /*embed=*/true, /*final_norm=*/true);
+}
+
+void GPT2::forward_stage(Activations& acts, int a, int b, int l0, int l1, const float* in, bool embed,
+                         bool final_norm) const {
+  check_stage(config_, acts, a, b, l0, l1, embed, final_norm);
   const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T;
   const int n = (b - a) * B;
   const int64_t r0 = static_cast<int64_t>(a) * B;
   const float eps = config_.layer_norm_eps;
-
-  // Embedding: input embedding (token or thought) plus the position embedding.
-  float* x = acts.x0 + r0 * C;
-  for (int r = 0; r < n; ++r) {
-    const int pos = acts.pos_ids[r0 + r];
-    COCONUT_CHECK(pos >= 0 && pos < config_.max_positions, "position id {} outside [0, {})", pos,
-                  config_.max_positions);
-    const float* e = in_embeds + static_cast<int64_t>(r) * C;
-    const float* pe = w_.wpe + static_cast<int64_t>(pos) * C;
-    for (int c = 0; c < C; ++c) x[static_cast<int64_t>(r) * C + c] = e[c] + pe[c];
-  }
   const bool drop = dropout_active(config_, acts);
   std::unique_ptr<PassDropout> dropout;
-  if (drop) {
-    dropout = std::make_unique<PassDropout>(config_, acts, r0, n);
-    dropout_apply(x, x, n, C, dropout->at(-1, Site::kEmbedding));
+  if (drop) dropout = std::make_unique<PassDropout>(config_, acts, r0, n);
+
+  float* x = acts.x0 + r0 * C;
+  if (embed) {
+    // Embedding: input embedding (token or thought) plus the position embedding.
+    for (int r = 0; r < n; ++r) {
+      const int pos = acts.pos_ids[r0 + r];
+      COCONUT_CHECK(pos >= 0 && pos < config_.max_positions, "position id {} outside [0, {})", pos,
+                    config_.max_positions);
+      const float* e = in + static_cast<int64_t>(r) * C;
+      const float* pe = w_.wpe + static_cast<int64_t>(pos) * C;
+      for (int c = 0; c < C; ++c) x[static_cast<int64_t>(r) * C + c] = e[c] + pe[c];
+    }
+    if (drop) dropout_apply(x, x, n, C, dropout->at(-1, Site::kEmbedding));
+  } else if (in != x) {
+    // The previous stage's residual stream; kept in x0 for this stage's backward.
+    std::memcpy(x, in, sizeof(float) * static_cast<size_t>(n) * C);
   }
 
   const float* inp = x;
-  for (int l = 0; l < config_.n_layer; ++l) {
+  for (int l = l0; l < l1; ++l) {
     const LayerView& W = w_.layers[l];
     const LayerActivations& A = acts.layers[l];
     layernorm_forward(A.ln1 + r0 * C, A.ln1_mean + r0, A.ln1_rstd + r0, inp, W.ln1_w, W.ln1_b, n, C, eps);
@@ -246,16 +282,24 @@ void GPT2::forward_range(Activations& acts, int a, int b, const float* in_embeds
     add_forward(A.res_out + r0 * C, A.res_out + r0 * C, A.res_mid + r0 * C, static_cast<int64_t>(n) * C);
     inp = A.res_out + r0 * C;
   }
-  layernorm_forward(acts.lnf + r0 * C, acts.lnf_mean + r0, acts.lnf_rstd + r0, inp, w_.lnf_w, w_.lnf_b, n, C, eps);
+  if (final_norm)
+    layernorm_forward(acts.lnf + r0 * C, acts.lnf_mean + r0, acts.lnf_rstd + r0, inp, w_.lnf_w, w_.lnf_b, n, C,
+                      eps);
 }
 
 // ---------------------------------------------------------------- backward
 
 void GPT2::backward_range(Activations& acts, int a, int b, const float* d_hidden, float* d_in_embeds,
-                          BackwardScratch& S) {
+                          BackwardScratch& scratch) {
+  backward_stage(acts, a, b, 0, config_.n_layer, d_hidden, d_in_embeds, scratch, /*embed=*/true,
+                 /*final_norm=*/true);
+}
+
+void GPT2::backward_stage(Activations& acts, int a, int b, int l0, int l1, const float* d_out, float* d_in,
+                          BackwardScratch& S, bool embed, bool final_norm) {
   COCONUT_CHECK(acts.training, "backward needs activations resized with training = true");
-  COCONUT_CHECK(0 <= a && a < b && b <= acts.T, "pass columns [{}, {}) outside the batch's [0, {})", a, b, acts.T);
-  const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T, L = config_.n_layer;
+  check_stage(config_, acts, a, b, l0, l1, embed, final_norm);
+  const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T;
   const int n = (b - a) * B;
   const int64_t r0 = static_cast<int64_t>(a) * B;
   const int64_t nC = static_cast<int64_t>(n) * C;
@@ -275,18 +319,23 @@ void GPT2::backward_range(Activations& acts, int a, int b, const float* d_hidden
     return S.ddrop.data();
   };
 
-  // dres carries the gradient of the residual stream down through the layers.
+  // dres carries the gradient of the residual stream down through the layers: it
+  // starts as the stage output's gradient, through the final norm on the last stage.
   float* dres = S.dres.data();
-  zero(S.dres, nC);
-  const float* last = acts.layers[L - 1].res_out + r0 * C;
-  layernorm_backward(dres, g_.lnf_w, g_.lnf_b, d_hidden, last, w_.lnf_w, acts.lnf_mean + r0, acts.lnf_rstd + r0, n,
-                     C);
+  const float* last = acts.layers[l1 - 1].res_out + r0 * C;
+  if (final_norm) {
+    zero(S.dres, nC);
+    layernorm_backward(dres, g_.lnf_w, g_.lnf_b, d_out, last, w_.lnf_w, acts.lnf_mean + r0, acts.lnf_rstd + r0, n,
+                       C);
+  } else {
+    std::memcpy(dres, d_out, sizeof(float) * nC);
+  }
 
-  for (int l = L - 1; l >= 0; --l) {
+  for (int l = l1 - 1; l >= l0; --l) {
     const LayerView& W = w_.layers[l];
     const LayerView& G = g_.layers[l];
     const LayerActivations& A = acts.layers[l];
-    const float* inp = (l == 0 ? acts.x0 : acts.layers[l - 1].res_out) + r0 * C;
+    const float* inp = (l == l0 ? acts.x0 : acts.layers[l - 1].res_out) + r0 * C;
 
     // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
     zero(S.dgelu, 4 * nC);
@@ -311,10 +360,15 @@ void GPT2::backward_range(Activations& acts, int a, int b, const float* d_hidden
     layernorm_backward(dres, G.ln1_w, G.ln1_b, S.dln.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n, C);
   }
 
+  if (!embed) {
+    // The gradient w.r.t. the residual stream received from the previous stage.
+    std::memcpy(d_in, dres, sizeof(float) * nC);
+    return;
+  }
   // Embedding: the input embedding gets dres (through the embedding dropout) as is;
   // the position embedding sums it.
   if (drop) dropout_apply(dres, dres, n, C, dropout->at(-1, Site::kEmbedding));
-  std::memcpy(d_in_embeds, dres, sizeof(float) * nC);
+  std::memcpy(d_in, dres, sizeof(float) * nC);
   for (int r = 0; r < n; ++r) {
     float* dpe = g_.wpe + static_cast<int64_t>(acts.pos_ids[r0 + r]) * C;
     const float* d = dres + static_cast<int64_t>(r) * C;

@@ -10,6 +10,10 @@
 //
 // Layout of activations is time-major: row r = t * B + b for column t of sequence b,
 // so the rows of one pass [a, b) are contiguous ([a*B, b*B)) and one GEMM covers them.
+//
+// A pipeline stage (DESIGN.md 4) is a contiguous range of layers [l0, l1): the same
+// range primitive restricted to those layers (forward_stage / backward_stage), so one
+// implementation serves the whole model and every stage of parallel/executor.
 #pragma once
 
 #include <cstddef>
@@ -103,12 +107,15 @@ struct LayerActivations {
 class Activations {
  public:
   Activations() = default;
-  void resize(const GPT2Config& config, int B, int T, bool training);
+  // Layers [first_layer, end_layer) get buffers (end_layer -1: through the last layer);
+  // a pipeline stage keeps only its own layers, the other entries of `layers` stay null.
+  void resize(const GPT2Config& config, int B, int T, bool training, int first_layer = 0, int end_layer = -1);
   // Zeroes the gradients that the passes accumulate into (dqkv); call before a backward.
   void zero_grads();
 
   int B = 0, T = 0, C = 0;
   bool training = false;
+  int first_layer = 0, end_layer = 0;  // the layers that have buffers
   std::vector<int> pos_ids;        // [T*B], row t*B+s
   std::vector<uint8_t> key_mask;   // [T*B], 0 for padding
 
@@ -122,7 +129,9 @@ class Activations {
   uint64_t dropout_seed = 0;
   uint64_t dropout_step = 0;          // the training step: fresh masks every step
   std::vector<int64_t> sample_ids;    // [B] global id of each sequence; resize sets 0..B-1
-  float* x0 = nullptr;             // [T,B,C] embedding output (input of layer 0)
+  // [T,B,C] input of layer first_layer: the embedding output on the stage that embeds,
+  // the residual stream received from the previous stage on the others.
+  float* x0 = nullptr;
   std::vector<LayerActivations> layers;
   float* lnf = nullptr;            // [T,B,C] final-norm hidden states (fed back as thoughts)
   float* lnf_mean = nullptr;
@@ -140,6 +149,9 @@ struct BackwardScratch {
 };
 
 // The decoder: parameters and their gradients as flat buffers with named views.
+// Under pipeline parallelism every rank still holds the whole flat buffer (simplest,
+// and the model is small next to its activations); a stage reads and updates only its
+// own slice (parallel/partition.h), so the rest of the buffer goes stale there.
 class GPT2 {
  public:
   explicit GPT2(const GPT2Config& config);
@@ -166,13 +178,35 @@ class GPT2 {
   void embed_tokens(const int* tokens, int n, float* out) const;
   void embed_tokens_backward(const int* tokens, int n, const float* d_embeds);
 
+  // A pipeline stage: the contiguous layers [l0, l1) over columns [a, b) of every
+  // sequence in acts. `in` holds the (b-a)*B input rows in time-major order: with
+  // `embed` (only for l0 == 0) the input embeddings (token embeddings or fed-back
+  // thoughts), to which the position embedding (and embedding dropout) is added;
+  // without it the residual stream of those rows from the previous stage (copied into
+  // acts.x0). The output rows [a*B, b*B) are acts.lnf with `final_norm` (only for
+  // l1 == n_layer: the hidden states fed back and given to the LM head), else the
+  // residual stream acts.layers[l1-1].res_out for the next stage.
+  // A stage reads and, in the backward, writes only its own parameters: wte is not
+  // touched here (the LM head and the token embedding are separate calls), wpe only
+  // with `embed`, ln_f only with `final_norm`.
+  void forward_stage(Activations& acts, int a, int b, int l0, int l1, const float* in, bool embed,
+                     bool final_norm) const;
+  // Backward of forward_stage: d_out is the gradient w.r.t. the stage's output rows of
+  // the pass; writes d_in (the gradient w.r.t. `in`, overwritten), accumulates the
+  // stage's parameter gradients and dK/dV of columns < a into acts' dqkv. Passes must
+  // run their backward in the reverse order of their forward, on every stage.
+  void backward_stage(Activations& acts, int a, int b, int l0, int l1, const float* d_out, float* d_in,
+                      BackwardScratch& scratch, bool embed, bool final_norm);
+
+  // The whole model as one stage: forward_stage(acts, a, b, 0, n_layer, in_embeds, true, true).
   // Forward of columns [a, b) of every sequence in acts: in_embeds holds the
   // (b-a)*B input embeddings in time-major order (token embeddings or fed-back
   // thoughts); the position embedding is added here. Writes acts rows [a*B, b*B),
   // among them acts.lnf (the final-norm hidden states).
   void forward_range(Activations& acts, int a, int b, const float* in_embeds) const;
-  // Backward of columns [a, b): d_hidden is the gradient w.r.t. acts.lnf rows of the
-  // pass; writes d_in_embeds (the gradient w.r.t. in_embeds, overwritten), accumulates
+  // backward_stage over every layer. Backward of columns [a, b): d_hidden is the
+  // gradient w.r.t. acts.lnf rows of the pass; writes d_in_embeds (the gradient
+  // w.r.t. in_embeds, overwritten), accumulates
   // parameter gradients, and accumulates dK/dV of columns < a into acts' dqkv.
   // Passes must run their backward in the reverse order of their forward.
   void backward_range(Activations& acts, int a, int b, const float* d_hidden, float* d_in_embeds,

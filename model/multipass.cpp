@@ -113,6 +113,9 @@ double MultipassRunner::run(GPT2& model, const SequenceBatch& batch, float loss_
   for (int i = 0; i < n; ++i)
     std::memcpy(d_hidden_.data() + static_cast<size_t>(target_rows_[i]) * C,
                 d_gathered_.data() + static_cast<size_t>(i) * C, sizeof(float) * C);
+  const double extra_loss = hidden_loss_ ? hidden_loss_(acts_, d_hidden_) : 0.0;
+  COCONUT_CHECK(d_hidden_.size() == R * C, "the hidden-state loss hook resized d_hidden ({} floats, expected {})",
+                d_hidden_.size(), R * C);
   if (scratch_.dres.size() < R * C) scratch_.resize(cfg, static_cast<int>(R));
   acts_.zero_grads();
   for (size_t p = batch.passes.size(); p-- > 0;) {
@@ -130,7 +133,7 @@ double MultipassRunner::run(GPT2& model, const SequenceBatch& batch, float loss_
   for (size_t r = 0; r < R; ++r)
     if (is_thought_[r]) std::memset(d_embeds_.data() + r * C, 0, sizeof(float) * C);
   model.embed_tokens_backward(batch.tokens.data(), static_cast<int>(R), d_embeds_.data());
-  return loss;
+  return hidden_loss_ ? loss + extra_loss : loss;
 }
 
 }  // namespace coconut::model

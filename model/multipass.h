@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "model/batch.h"
@@ -23,6 +25,17 @@ void forward_passes(const GPT2& model, Activations& acts, const SequenceBatch& b
 
 class MultipassRunner {
  public:
+  // An extra loss on the final-norm hidden states, added to the LM loss by
+  // forward_backward (the <eot> classifier, curriculum/eot_classifier.h). Called once per
+  // forward_backward, after the LM head and before the backward passes, with the
+  // forward's activations (acts.lnf: [T*B, C], row t*B+s) and d_hidden: the gradient
+  // w.r.t. those rows, already holding the LM head's part, into which the hook ADDS its
+  // own. It returns its loss (already scaled), which is added to the returned loss.
+  // Through d_hidden the extra loss reaches every layer, thought and cached key/value.
+  // forward_loss never calls it. An empty function (the default) changes nothing.
+  using HiddenLoss = std::function<double(const Activations& acts, std::vector<float>& d_hidden)>;
+  void set_hidden_loss(HiddenLoss hook) { hidden_loss_ = std::move(hook); }
+
   // Forward all passes, cross-entropy over the targeted rows scaled by loss_scale
   // (1 / targets of the global batch), and the backward, accumulating into the model's
   // gradients. Returns sum of per-token losses * loss_scale.
@@ -48,6 +61,7 @@ class MultipassRunner {
   bool dropout_pending_ = false;
   uint64_t dropout_seed_ = 0, dropout_step_ = 0;
   std::vector<int64_t> dropout_ids_;
+  HiddenLoss hidden_loss_;
 };
 
 }  // namespace coconut::model

@@ -1,0 +1,159 @@
+// The pipeline executor (DESIGN.md sections 4 and 5): one training step of a Coconut
+// model whose layers are cut into pipeline stages over the ranks of a ProcessGrid,
+// with ZeRO-1 data parallelism across replicas.
+//
+// Each rank is one stage of one replica. A step takes this replica's micro-batches
+// (each a SequenceBatch with its latent pass plan), asks parallel/schedule.h for this
+// stage's op list and runs it:
+//   Forward(m, p, s)   forward_stage over the pass's columns. Stage 0 embeds the tokens,
+//                      with the thought rows of pass p filled from the fed-back states
+//                      of pass p-1; later stages take the received residual stream.
+//                      The last stage then packs the final-norm states that pass p feeds
+//                      back (sent to stage 0), and after the final pass computes the
+//                      LM-head loss on the micro-batch's labelled rows.
+//   Backward(m, p, s)  backward_stage in reverse pass order. The last stage first adds
+//                      the gradient of the thoughts pass p fed (computed by stage 0 in
+//                      B(m, p+1, 0)) to the gradient of their source rows; stage 0
+//                      packs the gradient of pass p's thought rows for the last stage,
+//                      and after pass 0 backpropagates into the token embeddings (thought
+//                      rows excluded). KV-cache gradients stay on their stage
+//                      (Activations::dqkv), exactly as in model/multipass.cpp.
+//   Send* / Recv*      non-blocking sends (kept alive until their micro-batch is done);
+//                      receives are posted when a micro-batch becomes live on the stage
+//                      and waited for in op-list order. Tags come from (kind, micro, pass).
+// A micro-batch's buffers live from its first to its last op on the stage, so the
+// activation memory follows the schedule's in-flight cap (1F1B, ring).
+//
+// After the op list: the tied embedding's gradient from the LM head (last stage) is
+// added to stage 0's, ShardedAdamW steps the stage's parameter slice over the DP group
+// with the global gradient norm taken over the pipeline, and stage 0 sends the updated
+// wte to the last stage. With one stage and one replica this is exactly
+// MultipassRunner over the micro-batches followed by model::AdamW.
+//
+// Parameters: every rank keeps the whole flat buffer of the model (simplest; the model
+// is small next to the activations of a long latent recurrence), but a stage reads only
+// its layers (plus wpe on stage 0, ln_f and wte on the last stage) and updates only its
+// slice (parallel/partition.h). The rest of the buffer is stale on that rank after the
+// first step: to save or evaluate the whole model, gather the slices.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/adamw.h"
+#include "model/batch.h"
+#include "model/gpt2.h"
+#include "parallel/grid.h"
+#include "parallel/partition.h"
+#include "parallel/schedule.h"
+#include "parallel/zero_adamw.h"
+
+namespace coconut::parallel {
+
+enum class ScheduleKind {
+  GPipe,           // gpipe(), micro-batch major
+  GPipePassMajor,  // gpipe() with GpipeOrder::PassMajor
+  OneFOneB,        // one_f_one_b()
+  Ring,            // ring()
+};
+// "gpipe", "gpipe-pass", "1f1b", "ring"; anything else is an error naming the choices.
+ScheduleKind parse_schedule_kind(const std::string& name);
+const char* schedule_kind_name(ScheduleKind kind);
+
+struct ExecutorConfig {
+  ScheduleKind schedule = ScheduleKind::GPipe;
+  int max_in_flight = 0;  // 1F1B / ring: micro-batches in flight per stage; 0 = the number of stages
+  model::AdamWConfig adam;
+  double clip_norm = 0;   // clip by the global gradient norm (torch's clip_grad_norm_); 0 = off
+};
+
+struct StepStats {
+  double loss = 0;       // global-batch loss (sum over all micro-batches of all replicas, scaled)
+  double grad_norm = 0;  // global gradient norm before clipping
+};
+
+class PipelineExecutor {
+ public:
+  // Collective over the grid. partition: one StageLayers per stage (grid.pp() of them,
+  // e.g. from partition_layers); this rank runs partition[grid.stage()]. The model must
+  // outlive the executor. Makes the weights consistent first: every DP replica takes
+  // the stage slice of DP rank 0, and the last stage takes wte from stage 0.
+  PipelineExecutor(model::GPT2& model, ProcessGrid& grid, std::vector<StageLayers> partition,
+                   const ExecutorConfig& config);
+  ~PipelineExecutor();
+  PipelineExecutor(const PipelineExecutor&) = delete;
+  PipelineExecutor& operator=(const PipelineExecutor&) = delete;
+
+  // The dropout identity of the next forward_backward when model.dropout > 0: seed, the
+  // training step and, per micro-batch, the global id of each sequence (empty: 0..B-1
+  // in every micro-batch). Used once, like MultipassRunner::set_dropout.
+  void set_dropout(uint64_t seed, uint64_t step, std::vector<std::vector<int64_t>> sample_ids = {});
+
+  // Collective over the grid. Zeroes the gradients and runs forward and backward of
+  // this replica's micro-batches through the pipeline. Every stage of a replica must be
+  // given the same micro-batches (checked); replicas may have different ones, or none.
+  // loss_scale: 1 / labelled tokens of the GLOBAL batch (all micro-batches, all
+  // replicas). Afterwards the grads over this stage's slice hold this replica's
+  // gradient (stage 0's wte includes the LM head's part). Returns the global loss,
+  // the same on every rank.
+  double forward_backward(const std::vector<model::SequenceBatch>& micro_batches, float loss_scale);
+  // Collective over the grid: ZeRO-1 AdamW step of this stage's slice, then the wte
+  // sync. Returns the global gradient norm before clipping.
+  double optimizer_step(float lr);
+  // forward_backward + optimizer_step.
+  StepStats train_step(const std::vector<model::SequenceBatch>& micro_batches, float loss_scale, float lr);
+
+  // Curriculum resets (DESIGN.md 2.3): moments and step count of every shard to zero.
+  void reset_optimizer() { optimizer_->reset(); }
+  ShardedAdamW& optimizer() { return *optimizer_; }
+
+  const StageLayers& layers() const { return partition_[stage_]; }
+  const ParamSlice& slice() const { return slice_; }
+  // This stage's op list of the last step (for tests and logging).
+  const std::vector<Op>& last_ops() const { return ops_; }
+
+ private:
+  struct Micro;  // one micro-batch's buffers on this stage (executor.cpp)
+
+  void run_schedule(const std::vector<model::SequenceBatch>& batches);
+  void run_op(size_t index, const Op& op, const std::vector<model::SequenceBatch>& batches);
+  void open_micro(int m, const model::SequenceBatch& batch);
+  void close_micro(int m);
+  void forward(int m, int p, const model::SequenceBatch& batch);
+  void backward(int m, int p, const model::SequenceBatch& batch);
+  void lm_head(int m, const model::SequenceBatch& batch);
+  int tag(OpKind kind, int m, int p) const;
+  void check_same_batches(const std::vector<model::SequenceBatch>& batches);
+  void sum_tied_embedding_grad();
+  void sync_tied_embedding();
+
+  model::GPT2& model_;
+  ProcessGrid& grid_;
+  std::vector<StageLayers> partition_;
+  ExecutorConfig config_;
+  int stage_, stages_;
+  bool first_, last_;
+  ParamSlice slice_;
+  std::unique_ptr<ShardedAdamW> optimizer_;
+
+  // One step's state.
+  std::vector<Op> ops_;
+  std::vector<std::unique_ptr<Micro>> micros_;
+  std::vector<Request> recvs_;       // by op index
+  std::vector<size_t> last_op_;      // per micro-batch: index of its last op on this stage
+  std::vector<double> losses_;       // per micro-batch (last stage)
+  int max_passes_ = 0;
+  float loss_scale_ = 1;
+  bool dropout_pending_ = false;
+  uint64_t dropout_seed_ = 0, dropout_step_ = 0;
+  std::vector<std::vector<int64_t>> dropout_ids_;
+
+  // Scratch shared by the micro-batches (used within one op).
+  model::BackwardScratch scratch_;
+  std::vector<float> gathered_, d_gathered_, logits_, wte_grad_;
+  std::vector<int> target_rows_, target_ids_;
+};
+
+}  // namespace coconut::parallel
