@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: install dependencies, build, then train a tiny Coconut model on ProsQA
-# that it generates (configs/prosqa_tiny.yaml) through the whole curriculum, evaluate
+# that it generates (configs/prosqa_tiny.yaml) through the whole curriculum with two
+# pipeline ranks under mpirun (the latent passes circulate between them), evaluate
 # after epochs and print the accuracy table.
 # Usage: bash cluster/run_demo.sh [--set key=value ...]   (overrides go to `coconut train`)
 set -euo pipefail
@@ -9,4 +10,4 @@ bash cluster/bootstrap.sh
 source cluster/env.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target coconut
-./build/launcher/coconut train configs/prosqa_tiny.yaml "$@"
+mpirun --oversubscribe -np 2 ./build/launcher/coconut train configs/prosqa_tiny.yaml --set parallel.pp=2 "$@"

@@ -3,6 +3,7 @@
 
 #include "launcher/commands.h"
 #include "launcher/trainer.h"
+#include "parallel/comm.h"
 #include "runtime/check.h"
 #include "runtime/log.h"
 
@@ -29,8 +30,19 @@ int cmd_train(const std::vector<std::string>& args) {
   } catch (const coconut::Error& e) {
     throw UsageError(e.what());  // configuration errors are usage errors: exit code 2
   }
-  init_logging(0, 1, "info");
-  const TrainSummary s = run_training(config);
+  // One process or an MPI job (mpirun / srun): MPI initialises as a singleton otherwise.
+  parallel::MpiRuntime mpi(nullptr, nullptr);
+  auto world = parallel::MpiCommunicator::world();
+  init_logging(world->rank(), world->size(), "info");
+  TrainSummary s;
+  try {
+    s = run_training(config, world.get());
+  } catch (const coconut::Error& e) {
+    // One rank's failure must stop every rank rather than leave them waiting.
+    if (world->size() > 1) parallel::abort_all(e.what());
+    throw;
+  }
+  if (world->rank() != 0) return 0;
   fmt::print("\n| run | method | c | final stage | final loss | valid accuracy | test accuracy | wall s |\n");
   fmt::print("|---|---|---|---|---|---|---|---|\n");
   auto acc = [](double a) { return a < 0 ? std::string("-") : fmt::format("{:.3f}", a); };

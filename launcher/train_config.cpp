@@ -58,6 +58,11 @@ TrainConfig read_train_config(Config& c) {
   t.reset_optimizer = c.get_string("train.reset_optimizer", "stage", {"stage", "epoch", "never"});
   t.log_every = c.get_int("train.log_every", 10, 1, 1 << 30);
 
+  t.pp = c.get_int("parallel.pp", 1, 1, 4096);
+  t.dp = c.get_int("parallel.dp", 0, 0, 1 << 20);
+  t.schedule = c.get_string("parallel.schedule", "ring", {"gpipe", "gpipe-pass", "1f1b", "ring"});
+  t.max_in_flight = c.get_int("parallel.max_in_flight", 0, 0, 1 << 20);
+
   t.eval_every = c.get_int("eval.every_epochs", 1, 0, 1000000);
   t.eval_batch_size = c.get_int("eval.batch_size", 32, 1, 1 << 20);
   t.eval_max_items = c.get_int("eval.max_items", 0, 0, 1 << 30);
@@ -73,6 +78,9 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(!t.eot_classifier || cc.feeds_back(),
                 "{}: curriculum.eot_classifier needs continuous thoughts (method coconut or no_curriculum), not '{}'",
                 t.source, curriculum::method_name(cc.method));
+  COCONUT_CHECK(t.pp <= t.model.n_layer || !t.init_from.empty(),
+                "{}: parallel.pp ({}) is larger than model.n_layer ({}): every pipeline stage needs a layer", t.source,
+                t.pp, t.model.n_layer);
   COCONUT_CHECK(d.kind != "file" || !d.train_file.empty(), "{}: data.kind 'file' needs data.train_file", t.source);
   COCONUT_CHECK(d.tokenizer != "bpe" || !d.bpe_dir.empty(), "{}: data.tokenizer 'bpe' needs data.bpe_dir", t.source);
   t.digest = c.digest();

@@ -43,6 +43,11 @@ struct TrainConfig {
   double grad_clip = 0;       // global-norm clipping; 0 = off
   std::string reset_optimizer = "stage";  // stage | epoch | never
   int log_every = 10;
+  // Parallelism (under mpirun/srun): pp pipeline stages x dp data-parallel replicas.
+  int pp = 1;
+  int dp = 0;                          // 0: world size / pp
+  std::string schedule = "ring";       // gpipe | gpipe-pass | 1f1b | ring
+  int max_in_flight = 0;               // 1f1b / ring cap per stage; 0 = pp
   int eval_every = 1;         // epochs; 0 = only at the end
   int eval_batch_size = 32;
   int eval_max_items = 0;     // 0 = all

@@ -21,6 +21,9 @@
 #include "model/adamw.h"
 #include "model/hf_weights.h"
 #include "model/multipass.h"
+#include "parallel/executor.h"
+#include "parallel/grid.h"
+#include "parallel/partition.h"
 #include "runtime/check.h"
 #include "runtime/rng.h"
 #include "runtime/threads.h"
@@ -95,24 +98,48 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::
 
 }  // namespace
 
-TrainSummary run_training(const TrainConfig& c) {
+namespace {
+
+// The distributed side of a run: process grid, layer partition and the executor.
+struct Distributed {
+  parallel::Communicator* world = nullptr;
+  std::unique_ptr<parallel::ProcessGrid> grid;
+  std::vector<parallel::StageLayers> partition;
+  std::unique_ptr<parallel::PipelineExecutor> executor;
+
+  // Every rank gets the whole model: each stage broadcasts its slice along its pipeline
+  // (replicas hold identical weights after the ZeRO all-gather).
+  void gather_model(model::GPT2& gpt) {
+    for (int s = 0; s < grid->pp(); ++s) {
+      const parallel::ParamSlice slice = parallel::stage_param_slice(gpt.layout(), partition, s);
+      grid->pipeline().broadcast(gpt.params() + slice.begin, slice.size(), s);
+    }
+  }
+};
+
+}  // namespace
+
+TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
   Timer wall;
+  const bool distributed = world && world->size() > 1;
+  const bool writer = !world || world->rank() == 0;  // rank 0 evaluates and writes the run directory
   set_num_threads(c.threads);
   const fs::path dir = c.run_dir;
-  fs::create_directories(dir);
-  COCONUT_CHECK(fs::is_directory(dir), "cannot create the run directory '{}'", dir.string());
-  {
+  if (writer) fs::create_directories(dir);
+  COCONUT_CHECK(!writer || fs::is_directory(dir), "cannot create the run directory '{}'", dir.string());
+  if (writer) {
     // The effective configuration (file + --set overrides), so that eval, probe and a
     // resume see exactly what was trained.
     std::ofstream out(dir / "config.yaml");
     out << "# effective configuration of this run (from " << c.source << ", overrides applied)\n" << c.effective << "\n";
     COCONUT_CHECK(out.good(), "cannot write '{}'", (dir / "config.yaml").string());
   }
-  fs::remove(dir / "metrics.jsonl");
+  if (writer) fs::remove(dir / "metrics.jsonl");
 
   const RunData data = load_run_data(c.data);
   const auto tok = make_tokenizer(c.data, data);
-  if (auto* word = dynamic_cast<const curriculum::WordTokenizer*>(tok.get())) word->save((dir / "tokenizer.txt").string());
+  if (auto* word = dynamic_cast<const curriculum::WordTokenizer*>(tok.get()); word && writer)
+    word->save((dir / "tokenizer.txt").string());
 
   model::GPT2Config mc = c.model;
   if (!c.init_from.empty()) {
@@ -148,6 +175,22 @@ TrainSummary run_training(const TrainConfig& c) {
 
   model::AdamW opt(c.adamw, gpt.layout(), 0, gpt.num_params());
   model::MultipassRunner runner;
+  Distributed dist;
+  if (distributed) {
+    const int dp = c.dp > 0 ? c.dp : parallel::data_parallel_size(world->size(), c.pp);
+    COCONUT_CHECK(!c.eot_classifier, "curriculum.eot_classifier is not supported with several ranks yet");
+    dist.world = world;
+    dist.grid = std::make_unique<parallel::ProcessGrid>(*world, c.pp, dp);
+    dist.partition = parallel::partition_layers(mc.n_layer, c.pp, parallel::stage_costs(mc));
+    parallel::ExecutorConfig ec;
+    ec.schedule = parallel::parse_schedule_kind(c.schedule);
+    ec.max_in_flight = c.max_in_flight;
+    ec.adam = c.adamw;
+    ec.clip_norm = c.grad_clip;
+    dist.executor = std::make_unique<parallel::PipelineExecutor>(gpt, *dist.grid, dist.partition, ec);
+    spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule", world->size(), c.pp, dp,
+                 c.schedule);
+  }
   // The learned <eot> classifier: its own parameters and optimizer, trained on the
   // decision rows of every batch through the runner's hidden-state loss hook.
   std::unique_ptr<curriculum::EotClassifier> eot;
@@ -161,6 +204,7 @@ TrainSummary run_training(const TrainConfig& c) {
                        (c.reset_optimizer == "stage" && prev_stage >= 0 && stage != prev_stage);
     if (reset) {
       opt.reset();
+      if (dist.executor) dist.executor->reset_optimizer();
       if (eot) eot->reset_optimizer();
       spdlog::info("epoch {}: optimizer state reset ({})", epoch, c.reset_optimizer);
     }
@@ -205,9 +249,27 @@ TrainSummary run_training(const TrainConfig& c) {
         tokens += micro.back().B * micro.back().T;
       }
       if (targets == 0) continue;
+      double loss = 0;
+      if (dist.executor) {
+        // Micro-batches go round-robin to the replicas; every stage of a replica runs the same ones.
+        std::vector<model::SequenceBatch> mine;
+        std::vector<std::vector<int64_t>> mine_ids;
+        for (size_t m = dist.grid->dp_index(); m < micro.size(); m += dist.grid->dp()) {
+          mine.push_back(std::move(micro[m]));
+          mine_ids.push_back(micro_ids[m]);
+        }
+        if (mc.dropout > 0) dist.executor->set_dropout(c.seed, static_cast<uint64_t>(step), mine_ids);
+        loss = dist.executor->train_step(mine, 1.f / targets, c.adamw.lr).loss;
+        ++step;
+        ++batches;
+        loss_sum += loss;
+        if (step % c.log_every == 0)
+          spdlog::info("epoch {} stage {} step {} loss {:.4f} ({:.0f} tokens/s)", epoch, stage, step, loss,
+                       tokens / epoch_timer.seconds());
+        continue;
+      }
       gpt.zero_grads();
       if (eot) eot->zero_grads();
-      double loss = 0;
       for (size_t m = 0; m < micro.size(); ++m) {
         if (mc.dropout > 0) runner.set_dropout(c.seed, static_cast<uint64_t>(step), micro_ids[m]);
         if (eot)
@@ -241,7 +303,10 @@ TrainSummary run_training(const TrainConfig& c) {
       row["eot_stop_accuracy"] = st.rows ? static_cast<double>(st.correct) / st.rows : 0.0;
     }
     const bool last = epoch + 1 == c.epochs;
-    if (!data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last)) {
+    const bool eval_now = !data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);
+    if (dist.executor && (eval_now || last)) dist.gather_model(gpt);
+    if (!writer) continue;
+    if (eval_now) {
       const auto r = evaluate_split(gpt, *tok, data.valid, c, stage, eot.get());
       row["valid_accuracy"] = r.accuracy();
       if (eot) {
@@ -256,6 +321,11 @@ TrainSummary run_training(const TrainConfig& c) {
       spdlog::info("epoch {} stage {}: loss {:.4f}, {:.1f}s", epoch, stage, mean_loss, epoch_timer.seconds());
     }
     append_jsonl(dir / "metrics.jsonl", row);
+  }
+  if (distributed) world->barrier();  // the other ranks wait while rank 0 evaluates and writes
+  if (!writer) {
+    summary.seconds = wall.seconds();
+    return summary;
   }
   if (!data.test.empty()) {
     const auto r = evaluate_split(gpt, *tok, data.test, c, summary.final_stage, eot.get());

@@ -12,6 +12,7 @@
 #include "curriculum/tokenizer.h"
 #include "launcher/train_config.h"
 #include "model/gpt2.h"
+#include "parallel/comm.h"
 
 namespace coconut::launcher {
 
@@ -33,7 +34,10 @@ RunData load_run_data(const DataConfig& d);
 // Word tokenizer built from the data (or GPT-2 BPE from bpe_dir).
 std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const RunData& data);
 
-TrainSummary run_training(const TrainConfig& config);
+// world: the job's communicator under mpirun/srun (nullptr or size 1: one process).
+// With several ranks the unrolled recurrence runs on parallel.pp pipeline stages x
+// parallel.dp replicas (parallel/executor.h); rank 0 evaluates and writes the run dir.
+TrainSummary run_training(const TrainConfig& config, parallel::Communicator* world = nullptr);
 
 // A finished run read back from its directory: its configuration (config.yaml, with
 // run.dir pointing at the directory), its tokenizer and its final model.

@@ -386,6 +386,7 @@ float GPT2::lm_head_loss(const float* hidden, const int* targets, int n, float s
     COCONUT_CHECK(targets[r] >= 0 && targets[r] < V, "target id {} outside the vocabulary [0, {})", targets[r], V);
   lm_head_logits(hidden, n, logits);
   const float loss = cross_entropy_forward_backward(logits, targets, n, V, scale);  // logits := dlogits
+  if (!d_hidden) return loss;
   sgemm(false, false, n, C, V, 1.f, logits, V, w_.wte, C, 0.f, d_hidden, C);      // d_hidden = dlogits wte
   sgemm(true, false, V, C, n, 1.f, logits, V, hidden, C, 1.f, g_.wte, C);         // dwte += dlogits^T hidden
   return loss;

@@ -214,7 +214,8 @@ class GPT2 {
 
   // Tied LM head + cross-entropy on n gathered hidden rows: returns
   // sum(-log p(target)) * scale, writes d_hidden (overwritten, [n, C]) and accumulates
-  // wte's gradient. logits_scratch needs n * vocab_size floats.
+  // wte's gradient. With d_hidden null only the loss is computed (no gradient is
+  // touched). logits_scratch needs n * vocab_size floats.
   float lm_head_loss(const float* hidden, const int* targets, int n, float scale, float* d_hidden,
                      float* logits_scratch);
   // logits[n, V] = hidden wte^T (inference).

@@ -102,8 +102,9 @@ double MultipassRunner::run(GPT2& model, const SequenceBatch& batch, float loss_
   for (int i = 0; i < n; ++i)
     std::memcpy(gathered_.data() + static_cast<size_t>(i) * C, acts_.lnf + static_cast<size_t>(target_rows_[i]) * C,
                 sizeof(float) * C);
-  const double loss = model.lm_head_loss(gathered_.data(), target_ids_.data(), n, loss_scale, d_gathered_.data(),
-                                         logits_.data());
+  // forward_loss (evaluation) leaves the gradients alone.
+  const double loss = model.lm_head_loss(gathered_.data(), target_ids_.data(), n, loss_scale,
+                                         backward ? d_gathered_.data() : nullptr, logits_.data());
   if (!backward) return loss;
 
   // Backward: passes in reverse. A thought's input gradient is added to the hidden

@@ -158,3 +158,32 @@ TEST(GPT2Model, RejectsBadRanges) {
 
 }  // namespace
 }  // namespace coconut::model
+
+#include "model/multipass.h"
+
+namespace coconut::model {
+namespace {
+
+// Evaluating a loss between a backward and the optimizer step must not change gradients.
+TEST(GPT2Model, ForwardLossLeavesGradientsAlone) {
+  GPT2 model(tiny_config());
+  randomize(model, 4, 0.3f);
+  Batch b;
+  SequenceBatch batch;
+  batch.B = b.B;
+  batch.T = b.T;
+  batch.tokens = b.tokens;
+  batch.targets = b.targets;
+  batch.pos_ids = b.pos;
+  batch.key_mask = b.mask;
+  batch.passes = {Pass{0, b.T, {}}};
+  MultipassRunner runner;
+  model.zero_grads();
+  const double loss = runner.forward_backward(model, batch, 1.f / batch.num_targets());
+  const std::vector<float> grads(model.grads(), model.grads() + model.num_params());
+  EXPECT_DOUBLE_EQ(runner.forward_loss(model, batch, 1.f / batch.num_targets()), loss);
+  EXPECT_TRUE(std::equal(grads.begin(), grads.end(), model.grads()));
+}
+
+}  // namespace
+}  // namespace coconut::model
