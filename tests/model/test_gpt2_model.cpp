@@ -187,3 +187,42 @@ TEST(GPT2Model, ForwardLossLeavesGradientsAlone) {
 
 }  // namespace
 }  // namespace coconut::model
+
+namespace coconut::model {
+namespace {
+
+// Gradient accumulation: two micro-batches of one sequence each, with the loss scaled
+// by the targets of the whole batch, give the gradients of the two-sequence batch.
+TEST(GPT2Model, MicroBatchesAccumulateToTheWholeBatch) {
+  GPT2 model(tiny_config());
+  randomize(model, 5, 0.3f);
+  Batch b;
+  auto batch_of = [&](std::vector<int> samples) {
+    SequenceBatch out;
+    out.B = static_cast<int>(samples.size());
+    out.T = b.T;
+    for (int t = 0; t < b.T; ++t)
+      for (int s : samples) {
+        out.tokens.push_back(b.tokens[t * b.B + s]);
+        out.targets.push_back(b.targets[t * b.B + s]);
+        out.pos_ids.push_back(b.pos[t * b.B + s]);
+        out.key_mask.push_back(b.mask[t * b.B + s]);
+      }
+    out.passes = {Pass{0, 2, {}}, Pass{2, b.T, {}}};
+    return out;
+  };
+  const SequenceBatch whole = batch_of({0, 1}), first = batch_of({0}), second = batch_of({1});
+  const float scale = 1.f / whole.num_targets();
+  MultipassRunner runner;
+  model.zero_grads();
+  const double loss_whole = runner.forward_backward(model, whole, scale);
+  const std::vector<float> g_whole(model.grads(), model.grads() + model.num_params());
+  model.zero_grads();
+  const double loss_parts = runner.forward_backward(model, first, scale) + runner.forward_backward(model, second, scale);
+  EXPECT_NEAR(loss_parts, loss_whole, 1e-6);
+  for (size_t i = 0; i < g_whole.size(); ++i)
+    EXPECT_NEAR(model.grads()[i], g_whole[i], 1e-6 * std::max(1.f, std::abs(g_whole[i]))) << i;
+}
+
+}  // namespace
+}  // namespace coconut::model
