@@ -32,6 +32,7 @@
 #include "model/gpt2.h"
 #include "model/multipass.h"
 #include "parallel/comm.h"
+#include "tests/parallel/mpi_test_main.h"
 #include "parallel/executor.h"
 #include "parallel/grid.h"
 #include "parallel/partition.h"
@@ -40,8 +41,7 @@
 namespace coconut::parallel {
 namespace {
 
-MpiCommunicator* g_world = nullptr;  // set by main for the life of the tests
-Communicator& world() { return *g_world; }
+Communicator& world() { return test_world(); }
 
 // ---------------------------------------------------------------- the data
 
@@ -545,47 +545,3 @@ TEST(Pipeline, MatchesOneProcessOnEveryTopologyAndSchedule) {
 
 }  // namespace
 }  // namespace coconut::parallel
-
-// ---------------------------------------------------------------- main
-
-namespace {
-
-// Ranks other than 0 report only what failed, prefixed by their rank.
-class FailurePrinter : public testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const testing::TestPartResult& result) override {
-    if (result.failed())
-      std::fprintf(stderr, "[rank %d] %s:%d: failure\n%s\n", rank_, result.file_name() ? result.file_name() : "?",
-                   result.line_number(), result.summary());
-  }
-
- private:
-  int rank_;
-};
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  coconut::parallel::MpiRuntime mpi(&argc, &argv);
-  testing::InitGoogleTest(&argc, argv);
-  const int rank = mpi.world_rank();
-  if (rank != 0) {
-    testing::TestEventListeners& listeners = testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new FailurePrinter(rank));
-  }
-  int failed = 0;
-  try {
-    std::unique_ptr<coconut::parallel::MpiCommunicator> world = coconut::parallel::MpiCommunicator::world();
-    coconut::parallel::g_world = world.get();
-    failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-    coconut::parallel::g_world = nullptr;
-  } catch (const std::exception& e) {
-    coconut::parallel::abort_all(e.what());
-  }
-  int ranks_failed = 0;
-  MPI_Allreduce(&failed, &ranks_failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (rank == 0) std::printf("test_pipeline_mpi: %d of %d ranks reported failures\n", ranks_failed, mpi.world_size());
-  return ranks_failed == 0 ? 0 : 1;
-}

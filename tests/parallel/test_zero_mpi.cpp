@@ -19,6 +19,7 @@
 #include "model/adamw.h"
 #include "model/gpt2.h"
 #include "parallel/comm.h"
+#include "tests/parallel/mpi_test_main.h"
 #include "parallel/grid.h"
 #include "parallel/zero_adamw.h"
 #include "runtime/rng.h"
@@ -26,9 +27,7 @@
 namespace coconut::parallel {
 namespace {
 
-MpiCommunicator* g_world = nullptr;  // set by main for the life of the tests
-
-Communicator& world() { return *g_world; }
+Communicator& world() { return test_world(); }
 
 // ---------------------------------------------------------------- collectives
 
@@ -496,52 +495,3 @@ TEST(Zero, TwoStagesTimesTwoReplicasWithGlobalClipping) {
 
 }  // namespace
 }  // namespace coconut::parallel
-
-// ---------------------------------------------------------------- main
-
-namespace {
-
-// Ranks other than 0 report only what failed, prefixed by their rank.
-class FailurePrinter : public testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const testing::TestPartResult& result) override {
-    if (result.failed())
-      std::fprintf(stderr, "[rank %d] %s:%d: failure\n%s\n", rank_, result.file_name() ? result.file_name() : "?",
-                   result.line_number(), result.summary());
-  }
-  void OnTestEnd(const testing::TestInfo& info) override {
-    if (info.result()->Failed())
-      std::fprintf(stderr, "[rank %d] FAILED %s.%s\n", rank_, info.test_suite_name(), info.name());
-  }
-
- private:
-  int rank_;
-};
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  coconut::parallel::MpiRuntime mpi(&argc, &argv);
-  testing::InitGoogleTest(&argc, argv);
-  const int rank = mpi.world_rank();
-  if (rank != 0) {
-    testing::TestEventListeners& listeners = testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new FailurePrinter(rank));
-  }
-  int failed = 0;
-  {
-    std::unique_ptr<coconut::parallel::MpiCommunicator> world = coconut::parallel::MpiCommunicator::world();
-    coconut::parallel::g_world = world.get();
-    failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-    coconut::parallel::g_world = nullptr;
-  }
-  // The process fails when any rank failed.
-  int ranks_failed = 0;
-  MPI_Allreduce(&failed, &ranks_failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (rank == 0)
-    std::printf("test_zero_mpi: %d of %d ranks reported failures (local rank %d)\n", ranks_failed,
-                mpi.world_size(), mpi.local_rank());
-  return ranks_failed == 0 ? 0 : 1;
-}
