@@ -225,6 +225,7 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
 
     Timer epoch_timer;
     double loss_sum = 0, tokens = 0;
+    double busy = 0, op_wall = 0, simulated_bubble = 0;  // this rank's pipeline time this epoch
     int batches = 0;
     for (size_t begin = 0; begin < built.size(); begin += c.batch_size) {
       const size_t end = std::min(built.size(), begin + static_cast<size_t>(c.batch_size));
@@ -260,6 +261,10 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
         }
         if (mc.dropout > 0) dist.executor->set_dropout(c.seed, static_cast<uint64_t>(step), mine_ids);
         loss = dist.executor->train_step(mine, 1.f / targets, c.adamw.lr).loss;
+        const parallel::StepTiming& t = dist.executor->last_timing();
+        busy += t.busy_seconds;
+        op_wall += t.wall_seconds;
+        simulated_bubble += t.simulated_bubble * t.wall_seconds;  // wall-weighted mean
         ++step;
         ++batches;
         loss_sum += loss;
@@ -301,6 +306,20 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
       const curriculum::EotClassifier::Stats st = eot->take_stats();
       row["eot_bce"] = st.rows ? st.bce_sum / st.rows : 0.0;
       row["eot_stop_accuracy"] = st.rows ? static_cast<double>(st.correct) / st.rows : 0.0;
+    }
+    if (dist.executor) {
+      // Measured bubble per rank (1 - busy / wall over the op lists) next to the
+      // simulator's prediction for the same schedules; rank 0 logs all ranks.
+      const int W = world->size(), r = world->rank();
+      std::vector<double> stats(2 * W, 0.0);
+      stats[r] = op_wall > 0 ? 1.0 - busy / op_wall : 0.0;
+      stats[W + r] = op_wall > 0 ? simulated_bubble / op_wall : 0.0;
+      world->all_reduce_sum(stats.data(), stats.size());
+      std::string line;
+      for (int k = 0; k < W; ++k) line += fmt::format(" rank {}: {:.3f} / {:.3f};", k, stats[k], stats[W + k]);
+      spdlog::info("epoch {} pipeline bubble, measured / simulated:{}", epoch, line);
+      row["bubble_measured"] = std::vector<double>(stats.begin(), stats.begin() + W);
+      row["bubble_simulated"] = std::vector<double>(stats.begin() + W, stats.end());
     }
     const bool last = epoch + 1 == c.epochs;
     const bool eval_now = !data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);

@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "model/multipass.h"
+#include "parallel/simulator.h"
 #include "runtime/check.h"
+#include "runtime/timer.h"
 
 namespace coconut::parallel {
 
@@ -173,6 +175,8 @@ void PipelineExecutor::run_schedule(const std::vector<model::SequenceBatch>& bat
     case ScheduleKind::OneFOneB: schedule = one_f_one_b(stages_, plans, cap, cost); break;
     case ScheduleKind::Ring: schedule = ring(stages_, plans, cap, cost); break;
   }
+  timing_ = StepTiming{};
+  timing_.simulated_bubble = simulate(schedule, plans, cost).bubble_fraction[stage_];
   ops_ = std::move(schedule[stage_]);
 
   // Each micro-batch is live from its first to its last op here.
@@ -184,6 +188,7 @@ void PipelineExecutor::run_schedule(const std::vector<model::SequenceBatch>& bat
   recvs_.clear();
   recvs_.resize(ops_.size());
 
+  Timer wall;
   for (size_t i = 0; i < ops_.size(); ++i) {
     const Op& op = ops_[i];
     if (!micros_[op.micro]) {
@@ -192,9 +197,13 @@ void PipelineExecutor::run_schedule(const std::vector<model::SequenceBatch>& bat
       seen[op.micro] = true;
       open_micro(op.micro, batches[op.micro]);
     }
+    const bool compute = op.kind == OpKind::Forward || op.kind == OpKind::Backward;
+    Timer op_timer;
     run_op(i, op, batches);
+    if (compute) timing_.busy_seconds += op_timer.seconds();
     if (i == last_op_[op.micro]) close_micro(op.micro);
   }
+  timing_.wall_seconds = wall.seconds();
   for (int m = 0; m < M; ++m)
     COCONUT_CHECK(!micros_[m] && seen[m], "pipeline: micro-batch {} did not finish on stage {} (internal error)", m,
                   stage_);

@@ -69,6 +69,15 @@ struct ExecutorConfig {
   double clip_norm = 0;   // clip by the global gradient norm (torch's clip_grad_norm_); 0 = off
 };
 
+// This rank's time in the last forward_backward: busy = inside Forward/Backward ops,
+// wall = the whole op list (waits included); the simulator's prediction of this rank's
+// bubble for the same schedule and plans, from the default cost model.
+struct StepTiming {
+  double busy_seconds = 0, wall_seconds = 0;
+  double simulated_bubble = 0;
+  double measured_bubble() const { return wall_seconds > 0 ? 1.0 - busy_seconds / wall_seconds : 0.0; }
+};
+
 struct StepStats {
   double loss = 0;       // global-batch loss (sum over all micro-batches of all replicas, scaled)
   double grad_norm = 0;  // global gradient norm before clipping
@@ -113,6 +122,7 @@ class PipelineExecutor {
   const ParamSlice& slice() const { return slice_; }
   // This stage's op list of the last step (for tests and logging).
   const std::vector<Op>& last_ops() const { return ops_; }
+  const StepTiming& last_timing() const { return timing_; }
 
  private:
   struct Micro;  // one micro-batch's buffers on this stage (executor.cpp)
@@ -140,6 +150,7 @@ class PipelineExecutor {
 
   // One step's state.
   std::vector<Op> ops_;
+  StepTiming timing_;
   std::vector<std::unique_ptr<Micro>> micros_;
   std::vector<Request> recvs_;       // by op index
   std::vector<size_t> last_op_;      // per micro-batch: index of its last op on this stage

@@ -39,6 +39,13 @@ for name in ["pp2_ring", "pp2_gpipe", "dp2", "pp2_dp2_1f1b"]:
     worst = max(abs(a - b) / abs(b) for a, b in zip(got, ref))
     print(f"{name}: losses {got} worst relative difference {worst:.2e}")
     ok &= len(got) == len(ref) and worst <= 1e-5
+# Every distributed epoch reports a measured and a simulated bubble per rank, in [0, 1).
+for line in open(f"{tmp}/pp2_dp2_1f1b/metrics.jsonl"):
+    row = json.loads(line)
+    for key in ("bubble_measured", "bubble_simulated"):
+        vals = row.get(key, [])
+        print(key, vals)
+        ok &= len(vals) == 4 and all(0.0 <= v < 1.0 for v in vals)
 same = losses("pp2_ring") == losses("pp2_ring_again")
 print("pp2_ring twice identical:", same)
 sys.exit(0 if ok and same else 1)
