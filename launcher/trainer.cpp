@@ -91,9 +91,10 @@ std::vector<size_t> epoch_order(size_t n, uint64_t seed, int epoch) {
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
                                       const std::vector<Sample>& split, const TrainConfig& c, int stage,
                                       const curriculum::EotClassifier* eot) {
-  std::vector<Sample> items = split;
-  if (c.eval_max_items > 0 && static_cast<int>(items.size()) > c.eval_max_items) items.resize(c.eval_max_items);
-  return curriculum::evaluate(gpt, tok, items, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
+  if (c.eval_max_items <= 0 || static_cast<int>(split.size()) <= c.eval_max_items)
+    return curriculum::evaluate(gpt, tok, split, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
+  const std::vector<Sample> head(split.begin(), split.begin() + c.eval_max_items);  // copy only when truncating
+  return curriculum::evaluate(gpt, tok, head, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
 }
 
 }  // namespace

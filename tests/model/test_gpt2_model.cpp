@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/gpt2.h"
+#include "model/multipass.h"
 #include "runtime/check.h"
 
 namespace coconut::model {
@@ -37,6 +38,22 @@ struct Batch {
   std::vector<uint8_t> mask = {1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   std::vector<int> pos = {0, 0, 1, 0, 2, 1, 3, 2, 4, 3, 5, 4};
 };
+
+// The batch (or some of its sequences) as a SequenceBatch for MultipassRunner.
+SequenceBatch to_sequence_batch(const Batch& b, const std::vector<int>& samples, std::vector<Pass> passes) {
+  SequenceBatch out;
+  out.B = static_cast<int>(samples.size());
+  out.T = b.T;
+  for (int t = 0; t < b.T; ++t)
+    for (int s : samples) {
+      out.tokens.push_back(b.tokens[t * b.B + s]);
+      out.targets.push_back(b.targets[t * b.B + s]);
+      out.pos_ids.push_back(b.pos[t * b.B + s]);
+      out.key_mask.push_back(b.mask[t * b.B + s]);
+    }
+  out.passes = std::move(passes);
+  return out;
+}
 
 // Runs the passes given by their boundaries, the LM head on labelled rows, and (when
 // backward) the backward of the passes in reverse. Returns the mean loss.
@@ -156,27 +173,13 @@ TEST(GPT2Model, RejectsBadRanges) {
   EXPECT_THROW(acts.resize(model.config(), 1, 17, false), coconut::Error);  // > max_positions
 }
 
-}  // namespace
-}  // namespace coconut::model
-
-#include "model/multipass.h"
-
-namespace coconut::model {
-namespace {
 
 // Evaluating a loss between a backward and the optimizer step must not change gradients.
 TEST(GPT2Model, ForwardLossLeavesGradientsAlone) {
   GPT2 model(tiny_config());
   randomize(model, 4, 0.3f);
   Batch b;
-  SequenceBatch batch;
-  batch.B = b.B;
-  batch.T = b.T;
-  batch.tokens = b.tokens;
-  batch.targets = b.targets;
-  batch.pos_ids = b.pos;
-  batch.key_mask = b.mask;
-  batch.passes = {Pass{0, b.T, {}}};
+  const SequenceBatch batch = to_sequence_batch(b, {0, 1}, {Pass{0, b.T, {}}});
   MultipassRunner runner;
   model.zero_grads();
   const double loss = runner.forward_backward(model, batch, 1.f / batch.num_targets());
@@ -185,11 +188,6 @@ TEST(GPT2Model, ForwardLossLeavesGradientsAlone) {
   EXPECT_TRUE(std::equal(grads.begin(), grads.end(), model.grads()));
 }
 
-}  // namespace
-}  // namespace coconut::model
-
-namespace coconut::model {
-namespace {
 
 // Gradient accumulation: two micro-batches of one sequence each, with the loss scaled
 // by the targets of the whole batch, give the gradients of the two-sequence batch.
@@ -198,18 +196,7 @@ TEST(GPT2Model, MicroBatchesAccumulateToTheWholeBatch) {
   randomize(model, 5, 0.3f);
   Batch b;
   auto batch_of = [&](std::vector<int> samples) {
-    SequenceBatch out;
-    out.B = static_cast<int>(samples.size());
-    out.T = b.T;
-    for (int t = 0; t < b.T; ++t)
-      for (int s : samples) {
-        out.tokens.push_back(b.tokens[t * b.B + s]);
-        out.targets.push_back(b.targets[t * b.B + s]);
-        out.pos_ids.push_back(b.pos[t * b.B + s]);
-        out.key_mask.push_back(b.mask[t * b.B + s]);
-      }
-    out.passes = {Pass{0, 2, {}}, Pass{2, b.T, {}}};
-    return out;
+    return to_sequence_batch(b, samples, {Pass{0, 2, {}}, Pass{2, b.T, {}}});
   };
   const SequenceBatch whole = batch_of({0, 1}), first = batch_of({0}), second = batch_of({1});
   const float scale = 1.f / whole.num_targets();
