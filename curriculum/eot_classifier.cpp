@@ -91,7 +91,7 @@ double EotClassifier::loss_and_grad(const float* hidden, const std::vector<EotTa
 model::MultipassRunner::HiddenLoss EotClassifier::hidden_loss(std::vector<EotTarget> targets, int count,
                                                               float weight) {
   return [this, targets = std::move(targets), count, weight](const model::Activations& acts,
-                                                            std::vector<float>& d_hidden) {
+                                                            MeteredVector<float>& d_hidden) {
     COCONUT_CHECK(acts.C == d_model_, "the <eot> classifier has d_model {} but the model {}", d_model_, acts.C);
     for (const EotTarget& t : targets)
       COCONUT_CHECK(t.row >= 0 && t.row < acts.B * acts.T, "<eot> decision row {} outside the batch's {} rows",

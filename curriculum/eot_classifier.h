@@ -86,6 +86,10 @@ class EotClassifier {
     int64_t rows = 0, correct = 0;
   };
   Stats take_stats();
+  // For checkpoints: the running statistics and the optimizer of w and b.
+  const Stats& stats() const { return stats_; }
+  void set_stats(const Stats& s) { stats_ = s; }
+  model::AdamW& optimizer() { return opt_; }
 
   // Text file, exact (hexadecimal floats):
   //   coconut-eot-classifier v1

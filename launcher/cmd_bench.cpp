@@ -1,9 +1,13 @@
 // `coconut bench`: benchmarks that print figures.
 #include <fmt/format.h>
 
+#include "bench/activation_memory.h"
+#include "bench/ckpt_bench.h"
+#include "bench/coconut_step.h"
 #include "bench/gpt2_step.h"
 #include "bench/schedule_sim.h"
 #include "launcher/commands.h"
+#include "parallel/comm.h"
 
 namespace coconut::launcher {
 
@@ -43,6 +47,107 @@ float option_probability(const std::vector<std::string>& args, size_t& i) {
   return v;
 }
 
+// Options every model benchmark takes: the model's shape and the thread count. Returns
+// whether args[i] was one of them (and consumes its value).
+bool model_option(const std::vector<std::string>& args, size_t& i, model::GPT2Config& model, int& threads) {
+  const std::string& a = args[i];
+  if (a == "--threads") threads = option_int(args, i, 0, 1024);
+  else if (a == "--layers") model.n_layer = option_int(args, i, 1, 1000);
+  else if (a == "--d-model") model.d_model = option_int(args, i, 1, 100000);
+  else if (a == "--heads") model.n_head = option_int(args, i, 1, 1000);
+  else if (a == "--vocab") model.vocab_size = option_int(args, i, 9, 10000000);
+  else if (a == "--positions") model.max_positions = option_int(args, i, 2, 100000);
+  else return false;
+  return true;
+}
+
+int bench_coconut(const std::vector<std::string>& args, const char* help) {
+  bench::CoconutStepOptions o;
+  o.model.vocab_size = 128;
+  o.model.max_positions = 256;
+  o.model.n_layer = 4;
+  o.model.n_head = 4;
+  o.model.d_model = 256;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--batch") o.batch = option_int(args, i, 1, 4096);
+    else if (a == "--question") o.question = option_int(args, i, 1, 4096);
+    else if (a == "--thoughts") o.thoughts = option_int(args, i, 0, 256);
+    else if (a == "--rest") o.rest = option_int(args, i, 1, 4096);
+    else if (a == "--steps") o.steps = option_int(args, i, 1, 100000);
+    else if (a == "--warmup") o.warmup = option_int(args, i, 0, 1000);
+    else if (model_option(args, i, o.model, o.threads)) continue;
+    else if (a == "--no-torch") o.torch_peer = false;
+    else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
+  }
+  return bench::run_coconut_step_bench(o);
+}
+
+// `coconut bench memory`: one process, or under mpirun one rank per pipeline stage.
+int bench_memory(const std::vector<std::string>& args, const char* help) {
+  bench::MemoryBenchOptions o;
+  o.model.vocab_size = 128;
+  o.model.max_positions = 256;
+  o.model.n_layer = 4;
+  o.model.n_head = 4;
+  o.model.d_model = 128;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--pp") o.pp = option_int(args, i, 1, 1024);
+    else if (a == "--schedule") o.schedule = option_value(args, i);
+    else if (a == "--min-thoughts") o.min_thoughts = option_int(args, i, 1, 1000);
+    else if (a == "--max-thoughts") o.max_thoughts = option_int(args, i, 1, 1000);
+    else if (a == "--micro-batch") o.micro_batch = option_int(args, i, 1, 4096);
+    else if (a == "--micro-batches") o.micro_batches = option_int(args, i, 1, 4096);
+    else if (a == "--question") o.question = option_int(args, i, 1, 4096);
+    else if (a == "--rest") o.rest = option_int(args, i, 1, 4096);
+    else if (a == "--steps") o.steps = option_int(args, i, 1, 100000);
+    else if (model_option(args, i, o.model, o.threads)) continue;
+    else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
+  }
+  if (o.schedule != "gpipe" && o.schedule != "gpipe-pass" && o.schedule != "1f1b" && o.schedule != "ring")
+    throw UsageError(fmt::format("--schedule expects gpipe, gpipe-pass, 1f1b or ring, got '{}'", o.schedule));
+  if (o.min_thoughts > o.max_thoughts)
+    throw UsageError(fmt::format("--min-thoughts {} is above --max-thoughts {}", o.min_thoughts, o.max_thoughts));
+  if (o.model.d_model % o.model.n_head != 0)
+    throw UsageError(fmt::format("--d-model {} must be a multiple of --heads {}", o.model.d_model, o.model.n_head));
+  if (o.pp > o.model.n_layer)
+    throw UsageError(fmt::format("--pp {} is more stages than --layers {}", o.pp, o.model.n_layer));
+  // One process or an MPI job: MPI initialises as a singleton otherwise.
+  parallel::MpiRuntime mpi(nullptr, nullptr);
+  auto world = parallel::MpiCommunicator::world();
+  if (world->size() != o.pp)
+    throw UsageError(fmt::format("--pp {} needs exactly {} ranks (mpirun -np {}), this job has {}", o.pp, o.pp, o.pp,
+                                 world->size()));
+  try {
+    return bench::run_memory_bench(o, world.get());
+  } catch (const Error& e) {
+    if (world->size() > 1) parallel::abort_all(e.what());
+    throw;
+  }
+}
+
+// `coconut bench ckpt`: one process or an MPI job (each rank saves its share).
+int bench_ckpt(const std::vector<std::string>& args, const char* help) {
+  bench::CkptBenchOptions o;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--params") o.params = static_cast<uint64_t>(option_int(args, i, 1, 2000000000));
+    else if (a == "--dir") o.dir = option_value(args, i);
+    else if (a == "--repeats") o.repeats = option_int(args, i, 1, 100);
+    else if (a == "--keep") o.keep = true;
+    else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
+  }
+  parallel::MpiRuntime mpi(nullptr, nullptr);
+  auto world = parallel::MpiCommunicator::world();
+  try {
+    return bench::run_ckpt_bench(o, *world);
+  } catch (const Error& e) {
+    if (world->size() > 1) parallel::abort_all(e.what());
+    throw;
+  }
+}
+
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& args) {
@@ -51,6 +156,20 @@ int cmd_bench(const std::vector<std::string>& args) {
       "                          [--d-model N] [--heads N] [--dropout P] [--no-torch]\n"
       "  Times a GPT-2 training step (default: the 124M shape, batch 4 x 128) on the CPU backend,\n"
       "  prints tokens/s, GFLOP/s against the measured SGEMM peak, and the same step in PyTorch.\n"
+      "usage: coconut bench coconut [--batch N] [--question N] [--thoughts N] [--rest N] [--steps N]\n"
+      "                             [--threads N] [--layers N] [--d-model N] [--heads N] [--vocab N] [--no-torch]\n"
+      "  Times a Coconut training step (all latent passes, BPTT, AdamW) on a ProsQA-shaped batch\n"
+      "  (default: 4 layers, d_model 256, vocab 128, 16 samples, 6 thoughts) against a PyTorch peer\n"
+      "  that replays the same batch from the same weights.\n"
+      "usage: [mpirun -np S] coconut bench memory [--pp S] [--schedule ring] [--min-thoughts 1] [--max-thoughts 8]\n"
+      "                          [--micro-batch 8] [--micro-batches 4] [--question 60] [--rest 10] [--steps 2]\n"
+      "                          [--threads N] [--layers 4] [--d-model 128] [--heads 4]\n"
+      "  Peak activation memory per rank (measured where the buffers are allocated) and step time against\n"
+      "  the number of continuous thoughts, keep vs recompute; with --pp > 1 next to the simulator's peak.\n"
+      "usage: [mpirun -np N] coconut bench ckpt [--params N] [--dir DIR] [--repeats N] [--keep]\n"
+      "  Checkpoint save/load MB/s of 3 tensors x N floats (default GPT-2 124M: 1.49 GB) next to a plain\n"
+      "  write + fsync and read of the same bytes in DIR (default ./ckpt_bench, removed afterwards),\n"
+      "  and the time an asynchronous save blocks the caller.\n"
       "usage: coconut bench schedule [--passes N] [--max-in-flight N]\n"
       "  Simulated bubble fraction and activation memory of the pipeline schedules (GPipe, 1F1B, ring).\n";
   if (args.empty() || args[0] == "--help") {
@@ -67,6 +186,9 @@ int cmd_bench(const std::vector<std::string>& args) {
     }
     return bench::run_schedule_bench(so);
   }
+  if (args[0] == "coconut") return bench_coconut(args, help);
+  if (args[0] == "memory") return bench_memory(args, help);
+  if (args[0] == "ckpt") return bench_ckpt(args, help);
   if (args[0] != "gpt2") throw UsageError(fmt::format("unknown benchmark '{}'\n{}", args[0], help));
   bench::Gpt2StepOptions o;
   o.model.vocab_size = 50257;
@@ -80,11 +202,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     else if (a == "--seq-len") o.seq_len = option_int(args, i, 2, 1024);
     else if (a == "--steps") o.steps = option_int(args, i, 1, 100000);
     else if (a == "--warmup") o.warmup = option_int(args, i, 0, 1000);
-    else if (a == "--threads") o.threads = option_int(args, i, 0, 1024);
-    else if (a == "--layers") o.model.n_layer = option_int(args, i, 1, 1000);
-    else if (a == "--d-model") o.model.d_model = option_int(args, i, 1, 100000);
-    else if (a == "--heads") o.model.n_head = option_int(args, i, 1, 1000);
-    else if (a == "--vocab") o.model.vocab_size = option_int(args, i, 2, 10000000);
+    else if (model_option(args, i, o.model, o.threads)) continue;
     else if (a == "--dropout") o.dropout = option_probability(args, i);
     else if (a == "--no-torch") o.torch_peer = false;
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));

@@ -1,7 +1,11 @@
 // `coconut train CONFIG.yaml [--set key=value ...]`: one training run (see trainer.h).
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
 
 #include "launcher/commands.h"
+#include "launcher/preflight.h"
 #include "launcher/trainer.h"
 #include "parallel/comm.h"
 #include "runtime/check.h"
@@ -9,31 +13,73 @@
 
 namespace coconut::launcher {
 
+namespace {
+
+// Runs the input checks on every rank and agrees on the outcome, so that no rank starts
+// while another stops. Rank 0 reports its problems (the lowest failing rank when rank 0
+// has none); the other ranks return quietly. False: the command exits with code 2.
+bool preflight_ok(const TrainConfig& config, parallel::Communicator& world) {
+  PreflightOptions options;
+  options.world_size = world.size();
+  const std::vector<std::string> problems = preflight_problems(config, options);
+  std::vector<int64_t> failed(world.size(), 0);
+  failed[world.rank()] = problems.empty() ? 0 : 1;
+  world.all_reduce_sum(failed.data(), failed.size());
+  int first = -1;
+  for (int r = 0; r < world.size() && first < 0; ++r)
+    if (failed[r]) first = r;
+  if (first < 0) return true;
+  if (world.size() == 1) throw UsageError(fmt::format("cannot start:\n  {}", fmt::join(problems, "\n  ")));
+  // Several ranks: the reporting rank prints before anyone exits, because mpirun may kill
+  // the remaining ranks as soon as the first one exits with code 2.
+  if (world.rank() == first) {
+    fmt::print(stderr, "coconut train: cannot start (rank {}):\n  {}\n", first, fmt::join(problems, "\n  "));
+    std::fflush(stderr);
+  }
+  world.barrier();
+  return false;
+}
+
+}  // namespace
+
 int cmd_train(const std::vector<std::string>& args) {
   const char* help =
-      "usage: coconut train CONFIG.yaml [--set key=value ...]\n"
+      "usage: coconut train CONFIG.yaml [--set key=value ...] [--resume auto|PATH] [--dry-run]\n"
       "  Trains through the curriculum of the config's method, evaluating after epochs.\n"
-      "  Writes RUN_DIR/{config.yaml, tokenizer.txt, metrics.jsonl, eval_*.json, model/}.\n"
-      "  --set overrides any key, e.g. --set train.epochs=3 --set curriculum.c_thought=2\n";
+      "  Writes RUN_DIR/{config.yaml, tokenizer.txt, metrics.jsonl, steps.jsonl, eval_*.json, model/}\n"
+      "  and, with checkpoint.every_steps or checkpoint.at_epoch_end, checkpoints (docs/config.md).\n"
+      "  --set overrides any key, e.g. --set train.epochs=3 --set curriculum.c_thought=2\n"
+      "  --resume auto|PATH: continue from the newest committed checkpoint under\n"
+      "             checkpoint.dir (auto) or from PATH (same as --set checkpoint.resume=...)\n"
+      "  --dry-run: check the config (files may be missing), print the effective config and\n"
+      "             the model size, and exit without training or writing anything\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
   }
   TrainConfig config;
+  bool dry_run = false;
   try {
     Config yaml = Config::load_file(args[0]);
     for (size_t i = 1; i < args.size(); ++i) {
       if (args[i] == "--set") yaml.apply_override(option_value(args, i));
+      else if (args[i] == "--dry-run") dry_run = true;
+      else if (args[i] == "--resume") yaml.apply_override("checkpoint.resume=" + option_value(args, i));
       else throw UsageError(fmt::format("unknown option '{}'\n{}", args[i], help));
     }
     config = read_train_config(yaml);
   } catch (const coconut::Error& e) {
     throw UsageError(e.what());  // configuration errors are usage errors: exit code 2
   }
+  if (dry_run) return print_dry_run(config);
   // One process or an MPI job (mpirun / srun): MPI initialises as a singleton otherwise.
   parallel::MpiRuntime mpi(nullptr, nullptr);
   auto world = parallel::MpiCommunicator::world();
+  // Bad input stops every rank before anything is written (no half run directory).
+  if (!preflight_ok(config, *world)) return 2;
   init_logging(world->rank(), world->size(), "info");
+  spdlog::info("launcher: {}", mpi.launch_env().describe());
+  if (!mpi.launch_env().warning.empty()) spdlog::warn("{}", mpi.launch_env().warning);
   TrainSummary s;
   try {
     s = run_training(config, world.get());
@@ -43,6 +89,11 @@ int cmd_train(const std::vector<std::string>& args) {
     throw;
   }
   if (world->rank() != 0) return 0;
+  if (s.stopped) {  // checkpoint.stop_after_steps: no final evaluation to report
+    fmt::print("stopped after step {} (checkpoint.stop_after_steps); resume with --resume auto\n",
+               config.checkpoint.stop_after_steps);
+    return 0;
+  }
   fmt::print("\n| run | method | c | final stage | final loss | valid accuracy | test accuracy | wall s |\n");
   fmt::print("|---|---|---|---|---|---|---|---|\n");
   auto acc = [](double a) { return a < 0 ? std::string("-") : fmt::format("{:.3f}", a); };

@@ -20,6 +20,9 @@ int cmd_train(const std::vector<std::string>& args);
 int cmd_data(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_probe(const std::vector<std::string>& args);
+int cmd_ckpt(const std::vector<std::string>& args);
+int cmd_report(const std::vector<std::string>& args);
+int cmd_sweep(const std::vector<std::string>& args);
 
 // Shared by eval and probe (defined in cmd_eval.cpp). The stage a finished run ended
 // at: the last row of its metrics.jsonl (which records what was trained, whatever

@@ -17,10 +17,13 @@ void print_usage() {
   fmt::print(
       "usage: coconut <command> [options]\n\n"
       "commands:\n"
-      "  train CONFIG.yaml [--set key=value ...]   train a model (see configs/)\n"
+      "  train CONFIG.yaml [options]               train a model (see configs/; --set, --resume auto|PATH)\n"
       "  data generate|stats|convert-gsm8k|split|tokenizer ...  datasets: generate, statistics, convert, split\n"
       "  eval RUN_DIR [options]                    accuracy of a finished run on a dataset\n"
       "  probe RUN_DIR [options]                   latent-search probe on ProsQA (frontier values)\n"
+      "  report RUN_DIR [--out FILE.png]           loss/accuracy curves with stage boundaries to PNG\n"
+      "  sweep SWEEP.yaml [options]                a grid of training runs (skips finished, resumes interrupted)\n"
+      "  ckpt inspect|export DIR ...               look into a checkpoint; export its weights to HF safetensors\n"
       "  bench gpt2 [options]                      GPT-2 training-step benchmark with a PyTorch peer\n"
       "\n`coconut <command> --help` describes each command.\n");
 }
@@ -42,6 +45,9 @@ int main(int argc, char** argv) {
     if (command == "data") return coconut::launcher::cmd_data(args);
     if (command == "eval") return coconut::launcher::cmd_eval(args);
     if (command == "probe") return coconut::launcher::cmd_probe(args);
+    if (command == "ckpt") return coconut::launcher::cmd_ckpt(args);
+    if (command == "report") return coconut::launcher::cmd_report(args);
+    if (command == "sweep") return coconut::launcher::cmd_sweep(args);
     fmt::print(stderr, "coconut: unknown command '{}'\n", command);
     print_usage();
     return 2;

@@ -62,11 +62,21 @@ TrainConfig read_train_config(Config& c) {
   t.dp = c.get_int("parallel.dp", 0, 0, 1 << 20);
   t.schedule = c.get_string("parallel.schedule", "ring", {"gpipe", "gpipe-pass", "1f1b", "ring"});
   t.max_in_flight = c.get_int("parallel.max_in_flight", 0, 0, 1 << 20);
+  t.activations = c.get_string("parallel.activations", "keep", {"keep", "recompute"});
 
   t.eval_every = c.get_int("eval.every_epochs", 1, 0, 1000000);
   t.eval_batch_size = c.get_int("eval.batch_size", 32, 1, 1 << 20);
   t.eval_max_items = c.get_int("eval.max_items", 0, 0, 1 << 30);
   t.max_new_tokens = c.get_int("eval.max_new_tokens", 64, 1, 1 << 20);
+
+  CheckpointConfig& k = t.checkpoint;
+  k.dir = c.get_string("checkpoint.dir", "");
+  k.every_steps = c.get_int64("checkpoint.every_steps", 0, 0, INT64_MAX);
+  k.at_epoch_end = c.get_bool("checkpoint.at_epoch_end", false);
+  k.keep_last = c.get_int("checkpoint.keep_last", 3, 0, 1 << 20);
+  k.async = c.get_bool("checkpoint.async", false);
+  k.resume = c.get_string("checkpoint.resume", "never");  // never | auto | a path
+  k.stop_after_steps = c.get_int64("checkpoint.stop_after_steps", 0, 0, INT64_MAX);
   c.finish();
 
   COCONUT_CHECK(t.model.d_model % t.model.n_head == 0,
@@ -81,6 +91,8 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(t.pp <= t.model.n_layer || !t.init_from.empty(),
                 "{}: parallel.pp ({}) is larger than model.n_layer ({}): every pipeline stage needs a layer", t.source,
                 t.pp, t.model.n_layer);
+  COCONUT_CHECK(!t.checkpoint.resume.empty(), "{}: checkpoint.resume must be never, auto or a checkpoint path",
+                t.source);
   COCONUT_CHECK(d.kind != "file" || !d.train_file.empty(), "{}: data.kind 'file' needs data.train_file", t.source);
   COCONUT_CHECK(d.tokenizer != "bpe" || !d.bpe_dir.empty(), "{}: data.tokenizer 'bpe' needs data.bpe_dir", t.source);
   t.digest = c.digest();

@@ -21,6 +21,17 @@ struct DataConfig {
   std::string bpe_dir;             // vocab.json + merges.txt
 };
 
+// Checkpoints and resume (launcher/train_checkpoint.h, docs/config.md).
+struct CheckpointConfig {
+  std::string dir;               // "" = RUN_DIR/checkpoints
+  int64_t every_steps = 0;       // 0 = off
+  bool at_epoch_end = false;     // also: stage ends (milestones) are saved whenever saving is on
+  int keep_last = 3;             // non-milestone checkpoints kept (0 = all)
+  bool async = false;            // write in the background while training goes on
+  std::string resume = "never";  // never | auto | PATH (`coconut train --resume`)
+  int64_t stop_after_steps = 0;  // for tests: save a checkpoint and stop after this step; 0 = off
+};
+
 struct TrainConfig {
   std::string source;      // the YAML file
   std::string digest;      // of the effective configuration
@@ -48,10 +59,12 @@ struct TrainConfig {
   int dp = 0;                          // 0: world size / pp
   std::string schedule = "ring";       // gpipe | gpipe-pass | 1f1b | ring
   int max_in_flight = 0;               // 1f1b / ring cap per stage; 0 = pp
+  std::string activations = "keep";    // keep | recompute (each pass's forward again in its backward)
   int eval_every = 1;         // epochs; 0 = only at the end
   int eval_batch_size = 32;
   int eval_max_items = 0;     // 0 = all
   int max_new_tokens = 64;
+  CheckpointConfig checkpoint;
 };
 
 // Reads every key (then Config::finish(), so unknown keys are errors).

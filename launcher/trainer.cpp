@@ -1,6 +1,9 @@
-// The single-process training loop (see trainer.h). The data order, the uniform_prob
-// stage draws and the initial weights all come from counter-based generators keyed by
-// the seed, so a run is reproducible bit for bit on the same machine and threads.
+// A training run from start to end (see trainer.h): data, tokenizer, model, the
+// optional pipeline executor, a resume, the epoch loop (its pieces are in
+// train_loop.h, its checkpoints in train_checkpoint.h), the final test and export. The
+// data order, the uniform_prob stage draws and the initial weights all come from
+// counter-based generators keyed by the seed, so a run is reproducible bit for bit on
+// the same machine and threads, also across a resume.
 #include "launcher/trainer.h"
 
 #include <spdlog/spdlog.h>
@@ -8,16 +11,15 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
-#include <numeric>
 
-#include "curriculum/batching.h"
 #include "curriculum/bpe_tokenizer.h"
 #include "curriculum/eot_classifier.h"
 #include "curriculum/evaluation.h"
 #include "curriculum/prontoqa_generator.h"
 #include "curriculum/prosqa_generator.h"
 #include "curriculum/word_tokenizer.h"
+#include "launcher/train_checkpoint.h"
+#include "launcher/train_loop.h"
 #include "model/adamw.h"
 #include "model/hf_weights.h"
 #include "model/multipass.h"
@@ -25,7 +27,6 @@
 #include "parallel/grid.h"
 #include "parallel/partition.h"
 #include "runtime/check.h"
-#include "runtime/rng.h"
 #include "runtime/threads.h"
 #include "runtime/timer.h"
 
@@ -71,55 +72,6 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
   return std::make_unique<curriculum::WordTokenizer>(curriculum::WordTokenizer::build(texts));
 }
 
-namespace {
-
-void append_jsonl(const fs::path& path, const nlohmann::json& j) {
-  std::ofstream out(path, std::ios::app);
-  COCONUT_CHECK(out.good(), "cannot append to '{}'", path.string());
-  out << j.dump() << "\n";
-}
-
-// Fisher-Yates with a counter-based stream per epoch.
-std::vector<size_t> epoch_order(size_t n, uint64_t seed, int epoch) {
-  std::vector<size_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  CounterRng rng(seed, {0x5348u, static_cast<uint64_t>(epoch)});
-  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
-  return order;
-}
-
-curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
-                                      const std::vector<Sample>& split, const TrainConfig& c, int stage,
-                                      const curriculum::EotClassifier* eot) {
-  if (c.eval_max_items <= 0 || static_cast<int>(split.size()) <= c.eval_max_items)
-    return curriculum::evaluate(gpt, tok, split, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
-  const std::vector<Sample> head(split.begin(), split.begin() + c.eval_max_items);  // copy only when truncating
-  return curriculum::evaluate(gpt, tok, head, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
-}
-
-}  // namespace
-
-namespace {
-
-// The distributed side of a run: process grid, layer partition and the executor.
-struct Distributed {
-  parallel::Communicator* world = nullptr;
-  std::unique_ptr<parallel::ProcessGrid> grid;
-  std::vector<parallel::StageLayers> partition;
-  std::unique_ptr<parallel::PipelineExecutor> executor;
-
-  // Every rank gets the whole model: each stage broadcasts its slice along its pipeline
-  // (replicas hold identical weights after the ZeRO all-gather).
-  void gather_model(model::GPT2& gpt) {
-    for (int s = 0; s < grid->pp(); ++s) {
-      const parallel::ParamSlice slice = parallel::stage_param_slice(gpt.layout(), partition, s);
-      grid->pipeline().broadcast(gpt.params() + slice.begin, slice.size(), s);
-    }
-  }
-};
-
-}  // namespace
-
 TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
   Timer wall;
   const bool distributed = world && world->size() > 1;
@@ -135,7 +87,13 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
     out << "# effective configuration of this run (from " << c.source << ", overrides applied)\n" << c.effective << "\n";
     COCONUT_CHECK(out.good(), "cannot write '{}'", (dir / "config.yaml").string());
   }
-  if (writer) fs::remove(dir / "metrics.jsonl");
+  // A resumed run continues metrics.jsonl and steps.jsonl (trimmed to the checkpoint
+  // below); a fresh run starts them anew.
+  const std::string resume_dir = find_resume_checkpoint(c, world);
+  if (writer && resume_dir.empty()) fs::remove(dir / "steps.jsonl");
+  // metrics.jsonl and the TensorBoard event files (tensorboard --logdir RUN_DIR).
+  std::unique_ptr<RunOutput> output;
+  if (writer) output = std::make_unique<RunOutput>(dir.string(), /*fresh=*/resume_dir.empty());
 
   const RunData data = load_run_data(c.data);
   const auto tok = make_tokenizer(c.data, data);
@@ -176,6 +134,7 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
 
   model::AdamW opt(c.adamw, gpt.layout(), 0, gpt.num_params());
   model::MultipassRunner runner;
+  runner.set_activation_policy(model::parse_activation_policy(c.activations));
   Distributed dist;
   if (distributed) {
     const int dp = c.dp > 0 ? c.dp : parallel::data_parallel_size(world->size(), c.pp);
@@ -188,6 +147,7 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
     ec.max_in_flight = c.max_in_flight;
     ec.adam = c.adamw;
     ec.clip_norm = c.grad_clip;
+    ec.activations = model::parse_activation_policy(c.activations);
     dist.executor = std::make_unique<parallel::PipelineExecutor>(gpt, *dist.grid, dist.partition, ec);
     spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule", world->size(), c.pp, dp,
                  c.schedule);
@@ -196,151 +156,50 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
   // decision rows of every batch through the runner's hidden-state loss hook.
   std::unique_ptr<curriculum::EotClassifier> eot;
   if (c.eot_classifier) eot = std::make_unique<curriculum::EotClassifier>(mc.d_model, c.adamw);
-  TrainSummary summary;
-  int prev_stage = -1;
-  int64_t step = 0;
-  for (int epoch = 0; epoch < c.epochs; ++epoch) {
-    const int stage = c.curriculum.stage_of_epoch(epoch);
-    const bool reset = (c.reset_optimizer == "epoch" && epoch > 0) ||
-                       (c.reset_optimizer == "stage" && prev_stage >= 0 && stage != prev_stage);
-    if (reset) {
-      opt.reset();
-      if (dist.executor) dist.executor->reset_optimizer();
-      if (eot) eot->reset_optimizer();
-      spdlog::info("epoch {}: optimizer state reset ({})", epoch, c.reset_optimizer);
+  TrainContext ctx{c, data, *tok, mc, gpt, train_tok, opt, runner, dist, eot.get(), world, dir, writer,
+                   output.get(), 0, 0, Timer()};
+  ctx.total_steps = c.epochs * static_cast<int64_t>((train_tok.size() + c.batch_size - 1) / c.batch_size);
+  RunCheckpointer checkpoints(ctx);
+  TrainState st;
+  if (!resume_dir.empty()) {
+    st = restore_checkpoint(ctx, resume_dir);
+    checkpoints.note_resumed(resume_dir, st.step);
+    if (writer) trim_run_logs(dir, st);
+  }
+  ctx.first_step = st.step;
+  ctx.clock.start();
+  // checkpoint.stop_after_steps (for tests): save and stop after that step, as if the
+  // job were killed there.
+  auto stop_now = [&] {
+    if (c.checkpoint.stop_after_steps == 0 || st.step < c.checkpoint.stop_after_steps) return false;
+    checkpoints.save(st, false);
+    spdlog::info("stopped after step {} (checkpoint.stop_after_steps): {}", st.step, checkpoints.finish());
+    return true;
+  };
+  bool stopped = stop_now();
+  while (!stopped && st.epoch < c.epochs) {
+    const EpochPlan plan = plan_epoch(ctx, st.epoch);
+    if (st.batch_in_epoch == 0) start_epoch(ctx, st, plan);
+    const int64_t batches = plan.num_batches(c.batch_size);
+    while (!stopped && st.batch_in_epoch < batches) {
+      const int64_t steps_before = st.step;
+      run_batch(ctx, st, plan);
+      if (st.step == steps_before) continue;  // a batch without labelled tokens takes no step
+      stopped = stop_now();
+      // An every_steps point at the epoch's last batch is left to the epoch-end save.
+      const bool epoch_save_follows = st.batch_in_epoch == batches && checkpoints.epoch_end_due(plan.epoch);
+      if (!stopped && checkpoints.step_due(st) && !epoch_save_follows) checkpoints.save(st, false);
     }
-    prev_stage = stage;
-
-    // This epoch's samples: the scheduled stage, or with uniform_prob a uniform draw.
-    const std::vector<size_t> order = epoch_order(train_tok.size(), c.seed, epoch);
-    std::vector<curriculum::BuiltSample> built(order.size());
-    for (size_t i = 0; i < order.size(); ++i) {
-      const auto& ts = train_tok[order[i]];
-      int s = stage;
-      if (c.curriculum.uniform_prob > 0) {
-        CounterRng rng(c.seed, {0x554eu, static_cast<uint64_t>(epoch), order[i]});
-        if (rng.uniform() < c.curriculum.uniform_prob) s = static_cast<int>(rng.below(ts.steps.size() + 1));
-      }
-      built[i] = curriculum::build_training_sample(ts, c.curriculum, s, epoch, *tok);
-    }
-
-    Timer epoch_timer;
-    double loss_sum = 0, tokens = 0;
-    double busy = 0, op_wall = 0, simulated_bubble = 0;  // this rank's pipeline time this epoch
-    int batches = 0;
-    for (size_t begin = 0; begin < built.size(); begin += c.batch_size) {
-      const size_t end = std::min(built.size(), begin + static_cast<size_t>(c.batch_size));
-      // The loss is the mean over every target of the whole batch, however it is split.
-      std::vector<model::SequenceBatch> micro;
-      std::vector<std::vector<int64_t>> micro_ids;  // dataset indices: dropout masks follow the sample
-      std::vector<std::vector<curriculum::EotTarget>> micro_eot;  // <eot> decision rows
-      int targets = 0, eot_rows = 0;
-      for (size_t m = begin; m < end; m += c.micro_batch_size) {
-        std::vector<const curriculum::BuiltSample*> ptrs;
-        micro_ids.emplace_back();
-        for (size_t i = m; i < std::min(end, m + static_cast<size_t>(c.micro_batch_size)); ++i) {
-          ptrs.push_back(&built[i]);
-          micro_ids.back().push_back(static_cast<int64_t>(order[i]));
-        }
-        micro.push_back(curriculum::make_batch(ptrs, *tok, c.curriculum.feeds_back()));
-        targets += micro.back().num_targets();
-        if (eot) {
-          micro_eot.push_back(curriculum::eot_targets(micro.back(), *tok));
-          eot_rows += static_cast<int>(micro_eot.back().size());
-        }
-        tokens += micro.back().B * micro.back().T;
-      }
-      if (targets == 0) continue;
-      double loss = 0;
-      if (dist.executor) {
-        // Micro-batches go round-robin to the replicas; every stage of a replica runs the same ones.
-        std::vector<model::SequenceBatch> mine;
-        std::vector<std::vector<int64_t>> mine_ids;
-        for (size_t m = dist.grid->dp_index(); m < micro.size(); m += dist.grid->dp()) {
-          mine.push_back(std::move(micro[m]));
-          mine_ids.push_back(micro_ids[m]);
-        }
-        if (mc.dropout > 0) dist.executor->set_dropout(c.seed, static_cast<uint64_t>(step), mine_ids);
-        loss = dist.executor->train_step(mine, 1.f / targets, c.adamw.lr).loss;
-        const parallel::StepTiming& t = dist.executor->last_timing();
-        busy += t.busy_seconds;
-        op_wall += t.wall_seconds;
-        simulated_bubble += t.simulated_bubble * t.wall_seconds;  // wall-weighted mean
-        ++step;
-        ++batches;
-        loss_sum += loss;
-        if (step % c.log_every == 0)
-          spdlog::info("epoch {} stage {} step {} loss {:.4f} ({:.0f} tokens/s)", epoch, stage, step, loss,
-                       tokens / epoch_timer.seconds());
-        continue;
-      }
-      gpt.zero_grads();
-      if (eot) eot->zero_grads();
-      for (size_t m = 0; m < micro.size(); ++m) {
-        if (mc.dropout > 0) runner.set_dropout(c.seed, static_cast<uint64_t>(step), micro_ids[m]);
-        if (eot)
-          runner.set_hidden_loss(eot_rows > 0 ? eot->hidden_loss(micro_eot[m], eot_rows,
-                                                                  static_cast<float>(c.eot_loss_weight))
-                                              : model::MultipassRunner::HiddenLoss{});
-        loss += runner.forward_backward(gpt, micro[m], 1.f / targets);
-      }
-      if (c.grad_clip > 0) {
-        const double norm = std::sqrt(model::sum_of_squares(gpt.grads(), gpt.num_params()));
-        model::clip_grads(gpt.grads(), gpt.num_params(), norm, static_cast<float>(c.grad_clip));
-      }
-      opt.step(gpt.params(), gpt.grads(), c.adamw.lr);
-      if (eot && eot_rows > 0) eot->step(c.adamw.lr);
-      ++step;
-      ++batches;
-      loss_sum += loss;
-      if (step % c.log_every == 0)
-        spdlog::info("epoch {} stage {} step {} loss {:.4f} ({:.0f} tokens/s)", epoch, stage, step, loss,
-                     tokens / epoch_timer.seconds());
-    }
-    const double mean_loss = batches ? loss_sum / batches : 0.0;
-    summary.epoch_losses.push_back(mean_loss);
-    summary.final_loss = mean_loss;
-    summary.final_stage = stage;
-    nlohmann::json row = {{"epoch", epoch}, {"stage", stage}, {"step", step}, {"loss", mean_loss},
-                          {"seconds", epoch_timer.seconds()}, {"tokens_per_s", tokens / epoch_timer.seconds()}};
-    if (eot) {
-      const curriculum::EotClassifier::Stats st = eot->take_stats();
-      row["eot_bce"] = st.rows ? st.bce_sum / st.rows : 0.0;
-      row["eot_stop_accuracy"] = st.rows ? static_cast<double>(st.correct) / st.rows : 0.0;
-    }
-    if (dist.executor) {
-      // Measured bubble per rank (1 - busy / wall over the op lists) next to the
-      // simulator's prediction for the same schedules; rank 0 logs all ranks.
-      const int W = world->size(), r = world->rank();
-      std::vector<double> stats(2 * W, 0.0);
-      stats[r] = op_wall > 0 ? 1.0 - busy / op_wall : 0.0;
-      stats[W + r] = op_wall > 0 ? simulated_bubble / op_wall : 0.0;
-      world->all_reduce_sum(stats.data(), stats.size());
-      std::string line;
-      for (int k = 0; k < W; ++k) line += fmt::format(" rank {}: {:.3f} / {:.3f};", k, stats[k], stats[W + k]);
-      spdlog::info("epoch {} pipeline bubble, measured / simulated:{}", epoch, line);
-      row["bubble_measured"] = std::vector<double>(stats.begin(), stats.begin() + W);
-      row["bubble_simulated"] = std::vector<double>(stats.begin() + W, stats.end());
-    }
-    const bool last = epoch + 1 == c.epochs;
-    const bool eval_now = !data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);
-    if (dist.executor && (eval_now || last)) dist.gather_model(gpt);
-    if (!writer) continue;
-    if (eval_now) {
-      const auto r = evaluate_split(gpt, *tok, data.valid, c, stage, eot.get());
-      row["valid_accuracy"] = r.accuracy();
-      if (eot) {
-        row["valid_mean_thoughts"] = r.mean_thoughts;
-        spdlog::info("epoch {} stage {}: <eot> classifier: {:.2f} thoughts per item", epoch, stage, r.mean_thoughts);
-      }
-      summary.valid_accuracy = r.accuracy();
-      spdlog::info("epoch {} stage {}: loss {:.4f}, {} accuracy {:.3f} ({}/{}), {:.1f}s", epoch, stage, mean_loss,
-                   data.valid_name, r.accuracy(), r.correct, r.total, epoch_timer.seconds());
-      if (last) curriculum::write_eval_report((dir / "eval_valid.json").string(), r, data.valid_name);
-    } else {
-      spdlog::info("epoch {} stage {}: loss {:.4f}, {:.1f}s", epoch, stage, mean_loss, epoch_timer.seconds());
-    }
-    append_jsonl(dir / "metrics.jsonl", row);
+    if (stopped) break;
+    finish_epoch(ctx, st, plan);
+    if (checkpoints.epoch_end_due(plan.epoch)) checkpoints.save(st, checkpoints.stage_ends(plan.epoch));
+  }
+  if (!stopped) checkpoints.finish();
+  TrainSummary summary = st.summary;
+  summary.stopped = stopped;
+  if (stopped) {
+    summary.seconds = wall.seconds();
+    return summary;
   }
   if (distributed) world->barrier();  // the other ranks wait while rank 0 evaluates and writes
   if (!writer) {

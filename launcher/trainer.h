@@ -22,6 +22,7 @@ struct TrainSummary {
   int final_stage = 0;
   double seconds = 0;
   std::vector<double> epoch_losses;  // mean training loss per epoch
+  bool stopped = false;  // checkpoint.stop_after_steps ended the run early (no final evaluation)
 };
 
 // The datasets of a run: loaded from files or generated, per DataConfig.

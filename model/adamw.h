@@ -43,11 +43,14 @@ class AdamW {
   void set_step_count(int64_t s) { step_ = s; }
   const AdamWConfig& config() const { return config_; }
 
- private:
   struct Segment {  // a run of elements that share the weight-decay decision
     size_t begin, end;
     bool decay;
   };
+  // The slice cut into runs by decay decision (the CUDA AdamW takes the same runs).
+  const std::vector<Segment>& segments() const { return segments_; }
+
+ private:
   AdamWConfig config_;
   size_t begin_, end_;
   std::vector<Segment> segments_;

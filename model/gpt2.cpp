@@ -1,4 +1,5 @@
-// The GPT-2 decoder's range forward/backward, the tied LM head and activation storage.
+// The GPT-2 decoder's range forward/backward and the tied LM head (activation storage:
+// activations.cpp).
 // Reads top-down like one pass: embeddings, then per layer
 //   ln1 -> qkv -> attention (over the KV cache) -> projection + residual
 //   ln2 -> fc -> GELU -> projection + residual
@@ -6,7 +7,9 @@
 // stage runs the same code over its layers only: the embedding on the first stage, the
 // final norm on the last (forward_stage / backward_stage; forward_range is all of it).
 // With dropout (training), the embedding output, the attention probabilities and both
-// residual branches are dropped as in Hugging Face GPT-2's training mode.
+// residual branches are dropped as in Hugging Face GPT-2's training mode. Under the
+// recompute activation policy the layer's forward (layer_forward) runs a second time in
+// the backward, right before that layer's backward, into a one-layer workspace.
 #include "model/gpt2.h"
 
 #include <algorithm>
@@ -20,88 +23,6 @@
 #include "runtime/rng.h"
 
 namespace coconut::model {
-
-// ---------------------------------------------------------------- activations
-
-void Activations::resize(const GPT2Config& config, int batch, int columns, bool for_training, int l0, int l1) {
-  COCONUT_CHECK(batch > 0 && columns > 0, "activations need B > 0 and T > 0 (got B={} T={})", batch, columns);
-  COCONUT_CHECK(columns <= config.max_positions, "sequence of {} columns exceeds model.max_positions {}", columns,
-                config.max_positions);
-  if (l1 < 0) l1 = config.n_layer;
-  COCONUT_CHECK(0 <= l0 && l0 < l1 && l1 <= config.n_layer, "activation layers [{}, {}) outside the model's [0, {})",
-                l0, l1, config.n_layer);
-  B = batch;
-  T = columns;
-  C = config.d_model;
-  training = for_training;
-  first_layer = l0;
-  end_layer = l1;
-  const int64_t H = config.n_head, L = l1 - l0, R = static_cast<int64_t>(B) * T;
-  // Per-layer sizes in floats: what every layer keeps in training, and what it keeps at
-  // inference (only q|k|v, the cache); the rest is shared scratch at inference.
-  const int64_t kept_train = R * (C + 2 + 3 * C + H * T + C + C + C + 2 + 4 * C + 4 * C + C + 3 * C);
-  const int64_t shared_infer = R * (C + 2 + C + C + C + 2 + 4 * C + 4 * C + C);
-  const int64_t per_layer = training ? kept_train : 3 * R * C;
-  const int64_t total = R * C + L * per_layer + (training ? 0 : shared_infer) + R * (C + 2);
-  storage_.assign(static_cast<size_t>(total), 0.f);
-  pos_ids.assign(R, 0);
-  key_mask.assign(R, 1);
-  sample_ids.resize(B);
-  for (int s = 0; s < B; ++s) sample_ids[s] = s;
-
-  float* cursor = storage_.data();
-  auto take = [&](int64_t n) {
-    float* p = cursor;
-    cursor += n;
-    return p;
-  };
-  x0 = take(R * C);
-  layers.assign(config.n_layer, {});
-  LayerActivations shared{};
-  if (!training) {
-    shared.ln1 = take(R * C); shared.ln1_mean = take(R); shared.ln1_rstd = take(R);
-    shared.att_out = take(R * C); shared.res_mid = take(R * C);
-    shared.ln2 = take(R * C); shared.ln2_mean = take(R); shared.ln2_rstd = take(R);
-    shared.fc = take(R * 4 * C); shared.gelu = take(R * 4 * C); shared.res_out = take(R * C);
-  }
-  for (int l = l0; l < l1; ++l) {
-    LayerActivations& A = layers[l];
-    if (training) {
-      A.ln1 = take(R * C); A.ln1_mean = take(R); A.ln1_rstd = take(R);
-      A.qkv = take(R * 3 * C);
-      A.probs = take(R * H * T);
-      A.att_out = take(R * C); A.res_mid = take(R * C);
-      A.ln2 = take(R * C); A.ln2_mean = take(R); A.ln2_rstd = take(R);
-      A.fc = take(R * 4 * C); A.gelu = take(R * 4 * C); A.res_out = take(R * C);
-      A.dqkv = take(R * 3 * C);
-    } else {
-      // Aliasing is safe: a layer reads its input (the previous res_out) before it
-      // writes its own res_out.
-      A = shared;
-      A.qkv = take(R * 3 * C);
-    }
-  }
-  lnf = take(R * C);
-  lnf_mean = take(R);
-  lnf_rstd = take(R);
-  COCONUT_CHECK(cursor == storage_.data() + total, "activation storage miscounted");
-}
-
-void Activations::zero_grads() {
-  COCONUT_CHECK(training, "zero_grads on inference activations (resize with training = true)");
-  for (int l = first_layer; l < end_layer; ++l)
-    std::memset(layers[l].dqkv, 0, sizeof(float) * static_cast<size_t>(B) * T * 3 * C);
-}
-
-void BackwardScratch::resize(const GPT2Config& config, int rows) {
-  const size_t C = config.d_model, R = rows;
-  dres.assign(R * C, 0.f);
-  dln.assign(R * C, 0.f);
-  datt.assign(R * C, 0.f);
-  dfc.assign(R * 4 * C, 0.f);
-  dgelu.assign(R * 4 * C, 0.f);
-  ddrop.assign(config.dropout > 0 ? R * C : 0, 0.f);
-}
 
 // ---------------------------------------------------------------- dropout
 
@@ -157,6 +78,11 @@ struct PassDropout {
 };
 
 }  // namespace
+
+CounterRng dropout_row_stream(uint64_t seed, uint64_t step, int64_t sample_id, int pos_id) {
+  return CounterRng(seed, {kDropoutStream, step, static_cast<uint64_t>(sample_id), static_cast<uint64_t>(pos_id)});
+}
+uint64_t dropout_site_first(int layer, int site) { return site_first(layer, static_cast<Site>(site)); }
 
 // ---------------------------------------------------------------- parameters
 
@@ -227,6 +153,50 @@ void check_stage(const GPT2Config& config, const Activations& acts, int a, int b
                 config.n_layer, l1);
 }
 
+// The rows of one pass [a, b) of one batch: r0 indexes the buffers that span every row
+// (x0, qkv, dqkv, res_out, lnf), w0 the per-pass buffers of the pass window.
+struct PassRows {
+  int n;           // rows of the pass
+  int64_t r0, w0;  // first row, in all rows and in the pass window
+};
+
+// Points the per-pass buffers at the pass's rows (binding the workspace under
+// Recompute) and checks that they hold them.
+PassRows bind_pass_rows(const GPT2Config& config, Activations& acts, int a, int b) {
+  if (acts.training && acts.policy == ActivationPolicy::Recompute) acts.bind_pass(config, a, b);
+  const PassRows rows{(b - a) * acts.B, static_cast<int64_t>(a) * acts.B,
+                      static_cast<int64_t>(a) * acts.B - acts.pass_row0};
+  COCONUT_CHECK(rows.w0 >= 0 && rows.w0 + rows.n <= acts.pass_rows,
+                "pass columns [{}, {}) are outside the activations' pass window", a, b);
+  return rows;
+}
+
+// One layer's forward over the rows of a pass: `inp` is its input rows (x0 or the
+// previous layer's res_out). Writes the per-pass buffers, q|k|v rows and res_out rows.
+// The backward under Recompute calls it again with the same arguments: same bits.
+void layer_forward(const GPT2Config& config, const LayerView& W, const LayerActivations& A, const Activations& acts,
+                   int l, int a, int b, const PassRows& rows, const float* inp, const PassDropout* dropout) {
+  const int C = config.d_model, H = config.n_head, B = acts.B, T = acts.T, n = rows.n;
+  const int64_t r0 = rows.r0, w0 = rows.w0, nC = static_cast<int64_t>(n) * C;
+  const float eps = config.layer_norm_eps;
+  float* out = A.res_out + r0 * C;
+  layernorm_forward(A.ln1 + w0 * C, A.ln1_mean + w0, A.ln1_rstd + w0, inp, W.ln1_w, W.ln1_b, n, C, eps);
+  linear_forward(A.qkv + r0 * 3 * C, A.ln1 + w0 * C, W.qkv_w, W.qkv_b, n, C, 3 * C);
+  const Dropout probs_drop = dropout ? dropout->at(l, Site::kAttnProbs) : Dropout{};
+  attention_forward(A.att_out + w0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
+                    dropout ? &probs_drop : nullptr, acts.pass_row0);
+  linear_forward(A.res_mid + w0 * C, A.att_out + w0 * C, W.attn_proj_w, W.attn_proj_b, n, C, C);
+  if (dropout) dropout_apply(A.res_mid + w0 * C, A.res_mid + w0 * C, n, C, dropout->at(l, Site::kAttnResid));
+  add_forward(A.res_mid + w0 * C, A.res_mid + w0 * C, inp, nC);
+  layernorm_forward(A.ln2 + w0 * C, A.ln2_mean + w0, A.ln2_rstd + w0, A.res_mid + w0 * C, W.ln2_w, W.ln2_b, n, C,
+                    eps);
+  linear_forward(A.fc + w0 * 4 * C, A.ln2 + w0 * C, W.fc_w, W.fc_b, n, C, 4 * C);
+  gelu_forward(A.gelu + w0 * 4 * C, A.fc + w0 * 4 * C, 4 * nC);
+  linear_forward(out, A.gelu + w0 * 4 * C, W.fc_proj_w, W.fc_proj_b, n, 4 * C, C);
+  if (dropout) dropout_apply(out, out, n, C, dropout->at(l, Site::kMlpResid));
+  add_forward(out, out, A.res_mid + w0 * C, nC);
+}
+
 }  // namespace
 
 void GPT2::forward_range(Activations& acts, int a, int b, const float* in_embeds) const {
@@ -236,10 +206,10 @@ void GPT2::forward_range(Activations& acts, int a, int b, const float* in_embeds
 void GPT2::forward_stage(Activations& acts, int a, int b, int l0, int l1, const float* in, bool embed,
                          bool final_norm) const {
   check_stage(config_, acts, a, b, l0, l1, embed, final_norm);
-  const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T;
-  const int n = (b - a) * B;
-  const int64_t r0 = static_cast<int64_t>(a) * B;
-  const float eps = config_.layer_norm_eps;
+  const int C = config_.d_model;
+  const PassRows rows = bind_pass_rows(config_, acts, a, b);
+  const int n = rows.n;
+  const int64_t r0 = rows.r0;
   const bool drop = dropout_active(config_, acts);
   std::unique_ptr<PassDropout> dropout;
   if (drop) dropout = std::make_unique<PassDropout>(config_, acts, r0, n);
@@ -263,28 +233,12 @@ void GPT2::forward_stage(Activations& acts, int a, int b, int l0, int l1, const 
 
   const float* inp = x;
   for (int l = l0; l < l1; ++l) {
-    const LayerView& W = w_.layers[l];
-    const LayerActivations& A = acts.layers[l];
-    layernorm_forward(A.ln1 + r0 * C, A.ln1_mean + r0, A.ln1_rstd + r0, inp, W.ln1_w, W.ln1_b, n, C, eps);
-    linear_forward(A.qkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, W.qkv_b, n, C, 3 * C);
-    const Dropout probs_drop = drop ? dropout->at(l, Site::kAttnProbs) : Dropout{};
-    attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
-                      drop ? &probs_drop : nullptr);
-    linear_forward(A.res_mid + r0 * C, A.att_out + r0 * C, W.attn_proj_w, W.attn_proj_b, n, C, C);
-    if (drop) dropout_apply(A.res_mid + r0 * C, A.res_mid + r0 * C, n, C, dropout->at(l, Site::kAttnResid));
-    add_forward(A.res_mid + r0 * C, A.res_mid + r0 * C, inp, static_cast<int64_t>(n) * C);
-    layernorm_forward(A.ln2 + r0 * C, A.ln2_mean + r0, A.ln2_rstd + r0, A.res_mid + r0 * C, W.ln2_w, W.ln2_b, n,
-                      C, eps);
-    linear_forward(A.fc + r0 * 4 * C, A.ln2 + r0 * C, W.fc_w, W.fc_b, n, C, 4 * C);
-    gelu_forward(A.gelu + r0 * 4 * C, A.fc + r0 * 4 * C, static_cast<int64_t>(n) * 4 * C);
-    linear_forward(A.res_out + r0 * C, A.gelu + r0 * 4 * C, W.fc_proj_w, W.fc_proj_b, n, 4 * C, C);
-    if (drop) dropout_apply(A.res_out + r0 * C, A.res_out + r0 * C, n, C, dropout->at(l, Site::kMlpResid));
-    add_forward(A.res_out + r0 * C, A.res_out + r0 * C, A.res_mid + r0 * C, static_cast<int64_t>(n) * C);
-    inp = A.res_out + r0 * C;
+    layer_forward(config_, w_.layers[l], acts.layers[l], acts, l, a, b, rows, inp, dropout.get());
+    inp = acts.layers[l].res_out + r0 * C;
   }
   if (final_norm)
     layernorm_forward(acts.lnf + r0 * C, acts.lnf_mean + r0, acts.lnf_rstd + r0, inp, w_.lnf_w, w_.lnf_b, n, C,
-                      eps);
+                      config_.layer_norm_eps);
 }
 
 // ---------------------------------------------------------------- backward
@@ -300,11 +254,13 @@ void GPT2::backward_stage(Activations& acts, int a, int b, int l0, int l1, const
   COCONUT_CHECK(acts.training, "backward needs activations resized with training = true");
   check_stage(config_, acts, a, b, l0, l1, embed, final_norm);
   const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T;
-  const int n = (b - a) * B;
-  const int64_t r0 = static_cast<int64_t>(a) * B;
+  const PassRows rows = bind_pass_rows(config_, acts, a, b);
+  const int n = rows.n;
+  const int64_t r0 = rows.r0, w0 = rows.w0;
   const int64_t nC = static_cast<int64_t>(n) * C;
+  const bool recompute = acts.policy == ActivationPolicy::Recompute;
   COCONUT_CHECK(S.dres.size() >= static_cast<size_t>(nC), "backward scratch too small for {} rows", n);
-  auto zero = [](std::vector<float>& v, int64_t count) { std::fill(v.begin(), v.begin() + count, 0.f); };
+  auto zero = [](MeteredVector<float>& v, int64_t count) { std::fill(v.begin(), v.begin() + count, 0.f); };
   const bool drop = dropout_active(config_, acts);
   std::unique_ptr<PassDropout> dropout;
   if (drop) {
@@ -336,28 +292,32 @@ void GPT2::backward_stage(Activations& acts, int a, int b, int l0, int l1, const
     const LayerView& G = g_.layers[l];
     const LayerActivations& A = acts.layers[l];
     const float* inp = (l == l0 ? acts.x0 : acts.layers[l - 1].res_out) + r0 * C;
+    // Recompute: rebuild this layer's per-pass buffers from its kept input (rewriting
+    // q|k|v and res_out rows with the values they already hold).
+    if (recompute) layer_forward(config_, W, A, acts, l, a, b, rows, inp, dropout.get());
 
     // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
     zero(S.dgelu, 4 * nC);
-    linear_backward(S.dgelu.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, Site::kMlpResid), A.gelu + r0 * 4 * C,
+    linear_backward(S.dgelu.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, Site::kMlpResid), A.gelu + w0 * 4 * C,
                     W.fc_proj_w, n, 4 * C, C);
     zero(S.dfc, 4 * nC);
-    gelu_backward(S.dfc.data(), A.fc + r0 * 4 * C, S.dgelu.data(), 4 * nC);
+    gelu_backward(S.dfc.data(), A.fc + w0 * 4 * C, S.dgelu.data(), 4 * nC);
     zero(S.dln, nC);
-    linear_backward(S.dln.data(), G.fc_w, G.fc_b, S.dfc.data(), A.ln2 + r0 * C, W.fc_w, n, C, 4 * C);
-    layernorm_backward(dres, G.ln2_w, G.ln2_b, S.dln.data(), A.res_mid + r0 * C, W.ln2_w, A.ln2_mean + r0,
-                       A.ln2_rstd + r0, n, C);
+    linear_backward(S.dln.data(), G.fc_w, G.fc_b, S.dfc.data(), A.ln2 + w0 * C, W.fc_w, n, C, 4 * C);
+    layernorm_backward(dres, G.ln2_w, G.ln2_b, S.dln.data(), A.res_mid + w0 * C, W.ln2_w, A.ln2_mean + w0,
+                       A.ln2_rstd + w0, n, C);
 
     // Attention block: res_mid = inp + attn_proj(attention(qkv(ln1(inp))))
     zero(S.datt, nC);
     linear_backward(S.datt.data(), G.attn_proj_w, G.attn_proj_b, branch_grad(l, Site::kAttnResid),
-                    A.att_out + r0 * C, W.attn_proj_w, n, C, C);
+                    A.att_out + w0 * C, W.attn_proj_w, n, C, C);
     const Dropout probs_drop = drop ? dropout->at(l, Site::kAttnProbs) : Dropout{};
-    attention_backward(A.dqkv, S.datt.data(), A.probs, A.qkv, a, b, B, T, C, H, drop ? &probs_drop : nullptr);
+    attention_backward(A.dqkv, S.datt.data(), A.probs, A.qkv, a, b, B, T, C, H, drop ? &probs_drop : nullptr,
+                       acts.pass_row0);
     // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
     zero(S.dln, nC);
-    linear_backward(S.dln.data(), G.qkv_w, G.qkv_b, A.dqkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, n, C, 3 * C);
-    layernorm_backward(dres, G.ln1_w, G.ln1_b, S.dln.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n, C);
+    linear_backward(S.dln.data(), G.qkv_w, G.qkv_b, A.dqkv + r0 * 3 * C, A.ln1 + w0 * C, W.qkv_w, n, C, 3 * C);
+    layernorm_backward(dres, G.ln1_w, G.ln1_b, S.dln.data(), inp, W.ln1_w, A.ln1_mean + w0, A.ln1_rstd + w0, n, C);
   }
 
   if (!embed) {

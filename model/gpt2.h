@@ -21,6 +21,12 @@
 #include <string>
 #include <vector>
 
+#include "runtime/memory_meter.h"
+
+namespace coconut {
+class CounterRng;
+}
+
 namespace coconut::model {
 
 struct GPT2Config {
@@ -86,7 +92,27 @@ ParamView bind_params(const GPT2Config& config, float* base);
 
 namespace coconut::model {
 
-// What one layer keeps of one batch, time-major [T, B, ...] over all columns.
+// What a training forward keeps for the backward (DESIGN.md 4), per micro-stage:
+//   Keep       every layer keeps all its activations of every pass until the backward.
+//   Recompute  per layer only what later passes and the backward cannot cheaply
+//              rebuild stays with the batch: q|k|v (the KV cache), its gradient dqkv,
+//              and the layer output res_out (the next layer's input: the checkpoint
+//              its recomputation starts from), plus x0 and the final-norm states. The
+//              layer's other activations of a pass live in an ActivationWorkspace that
+//              holds one layer of one pass and is shared by every layer and every batch
+//              of a stage; backward_stage re-runs each layer's forward into it right
+//              before that layer's backward. The rerun is bit-identical (same inputs,
+//              same ops, dropout masks keyed by position), so gradients equal Keep's
+//              bit for bit, for about 1/3 more compute.
+enum class ActivationPolicy { Keep, Recompute };
+// "keep" | "recompute"; anything else is an error naming the choices.
+ActivationPolicy parse_activation_policy(const std::string& name);
+const char* activation_policy_name(ActivationPolicy policy);
+
+// What one layer keeps of one batch, time-major [T, B, ...]. The cache buffers (qkv,
+// dqkv) and res_out always span all T*B rows; the per-pass buffers (all the others)
+// span the rows of Activations' pass window: all rows under Keep, the running pass's
+// rows in the workspace under Recompute.
 struct LayerActivations {
   float* ln1; float* ln1_mean; float* ln1_rstd;  // [T,B,C], [T,B], [T,B]
   float* qkv;                                    // [T,B,3C]: also the KV cache
@@ -100,22 +126,52 @@ struct LayerActivations {
   float* dqkv;                                   // [T,B,3C] gradient of q|k|v (training only)
 };
 
+// The per-pass buffers of one layer for one pass at a time, shared by every layer and
+// every batch (micro-batch) of a stage under ActivationPolicy::Recompute: one op runs
+// at a time, and whatever a layer leaves here is rebuilt before its backward reads it.
+// Sized for the widest pass it has seen (it grows, never shrinks).
+class ActivationWorkspace {
+ public:
+  size_t bytes() const { return storage_.capacity() * sizeof(float); }
+
+ private:
+  friend class Activations;
+  MeteredVector<float> storage_;
+};
+
 // Activations of a batch of B sequences of T columns, plus the per-column inputs that
 // the passes share: position ids and the key mask. In training every layer keeps its
-// own buffers for the backward; at inference only q|k|v (the KV cache) is kept per
-// layer and the other buffers are shared scratch.
+// own buffers for the backward (Keep) or only its cache (Recompute); at inference only
+// q|k|v (the KV cache) is kept per layer and the other buffers are shared scratch.
 class Activations {
  public:
   Activations() = default;
   // Layers [first_layer, end_layer) get buffers (end_layer -1: through the last layer);
   // a pipeline stage keeps only its own layers, the other entries of `layers` stay null.
-  void resize(const GPT2Config& config, int B, int T, bool training, int first_layer = 0, int end_layer = -1);
+  // The final-norm buffers (lnf) exist only when end_layer is the model's last layer.
+  void resize(const GPT2Config& config, int B, int T, bool training, int first_layer = 0, int end_layer = -1,
+              ActivationPolicy policy = ActivationPolicy::Keep);
   // Zeroes the gradients that the passes accumulate into (dqkv); call before a backward.
   void zero_grads();
+  // Recompute: points the per-pass buffers of every layer at the workspace for the rows
+  // of columns [a, b), growing it as needed (forward_stage / backward_stage call it).
+  void bind_pass(const GPT2Config& config, int a, int b);
+  // Floats resize() allocates for these arguments (the memory model of the policies).
+  static int64_t floats(const GPT2Config& config, int B, int T, bool training, int first_layer, int end_layer,
+                        ActivationPolicy policy);
+  // Floats one row of a pass needs in an ActivationWorkspace (one layer's buffers).
+  static int64_t workspace_floats_per_row(const GPT2Config& config, int T);
+  size_t bytes() const { return storage_.capacity() * sizeof(float); }
 
   int B = 0, T = 0, C = 0;
   bool training = false;
+  ActivationPolicy policy = ActivationPolicy::Keep;
+  // Recompute: the shared workspace (set by the owner before a forward; not owned).
+  ActivationWorkspace* workspace = nullptr;
   int first_layer = 0, end_layer = 0;  // the layers that have buffers
+  // The rows [pass_row0, pass_row0 + pass_rows) that the per-pass buffers hold: all
+  // rows under Keep and at inference, the running pass under Recompute.
+  int64_t pass_row0 = 0, pass_rows = 0;
   std::vector<int> pos_ids;        // [T*B], row t*B+s
   std::vector<uint8_t> key_mask;   // [T*B], 0 for padding
 
@@ -138,13 +194,20 @@ class Activations {
   float* lnf_rstd = nullptr;
 
  private:
-  std::vector<float> storage_;
+  MeteredVector<float> storage_;
 };
 
 // Scratch for the backward of one pass, sized for the largest pass (all T columns).
+// The keys of the dropout masks above, for another backend that must draw the same
+// masks (model/cuda_gpt2.cpp): the counter stream of a row (a token of a sample), and
+// the first stream index of a site: 0 embedding (layer -1), 1 attention probabilities,
+// 2 attention residual, 3 MLP residual.
+CounterRng dropout_row_stream(uint64_t seed, uint64_t step, int64_t sample_id, int pos_id);
+uint64_t dropout_site_first(int layer, int site);
+
 struct BackwardScratch {
-  std::vector<float> dres, dln, datt, dfc, dgelu;
-  std::vector<float> ddrop;  // a dropped residual-branch gradient (empty when dropout is 0)
+  MeteredVector<float> dres, dln, datt, dfc, dgelu;
+  MeteredVector<float> ddrop;  // a dropped residual-branch gradient (empty when dropout is 0)
   void resize(const GPT2Config& config, int rows);
 };
 
@@ -194,7 +257,9 @@ class GPT2 {
   // Backward of forward_stage: d_out is the gradient w.r.t. the stage's output rows of
   // the pass; writes d_in (the gradient w.r.t. `in`, overwritten), accumulates the
   // stage's parameter gradients and dK/dV of columns < a into acts' dqkv. Passes must
-  // run their backward in the reverse order of their forward, on every stage.
+  // run their backward in the reverse order of their forward, on every stage. Under
+  // ActivationPolicy::Recompute (acts.workspace set) each layer's forward of the pass is
+  // re-run into the workspace right before that layer's backward.
   void backward_stage(Activations& acts, int a, int b, int l0, int l1, const float* d_out, float* d_in,
                       BackwardScratch& scratch, bool embed, bool final_norm);
 

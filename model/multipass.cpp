@@ -72,7 +72,9 @@ double MultipassRunner::run(GPT2& model, const SequenceBatch& batch, float loss_
   validate_batch(batch, cfg);
   const int B = batch.B, T = batch.T, C = cfg.d_model;
   const size_t R = static_cast<size_t>(B) * T;
-  if (acts_.B != B || acts_.T != T || !acts_.training) acts_.resize(cfg, B, T, true);
+  if (acts_.B != B || acts_.T != T || !acts_.training || acts_.policy != policy_)
+    acts_.resize(cfg, B, T, true, 0, -1, policy_);
+  acts_.workspace = &workspace_;
   acts_.pos_ids = batch.pos_ids;
   acts_.key_mask = batch.key_mask;
   acts_.dropout_enabled = backward && cfg.dropout > 0;

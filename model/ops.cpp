@@ -267,12 +267,15 @@ void softmax_row(float* p, int n, int t, const uint8_t* key_mask, int B, int s) 
 }  // namespace
 
 void attention_forward(float* out, float* probs, const float* qkv, const uint8_t* key_mask, int a, int b, int B,
-                       int T, int C, int H, const Dropout* drop) {
+                       int T, int C, int H, const Dropout* drop, int64_t probs_row0) {
   COCONUT_CHECK(!drop || probs, "attention dropout needs the saved probabilities (training activations)");
+  COCONUT_CHECK(probs_row0 <= static_cast<int64_t>(a) * B, "attention probabilities start at row {}, after the pass's "
+                "first row {}", probs_row0, static_cast<int64_t>(a) * B);
   const int hd = C / H, nq = b - a, nk = b;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const int ld_qkv = 3 * C * B, ld_out = C * B;
-  // Saved probabilities: row (t, s, h) of [T, B, H, T]; at inference a per-thread scratch.
+  // Saved probabilities: row (t, s, h) of [T, B, H, T], the buffer starting at row
+  // probs_row0 (t*B + s counted from there); at inference a per-thread scratch.
   const int ld_p = probs ? B * H * T : nk;
 #pragma omp parallel if (static_cast<int64_t>(B) * nq * nk * C > kParallelMin)
   {
@@ -286,7 +289,7 @@ void attention_forward(float* out, float* probs, const float* qkv, const uint8_t
         const float* q = qkv + (static_cast<int64_t>(a) * B + s) * 3 * C + h * hd;
         const float* k = qkv + static_cast<int64_t>(s) * 3 * C + C + h * hd;
         const float* v = k + C;
-        float* P = probs ? probs + ((static_cast<int64_t>(a) * B + s) * H + h) * T : scratch.data();
+        float* P = probs ? probs + ((static_cast<int64_t>(a) * B + s - probs_row0) * H + h) * T : scratch.data();
         sgemm(false, true, nq, nk, hd, scale, q, ld_qkv, k, ld_qkv, 0.f, P, ld_p);  // scores
         for (int i = 0; i < nq; ++i) {
           float* row = P + static_cast<int64_t>(i) * ld_p;
@@ -313,8 +316,10 @@ void attention_forward(float* out, float* probs, const float* qkv, const uint8_t
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int a, int b, int B,
-                        int T, int C, int H, const Dropout* drop) {
+                        int T, int C, int H, const Dropout* drop, int64_t probs_row0) {
   COCONUT_CHECK(!drop || probs, "attention dropout needs the saved probabilities (training activations)");
+  COCONUT_CHECK(probs_row0 <= static_cast<int64_t>(a) * B, "attention probabilities start at row {}, after the pass's "
+                "first row {}", probs_row0, static_cast<int64_t>(a) * B);
   const int hd = C / H, nq = b - a, nk = b;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = B * H * T;
@@ -333,7 +338,7 @@ void attention_backward(float* dqkv, const float* dout, const float* probs, cons
         float* dq = dqkv + static_cast<int64_t>(a) * B * 3 * C + col;
         float* dk = dqkv + col + C;
         float* dv = dqkv + col + 2 * C;
-        const float* P = probs + ((static_cast<int64_t>(a) * B + s) * H + h) * T;
+        const float* P = probs + ((static_cast<int64_t>(a) * B + s - probs_row0) * H + h) * T;
         const float* dy = dout + static_cast<int64_t>(s) * C + h * hd;
         sgemm(false, true, nq, nk, hd, 1.f, dy, ld_out, v, ld_qkv, 0.f, dP.data(), nk);  // dP = dY V^T
         const float* PV = P;

@@ -58,17 +58,20 @@ void dropout_apply(float* out, const float* in, int rows, int width, const Dropo
 // keys and values of columns < a are the KV cache. key_mask[t*B+s] = 0 hides column t
 // of sequence s as a key (padding). A query sees keys at columns <= its own.
 // out: rows of the pass ([(b-a)*B, C]). probs: [T, B, H, T] saved for the backward,
-// or null at inference (softmax computed on the fly, nothing kept). drop (training
-// only, or null): dropout on the probabilities before they weight V; probs keeps the
-// undropped values that the softmax backward needs.
+// or null at inference (softmax computed on the fly, nothing kept); a buffer that holds
+// only the rows from probs_row0 on (a workspace of one pass: probs_row0 = a*B) says so,
+// and row r is then at r - probs_row0. drop (training only, or null): dropout on the
+// probabilities before they weight V; probs keeps the undropped values that the
+// softmax backward needs.
 void attention_forward(float* out, float* probs, const float* qkv, const uint8_t* key_mask, int a, int b, int B,
-                       int T, int C, int H, const Dropout* drop = nullptr);
+                       int T, int C, int H, const Dropout* drop = nullptr, int64_t probs_row0 = 0);
 // Backward for the queries [a, b): dq lands in dqkv rows [a, b); dK and dV of every
 // column < b (this pass's and the cached ones) are accumulated into dqkv, so the
 // earlier passes find their cache gradients there when their backward runs.
-// drop must be the forward's (or null): the mask is recomputed from its streams.
+// drop must be the forward's (or null): the mask is recomputed from its streams;
+// probs and probs_row0 as in the forward.
 void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int a, int b, int B,
-                        int T, int C, int H, const Dropout* drop = nullptr);
+                        int T, int C, int H, const Dropout* drop = nullptr, int64_t probs_row0 = 0);
 
 // Tied LM head and softmax cross-entropy on N gathered rows: logits[N,V] = hidden wte^T.
 // Returns sum over rows of -log p(target) * scale; overwrites logits with

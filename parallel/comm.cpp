@@ -4,12 +4,10 @@
 
 #include <fmt/format.h>
 
-#include <charconv>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <optional>
 
 namespace coconut::parallel {
 
@@ -108,18 +106,6 @@ class MpiRequest : public Request::Impl {
   int peer_, tag_;
 };
 
-// A node-local rank from the launcher's environment, if it set one.
-std::optional<int> env_int(const char* name) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return std::nullopt;
-  int value = 0;
-  const char* end = text + std::char_traits<char>::length(text);
-  auto [ptr, ec] = std::from_chars(text, end, value);
-  COCONUT_CHECK(ec == std::errc() && ptr == end && value >= 0,
-                "environment variable {}='{}' is not a non-negative integer", name, text);
-  return value;
-}
-
 }  // namespace
 
 // ---- MpiRuntime ----
@@ -145,10 +131,18 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv, int required_thread_level) {
   COCONUT_MPI_CHECK(MPI_Comm_rank(node, &local_rank_));
   COCONUT_MPI_CHECK(MPI_Comm_size(node, &local_size_));
   COCONUT_MPI_CHECK(MPI_Comm_free(&node));
-  if (auto r = env_int("OMPI_COMM_WORLD_LOCAL_RANK"))
-    local_rank_ = *r;
-  else if (auto s = env_int("SLURM_LOCALID"))
-    local_rank_ = *s;
+  try {
+    launch_env_ = detect_launch_env();
+    check_launch_env(launch_env_, world_rank_, world_size_, local_size_);
+  } catch (const Error& e) {
+    // Every rank sees the same disagreement, but a job of several ranks must not leave
+    // one waiting for another: take them all down. A lone process (the srun-without-PMI
+    // case) finalises and reports the error like any other.
+    if (world_size_ > 1) abort_all(e.what());
+    MPI_Finalize();
+    throw;
+  }
+  if (launch_env_.local_rank >= 0) local_rank_ = launch_env_.local_rank;
 }
 
 MpiRuntime::~MpiRuntime() {

@@ -32,6 +32,7 @@
 #include <memory>
 #include <string>
 
+#include "parallel/launch_env.h"
 #include "runtime/check.h"
 
 // Checks an MPI call's return code; a failure throws coconut::Error naming the call,
@@ -130,13 +131,18 @@ class MpiRuntime {
   int world_rank() const { return world_rank_; }
   int world_size() const { return world_size_; }
   // Rank among the processes on this node and their count (for picking a GPU). From
-  // OMPI_COMM_WORLD_LOCAL_RANK/_SIZE (mpirun) or SLURM_LOCALID/SLURM_NTASKS_PER_NODE
-  // (srun), else from a shared-memory split of MPI_COMM_WORLD.
+  // the launcher (OMPI_COMM_WORLD_LOCAL_RANK under mpirun, SLURM_LOCALID under srun),
+  // else from a shared-memory split of MPI_COMM_WORLD; the two must agree on the count.
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
+  // Which launcher started the job (launch_env.h). The constructor has already
+  // checked that MPI's rank and size agree with it: a job started by srun against an
+  // MPI without Slurm support (every task "rank 0 of 1") stops with a clear error.
+  const LaunchEnv& launch_env() const { return launch_env_; }
 
  private:
   int world_rank_ = 0, world_size_ = 1, local_rank_ = 0, local_size_ = 1;
+  LaunchEnv launch_env_;
 };
 
 // A Communicator on an MPI communicator that it owns (frees on destruction).

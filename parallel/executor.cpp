@@ -31,20 +31,6 @@ const char* schedule_kind_name(ScheduleKind kind) {
   return "?";
 }
 
-// One micro-batch's buffers on this stage, all [T*B, C] time-major unless noted.
-struct PipelineExecutor::Micro {
-  model::Activations acts;      // this stage's layers only; x0 holds the stage input
-  std::vector<float> embeds;    // stage 0: token embeddings, thought rows overwritten
-  std::vector<uint8_t> is_thought;  // stage 0: rows whose input is a fed-back state
-  std::vector<float> d_out;     // gradient w.r.t. the stage output (d_hidden on the last stage)
-  std::vector<float> d_in;      // gradient w.r.t. the stage input (d_embeds on stage 0)
-  // thoughts[p]: the states pass p feeds back, packed in the order of passes[p].feedback.
-  // thought_grads[p]: their gradients as computed by pass p+1's backward on stage 0,
-  // indexed by that consuming pass (thought_grads[p+1] answers thoughts[p]).
-  std::vector<std::vector<float>> thoughts, thought_grads;
-  std::vector<Request> sends;   // outstanding sends from the buffers above
-};
-
 namespace {
 
 size_t rows_of(const model::Pass& pass, int B) { return static_cast<size_t>(pass.end - pass.begin) * B; }
@@ -148,18 +134,16 @@ void PipelineExecutor::run_schedule(const std::vector<model::SequenceBatch>& bat
   const int M = static_cast<int>(batches.size());
 
   // The scheduler's view: pass costs in rows (columns x sequences), activation bytes
-  // of this stage's layers (what one layer keeps per row in training).
-  const StageLayers& mine = partition_[stage_];
-  const double C = cfg.d_model;
+  // of a micro-batch's buffers on this stage (under this policy) per row.
   std::vector<MicroBatchPlan> plans(M);
   max_passes_ = 0;
   for (int m = 0; m < M; ++m) {
     const model::SequenceBatch& b = batches[m];
-    const double floats_per_row = mine.size() * (19 * C + cfg.n_head * static_cast<double>(b.T) + 4);
+    const double bytes_per_row = micro_bytes_per_row(cfg, b.T, place(), config_.activations);
     for (const model::Pass& pass : b.passes) {
       const double rows = static_cast<double>(rows_of(pass, b.B));
       plans[m].pass_cost.push_back(rows);
-      plans[m].pass_activation_bytes.push_back(rows * floats_per_row * sizeof(float));
+      plans[m].pass_activation_bytes.push_back(rows * bytes_per_row);
     }
     max_passes_ = std::max(max_passes_, plans[m].passes());
   }
@@ -176,7 +160,9 @@ void PipelineExecutor::run_schedule(const std::vector<model::SequenceBatch>& bat
     case ScheduleKind::Ring: schedule = ring(stages_, plans, cap, cost); break;
   }
   timing_ = StepTiming{};
-  timing_.simulated_bubble = simulate(schedule, plans, cost).bubble_fraction[stage_];
+  const SimulationResult predicted = simulate(schedule, plans, cost);
+  timing_.simulated_bubble = predicted.bubble_fraction[stage_];
+  timing_.simulated_peak_bytes = predicted.peak_activation_bytes[stage_];
   ops_ = std::move(schedule[stage_]);
 
   // Each micro-batch is live from its first to its last op here.
@@ -220,34 +206,15 @@ double PipelineExecutor::optimizer_step(float lr) {
 
 void PipelineExecutor::open_micro(int m, const model::SequenceBatch& b) {
   const model::GPT2Config& cfg = model_.config();
-  const int B = b.B, T = b.T, C = cfg.d_model, P = static_cast<int>(b.passes.size());
-  const size_t R = static_cast<size_t>(B) * T;
-  auto micro = std::make_unique<Micro>();
-  Micro& x = *micro;
-  const StageLayers& mine = partition_[stage_];
-  x.acts.resize(cfg, B, T, /*training=*/true, mine.begin, mine.end);
-  x.acts.pos_ids = b.pos_ids;
-  x.acts.key_mask = b.key_mask;
+  const int B = b.B, C = cfg.d_model;
+  auto micro = std::make_unique<MicroBuffers>(model_, b, place(), config_.activations);
+  MicroBuffers& x = *micro;
+  x.acts.workspace = &workspace_;  // recompute: backward_stage rebuilds each layer there
   x.acts.dropout_enabled = cfg.dropout > 0;
   if (x.acts.dropout_enabled) {
     x.acts.dropout_seed = dropout_seed_;
     x.acts.dropout_step = dropout_step_;
     for (int s = 0; s < B; ++s) x.acts.sample_ids[s] = dropout_ids_.empty() ? s : dropout_ids_[m][s];
-  }
-  if (first_) {
-    x.embeds.resize(R * C);
-    model_.embed_tokens(b.tokens.data(), static_cast<int>(R), x.embeds.data());
-    x.is_thought.assign(R, 0);
-    for (const model::Pass& pass : b.passes)
-      for (const model::Feedback& f : pass.feedback) x.is_thought[static_cast<size_t>(f.from + 1) * B + f.sample] = 1;
-  }
-  x.d_out.assign(R * C, 0.f);
-  x.d_in.assign(R * C, 0.f);
-  x.thoughts.resize(P);
-  x.thought_grads.resize(P);
-  for (int p = 0; p + 1 < P; ++p) {
-    x.thoughts[p].resize(b.passes[p].feedback.size() * C);
-    x.thought_grads[p + 1].resize(b.passes[p].feedback.size() * C);
   }
   size_t max_rows = 0;
   for (const model::Pass& pass : b.passes) max_rows = std::max(max_rows, rows_of(pass, B));
@@ -308,7 +275,7 @@ int PipelineExecutor::tag(OpKind kind, int m, int p) const {
 
 void PipelineExecutor::run_op(size_t index, const Op& op, const std::vector<model::SequenceBatch>& batches) {
   const model::SequenceBatch& b = batches[op.micro];
-  Micro& x = *micros_[op.micro];
+  MicroBuffers& x = *micros_[op.micro];
   const int B = b.B, C = model_.config().d_model;
   Communicator& pipe = grid_.pipeline();
   if (is_recv(op.kind)) {
@@ -339,7 +306,7 @@ void PipelineExecutor::run_op(size_t index, const Op& op, const std::vector<mode
 }
 
 void PipelineExecutor::forward(int m, int p, const model::SequenceBatch& b) {
-  Micro& x = *micros_[m];
+  MicroBuffers& x = *micros_[m];
   const int B = b.B, C = model_.config().d_model, P = static_cast<int>(b.passes.size());
   const model::Pass& pass = b.passes[p];
   const StageLayers& mine = partition_[stage_];
@@ -373,7 +340,7 @@ void PipelineExecutor::forward(int m, int p, const model::SequenceBatch& b) {
 void PipelineExecutor::lm_head(int m, const model::SequenceBatch& b) {
   // As MultipassRunner: the loss over the labelled rows only, and their gradient as the
   // starting d_hidden of the backward.
-  Micro& x = *micros_[m];
+  MicroBuffers& x = *micros_[m];
   const int C = model_.config().d_model, V = model_.config().vocab_size;
   const size_t R = static_cast<size_t>(b.B) * b.T;
   target_rows_.clear();
@@ -395,7 +362,7 @@ void PipelineExecutor::lm_head(int m, const model::SequenceBatch& b) {
 }
 
 void PipelineExecutor::backward(int m, int p, const model::SequenceBatch& b) {
-  Micro& x = *micros_[m];
+  MicroBuffers& x = *micros_[m];
   const int B = b.B, C = model_.config().d_model, P = static_cast<int>(b.passes.size());
   const model::Pass& pass = b.passes[p];
   const StageLayers& mine = partition_[stage_];

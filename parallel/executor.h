@@ -22,7 +22,11 @@
 //                      receives are posted when a micro-batch becomes live on the stage
 //                      and waited for in op-list order. Tags come from (kind, micro, pass).
 // A micro-batch's buffers live from its first to its last op on the stage, so the
-// activation memory follows the schedule's in-flight cap (1F1B, ring).
+// activation memory follows the schedule's in-flight cap (1F1B, ring). With
+// ExecutorConfig::activations = Recompute, Backward(m, p, s) re-runs the forward of
+// each layer of its micro-stage into a workspace shared by the stage's micro-batches,
+// so that a micro-batch keeps only its layer outputs, KV cache and final-norm states
+// (model/gpt2.h ActivationPolicy).
 //
 // After the op list: the tied embedding's gradient from the LM head (last stage) is
 // added to stage 0's, ShardedAdamW steps the stage's parameter slice over the DP group
@@ -46,6 +50,7 @@
 #include "model/batch.h"
 #include "model/gpt2.h"
 #include "parallel/grid.h"
+#include "parallel/micro_buffers.h"
 #include "parallel/partition.h"
 #include "parallel/schedule.h"
 #include "parallel/zero_adamw.h"
@@ -67,6 +72,9 @@ struct ExecutorConfig {
   int max_in_flight = 0;  // 1F1B / ring: micro-batches in flight per stage; 0 = the number of stages
   model::AdamWConfig adam;
   double clip_norm = 0;   // clip by the global gradient norm (torch's clip_grad_norm_); 0 = off
+  // Per micro-stage: keep every activation until the backward, or recompute the
+  // forward of B(m,p,s) first (model/gpt2.h ActivationPolicy; the same gradients).
+  model::ActivationPolicy activations = model::ActivationPolicy::Keep;
 };
 
 // This rank's time in the last forward_backward: busy = inside Forward/Backward ops,
@@ -75,6 +83,9 @@ struct ExecutorConfig {
 struct StepTiming {
   double busy_seconds = 0, wall_seconds = 0;
   double simulated_bubble = 0;
+  // The simulator's peak of this rank's per-micro-batch activation bytes (pass p held
+  // from F(m,p,s) to B(m,p,s), micro_bytes_per_row x rows), for the same schedule.
+  double simulated_peak_bytes = 0;
   double measured_bubble() const { return wall_seconds > 0 ? 1.0 - busy_seconds / wall_seconds : 0.0; }
 };
 
@@ -125,8 +136,6 @@ class PipelineExecutor {
   const StepTiming& last_timing() const { return timing_; }
 
  private:
-  struct Micro;  // one micro-batch's buffers on this stage (executor.cpp)
-
   void run_schedule(const std::vector<model::SequenceBatch>& batches);
   void run_op(size_t index, const Op& op, const std::vector<model::SequenceBatch>& batches);
   void open_micro(int m, const model::SequenceBatch& batch);
@@ -135,6 +144,7 @@ class PipelineExecutor {
   void backward(int m, int p, const model::SequenceBatch& batch);
   void lm_head(int m, const model::SequenceBatch& batch);
   int tag(OpKind kind, int m, int p) const;
+  StagePlace place() const { return {partition_[stage_], first_, last_}; }
   void check_same_batches(const std::vector<model::SequenceBatch>& batches);
   void sum_tied_embedding_grad();
   void sync_tied_embedding();
@@ -151,7 +161,7 @@ class PipelineExecutor {
   // One step's state.
   std::vector<Op> ops_;
   StepTiming timing_;
-  std::vector<std::unique_ptr<Micro>> micros_;
+  std::vector<std::unique_ptr<MicroBuffers>> micros_;
   std::vector<Request> recvs_;       // by op index
   std::vector<size_t> last_op_;      // per micro-batch: index of its last op on this stage
   std::vector<double> losses_;       // per micro-batch (last stage)
@@ -161,9 +171,12 @@ class PipelineExecutor {
   uint64_t dropout_seed_ = 0, dropout_step_ = 0;
   std::vector<std::vector<int64_t>> dropout_ids_;
 
-  // Scratch shared by the micro-batches (used within one op).
+  // Scratch shared by the micro-batches (used within one op): under Recompute also one
+  // layer's activations of the op that runs.
+  model::ActivationWorkspace workspace_;
   model::BackwardScratch scratch_;
-  std::vector<float> gathered_, d_gathered_, logits_, wte_grad_;
+  MeteredVector<float> gathered_, d_gathered_, logits_;
+  std::vector<float> wte_grad_;
   std::vector<int> target_rows_, target_ids_;
 };
 

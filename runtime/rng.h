@@ -43,6 +43,10 @@ class CounterRng {
 
   // The raw block at a block index of this stream (does not move the position).
   std::array<uint32_t, 4> block(uint64_t block_index) const;
+  // What block() computes from: the Philox key and the stream hash (the CUDA dropout
+  // runs the same Philox on the device from these, runtime/cuda/ops.h).
+  std::array<uint32_t, 2> key() const { return key_; }
+  uint64_t stream_hash() const { return stream_hash_; }
 
  private:
   std::array<uint32_t, 2> key_;

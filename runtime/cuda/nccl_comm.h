@@ -1,6 +1,6 @@
-// NCCL collectives. For now the single-process form: one communicator per
-// local GPU, all driven from one thread (ncclCommInitAll). Multi-process jobs
-// (one rank per GPU under mpirun) will build on make_nccl_unique_id.
+// NCCL collectives in their single-process form: one communicator per local GPU,
+// all driven from one thread (ncclCommInitAll). Multi-process jobs (one rank per
+// GPU under mpirun or srun) use parallel/nccl_comm.h, built on make_nccl_unique_id.
 #pragma once
 
 #include <cstddef>

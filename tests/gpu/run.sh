@@ -2,7 +2,8 @@
 # Runs the GPU tests (CTest label "gpu") on a machine with NVIDIA GPUs, from the
 # repo root, on a build folder configured with -DCOCONUT_CUDA=ON and built on
 # another machine. Shared libraries that machine lacks come from a carried
-# folder (tools/collect_gpu_libs.sh makes it). A missing GPU fails the tests
+# folder (tools/collect_gpu_libs.sh makes it; with --mpi it also holds Open MPI
+# for the mpirun tests gpu_nccl_np1/np2). A missing GPU fails the tests
 # here instead of skipping them (COCONUT_REQUIRE_GPU=1).
 #   usage: tests/gpu/run.sh [build-dir=build-cuda] [lib-dir=.gpulibs]
 set -euo pipefail
@@ -16,8 +17,25 @@ if [ -d "$libs" ]; then export LD_LIBRARY_PATH="$(cd "$libs" && pwd)${LD_LIBRARY
 src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
 if [ -n "$src" ] && [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$PWD" "$src"; fi
 
+# Open MPI carried by tools/collect_gpu_libs.sh --mpi, for the mpirun tests (gpu_nccl_np*)
+# on a machine without it; OPAL_PREFIX relocates it to where it was carried.
+if [ -d "$libs/openmpi/bin" ]; then
+  export OPAL_PREFIX="$(cd "$libs/openmpi" && pwd)"
+  export PATH="$OPAL_PREFIX/bin:$PATH"
+  ompi_libdir=$(dirname "$(find "$OPAL_PREFIX" -name 'libmpi.so*' | head -n 1)")
+  export LD_LIBRARY_PATH="$ompi_libdir:$LD_LIBRARY_PATH"
+fi
+# CTest starts mpiexec by the path it had on the machine that configured the build.
+mpiexec=$(sed -n 's/^MPIEXEC_EXECUTABLE:FILEPATH=//p' "$build/CMakeCache.txt")
+if [ -n "$mpiexec" ] && [ ! -x "$mpiexec" ]; then
+  if command -v mpirun >/dev/null; then mkdir -p "$(dirname "$mpiexec")" && ln -sf "$(command -v mpirun)" "$mpiexec"
+  else echo "run.sh: no mpirun here (carry one: tools/collect_gpu_libs.sh --mpi): the gpu_nccl tests will fail" >&2; fi
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
 # Any library still unresolved (e.g. NCCL only inside a Python wheel): look for it.
-for lib in $(ldd "$build/tests/gpu/test_cuda" | awk '/not found/ {print $1}'); do
+for lib in $(ldd "$build/tests/gpu/test_cuda" "$build/tests/gpu/test_nccl_mpi" 2>/dev/null |
+             awk '/not found/ {print $1}' | sort -u); do
   found=$(find /usr /opt /root -name "$lib" -not -path '*/proc/*' 2>/dev/null | head -n 1 || true)
   if [ -n "$found" ]; then export LD_LIBRARY_PATH="$(dirname "$found"):${LD_LIBRARY_PATH:-}"
   else echo "run.sh: $lib not found on this machine" >&2; fi
@@ -25,4 +43,12 @@ done
 
 nvidia-smi || echo "run.sh: nvidia-smi failed" >&2
 export COCONUT_REQUIRE_GPU=1
-cd "$build" && ctest -L gpu --output-on-failure
+# The tests first; then the 2-minute training benchmark (bench/gpu_train.cpp, with its
+# PyTorch peer), which runs even when a test failed. The exit status is the tests'.
+# COCONUT_GPU_BENCH=0 skips the benchmark.
+status=0
+(cd "$build" && ctest -L gpu --output-on-failure) || status=$?
+if [ "${COCONUT_GPU_BENCH:-1}" = 1 ] && [ -x "$build/bench/coconut_gpu_bench" ]; then
+  "$build/bench/coconut_gpu_bench" --seconds 120 || echo "run.sh: the GPU benchmark failed" >&2
+fi
+exit $status

@@ -36,6 +36,7 @@
 #include "parallel/executor.h"
 #include "parallel/grid.h"
 #include "parallel/partition.h"
+#include "runtime/memory_meter.h"
 #include "runtime/rng.h"
 
 namespace coconut::parallel {
@@ -222,13 +223,15 @@ struct Distributed {
             // grads: after each forward_backward, summed over the DP group
   ParamSlice slice;
   bool last_stage = false;
+  int64_t peak_activation_bytes = 0;  // this rank's, over the run (runtime/memory_meter.h)
 };
 
 // share[d]: how many of the global batch's micro-batches replica d gets, in order
 // (empty: an even split).
 // partition: empty for partition_layers' balanced one.
 Distributed distributed_run(int pp, int dp, ScheduleKind kind, double clip, std::vector<int> share = {},
-                            std::vector<StageLayers> partition = {}) {
+                            std::vector<StageLayers> partition = {},
+                            model::ActivationPolicy activations = model::ActivationPolicy::Keep) {
   if (share.empty()) share.assign(dp, kMicrosPerStep / dp);
   ProcessGrid grid(world(), pp, dp);
   const model::GPT2Config cfg = tiny_config();
@@ -238,11 +241,14 @@ Distributed distributed_run(int pp, int dp, ScheduleKind kind, double clip, std:
   ec.schedule = kind;
   ec.adam = adam_config();
   ec.clip_norm = clip;
+  ec.activations = activations;
   if (partition.empty()) partition = partition_layers(cfg.n_layer, pp, stage_costs(cfg));
   PipelineExecutor exe(model, grid, partition, ec);
   Distributed out;
   out.slice = exe.slice();
   out.last_stage = grid.last_stage();
+  const int64_t base_bytes = ActivationMeter::current();
+  ActivationMeter::reset_peak();
   for (int t = 0; t < kSteps; ++t) {
     const std::vector<model::SequenceBatch> global = global_batch(t);
     // DP replica d takes a contiguous share of the global batch.
@@ -259,6 +265,7 @@ Distributed distributed_run(int pp, int dp, ScheduleKind kind, double clip, std:
     out.run.norms.push_back(exe.optimizer_step(kLr));
   }
   out.run.params.assign(model.params(), model.params() + model.num_params());
+  out.peak_activation_bytes = ActivationMeter::peak() - base_bytes;
   return out;
 }
 
@@ -531,6 +538,45 @@ TEST(Pipeline, UnevenReplicasAndAReplicaWithoutData) {
     const std::string what = "pp=" + std::to_string(pp) + " dp=2 share " + std::to_string(share[0]) + "+" +
                              std::to_string(share[1]);
     expect_matches_reference(distributed_run(pp, 2, ScheduleKind::Ring, reference().clip, share), what);
+  }
+}
+
+TEST(Pipeline, RecomputeEqualsKeepBitForBit) {
+  // Recomputing each micro-stage's forward in its backward (dropout on) changes no bit
+  // of the losses, gradients, norms or weights, and holds less activation memory.
+  struct Case {
+    int pp, dp;
+    ScheduleKind kind;
+  };
+  const int n = world().size();
+  std::vector<Case> cases;
+  if (n == 1) cases = {{1, 1, ScheduleKind::GPipe}, {1, 1, ScheduleKind::Ring}};
+  if (n == 2) cases = {{2, 1, ScheduleKind::Ring}, {2, 1, ScheduleKind::OneFOneB}, {1, 2, ScheduleKind::GPipePassMajor}};
+  if (n == 4) cases = {{2, 2, ScheduleKind::Ring}, {4, 1, ScheduleKind::GPipe}};
+  if (cases.empty()) GTEST_SKIP() << "runs with 1, 2 or 4 ranks";
+  for (const Case& c : cases) {
+    const std::string what = "pp=" + std::to_string(c.pp) + " dp=" + std::to_string(c.dp) + " " +
+                             schedule_kind_name(c.kind);
+    const double clip = reference().clip;
+    const Distributed keep = distributed_run(c.pp, c.dp, c.kind, clip, {}, {}, model::ActivationPolicy::Keep);
+    const Distributed again = distributed_run(c.pp, c.dp, c.kind, clip, {}, {}, model::ActivationPolicy::Recompute);
+    EXPECT_EQ(keep.run.losses, again.run.losses) << what;
+    EXPECT_EQ(keep.run.norms, again.run.norms) << what;
+    for (int t = 0; t < kSteps; ++t)
+      EXPECT_EQ(std::memcmp(keep.run.grads[t].data() + keep.slice.begin, again.run.grads[t].data() + keep.slice.begin,
+                            keep.slice.size() * sizeof(float)),
+                0)
+          << what << ": step " << t << " gradients differ";
+    EXPECT_EQ(std::memcmp(keep.run.params.data() + keep.slice.begin, again.run.params.data() + keep.slice.begin,
+                          keep.slice.size() * sizeof(float)),
+              0)
+        << what << ": weights differ";
+    expect_matches_reference(again, what + " recompute");
+    if (getenv("COCONUT_TEST_VERBOSE"))
+      std::printf("%s rank %d: peak activation bytes keep %lld, recompute %lld\n", what.c_str(), world().rank(),
+                  static_cast<long long>(keep.peak_activation_bytes),
+                  static_cast<long long>(again.peak_activation_bytes));
+    EXPECT_LT(again.peak_activation_bytes, keep.peak_activation_bytes) << what;
   }
 }
 

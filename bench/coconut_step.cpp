@@ -1,0 +1,136 @@
+// Coconut training-step benchmark (see coconut_step.h).
+#include "bench/coconut_step.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "bench/gpt2_step.h"
+#include "bench/synthetic_batch.h"
+#include "model/adamw.h"
+#include "model/hf_weights.h"
+#include "model/multipass.h"
+#include "runtime/blas.h"
+#include "runtime/check.h"
+#include "runtime/threads.h"
+#include "runtime/timer.h"
+
+namespace coconut::bench {
+
+namespace fs = std::filesystem;
+
+double coconut_forward_flops(const model::GPT2Config& c, int B, int T, int targets) {
+  const double N = static_cast<double>(B) * T, C = c.d_model;
+  return c.n_layer * (24.0 * N * C * C + 2.0 * B * C * T * (T + 1.0)) + 2.0 * targets * C * c.vocab_size;
+}
+
+namespace {
+
+struct PeerResult {
+  double ms = -1, first_loss = NAN;
+  std::string version;
+};
+
+// Runs the PyTorch peer on the batch and weights written to dir.
+PeerResult run_torch_peer(const CoconutStepOptions& o, const fs::path& dir, int threads) {
+  const std::string cmd = fmt::format(
+      "{} {}/bench/torch_coconut_step.py --batch-file {} --weights {} --steps {} --warmup {} --threads {}", o.python,
+      COCONUT_SOURCE_DIR, (dir / "batch.json").string(), (dir / "model").string(), o.steps, o.warmup, threads);
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+  PeerResult r;
+  if (!pipe) return r;
+  char line[512];
+  while (fgets(line, sizeof line, pipe.get())) {
+    double v;
+    char ver[128];
+    if (std::sscanf(line, "torch_ms_per_step %lf", &v) == 1) r.ms = v;
+    if (std::sscanf(line, "torch_first_loss %lf", &v) == 1) r.first_loss = v;
+    if (std::sscanf(line, "torch_version %127s", ver) == 1) r.version = ver;
+  }
+  return r;
+}
+
+}  // namespace
+
+int run_coconut_step_bench(const CoconutStepOptions& o) {
+  set_num_threads(o.threads);
+  const int threads = num_threads();
+  const model::GPT2Config& cfg = o.model;
+  const auto samples = prosqa_like_samples(o.batch, o.question, o.thoughts, o.rest, 11);
+  const model::SequenceBatch batch = make_synthetic_batch(samples, cfg.vocab_size, 12);
+  COCONUT_CHECK(batch.T <= cfg.max_positions, "the batch has {} columns, more than the model's {} positions", batch.T,
+                cfg.max_positions);
+
+  model::GPT2 gpt(cfg);
+  gpt.init_weights(1234);
+  // The peer starts from the same weights: its first loss must equal ours.
+  const fs::path dir = fs::temp_directory_path() / fmt::format("coconut-bench-{}", ::getpid());
+  fs::create_directories(dir);
+  model::export_hf_gpt2((dir / "model").string(), cfg, gpt.params());
+  {
+    std::ofstream out(dir / "batch.json");
+    out << synthetic_batch_json(batch, cfg);
+    COCONUT_CHECK(out.good(), "cannot write {}", (dir / "batch.json").string());
+  }
+
+  model::AdamW opt(model::AdamWConfig{}, gpt.layout(), 0, gpt.num_params());
+  model::MultipassRunner runner;
+  const int targets = batch.num_targets();
+  double total = 0, best = 1e30, first_loss = 0;
+  for (int i = 0; i < o.warmup + o.steps; ++i) {
+    Timer timer;
+    gpt.zero_grads();
+    const double loss = runner.forward_backward(gpt, batch, 1.f / targets);
+    opt.step(gpt.params(), gpt.grads(), 1e-4f);
+    const double s = timer.seconds();
+    if (i == 0) first_loss = loss;
+    if (i >= o.warmup) total += s, best = std::min(best, s);
+  }
+  const double ms = 1e3 * total / o.steps;
+  const double flops = 3.0 * coconut_forward_flops(cfg, batch.B, batch.T, targets);
+  const double peak = measure_sgemm_gflops();
+  const double tokens = static_cast<double>(batch.B) * batch.T;
+
+  fmt::print("Coconut training step (all passes + loss + BPTT backward + AdamW), fp32 CPU\n");
+  fmt::print("model: {} layers, d_model {}, {} heads, vocab {}, {:.2f}M parameters\n", cfg.n_layer, cfg.d_model,
+             cfg.n_head, cfg.vocab_size, gpt.num_params() / 1e6);
+  fmt::print("batch: {} samples x {} columns (question ~{} tokens, {} thoughts, {} answer tokens), {} passes, "
+             "{} targets; {} threads; {} timed steps after {} warm-up\n",
+             batch.B, batch.T, o.question, o.thoughts, o.rest, batch.passes.size(), targets, threads, o.steps,
+             o.warmup);
+  fmt::print("FLOPs per step = 3 x forward; forward = L (24 N C^2 + 2 B C T (T+1)) + 2 n_targets C V, N = B T: "
+             "{:.3f} GFLOP\n", flops / 1e9);
+  fmt::print("\n| system | ms/step | tokens/s | GFLOP/s | % of SGEMM peak |\n|---|---|---|---|---|\n");
+  fmt::print("| coconut | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", ms, tokens / (ms / 1e3), flops / (ms / 1e3) / 1e9,
+             100 * flops / (ms / 1e3) / 1e9 / peak);
+  int rc = 0;
+  if (o.torch_peer) {
+    const PeerResult peer = run_torch_peer(o, dir, threads);
+    if (peer.ms > 0) {
+      const double tg = flops / (peer.ms / 1e3) / 1e9;
+      fmt::print("| pytorch {} | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", peer.version, peer.ms,
+                 tokens / (peer.ms / 1e3), tg, 100 * tg / peak);
+      fmt::print("\nspeed ratio coconut / pytorch (tokens/s): {:.2f}x\n", peer.ms / ms);
+      const double rel = std::abs(peer.first_loss - first_loss) / std::abs(first_loss);
+      fmt::print("first-step loss: coconut {:.6f}, pytorch {:.6f} (relative difference {:.1e})\n", first_loss,
+                 peer.first_loss, rel);
+      if (!(rel < 1e-4)) {
+        fmt::print(stderr, "the PyTorch peer computed a different loss on the same batch and weights\n");
+        rc = 1;
+      }
+    } else {
+      fmt::print("\nPyTorch peer unavailable (install it with: bash cluster/bootstrap.sh --python)\n");
+    }
+  }
+  fmt::print("SGEMM peak (OpenBLAS {} kernels, 1024^3, best of 10, {} threads): {:.1f} GFLOP/s\n", blas_kernel_name(),
+             threads, peak);
+  fmt::print("best step {:.1f} ms\n", 1e3 * best);
+  fs::remove_all(dir);
+  return rc;
+}
+
+}  // namespace coconut::bench

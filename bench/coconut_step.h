@@ -1,0 +1,36 @@
+// Benchmark of one Coconut training step on the CPU backend: a ProsQA-shaped batch with
+// continuous thoughts, every pass of the latent recurrence, the loss, backpropagation
+// through all passes and AdamW, against a PyTorch peer (bench/torch_coconut_step.py)
+// that replays the same batch and pass plan from the same initial weights in the same
+// invocation, with the same thread count.
+#pragma once
+
+#include <string>
+
+#include "model/gpt2.h"
+
+namespace coconut::bench {
+
+struct CoconutStepOptions {
+  model::GPT2Config model;  // defaults set by the caller
+  int batch = 16;
+  int question = 60;   // mean question tokens (ProsQA's are ~50-70 with a word tokenizer)
+  int thoughts = 6;    // continuous thoughts per sample (= latent passes + 1 sequential passes)
+  int rest = 10;       // answer tokens after <eot>
+  int steps = 5;
+  int warmup = 1;
+  int threads = 0;     // 0: all cores
+  bool torch_peer = true;
+  std::string python = "python3";
+};
+
+// FLOPs of one forward of a Coconut batch: every column is computed exactly once over
+// the passes, so the transformer part equals one causal forward over B x T, and the LM
+// head runs on the targeted rows only: L (24 N C^2 + 2 B C T (T+1)) + 2 n_targets C V.
+double coconut_forward_flops(const model::GPT2Config& c, int B, int T, int targets);
+
+// Prints a Markdown table (ms/step, tokens/s, GFLOP/s, % of SGEMM peak, both systems,
+// the ratio) and the first-step losses of both (same weights: they must agree).
+int run_coconut_step_bench(const CoconutStepOptions& options);
+
+}  // namespace coconut::bench

@@ -1,0 +1,167 @@
+// `coconut ckpt`: look into and convert sharded checkpoints (parallel/checkpoint.h).
+//   inspect DIR                    the manifest (step, epoch, stage, topology, digests,
+//                                  tensors with sizes and slice counts) and the checksum of
+//                                  every slice; exit 1 when any slice is damaged
+//   export DIR --to OUT            the model's weights as Hugging Face GPT-2 safetensors
+// DIR is a committed checkpoint directory or a checkpoint root (its newest checkpoint).
+// Reading needs no MPI: these run as one plain process on any topology's checkpoint.
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "launcher/commands.h"
+#include "model/gpt2.h"
+#include "model/hf_weights.h"
+#include "parallel/checkpoint.h"
+#include "runtime/check.h"
+
+namespace coconut::launcher {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* kHelp =
+    "usage: coconut ckpt inspect DIR\n"
+    "  Prints a checkpoint's manifest: step, epoch, stage, topology, config and model digests,\n"
+    "  each tensor with its size and slice count, each shard file, and the checksum status of\n"
+    "  every slice (all are read). Exits 1 if any slice is damaged or a file is missing.\n"
+    "usage: coconut ckpt export DIR --to OUT\n"
+    "  Writes the checkpoint's model weights (tensor \"params\") as Hugging Face GPT-2:\n"
+    "  --to NAME.safetensors writes that file and config.json beside it; --to DIR (anything\n"
+    "  else) writes DIR/model.safetensors and DIR/config.json, loadable with\n"
+    "  transformers.GPT2LMHeadModel.from_pretrained(DIR).\n"
+    "DIR is a committed checkpoint (ROOT/step-XXXXXXXX) or a checkpoint root, whose newest\n"
+    "committed checkpoint is used (`latest`).\n";
+
+// A checkpoint directory, or the newest committed checkpoint of a root.
+std::string resolve_checkpoint(const std::string& path) {
+  if (!fs::is_directory(path)) throw UsageError(fmt::format("'{}' is not a directory\n{}", path, kHelp));
+  if (fs::exists(fs::path(path) / "manifest.pb")) return path;
+  const std::string latest = parallel::find_latest_checkpoint(path);
+  COCONUT_CHECK(!latest.empty(), "{}: neither a committed checkpoint (no manifest.pb) nor a root holding one", path);
+  return latest;
+}
+
+std::string megabytes(uint64_t bytes) { return fmt::format("{:.2f} MB", bytes / 1e6); }
+
+int inspect(const std::string& dir) {
+  const parallel::Manifest m = parallel::read_manifest(dir);
+  const parallel::CheckpointMeta& meta = m.meta;
+  fmt::print("checkpoint {}\n", dir);
+  fmt::print("  format version   {}\n", m.format_version);
+  fmt::print("  step             {}\n", meta.step);
+  fmt::print("  epoch            {} ({} batches of it done)\n", meta.epoch, meta.batch_in_epoch);
+  fmt::print("  stage            {}\n", meta.stage);
+  fmt::print("  milestone        {}\n", meta.milestone ? "yes (never deleted by retention)" : "no");
+  fmt::print("  topology         {} ranks (pp {} x dp {})\n", m.world_size, meta.pp, meta.dp);
+  fmt::print("  config digest    {}\n", meta.config_digest.empty() ? "-" : meta.config_digest);
+  fmt::print("  model digest     {}\n", meta.model_digest.empty() ? "-" : meta.model_digest);
+  fmt::print("  trainer state    {}\n", meta.trainer_state.empty() ? "-" : meta.trainer_state);
+  uint64_t total = 0;
+  for (uint64_t b : m.file_bytes) total += b;
+  fmt::print("shard files: {} ({})\n", m.files.size(), megabytes(total));
+  for (size_t i = 0; i < m.files.size(); ++i) fmt::print("  {}  {} bytes\n", m.files[i], m.file_bytes[i]);
+  fmt::print("tensors: {}\n", m.tensors.size());
+  fmt::print("  {:<24} {:>14} {:>12} {:>7}\n", "name", "elements", "size", "slices");
+  size_t slices = 0;
+  for (const parallel::TensorInfo& t : m.tensors) {
+    fmt::print("  {:<24} {:>14} {:>12} {:>7}\n", t.name, t.global_size, megabytes(t.global_size * 4),
+               t.slices.size());
+    slices += t.slices.size();
+  }
+  const std::vector<std::string> problems = parallel::verify_checkpoint(dir, m);
+  if (problems.empty()) {
+    fmt::print("checksums: all {} slices ok (CRC-32C)\n", slices);
+    return 0;
+  }
+  fmt::print("checksums: {} of {} slices BAD\n", problems.size(), slices);
+  for (const std::string& p : problems) fmt::print("  {}\n", p);
+  return 1;
+}
+
+// The model shape the trainer stores in trainer_state["model"].
+model::GPT2Config model_shape(const std::string& dir, const parallel::Manifest& m) {
+  const std::string where = dir + "/manifest.pb";
+  const nlohmann::json j = nlohmann::json::parse(m.meta.trainer_state, nullptr, /*allow_exceptions=*/false);
+  COCONUT_CHECK(!j.is_discarded() && j.is_object() && j.contains("model") && j["model"].is_object(),
+                "{}: the trainer state has no \"model\" object (n_layer, n_head, d_model, vocab_size, "
+                "max_positions), so the weights cannot be laid out",
+                where);
+  const nlohmann::json& mj = j["model"];
+  auto field = [&](const char* key) {
+    COCONUT_CHECK(mj.contains(key) && mj[key].is_number_integer() && mj[key].get<int64_t>() > 0 &&
+                      mj[key].get<int64_t>() <= INT32_MAX,
+                  "{}: trainer state model.{} must be a positive integer", where, key);
+    return mj[key].get<int>();
+  };
+  model::GPT2Config c;
+  c.n_layer = field("n_layer");
+  c.n_head = field("n_head");
+  c.d_model = field("d_model");
+  c.vocab_size = field("vocab_size");
+  c.max_positions = field("max_positions");
+  c.validate();
+  return c;
+}
+
+int export_model(const std::string& dir, const std::string& to) {
+  const parallel::Manifest m = parallel::read_manifest(dir);
+  const model::GPT2Config config = model_shape(dir, m);
+  const model::ParamLayout layout(config);
+  const parallel::TensorInfo& params = m.tensor("params");
+  COCONUT_CHECK(params.global_size == layout.total(),
+                "{}/manifest.pb: tensor 'params' has {} elements, the model shape in the trainer state needs {}", dir,
+                params.global_size, layout.total());
+  std::vector<float> weights(layout.total());
+  parallel::read_tensor_range(dir, m, "params", 0, weights.size(), weights.data());
+
+  const fs::path out(to);
+  if (out.extension() != ".safetensors") {
+    model::export_hf_gpt2(to, config, weights.data());
+    fmt::print("exported {} parameters of {} to {}/model.safetensors and {}/config.json\n", weights.size(), dir, to,
+               to);
+    return 0;
+  }
+  // A file name: export into a temporary folder beside it, then move both files out, so
+  // that neither an existing model.safetensors nor a half-written file is left behind.
+  const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  const fs::path tmp = parent / (out.filename().string() + ".tmp-export");
+  fs::remove_all(tmp);
+  model::export_hf_gpt2(tmp.string(), config, weights.data());
+  fs::rename(tmp / "model.safetensors", out);
+  fs::rename(tmp / "config.json", parent / "config.json");
+  fs::remove_all(tmp);
+  fmt::print("exported {} parameters of {} to {} and {}\n", weights.size(), dir, out.string(),
+             (parent / "config.json").string());
+  return 0;
+}
+
+}  // namespace
+
+int cmd_ckpt(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    fmt::print("{}", kHelp);
+    return args.empty() ? 2 : 0;
+  }
+  const std::string& sub = args[0];
+  if (sub == "inspect") {
+    if (args.size() != 2) throw UsageError(fmt::format("ckpt inspect takes one directory\n{}", kHelp));
+    return inspect(resolve_checkpoint(args[1]));
+  }
+  if (sub == "export") {
+    std::string dir, to;
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--to") to = option_value(args, i);
+      else if (dir.empty() && args[i].rfind("--", 0) != 0) dir = args[i];
+      else throw UsageError(fmt::format("unknown argument '{}'\n{}", args[i], kHelp));
+    }
+    if (dir.empty() || to.empty()) throw UsageError(fmt::format("ckpt export needs DIR and --to OUT\n{}", kHelp));
+    return export_model(resolve_checkpoint(dir), to);
+  }
+  throw UsageError(fmt::format("unknown ckpt command '{}'\n{}", sub, kHelp));
+}
+
+}  // namespace coconut::launcher

@@ -1,0 +1,218 @@
+// `coconut report RUN_DIR [--out FILE.png] [--x epoch|step]`: loss and accuracy curves
+// of a run from its metrics.jsonl, with curriculum stage boundaries as dashed vertical
+// lines, drawn to a PNG (launcher/plot.h), and a short text summary on stdout.
+//
+// metrics.jsonl rows: without a "kind" field (or "kind": "epoch") a row is an epoch's
+// summary (epoch, stage, step, loss, tokens_per_s, valid_accuracy, ...); "kind": "step"
+// rows are single optimizer steps (run_output.h); other kinds and unknown fields are
+// ignored, and a row without a field is left out of that field's curve.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "launcher/commands.h"
+#include "launcher/plot.h"
+#include "runtime/check.h"
+
+namespace coconut::launcher {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Row {
+  bool is_step = false;  // a "kind": "step" row, else an epoch row
+  int line = 0;
+  nlohmann::json json;
+};
+
+// A numeric field: nullopt when absent or null; any other non-number is a corrupt file.
+std::optional<double> number(const Row& r, const std::string& key, const std::string& file) {
+  auto it = r.json.find(key);
+  if (it == r.json.end() || it->is_null()) return std::nullopt;
+  COCONUT_CHECK(it->is_number(), "{}:{}: '{}' must be a number, got {}", file, r.line, key, it->dump());
+  return it->get<double>();
+}
+
+std::vector<Row> read_metrics(const std::string& file) {
+  std::ifstream in(file);
+  COCONUT_CHECK(in.good(), "cannot read '{}'", file);
+  std::vector<Row> rows;
+  std::string text;
+  for (int line = 1; std::getline(in, text); ++line) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    Row r;
+    r.line = line;
+    try {
+      r.json = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      COCONUT_FAIL("{}:{}: not a JSON line ({})", file, line, e.what());
+    }
+    COCONUT_CHECK(r.json.is_object(), "{}:{}: expected a JSON object per line, got {}", file, line, text);
+    const auto kind_it = r.json.find("kind");
+    COCONUT_CHECK(kind_it == r.json.end() || kind_it->is_string(), "{}:{}: 'kind' must be a string, got {}", file,
+                  line, kind_it == r.json.end() ? "" : kind_it->dump());
+    const std::string kind = kind_it == r.json.end() ? "epoch" : kind_it->get<std::string>();
+    if (kind != "epoch" && kind != "step") continue;  // rows of other kinds: not curves we draw
+    r.is_step = kind == "step";
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+// Keys of epoch rows whose name ends with `suffix` and that hold a number somewhere.
+std::vector<std::string> keys_ending_with(const std::vector<Row>& rows, const std::string& suffix) {
+  std::vector<std::string> keys;
+  for (const Row& r : rows) {
+    if (r.is_step) continue;
+    for (const auto& [k, v] : r.json.items())
+      if (k.ends_with(suffix) && v.is_number() && std::find(keys.begin(), keys.end(), k) == keys.end())
+        keys.push_back(k);
+  }
+  return keys;
+}
+
+// An integer field for the summary text; -1 when absent.
+int int_field(const Row& r, const std::string& key, const std::string& file) {
+  const std::optional<double> v = number(r, key, file);
+  return v ? static_cast<int>(*v) : -1;
+}
+
+// The text summary: the last epoch row's loss, the best of each accuracy, the epochs of each stage.
+void print_summary(const std::string& run_dir, const std::vector<Row>& rows, const std::string& file) {
+  int step_rows = 0;
+  for (const Row& r : rows) step_rows += r.is_step;
+  fmt::print("run {}: {} rows in metrics.jsonl ({} per-step)\n", run_dir, rows.size(), step_rows);
+  const Row* last = nullptr;
+  for (const Row& r : rows)
+    if (!r.is_step && number(r, "loss", file)) last = &r;
+  if (last)
+    fmt::print("final loss {:.4f} (epoch {}, stage {})\n", *number(*last, "loss", file), int_field(*last, "epoch", file),
+               int_field(*last, "stage", file));
+  for (const std::string& k : keys_ending_with(rows, "accuracy")) {
+    const Row* best = nullptr;
+    for (const Row& r : rows)
+      if (!r.is_step && number(r, k, file) && (!best || *number(r, k, file) > *number(*best, k, file))) best = &r;
+    fmt::print("best {} {:.4f} (epoch {}, stage {})\n", k, *number(*best, k, file), int_field(*best, "epoch", file),
+               int_field(*best, "stage", file));
+  }
+  std::map<int, std::pair<int, int>> stage_epochs;  // stage -> first, last epoch
+  for (const Row& r : rows) {
+    const std::optional<double> s = number(r, "stage", file), e = number(r, "epoch", file);
+    if (r.is_step || !s || !e) continue;
+    auto [it, fresh] = stage_epochs.try_emplace(static_cast<int>(*s), static_cast<int>(*e), static_cast<int>(*e));
+    if (!fresh) {
+      it->second.first = std::min(it->second.first, static_cast<int>(*e));
+      it->second.second = std::max(it->second.second, static_cast<int>(*e));
+    }
+  }
+  std::string stages;
+  for (const auto& [s, e] : stage_epochs)
+    stages += e.first == e.second ? fmt::format(" {}: epoch {};", s, e.first)
+                                  : fmt::format(" {}: epochs {}-{};", s, e.first, e.second);
+  if (!stages.empty()) fmt::print("stages:{}\n", stages.substr(0, stages.size() - 1));
+}
+
+}  // namespace
+
+int cmd_report(const std::vector<std::string>& args) {
+  const char* help =
+      "usage: coconut report RUN_DIR [--out FILE.png] [--x epoch|step]\n"
+      "  Draws the run's loss and accuracy curves from RUN_DIR/metrics.jsonl, with dashed\n"
+      "  vertical lines at curriculum stage switches, and prints a summary (final loss,\n"
+      "  best accuracy, epochs per stage).\n"
+      "  --out   the PNG to write (default: RUN_DIR/report.png)\n"
+      "  --x     x axis: epoch (default; one point per epoch) or step (the global step\n"
+      "          count; also draws per-step rows, \"kind\": \"step\", when the run wrote them)\n";
+  if (args.empty() || args[0] == "--help") {
+    fmt::print("{}", help);
+    return args.empty() ? 2 : 0;
+  }
+  const std::string run_dir = args[0];
+  if (run_dir.starts_with("-")) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
+  std::string out_path, x_axis = "epoch";
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--out") out_path = option_value(args, i);
+    else if (a == "--x") x_axis = option_value(args, i);
+    else if (a == "--help") {
+      fmt::print("{}", help);
+      return 0;
+    } else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
+  }
+  if (x_axis != "epoch" && x_axis != "step")
+    throw UsageError(fmt::format("--x expects 'epoch' or 'step', got '{}'", x_axis));
+  if (!fs::is_directory(run_dir)) throw UsageError(fmt::format("RUN_DIR '{}' is not a directory", run_dir));
+  const std::string file = (fs::path(run_dir) / "metrics.jsonl").string();
+  COCONUT_CHECK(fs::exists(file), "'{}' not found: RUN_DIR must be a training run's directory (coconut train writes it)",
+                file);
+  if (out_path.empty()) out_path = (fs::path(run_dir) / "report.png").string();
+
+  const std::vector<Row> rows = read_metrics(file);
+  const bool by_step = x_axis == "step";
+  // The x of every row drawn (step rows only on a step axis; rows without the axis field are skipped).
+  struct Point {
+    const Row* row;
+    double x;
+    int stage;
+  };
+  std::vector<Point> points;
+  int skipped = 0, step_rows = 0;
+  for (const Row& r : rows) {
+    step_rows += r.is_step;
+    if (r.is_step && !by_step) continue;
+    const std::optional<double> x = number(r, by_step ? "step" : "epoch", file);
+    const std::optional<double> stage = number(r, "stage", file);
+    if (!x) {
+      ++skipped;
+      continue;
+    }
+    points.push_back({&r, *x, stage ? static_cast<int>(*stage) : -1});
+  }
+  COCONUT_CHECK(!points.empty(), "'{}' has no {} rows with '{}' to draw{}", file, by_step ? "step or epoch" : "epoch",
+                x_axis, by_step ? "" : " (try --x step)");
+  std::stable_sort(points.begin(), points.end(), [](const Point& a, const Point& b) { return a.x < b.x; });
+
+  // Stage boundaries: between the last point of a stage and the first of the next
+  // (half-way between epochs; just after the last step of a stage on a step axis).
+  std::vector<double> boundaries;
+  for (size_t i = 1; i < points.size(); ++i)
+    if (points[i].stage != points[i - 1].stage && points[i].stage >= 0 && points[i - 1].stage >= 0)
+      boundaries.push_back(by_step ? points[i - 1].x + 0.5 : (points[i - 1].x + points[i].x) / 2);
+
+  // One series per metric key; step rows' loss is its own series.
+  auto series_of = [&](const std::string& key, bool from_steps, const std::string& label) {
+    PlotSeries s{label, {}, {}};
+    for (const Point& p : points) {
+      if (p.row->is_step != from_steps) continue;
+      // Rows without the field (accuracy is evaluated every few epochs) are skipped,
+      // so the curve joins the epochs that have it.
+      const std::optional<double> v = number(*p.row, key, file);
+      if (!v) continue;
+      s.x.push_back(p.x);
+      s.y.push_back(*v);
+    }
+    return s;
+  };
+  const std::string x_label = by_step ? "step" : "epoch";
+  PlotPanel loss{"loss", x_label, "loss", {}, boundaries, !by_step};
+  if (by_step && step_rows > 0) loss.series.push_back(series_of("loss", true, "train loss (step)"));
+  for (const std::string& k : keys_ending_with(rows, "loss"))
+    loss.series.push_back(series_of(k, false, k == "loss" ? "train loss (epoch mean)" : k));
+  PlotPanel acc{"accuracy", x_label, "accuracy", {}, boundaries, true};
+  for (const std::string& k : keys_ending_with(rows, "accuracy")) acc.series.push_back(series_of(k, false, k));
+  write_plot_png(out_path, {loss, acc});
+
+  print_summary(run_dir, rows, file);
+  if (skipped > 0) fmt::print("note: {} rows without '{}' were not drawn\n", skipped, x_axis);
+  fmt::print("wrote {}\n", out_path);
+  return 0;
+}
+
+}  // namespace coconut::launcher

@@ -1,0 +1,216 @@
+// `coconut sweep SWEEP.yaml`: runs a grid of training runs, each its own process (see
+// sweep.h for the file, the run names, skipping and resuming), then writes the results
+// table and the accuracy-against-c plot.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "launcher/commands.h"
+#include "launcher/preflight.h"
+#include "launcher/sweep.h"
+#include "launcher/train_config.h"
+#include "runtime/check.h"
+#include "runtime/timer.h"
+
+extern char** environ;
+
+namespace coconut::launcher {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kHelp =
+    "usage: coconut sweep SWEEP.yaml [--dry-run] [--np N] [--out DIR] [--set key=value ...]\n"
+    "  Trains every point of the sweep file's grid as its own run (its own process: mpirun -np N\n"
+    "  coconut train BASE --set key=value ... --set run.dir=OUT/<run>), one after the other, then\n"
+    "  writes OUT/results.md, OUT/results.csv and OUT/accuracy_vs_c.png (when c_thought is a grid key).\n"
+    "  A run whose OUT/<run>/sweep_done.json exists is skipped; a run directory without it (an\n"
+    "  interrupted run) is restarted with --resume auto. Each run's output goes to OUT/<run>/train.log.\n"
+    "  --dry-run  check every run's config and print what would run, write nothing\n"
+    "  --np N     ranks per run (overrides launch.np)\n"
+    "  --out DIR  output folder (overrides out)\n"
+    "  --set k=v  one more override for every run (after the sweep file's `set`)\n"
+    "  The sweep file format is in docs/cli.md; example: configs/sweeps/c_thought.yaml.\n";
+
+// This process's own binary: every run starts the same coconut.
+std::string self_binary() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  COCONUT_CHECK(!ec, "cannot find the coconut binary (/proc/self/exe): {}", ec.message());
+  return exe.string();
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+std::string shell_line(const std::vector<std::string>& cmd) {
+  std::string line;
+  for (const std::string& a : cmd) {
+    const bool plain = a.find_first_of(" \t'\"\\$*?;&|<>()") == std::string::npos && !a.empty();
+    line += (line.empty() ? "" : " ") + (plain ? a : "'" + a + "'");
+  }
+  return line;
+}
+
+// Starts cmd with stdout and stderr appended to log_path, waits; returns its exit code
+// (128 + signal when a signal ended it).
+int run_logged(const std::vector<std::string>& cmd, const std::string& log_path) {
+  {
+    std::ofstream log(log_path, std::ios::app);
+    log << "# coconut sweep " << utc_now() << ": " << shell_line(cmd) << "\n";
+    COCONUT_CHECK(log.good(), "cannot write '{}'", log_path);
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  std::vector<char*> argv;
+  for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int err = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  COCONUT_CHECK(err == 0, "cannot start '{}': {}", cmd[0], std::strerror(err));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) COCONUT_CHECK(errno == EINTR, "waitpid failed: {}", std::strerror(errno));
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+}
+
+// Every run's configuration is read and checked before the first run starts, so a typo
+// in a grid key or a missing data file stops the sweep before anything is trained (a
+// dry run, like `train --dry-run`, lets input files be missing).
+void check_runs(const SweepSpec& spec, const std::vector<SweepRun>& runs, bool require_files) {
+  std::vector<std::string> problems;
+  for (const SweepRun& run : runs) {
+    try {
+      Config yaml = Config::load_file(spec.base_config);
+      for (const std::string& kv : run_overrides(spec, run)) yaml.apply_override(kv);
+      const TrainConfig config = read_train_config(yaml);
+      PreflightOptions options;
+      options.world_size = spec.np;
+      options.require_files = require_files;
+      for (const std::string& p : preflight_problems(config, options)) problems.push_back(run.name + ": " + p);
+    } catch (const Error& e) {
+      problems.push_back(fmt::format("{}: {}", run.name, e.what()));
+    }
+  }
+  if (!problems.empty())
+    throw UsageError(fmt::format("{}: {} problem(s), nothing was run:\n  {}", spec.source, problems.size(),
+                                 fmt::join(problems, "\n  ")));
+}
+
+}  // namespace
+
+int cmd_sweep(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help") {
+    fmt::print("{}", kHelp);
+    return args.empty() ? 2 : 0;
+  }
+  bool dry_run = false;
+  int np = 0;
+  std::string out;
+  std::vector<std::string> sets;
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--dry-run") dry_run = true;
+    else if (args[i] == "--np") np = option_int(args, i, 1, 1 << 20);
+    else if (args[i] == "--out") out = option_value(args, i);
+    else if (args[i] == "--set") sets.push_back(option_value(args, i));
+    else throw UsageError(fmt::format("unknown option '{}'\n{}", args[i], kHelp));
+  }
+  SweepSpec spec;
+  std::vector<SweepRun> runs;
+  try {
+    Config yaml = Config::load_file(args[0]);
+    spec = read_sweep(yaml);
+    if (np > 0) spec.np = np;
+    if (!out.empty()) spec.out_dir = out;
+    spec.sets.insert(spec.sets.end(), sets.begin(), sets.end());
+    runs = expand_grid(spec);
+  } catch (const Error& e) {
+    throw UsageError(e.what());  // a bad sweep file is a usage error: exit code 2
+  }
+  check_runs(spec, runs, /*require_files=*/!dry_run);
+
+  const std::string bin = self_binary();
+  fmt::print("sweep {}: {} runs of {} ({} rank{} each) in {}\n", spec.source, runs.size(), spec.base_config, spec.np,
+             spec.np > 1 ? "s" : "", spec.out_dir);
+  if (dry_run) {
+    for (const SweepRun& run : runs) {
+      const RunState state = run_state(run.dir);
+      if (state == RunState::Finished) {
+        fmt::print("{}: skip (finished): {}\n", run.name, run.dir);
+        continue;
+      }
+      const bool resume = state == RunState::Interrupted;
+      const std::string command = shell_line(train_command(spec, run, bin, resume));
+      fmt::print("{}: {}: {}\n", run.name, resume ? "resume" : "train", command);
+    }
+    fmt::print("dry run: every run's config is valid; nothing was run or written\n");
+    return 0;
+  }
+
+  fs::create_directories(spec.out_dir);
+  std::vector<RunResult> results;
+  for (const SweepRun& run : runs) results.push_back(read_run_result(run.dir, "pending"));
+  int failed = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const SweepRun& run = runs[i];
+    const std::string tag = fmt::format("[{}/{}] {}", i + 1, runs.size(), run.name);
+    const RunState state = run_state(run.dir);
+    if (state == RunState::Finished) {
+      fmt::print("{}: skipped, already finished ({})\n", tag, (fs::path(run.dir) / kSweepDoneFile).string());
+      results[i] = read_run_result(run.dir, "skipped");
+      continue;
+    }
+    const bool resume = state == RunState::Interrupted;
+    const std::vector<std::string> cmd = train_command(spec, run, bin, resume);
+    const std::string log = (fs::path(run.dir) / "train.log").string();
+    fmt::print("{}: {} (log {})\n", tag, resume ? "interrupted earlier, resuming with --resume auto" : "training", log);
+    std::fflush(stdout);
+    fs::create_directories(run.dir);
+    Timer timer;
+    const int code = run_logged(cmd, log);
+    const double seconds = timer.seconds();
+    // Exit 0 without the final model means the run stopped early (checkpoint.stop_after_steps).
+    const bool complete = code == 0 && fs::exists(fs::path(run.dir) / "model" / "model.safetensors");
+    if (complete) {
+      write_done_marker(run.dir, seconds, resume, cmd);
+      results[i] = read_run_result(run.dir, resume ? "resumed" : "trained");
+      fmt::print("{}: finished in {:.1f} s, valid accuracy {}\n", tag, seconds,
+                 results[i].valid_accuracy < 0 ? std::string("-") : fmt::format("{:.4f}", results[i].valid_accuracy));
+    } else {
+      ++failed;
+      const std::string why = code != 0 ? fmt::format("exit {}", code) : "no final model";
+      results[i] = read_run_result(run.dir, fmt::format("failed ({})", why));
+      fmt::print(stderr, "{}: failed ({}); see {}\n", tag, why, log);
+    }
+    write_results(spec, runs, results);  // the table so far, in case the sweep is interrupted
+  }
+  write_results(spec, runs, results);
+  fmt::print("results: {}, {}\n", (fs::path(spec.out_dir) / "results.md").string(),
+             (fs::path(spec.out_dir) / "results.csv").string());
+  const std::string plot = plot_accuracy_vs_c(spec, runs, results);
+  if (!plot.empty()) fmt::print("plot: {}\n", plot);
+  if (failed > 0) {
+    fmt::print(stderr, "{} of {} runs failed\n", failed, runs.size());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace coconut::launcher

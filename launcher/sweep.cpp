@@ -1,0 +1,300 @@
+// Sweep file, grid, run states, command lines and the results table (see sweep.h).
+#include "launcher/sweep.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "launcher/plot.h"
+#include "runtime/check.h"
+
+namespace coconut::launcher {
+
+namespace fs = std::filesystem;
+
+SweepSpec read_sweep(Config& c) {
+  SweepSpec s;
+  s.source = c.source();
+  const std::string base = c.require_string("base");
+  // The base config is named relative to the sweep file, so a sweep works from any folder.
+  const fs::path base_path(base);
+  s.base_config = base_path.is_absolute() ? base
+                                          : (fs::path(s.source).parent_path() / base_path).lexically_normal().string();
+  s.out_dir = c.require_string("out");
+  COCONUT_CHECK(c.has("grid.0"), "{}: key 'grid' expects a non-empty list of {{key: K, values: [...]}} entries",
+                s.source);
+  std::set<std::string> keys;
+  for (int i = 0; c.has(fmt::format("grid.{}", i)); ++i) {
+    SweepAxis axis;
+    axis.key = c.require_string(fmt::format("grid.{}.key", i));
+    axis.values = c.require_string_list(fmt::format("grid.{}.values", i));
+    COCONUT_CHECK(!axis.values.empty(), "{}: grid.{}.values ('{}') is empty: give at least one value", s.source, i,
+                  axis.key);
+    COCONUT_CHECK(axis.key != "run.dir", "{}: grid.{}.key: run.dir is set by the sweep (OUT/<run name>)", s.source, i);
+    COCONUT_CHECK(keys.insert(axis.key).second, "{}: grid.{}.key: '{}' is already a grid key", s.source, i, axis.key);
+    s.grid.push_back(std::move(axis));
+  }
+  s.sets = c.get_string_list("set", {});
+  for (const std::string& kv : s.sets)
+    COCONUT_CHECK(kv.find('=') != std::string::npos && kv.find('=') > 0,
+                  "{}: key 'set' expects items of the form key=value, got '{}'", s.source, kv);
+  s.np = c.get_int("launch.np", 1, 1, 1 << 20);
+  s.mpirun = c.get_string("launch.mpirun", s.mpirun);
+  s.mpirun_args = c.get_string_list("launch.mpirun_args", {});
+  c.finish();
+  return s;
+}
+
+namespace {
+
+std::string last_component(const std::string& key) {
+  const size_t dot = key.rfind('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+std::string sanitize(const std::string& text) {
+  std::string out = text;
+  for (char& ch : out)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '+' && ch != '-') ch = '_';
+  return out;
+}
+
+}  // namespace
+
+std::vector<SweepRun> expand_grid(const SweepSpec& spec) {
+  // Short labels (the key's last component) unless two axes would share one.
+  std::vector<std::string> labels;
+  for (const SweepAxis& a : spec.grid) {
+    const std::string shortname = last_component(a.key);
+    const auto same = std::count_if(spec.grid.begin(), spec.grid.end(),
+                                    [&](const SweepAxis& b) { return last_component(b.key) == shortname; });
+    labels.push_back(sanitize(same > 1 ? a.key : shortname));
+  }
+  std::vector<SweepRun> runs;
+  std::vector<size_t> index(spec.grid.size(), 0);  // an odometer over the axes, last fastest
+  while (true) {
+    SweepRun r;
+    for (size_t a = 0; a < spec.grid.size(); ++a) {
+      const std::string& value = spec.grid[a].values[index[a]];
+      r.point.emplace_back(spec.grid[a].key, value);
+      r.name += (a ? "_" : "") + labels[a] + "-" + sanitize(value);
+    }
+    r.dir = (fs::path(spec.out_dir) / r.name).string();
+    runs.push_back(std::move(r));
+    size_t a = spec.grid.size();
+    while (a > 0 && ++index[a - 1] == spec.grid[a - 1].values.size()) index[--a] = 0;
+    if (a == 0) break;
+  }
+  std::set<std::string> names;
+  for (const SweepRun& r : runs)
+    COCONUT_CHECK(names.insert(r.name).second,
+                  "{}: two grid points get the run name '{}' (values that differ only in characters other than "
+                  "letters, digits, '.', '+' and '-')",
+                  spec.source, r.name);
+  return runs;
+}
+
+RunState run_state(const std::string& run_dir) {
+  if (!fs::is_directory(run_dir)) return RunState::New;
+  return fs::exists(fs::path(run_dir) / kSweepDoneFile) ? RunState::Finished : RunState::Interrupted;
+}
+
+std::vector<std::string> run_overrides(const SweepSpec& spec, const SweepRun& run) {
+  std::vector<std::string> sets = spec.sets;
+  for (const auto& [key, value] : run.point) sets.push_back(key + "=" + value);
+  sets.push_back("run.dir=" + run.dir);
+  return sets;
+}
+
+std::vector<std::string> train_command(const SweepSpec& spec, const SweepRun& run, const std::string& coconut_bin,
+                                       bool resume) {
+  std::vector<std::string> cmd;
+  if (spec.np > 1) {
+    cmd = {spec.mpirun, "-np", std::to_string(spec.np)};
+    cmd.insert(cmd.end(), spec.mpirun_args.begin(), spec.mpirun_args.end());
+  }
+  cmd.insert(cmd.end(), {coconut_bin, "train", spec.base_config});
+  for (const std::string& kv : run_overrides(spec, run)) cmd.insert(cmd.end(), {"--set", kv});
+  if (resume) cmd.insert(cmd.end(), {"--resume", "auto"});
+  return cmd;
+}
+
+void write_done_marker(const std::string& run_dir, double wall_seconds, bool resumed,
+                       const std::vector<std::string>& command) {
+  const fs::path path = fs::path(run_dir) / kSweepDoneFile;
+  const nlohmann::json j = {{"wall_seconds", wall_seconds}, {"resumed", resumed}, {"command", command}};
+  const std::string tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(1) << "\n";
+    COCONUT_CHECK(out.good(), "cannot write '{}'", tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+namespace {
+
+// A JSON file's object, or null when the file is absent; a malformed file is an error.
+nlohmann::json read_json_if_present(const fs::path& path) {
+  if (!fs::exists(path)) return nullptr;
+  std::ifstream in(path);
+  COCONUT_CHECK(in.good(), "cannot open '{}'", path.string());
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    COCONUT_FAIL("'{}' is not valid JSON: {}", path.string(), e.what());
+  }
+}
+
+}  // namespace
+
+RunResult read_run_result(const std::string& run_dir, const std::string& status) {
+  RunResult r;
+  r.status = status;
+  const nlohmann::json eval = read_json_if_present(fs::path(run_dir) / "eval_valid.json");
+  if (eval.is_object()) {
+    r.valid_accuracy = eval.value("accuracy", -1.0);
+    r.mean_generated_tokens = eval.value("mean_generated_tokens", -1.0);
+  }
+  const nlohmann::json done = read_json_if_present(fs::path(run_dir) / kSweepDoneFile);
+  if (done.is_object()) r.wall_seconds = done.value("wall_seconds", -1.0);
+  return r;
+}
+
+namespace {
+
+// A table cell: the value, or "-" when it is missing (negative).
+std::string number(double v, const char* format) {
+  return v < 0 ? std::string("-") : fmt::format(fmt::runtime(format), v);
+}
+
+// A CSV field: quoted when it holds a comma, a quote or a line break.
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return q + "\"";
+}
+
+void write_atomically(const fs::path& path, const std::string& text) {
+  const std::string tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << text;
+    COCONUT_CHECK(out.good(), "cannot write '{}'", tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+// Grid points that differ only in the given key: (the other keys' values) -> run indices.
+std::map<std::vector<std::string>, std::vector<size_t>> group_without(const std::vector<SweepRun>& runs,
+                                                                      const std::set<std::string>& dropped) {
+  std::map<std::vector<std::string>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    std::vector<std::string> rest;
+    for (const auto& [key, value] : runs[i].point)
+      if (!dropped.count(key)) rest.push_back(key + "=" + value);
+    groups[rest].push_back(i);
+  }
+  return groups;
+}
+
+bool is_grid_key(const SweepSpec& spec, const std::string& key) {
+  return std::any_of(spec.grid.begin(), spec.grid.end(), [&](const SweepAxis& a) { return a.key == key; });
+}
+
+}  // namespace
+
+void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::vector<RunResult>& results) {
+  COCONUT_CHECK(runs.size() == results.size(), "write_results: {} runs but {} results", runs.size(), results.size());
+  std::string md = fmt::format("# Sweep {}\n\nBase config `{}`; one row per run (wall time: the attempt that "
+                               "finished).\n\n| run |",
+                               spec.source, spec.base_config);
+  std::string csv = "run";
+  for (const SweepAxis& a : spec.grid) {
+    md += fmt::format(" {} |", a.key);
+    csv += fmt::format(",{}", csv_field(a.key));
+  }
+  md += " status | valid accuracy | mean generated tokens | wall s |\n|---|";
+  csv += ",status,valid_accuracy,mean_generated_tokens,wall_seconds\n";
+  for (size_t i = 0; i < spec.grid.size(); ++i) md += "---|";
+  md += "---|---|---|---|\n";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const RunResult& r = results[i];
+    md += fmt::format("| {} |", runs[i].name);
+    csv += csv_field(runs[i].name);
+    for (const auto& kv : runs[i].point) {
+      md += fmt::format(" {} |", kv.second);
+      csv += fmt::format(",{}", csv_field(kv.second));
+    }
+    md += fmt::format(" {} | {} | {} | {} |\n", r.status, number(r.valid_accuracy, "{:.4f}"),
+                      number(r.mean_generated_tokens, "{:.2f}"), number(r.wall_seconds, "{:.1f}"));
+    // CSV: empty cells where a value is missing.
+    auto cell = [](double v, const char* f) { return v < 0 ? std::string() : fmt::format(fmt::runtime(f), v); };
+    csv += fmt::format(",{},{},{},{}\n", csv_field(r.status), cell(r.valid_accuracy, "{:.6f}"),
+                       cell(r.mean_generated_tokens, "{:.4f}"), cell(r.wall_seconds, "{:.3f}"));
+  }
+  // Seeds averaged: the comparison a sweep is usually for.
+  if (is_grid_key(spec, "run.seed") && spec.grid.size() > 1) {
+    md += "\nMean over `run.seed` (runs with a valid accuracy):\n\n"
+          "| grid point | runs | mean valid accuracy | min | max |\n|---|---|---|---|---|\n";
+    for (const auto& [rest, members] : group_without(runs, {"run.seed"})) {
+      std::vector<double> acc;
+      for (size_t i : members)
+        if (results[i].valid_accuracy >= 0) acc.push_back(results[i].valid_accuracy);
+      double mean = 0;
+      for (double a : acc) mean += a;
+      if (!acc.empty()) mean /= static_cast<double>(acc.size());
+      md += fmt::format("| {} | {} | {} | {} | {} |\n", fmt::join(rest, ", "), acc.size(),
+                        acc.empty() ? "-" : fmt::format("{:.4f}", mean),
+                        acc.empty() ? "-" : fmt::format("{:.4f}", *std::min_element(acc.begin(), acc.end())),
+                        acc.empty() ? "-" : fmt::format("{:.4f}", *std::max_element(acc.begin(), acc.end())));
+    }
+  }
+  fs::create_directories(spec.out_dir);
+  write_atomically(fs::path(spec.out_dir) / "results.md", md);
+  write_atomically(fs::path(spec.out_dir) / "results.csv", csv);
+}
+
+std::string plot_accuracy_vs_c(const SweepSpec& spec, const std::vector<SweepRun>& runs,
+                               const std::vector<RunResult>& results) {
+  const std::string c_key = "curriculum.c_thought";
+  if (!is_grid_key(spec, c_key)) return "";
+  PlotPanel panel;
+  panel.title =
+      fmt::format("valid accuracy against c (mean over run.seed): {}", fs::path(spec.source).filename().string());
+  panel.x_label = "c (continuous thoughts per step)";
+  panel.y_label = "valid accuracy";
+  panel.markers = true;
+  for (const auto& [rest, members] : group_without(runs, {c_key, "run.seed"})) {
+    std::map<double, std::vector<double>> by_c;  // c -> accuracies
+    for (size_t i : members) {
+      if (results[i].valid_accuracy < 0) continue;
+      for (const auto& [key, value] : runs[i].point)
+        if (key == c_key) by_c[std::stod(value)].push_back(results[i].valid_accuracy);
+    }
+    if (by_c.empty()) continue;
+    PlotSeries s;
+    s.label = rest.empty() ? "all runs" : fmt::format("{}", fmt::join(rest, ", "));
+    for (const auto& [c, acc] : by_c) {
+      double mean = 0;
+      for (double a : acc) mean += a;
+      s.x.push_back(c);
+      s.y.push_back(mean / static_cast<double>(acc.size()));
+    }
+    panel.series.push_back(std::move(s));
+  }
+  if (panel.series.empty()) return "";
+  const std::string path = (fs::path(spec.out_dir) / "accuracy_vs_c.png").string();
+  write_plot_png(path, {panel});
+  return path;
+}
+
+}  // namespace coconut::launcher

@@ -1,0 +1,97 @@
+// Sweeps: a grid of training runs over config keys (`coconut sweep`, docs/cli.md).
+//
+// A sweep file names a base training config, a grid of keys and values, extra
+// overrides and how to launch each run. Each grid point is one run with its own
+// directory OUT/<name>/ (run.dir: config copy, metrics, reports, model, checkpoints)
+// and its own process (`mpirun -np N coconut train ...`, or coconut directly when
+// np = 1). A run that finished (its marker file exists) is skipped; a run whose
+// directory exists without the marker was interrupted and is restarted with
+// `--resume auto`. The results of all runs go to OUT/results.{md,csv}.
+//
+// This file holds the logic that does not launch anything (reading the sweep file,
+// the grid, run states, command lines, the results table) so that it can be tested
+// on its own; cmd_sweep.cpp launches the runs.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/config.h"
+
+namespace coconut::launcher {
+
+struct SweepAxis {
+  std::string key;                  // a training config key, e.g. curriculum.c_thought
+  std::vector<std::string> values;  // as written (each becomes --set key=value)
+};
+
+struct SweepSpec {
+  std::string source;       // the sweep file
+  std::string base_config;  // the training config (relative paths: from the sweep file's folder)
+  std::string out_dir;      // runs and results go here (relative paths: from the working directory)
+  std::vector<SweepAxis> grid;
+  std::vector<std::string> sets;  // "key=value" overrides for every run (before the grid's)
+  int np = 1;                     // ranks per run; 1 = no mpirun
+  std::string mpirun = "mpirun";
+  std::vector<std::string> mpirun_args;  // e.g. [--oversubscribe], [--hostfile, hosts.txt]
+};
+
+// Reads a sweep file strictly (unknown keys, wrong types, an empty grid, a key listed
+// twice are errors naming the file and key).
+SweepSpec read_sweep(Config& cfg);
+
+// One grid point.
+struct SweepRun {
+  std::string name;  // from its keys and values, e.g. "c_thought-2_seed-1"
+  std::vector<std::pair<std::string, std::string>> point;  // (key, value), grid order
+  std::string dir;   // OUT/<name>
+};
+
+// The cartesian product of the grid, the first axis varying slowest. Names use the
+// last component of each key (the whole key when two axes share it) and the value,
+// with characters other than [A-Za-z0-9.+-] replaced by '_'; two points that map to the
+// same name are an error.
+std::vector<SweepRun> expand_grid(const SweepSpec& spec);
+
+// The file a run's directory gets once its training finished successfully.
+constexpr const char* kSweepDoneFile = "sweep_done.json";
+
+enum class RunState { New, Interrupted, Finished };
+RunState run_state(const std::string& run_dir);
+
+// The `coconut train` overrides of a run: the sweep's sets, the grid point, run.dir.
+std::vector<std::string> run_overrides(const SweepSpec& spec, const SweepRun& run);
+
+// The command line of a run: [mpirun, -np, N, mpirun_args...] coconut_bin train BASE
+// --set ... [--resume auto].
+std::vector<std::string> train_command(const SweepSpec& spec, const SweepRun& run, const std::string& coconut_bin,
+                                       bool resume);
+
+// Writes RUN_DIR/sweep_done.json (atomically): the run's wall time and command.
+void write_done_marker(const std::string& run_dir, double wall_seconds, bool resumed,
+                       const std::vector<std::string>& command);
+
+// A run's line in the results table.
+struct RunResult {
+  std::string status;          // trained | resumed | skipped | failed (exit N) | not run
+  double valid_accuracy = -1;  // -1: no eval_valid.json
+  double mean_generated_tokens = -1;
+  double wall_seconds = -1;    // of the attempt that finished (from the marker)
+};
+// Reads what a run left behind: RUN_DIR/eval_valid.json and the marker.
+RunResult read_run_result(const std::string& run_dir, const std::string& status);
+
+// OUT/results.md (the table, then accuracy averaged over runs.seed per remaining grid
+// point when run.seed is a grid key) and OUT/results.csv (one row per run). Both are
+// written to a temporary name and renamed.
+void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::vector<RunResult>& results);
+
+// When curriculum.c_thought is a grid key: the mean valid accuracy over the runs of
+// each c (averaging over seeds), one series per combination of the other grid keys
+// except run.seed, as OUT/accuracy_vs_c.png. Returns the file, or "" when there is
+// nothing to plot.
+std::string plot_accuracy_vs_c(const SweepSpec& spec, const std::vector<SweepRun>& runs,
+                               const std::vector<RunResult>& results);
+
+}  // namespace coconut::launcher

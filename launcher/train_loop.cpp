@@ -1,0 +1,290 @@
+// The training loop's pieces (see train_loop.h). The data order, the uniform_prob stage
+// draws and dropout all come from counter-based generators keyed by (seed, epoch,
+// step, sample), so any epoch's batches can be rebuilt exactly, also after a resume.
+#include "launcher/train_loop.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+
+#include "curriculum/batching.h"
+#include "runtime/check.h"
+#include "runtime/hash.h"
+#include "runtime/rng.h"
+
+namespace coconut::launcher {
+
+namespace fs = std::filesystem;
+using curriculum::Sample;
+
+namespace {
+
+void append_jsonl(const fs::path& path, const nlohmann::json& j) {
+  std::ofstream out(path, std::ios::app);
+  COCONUT_CHECK(out.good(), "cannot append to '{}'", path.string());
+  out << j.dump() << "\n";
+  COCONUT_CHECK(out.good(), "cannot write to '{}'", path.string());
+}
+
+// One optimizer step's batch, split into micro-batches. The loss is the mean over every
+// target of the whole batch, however it is split.
+struct StepBatch {
+  std::vector<model::SequenceBatch> micro;
+  std::vector<std::vector<int64_t>> micro_ids;                // dataset indices: dropout masks follow the sample
+  std::vector<std::vector<curriculum::EotTarget>> micro_eot;  // <eot> decision rows
+  int targets = 0, eot_rows = 0;
+  double tokens = 0;
+};
+
+StepBatch make_step_batch(const TrainContext& ctx, const EpochPlan& plan, size_t begin, size_t end) {
+  const TrainConfig& c = ctx.config;
+  StepBatch b;
+  for (size_t m = begin; m < end; m += c.micro_batch_size) {
+    std::vector<const curriculum::BuiltSample*> ptrs;
+    b.micro_ids.emplace_back();
+    for (size_t i = m; i < std::min(end, m + static_cast<size_t>(c.micro_batch_size)); ++i) {
+      ptrs.push_back(&plan.built[i]);
+      b.micro_ids.back().push_back(static_cast<int64_t>(plan.order[i]));
+    }
+    b.micro.push_back(curriculum::make_batch(ptrs, ctx.tok, c.curriculum.feeds_back()));
+    b.targets += b.micro.back().num_targets();
+    if (ctx.eot) {
+      b.micro_eot.push_back(curriculum::eot_targets(b.micro.back(), ctx.tok));
+      b.eot_rows += static_cast<int>(b.micro_eot.back().size());
+    }
+    b.tokens += b.micro.back().B * b.micro.back().T;
+  }
+  return b;
+}
+
+// Under mpirun: micro-batches go round-robin to the replicas; every stage of a replica
+// runs the same ones. Returns the global loss.
+double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b) {
+  const TrainConfig& c = ctx.config;
+  Distributed& dist = ctx.dist;
+  std::vector<model::SequenceBatch> mine;
+  std::vector<std::vector<int64_t>> mine_ids;
+  for (size_t m = dist.grid->dp_index(); m < b.micro.size(); m += dist.grid->dp()) {
+    mine.push_back(std::move(b.micro[m]));
+    mine_ids.push_back(b.micro_ids[m]);
+  }
+  if (ctx.mc.dropout > 0) dist.executor->set_dropout(c.seed, static_cast<uint64_t>(st.step), mine_ids);
+  const double loss = dist.executor->train_step(mine, 1.f / b.targets, c.adamw.lr).loss;
+  const parallel::StepTiming& t = dist.executor->last_timing();
+  st.busy += t.busy_seconds;
+  st.op_wall += t.wall_seconds;
+  st.simulated_bubble += t.simulated_bubble * t.wall_seconds;  // wall-weighted mean
+  return loss;
+}
+
+// One process: MultipassRunner over the micro-batches, clipping, AdamW.
+double local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b) {
+  const TrainConfig& c = ctx.config;
+  model::GPT2& gpt = ctx.gpt;
+  curriculum::EotClassifier* eot = ctx.eot;
+  double loss = 0;
+  gpt.zero_grads();
+  if (eot) eot->zero_grads();
+  for (size_t m = 0; m < b.micro.size(); ++m) {
+    if (ctx.mc.dropout > 0) ctx.runner.set_dropout(c.seed, static_cast<uint64_t>(st.step), b.micro_ids[m]);
+    if (eot)
+      ctx.runner.set_hidden_loss(b.eot_rows > 0 ? eot->hidden_loss(b.micro_eot[m], b.eot_rows,
+                                                                    static_cast<float>(c.eot_loss_weight))
+                                                : model::MultipassRunner::HiddenLoss{});
+    loss += ctx.runner.forward_backward(gpt, b.micro[m], 1.f / b.targets);
+  }
+  if (c.grad_clip > 0) {
+    const double norm = std::sqrt(model::sum_of_squares(gpt.grads(), gpt.num_params()));
+    model::clip_grads(gpt.grads(), gpt.num_params(), norm, static_cast<float>(c.grad_clip));
+  }
+  ctx.opt.step(gpt.params(), gpt.grads(), c.adamw.lr);
+  if (eot && b.eot_rows > 0) eot->step(c.adamw.lr);
+  return loss;
+}
+
+}  // namespace
+
+void Distributed::gather_model(model::GPT2& gpt) {
+  for (int s = 0; s < grid->pp(); ++s) {
+    const parallel::ParamSlice slice = parallel::stage_param_slice(gpt.layout(), partition, s);
+    grid->pipeline().broadcast(gpt.params() + slice.begin, slice.size(), s);
+  }
+}
+
+std::vector<size_t> epoch_order(size_t n, uint64_t seed, int epoch) {
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  CounterRng rng(seed, {0x5348u, static_cast<uint64_t>(epoch)});
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+  return order;
+}
+
+std::string data_order_digest(const TrainContext& ctx, int epoch) {
+  uint64_t h = kFnv1a64Basis;
+  auto add_ids = [&](const std::vector<int>& ids) {
+    const uint64_t n = ids.size();
+    h = fnv1a64(&n, sizeof n, h);
+    h = fnv1a64(ids.data(), ids.size() * sizeof(int), h);
+  };
+  for (size_t i : epoch_order(ctx.train_tok.size(), ctx.config.seed, epoch)) {
+    const uint64_t index = i;
+    h = fnv1a64(&index, sizeof index, h);
+    const curriculum::TokenizedSample& s = ctx.train_tok[i];
+    add_ids(s.question);
+    for (const auto& step : s.steps) add_ids(step);
+    add_ids(s.answer);
+  }
+  return hex_digest(h);
+}
+
+EpochPlan plan_epoch(const TrainContext& ctx, int epoch) {
+  const TrainConfig& c = ctx.config;
+  EpochPlan plan;
+  plan.epoch = epoch;
+  plan.stage = c.curriculum.stage_of_epoch(epoch);
+  // This epoch's samples: the scheduled stage, or with uniform_prob a uniform draw.
+  plan.order = epoch_order(ctx.train_tok.size(), c.seed, epoch);
+  plan.built.resize(plan.order.size());
+  for (size_t i = 0; i < plan.order.size(); ++i) {
+    const auto& ts = ctx.train_tok[plan.order[i]];
+    int s = plan.stage;
+    if (c.curriculum.uniform_prob > 0) {
+      CounterRng rng(c.seed, {0x554eu, static_cast<uint64_t>(epoch), plan.order[i]});
+      if (rng.uniform() < c.curriculum.uniform_prob) s = static_cast<int>(rng.below(ts.steps.size() + 1));
+    }
+    plan.built[i] = curriculum::build_training_sample(ts, c.curriculum, s, epoch, ctx.tok);
+  }
+  return plan;
+}
+
+void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
+  const TrainConfig& c = ctx.config;
+  COCONUT_CHECK(st.batch_in_epoch == 0, "start_epoch: epoch {} is already {} batches in", st.epoch,
+                st.batch_in_epoch);
+  const bool reset = (c.reset_optimizer == "epoch" && plan.epoch > 0) ||
+                     (c.reset_optimizer == "stage" && st.prev_stage >= 0 && plan.stage != st.prev_stage);
+  if (reset) {
+    ctx.opt.reset();
+    if (ctx.dist.executor) ctx.dist.executor->reset_optimizer();
+    if (ctx.eot) ctx.eot->reset_optimizer();
+    spdlog::info("epoch {}: optimizer state reset ({})", plan.epoch, c.reset_optimizer);
+  }
+  st.prev_stage = plan.stage;
+  st.loss_sum = st.tokens = 0;
+  st.batches = 0;
+  st.seconds_before = 0;
+  st.busy = st.op_wall = st.simulated_bubble = 0;
+  st.epoch_timer.start();
+}
+
+void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
+  const size_t batch_size = static_cast<size_t>(ctx.config.batch_size);
+  const size_t begin = static_cast<size_t>(st.batch_in_epoch) * batch_size;
+  const size_t end = std::min(plan.built.size(), begin + batch_size);
+  COCONUT_CHECK(begin < end, "run_batch: batch {} is past the end of epoch {}", st.batch_in_epoch, plan.epoch);
+  StepBatch b = make_step_batch(ctx, plan, begin, end);
+  ++st.batch_in_epoch;
+  st.tokens += b.tokens;
+  if (b.targets == 0) return;
+  const double loss = ctx.dist.executor ? distributed_step(ctx, st, b) : local_step(ctx, st, b);
+  ++st.step;
+  ++st.batches;
+  st.loss_sum += loss;
+  emit_step(ctx, st, plan.stage, loss);
+}
+
+void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss) {
+  const double tokens_per_s = st.tokens / st.epoch_seconds();
+  if (st.step % ctx.config.log_every == 0) {
+    Progress p;
+    p.epoch = st.epoch;
+    p.epochs = ctx.config.epochs;
+    p.stage = stage;
+    p.step = st.step;
+    p.total_steps = ctx.total_steps;
+    p.first_step = ctx.first_step;
+    p.loss = loss;
+    p.tokens_per_s = tokens_per_s;
+    p.elapsed_seconds = ctx.clock.seconds();
+    spdlog::info("{}", format_progress(p));
+  }
+  if (!ctx.output) return;
+  ctx.output->log_step({st.epoch, stage, st.step, loss, ctx.config.adamw.lr, tokens_per_s});
+  // Every step's exact loss (JSON keeps doubles round-trip exact): what a resumed run is
+  // compared with.
+  append_jsonl(ctx.dir / "steps.jsonl", {{"step", st.step}, {"epoch", st.epoch}, {"stage", stage}, {"loss", loss}});
+}
+
+void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row) {
+  if (ctx.output) ctx.output->log_epoch(row);
+}
+
+curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
+                                      const std::vector<Sample>& split, const TrainConfig& c, int stage,
+                                      const curriculum::EotClassifier* eot) {
+  if (c.eval_max_items <= 0 || static_cast<int>(split.size()) <= c.eval_max_items)
+    return curriculum::evaluate(gpt, tok, split, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
+  const std::vector<Sample> head(split.begin(), split.begin() + c.eval_max_items);  // copy only when truncating
+  return curriculum::evaluate(gpt, tok, head, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
+}
+
+void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
+  const TrainConfig& c = ctx.config;
+  const int epoch = plan.epoch, stage = plan.stage;
+  const double seconds = st.epoch_seconds();
+  const double mean_loss = st.batches ? st.loss_sum / st.batches : 0.0;
+  st.summary.epoch_losses.push_back(mean_loss);
+  st.summary.final_loss = mean_loss;
+  st.summary.final_stage = stage;
+  nlohmann::json row = {{"epoch", epoch}, {"stage", stage}, {"step", st.step}, {"loss", mean_loss},
+                        {"seconds", seconds}, {"tokens_per_s", st.tokens / seconds}};
+  if (ctx.eot) {
+    const curriculum::EotClassifier::Stats s = ctx.eot->take_stats();
+    row["eot_bce"] = s.rows ? s.bce_sum / s.rows : 0.0;
+    row["eot_stop_accuracy"] = s.rows ? static_cast<double>(s.correct) / s.rows : 0.0;
+  }
+  if (ctx.dist.executor) {
+    // Measured bubble per rank (1 - busy / wall over the op lists) next to the
+    // simulator's prediction for the same schedules; rank 0 logs all ranks. After a
+    // resume it covers the steps since the resume.
+    const int W = ctx.world->size(), r = ctx.world->rank();
+    std::vector<double> stats(2 * W, 0.0);
+    stats[r] = st.op_wall > 0 ? 1.0 - st.busy / st.op_wall : 0.0;
+    stats[W + r] = st.op_wall > 0 ? st.simulated_bubble / st.op_wall : 0.0;
+    ctx.world->all_reduce_sum(stats.data(), stats.size());
+    std::string line;
+    for (int k = 0; k < W; ++k) line += fmt::format(" rank {}: {:.3f} / {:.3f};", k, stats[k], stats[W + k]);
+    spdlog::info("epoch {} pipeline bubble, measured / simulated:{}", epoch, line);
+    row["bubble_measured"] = std::vector<double>(stats.begin(), stats.begin() + W);
+    row["bubble_simulated"] = std::vector<double>(stats.begin() + W, stats.end());
+  }
+  // Between epochs (what an epoch-end checkpoint saves): the next epoch, not started.
+  st.epoch = epoch + 1;
+  st.batch_in_epoch = 0;
+  st.loss_sum = st.tokens = 0;
+  st.batches = 0;
+  const bool last = epoch + 1 == c.epochs;
+  const bool eval_now = !ctx.data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);
+  if (ctx.dist.executor && (eval_now || last)) ctx.dist.gather_model(ctx.gpt);
+  if (!ctx.writer) return;
+  if (eval_now) {
+    const auto r = evaluate_split(ctx.gpt, ctx.tok, ctx.data.valid, c, stage, ctx.eot);
+    row["valid_accuracy"] = r.accuracy();
+    if (ctx.eot) {
+      row["valid_mean_thoughts"] = r.mean_thoughts;
+      spdlog::info("epoch {} stage {}: <eot> classifier: {:.2f} thoughts per item", epoch, stage, r.mean_thoughts);
+    }
+    st.summary.valid_accuracy = r.accuracy();
+    spdlog::info("epoch {} stage {}: loss {:.4f}, {} accuracy {:.3f} ({}/{}), {:.1f}s", epoch, stage, mean_loss,
+                 ctx.data.valid_name, r.accuracy(), r.correct, r.total, seconds);
+    if (last) curriculum::write_eval_report((ctx.dir / "eval_valid.json").string(), r, ctx.data.valid_name);
+  } else {
+    spdlog::info("epoch {} stage {}: loss {:.4f}, {:.1f}s", epoch, stage, mean_loss, seconds);
+  }
+  emit_epoch_row(ctx, row);
+}
+
+}  // namespace coconut::launcher

@@ -1,0 +1,127 @@
+// The pieces run_training (trainer.cpp) is made of, split so that a run can start from
+// a saved state (launcher/train_checkpoint.h):
+//   TrainContext  the run's live objects (model, optimizers, executor, tokenizer, data)
+//   TrainState    where the run is (epoch, batch in the epoch, step, the epoch's loss
+//                 accumulators, the previous stage): what a checkpoint saves and a
+//                 resume restores
+//   EpochPlan     the epoch's samples in order, built deterministically from (seed, epoch)
+//   start_epoch / run_batch / finish_epoch   the loop's three steps
+// Progress is reported in exactly two places: emit_step() (per optimizer step: the
+// progress line every log_every steps, RUN_DIR/steps.jsonl and TensorBoard scalars) and
+// emit_epoch_row() (RUN_DIR/metrics.jsonl and TensorBoard), both through RunOutput.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "curriculum/eot_classifier.h"
+#include "curriculum/evaluation.h"
+#include "curriculum/samples.h"
+#include "launcher/run_output.h"
+#include "launcher/trainer.h"
+#include "model/adamw.h"
+#include "model/gpt2.h"
+#include "model/multipass.h"
+#include "parallel/executor.h"
+#include "parallel/grid.h"
+#include "parallel/partition.h"
+#include "runtime/timer.h"
+
+namespace coconut::launcher {
+
+// The distributed side of a run: process grid, layer partition and the executor.
+struct Distributed {
+  parallel::Communicator* world = nullptr;
+  std::unique_ptr<parallel::ProcessGrid> grid;
+  std::vector<parallel::StageLayers> partition;
+  std::unique_ptr<parallel::PipelineExecutor> executor;
+
+  // Every rank gets the whole model: each stage broadcasts its slice along its pipeline
+  // (replicas hold identical weights after the ZeRO all-gather).
+  void gather_model(model::GPT2& gpt);
+};
+
+// What a run trains with; the objects are owned by run_training.
+struct TrainContext {
+  const TrainConfig& config;
+  const RunData& data;
+  const curriculum::Tokenizer& tok;
+  const model::GPT2Config& mc;  // the model's shape (vocabulary from the tokenizer)
+  model::GPT2& gpt;
+  const std::vector<curriculum::TokenizedSample>& train_tok;
+  model::AdamW& opt;                // the whole model's optimizer in one process
+  model::MultipassRunner& runner;
+  Distributed& dist;                // executor == nullptr in one process
+  curriculum::EotClassifier* eot;   // nullptr unless curriculum.eot_classifier
+  parallel::Communicator* world;    // nullptr or size 1: one process
+  std::filesystem::path dir;        // the run directory
+  bool writer;                      // rank 0: evaluates and writes the run directory
+  RunOutput* output = nullptr;      // rank 0: metrics.jsonl and TensorBoard scalars
+  // For the progress line: optimizer steps of the whole run (planned), the steps already
+  // done when this process started (a resumed run), and this process's training clock.
+  int64_t total_steps = 0, first_step = 0;
+  Timer clock;
+};
+
+struct TrainState {
+  int epoch = 0;               // the epoch in progress (or next, between epochs)
+  int64_t batch_in_epoch = 0;  // batches of `epoch` already taken; 0: the epoch has not started
+  int64_t step = 0;            // optimizer steps taken in the whole run
+  int prev_stage = -1;         // stage of the last started epoch (-1: none yet)
+  // The epoch's accumulators (saved, so that a resumed epoch reports the same mean).
+  double loss_sum = 0, tokens = 0;
+  int64_t batches = 0;         // batches that took a step
+  double seconds_before = 0;   // time spent in this epoch before a resume
+  TrainSummary summary;        // per-epoch results so far
+  // This process only, not saved: pipeline time this epoch (measured bubble) and the clock.
+  double busy = 0, op_wall = 0, simulated_bubble = 0;
+  Timer epoch_timer;
+
+  double epoch_seconds() const { return seconds_before + epoch_timer.seconds(); }
+};
+
+// Fisher-Yates with a counter-based stream per epoch: the dataset indices in the order
+// epoch `epoch` visits them.
+std::vector<size_t> epoch_order(size_t n, uint64_t seed, int epoch);
+
+// FNV-1a over epoch `epoch`'s order and the token ids of its samples in that order: a
+// resume checks that it would see the same data in the same order.
+std::string data_order_digest(const TrainContext& ctx, int epoch);
+
+struct EpochPlan {
+  int epoch = 0, stage = 0;
+  std::vector<size_t> order;                   // dataset index of each built sample
+  std::vector<curriculum::BuiltSample> built;  // at the scheduled stage, or a uniform_prob draw
+  int64_t num_batches(int batch_size) const {
+    return static_cast<int64_t>((built.size() + batch_size - 1) / batch_size);
+  }
+};
+EpochPlan plan_epoch(const TrainContext& ctx, int epoch);
+
+// At the start of an epoch (batch_in_epoch == 0): the optimizer resets of the
+// reset_optimizer policy, then the epoch's accumulators start from zero.
+void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
+
+// Batch st.batch_in_epoch of the plan: one optimizer step (forward, backward, AdamW)
+// unless the batch has no labelled token. Advances batch_in_epoch, and step when a step
+// was taken. Collective under mpirun.
+void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
+
+// The epoch's row (mean loss, throughput, <eot> statistics, bubble), evaluation when
+// due, then the state moves to the next epoch. Collective under mpirun.
+void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
+
+// Accuracy on a split (its first eval.max_items items when set) at `stage`.
+curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
+                                      const std::vector<curriculum::Sample>& split, const TrainConfig& c, int stage,
+                                      const curriculum::EotClassifier* eot);
+
+// The two reporting points (rank 0 writes; see the top of this file).
+void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss);
+void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row);
+
+}  // namespace coconut::launcher

@@ -1,0 +1,478 @@
+// The CUDA GPT-2 (cuda_gpt2.h): model/gpt2.cpp's forward_stage / backward_stage and
+// model/multipass.cpp's runner, op for op, on device buffers, for fp32 and bf16
+// activations. Reads top-down like one pass: embeddings, then per layer
+//   ln1 -> qkv -> attention (over the KV cache) -> projection + residual
+//   ln2 -> fc -> GELU -> projection + residual
+// then the final layer norm; the backward walks the same list in reverse. The bf16
+// path differs only around attention (fp32: converted copies in and out).
+#include "model/cuda_gpt2.h"
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
+#include "model/multipass.h"
+#include "runtime/check.h"
+#include "runtime/rng.h"
+
+namespace coconut::model {
+namespace {
+
+using gpu::bf16;
+
+// All work goes to the legacy default stream (the CublasContext's default too).
+constexpr cudaStream_t kStream = nullptr;
+
+// Grows a device buffer to at least n elements (contents are not kept).
+template <typename T>
+void ensure(DeviceBuffer<T>& buffer, size_t n) {
+  if (buffer.size() < n) buffer = DeviceBuffer<T>(n);
+}
+
+template <typename T>
+void zero(T* p, size_t n) {  // all-zero bits are 0.0 in fp32 and bf16
+  CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(T), kStream));
+}
+template <typename T>
+void copy(T* dst, const T* src, size_t n) {
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToDevice, kStream));
+}
+
+// Row-major C = op(A) op(B) + beta C: cuBLAS SGEMM in fp32, GemmEx (fp32 accumulation) in bf16.
+void mm(CublasContext& c, bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+        float beta, float* out, int ldc) {
+  c.sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, out, ldc);
+}
+template <typename Out>
+void mm(CublasContext& c, bool ta, bool tb, int m, int n, int k, const bf16* a, int lda, const bf16* b, int ldb,
+        float beta, Out* out, int ldc) {
+  gpu::gemm_bf16(c, ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, out, ldc);
+}
+
+// Dropout sites, numbered as model/gpt2.cpp numbers them (dropout_site_first).
+enum Site { kEmbedding = 0, kAttnProbs = 1, kAttnResid = 2, kMlpResid = 3 };
+
+// The device keys of one site for the rows [r0, r0 + n) of a pass.
+template <typename Act>
+gpu::DropoutKeys site_keys(const GPT2Config& config, const CudaActivationsOf<Act>& acts, int64_t r0, int layer,
+                           Site site) {
+  gpu::DropoutKeys d;
+  d.p = config.dropout;
+  d.rows = acts.row_streams.data() + r0;
+  d.first = dropout_site_first(layer, site);
+  d.key_pos = acts.pos_ids.data();
+  d.head_stride = config.max_positions;
+  return d;
+}
+
+template <typename Act>
+void check_stage(const GPT2Config& config, const CudaActivationsOf<Act>& acts, int a, int b, int l0, int l1,
+                 bool embed, bool final_norm) {
+  COCONUT_CHECK(0 <= a && a < b && b <= acts.T, "pass columns [{}, {}) outside the batch's [0, {})", a, b, acts.T);
+  COCONUT_CHECK(0 <= l0 && l0 < l1 && l1 <= config.n_layer, "stage layers [{}, {}) outside the model's [0, {})", l0,
+                l1, config.n_layer);
+  COCONUT_CHECK(!embed || l0 == 0, "only the stage starting at layer 0 can embed (this one starts at {})", l0);
+  COCONUT_CHECK(!final_norm || l1 == config.n_layer, "only the last stage can apply the final norm");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- activations
+
+template <typename Act>
+void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns) {
+  COCONUT_CHECK(batch > 0 && columns > 0 && columns <= config.max_positions,
+                "CUDA activations need 0 < B and 0 < T <= max_positions {} (got B={} T={})", config.max_positions,
+                batch, columns);
+  constexpr bool kBf16 = std::is_same_v<Act, bf16>;
+  B = batch;
+  T = columns;
+  C = config.d_model;
+  const int64_t H = config.n_head, L = config.n_layer, R = int64_t(B) * T;
+  const int64_t act_total = R * C + L * R * 16 * C + R * C;                   // see the takes below
+  const int64_t f32_total = L * R * (4 + H * T + (kBf16 ? 3 * C : 0)) + 2 * R;
+  ensure(storage_, size_t(act_total));
+  ensure(storage32_, size_t(f32_total));
+  ensure(dqkv_, size_t(L * R * 3 * C));
+  ensure(pos_ids, size_t(R));
+  ensure(key_mask, size_t(R));
+  zero(storage_.data(), size_t(act_total));
+  zero(storage32_.data(), size_t(f32_total));
+
+  Act* cursor = storage_.data();
+  float* cursor32 = storage32_.data();
+  auto take = [&](int64_t n) { return std::exchange(cursor, cursor + n); };
+  auto take32 = [&](int64_t n) { return std::exchange(cursor32, cursor32 + n); };
+  x0 = take(R * C);
+  layers.assign(L, {});
+  for (int l = 0; l < L; ++l) {
+    Layer& A = layers[l];
+    A.ln1 = take(R * C); A.qkv = take(R * 3 * C); A.att_out = take(R * C); A.res_mid = take(R * C);
+    A.ln2 = take(R * C); A.fc = take(R * 4 * C); A.gelu = take(R * 4 * C); A.res_out = take(R * C);
+    A.ln1_mean = take32(R); A.ln1_rstd = take32(R); A.ln2_mean = take32(R); A.ln2_rstd = take32(R);
+    A.probs = take32(R * H * T);
+    if constexpr (kBf16) A.qkv32 = take32(R * 3 * C);
+    else A.qkv32 = A.qkv;
+    A.dqkv = dqkv_.data() + l * R * 3 * C;
+  }
+  lnf = take(R * C);
+  lnf_mean = take32(R);
+  lnf_rstd = take32(R);
+}
+
+template <typename Act>
+void CudaActivationsOf<Act>::set_dropout(uint64_t seed, uint64_t step, const std::vector<int>& pos,
+                                         const std::vector<int64_t>& sample_ids) {
+  const size_t R = size_t(B) * T;
+  COCONUT_CHECK(pos.size() == R && sample_ids.size() == size_t(B),
+                "dropout keys need {} position ids and {} sample ids (got {} and {})", R, B, pos.size(),
+                sample_ids.size());
+  std::vector<gpu::RowStream> streams(R);
+  for (size_t r = 0; r < R; ++r)
+    streams[r] = gpu::row_stream(dropout_row_stream(seed, step, sample_ids[r % B], pos[r]));
+  ensure(row_streams, R);
+  row_streams.copy_from_host(streams);
+  dropout_enabled = true;
+}
+
+template <typename Act>
+void CudaActivationsOf<Act>::zero_grads() {
+  zero(dqkv_.data(), layers.size() * size_t(B) * T * 3 * C);
+}
+
+// ---------------------------------------------------------------- parameters
+
+template <typename Act>
+CudaGPT2Of<Act>::CudaGPT2Of(const GPT2Config& config)
+    : config_(config), layout_(config), params_(layout_.total()), grads_(layout_.total()) {
+  config_.validate();
+  if constexpr (std::is_same_v<Act, bf16>) params_bf16_ = DeviceBuffer<bf16>(layout_.total());
+  // bind_params only does pointer arithmetic, so it lays out device buffers too; the
+  // compute copy has the same offsets as the master weights.
+  const ParamView f = bind_params(config_, params_.data());
+  auto typed = [&](float* p) -> Act* {
+    if constexpr (std::is_same_v<Act, bf16>) return params_bf16_.data() + (p - params_.data());
+    else return p;
+  };
+  w_.wte = typed(f.wte);
+  w_.wpe = typed(f.wpe);
+  for (const LayerView& v : f.layers)
+    w_.layers.push_back({typed(v.ln1_w), typed(v.ln1_b), typed(v.qkv_w), typed(v.qkv_b), typed(v.attn_proj_w),
+                         typed(v.attn_proj_b), typed(v.ln2_w), typed(v.ln2_b), typed(v.fc_w), typed(v.fc_b),
+                         typed(v.fc_proj_w), typed(v.fc_proj_b)});
+  w_.lnf_w = typed(f.lnf_w);
+  w_.lnf_b = typed(f.lnf_b);
+  g_ = bind_params(config_, grads_.data());
+  zero(params_.data(), params_.size());
+  if constexpr (std::is_same_v<Act, bf16>) zero(params_bf16_.data(), params_bf16_.size());
+  zero_grads();
+}
+
+template <typename Act>
+Act* CudaGPT2Of<Act>::params_for_compute() {
+  if constexpr (std::is_same_v<Act, bf16>) return params_bf16_.data();
+  else return params_.data();
+}
+
+template <typename Act>
+void CudaGPT2Of<Act>::set_params(const float* host) {
+  params_.copy_from_host(host, params_.size());
+  if constexpr (std::is_same_v<Act, bf16>) gpu::convert(params_bf16_.data(), params_.data(), params_.size(), kStream);
+}
+template <typename Act>
+void CudaGPT2Of<Act>::get_params(float* host) const { params_.copy_to_host(host, params_.size()); }
+template <typename Act>
+void CudaGPT2Of<Act>::get_grads(float* host) const { grads_.copy_to_host(host, grads_.size()); }
+template <typename Act>
+void CudaGPT2Of<Act>::zero_grads() { zero(grads_.data(), grads_.size()); }
+
+template <typename Act>
+void CudaGPT2Of<Act>::ensure_scratch(int rows, int B, int T) {
+  const size_t R = size_t(rows), C = size_t(config_.d_model);
+  for (DeviceBuffer<Act>* b : {&dres_, &dln_, &datt_}) ensure(*b, R * C);
+  ensure(dfc_, R * 4 * C);
+  ensure(dgelu_, R * 4 * C);
+  if (config_.dropout > 0.f) ensure(ddrop_, R * C);
+  if constexpr (std::is_same_v<Act, bf16>) {
+    ensure(att32_, R * C);
+    ensure(datt32_, R * C);
+    ensure(dqkv_act_, R * 3 * C);
+  }
+  ensure(attention_ws_, gpu::attention_workspace_bytes(B, config_.n_head, T, T));
+}
+
+// ---------------------------------------------------------------- forward
+
+template <typename Act>
+void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, int l0, int l1, const Act* in,
+                                    bool embed, bool final_norm) {
+  check_stage(config_, acts, a, b, l0, l1, embed, final_norm);
+  const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T;
+  const int n = (b - a) * B;
+  const int64_t r0 = int64_t(a) * B;
+  const float eps = config_.layer_norm_eps;
+  const bool drop = acts.dropout_enabled && config_.dropout > 0.f;
+  ensure_scratch(B * T, B, T);
+
+  // Embedding: input embedding (token or thought) plus the position embedding.
+  Act* x = acts.x0 + r0 * C;
+  if (embed) {
+    gpu::add_position_embedding(x, in, w_.wpe, acts.pos_ids.data() + r0, n, C, kStream);
+    if (drop) gpu::dropout_apply(x, x, n, C, site_keys(config_, acts, r0, -1, kEmbedding), kStream);
+  } else if (in != x) {
+    copy(x, in, size_t(n) * C);
+  }
+
+  const Act* inp = x;
+  for (int l = l0; l < l1; ++l) {
+    const Layer& W = w_.layers[l];
+    const auto& A = acts.layers[l];
+    gpu::layernorm_forward(A.ln1 + r0 * C, A.ln1_mean + r0, A.ln1_rstd + r0, inp, W.ln1_w, W.ln1_b, n, C, eps,
+                           kStream);
+    gpu::linear_forward(cublas_, A.qkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, W.qkv_b, n, C, 3 * C);
+    // Attention in fp32: in bf16 on an fp32 copy of this pass's q|k|v (the cache of
+    // earlier columns was copied by their passes), its output converted back.
+    float* att = nullptr;
+    if constexpr (std::is_same_v<Act, bf16>) {
+      gpu::convert(A.qkv32 + r0 * 3 * C, A.qkv + r0 * 3 * C, int64_t(n) * 3 * C, kStream);
+      att = att32_.data();
+    } else {
+      att = A.att_out + r0 * C;
+    }
+    const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
+    gpu::attention_forward(cublas_, att, A.probs, A.qkv32, acts.key_mask.data(), a, b, B, T, C, H,
+                           drop ? &probs_drop : nullptr, attention_ws_.data());
+    if constexpr (std::is_same_v<Act, bf16>) gpu::convert(A.att_out + r0 * C, att, int64_t(n) * C, kStream);
+    gpu::linear_forward(cublas_, A.res_mid + r0 * C, A.att_out + r0 * C, W.attn_proj_w, W.attn_proj_b, n, C, C);
+    if (drop)
+      gpu::dropout_apply(A.res_mid + r0 * C, A.res_mid + r0 * C, n, C, site_keys(config_, acts, r0, l, kAttnResid),
+                         kStream);
+    gpu::add_forward(A.res_mid + r0 * C, A.res_mid + r0 * C, inp, int64_t(n) * C, kStream);
+    gpu::layernorm_forward(A.ln2 + r0 * C, A.ln2_mean + r0, A.ln2_rstd + r0, A.res_mid + r0 * C, W.ln2_w, W.ln2_b,
+                           n, C, eps, kStream);
+    gpu::linear_forward(cublas_, A.fc + r0 * 4 * C, A.ln2 + r0 * C, W.fc_w, W.fc_b, n, C, 4 * C);
+    gpu::gelu_forward(A.gelu + r0 * 4 * C, A.fc + r0 * 4 * C, int64_t(n) * 4 * C, kStream);
+    gpu::linear_forward(cublas_, A.res_out + r0 * C, A.gelu + r0 * 4 * C, W.fc_proj_w, W.fc_proj_b, n, 4 * C, C);
+    if (drop)
+      gpu::dropout_apply(A.res_out + r0 * C, A.res_out + r0 * C, n, C, site_keys(config_, acts, r0, l, kMlpResid),
+                         kStream);
+    gpu::add_forward(A.res_out + r0 * C, A.res_out + r0 * C, A.res_mid + r0 * C, int64_t(n) * C, kStream);
+    inp = A.res_out + r0 * C;
+  }
+  if (final_norm)
+    gpu::layernorm_forward(acts.lnf + r0 * C, acts.lnf_mean + r0, acts.lnf_rstd + r0, inp, w_.lnf_w, w_.lnf_b, n, C,
+                           eps, kStream);
+}
+
+// ---------------------------------------------------------------- backward
+
+template <typename Act>
+void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b, int l0, int l1, const Act* d_out,
+                                     Act* d_in, bool embed, bool final_norm) {
+  check_stage(config_, acts, a, b, l0, l1, embed, final_norm);
+  const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T;
+  const int n = (b - a) * B;
+  const int64_t r0 = int64_t(a) * B;
+  const size_t nC = size_t(n) * C;
+  const bool drop = acts.dropout_enabled && config_.dropout > 0.f;
+  ensure_scratch(B * T, B, T);
+  // The gradient reaching a residual branch's output projection: dres, or dres through
+  // the branch's dropout mask.
+  auto branch_grad = [&](int layer, Site site) -> const Act* {
+    if (!drop) return dres_.data();
+    gpu::dropout_apply(ddrop_.data(), dres_.data(), n, C, site_keys(config_, acts, r0, layer, site), kStream);
+    return ddrop_.data();
+  };
+
+  // dres carries the gradient of the residual stream down through the layers.
+  Act* dres = dres_.data();
+  const Act* last = acts.layers[l1 - 1].res_out + r0 * C;
+  if (final_norm) {
+    zero(dres, nC);
+    gpu::layernorm_backward(dres, g_.lnf_w, g_.lnf_b, d_out, last, w_.lnf_w, acts.lnf_mean + r0, acts.lnf_rstd + r0,
+                            n, C, kStream);
+  } else {
+    copy(dres, d_out, nC);
+  }
+
+  for (int l = l1 - 1; l >= l0; --l) {
+    const Layer& W = w_.layers[l];
+    const LayerView& G = g_.layers[l];
+    const auto& A = acts.layers[l];
+    const Act* inp = (l == l0 ? acts.x0 : acts.layers[l - 1].res_out) + r0 * C;
+
+    // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
+    zero(dgelu_.data(), 4 * nC);
+    gpu::linear_backward(cublas_, dgelu_.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, kMlpResid),
+                         A.gelu + r0 * 4 * C, W.fc_proj_w, n, 4 * C, C);
+    zero(dfc_.data(), 4 * nC);
+    gpu::gelu_backward(dfc_.data(), A.fc + r0 * 4 * C, dgelu_.data(), int64_t(4 * nC), kStream);
+    zero(dln_.data(), nC);
+    gpu::linear_backward(cublas_, dln_.data(), G.fc_w, G.fc_b, dfc_.data(), A.ln2 + r0 * C, W.fc_w, n, C, 4 * C);
+    gpu::layernorm_backward(dres, G.ln2_w, G.ln2_b, dln_.data(), A.res_mid + r0 * C, W.ln2_w, A.ln2_mean + r0,
+                            A.ln2_rstd + r0, n, C, kStream);
+
+    // Attention block: res_mid = inp + attn_proj(attention(qkv(ln1(inp))))
+    zero(datt_.data(), nC);
+    gpu::linear_backward(cublas_, datt_.data(), G.attn_proj_w, G.attn_proj_b, branch_grad(l, kAttnResid),
+                         A.att_out + r0 * C, W.attn_proj_w, n, C, C);
+    // Attention's backward is fp32: in bf16 its input gradient is converted in, and the
+    // finished q|k|v gradient rows of this pass are converted out.
+    const float* datt = nullptr;
+    const Act* dqkv_rows = nullptr;
+    if constexpr (std::is_same_v<Act, bf16>) {
+      gpu::convert(datt32_.data(), datt_.data(), int64_t(nC), kStream);
+      datt = datt32_.data();
+      dqkv_rows = dqkv_act_.data();
+    } else {
+      datt = datt_.data();
+      dqkv_rows = A.dqkv + r0 * 3 * C;
+    }
+    const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
+    gpu::attention_backward(cublas_, A.dqkv, datt, A.probs, A.qkv32, a, b, B, T, C, H, drop ? &probs_drop : nullptr,
+                            attention_ws_.data());
+    // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
+    if constexpr (std::is_same_v<Act, bf16>)
+      gpu::convert(dqkv_act_.data(), A.dqkv + r0 * 3 * C, int64_t(nC) * 3, kStream);
+    zero(dln_.data(), nC);
+    gpu::linear_backward(cublas_, dln_.data(), G.qkv_w, G.qkv_b, dqkv_rows, A.ln1 + r0 * C, W.qkv_w, n, C, 3 * C);
+    gpu::layernorm_backward(dres, G.ln1_w, G.ln1_b, dln_.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n,
+                            C, kStream);
+  }
+
+  // The input gets dres (through the embedding dropout on the embedding stage); the
+  // position embedding sums it.
+  if (embed && drop) gpu::dropout_apply(dres, dres, n, C, site_keys(config_, acts, r0, -1, kEmbedding), kStream);
+  copy(d_in, static_cast<const Act*>(dres), nC);
+  if (embed) gpu::position_embedding_backward(g_.wpe, dres, acts.pos_ids.data() + r0, n, C, kStream);
+}
+
+// ---------------------------------------------------------------- LM head
+
+template <typename Act>
+double CudaGPT2Of<Act>::lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden) {
+  const int C = config_.d_model, V = config_.vocab_size;
+  if (n == 0) return 0.0;
+  ensure(logits_, size_t(n) * V);
+  ensure(row_loss_, size_t(n));
+  mm(cublas_, false, true, n, V, C, hidden, C, w_.wte, C, 0.f, logits_.data(), V);  // logits = h wte^T (fp32)
+  gpu::cross_entropy_forward_backward(logits_.data(), row_loss_.data(), targets, n, V, scale, kStream);
+  if (d_hidden) {
+    const Act* dlogits = nullptr;  // the logits' gradient in the compute type
+    if constexpr (std::is_same_v<Act, bf16>) {
+      ensure(dlogits_bf16_, size_t(n) * V);
+      gpu::convert(dlogits_bf16_.data(), logits_.data(), int64_t(n) * V, kStream);
+      dlogits = dlogits_bf16_.data();
+    } else {
+      dlogits = logits_.data();
+    }
+    mm(cublas_, false, false, n, C, V, dlogits, V, w_.wte, C, 0.f, d_hidden, C);  // d_hidden = dlogits wte
+    mm(cublas_, true, false, V, C, n, dlogits, V, hidden, C, 1.f, g_.wte, C);     // dwte += dlogits^T h
+  }
+  std::vector<float> losses(n);
+  row_loss_.copy_to_host(losses.data(), n);  // synchronous: waits for the queue
+  double total = 0.0;
+  for (float x : losses) total += x;  // fixed order: reproducible
+  return total;
+}
+
+// ---------------------------------------------------------------- multipass runner
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids) {
+  dropout_pending_ = true;
+  dropout_seed_ = seed;
+  dropout_step_ = step;
+  dropout_ids_ = std::move(sample_ids);
+}
+
+template <typename Act>
+double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch,
+                                                    float loss_scale) {
+  const GPT2Config& cfg = model.config();
+  validate_batch(batch, cfg);
+  for (size_t r = 0; r < batch.pos_ids.size(); ++r)
+    COCONUT_CHECK(batch.pos_ids[r] >= 0 && batch.pos_ids[r] < cfg.max_positions,
+                  "position id {} at row {} outside [0, {})", batch.pos_ids[r], r, cfg.max_positions);
+  const int B = batch.B, T = batch.T, C = cfg.d_model, L = cfg.n_layer;
+  const size_t R = size_t(B) * T;
+  acts_.resize(cfg, B, T);
+  acts_.pos_ids.copy_from_host(batch.pos_ids);
+  acts_.key_mask.copy_from_host(batch.key_mask);
+  acts_.dropout_enabled = false;
+  if (cfg.dropout > 0.f) {
+    COCONUT_CHECK(dropout_pending_, "model.dropout is {}: call set_dropout(seed, step, sample ids) before each "
+                  "forward_backward", cfg.dropout);
+    COCONUT_CHECK(dropout_ids_.empty() || dropout_ids_.size() == size_t(B),
+                  "set_dropout got {} sample ids for a batch of {} sequences", dropout_ids_.size(), B);
+    dropout_pending_ = false;
+    std::vector<int64_t> ids(B);
+    for (int s = 0; s < B; ++s) ids[s] = dropout_ids_.empty() ? s : dropout_ids_[s];
+    acts_.set_dropout(dropout_seed_, dropout_step_, batch.pos_ids, ids);
+  }
+  ensure(tokens_, R);
+  tokens_.copy_from_host(batch.tokens);
+  for (DeviceBuffer<Act>* b : {&embeds_, &d_embeds_, &d_hidden_}) ensure(*b, R * C);
+  gpu::embed_tokens(embeds_.data(), model.wte(), tokens_.data(), int(R), C, kStream);
+
+  // Forward pass by pass; after each, its outputs become the next pass's thoughts.
+  std::vector<uint8_t> is_thought(R, 0);
+  for (const Pass& pass : batch.passes) {
+    model.forward_stage(acts_, pass.begin, pass.end, 0, L, embeds_.data() + size_t(pass.begin) * B * C, true, true);
+    for (const Feedback& f : pass.feedback) {
+      const size_t from = size_t(f.from) * B + f.sample, to = from + B;
+      copy(embeds_.data() + to * C, static_cast<const Act*>(acts_.lnf + from * C), C);
+      is_thought[to] = 1;
+    }
+  }
+
+  // Loss over the targeted rows only, gathered from the final-norm hidden states.
+  std::vector<int> rows, ids;
+  for (size_t r = 0; r < R; ++r)
+    if (batch.targets[r] >= 0) rows.push_back(int(r)), ids.push_back(batch.targets[r]);
+  const int n = int(rows.size());
+  zero(d_hidden_.data(), R * C);
+  double loss = 0.0;
+  if (n > 0) {
+    ensure(target_rows_, rows.size());
+    ensure(target_ids_, ids.size());
+    target_rows_.copy_from_host(rows);
+    target_ids_.copy_from_host(ids);
+    ensure(gathered_, size_t(n) * C);
+    ensure(d_gathered_, size_t(n) * C);
+    gpu::embed_tokens(gathered_.data(), acts_.lnf, target_rows_.data(), n, C, kStream);  // a row gather
+    loss = model.lm_head_loss(gathered_.data(), target_ids_.data(), n, loss_scale, d_gathered_.data());
+    gpu::scatter_rows(d_hidden_.data(), d_gathered_.data(), target_rows_.data(), n, C, kStream);
+  }
+
+  // Backward: passes in reverse. A thought's input gradient is added to the hidden
+  // state it came from before that earlier pass runs its backward.
+  zero(d_embeds_.data(), R * C);
+  acts_.zero_grads();
+  for (size_t p = batch.passes.size(); p-- > 0;) {
+    const Pass& pass = batch.passes[p];
+    for (const Feedback& f : pass.feedback) {
+      const size_t from = size_t(f.from) * B + f.sample, to = from + B;
+      gpu::add_forward(d_hidden_.data() + from * C, d_hidden_.data() + from * C, d_embeds_.data() + to * C, C,
+                       kStream);
+    }
+    const size_t off = size_t(pass.begin) * B * C;
+    model.backward_stage(acts_, pass.begin, pass.end, 0, L, d_hidden_.data() + off, d_embeds_.data() + off, true,
+                         true);
+  }
+  // Token embeddings get their gradient; thought rows are not tokens.
+  for (size_t r = 0; r < R; ++r)
+    if (is_thought[r]) zero(d_embeds_.data() + r * C, C);
+  gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, kStream);
+  CUDA_CHECK(cudaStreamSynchronize(kStream));
+  return loss;
+}
+
+template class CudaActivationsOf<float>;
+template class CudaActivationsOf<bf16>;
+template class CudaGPT2Of<float>;
+template class CudaGPT2Of<bf16>;
+template class CudaMultipassRunnerOf<float>;
+template class CudaMultipassRunnerOf<bf16>;
+
+}  // namespace coconut::model

@@ -1,0 +1,156 @@
+// The GPT-2 decoder on the CUDA backend: the same range primitive as model/gpt2.h
+// (forward/backward of layers [l0, l1) over columns [a, b) with the KV cache of all
+// earlier columns) composed from the device ops of runtime/cuda/ops.h, and a multipass
+// runner that executes a batch's pass plan as model::MultipassRunner does. Built only
+// with the CUDA backend (COCONUT_HAVE_CUDA); tests/gpu compares it with the CPU model.
+//
+// Two precisions, one template over the activation storage type:
+//   CudaGPT2      fp32 everywhere (the reference path; cuBLAS without TF32).
+//   CudaGPT2Bf16  bf16 mixed precision: activations and a bf16 copy of the weights in
+//                 bf16, fp32 arithmetic in every op, fp32 gradients and fp32 master
+//                 weights (adamw_step refreshes the bf16 copy). Attention runs in fp32
+//                 on an fp32 copy of q|k|v (the KV cache), as the op is fp32 only.
+//
+// Parameters and their gradients are flat device buffers laid out by ParamLayout, so a
+// host GPT2 and a CUDA model exchange them with one copy. Activations keep the CPU's
+// time-major rows t*B+s. Everything runs on the legacy default stream for now; buffers
+// grow only when a batch is larger than any before, so repeated latent passes allocate
+// nothing. Dropout draws the CPU model's masks bit for bit (same Philox streams/sites).
+// Not yet: the hidden-state loss hook of MultipassRunner, separate streams for gradient
+// communication, CUDA graphs, recomputation, a fused attention kernel.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/batch.h"
+#include "model/gpt2.h"
+#include "runtime/cuda/cublas_gemm.h"
+#include "runtime/cuda/device.h"
+#include "runtime/cuda/ops.h"
+
+namespace coconut::model {
+
+// Device activations of B sequences of T columns (training: every layer keeps its own).
+template <typename Act>
+class CudaActivationsOf {
+ public:
+  void resize(const GPT2Config& config, int B, int T);
+  void zero_grads();  // the dqkv that later passes accumulate into
+  // Dropout keys: the counter stream of every row, keyed as Activations' (seed, step,
+  // sample id, position id) from host copies of the position ids [T*B] and sample ids [B].
+  void set_dropout(uint64_t seed, uint64_t step, const std::vector<int>& pos_ids,
+                   const std::vector<int64_t>& sample_ids);
+
+  struct Layer {
+    Act* ln1; Act* qkv; Act* att_out; Act* res_mid; Act* ln2; Act* fc; Act* gelu; Act* res_out;  // [T,B,width]
+    float* ln1_mean; float* ln1_rstd; float* ln2_mean; float* ln2_rstd;                           // [T,B]
+    float* probs;  // [T,B,H,T]
+    float* qkv32;  // [T,B,3C] fp32 q|k|v that attention reads: qkv itself in fp32
+    float* dqkv;   // [T,B,3C]
+  };
+
+  int B = 0, T = 0, C = 0;
+  DeviceBuffer<int> pos_ids;       // [T*B]
+  DeviceBuffer<uint8_t> key_mask;  // [T*B]
+  bool dropout_enabled = false;
+  DeviceBuffer<gpu::RowStream> row_streams;  // [T*B]
+  Act* x0 = nullptr;                         // [T,B,C] input of layer 0 (embedding output)
+  std::vector<Layer> layers;
+  Act* lnf = nullptr;  // [T,B,C] final-norm hidden states (fed back as thoughts)
+  float* lnf_mean = nullptr;
+  float* lnf_rstd = nullptr;
+
+ private:
+  DeviceBuffer<Act> storage_;
+  DeviceBuffer<float> storage32_;  // statistics, probabilities, fp32 q|k|v
+  DeviceBuffer<float> dqkv_;       // all layers' dqkv, zeroed in one call
+};
+
+template <typename Act>
+class CudaGPT2Of {
+ public:
+  explicit CudaGPT2Of(const GPT2Config& config);
+  CudaGPT2Of(const CudaGPT2Of&) = delete;
+  CudaGPT2Of& operator=(const CudaGPT2Of&) = delete;
+
+  const GPT2Config& config() const { return config_; }
+  size_t num_params() const { return params_.size(); }
+  float* params() { return params_.data(); }  // device, fp32 master weights
+  float* grads() { return grads_.data(); }    // device, fp32
+  // The weights the forward reads: the bf16 copy in bf16, params() in fp32. Pass it to
+  // gpu::adamw_step as params_bf16 in bf16 (nullptr in fp32).
+  Act* params_for_compute();
+  CublasContext& cublas() { return cublas_; }
+  Act* wte() { return w_.wte; }  // the compute copy of the token embedding
+  float* wte_grad() { return g_.wte; }
+
+  void set_params(const float* host);  // num_params() floats from the host (refreshes the copy)
+  void get_params(float* host) const;
+  void get_grads(float* host) const;
+  void zero_grads();
+
+  // As GPT2::forward_stage / backward_stage, on device pointers (in, d_out, d_in).
+  void forward_stage(CudaActivationsOf<Act>& acts, int a, int b, int l0, int l1, const Act* in, bool embed,
+                     bool final_norm);
+  void backward_stage(CudaActivationsOf<Act>& acts, int a, int b, int l0, int l1, const Act* d_out, Act* d_in,
+                      bool embed, bool final_norm);
+
+  // Tied LM head + cross-entropy on n gathered device rows with device targets: returns
+  // sum(-log p(target)) * scale (waits for the GPU); with d_hidden (device [n, C]) also
+  // writes its gradient and accumulates wte's.
+  double lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden);
+
+ private:
+  // Typed views of the parameters: Act* for the forward's weights, float* for gradients.
+  struct Layer {
+    Act* ln1_w; Act* ln1_b; Act* qkv_w; Act* qkv_b; Act* attn_proj_w; Act* attn_proj_b;
+    Act* ln2_w; Act* ln2_b; Act* fc_w; Act* fc_b; Act* fc_proj_w; Act* fc_proj_b;
+  };
+  struct Weights {
+    Act* wte; Act* wpe; std::vector<Layer> layers; Act* lnf_w; Act* lnf_b;
+  };
+  void ensure_scratch(int rows, int B, int T);
+
+  GPT2Config config_;
+  ParamLayout layout_;
+  DeviceBuffer<float> params_, grads_;
+  DeviceBuffer<gpu::bf16> params_bf16_;  // the compute copy (bf16 only)
+  Weights w_;
+  ParamView g_;
+  CublasContext cublas_;
+  // Backward scratch (rows of the largest pass) and the attention workspace.
+  DeviceBuffer<Act> dres_, dln_, datt_, dfc_, dgelu_, ddrop_, dqkv_act_;
+  DeviceBuffer<float> att32_, datt32_;  // bf16 only: fp32 attention output / its gradient
+  DeviceBuffer<char> attention_ws_;
+  DeviceBuffer<float> logits_, row_loss_;
+  DeviceBuffer<gpu::bf16> dlogits_bf16_;
+};
+
+// MultipassRunner::forward_backward on the GPU: all passes forward with the thoughts
+// fed back, the loss over the targeted rows scaled by loss_scale, and the backward of
+// the passes in reverse, accumulating into the model's gradients. Returns the loss.
+template <typename Act>
+class CudaMultipassRunnerOf {
+ public:
+  double forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch, float loss_scale);
+  // As MultipassRunner::set_dropout: needed before each forward_backward when
+  // model.dropout > 0 (sample_ids empty: 0..B-1).
+  void set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids = {});
+
+ private:
+  bool dropout_pending_ = false;
+  uint64_t dropout_seed_ = 0, dropout_step_ = 0;
+  std::vector<int64_t> dropout_ids_;
+  CudaActivationsOf<Act> acts_;
+  DeviceBuffer<int> tokens_, target_rows_, target_ids_;
+  DeviceBuffer<Act> embeds_, d_embeds_, d_hidden_, gathered_, d_gathered_;
+};
+
+using CudaActivations = CudaActivationsOf<float>;
+using CudaGPT2 = CudaGPT2Of<float>;
+using CudaMultipassRunner = CudaMultipassRunnerOf<float>;
+using CudaGPT2Bf16 = CudaGPT2Of<gpu::bf16>;
+using CudaMultipassRunnerBf16 = CudaMultipassRunnerOf<gpu::bf16>;
+
+}  // namespace coconut::model

@@ -1,0 +1,201 @@
+// CUDA ops of the GPT-2 decoder: the device counterparts of model/ops.h (the CPU
+// reference), with the same semantics, layouts and argument order, on device pointers.
+// Every op is queued on a stream and returns without waiting; nothing here allocates
+// device memory (callers size their buffers and workspaces once, so the many small
+// latent passes cost no cudaMalloc).
+//
+// Conventions, as on the CPU: N rows (time-major rows t*B+s of one pass), C channels;
+// backward functions ACCUMULATE (+=) into every gradient they write.
+//
+// Precision: every op has an fp32 form. The ops that carry activations (embedding,
+// layer norm, GELU, residual add, dropout, linear) also have a bf16 form for mixed
+// precision: bf16 storage, fp32 arithmetic, and fp32 parameter gradients (dw, db,
+// embedding tables), which the optimizer applies to fp32 master weights (adamw_step
+// writes the bf16 copy the forward reads). Attention and the loss are fp32.
+//
+// Randomness: dropout masks are the CPU's bit for bit. A row's stream is a CounterRng
+// (runtime/rng.h); the device gets its key and stream hash (DropoutKeys) and runs the
+// same Philox4x32-10, so element e of a row is u32 number first + e of that stream.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "runtime/cuda/cublas_gemm.h"
+
+namespace coconut {
+class CounterRng;
+}
+
+namespace coconut::gpu {
+
+using bf16 = __nv_bfloat16;
+
+// ---------------------------------------------------------------- conversions
+
+void convert(bf16* out, const float* in, int64_t n, cudaStream_t stream);  // round to nearest even
+void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream);   // exact
+
+// ---------------------------------------------------------------- embedding
+
+// out[r] = wte[tokens[r]] for n rows of C. Token ids must be in [0, V): the caller
+// checks them on the host, where the batch is built.
+void embed_tokens(float* out, const float* wte, const int* tokens, int n, int C, cudaStream_t stream);
+void embed_tokens(bf16* out, const bf16* wte, const int* tokens, int n, int C, cudaStream_t stream);
+// dwte[tokens[r]] += d[r]. Rows are summed in order (one thread per channel walks the
+// rows), so repeated tokens add in a fixed order: deterministic, no atomics.
+void embed_tokens_backward(float* dwte, const float* d, const int* tokens, int n, int C, cudaStream_t stream);
+void embed_tokens_backward(float* dwte, const bf16* d, const int* tokens, int n, int C, cudaStream_t stream);
+
+// out[ids[r]] = in[r] for n rows (the ids distinct): the inverse of a row gather
+// (embed_tokens gathers rows of any table).
+void scatter_rows(float* out, const float* in, const int* ids, int n, int C, cudaStream_t stream);
+void scatter_rows(bf16* out, const bf16* in, const int* ids, int n, int C, cudaStream_t stream);
+
+// x[r] = in[r] + wpe[pos[r]] (x may be in): the input embedding of a pass. Position ids
+// must be in [0, max_positions) (checked on the host, as for tokens).
+void add_position_embedding(float* x, const float* in, const float* wpe, const int* pos, int n, int C,
+                            cudaStream_t stream);
+void add_position_embedding(bf16* x, const bf16* in, const bf16* wpe, const int* pos, int n, int C,
+                            cudaStream_t stream);
+// dwpe[pos[r]] += d[r], rows in order (as embed_tokens_backward).
+void position_embedding_backward(float* dwpe, const float* d, const int* pos, int n, int C, cudaStream_t stream);
+void position_embedding_backward(float* dwpe, const bf16* d, const int* pos, int n, int C, cudaStream_t stream);
+
+// ---------------------------------------------------------------- layer norm
+
+// out[N,C] = (inp - mean) * rstd * w + b per row; mean/rstd [N] fp32 for the backward.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                       int N, int C, float eps, cudaStream_t stream);
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* w, const bf16* b, int N,
+                       int C, float eps, cudaStream_t stream);
+// dinp += ..., dw += ..., db += ... (dw/db summed over rows in row order per column).
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream);
+void layernorm_backward(bf16* dinp, float* dw, float* db, const bf16* dout, const bf16* inp, const bf16* w,
+                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream);
+
+// ---------------------------------------------------------------- GELU, residual
+
+// tanh-approximated GELU ("gelu_new"); the backward accumulates into dinp.
+void gelu_forward(float* out, const float* inp, int64_t n, cudaStream_t stream);
+void gelu_forward(bf16* out, const bf16* inp, int64_t n, cudaStream_t stream);
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n, cudaStream_t stream);
+void gelu_backward(bf16* dinp, const bf16* inp, const bf16* dout, int64_t n, cudaStream_t stream);
+
+// out[i] = a[i] + b[i] (out may be a or b).
+void add_forward(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream);
+void add_forward(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t stream);
+
+// ---------------------------------------------------------------- dropout
+
+// One row's counter stream on the device: CounterRng's key and stream hash.
+struct RowStream {
+  uint32_t key0 = 0, key1 = 0;
+  uint64_t hash = 0;
+};
+RowStream row_stream(const CounterRng& rng);
+
+// The device form of model::Dropout: `rows` is a device array of one RowStream per row
+// of the pass (in pass row order); key_pos a device array [T*B] of position ids.
+struct DropoutKeys {
+  float p = 0;
+  const RowStream* rows = nullptr;
+  uint64_t first = 0;
+  const int* key_pos = nullptr;  // attention only (see model::Dropout)
+  int head_stride = 0;           // attention only
+};
+
+// out[e] = u32 number first + e of the stream, e in [0, n) (device array): the device
+// Philox, exposed so that tests compare it with model::dropout_words.
+void dropout_words(uint32_t* out, RowStream rs, uint64_t first, int n, cudaStream_t stream);
+
+// out[r, c] = in[r, c] * keep(r, c) / (1 - p) for a [rows, width] block (out may be in);
+// the same call on the gradient is the backward.
+void dropout_apply(float* out, const float* in, int rows, int width, const DropoutKeys& d, cudaStream_t stream);
+void dropout_apply(bf16* out, const bf16* in, int rows, int width, const DropoutKeys& d, cudaStream_t stream);
+
+// ---------------------------------------------------------------- linear (cuBLAS)
+
+// out[N,OC] = inp[N,IC] W[IC,OC] + bias[OC] (Conv1D layout; bias may be null), on the
+// stream of `cublas`. fp32: cublasSgemm (no TF32). bf16: cublasGemmEx with fp32 compute.
+void linear_forward(CublasContext& cublas, float* out, const float* inp, const float* w, const float* bias, int N,
+                    int IC, int OC);
+void linear_forward(CublasContext& cublas, bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N,
+                    int IC, int OC);
+// dinp += dout W^T, dw += inp^T dout, dbias += column sums of dout (dbias may be null).
+// Weight gradients are fp32 in both forms (bf16 products accumulate into fp32 C).
+void linear_backward(CublasContext& cublas, float* dinp, float* dw, float* dbias, const float* dout,
+                     const float* inp, const float* w, int N, int IC, int OC);
+void linear_backward(CublasContext& cublas, bf16* dinp, float* dw, float* dbias, const bf16* dout, const bf16* inp,
+                     const bf16* w, int N, int IC, int OC);
+
+// Row-major C = alpha op(A) op(B) + beta C with bf16 A, B and fp32 accumulation; C is
+// bf16 or fp32. Same argument conventions as CublasContext::sgemm.
+void gemm_bf16(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
+               int lda, const bf16* b, int ldb, float beta, bf16* c, int ldc);
+void gemm_bf16(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
+               int lda, const bf16* b, int ldb, float beta, float* c, int ldc);
+
+// ---------------------------------------------------------------- attention
+
+// Causal multi-head attention for the query columns [a, b) of B sequences of T columns,
+// exactly model::attention_forward/backward (same layouts: qkv [T,B,3C], out rows of the
+// pass [(b-a)*B, C], probs [T,B,H,T] or null at inference, key_mask [T*B] device bytes).
+// The products are batched cuBLAS calls over the (sequence, head) pairs; the masked
+// softmax, its backward and the dropout are kernels. `workspace` (device memory of at
+// least attention_workspace_bytes(B, H, b - a, b) bytes) holds the pointer arrays and
+// the [nq, nk] scratch per pair: size it once for the largest pass. probs_row0 as on
+// the CPU: a probs buffer holding only the rows from probs_row0 on (one pass's: a*B).
+size_t attention_workspace_bytes(int B, int H, int nq, int nk);
+void attention_forward(CublasContext& cublas, float* out, float* probs, const float* qkv, const uint8_t* key_mask,
+                       int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
+                       int64_t probs_row0 = 0);
+void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, const float* probs,
+                        const float* qkv, int a, int b, int B, int T, int C, int H, const DropoutKeys* drop,
+                        void* workspace, int64_t probs_row0 = 0);
+
+// ---------------------------------------------------------------- loss
+
+// Softmax cross-entropy on logits [N, V] (fp32): row_loss[r] = -log p(target) * scale and
+// logits := dlogits = (softmax - onehot) * scale. A row whose target is negative (-100,
+// the ignore label) is skipped: loss 0, dlogits 0, so callers need not gather rows.
+// Targets >= 0 must be < V (checked on the host by the caller).
+void cross_entropy_forward_backward(float* logits, float* row_loss, const int* targets, int N, int V, float scale,
+                                    cudaStream_t stream);
+
+// ---------------------------------------------------------------- optimizer
+
+// A run of the shard's elements that share the weight-decay decision (model/adamw.h).
+struct DecaySegment {
+  size_t begin = 0, end = 0;  // in the full buffer's coordinates
+  bool decay = false;
+};
+
+struct AdamWHyper {
+  float lr = 1e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.01f;
+};
+
+// One AdamW update of params[begin, end) (fp32 master weights) from grads over the
+// segments [shard_begin, ...) with moments m, v indexed from shard_begin, as
+// model::AdamW::step; `step` is the step count after the increment (>= 1). When
+// params_bf16 is not null, it receives the updated weights rounded to bf16 (the copy the
+// mixed-precision forward reads; indexed like params).
+void adamw_step(float* params, const float* grads, float* m, float* v, size_t shard_begin,
+                const std::vector<DecaySegment>& segments, const AdamWHyper& hyper, int64_t step, bf16* params_bf16,
+                cudaStream_t stream);
+
+// Sum of squares of x[0, n) in double, reduced in a fixed order (deterministic).
+// `partial` is device scratch of kSumSquaresBlocks doubles; the result lands in *out
+// (a device double). sum_of_squares_host waits for it and returns it.
+constexpr int kSumSquaresBlocks = 256;
+void sum_of_squares(double* out, const float* x, size_t n, double* partial, cudaStream_t stream);
+double sum_of_squares_host(const float* x, size_t n, cudaStream_t stream);
+// grads *= min(1, max_norm / (global_norm + 1e-6)), as model::clip_grads.
+void clip_grads(float* grads, size_t n, double global_norm, float max_norm, cudaStream_t stream);
+
+}  // namespace coconut::gpu

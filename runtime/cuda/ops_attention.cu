@@ -1,0 +1,216 @@
+// Attention over a column range with a KV cache (ops.h), fp32: the algorithm of
+// model::attention_forward/backward step for step. Each (sequence s, head h) pair is one
+// entry of a batched cuBLAS product over strided views of q|k|v (row stride B*3C);
+// the masked causal softmax, its backward and the probability dropout are kernels with
+// one block per query row. The pairs own disjoint columns of q|k|v and of their
+// gradients, so the batched products never write the same element twice.
+#include "runtime/check.h"
+#include "runtime/cuda/ops_common.cuh"
+
+namespace coconut::gpu {
+namespace {
+
+// The roles of the per-pair pointer arrays in the workspace, kRoles arrays of B*H.
+enum Role { kQ, kK, kV, kP, kS0, kS1, kY, kDQ, kDK, kDV, kRoles };
+constexpr int kRowThreads = 128;
+
+size_t pointer_bytes(int pairs) { return (size_t(kRoles) * pairs * sizeof(void*) + 255) / 256 * 256; }
+
+// The pointers of pair p = s * H + h. P is probs' row block of the pair (row stride
+// B*H*T) when probs is given, else the pair's [nq, nk] slice of scratch0.
+__global__ void pair_pointers_kernel(void** ptr, int pairs, const float* qkv, float* dqkv, float* probs,
+                                     int64_t probs_row0, float* scratch0, float* scratch1, const float* y, int a,
+                                     int nq, int nk, int B, int T, int C, int H) {
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p >= pairs) return;
+  const int s = p / H, h = p % H, hd = C / H;
+  const int64_t q_off = (int64_t(a) * B + s) * 3 * C + h * hd, k_off = int64_t(s) * 3 * C + C + h * hd;
+  const int64_t slice = int64_t(p) * nq * nk;
+  ptr[kQ * pairs + p] = const_cast<float*>(qkv + q_off);
+  ptr[kK * pairs + p] = const_cast<float*>(qkv + k_off);
+  ptr[kV * pairs + p] = const_cast<float*>(qkv + k_off + C);
+  ptr[kP * pairs + p] = probs ? probs + ((int64_t(a) * B + s - probs_row0) * H + h) * T : scratch0 + slice;
+  ptr[kS0 * pairs + p] = scratch0 + slice;
+  ptr[kS1 * pairs + p] = scratch1 + slice;
+  ptr[kY * pairs + p] = const_cast<float*>(y + int64_t(s) * C + h * hd);
+  ptr[kDQ * pairs + p] = dqkv ? dqkv + q_off : nullptr;
+  ptr[kDK * pairs + p] = dqkv ? dqkv + k_off : nullptr;
+  ptr[kDV * pairs + p] = dqkv ? dqkv + k_off + C : nullptr;
+}
+
+// Masked causal softmax of query row i (column a + i) of pair blockIdx.y over keys
+// [0, nk), in place; keys after the query or hidden by the key mask get 0, a row with
+// no visible key is all zeros (as the CPU op). With tail > nk, [nk, tail) is zeroed
+// (the saved probabilities' unused columns).
+__global__ void softmax_kernel(void** ptr, int pairs, int ld, int a, int nk, int tail, const uint8_t* key_mask,
+                               int B, int H) {
+  __shared__ float shared[32];
+  const int i = blockIdx.x, p = blockIdx.y, s = p / H, t = a + i;
+  float* row = static_cast<float*>(ptr[kP * pairs + p]) + int64_t(i) * ld;
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x)
+    if (j <= t && key_mask[int64_t(j) * B + s]) m = fmaxf(m, row[j]);
+  m = detail::block_max(m, shared);
+  float sum = 0.f;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
+    const bool visible = m != -INFINITY && j <= t && key_mask[int64_t(j) * B + s];
+    const float e = visible ? expf(row[j] - m) : 0.f;
+    row[j] = e;
+    sum += e;
+  }
+  sum = detail::block_sum(sum, shared);
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) row[j] *= inv;
+  for (int j = nk + threadIdx.x; j < tail; j += blockDim.x) row[j] = 0.f;
+}
+
+// Probability dropout of query row i of pair blockIdx.y: S1 = keep * P (the weights of
+// V) and, in the backward (scale_grad), S0 *= keep (the gradient reaching P). keep is
+// 0 or 1/(1-p) from the row's stream at h * head_stride + key_pos; a zero probability
+// draws nothing (it contributes nothing either way), as the CPU op.
+__global__ void attention_dropout_kernel(void** ptr, int pairs, int ld_p, int a, int nk, int B, int H,
+                                         DropoutKeys d, uint32_t threshold, float scale, bool scale_grad) {
+  const int i = blockIdx.x, p = blockIdx.y, s = p / H, h = p % H;
+  const float* P = static_cast<const float*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
+  float* kept = static_cast<float*>(ptr[kS1 * pairs + p]) + int64_t(i) * nk;
+  float* dP = static_cast<float*>(ptr[kS0 * pairs + p]) + int64_t(i) * nk;
+  const RowStream rs = d.rows[int64_t(i) * B + s];
+  const int causal_end = min(nk, a + i + 1);
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
+    float keep = 0.f;
+    if (j < causal_end && P[j] != 0.f) {
+      const uint64_t index = d.first + uint64_t(h) * d.head_stride + uint64_t(d.key_pos[int64_t(j) * B + s]);
+      keep = detail::stream_word(rs, index) >= threshold ? scale : 0.f;
+    }
+    kept[j] = keep * P[j];
+    if (scale_grad) dP[j] *= keep;
+  }
+}
+
+// Softmax backward of row i of pair blockIdx.y: dS_j = p_j (dp_j - sum_k p_k dp_k) * scale.
+__global__ void softmax_backward_kernel(void** ptr, int pairs, int ld_p, int nk, float scale) {
+  __shared__ float shared[32];
+  const int i = blockIdx.x, p = blockIdx.y;
+  const float* P = static_cast<const float*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
+  float* d = static_cast<float*>(ptr[kS0 * pairs + p]) + int64_t(i) * nk;
+  float dot = 0.f;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) dot += P[j] * d[j];
+  dot = detail::block_sum(dot, shared);
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) d[j] = P[j] * (d[j] - dot) * scale;
+}
+
+// Row-major batched C_i = alpha op(A_i) op(B_i) + beta C_i (see cublas_gemm.h for the
+// row-major to column-major swap), pointer arrays taken from the workspace by role.
+void batched(cublasHandle_t handle, void** ptr, int pairs, bool trans_a, bool trans_b, int m, int n, int k,
+             float alpha, Role a, int lda, Role b, int ldb, float beta, Role c, int ldc) {
+  const auto arr = [&](Role r) { return reinterpret_cast<float* const*>(ptr + size_t(r) * pairs); };
+  CUBLAS_CHECK(cublasSgemmBatched(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                  n, m, k, &alpha, arr(b), ldb, arr(a), lda, &beta, arr(c), ldc, pairs));
+}
+
+struct Setup {
+  cudaStream_t stream;
+  void** ptr;
+  int pairs, nq, nk, hd;
+};
+
+Setup setup(CublasContext& cublas, void* workspace, const float* qkv, float* dqkv, float* probs,
+            int64_t probs_row0, const float* y, int a, int b, int B, int T, int C, int H) {
+  COCONUT_CHECK(B > 0 && H > 0 && C % H == 0, "attention: C={} is not a multiple of H={} (B={})", C, H, B);
+  COCONUT_CHECK(0 <= a && a < b && b <= T, "attention: columns [{}, {}) outside [0, {})", a, b, T);
+  COCONUT_CHECK(workspace, "attention: no workspace (size it with attention_workspace_bytes)");
+  COCONUT_CHECK(probs_row0 >= 0 && probs_row0 <= int64_t(a) * B,
+                "attention probabilities start at row {}, after the pass's first row {}", probs_row0, int64_t(a) * B);
+  COCONUT_CHECK(B * H <= 65535, "attention: {} (sequence, head) pairs exceed the grid's 65535 rows", B * H);
+  Setup st{};
+  CUBLAS_CHECK(cublasGetStream(cublas.handle(), &st.stream));
+  st.pairs = B * H;
+  st.nq = b - a;
+  st.nk = b;
+  st.hd = C / H;
+  st.ptr = static_cast<void**>(workspace);
+  float* scratch0 = reinterpret_cast<float*>(static_cast<char*>(workspace) + pointer_bytes(st.pairs));
+  float* scratch1 = scratch0 + size_t(st.pairs) * st.nq * st.nk;
+  pair_pointers_kernel<<<(st.pairs + 127) / 128, 128, 0, st.stream>>>(
+      st.ptr, st.pairs, qkv, dqkv, probs, probs_row0, scratch0, scratch1, y, a, st.nq, st.nk, B, T, C, H);
+  CUDA_CHECK(cudaGetLastError());
+  return st;
+}
+
+void check_dropout(const DropoutKeys* drop) {
+  if (!drop) return;
+  COCONUT_CHECK(drop->p >= 0.f && drop->p < 1.f, "attention dropout probability {} outside [0, 1)", drop->p);
+  COCONUT_CHECK(drop->rows && drop->key_pos, "attention dropout needs row streams and key positions");
+}
+
+}  // namespace
+
+size_t attention_workspace_bytes(int B, int H, int nq, int nk) {
+  return pointer_bytes(B * H) + 2 * size_t(B) * H * nq * nk * sizeof(float);
+}
+
+void attention_forward(CublasContext& cublas, float* out, float* probs, const float* qkv, const uint8_t* key_mask,
+                       int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
+                       int64_t probs_row0) {
+  COCONUT_CHECK(!drop || probs, "attention dropout needs the saved probabilities (training activations)");
+  check_dropout(drop);
+  const Setup st = setup(cublas, workspace, qkv, nullptr, probs, probs_row0, out, a, b, B, T, C, H);
+  const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = probs ? B * H * T : st.nk;
+  const float scale = 1.f / sqrtf(static_cast<float>(st.hd));
+  cublasHandle_t handle = cublas.handle();
+  batched(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, scale, kQ, ld_qkv, kK, ld_qkv, 0.f, kP,
+          ld_p);  // scores
+  const dim3 rows(st.nq, st.pairs);
+  softmax_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, probs ? T : st.nk, key_mask,
+                                                      B, H);
+  CUDA_CHECK(cudaGetLastError());
+  Role weights = kP;  // the weights of V: the probabilities, or their dropped copy
+  int ld_w = ld_p;
+  if (drop) {
+    attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
+                                                                  detail::drop_threshold(drop->p),
+                                                                  1.f / (1.f - drop->p), false);
+    CUDA_CHECK(cudaGetLastError());
+    weights = kS1;
+    ld_w = st.nk;
+  }
+  batched(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, weights, ld_w, kV, ld_qkv, 0.f, kY,
+          ld_out);  // P V
+}
+
+void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, const float* probs,
+                        const float* qkv, int a, int b, int B, int T, int C, int H, const DropoutKeys* drop,
+                        void* workspace, int64_t probs_row0) {
+  COCONUT_CHECK(probs, "attention backward needs the saved probabilities");
+  check_dropout(drop);
+  const Setup st =
+      setup(cublas, workspace, qkv, dqkv, const_cast<float*>(probs), probs_row0, dout, a, b, B, T, C, H);
+  const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = B * H * T;
+  const float scale = 1.f / sqrtf(static_cast<float>(st.hd));
+  cublasHandle_t handle = cublas.handle();
+  const dim3 rows(st.nq, st.pairs);
+  batched(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, 1.f, kY, ld_out, kV, ld_qkv, 0.f, kS0,
+          st.nk);  // dP = dY V^T
+  Role weights = kP;
+  int ld_w = ld_p;
+  if (drop) {
+    // The forward's masks again: V was weighted by the dropped probabilities, and the
+    // gradient reaching P is the dropped one times the keep factor.
+    attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
+                                                                  detail::drop_threshold(drop->p),
+                                                                  1.f / (1.f - drop->p), true);
+    CUDA_CHECK(cudaGetLastError());
+    weights = kS1;
+    ld_w = st.nk;
+  }
+  batched(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, weights, ld_w, kY, ld_out, 1.f, kDV,
+          ld_qkv);  // dV += P^T dY
+  softmax_backward_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale);
+  CUDA_CHECK(cudaGetLastError());
+  batched(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kS0, st.nk, kK, ld_qkv, 1.f, kDQ,
+          ld_qkv);  // dQ += dS K
+  batched(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, kS0, st.nk, kQ, ld_qkv, 1.f, kDK,
+          ld_qkv);  // dK += dS^T Q
+}
+
+}  // namespace coconut::gpu

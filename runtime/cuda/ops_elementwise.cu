@@ -1,0 +1,330 @@
+// Row-wise and element-wise ops of ops.h: conversions, embeddings, layer norm, GELU,
+// residual add and dropout, each a template over the storage type (float or bf16)
+// with fp32 arithmetic. Kernels are deliberately plain (one block per row for row
+// reductions, grid-stride loops otherwise) so that they are easy to check against the
+// CPU ops; reductions run in a fixed order, so every result is reproducible.
+#include "runtime/check.h"
+#include "runtime/cuda/ops_common.cuh"
+#include "runtime/rng.h"
+
+namespace coconut::gpu {
+namespace {
+
+using detail::grid_for;
+using detail::kThreads;
+using detail::load;
+using detail::store;
+
+// ---------------------------------------------------------------- conversions
+
+template <typename To, typename From>
+__global__ void convert_kernel(To* out, const From* in, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = store<To>(load(in[i]));
+}
+
+// ---------------------------------------------------------------- embeddings
+
+template <typename T>
+__global__ void gather_rows_kernel(T* out, const T* table, const int* ids, int n, int C) {
+  const int64_t total = int64_t(n) * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / C, c = i % C;
+    out[i] = table[int64_t(ids[r]) * C + c];
+  }
+}
+
+template <typename T>
+__global__ void scatter_rows_kernel(T* out, const T* in, const int* ids, int n, int C) {
+  const int64_t total = int64_t(n) * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / C, c = i % C;
+    out[int64_t(ids[r]) * C + c] = in[i];
+  }
+}
+
+template <typename T>
+__global__ void add_rows_kernel(T* x, const T* in, const T* table, const int* ids, int n, int C) {
+  const int64_t total = int64_t(n) * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / C, c = i % C;
+    x[i] = store<T>(load(in[i]) + load(table[int64_t(ids[r]) * C + c]));
+  }
+}
+
+// dtable[ids[r]] += d[r]: one thread per channel walks the rows in order, so rows that
+// share an id add in a fixed order (no atomics, reproducible).
+template <typename T>
+__global__ void scatter_add_rows_kernel(float* dtable, const T* d, const int* ids, int n, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  for (int r = 0; r < n; ++r) dtable[int64_t(ids[r]) * C + c] += load(d[int64_t(r) * C + c]);
+}
+
+// ---------------------------------------------------------------- layer norm
+
+// One block per row: mean, then the variance around it (two passes, as the CPU op).
+template <typename T>
+__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* w, const T* b,
+                                         int C, float eps) {
+  __shared__ float shared[32];
+  const int64_t row = blockIdx.x;
+  const T* x = inp + row * C;
+  T* y = out + row * C;
+  float s = 0.f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) s += load(x[c]);
+  const float m = detail::block_sum(s, shared) / C;
+  float v = 0.f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = load(x[c]) - m;
+    v += d * d;
+  }
+  const float r = 1.f / sqrtf(detail::block_sum(v, shared) / C + eps);
+  for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = store<T>((load(x[c]) - m) * r * load(w[c]) + load(b[c]));
+  if (threadIdx.x == 0) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
+}
+
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w.
+template <typename T>
+__global__ void layernorm_backward_input_kernel(T* dinp, const T* dout, const T* inp, const T* w, const float* mean,
+                                                const float* rstd, int C) {
+  __shared__ float shared[32];
+  const int64_t row = blockIdx.x;
+  const T* x = inp + row * C;
+  const T* dy = dout + row * C;
+  T* dx = dinp + row * C;
+  const float m = mean[row], s = rstd[row];
+  float sum_dxhat = 0.f, sum_dxhat_xhat = 0.f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float dxhat = load(dy[c]) * load(w[c]);
+    sum_dxhat += dxhat;
+    sum_dxhat_xhat += dxhat * (load(x[c]) - m) * s;
+  }
+  sum_dxhat = detail::block_sum(sum_dxhat, shared) / C;
+  sum_dxhat_xhat = detail::block_sum(sum_dxhat_xhat, shared) / C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float xhat = (load(x[c]) - m) * s;
+    dx[c] = store<T>(load(dx[c]) + s * (load(dy[c]) * load(w[c]) - sum_dxhat - xhat * sum_dxhat_xhat));
+  }
+}
+
+// Column sums over rows for the parameter gradients: a block of 32 x 32 threads owns 32
+// columns; thread (cx, ry) sums rows ry, ry + 32, ... of column cx, then the 32 partial
+// sums of a column are added in ry order. Fixed order, no atomics.
+constexpr int kColTile = 32;
+template <typename T>
+__global__ void __launch_bounds__(kColTile * kColTile)
+    layernorm_backward_params_kernel(float* dw, float* db, const T* dout, const T* inp, const float* mean,
+                                     const float* rstd, int N, int C) {
+  __shared__ float sw[kColTile][kColTile + 1], sb[kColTile][kColTile + 1];
+  const int cx = threadIdx.x, ry = threadIdx.y, c = blockIdx.x * kColTile + cx;
+  float acc_w = 0.f, acc_b = 0.f;
+  if (c < C) {
+    for (int r = ry; r < N; r += kColTile) {
+      const float dy = load(dout[int64_t(r) * C + c]);
+      acc_w += dy * (load(inp[int64_t(r) * C + c]) - mean[r]) * rstd[r];
+      acc_b += dy;
+    }
+  }
+  sw[ry][cx] = acc_w;
+  sb[ry][cx] = acc_b;
+  __syncthreads();
+  if (ry == 0 && c < C) {
+    float tw = 0.f, tb = 0.f;
+    for (int k = 0; k < kColTile; ++k) {
+      tw += sw[k][cx];
+      tb += sb[k][cx];
+    }
+    dw[c] += tw;
+    db[c] += tb;
+  }
+}
+
+// ---------------------------------------------------------------- GELU, add
+
+constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
+
+template <typename T>
+__global__ void gelu_forward_kernel(T* out, const T* inp, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float x = load(inp[i]);
+    const float u = kGeluScale * (x + 0.044715f * x * x * x);
+    out[i] = store<T>(0.5f * x * (1.f + tanhf(u)));
+  }
+}
+
+template <typename T>
+__global__ void gelu_backward_kernel(T* dinp, const T* inp, const T* dout, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float x = load(inp[i]);
+    const float u = kGeluScale * (x + 0.044715f * x * x * x);
+    const float t = tanhf(u);
+    const float du = kGeluScale * (1.f + 3.f * 0.044715f * x * x);
+    const float grad = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * du;
+    dinp[i] = store<T>(load(dinp[i]) + grad * load(dout[i]));
+  }
+}
+
+template <typename T>
+__global__ void add_kernel(T* out, const T* a, const T* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = store<T>(load(a[i]) + load(b[i]));
+}
+
+// ---------------------------------------------------------------- dropout
+
+__global__ void dropout_words_kernel(uint32_t* out, RowStream rs, uint64_t first, int n) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e < n) out[e] = detail::stream_word(rs, first + e);
+}
+
+// One thread per element; each computes its own Philox block (10 rounds of integer
+// multiplies, cheap next to the memory traffic, and no state between elements).
+template <typename T>
+__global__ void dropout_kernel(T* out, const T* in, int rows, int width, const RowStream* streams, uint64_t first,
+                               uint32_t threshold, float scale) {
+  const int64_t total = int64_t(rows) * width;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / width, e = i % width;
+    const uint32_t u = detail::stream_word(streams[r], first + e);
+    out[i] = store<T>(u >= threshold ? load(in[i]) * scale : 0.f);
+  }
+}
+
+// ---------------------------------------------------------------- launch helpers
+
+template <typename T>
+void layernorm_forward_t(T* out, float* mean, float* rstd, const T* inp, const T* w, const T* b, int N, int C,
+                         float eps, cudaStream_t stream) {
+  COCONUT_CHECK(N >= 0 && C > 0, "layernorm_forward: bad shape N={} C={}", N, C);
+  if (N == 0) return;
+  layernorm_forward_kernel<<<N, kThreads, 0, stream>>>(out, mean, rstd, inp, w, b, C, eps);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T>
+void layernorm_backward_t(T* dinp, float* dw, float* db, const T* dout, const T* inp, const T* w, const float* mean,
+                          const float* rstd, int N, int C, cudaStream_t stream) {
+  COCONUT_CHECK(N >= 0 && C > 0, "layernorm_backward: bad shape N={} C={}", N, C);
+  if (N == 0) return;
+  layernorm_backward_input_kernel<<<N, kThreads, 0, stream>>>(dinp, dout, inp, w, mean, rstd, C);
+  CUDA_CHECK(cudaGetLastError());
+  const dim3 threads(kColTile, kColTile);
+  layernorm_backward_params_kernel<<<(C + kColTile - 1) / kColTile, threads, 0, stream>>>(dw, db, dout, inp, mean,
+                                                                                         rstd, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T>
+void dropout_apply_t(T* out, const T* in, int rows, int width, const DropoutKeys& d, cudaStream_t stream) {
+  COCONUT_CHECK(d.p >= 0.f && d.p < 1.f, "dropout probability {} outside [0, 1)", d.p);
+  COCONUT_CHECK(d.rows || rows == 0, "dropout_apply: no row streams for {} rows", rows);
+  const int64_t n = int64_t(rows) * width;
+  if (n == 0) return;
+  dropout_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, in, rows, width, d.rows, d.first,
+                                                       detail::drop_threshold(d.p), 1.f / (1.f - d.p));
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public entry points
+
+void convert(bf16* out, const float* in, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  convert_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, in, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  convert_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, in, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+#define COCONUT_GPU_EMBEDDINGS(T)                                                                               \
+  void embed_tokens(T* out, const T* wte, const int* tokens, int n, int C, cudaStream_t stream) {              \
+    if (n == 0) return;                                                                                        \
+    gather_rows_kernel<<<grid_for(int64_t(n) * C), kThreads, 0, stream>>>(out, wte, tokens, n, C);              \
+    CUDA_CHECK(cudaGetLastError());                                                                            \
+  }                                                                                                            \
+  void scatter_rows(T* out, const T* in, const int* ids, int n, int C, cudaStream_t stream) {                  \
+    if (n == 0) return;                                                                                        \
+    scatter_rows_kernel<<<grid_for(int64_t(n) * C), kThreads, 0, stream>>>(out, in, ids, n, C);                 \
+    CUDA_CHECK(cudaGetLastError());                                                                            \
+  }                                                                                                            \
+  void embed_tokens_backward(float* dwte, const T* d, const int* tokens, int n, int C, cudaStream_t stream) {   \
+    if (n == 0) return;                                                                                        \
+    scatter_add_rows_kernel<<<(C + 127) / 128, 128, 0, stream>>>(dwte, d, tokens, n, C);                       \
+    CUDA_CHECK(cudaGetLastError());                                                                            \
+  }                                                                                                            \
+  void add_position_embedding(T* x, const T* in, const T* wpe, const int* pos, int n, int C,                    \
+                              cudaStream_t stream) {                                                           \
+    if (n == 0) return;                                                                                        \
+    add_rows_kernel<<<grid_for(int64_t(n) * C), kThreads, 0, stream>>>(x, in, wpe, pos, n, C);                  \
+    CUDA_CHECK(cudaGetLastError());                                                                            \
+  }                                                                                                            \
+  void position_embedding_backward(float* dwpe, const T* d, const int* pos, int n, int C, cudaStream_t stream) { \
+    if (n == 0) return;                                                                                        \
+    scatter_add_rows_kernel<<<(C + 127) / 128, 128, 0, stream>>>(dwpe, d, pos, n, C);                          \
+    CUDA_CHECK(cudaGetLastError());                                                                            \
+  }
+COCONUT_GPU_EMBEDDINGS(float)
+COCONUT_GPU_EMBEDDINGS(bf16)
+#undef COCONUT_GPU_EMBEDDINGS
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                       int N, int C, float eps, cudaStream_t stream) {
+  layernorm_forward_t(out, mean, rstd, inp, w, b, N, C, eps, stream);
+}
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* w, const bf16* b, int N,
+                       int C, float eps, cudaStream_t stream) {
+  layernorm_forward_t(out, mean, rstd, inp, w, b, N, C, eps, stream);
+}
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
+  layernorm_backward_t(dinp, dw, db, dout, inp, w, mean, rstd, N, C, stream);
+}
+void layernorm_backward(bf16* dinp, float* dw, float* db, const bf16* dout, const bf16* inp, const bf16* w,
+                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
+  layernorm_backward_t(dinp, dw, db, dout, inp, w, mean, rstd, N, C, stream);
+}
+
+#define COCONUT_GPU_POINTWISE(T)                                                                     \
+  void gelu_forward(T* out, const T* inp, int64_t n, cudaStream_t stream) {                         \
+    if (n == 0) return;                                                                             \
+    gelu_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, inp, n);                          \
+    CUDA_CHECK(cudaGetLastError());                                                                 \
+  }                                                                                                 \
+  void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n, cudaStream_t stream) {        \
+    if (n == 0) return;                                                                             \
+    gelu_backward_kernel<<<grid_for(n), kThreads, 0, stream>>>(dinp, inp, dout, n);                  \
+    CUDA_CHECK(cudaGetLastError());                                                                 \
+  }                                                                                                 \
+  void add_forward(T* out, const T* a, const T* b, int64_t n, cudaStream_t stream) {                \
+    if (n == 0) return;                                                                             \
+    add_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, a, b, n);                                  \
+    CUDA_CHECK(cudaGetLastError());                                                                 \
+  }                                                                                                 \
+  void dropout_apply(T* out, const T* in, int rows, int width, const DropoutKeys& d, cudaStream_t stream) { \
+    dropout_apply_t(out, in, rows, width, d, stream);                                               \
+  }
+COCONUT_GPU_POINTWISE(float)
+COCONUT_GPU_POINTWISE(bf16)
+#undef COCONUT_GPU_POINTWISE
+
+RowStream row_stream(const CounterRng& rng) {
+  const std::array<uint32_t, 2> key = rng.key();
+  return RowStream{key[0], key[1], rng.stream_hash()};
+}
+
+void dropout_words(uint32_t* out, RowStream rs, uint64_t first, int n, cudaStream_t stream) {
+  if (n <= 0) return;
+  dropout_words_kernel<<<(n + kThreads - 1) / kThreads, kThreads, 0, stream>>>(out, rs, first, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace coconut::gpu

@@ -1,0 +1,113 @@
+// Linear layers of ops.h on cuBLAS: fp32 through CublasContext::sgemm (plain fp32, no
+// TF32), bf16 through cublasGemmEx with fp32 accumulation; plus the two small kernels
+// they need (bias broadcast, bias gradient as column sums).
+#include "runtime/check.h"
+#include "runtime/cuda/ops_common.cuh"
+
+namespace coconut::gpu {
+namespace {
+
+using detail::grid_for;
+using detail::kThreads;
+using detail::load;
+using detail::store;
+
+cudaStream_t stream_of(CublasContext& cublas) {
+  cudaStream_t stream = nullptr;
+  CUBLAS_CHECK(cublasGetStream(cublas.handle(), &stream));
+  return stream;
+}
+
+// out[r, c] = bias[c]: the GEMM then adds inp W with beta = 1 (as the CPU op).
+template <typename T>
+__global__ void broadcast_rows_kernel(T* out, const T* bias, int N, int OC) {
+  const int64_t total = int64_t(N) * OC;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = bias[i % OC];
+}
+
+// acc[c] += sum over rows of x[r, c]: 32 x 32 threads per 32 columns, each thread a
+// strided subset of rows, partial sums added in a fixed order (reproducible).
+constexpr int kTile = 32;
+template <typename T>
+__global__ void __launch_bounds__(kTile * kTile) column_sums_kernel(float* acc, const T* x, int N, int C) {
+  __shared__ float partial[kTile][kTile + 1];
+  const int cx = threadIdx.x, ry = threadIdx.y, c = blockIdx.x * kTile + cx;
+  float s = 0.f;
+  if (c < C)
+    for (int r = ry; r < N; r += kTile) s += load(x[int64_t(r) * C + c]);
+  partial[ry][cx] = s;
+  __syncthreads();
+  if (ry == 0 && c < C) {
+    float t = 0.f;
+    for (int k = 0; k < kTile; ++k) t += partial[k][cx];
+    acc[c] += t;
+  }
+}
+
+template <typename T>
+void column_sums(float* acc, const T* x, int N, int C, cudaStream_t stream) {
+  column_sums_kernel<<<(C + kTile - 1) / kTile, dim3(kTile, kTile), 0, stream>>>(acc, x, N, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T>
+void broadcast_bias(T* out, const T* bias, int N, int OC, cudaStream_t stream) {
+  broadcast_rows_kernel<<<grid_for(int64_t(N) * OC), kThreads, 0, stream>>>(out, bias, N, OC);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void gemm_ex(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
+             int lda, const bf16* b, int ldb, float beta, void* c, cudaDataType c_type, int ldc) {
+  COCONUT_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_bf16: negative size m={} n={} k={}", m, n, k);
+  const int a_cols = trans_a ? m : k, b_cols = trans_b ? k : n;
+  COCONUT_CHECK(lda >= std::max(1, a_cols), "gemm_bf16: lda={} is less than A's {} columns", lda, a_cols);
+  COCONUT_CHECK(ldb >= std::max(1, b_cols), "gemm_bf16: ldb={} is less than B's {} columns", ldb, b_cols);
+  COCONUT_CHECK(ldc >= std::max(1, n), "gemm_bf16: ldc={} is less than C's {} columns", ldc, n);
+  if (m == 0 || n == 0) return;
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T (cublas_gemm.h).
+  CUBLAS_CHECK(cublasGemmEx(cublas.handle(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            n, m, k, &alpha, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda, &beta, c, c_type, ldc,
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void gemm_bf16(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
+               int lda, const bf16* b, int ldb, float beta, bf16* c, int ldc) {
+  gemm_ex(cublas, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, CUDA_R_16BF, ldc);
+}
+void gemm_bf16(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
+               int lda, const bf16* b, int ldb, float beta, float* c, int ldc) {
+  gemm_ex(cublas, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, CUDA_R_32F, ldc);
+}
+
+void linear_forward(CublasContext& cublas, float* out, const float* inp, const float* w, const float* bias, int N,
+                    int IC, int OC) {
+  if (N == 0) return;
+  if (bias) broadcast_bias(out, bias, N, OC, stream_of(cublas));
+  cublas.sgemm(false, false, N, OC, IC, 1.f, inp, IC, w, OC, bias ? 1.f : 0.f, out, OC);
+}
+void linear_forward(CublasContext& cublas, bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N,
+                    int IC, int OC) {
+  if (N == 0) return;
+  if (bias) broadcast_bias(out, bias, N, OC, stream_of(cublas));
+  gemm_bf16(cublas, false, false, N, OC, IC, 1.f, inp, IC, w, OC, bias ? 1.f : 0.f, out, OC);
+}
+
+void linear_backward(CublasContext& cublas, float* dinp, float* dw, float* dbias, const float* dout,
+                     const float* inp, const float* w, int N, int IC, int OC) {
+  if (N == 0) return;
+  cublas.sgemm(false, true, N, IC, OC, 1.f, dout, OC, w, OC, 1.f, dinp, IC);  // dinp += dout W^T
+  cublas.sgemm(true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout
+  if (dbias) column_sums(dbias, dout, N, OC, stream_of(cublas));
+}
+void linear_backward(CublasContext& cublas, bf16* dinp, float* dw, float* dbias, const bf16* dout, const bf16* inp,
+                     const bf16* w, int N, int IC, int OC) {
+  if (N == 0) return;
+  gemm_bf16(cublas, false, true, N, IC, OC, 1.f, dout, OC, w, OC, 1.f, dinp, IC);  // dinp += dout W^T
+  gemm_bf16(cublas, true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout (fp32)
+  if (dbias) column_sums(dbias, dout, N, OC, stream_of(cublas));
+}
+
+}  // namespace coconut::gpu

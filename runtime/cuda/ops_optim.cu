@@ -1,0 +1,144 @@
+// The loss and the optimizer ops of ops.h: softmax cross-entropy on logits, AdamW on a
+// shard (fp32 master weights, optional bf16 copy), the sum of squares behind the
+// gradient norm, and clipping. Reductions run in a fixed order (reproducible).
+#include <cmath>
+
+#include "runtime/check.h"
+#include "runtime/cuda/device.h"
+#include "runtime/cuda/ops_common.cuh"
+
+namespace coconut::gpu {
+namespace {
+
+using detail::grid_for;
+using detail::kThreads;
+
+// One block per row: max, sum of exponentials, then the gradient written over the
+// logits. Every thread reads the target logit before the first barrier, so no thread
+// has overwritten it yet.
+__global__ void cross_entropy_kernel(float* logits, float* row_loss, const int* targets, int V, float scale) {
+  __shared__ float shared[32];
+  const int64_t row = blockIdx.x;
+  float* z = logits + row * V;
+  const int target = targets[row];
+  if (target < 0) {  // ignored row (label -100): no loss, no gradient
+    for (int v = threadIdx.x; v < V; v += blockDim.x) z[v] = 0.f;
+    if (threadIdx.x == 0) row_loss[row] = 0.f;
+    return;
+  }
+  const float target_logit = z[target];
+  float m = -INFINITY;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) m = fmaxf(m, z[v]);
+  m = detail::block_max(m, shared);
+  float sum = 0.f;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) sum += expf(z[v] - m);
+  sum = detail::block_sum(sum, shared);
+  const float inv = 1.f / sum;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) z[v] = expf(z[v] - m) * inv * scale - (v == target ? scale : 0.f);
+  if (threadIdx.x == 0) row_loss[row] = (logf(sum) + m - target_logit) * scale;
+}
+
+// model::AdamW::step for one segment, element for element.
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, float b1, float b2, float eps,
+                             float decay, float step_size, float bias2_sqrt, bf16* p_bf16) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float w = p[i] * decay;
+    const float gi = g[i];
+    const float mi = b1 * m[i] + (1.f - b1) * gi;
+    const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    const float denom = sqrtf(vi) / bias2_sqrt + eps;
+    w -= step_size * mi / denom;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = w;
+    if (p_bf16) p_bf16[i] = __float2bfloat16_rn(w);
+  }
+}
+
+// Stage 1 of the sum of squares: block b sums elements b*256 + t, strided by the grid,
+// in double, then a fixed tree over the block's threads.
+__global__ void sum_squares_partial_kernel(double* partial, const float* x, size_t n) {
+  __shared__ double s[kThreads];
+  double acc = 0.0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    acc += double(x[i]) * x[i];
+  s[threadIdx.x] = acc;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) s[threadIdx.x] += s[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+}
+
+// Stage 2: the partial sums in block order (one thread: there are only a few hundred).
+__global__ void sum_partials_kernel(double* out, const double* partial, int count) {
+  double total = 0.0;
+  for (int b = 0; b < count; ++b) total += partial[b];
+  *out = total;
+}
+
+__global__ void scale_kernel(float* x, size_t n, float c) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    x[i] *= c;
+}
+
+}  // namespace
+
+void cross_entropy_forward_backward(float* logits, float* row_loss, const int* targets, int N, int V, float scale,
+                                    cudaStream_t stream) {
+  COCONUT_CHECK(N >= 0 && V > 0, "cross_entropy: bad shape N={} V={}", N, V);
+  if (N == 0) return;
+  cross_entropy_kernel<<<N, kThreads, 0, stream>>>(logits, row_loss, targets, V, scale);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void adamw_step(float* params, const float* grads, float* m, float* v, size_t shard_begin,
+                const std::vector<DecaySegment>& segments, const AdamWHyper& hyper, int64_t step, bf16* params_bf16,
+                cudaStream_t stream) {
+  COCONUT_CHECK(step >= 1, "adamw_step: step count {} (it counts the update being made, from 1)", step);
+  // The scalars in the same precision and order as model::AdamW::step.
+  const double bias1 = 1.0 - std::pow(static_cast<double>(hyper.beta1), static_cast<double>(step));
+  const double bias2 = 1.0 - std::pow(static_cast<double>(hyper.beta2), static_cast<double>(step));
+  const float step_size = static_cast<float>(hyper.lr / bias1);
+  const float bias2_sqrt = static_cast<float>(std::sqrt(bias2));
+  for (const DecaySegment& seg : segments) {
+    COCONUT_CHECK(seg.begin >= shard_begin && seg.begin <= seg.end, "adamw_step: segment [{}, {}) before the shard "
+                  "start {}", seg.begin, seg.end, shard_begin);
+    const int64_t n = static_cast<int64_t>(seg.end - seg.begin);
+    if (n == 0) continue;
+    const float decay = seg.decay ? 1.f - hyper.lr * hyper.weight_decay : 1.f;
+    const size_t local = seg.begin - shard_begin;
+    adamw_kernel<<<grid_for(n), kThreads, 0, stream>>>(params + seg.begin, grads + seg.begin, m + local, v + local, n,
+                                                       hyper.beta1, hyper.beta2, hyper.eps, decay, step_size,
+                                                       bias2_sqrt, params_bf16 ? params_bf16 + seg.begin : nullptr);
+    CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+void sum_of_squares(double* out, const float* x, size_t n, double* partial, cudaStream_t stream) {
+  sum_squares_partial_kernel<<<kSumSquaresBlocks, kThreads, 0, stream>>>(partial, x, n);
+  CUDA_CHECK(cudaGetLastError());
+  sum_partials_kernel<<<1, 1, 0, stream>>>(out, partial, kSumSquaresBlocks);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+double sum_of_squares_host(const float* x, size_t n, cudaStream_t stream) {
+  DeviceBuffer<double> scratch(kSumSquaresBlocks + 1);
+  sum_of_squares(scratch.data() + kSumSquaresBlocks, x, n, scratch.data(), stream);
+  double result = 0;
+  CUDA_CHECK(cudaMemcpyAsync(&result, scratch.data() + kSumSquaresBlocks, sizeof(double), cudaMemcpyDeviceToHost,
+                             stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  return result;
+}
+
+void clip_grads(float* grads, size_t n, double global_norm, float max_norm, cudaStream_t stream) {
+  COCONUT_CHECK(max_norm > 0.f, "gradient clipping needs max_norm > 0 (got {})", max_norm);
+  const double coef = std::min(1.0, max_norm / (global_norm + 1e-6));
+  if (coef >= 1.0 || n == 0) return;
+  scale_kernel<<<grid_for(static_cast<int64_t>(n)), kThreads, 0, stream>>>(grads, n, static_cast<float>(coef));
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace coconut::gpu

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# A real one-node Slurm on this machine, from Debian's slurm-wlm package: munged,
+# slurmctld and slurmd with their own config, sockets, ports, state and logs in a temp
+# folder; then cluster/slurm/train.sbatch trains the tiny config with 2 tasks as two
+# pipeline stages, once through `srun --mpi=pmix` and once through `mpirun` inside the
+# allocation; each job must complete with both ranks (exit state, coconut's launcher
+# line, the 2-rank layout, the final table, the run folder). Everything started here is
+# stopped at the end, by its pid file.
+#
+#   usage: tests/cluster/test_slurm_local.sh COCONUT_BINARY REPO_ROOT WORK_DIR
+#   exit 77 (CTest: skipped) when Slurm or munge is not installed or we are not root;
+#   `bash cluster/bootstrap.sh --slurm` installs them. COCONUT_KEEP_SLURM_TMP=1 keeps the
+#   temp folder (configs, daemon logs, job outputs) after a successful run too.
+set -euo pipefail
+shopt -s extglob
+bin=$(realpath "$1") repo=$(realpath "$2") work=$3
+
+for tool in slurmctld slurmd munged sbatch scontrol sinfo; do
+  command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed (bash cluster/bootstrap.sh --slurm)"; exit 77; }
+done
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root (the daemons run as root here)"; exit 77; }
+
+mkdir -p "$work"
+tmp=$(mktemp -d "$(realpath "$work")/slurm.XXXXXX")
+chmod 755 "$tmp"  # munged wants every folder above its socket searchable
+start=$(date +%s)
+node=$(hostname -s)
+# Ports of our own, so that neither a system Slurm nor a second run of this test clash.
+port=$((20000 + RANDOM % 20000))
+export SLURM_CONF=$tmp/slurm.conf
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -f "$tmp/slurmctld.pid" ]; then scontrol shutdown >/dev/null 2>&1; fi
+  for pidfile in "$tmp/slurmd.pid" "$tmp/slurmctld.pid" "$tmp/munge/munged.pid"; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; kill "$pid" 2>/dev/null; sleep 0.2; done
+  done
+  if [ $rc != 0 ]; then
+    echo "--- logs (kept in $tmp) ---"
+    tail -n 15 "$tmp"/log/*.log "$tmp"/*.out 2>/dev/null
+  elif [ "${COCONUT_KEEP_SLURM_TMP:-0}" = 1 ]; then
+    echo "kept $tmp"
+  else
+    rm -rf "$tmp"
+  fi
+  echo "test_slurm_local: $(( $(date +%s) - start )) s in all"
+  exit $rc
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+# ---- munge: a fresh key and its own socket ----
+mkdir -p "$tmp/munge" "$tmp/state" "$tmp/spool" "$tmp/log"
+chmod 755 "$tmp/munge"
+dd if=/dev/urandom of="$tmp/munge/munge.key" bs=1024 count=1 status=none
+chmod 400 "$tmp/munge/munge.key"
+munged --key-file="$tmp/munge/munge.key" --socket="$tmp/munge/munge.sock" --pid-file="$tmp/munge/munged.pid" \
+  --log-file="$tmp/log/munged.log" --seed-file="$tmp/munge/munge.seed"
+
+# ---- Slurm: one node with this machine's cores, no accounting, no cgroup confinement ----
+# At least 2 CPUs, so that the 2-task jobs also fit a 1-core machine (config_overrides:
+# slurmd takes the configured count instead of draining the node for having fewer).
+cpus=$(nproc); [ "$cpus" -ge 2 ] || cpus=2
+cat > "$SLURM_CONF" <<EOF
+ClusterName=coconuttest
+SlurmctldHost=$node(127.0.0.1)
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$tmp/munge/munge.sock
+CredType=cred/munge
+StateSaveLocation=$tmp/state
+SlurmdSpoolDir=$tmp/spool
+SlurmctldPidFile=$tmp/slurmctld.pid
+SlurmdPidFile=$tmp/slurmd.pid
+SlurmctldLogFile=$tmp/log/slurmctld.log
+SlurmdLogFile=$tmp/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+SlurmdParameters=config_overrides
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+EOF
+# slurmd loads a cgroup plugin even with proctrack/linuxproc, and its autodetection
+# refuses hybrid v1/v2 hosts (containers): name the hierarchy that is mounted.
+if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then cgroup=cgroup/v2; else cgroup=cgroup/v1; fi
+printf 'CgroupPlugin=%s\nCgroupAutomount=no\nConstrainCores=no\nConstrainRAMSpace=no\n' "$cgroup" > "$tmp/cgroup.conf"
+
+slurmctld -f "$SLURM_CONF" -i
+slurmd -f "$SLURM_CONF"
+for _ in $(seq 60); do
+  state=$(sinfo -h -n "$node" -o %T 2>/dev/null || true)
+  [ "$state" = idle ] && break
+  sleep 0.5
+done
+[ "$state" = idle ] || fail "node $node did not become idle (state '$state')"
+echo "slurm up in $(( $(date +%s) - start )) s: node $node idle, ports $port/$((port + 1)), mpi plugins: $(srun --mpi=list 2>&1 | sed -n 's/^\t//p' | tr '\n' ' ')"
+
+# ---- the jobs ----
+run_job() {  # run_job NAME LAUNCH
+  local name=$1 launch=$2 t0 job state
+  t0=$(date +%s)
+  sbatch --parsable --ntasks=2 --job-name="coconut-$name" --chdir="$repo" \
+    --output="$tmp/$name.out" \
+    --export=ALL,COCONUT_BIN="$bin",COCONUT_LAUNCH="$launch",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    "$repo/cluster/slurm/train.sbatch" configs/prosqa_tiny.yaml \
+    --set train.epochs=1 --set data.generate_train=64 --set data.generate_valid=16 --set eval.max_items=16 \
+    --set parallel.pp=2 --set run.dir="$tmp/run_$name" > "$tmp/$name.sbatch" || fail "$name: sbatch failed"
+  job=$(head -n 1 "$tmp/$name.sbatch" | cut -d';' -f1)
+  # Our own polling: `sbatch --wait` checks ever more rarely (up to 32 s apart).
+  for _ in $(seq 480); do
+    state=$(scontrol show job "$job" | tr ' ' '\n' | grep -E '^(JobState|ExitCode)=' | tr '\n' ' ')
+    [[ $state == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING)* ]] || break
+    sleep 0.5
+  done
+  echo "$name: job $job ($state) in $(( $(date +%s) - t0 )) s"
+  [[ $state == *"JobState=COMPLETED"*"ExitCode=0:0"* ]] || fail "$name: job $job ended as $state"
+  local out="$tmp/$name.out"
+  grep -q "launcher: $launch (Slurm job $job): rank 0 of 2" "$out" || fail "$name: no '$launch' launcher line in $out"
+  grep -q "parallel: 2 ranks = 2 pipeline stages x 1 replicas" "$out" || fail "$name: the job did not run 2 ranks"
+  grep -q "^| $tmp/run_$name | coconut | 1 |" "$out" || fail "$name: no final table in $out"
+  [ -s "$tmp/run_$name/metrics.jsonl" ] || fail "$name: no metrics.jsonl in the run folder"
+  ! grep -q "fatal error" "$out" || fail "$name: a rank failed"
+  grep "launcher:" "$out" | sed 's/^/  /'
+}
+
+run_job srun srun
+run_job mpirun mpirun
+echo "PASS"

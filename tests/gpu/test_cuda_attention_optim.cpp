@@ -1,0 +1,229 @@
+// CUDA attention (over a column range with a KV cache and key mask), softmax
+// cross-entropy and the optimizer ops (AdamW on a shard, sum of squares, clipping)
+// against the CPU ops on random inputs, part of the test_cuda_ops binary. Tolerances
+// per dtype: cpu_compare.h. Labelled gpu; skipped without a GPU (gpu_fixture.h).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/adamw.h"
+#include "model/ops.h"
+#include "runtime/cuda/device.h"
+#include "runtime/cuda/ops.h"
+#include "runtime/rng.h"
+#include "tests/gpu/cpu_compare.h"
+#include "tests/gpu/gpu_fixture.h"
+
+namespace coconut {
+namespace {
+
+using namespace testing_gpu;  // the comparison helpers of cpu_compare.h
+using gpu::bf16;
+using Gpu = GpuTest;
+
+// ---------------------------------------------------------------- attention
+
+struct AttentionCase {
+  int B, T, C, H, a, b;
+};
+
+// Sequence 1 (and 3) is left-padded by 2 columns: masked keys, position ids from 0 at
+// its first real column.
+void attention_inputs(const AttentionCase& t, std::vector<uint8_t>& mask, std::vector<int>& pos) {
+  mask.assign(size_t(t.T) * t.B, 1);
+  pos.assign(size_t(t.T) * t.B, 0);
+  for (int s = 0; s < t.B; ++s) {
+    const int pad = s % 2 == 1 ? 2 : 0;
+    for (int c = 0; c < t.T; ++c) {
+      mask[size_t(c) * t.B + s] = c >= pad;
+      pos[size_t(c) * t.B + s] = c >= pad ? c - pad : 0;
+    }
+  }
+}
+
+TEST_F(Gpu, AttentionMatchesCpu) {
+  // Pass 0, a one-column latent pass over a KV cache, the final pass; odd head sizes.
+  const std::vector<AttentionCase> cases = {
+      {2, 9, 16, 2, 0, 5}, {2, 9, 16, 2, 5, 6}, {2, 9, 16, 2, 6, 9}, {3, 17, 24, 3, 0, 17}, {4, 33, 64, 4, 20, 21}};
+  CublasContext cublas;
+  for (const AttentionCase& t : cases) {
+    for (float p : {0.f, 0.25f}) {
+      SCOPED_TRACE(testing::Message() << "B=" << t.B << " T=" << t.T << " C=" << t.C << " H=" << t.H << " [" << t.a
+                                      << ", " << t.b << ") dropout " << p);
+      const int nq = t.b - t.a, rows = nq * t.B;
+      std::vector<uint8_t> mask;
+      std::vector<int> pos;
+      attention_inputs(t, mask, pos);
+      const std::vector<float> qkv = random_vector(size_t(t.T) * t.B * 3 * t.C, 40, -2.f, 2.f);
+      const size_t probs_size = size_t(t.T) * t.B * t.H * t.T;
+      const std::vector<CounterRng> streams = row_streams(rows, 77);
+      model::Dropout cpu_drop{p, streams.data(), 3ull << 40, pos.data(), t.T};
+      const model::Dropout* cd = p > 0 ? &cpu_drop : nullptr;
+
+      std::vector<float> out(size_t(rows) * t.C), probs(probs_size, 0.f), out_infer(out.size());
+      model::attention_forward(out.data(), probs.data(), qkv.data(), mask.data(), t.a, t.b, t.B, t.T, t.C, t.H, cd);
+      if (p == 0)
+        model::attention_forward(out_infer.data(), nullptr, qkv.data(), mask.data(), t.a, t.b, t.B, t.T, t.C, t.H);
+      const std::vector<float> dout = random_vector(out.size(), 41);
+      const std::vector<float> dqkv0 = random_vector(qkv.size(), 42);
+      std::vector<float> dqkv = dqkv0;
+      model::attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), t.a, t.b, t.B, t.T, t.C, t.H, cd);
+
+      DeviceBuffer<gpu::RowStream> gstreams = upload_streams(streams);
+      DeviceBuffer<int> gpos = upload(pos);
+      gpu::DropoutKeys keys{p, gstreams.data(), cpu_drop.first, gpos.data(), t.T};
+      const gpu::DropoutKeys* gd = p > 0 ? &keys : nullptr;
+      DeviceBuffer<char> ws(gpu::attention_workspace_bytes(t.B, t.H, nq, t.b));
+      DeviceBuffer<float> gqkv = upload(qkv), gout(out.size()), gprobs = upload(std::vector<float>(probs_size, 0.f));
+      DeviceBuffer<uint8_t> gmask = upload(mask);
+      gpu::attention_forward(cublas, gout.data(), gprobs.data(), gqkv.data(), gmask.data(), t.a, t.b, t.B, t.T, t.C,
+                             t.H, gd, ws.data());
+      expect_close(download(gout, out.size()), out, kFp32, "attention out");
+      expect_close(download(gprobs, probs_size), probs, kFp32, "attention probs");
+      if (p == 0) {
+        gpu::attention_forward(cublas, gout.data(), nullptr, gqkv.data(), gmask.data(), t.a, t.b, t.B, t.T, t.C, t.H,
+                               nullptr, ws.data());
+        expect_close(download(gout, out.size()), out_infer, kFp32, "attention out (inference, no probs)");
+      }
+      // The backward from the CPU's probabilities, so that it is tested on its own.
+      DeviceBuffer<float> cprobs = upload(probs), gdout = upload(dout), gdqkv = upload(dqkv0);
+      gpu::attention_backward(cublas, gdqkv.data(), gdout.data(), cprobs.data(), gqkv.data(), t.a, t.b, t.B, t.T, t.C,
+                              t.H, gd, ws.data());
+      expect_close(download(gdqkv, dqkv.size()), dqkv, kFp32, "attention dqkv");
+
+      // A probabilities buffer holding only this pass's rows (probs_row0 = a*B), as a
+      // recomputed pass keeps them.
+      const int64_t row0 = int64_t(t.a) * t.B;
+      const size_t pass_probs = size_t(rows) * t.H * t.T;
+      std::vector<float> pprobs(pass_probs, 0.f), pout(out.size()), pdqkv = dqkv0;
+      model::attention_forward(pout.data(), pprobs.data(), qkv.data(), mask.data(), t.a, t.b, t.B, t.T, t.C, t.H, cd,
+                               row0);
+      model::attention_backward(pdqkv.data(), dout.data(), pprobs.data(), qkv.data(), t.a, t.b, t.B, t.T, t.C, t.H,
+                                cd, row0);
+      DeviceBuffer<float> gpp = upload(std::vector<float>(pass_probs, 0.f));
+      gpu::attention_forward(cublas, gout.data(), gpp.data(), gqkv.data(), gmask.data(), t.a, t.b, t.B, t.T, t.C,
+                             t.H, gd, ws.data(), row0);
+      expect_close(download(gout, out.size()), pout, kFp32, "attention out (pass-sized probs)");
+      expect_close(download(gpp, pass_probs), pprobs, kFp32, "attention pass-sized probs");
+      gdqkv.copy_from_host(dqkv0);
+      gpu::attention_backward(cublas, gdqkv.data(), gdout.data(), gpp.data(), gqkv.data(), t.a, t.b, t.B, t.T, t.C,
+                              t.H, gd, ws.data(), row0);
+      expect_close(download(gdqkv, dqkv.size()), pdqkv, kFp32, "attention dqkv (pass-sized probs)");
+    }
+  }
+}
+
+// ---------------------------------------------------------------- loss
+
+TEST_F(Gpu, CrossEntropyMatchesCpuAndSkipsIgnoredRows) {
+  for (int V : {5, 1000, 50257}) {
+    SCOPED_TRACE(testing::Message() << "V=" << V);
+    const int N = 7;
+    const float scale = 1.f / 13;
+    std::vector<float> logits = random_vector(size_t(N) * V, 50, -6.f, 6.f);
+    const std::vector<int> targets = {3, -100, 0, V - 1, -100, 2, 4};
+    // CPU: the labelled rows gathered, as the model's LM head does.
+    std::vector<float> gathered;
+    std::vector<int> kept;
+    for (int r = 0; r < N; ++r)
+      if (targets[r] >= 0) {
+        gathered.insert(gathered.end(), logits.begin() + size_t(r) * V, logits.begin() + size_t(r + 1) * V);
+        kept.push_back(targets[r]);
+      }
+    const float want_loss =
+        model::cross_entropy_forward_backward(gathered.data(), kept.data(), int(kept.size()), V, scale);
+    std::vector<float> want(logits.size(), 0.f);
+    for (int r = 0, k = 0; r < N; ++r)
+      if (targets[r] >= 0) {
+        std::copy(gathered.begin() + size_t(k) * V, gathered.begin() + size_t(k + 1) * V, want.begin() + size_t(r) * V);
+        ++k;
+      }
+
+    DeviceBuffer<float> g = upload(logits), row_loss(N);
+    DeviceBuffer<int> gt = upload(targets);
+    gpu::cross_entropy_forward_backward(g.data(), row_loss.data(), gt.data(), N, V, scale, nullptr);
+    expect_close(download(g, logits.size()), want, kFp32, "dlogits");
+    const std::vector<float> losses = row_loss.to_host();
+    double total = 0;
+    for (int r = 0; r < N; ++r) {
+      if (targets[r] < 0) {
+        EXPECT_EQ(losses[r], 0.f) << "ignored row " << r;
+      }
+      total += losses[r];
+    }
+    EXPECT_NEAR(total, want_loss, kFp32 * std::abs(want_loss));
+  }
+}
+
+// ---------------------------------------------------------------- optimizer
+
+TEST_F(Gpu, AdamWOnAShardMatchesCpu) {
+  model::GPT2Config config;
+  config.vocab_size = 11;
+  config.max_positions = 8;
+  config.n_layer = 2;
+  config.n_head = 2;
+  config.d_model = 8;
+  const model::ParamLayout layout(config);
+  const size_t total = layout.total(), begin = 13, end = total - 5;  // a shard cutting through tensors
+  model::AdamWConfig cfg;
+  cfg.lr = 1e-2f;
+  cfg.weight_decay = 0.1f;
+  cfg.decay_matrices_only = true;  // several decay segments
+  model::AdamW cpu(cfg, layout, begin, end);
+  ASSERT_GT(cpu.segments().size(), 2u);
+  std::vector<gpu::DecaySegment> segments;
+  for (const auto& s : cpu.segments()) segments.push_back({s.begin, s.end, s.decay});
+  const gpu::AdamWHyper hyper{cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay};
+
+  std::vector<float> params = random_vector(total, 60);
+  DeviceBuffer<float> gparams = upload(params), gm = upload(std::vector<float>(end - begin, 0.f));
+  DeviceBuffer<float> gv = upload(std::vector<float>(end - begin, 0.f));
+  DeviceBuffer<bf16> copy = upload_bf16(std::vector<float>(total, 0.f));
+  for (int step = 1; step <= 3; ++step) {
+    const std::vector<float> grads = random_vector(total, 61 + step);
+    cpu.step(params.data(), grads.data(), cfg.lr);
+    DeviceBuffer<float> ggrads = upload(grads);
+    gpu::adamw_step(gparams.data(), ggrads.data(), gm.data(), gv.data(), begin, segments, hyper, step, copy.data(),
+                    nullptr);
+  }
+  const std::vector<float> got = download(gparams, total);
+  expect_close(got, params, kFp32, "adamw params");
+  expect_close(download(gm, end - begin), cpu.m(), kFp32, "adamw m");
+  expect_close(download(gv, end - begin), cpu.v(), kFp32, "adamw v");
+  // Outside the shard nothing moves; inside, the bf16 copy is the rounded master weight.
+  const std::vector<float> start = random_vector(total, 60), bf = download(copy, total);
+  for (size_t i = 0; i < total; ++i) {
+    if (i < begin || i >= end) {
+      ASSERT_EQ(got[i], start[i]) << "element " << i << " outside the shard";
+      ASSERT_EQ(bf[i], 0.f) << "bf16 copy element " << i << " outside the shard";
+    } else {
+      ASSERT_EQ(bf[i], __bfloat162float(__float2bfloat16_rn(got[i]))) << "bf16 copy element " << i;
+    }
+  }
+}
+
+TEST_F(Gpu, SumOfSquaresAndClipMatchCpu) {
+  for (size_t n : {size_t(1), size_t(1000), size_t(300007)}) {
+    SCOPED_TRACE(testing::Message() << "n=" << n);
+    const std::vector<float> g = random_vector(n, 70, -3.f, 3.f);
+    const double want = model::sum_of_squares(g.data(), n);
+    DeviceBuffer<float> dg = upload(g);
+    const double got = gpu::sum_of_squares_host(dg.data(), n, nullptr);
+    EXPECT_NEAR(got, want, 1e-12 * want);
+    EXPECT_EQ(gpu::sum_of_squares_host(dg.data(), n, nullptr), got) << "not reproducible";
+
+    const double norm = std::sqrt(want);
+    std::vector<float> clipped = g;
+    model::clip_grads(clipped.data(), n, norm, float(norm / 2));
+    gpu::clip_grads(dg.data(), n, norm, float(norm / 2), nullptr);
+    expect_close(download(dg, n), clipped, kExact, "clip_grads");
+  }
+}
+
+}  // namespace
+}  // namespace coconut

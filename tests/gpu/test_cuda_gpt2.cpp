@@ -1,0 +1,219 @@
+// A full Coconut training step on the CUDA models (model/cuda_gpt2.h) against the CPU
+// model (model::MultipassRunner + model::AdamW): a random tiny GPT-2, a batch with
+// left padding and continuous thoughts (a prompt pass, a one-column latent pass, the
+// final pass, thoughts fed back between them), loss, every parameter gradient and the
+// weights after one AdamW step. Labelled gpu; skipped without a GPU.
+//
+// Tolerance: normwise per tensor, max |gpu - cpu| <= 1e-4 * max |cpu| (fp32 on both
+// sides; the difference is summation order through a dozen ops and two passes of
+// backpropagation through time, each op within 1e-5: see test_cuda_ops.cpp). The bf16
+// mixed-precision model is compared with the same fp32 CPU step at 0.1 (see below).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "model/adamw.h"
+#include "model/cuda_gpt2.h"
+#include "model/multipass.h"
+#include "runtime/check.h"
+#include "runtime/cuda/ops.h"
+#include "tests/gpu/gpu_fixture.h"
+
+namespace coconut::model {
+namespace {
+
+using Gpu = testing_gpu::GpuTest;
+constexpr double kStepTolerance = 1e-4;
+
+GPT2Config tiny_config() {
+  GPT2Config c;
+  c.vocab_size = 41;
+  c.max_positions = 16;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.d_model = 16;
+  return c;
+}
+
+// B = 3 sequences of T = 10 columns, first latent at column f = 4: sample 0 has two
+// thoughts (columns 4, 5), sample 1 one (column 4), sample 2 none and one left pad.
+// Passes: [0, 4) feeding columns 4 of samples 0 and 1, [4, 5) feeding column 5 of
+// sample 0, [5, 10). Targets on the columns after the thoughts.
+SequenceBatch latent_batch() {
+  SequenceBatch b;
+  b.B = 3;
+  b.T = 10;
+  const size_t R = size_t(b.B) * b.T;
+  b.tokens.assign(R, 0);
+  b.targets.assign(R, -100);
+  b.pos_ids.assign(R, 0);
+  b.key_mask.assign(R, 1);
+  for (int t = 0; t < b.T; ++t)
+    for (int s = 0; s < b.B; ++s) {
+      const size_t r = size_t(t) * b.B + s;
+      b.tokens[r] = (7 * t + 3 * s + 1) % 41;
+      const int pad = s == 2 ? 1 : 0;
+      b.key_mask[r] = t >= pad;
+      b.pos_ids[r] = t >= pad ? t - pad : 0;
+      if (t >= 6 && t + 1 < b.T) b.targets[r] = (5 * t + s + 2) % 41;
+    }
+  b.passes = {Pass{0, 4, {Feedback{0, 3}, Feedback{1, 3}}}, Pass{4, 5, {Feedback{0, 4}}}, Pass{5, 10, {}}};
+  return b;
+}
+
+void expect_tensors_close(const ParamLayout& layout, const std::vector<float>& got, const std::vector<float>& want,
+                          const std::string& what) {
+  for (const TensorSpec& t : layout.tensors()) {
+    double max_want = 0, max_err = 0;
+    for (size_t i = t.offset; i < t.offset + t.numel; ++i) {
+      max_want = std::max(max_want, std::abs(double(want[i])));
+      max_err = std::max(max_err, std::abs(double(got[i]) - double(want[i])));
+    }
+    EXPECT_LE(max_err, kStepTolerance * max_want) << what << " of " << t.name << " (max |cpu| " << max_want << ")";
+    EXPECT_FALSE(std::isnan(max_err)) << what << " of " << t.name;
+  }
+}
+
+TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
+  const GPT2Config config = tiny_config();
+  GPT2 cpu(config);
+  cpu.init_weights(1234);
+  CudaGPT2 gpu_model(config);
+  gpu_model.set_params(cpu.params());
+  const SequenceBatch batch = latent_batch();
+  const float scale = 1.f / batch.num_targets();
+
+  // Forward, loss and backward through the thoughts.
+  cpu.zero_grads();
+  MultipassRunner cpu_runner;
+  const double cpu_loss = cpu_runner.forward_backward(cpu, batch, scale);
+  gpu_model.zero_grads();
+  CudaMultipassRunner gpu_runner;
+  const double gpu_loss = gpu_runner.forward_backward(gpu_model, batch, scale);
+  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-5 * std::abs(cpu_loss));
+  std::vector<float> grads(cpu.num_params());
+  gpu_model.get_grads(grads.data());
+  const std::vector<float> cpu_grads(cpu.grads(), cpu.grads() + cpu.num_params());
+  expect_tensors_close(cpu.layout(), grads, cpu_grads, "gradient");
+
+  // One AdamW step over the whole buffer on both sides.
+  AdamWConfig opt;
+  opt.lr = 1e-2f;
+  AdamW cpu_opt(opt, cpu.layout(), 0, cpu.num_params());
+  cpu_opt.step(cpu.params(), cpu.grads(), opt.lr);
+  std::vector<gpu::DecaySegment> segments;
+  for (const auto& s : cpu_opt.segments()) segments.push_back({s.begin, s.end, s.decay});
+  DeviceBuffer<float> m(cpu.num_params()), v(cpu.num_params());
+  CUDA_CHECK(cudaMemset(m.data(), 0, m.bytes()));
+  CUDA_CHECK(cudaMemset(v.data(), 0, v.bytes()));
+  gpu::adamw_step(gpu_model.params(), gpu_model.grads(), m.data(), v.data(), 0, segments,
+                  {opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay}, 1, nullptr, nullptr);
+  std::vector<float> params(cpu.num_params());
+  gpu_model.get_params(params.data());
+  const std::vector<float> cpu_params(cpu.params(), cpu.params() + cpu.num_params());
+  expect_tensors_close(cpu.layout(), params, cpu_params, "weight after AdamW");
+
+  // The same step again on the GPU gives the same bits (reproducible kernels).
+  std::vector<float> again(cpu.num_params());
+  gpu_model.zero_grads();
+  const double loss2 = gpu_runner.forward_backward(gpu_model, batch, scale);
+  gpu_model.get_grads(again.data());
+  gpu_model.zero_grads();
+  EXPECT_EQ(gpu_runner.forward_backward(gpu_model, batch, scale), loss2);
+  gpu_model.get_grads(grads.data());
+  EXPECT_EQ(grads, again) << "two identical GPU steps differ";
+}
+
+// bf16 mixed precision against the fp32 CPU step: bf16 storage rounds every activation
+// to 8 bits of mantissa, so the tolerance is loose (kBf16StepTolerance), yet a wrong op,
+// a wrong layout or a missing conversion gives errors of the order of the values.
+// AdamW refreshes the bf16 weight copy from the fp32 master weights.
+constexpr double kBf16StepTolerance = 0.1;
+
+TEST_F(Gpu, CoconutTrainingStepInBf16IsCloseToCpu) {
+  const GPT2Config config = tiny_config();
+  GPT2 cpu(config);
+  cpu.init_weights(1234);
+  CudaGPT2Bf16 gpu_model(config);
+  gpu_model.set_params(cpu.params());
+  const SequenceBatch batch = latent_batch();
+  const float scale = 1.f / batch.num_targets();
+
+  cpu.zero_grads();
+  MultipassRunner cpu_runner;
+  const double cpu_loss = cpu_runner.forward_backward(cpu, batch, scale);
+  gpu_model.zero_grads();
+  CudaMultipassRunnerBf16 gpu_runner;
+  const double gpu_loss = gpu_runner.forward_backward(gpu_model, batch, scale);
+  EXPECT_NEAR(gpu_loss, cpu_loss, 2e-2 * std::abs(cpu_loss));
+  std::vector<float> grads(cpu.num_params());
+  gpu_model.get_grads(grads.data());
+  for (const TensorSpec& t : cpu.layout().tensors()) {
+    double max_want = 0, max_err = 0;
+    for (size_t i = t.offset; i < t.offset + t.numel; ++i) {
+      max_want = std::max(max_want, std::abs(double(cpu.grads()[i])));
+      max_err = std::max(max_err, std::abs(double(grads[i]) - double(cpu.grads()[i])));
+    }
+    EXPECT_LE(max_err, kBf16StepTolerance * max_want) << "bf16 gradient of " << t.name << " (max |cpu| " << max_want
+                                                      << ")";
+    EXPECT_FALSE(std::isnan(max_err)) << t.name;
+  }
+
+  AdamWConfig opt;
+  const AdamW segments_of(opt, cpu.layout(), 0, cpu.num_params());
+  std::vector<gpu::DecaySegment> segments;
+  for (const auto& s : segments_of.segments()) segments.push_back({s.begin, s.end, s.decay});
+  DeviceBuffer<float> m(cpu.num_params()), v(cpu.num_params());
+  CUDA_CHECK(cudaMemset(m.data(), 0, m.bytes()));
+  CUDA_CHECK(cudaMemset(v.data(), 0, v.bytes()));
+  gpu::adamw_step(gpu_model.params(), gpu_model.grads(), m.data(), v.data(), 0, segments,
+                  {1e-2f, opt.beta1, opt.beta2, opt.eps, opt.weight_decay}, 1, gpu_model.params_for_compute(),
+                  nullptr);
+  std::vector<float> master(cpu.num_params());
+  gpu_model.get_params(master.data());
+  std::vector<gpu::bf16> copy(cpu.num_params());
+  CUDA_CHECK(cudaMemcpy(copy.data(), gpu_model.params_for_compute(), copy.size() * sizeof(gpu::bf16),
+                        cudaMemcpyDeviceToHost));
+  size_t moved = 0;
+  for (size_t i = 0; i < master.size(); ++i) {
+    ASSERT_EQ(__bfloat162float(copy[i]), __bfloat162float(__float2bfloat16_rn(master[i]))) << "element " << i;
+    moved += master[i] != cpu.params()[i];
+  }
+  EXPECT_GT(moved, master.size() / 2) << "AdamW did not update the master weights";
+}
+
+// With dropout the GPU draws the CPU's masks (same Philox streams and sites): loss and
+// gradients agree to the same tolerance, and a mask that differed in one element of
+// one row would move them far more than that.
+TEST_F(Gpu, CoconutTrainingStepWithDropoutMatchesCpu) {
+  GPT2Config config = tiny_config();
+  config.dropout = 0.2f;
+  GPT2 cpu(config);
+  cpu.init_weights(99);
+  CudaGPT2 gpu_model(config);
+  gpu_model.set_params(cpu.params());
+  const SequenceBatch batch = latent_batch();
+  const float scale = 1.f / batch.num_targets();
+  const std::vector<int64_t> ids = {10, 11, 12};
+
+  cpu.zero_grads();
+  MultipassRunner cpu_runner;
+  cpu_runner.set_dropout(5, 3, ids);
+  const double cpu_loss = cpu_runner.forward_backward(cpu, batch, scale);
+  gpu_model.zero_grads();
+  CudaMultipassRunner gpu_runner;
+  EXPECT_THROW(gpu_runner.forward_backward(gpu_model, batch, scale), Error) << "dropout keys are required";
+  gpu_runner.set_dropout(5, 3, ids);
+  const double gpu_loss = gpu_runner.forward_backward(gpu_model, batch, scale);
+  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-5 * std::abs(cpu_loss));
+  std::vector<float> grads(cpu.num_params());
+  gpu_model.get_grads(grads.data());
+  const std::vector<float> cpu_grads(cpu.grads(), cpu.grads() + cpu.num_params());
+  expect_tensors_close(cpu.layout(), grads, cpu_grads, "gradient with dropout");
+}
+
+}  // namespace
+}  // namespace coconut::model

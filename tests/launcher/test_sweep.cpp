@@ -1,0 +1,176 @@
+// Unit tests of the sweep logic (launcher/sweep.h): reading the sweep file, the grid's
+// order and run names, run states, the command line of a run and the results table.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "launcher/sweep.h"
+#include "runtime/check.h"
+
+namespace coconut::launcher {
+namespace {
+
+namespace fs = std::filesystem;
+
+SweepSpec parse(const std::string& text) {
+  Config c = Config::from_string(text, "sweep.yaml");
+  return read_sweep(c);
+}
+
+// A fresh temporary folder per test.
+fs::path temp_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("coconut_test_sweep_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+const char* kSweep =
+    "base: ../tiny.yaml\n"
+    "out: runs/s\n"
+    "grid:\n"
+    "  - key: curriculum.c_thought\n"
+    "    values: [0, 1, 2]\n"
+    "  - key: run.seed\n"
+    "    values: [7, 8]\n"
+    "set: [train.epochs=2]\n"
+    "launch:\n"
+    "  np: 2\n"
+    "  mpirun_args: [--oversubscribe]\n";
+
+TEST(Sweep, ReadsTheFileAndExpandsTheGridFirstKeySlowest) {
+  const SweepSpec s = parse(kSweep);
+  EXPECT_EQ(s.base_config, "../tiny.yaml");  // the file "sweep.yaml" has no folder
+  EXPECT_EQ(s.np, 2);
+  ASSERT_EQ(s.grid.size(), 2u);
+  const std::vector<SweepRun> runs = expand_grid(s);
+  const std::vector<std::string> names = {"c_thought-0_seed-7", "c_thought-0_seed-8", "c_thought-1_seed-7",
+                                          "c_thought-1_seed-8", "c_thought-2_seed-7", "c_thought-2_seed-8"};
+  ASSERT_EQ(runs.size(), names.size());
+  for (size_t i = 0; i < runs.size(); ++i) {
+    EXPECT_EQ(runs[i].name, names[i]);
+    EXPECT_EQ(runs[i].dir, "runs/s/" + names[i]);
+  }
+  EXPECT_EQ(runs[3].point, (std::vector<std::pair<std::string, std::string>>{{"curriculum.c_thought", "1"},
+                                                                             {"run.seed", "8"}}));
+}
+
+TEST(Sweep, BaseConfigIsRelativeToTheSweepFile) {
+  Config c = Config::from_string(kSweep, "configs/sweeps/x.yaml");
+  EXPECT_EQ(read_sweep(c).base_config, "configs/tiny.yaml");
+}
+
+TEST(Sweep, NamesUseTheWholeKeyWhenLastComponentsClashAndSanitizeValues) {
+  const SweepSpec s = parse(
+      "base: b.yaml\nout: o\ngrid:\n  - key: a.x\n    values: [p/q]\n  - key: b.x\n    values: ['1 2']\n");
+  const std::vector<SweepRun> runs = expand_grid(s);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].name, "a.x-p_q_b.x-1_2");
+}
+
+TEST(Sweep, TwoPointsWithTheSameNameAreAnError) {
+  const SweepSpec s = parse("base: b.yaml\nout: o\ngrid:\n  - key: data.x\n    values: [a/b, a_b]\n");
+  EXPECT_THROW(expand_grid(s), Error);
+}
+
+TEST(Sweep, BadFilesNameTheKey) {
+  auto message = [](const std::string& text) {
+    try {
+      parse(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_NE(message("out: o\ngrid:\n  - key: a\n    values: [1]\n").find("missing required key 'base'"),
+            std::string::npos);
+  EXPECT_NE(message("base: b\nout: o\ngrid: []\n").find("'grid' expects a non-empty list"), std::string::npos);
+  EXPECT_NE(message("base: b\nout: o\ngrid:\n  - key: a\n    values: []\n").find("grid.0.values"),
+            std::string::npos);
+  EXPECT_NE(message("base: b\nout: o\ngrid:\n  - key: a\n    values: [1]\n  - key: a\n    values: [2]\n")
+                .find("'a' is already a grid key"),
+            std::string::npos);
+  EXPECT_NE(message("base: b\nout: o\ngrid:\n  - key: run.dir\n    values: [x]\n").find("run.dir is set by the sweep"),
+            std::string::npos);
+  EXPECT_NE(message("base: b\nout: o\ngrid:\n  - key: a\n    values: [1]\nset: [nokey]\n").find("key=value"),
+            std::string::npos);
+  EXPECT_NE(message("base: b\nout: o\ngrid:\n  - key: a\n    values: [1]\nlaunch:\n  np: two\n").find("launch.np"),
+            std::string::npos);
+  EXPECT_NE(message("base: b\nout: o\ngrid:\n  - key: a\n    values: [1]\nextra: 1\n").find("unknown key 'extra'"),
+            std::string::npos);
+}
+
+TEST(Sweep, CommandLineUnderMpirunAndAlone) {
+  SweepSpec s = parse(kSweep);
+  const SweepRun run = expand_grid(s)[1];
+  const std::vector<std::string> mpi = train_command(s, run, "/bin/coconut", /*resume=*/true);
+  const std::vector<std::string> expected = {
+      "mpirun", "-np", "2", "--oversubscribe", "/bin/coconut", "train", "../tiny.yaml",
+      "--set", "train.epochs=2", "--set", "curriculum.c_thought=0", "--set", "run.seed=8",
+      "--set", "run.dir=runs/s/c_thought-0_seed-8", "--resume", "auto"};
+  EXPECT_EQ(mpi, expected);
+  s.np = 1;
+  const std::vector<std::string> alone = train_command(s, run, "/bin/coconut", /*resume=*/false);
+  EXPECT_EQ(alone.front(), "/bin/coconut");
+  EXPECT_EQ(alone.back(), "run.dir=runs/s/c_thought-0_seed-8");
+}
+
+TEST(Sweep, RunStateFollowsTheDirectoryAndTheMarker) {
+  const fs::path dir = temp_dir("state");
+  const std::string run = (dir / "r").string();
+  EXPECT_EQ(run_state(run), RunState::New);
+  fs::create_directories(run);
+  EXPECT_EQ(run_state(run), RunState::Interrupted);
+  write_done_marker(run, 12.5, false, {"coconut", "train"});
+  EXPECT_EQ(run_state(run), RunState::Finished);
+  EXPECT_FALSE(fs::exists(fs::path(run) / (std::string(kSweepDoneFile) + ".tmp")));
+  fs::remove_all(dir);
+}
+
+TEST(Sweep, ResultsTableReadsEachRunsReport) {
+  const fs::path dir = temp_dir("results");
+  SweepSpec s = parse(kSweep);
+  s.out_dir = dir.string();
+  const std::vector<SweepRun> runs = expand_grid(s);
+  std::vector<RunResult> results;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    fs::create_directories(runs[i].dir);
+    if (i != 1) {  // run 1 never evaluated: empty cells
+      std::ofstream(fs::path(runs[i].dir) / "eval_valid.json")
+          << "{\"accuracy\": " << 0.125 * i << ", \"mean_generated_tokens\": " << 10 + i << "}";
+      write_done_marker(runs[i].dir, 2.0 + i, false, {});
+    }
+    results.push_back(read_run_result(runs[i].dir, i == 1 ? "failed (exit 1)" : "trained"));
+  }
+  EXPECT_DOUBLE_EQ(results[2].valid_accuracy, 0.25);
+  EXPECT_DOUBLE_EQ(results[2].mean_generated_tokens, 12);
+  EXPECT_DOUBLE_EQ(results[2].wall_seconds, 4.0);
+  EXPECT_LT(results[1].valid_accuracy, 0);
+  write_results(s, runs, results);
+  const std::string csv = read_text(dir / "results.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')),
+            "run,curriculum.c_thought,run.seed,status,valid_accuracy,mean_generated_tokens,wall_seconds");
+  EXPECT_NE(csv.find("c_thought-1_seed-7,1,7,trained,0.250000,12.0000,4.000\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("c_thought-0_seed-8,0,8,failed (exit 1),,,\n"), std::string::npos) << csv;
+  const std::string md = read_text(dir / "results.md");
+  EXPECT_NE(md.find("| c_thought-1_seed-7 | 1 | 7 | trained | 0.2500 | 12.00 | 4.0 |"), std::string::npos) << md;
+  // Seeds averaged: c=1 has runs 2 and 3 (accuracy 0.25 and 0.375); c=0 only run 0.
+  EXPECT_NE(md.find("| curriculum.c_thought=1 | 2 | 0.3125 | 0.2500 | 0.3750 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| curriculum.c_thought=0 | 1 | 0.0000 |"), std::string::npos) << md;
+  const std::string png = plot_accuracy_vs_c(s, runs, results);
+  EXPECT_EQ(png, (dir / "accuracy_vs_c.png").string());
+  EXPECT_TRUE(fs::file_size(png) > 0);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace coconut::launcher

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# `coconut sweep` end to end on configs/sweeps/tiny.yaml (2 runs of a few seconds):
+#  1. both runs train; results.csv / results.md hold each run's accuracy (equal to its
+#     eval_valid.json), generated tokens and wall time; the plot is a PNG;
+#  2. a second sweep skips both (the log says so, no file of either run changes);
+#  3. without its finished marker (an interrupted run) one run is started again with
+#     `--resume auto` while the other stays skipped;
+#  4. a bad sweep file or grid key exits 2 and writes nothing; --dry-run writes nothing;
+#  5. with --np 2 every run is its own `mpirun -np 2` job (2 pipeline stages).
+#   test_sweep_cli.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
+set -euo pipefail
+
+bin=$1 configs=$2
+mkdir -p "$3"
+work=$(mktemp -d "$3/sweep.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+sweep=$configs/sweeps/tiny.yaml
+out=$work/out
+runs=(c_thought-0 c_thought-1)
+
+# ---- 4 first: nothing may be written by a dry run or a bad sweep -------------------------
+"$bin" sweep "$sweep" --out "$out" --dry-run >"$work/dry.txt" || fail "dry run: $(cat "$work/dry.txt")"
+for r in "${runs[@]}"; do grep -q "^$r: train: .*prosqa_tiny.yaml --set" "$work/dry.txt" ||
+  fail "dry run does not plan $r: $(cat "$work/dry.txt")"; done
+[[ ! -e $out ]] || fail "the dry run wrote $out"
+
+{ cat "$sweep"; echo "outdir: elsewhere"; } >"$work/unknown.yaml"
+rc=0; "$bin" sweep "$work/unknown.yaml" --out "$out" 2>"$work/err.txt" >/dev/null || rc=$?
+[[ $rc == 2 ]] && grep -q "unknown.yaml:[0-9]*: unknown key 'outdir'" "$work/err.txt" ||
+  fail "unknown sweep key: exit $rc: $(cat "$work/err.txt")"
+# The sweep file lives in $work, so its base config must be absolute.
+sed "s|^base: .*|base: $configs/prosqa_tiny.yaml|; s/curriculum.c_thought$/curriculum.c_thougt/" "$sweep" >"$work/typo.yaml"
+grep -q "c_thougt" "$work/typo.yaml" || fail "could not make the grid-key typo"
+rc=0; "$bin" sweep "$work/typo.yaml" --out "$out" 2>"$work/err.txt" >/dev/null || rc=$?
+[[ $rc == 2 ]] && grep -q "c_thougt-0: .*unknown key 'curriculum.c_thougt'" "$work/err.txt" ||
+  fail "grid-key typo: exit $rc: $(cat "$work/err.txt")"
+[[ ! -e $out ]] || fail "a rejected sweep wrote $out"
+pass "dry run and bad sweep files write nothing (exit 2)"
+
+# ---- 1. the sweep trains both runs -------------------------------------------------------
+"$bin" sweep "$sweep" --out "$out" >"$work/first.txt" 2>&1 || fail "first sweep: $(cat "$work/first.txt")"
+for r in "${runs[@]}"; do
+  grep -q "\] $r: training" "$work/first.txt" || fail "first sweep did not train $r: $(cat "$work/first.txt")"
+  for f in sweep_done.json train.log eval_valid.json model/model.safetensors; do
+    [[ -f $out/$r/$f ]] || fail "$r lacks $f"
+  done
+  grep -q -- "--set curriculum.c_thought=${r#c_thought-} --set run.dir=$out/$r" "$out/$r/train.log" ||
+    fail "$r: train.log does not show its command: $(head -n 3 "$out/$r/train.log")"
+done
+python3 - "$out" "${runs[@]}" <<'PY'
+import csv, json, sys
+out, names = sys.argv[1], sys.argv[2:]
+rows = list(csv.DictReader(open(f"{out}/results.csv")))
+assert [r["run"] for r in rows] == names, rows
+for r, c in zip(rows, ["0", "1"]):
+    assert r["curriculum.c_thought"] == c, r
+    assert r["status"] == "trained", r
+    ev = json.load(open(f"{out}/{r['run']}/eval_valid.json"))
+    assert abs(float(r["valid_accuracy"]) - ev["accuracy"]) < 1e-6, (r, ev["accuracy"])
+    assert abs(float(r["mean_generated_tokens"]) - ev["mean_generated_tokens"]) < 1e-4, r
+    assert float(r["wall_seconds"]) > 0, r
+md = open(f"{out}/results.md").read()
+for n in names:
+    assert f"| {n} |" in md, md
+print("results table:", [(r["run"], r["valid_accuracy"], r["wall_seconds"]) for r in rows])
+PY
+if [[ -f $out/accuracy_vs_c.png ]]; then
+  head -c 8 "$out/accuracy_vs_c.png" | od -An -tx1 | grep -q "89 50 4e 47 0d 0a 1a 0a" || fail "accuracy_vs_c.png is not a PNG"
+else
+  fail "no accuracy_vs_c.png"
+fi
+pass "first sweep trained both runs and wrote the table and the plot"
+
+# ---- 2. a second sweep skips both --------------------------------------------------------
+snapshot() { find "$out"/c_thought-* -type f -printf '%p %T@ %s\n' | sort; }
+snapshot >"$work/before.txt"
+sleep 1  # so that a rewritten file would get a different mtime
+"$bin" sweep "$sweep" --out "$out" >"$work/second.txt" 2>&1 || fail "second sweep: $(cat "$work/second.txt")"
+for r in "${runs[@]}"; do
+  grep -q "\] $r: skipped, already finished" "$work/second.txt" || fail "second sweep did not skip $r: $(cat "$work/second.txt")"
+done
+! grep -q "training\|resuming" "$work/second.txt" || fail "second sweep started a run: $(cat "$work/second.txt")"
+snapshot >"$work/after.txt"
+diff "$work/before.txt" "$work/after.txt" >/dev/null || fail "the skipped runs' files changed: $(diff "$work/before.txt" "$work/after.txt")"
+python3 - "$out" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(f"{sys.argv[1]}/results.csv")))
+assert [r["status"] for r in rows] == ["skipped", "skipped"], rows
+assert all(r["valid_accuracy"] != "" and float(r["wall_seconds"]) > 0 for r in rows), rows
+PY
+pass "second sweep skipped both runs, their files untouched"
+
+# ---- 3. an interrupted run is resumed ----------------------------------------------------
+rm "$out/c_thought-1/sweep_done.json"
+rc=0
+"$bin" sweep "$sweep" --out "$out" >"$work/third.txt" 2>&1 || rc=$?
+grep -q "\] c_thought-0: skipped" "$work/third.txt" || fail "third sweep did not skip c_thought-0: $(cat "$work/third.txt")"
+grep -q "\] c_thought-1: interrupted earlier, resuming with --resume auto" "$work/third.txt" ||
+  fail "third sweep did not resume c_thought-1: $(cat "$work/third.txt")"
+[[ $(grep -c "^# coconut sweep .* --resume auto$" "$out/c_thought-1/train.log") == 1 ]] ||
+  fail "train.log of c_thought-1 lacks the resumed command: $(grep '^# coconut sweep' "$out/c_thought-1/train.log")"
+[[ $rc == 0 ]] || fail "the resumed run failed (exit $rc): $(tail -n 20 "$out/c_thought-1/train.log")"
+# The tiny sweep saves a checkpoint at every epoch end: the restart continues from the
+# last one instead of training again.
+sed -n '/^# coconut sweep .* --resume auto$/,$p' "$out/c_thought-1/train.log" >"$work/resumed.log"
+grep -q "resumed from .*checkpoints" "$work/resumed.log" || fail "the restart did not resume a checkpoint: $(cat "$work/resumed.log")"
+[[ -f $out/c_thought-1/sweep_done.json ]] || fail "the resumed run has no marker"
+grep -q '"resumed": true' "$out/c_thought-1/sweep_done.json" || fail "the marker does not say resumed"
+python3 - "$out" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(f"{sys.argv[1]}/results.csv")))
+assert [r["status"] for r in rows] == ["skipped", "resumed"], rows
+PY
+pass "interrupted run resumed with --resume auto, the finished one skipped"
+# ---- each run its own mpirun job ----------------------------------------------------------
+"$bin" sweep "$sweep" --out "$work/mpi" --np 2 --set parallel.pp=2 >"$work/mpi.txt" 2>&1 ||
+  fail "sweep under mpirun: $(cat "$work/mpi.txt") $(tail -n 20 "$work"/mpi/*/train.log)"
+for r in "${runs[@]}"; do
+  grep -q "^# coconut sweep .*: mpirun -np 2 --oversubscribe .* train " "$work/mpi/$r/train.log" ||
+    fail "$r was not started by mpirun: $(head -n 1 "$work/mpi/$r/train.log")"
+  grep -q "parallel: 2 ranks = 2 pipeline stages x 1 replicas" "$work/mpi/$r/train.log" ||
+    fail "$r did not run on 2 pipeline ranks: $(cat "$work/mpi/$r/train.log")"
+  [[ -f $work/mpi/$r/sweep_done.json ]] || fail "$r (mpirun) has no marker"
+done
+pass "each run is its own mpirun -np 2 job"
+
+echo "all sweep checks passed"

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Exact resume on the same topology (issue #5): `coconut train` interrupted after step k
+# (checkpoint.stop_after_steps saves and stops, as a kill after that save would) and
+# resumed with --resume must give the per-step losses (RUN_DIR/steps.jsonl) and the
+# per-epoch means (metrics.jsonl) of the uninterrupted run bit for bit, and the
+# optimizer reset at each curriculum-stage switch must happen exactly once.
+# Two stages of one epoch each, 3 steps per epoch (6 steps), dropout on.
+# Cases, one process and pp=2 x dp=2 under mpirun -np 4:
+#   mid-stage      stop after step 4 (inside epoch 1), resume auto
+#   stage boundary stop after step 3 (the last batch of epoch 0: its row, and the reset
+#                  at epoch 1, happen in the resumed run), resume auto
+#   epoch-end      one process: resume from the epoch-end checkpoint step-00000003
+#                  (saved between epochs 0 and 1) of a run that went on to step 5
+# usage: test_train_resume.sh COCONUT_BINARY CONFIG_DIR TMP_DIR
+set -euo pipefail
+bin=$1 configs=$2 tmp=$3/train_resume
+rm -rf "$tmp" && mkdir -p "$tmp"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+args=("$configs/prosqa_tiny.yaml" --set train.epochs=2 --set curriculum.epochs_per_stage=1
+      --set data.generate_train=48 --set data.generate_valid=4 --set train.batch_size=16
+      --set train.micro_batch_size=4 --set model.dropout=0.1 --set eval.every_epochs=0 --set run.threads=1)
+
+run() {  # run NAME NP [options...]: the log is appended to (a resumed run continues it)
+  local name=$1 np=$2; shift 2
+  if [ "$np" = 1 ]; then "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1
+  else mpirun --oversubscribe -np "$np" "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1
+  fi || { echo "FAIL: run $name ($*) exited non-zero"; tail -n 20 "$tmp/$name.log"; exit 1; }
+}
+grid=(--set parallel.pp=2 --set parallel.dp=2 --set parallel.schedule=1f1b)
+
+run full 1
+run mid 1 --set checkpoint.every_steps=2 --set checkpoint.stop_after_steps=4
+run mid 1 --set checkpoint.every_steps=2 --resume auto
+run boundary 1 --set checkpoint.stop_after_steps=3
+run boundary 1 --resume auto
+run epochend 1 --set checkpoint.at_epoch_end=true --set checkpoint.stop_after_steps=5
+run epochend 1 --set checkpoint.at_epoch_end=true --resume "$tmp/epochend/checkpoints/step-00000003"
+# The learned <eot> classifier (one process): its weights, moments and statistics too.
+eot=(--set curriculum.eot_classifier=true)
+run full_eot 1 "${eot[@]}"
+run mid_eot 1 "${eot[@]}" --set checkpoint.stop_after_steps=4
+run mid_eot 1 "${eot[@]}" --resume auto
+run full_grid 4 "${grid[@]}"
+run mid_grid 4 "${grid[@]}" --set checkpoint.stop_after_steps=4
+run mid_grid 4 "${grid[@]}" --resume auto
+run boundary_grid 4 "${grid[@]}" --set checkpoint.async=true --set checkpoint.stop_after_steps=3
+run boundary_grid 4 "${grid[@]}" --set checkpoint.async=true --resume auto
+
+python3 - "$tmp" <<'PY'
+import json, re, sys
+tmp = sys.argv[1]
+def rows(name, f):
+    return [json.loads(l) for l in open(f"{tmp}/{name}/{f}")]
+def resets(name):  # epochs at which the log reports an optimizer reset, in log order
+    return [int(m.group(1)) for m in re.finditer(r"epoch (\d+): optimizer state reset", open(f"{tmp}/{name}.log").read())]
+ok = True
+def check(cond, what):
+    global ok
+    print(("ok  " if cond else "FAIL"), what)
+    ok &= bool(cond)
+for ref, cases in [("full", ["mid", "boundary", "epochend"]), ("full_eot", ["mid_eot"]),
+                   ("full_grid", ["mid_grid", "boundary_grid"])]:
+    ref_steps = [(r["step"], r["loss"]) for r in rows(ref, "steps.jsonl")]
+    ref_epochs = [(r["epoch"], r["loss"]) for r in rows(ref, "metrics.jsonl")]
+    check(len(ref_steps) == 6 and len(ref_epochs) == 2, f"{ref}: 6 steps, 2 epochs")
+    check(resets(ref) == [1], f"{ref}: optimizer resets at epochs {resets(ref)}")
+    for name in cases:
+        steps = [(r["step"], r["loss"]) for r in rows(name, "steps.jsonl")]
+        epochs = [(r["epoch"], r["loss"]) for r in rows(name, "metrics.jsonl")]
+        check(steps == ref_steps, f"{name}: per-step losses equal {ref}'s bit for bit ({len(steps)} steps)")
+        check(epochs == ref_epochs, f"{name}: per-epoch losses equal {ref}'s bit for bit {[e[1] for e in epochs]}")
+        check("resumed from" in open(f"{tmp}/{name}.log").read(), f"{name}: the second run resumed")
+        # Each stage switch resets once: in the first run if it came before the
+        # checkpoint, else in the resumed run. For epochend the first run went past the
+        # checkpoint (to step 5): its reset at epoch 1 is redone by the resumed run.
+        expect = [1, 1] if name == "epochend" else [1]
+        check(resets(name) == expect, f"{name}: optimizer resets at epochs {resets(name)}, expected {expect}")
+# The classifier's per-epoch statistics continue across the resume.
+eot_cols = lambda name: [(r["eot_bce"], r["eot_stop_accuracy"]) for r in rows(name, "metrics.jsonl")]
+check(eot_cols("mid_eot") == eot_cols("full_eot"), f"mid_eot: <eot> statistics equal {eot_cols('mid_eot')}")
+sys.exit(0 if ok else 1)
+PY
+
+# Bad resumes stop with one message naming the checkpoint: a path that is not a
+# directory (exit 2, before anything runs), another model (exit 1).
+expect_fail() {  # expect_fail CODE PATTERN NAME [options...]
+  local code=$1 pattern=$2 name=$3 rc=0; shift 3
+  "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1 || rc=$?
+  [ "$rc" = "$code" ] && grep -q "$pattern" "$tmp/$name.log" \
+    || { echo "FAIL: $name: exit $rc (expected $code) or no '$pattern'"; cat "$tmp/$name.log"; exit 1; }
+}
+expect_fail 2 "checkpoint.resume: '$tmp/nowhere' is not a directory" bad_path --resume "$tmp/nowhere"
+expect_fail 1 "holds another model" bad_model --resume "$tmp/mid/checkpoints" --set model.d_model=32
+echo "resume on the same topology: all checks passed"
