@@ -10,4 +10,7 @@ bash cluster/bootstrap.sh
 source cluster/env.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target coconut
-mpirun --oversubscribe -np 2 ./build/launcher/coconut train configs/prosqa_tiny.yaml --set parallel.pp=2 "$@"
+# 4 micro-batches of 8 per step keep both pipeline stages busy (the ring schedule
+# interleaves their latent passes); the loss is the same global-batch mean.
+mpirun --oversubscribe -np 2 ./build/launcher/coconut train configs/prosqa_tiny.yaml --set parallel.pp=2 \
+  --set train.micro_batch_size=8 "$@"

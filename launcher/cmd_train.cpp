@@ -46,7 +46,8 @@ int cmd_train(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut train CONFIG.yaml [--set key=value ...] [--resume auto|PATH] [--dry-run]\n"
       "  Trains through the curriculum of the config's method, evaluating after epochs.\n"
-      "  Writes RUN_DIR/{config.yaml, tokenizer.txt, metrics.jsonl, steps.jsonl, eval_*.json, model/}\n"
+      "  Writes RUN_DIR/{config.yaml, tokenizer.txt, metrics.jsonl, steps.jsonl, events.out.tfevents.*,\n"
+      "  eval_*.json, model/, logs/train.rank<r>.log}\n"
       "  and, with checkpoint.every_steps or checkpoint.at_epoch_end, checkpoints (docs/config.md).\n"
       "  --set overrides any key, e.g. --set train.epochs=3 --set curriculum.c_thought=2\n"
       "  --resume auto|PATH: continue from the newest committed checkpoint under\n"
@@ -77,7 +78,8 @@ int cmd_train(const std::vector<std::string>& args) {
   auto world = parallel::MpiCommunicator::world();
   // Bad input stops every rank before anything is written (no half run directory).
   if (!preflight_ok(config, *world)) return 2;
-  init_logging(world->rank(), world->size(), "info");
+  // Console, and a file per rank that a resumed run appends to: RUN_DIR/logs/train.rank<r>.log.
+  init_logging(world->rank(), world->size(), "info", config.run_dir + "/logs/train.rank{rank}.log");
   spdlog::info("launcher: {}", mpi.launch_env().describe());
   if (!mpi.launch_env().warning.empty()) spdlog::warn("{}", mpi.launch_env().warning);
   TrainSummary s;

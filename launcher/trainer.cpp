@@ -151,6 +151,12 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
     dist.executor = std::make_unique<parallel::PipelineExecutor>(gpt, *dist.grid, dist.partition, ec);
     spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule", world->size(), c.pp, dp,
                  c.schedule);
+    // Micro-batches go round-robin to the replicas: with fewer than dp per batch some
+    // replicas only wait (the result is the same, the time is wasted).
+    if (c.batch_size / c.micro_batch_size < dp)
+      spdlog::warn("train.batch_size {} / train.micro_batch_size {} = {} micro-batches per step for {} replicas: "
+                   "some replicas will be idle; set train.micro_batch_size to at most {}",
+                   c.batch_size, c.micro_batch_size, c.batch_size / c.micro_batch_size, dp, c.batch_size / dp);
   }
   // The learned <eot> classifier: its own parameters and optimizer, trained on the
   // decision rows of every batch through the runner's hidden-state loss hook.
