@@ -103,6 +103,7 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
   model::GPT2Config mc = c.model;
   if (!c.init_from.empty()) {
     mc = model::read_hf_config(c.init_from + "/config.json");
+    mc.dropout = c.model.dropout;  // the shape comes from the checkpoint, the dropout from this run
     COCONUT_CHECK(mc.vocab_size <= tok->vocab_size(),
                   "{}: the pretrained vocabulary ({}) is larger than the tokenizer's ({}): wrong data.bpe_dir?",
                   c.init_from, mc.vocab_size, tok->vocab_size());
