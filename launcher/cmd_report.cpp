@@ -201,11 +201,11 @@ int cmd_report(const std::vector<std::string>& args) {
     return s;
   };
   const std::string x_label = by_step ? "step" : "epoch";
-  PlotPanel loss{"loss", x_label, "loss", {}, boundaries, !by_step};
+  PlotPanel loss{"loss", x_label, "loss", {}, boundaries, !by_step, {}};
   if (by_step && step_rows > 0) loss.series.push_back(series_of("loss", true, "train loss (step)"));
   for (const std::string& k : keys_ending_with(rows, "loss"))
     loss.series.push_back(series_of(k, false, k == "loss" ? "train loss (epoch mean)" : k));
-  PlotPanel acc{"accuracy", x_label, "accuracy", {}, boundaries, true};
+  PlotPanel acc{"accuracy", x_label, "accuracy", {}, boundaries, true, {0.0, 1.0}};
   for (const std::string& k : keys_ending_with(rows, "accuracy")) acc.series.push_back(series_of(k, false, k));
   write_plot_png(out_path, {loss, acc});
 

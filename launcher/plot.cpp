@@ -128,6 +128,8 @@ void draw_panel(cairo_t* cr, const PlotPanel& p, Range x_range, double top, doub
   for (const PlotSeries& s : p.series)
     for (size_t i = 0; i < s.y.size(); ++i)
       if (std::isfinite(s.x[i])) y_range.add(s.y[i]);
+  if (!y_range.empty())
+    for (double v : p.y_include) y_range.add(v);
   const bool has_y = !y_range.empty();
   const Axis ax = x_range.empty() ? nice_axis(0, 1) : nice_axis(x_range.lo, x_range.hi);
   const Axis ay = has_y ? nice_axis(y_range.lo, y_range.hi) : nice_axis(0, 1);

@@ -22,6 +22,7 @@ struct PlotPanel {
   std::vector<PlotSeries> series;
   std::vector<double> vertical_lines;  // e.g. stage boundaries
   bool markers = false;                // draw points too
+  std::vector<double> y_include;       // values the y axis must cover (e.g. 0 and 1 for accuracies)
 };
 
 // Panels stacked vertically (those with the same x_label share their x range, so

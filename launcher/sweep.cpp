@@ -273,6 +273,7 @@ std::string plot_accuracy_vs_c(const SweepSpec& spec, const std::vector<SweepRun
   panel.x_label = "c (continuous thoughts per step)";
   panel.y_label = "valid accuracy";
   panel.markers = true;
+  panel.y_include = {0.0, 1.0};
   for (const auto& [rest, members] : group_without(runs, {c_key, "run.seed"})) {
     std::map<double, std::vector<double>> by_c;  // c -> accuracies
     for (size_t i : members) {

@@ -66,8 +66,8 @@ std::vector<PlotPanel> two_panels() {
     other.x.push_back(i), other.y.push_back(i % 7 == 3 ? std::nan("") : 0.1 * i);  // NaN: gaps
   }
   PlotSeries acc{"valid_accuracy", {0, 5, 10, 15, 19}, {0.1, 0.3, 0.35, 0.6, 0.8}};
-  PlotPanel p1{"loss", "epoch", "loss", {loss, other}, {4.5, 9.5}, false};
-  PlotPanel p2{"accuracy", "epoch", "accuracy", {acc}, {}, true};
+  PlotPanel p1{"loss", "epoch", "loss", {loss, other}, {4.5, 9.5}, false, {}};
+  PlotPanel p2{"accuracy", "epoch", "accuracy", {acc}, {}, true, {}};
   return {p1, p2};
 }
 
@@ -112,16 +112,16 @@ TEST(Plot, SamePlotSameBytes) {
 
 TEST(Plot, EmptyAndDegenerateDataStillDraw) {
   const std::string path = temp_png("degenerate.png");
-  PlotPanel empty{"nothing", "x", "y", {}, {}, false};
-  PlotPanel single{"one point", "x", "y", {{"p", {3}, {0.5}}}, {}, false};
-  PlotPanel flat{"flat", "x", "y", {{"f", {0, 1, 2}, {2, 2, 2}}}, {1.5}, false};
+  PlotPanel empty{"nothing", "x", "y", {}, {}, false, {}};
+  PlotPanel single{"one point", "x", "y", {{"p", {3}, {0.5}}}, {}, false, {}};
+  PlotPanel flat{"flat", "x", "y", {{"f", {0, 1, 2}, {2, 2, 2}}}, {1.5}, false, {}};
   EXPECT_NO_THROW(write_plot_png(path, {empty, single, flat}));
   EXPECT_GT(count_colour(path, 0x1f, 0x77, 0xb4), 20);  // the lone point is drawn as a dot
 }
 
 TEST(Plot, BadInputNamesThePath) {
   const std::string path = temp_png("bad.png");
-  PlotPanel p{"t", "x", "y", {{"s", {1, 2, 3}, {1, 2}}}, {}, false};
+  PlotPanel p{"t", "x", "y", {{"s", {1, 2, 3}, {1, 2}}}, {}, false, {}};
   try {
     write_plot_png(path, {p});
     FAIL() << "mismatched x/y sizes accepted";
