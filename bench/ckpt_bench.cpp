@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "parallel/checkpoint.h"
-#include "parallel/checkpoint_io.h"
+#include "runtime/files.h"
 #include "runtime/check.h"
 #include "runtime/timer.h"
 
@@ -97,7 +97,7 @@ int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
     // freed page-cache pages and measured up to 3x faster here than a fresh file.
     fs::remove(plain);
     plain_write.seconds = std::min(plain_write.seconds, timed(world, [&] {
-      parallel::ckpt_io::OutFile out(plain);
+      OutFile out(plain);
       for (const auto& t : state) out.write(t.data(), t.size() * sizeof(float));
       out.sync();
       out.close();
@@ -107,7 +107,7 @@ int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
       const int fd = ::open(plain.c_str(), O_RDONLY | O_CLOEXEC);
       COCONUT_CHECK(fd >= 0, "cannot open {}: {}", plain, std::strerror(errno));
       for (size_t t = 0; t < names.size(); ++t)
-        parallel::ckpt_io::read_exact(fd, plain, t * local * sizeof(float), back[t].data(), local * sizeof(float));
+        read_exact(fd, plain, t * local * sizeof(float), back[t].data(), local * sizeof(float));
       ::close(fd);
     }));
     check_back("the plain read");

@@ -14,6 +14,7 @@
 
 #include "launcher/plot.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 
 namespace coconut::launcher {
 
@@ -130,13 +131,7 @@ void write_done_marker(const std::string& run_dir, double wall_seconds, bool res
                        const std::vector<std::string>& command) {
   const fs::path path = fs::path(run_dir) / kSweepDoneFile;
   const nlohmann::json j = {{"wall_seconds", wall_seconds}, {"resumed", resumed}, {"command", command}};
-  const std::string tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump(1) << "\n";
-    COCONUT_CHECK(out.good(), "cannot write '{}'", tmp);
-  }
-  fs::rename(tmp, path);
+  write_file_atomic(path.string(), j.dump(1) + "\n");
 }
 
 namespace {
@@ -183,15 +178,6 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-void write_atomically(const fs::path& path, const std::string& text) {
-  const std::string tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
-    COCONUT_CHECK(out.good(), "cannot write '{}'", tmp);
-  }
-  fs::rename(tmp, path);
-}
 
 // Grid points that differ only in the given key: (the other keys' values) -> run indices.
 std::map<std::vector<std::string>, std::vector<size_t>> group_without(const std::vector<SweepRun>& runs,
@@ -259,8 +245,8 @@ void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, con
     }
   }
   fs::create_directories(spec.out_dir);
-  write_atomically(fs::path(spec.out_dir) / "results.md", md);
-  write_atomically(fs::path(spec.out_dir) / "results.csv", csv);
+  write_file_atomic((fs::path(spec.out_dir) / "results.md").string(), md);
+  write_file_atomic((fs::path(spec.out_dir) / "results.csv").string(), csv);
 }
 
 std::string plot_accuracy_vs_c(const SweepSpec& spec, const std::vector<SweepRun>& runs,

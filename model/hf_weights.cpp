@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/check.h"
+#include "runtime/files.h"
 #include "runtime/safetensors.h"
 
 namespace coconut::model {
@@ -47,20 +48,6 @@ bool is_attention_mask_buffer(const std::string& name) {
   if (i == 2) return false;
   const std::string rest = name.substr(i);
   return rest == ".attn.bias" || rest == ".attn.masked_bias";
-}
-
-// Writes text to path through a temporary file and a rename, like write_safetensors.
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    COCONUT_CHECK(out.good(), "cannot create {}: {}", tmp, std::strerror(errno));
-    out << text;
-    out.flush();
-    COCONUT_CHECK(out.good(), "writing {} failed: {}", tmp, std::strerror(errno));
-  }
-  COCONUT_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename {} to {}: {}", tmp, path,
-                std::strerror(errno));
 }
 
 }  // namespace
@@ -181,7 +168,7 @@ void export_hf_gpt2(const std::string& out_dir, const GPT2Config& config, const 
     j["bos_token_id"] = nullptr;
     j["eos_token_id"] = nullptr;
   }
-  write_text_atomic(out_dir + "/config.json", j.dump(2) + "\n");
+  write_file_atomic(out_dir + "/config.json", j.dump(2) + "\n");
 }
 
 }  // namespace coconut::model

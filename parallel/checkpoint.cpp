@@ -26,6 +26,7 @@
 #include "parallel/checkpoint_io.h"
 #include "runtime/check.h"
 #include "runtime/crc32c.h"
+#include "runtime/files.h"
 #include "runtime/timer.h"
 
 namespace coconut::parallel {
@@ -269,7 +270,7 @@ std::string commit(const std::string& root, const std::string& tmp_dir, const Ch
   }
   sync_dir(root);
   maybe_fault("before_latest_update", 0);
-  write_file_atomic(root, "latest", name + "\n");
+  write_file_atomic(root + "/latest", name + "\n");
   // Retention never fails a save that is committed: a leftover old checkpoint is harmless.
   try {
     apply_retention(root, keep, name, meta.milestone, nonce);

@@ -1,11 +1,8 @@
-// Checked POSIX file I/O and fault injection for checkpoints (see checkpoint_io.h).
+// Checkpoint directory names and fault injection (see checkpoint_io.h).
 #include "parallel/checkpoint_io.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -26,102 +23,6 @@ int64_t committed_step(const std::string& name) {
     step = step * 10 + (name[i] - '0');
   }
   return step;
-}
-
-OutFile::OutFile(std::string path) : path_(std::move(path)) {
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  COCONUT_CHECK(fd_ >= 0, "cannot create {}: {}", path_, std::strerror(errno));
-}
-
-OutFile::~OutFile() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void OutFile::write(const void* data, size_t bytes) {
-  const auto* p = static_cast<const char*>(data);
-  while (bytes > 0) {
-    // Linux writes at most ~2 GiB per call; a short write is retried for the rest.
-    const ssize_t n = ::write(fd_, p, bytes < (size_t(1) << 30) ? bytes : (size_t(1) << 30));
-    if (n < 0 && errno == EINTR) continue;
-    COCONUT_CHECK(n > 0, "writing {} failed after {} bytes: {}", path_, written_,
-                  n < 0 ? std::strerror(errno) : "no progress (disk full?)");
-    p += n;
-    bytes -= static_cast<size_t>(n);
-    written_ += static_cast<uint64_t>(n);
-  }
-}
-
-void OutFile::sync() {
-  COCONUT_CHECK(::fsync(fd_) == 0, "fsync of {} failed: {}", path_, std::strerror(errno));
-}
-
-void OutFile::close() {
-  const int fd = fd_;
-  fd_ = -1;
-  COCONUT_CHECK(::close(fd) == 0, "closing {} failed: {}", path_, std::strerror(errno));
-}
-
-void read_exact(int fd, const std::string& path, uint64_t offset, void* out, size_t bytes) {
-  auto* p = static_cast<char*>(out);
-  uint64_t done = 0;
-  while (done < bytes) {
-    const size_t want = bytes - done < (size_t(1) << 30) ? bytes - done : (size_t(1) << 30);
-    const ssize_t n = ::pread(fd, p + done, want, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    COCONUT_CHECK(n >= 0, "reading {} at byte {} failed: {}", path, offset + done, std::strerror(errno));
-    COCONUT_CHECK(n > 0, "{} is truncated: wanted bytes [{}, {}), the file ends at {}", path, offset,
-                  offset + bytes, offset + done);
-    done += static_cast<uint64_t>(n);
-  }
-}
-
-std::string read_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  COCONUT_CHECK(fd >= 0, "cannot open {}: {}", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    COCONUT_FAIL("cannot stat {}: {}", path, std::strerror(err));
-  }
-  std::string text(static_cast<size_t>(st.st_size), '\0');
-  try {
-    read_exact(fd, path, 0, text.data(), text.size());
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);
-  return text;
-}
-
-void sync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  COCONUT_CHECK(fd >= 0, "cannot open directory {} to sync it: {}", dir, std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  COCONUT_CHECK(rc == 0, "cannot sync directory {}: {}", dir, std::strerror(err));
-}
-
-void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string path = dir + "/" + name;
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  try {
-    OutFile out(tmp);
-    out.write(text.data(), text.size());
-    out.sync();
-    out.close();
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    COCONUT_FAIL("cannot rename {} to {}: {}", tmp, path, std::strerror(err));
-  }
-  sync_dir(dir);
 }
 
 bool fault_requested(const char* point, int rank) {

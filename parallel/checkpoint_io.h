@@ -1,7 +1,6 @@
-// Low-level pieces of the checkpoint format (parallel/checkpoint.h): POSIX file
-// writes and reads that check every call and name the file, durable renames, and the
-// fault-injection points that the crash tests use. Kept apart from checkpoint.cpp so that
-// each can be read on its own; nothing here knows about ranks or manifests.
+// Low-level pieces of the checkpoint format (parallel/checkpoint.h): the on-disk
+// constants, directory names, and the fault-injection points that the crash tests use
+// (checked file I/O is runtime/files.h). Nothing here knows about ranks or manifests.
 #pragma once
 
 #include <cstddef>
@@ -24,41 +23,6 @@ std::string step_dir_name(int64_t step);
 // The step of a committed directory's name ("step-" and digits only), -1 for any other
 // name (a temporary "step-00000120.tmp-...", `latest`, foreign files).
 int64_t committed_step(const std::string& name);
-
-// A file opened for writing with open(2); every call checks and throws coconut::Error
-// naming the path and the system's reason (ENOSPC, EFBIG, EIO, ...). The destructor
-// closes without syncing (an error path); call close() to finish properly.
-class OutFile {
- public:
-  explicit OutFile(std::string path);  // creates or truncates
-  ~OutFile();
-  OutFile(const OutFile&) = delete;
-  OutFile& operator=(const OutFile&) = delete;
-
-  void write(const void* data, size_t bytes);  // loops over short writes
-  void sync();                                 // fsync
-  void close();                                // close, checking its result
-  uint64_t bytes_written() const { return written_; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  uint64_t written_ = 0;
-};
-
-// Reads exactly `bytes` at `offset` of an open descriptor into out; throws naming path
-// when the file is shorter or the read fails.
-void read_exact(int fd, const std::string& path, uint64_t offset, void* out, size_t bytes);
-
-// The whole file as bytes; throws naming the path.
-std::string read_file(const std::string& path);
-
-// fsync of a directory, so that entries created or renamed in it are durable.
-void sync_dir(const std::string& dir);
-
-// Writes text to dir/name through dir/name.tmp-<pid>: write, fsync, rename, fsync dir.
-void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text);
 
 // Fault injection for the crash tests, off unless COCONUT_CKPT_FAULT is set:
 //   COCONUT_CKPT_FAULT=<point>        every rank that reaches the point

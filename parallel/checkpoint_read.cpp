@@ -17,6 +17,7 @@
 #include "parallel/checkpoint_io.h"
 #include "runtime/check.h"
 #include "runtime/crc32c.h"
+#include "runtime/files.h"
 
 namespace coconut::parallel {
 

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "runtime/check.h"
+#include "runtime/hash.h"
 
 namespace coconut {
 
@@ -559,13 +560,6 @@ void Config::finish() const {
 
 std::string Config::canonical_json() const { return to_json(*root_).dump(); }
 
-std::string Config::digest() const {
-  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a 64 offset basis
-  for (unsigned char c : canonical_json()) {
-    h ^= c;
-    h *= 0x100000001b3ull;  // FNV-1a 64 prime
-  }
-  return fmt::format("{:016x}", h);
-}
+std::string Config::digest() const { return hex_digest(fnv1a64(canonical_json())); }
 
 }  // namespace coconut

@@ -1,7 +1,6 @@
 // safetensors reader (validating) and writer (atomic), see safetensors.h for the format.
 #include "runtime/safetensors.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/check.h"
+#include "runtime/files.h"
 
 // The data section is little-endian; we copy it straight into memory.
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
@@ -333,13 +333,8 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
     COCONUT_FAIL("cannot rename {} to {}: {}", tmp, path, reason);
   }
   // Make the rename itself durable.
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  COCONUT_CHECK(dir_fd >= 0, "cannot open directory {} to sync it: {}", dir, std::strerror(errno));
-  const int rc = ::fsync(dir_fd);
-  ::close(dir_fd);
-  COCONUT_CHECK(rc == 0, "cannot sync directory {}: {}", dir, std::strerror(errno));
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  sync_dir(dir.empty() ? "." : dir);
 }
 
 }  // namespace coconut
