@@ -6,16 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstring>
 #include <string>
 #include <vector>
 
+#include "bench/synthetic_batch.h"
 #include "model/batch.h"
 #include "model/gpt2.h"
 #include "model/multipass.h"
 #include "runtime/check.h"
 #include "runtime/memory_meter.h"
-#include "runtime/rng.h"
 
 namespace coconut::model {
 namespace {
@@ -31,63 +30,13 @@ GPT2Config small_config(float dropout) {
   return c;
 }
 
-// A Coconut batch of B sequences: question, <bot>, n thoughts (sample s has
-// max(0, n - s) of them, so the passes feed back fewer and fewer samples), <eot>,
-// answer; left-padded so that the first thoughts share column f, right-padded to T;
-// labels after <eot>. Pass plan of DESIGN.md 2.2: [0, f), one column per thought, rest.
+// A Coconut batch of B sequences (bench/synthetic_batch.h): question, <bot>, n thoughts
+// (sample s has max(0, n - s) of them, so the passes feed back fewer and fewer samples),
+// <eot>, answer; latent-aligned, with the pass plan of DESIGN.md 2.2.
 SequenceBatch coconut_batch(int B, int n, uint64_t seed) {
-  const int question = 6, answer = 3;
-  CounterRng rng(seed, {0x7E5Cu});
-  std::vector<std::vector<int>> seqs(B);
-  std::vector<int> latents(B), first_label(B), pad(B, 0);
-  for (int s = 0; s < B; ++s) {
-    latents[s] = std::max(0, n - s);
-    const int q = question - s % 2;  // unequal question lengths: left padding
-    for (int i = 0; i < q; ++i) seqs[s].push_back(5 + static_cast<int>(rng.below(30)));
-    seqs[s].push_back(1);                                   // <bot>
-    for (int i = 0; i < latents[s]; ++i) seqs[s].push_back(2);  // <latent>
-    seqs[s].push_back(3);                                   // <eot>
-    first_label[s] = static_cast<int>(seqs[s].size());
-    for (int i = 0; i < answer; ++i) seqs[s].push_back(5 + static_cast<int>(rng.below(30)));
-    seqs[s].push_back(4);  // <eos>
-  }
-  int f = 0;
-  for (int s = 0; s < B; ++s)
-    if (latents[s] > 0) f = std::max(f, question - s % 2 + 1);
-  int T = 0;
-  for (int s = 0; s < B; ++s) {
-    if (latents[s] > 0) pad[s] = f - (question - s % 2 + 1);
-    T = std::max(T, pad[s] + static_cast<int>(seqs[s].size()));
-  }
-  SequenceBatch b;
-  b.B = B;
-  b.T = T;
-  const size_t R = static_cast<size_t>(B) * T;
-  b.tokens.assign(R, 0);
-  b.targets.assign(R, -100);
-  b.pos_ids.assign(R, 0);
-  b.key_mask.assign(R, 0);
-  for (int s = 0; s < B; ++s) {
-    const int len = static_cast<int>(seqs[s].size());
-    for (int i = 0; i < len; ++i) {
-      const size_t row = static_cast<size_t>(pad[s] + i) * B + s;
-      b.tokens[row] = seqs[s][i];
-      b.pos_ids[row] = i;
-      b.key_mask[row] = 1;
-      if (i + 1 < len && i + 1 >= first_label[s]) b.targets[row] = seqs[s][i + 1];
-    }
-  }
-  if (n == 0) {
-    b.passes.push_back({0, T, {}});
-    return b;
-  }
-  b.passes.push_back({0, f, {}});
-  for (int i = 1; i < n; ++i) b.passes.push_back({f + i - 1, f + i, {}});
-  b.passes.push_back({f + n - 1, T, {}});
-  for (int p = 0; p < n; ++p)
-    for (int s = 0; s < B; ++s)
-      if (latents[s] > p) b.passes[p].feedback.push_back({s, f + p - 1});
-  return b;
+  std::vector<bench::SyntheticSample> samples(B);
+  for (int s = 0; s < B; ++s) samples[s] = {6 - s % 2, std::max(0, n - s), 3};  // unequal questions: left padding
+  return bench::make_synthetic_batch(samples, small_config(0).vocab_size, seed);
 }
 
 struct Result {
