@@ -8,6 +8,8 @@
 #include "model/cuda_gpt2.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 
@@ -20,9 +22,6 @@ namespace {
 
 using gpu::bf16;
 
-// All work goes to the legacy default stream (the CublasContext's default too).
-constexpr cudaStream_t kStream = nullptr;
-
 // Grows a device buffer to at least n elements (contents are not kept).
 template <typename T>
 void ensure(DeviceBuffer<T>& buffer, size_t n) {
@@ -30,12 +29,12 @@ void ensure(DeviceBuffer<T>& buffer, size_t n) {
 }
 
 template <typename T>
-void zero(T* p, size_t n) {  // all-zero bits are 0.0 in fp32 and bf16
-  CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(T), kStream));
+void zero(T* p, size_t n, cudaStream_t stream) {  // all-zero bits are 0.0 in fp32 and bf16
+  CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(T), stream));
 }
 template <typename T>
-void copy(T* dst, const T* src, size_t n) {
-  CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToDevice, kStream));
+void copy(T* dst, const T* src, size_t n, cudaStream_t stream) {
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToDevice, stream));
 }
 
 // Row-major C = op(A) op(B) + beta C: cuBLAS SGEMM in fp32, GemmEx (fp32 accumulation) in bf16.
@@ -80,7 +79,7 @@ void check_stage(const GPT2Config& config, const CudaActivationsOf<Act>& acts, i
 // ---------------------------------------------------------------- activations
 
 template <typename Act>
-void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns) {
+void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns, cudaStream_t stream) {
   COCONUT_CHECK(batch > 0 && columns > 0 && columns <= config.max_positions,
                 "CUDA activations need 0 < B and 0 < T <= max_positions {} (got B={} T={})", config.max_positions,
                 batch, columns);
@@ -96,8 +95,8 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   ensure(dqkv_, size_t(L * R * 3 * C));
   ensure(pos_ids, size_t(R));
   ensure(key_mask, size_t(R));
-  zero(storage_.data(), size_t(act_total));
-  zero(storage32_.data(), size_t(f32_total));
+  zero(storage_.data(), size_t(act_total), stream);
+  zero(storage32_.data(), size_t(f32_total), stream);
 
   Act* cursor = storage_.data();
   float* cursor32 = storage32_.data();
@@ -136,8 +135,8 @@ void CudaActivationsOf<Act>::set_dropout(uint64_t seed, uint64_t step, const std
 }
 
 template <typename Act>
-void CudaActivationsOf<Act>::zero_grads() {
-  zero(dqkv_.data(), layers.size() * size_t(B) * T * 3 * C);
+void CudaActivationsOf<Act>::zero_grads(cudaStream_t stream) {
+  zero(dqkv_.data(), layers.size() * size_t(B) * T * 3 * C, stream);
 }
 
 // ---------------------------------------------------------------- parameters
@@ -163,8 +162,9 @@ CudaGPT2Of<Act>::CudaGPT2Of(const GPT2Config& config)
   w_.lnf_w = typed(f.lnf_w);
   w_.lnf_b = typed(f.lnf_b);
   g_ = bind_params(config_, grads_.data());
-  zero(params_.data(), params_.size());
-  if constexpr (std::is_same_v<Act, bf16>) zero(params_bf16_.data(), params_bf16_.size());
+  cublas_.set_stream(stream());
+  zero(params_.data(), params_.size(), stream());
+  if constexpr (std::is_same_v<Act, bf16>) zero(params_bf16_.data(), params_bf16_.size(), stream());
   zero_grads();
 }
 
@@ -177,14 +177,14 @@ Act* CudaGPT2Of<Act>::params_for_compute() {
 template <typename Act>
 void CudaGPT2Of<Act>::set_params(const float* host) {
   params_.copy_from_host(host, params_.size());
-  if constexpr (std::is_same_v<Act, bf16>) gpu::convert(params_bf16_.data(), params_.data(), params_.size(), kStream);
+  if constexpr (std::is_same_v<Act, bf16>) gpu::convert(params_bf16_.data(), params_.data(), params_.size(), stream());
 }
 template <typename Act>
 void CudaGPT2Of<Act>::get_params(float* host) const { params_.copy_to_host(host, params_.size()); }
 template <typename Act>
 void CudaGPT2Of<Act>::get_grads(float* host) const { grads_.copy_to_host(host, grads_.size()); }
 template <typename Act>
-void CudaGPT2Of<Act>::zero_grads() { zero(grads_.data(), grads_.size()); }
+void CudaGPT2Of<Act>::zero_grads() { zero(grads_.data(), grads_.size(), stream()); }
 
 template <typename Act>
 void CudaGPT2Of<Act>::ensure_scratch(int rows, int B, int T) {
@@ -217,10 +217,10 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
   // Embedding: input embedding (token or thought) plus the position embedding.
   Act* x = acts.x0 + r0 * C;
   if (embed) {
-    gpu::add_position_embedding(x, in, w_.wpe, acts.pos_ids.data() + r0, n, C, kStream);
-    if (drop) gpu::dropout_apply(x, x, n, C, site_keys(config_, acts, r0, -1, kEmbedding), kStream);
+    gpu::add_position_embedding(x, in, w_.wpe, acts.pos_ids.data() + r0, n, C, stream());
+    if (drop) gpu::dropout_apply(x, x, n, C, site_keys(config_, acts, r0, -1, kEmbedding), stream());
   } else if (in != x) {
-    copy(x, in, size_t(n) * C);
+    copy(x, in, size_t(n) * C, stream());
   }
 
   const Act* inp = x;
@@ -228,13 +228,13 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
     const Layer& W = w_.layers[l];
     const auto& A = acts.layers[l];
     gpu::layernorm_forward(A.ln1 + r0 * C, A.ln1_mean + r0, A.ln1_rstd + r0, inp, W.ln1_w, W.ln1_b, n, C, eps,
-                           kStream);
+                           stream());
     gpu::linear_forward(cublas_, A.qkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, W.qkv_b, n, C, 3 * C);
     // Attention in fp32: in bf16 on an fp32 copy of this pass's q|k|v (the cache of
     // earlier columns was copied by their passes), its output converted back.
     float* att = nullptr;
     if constexpr (std::is_same_v<Act, bf16>) {
-      gpu::convert(A.qkv32 + r0 * 3 * C, A.qkv + r0 * 3 * C, int64_t(n) * 3 * C, kStream);
+      gpu::convert(A.qkv32 + r0 * 3 * C, A.qkv + r0 * 3 * C, int64_t(n) * 3 * C, stream());
       att = att32_.data();
     } else {
       att = A.att_out + r0 * C;
@@ -242,26 +242,26 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
     gpu::attention_forward(cublas_, att, A.probs, A.qkv32, acts.key_mask.data(), a, b, B, T, C, H,
                            drop ? &probs_drop : nullptr, attention_ws_.data());
-    if constexpr (std::is_same_v<Act, bf16>) gpu::convert(A.att_out + r0 * C, att, int64_t(n) * C, kStream);
+    if constexpr (std::is_same_v<Act, bf16>) gpu::convert(A.att_out + r0 * C, att, int64_t(n) * C, stream());
     gpu::linear_forward(cublas_, A.res_mid + r0 * C, A.att_out + r0 * C, W.attn_proj_w, W.attn_proj_b, n, C, C);
     if (drop)
       gpu::dropout_apply(A.res_mid + r0 * C, A.res_mid + r0 * C, n, C, site_keys(config_, acts, r0, l, kAttnResid),
-                         kStream);
-    gpu::add_forward(A.res_mid + r0 * C, A.res_mid + r0 * C, inp, int64_t(n) * C, kStream);
+                         stream());
+    gpu::add_forward(A.res_mid + r0 * C, A.res_mid + r0 * C, inp, int64_t(n) * C, stream());
     gpu::layernorm_forward(A.ln2 + r0 * C, A.ln2_mean + r0, A.ln2_rstd + r0, A.res_mid + r0 * C, W.ln2_w, W.ln2_b,
-                           n, C, eps, kStream);
+                           n, C, eps, stream());
     gpu::linear_forward(cublas_, A.fc + r0 * 4 * C, A.ln2 + r0 * C, W.fc_w, W.fc_b, n, C, 4 * C);
-    gpu::gelu_forward(A.gelu + r0 * 4 * C, A.fc + r0 * 4 * C, int64_t(n) * 4 * C, kStream);
+    gpu::gelu_forward(A.gelu + r0 * 4 * C, A.fc + r0 * 4 * C, int64_t(n) * 4 * C, stream());
     gpu::linear_forward(cublas_, A.res_out + r0 * C, A.gelu + r0 * 4 * C, W.fc_proj_w, W.fc_proj_b, n, 4 * C, C);
     if (drop)
       gpu::dropout_apply(A.res_out + r0 * C, A.res_out + r0 * C, n, C, site_keys(config_, acts, r0, l, kMlpResid),
-                         kStream);
-    gpu::add_forward(A.res_out + r0 * C, A.res_out + r0 * C, A.res_mid + r0 * C, int64_t(n) * C, kStream);
+                         stream());
+    gpu::add_forward(A.res_out + r0 * C, A.res_out + r0 * C, A.res_mid + r0 * C, int64_t(n) * C, stream());
     inp = A.res_out + r0 * C;
   }
   if (final_norm)
     gpu::layernorm_forward(acts.lnf + r0 * C, acts.lnf_mean + r0, acts.lnf_rstd + r0, inp, w_.lnf_w, w_.lnf_b, n, C,
-                           eps, kStream);
+                           eps, stream());
 }
 
 // ---------------------------------------------------------------- backward
@@ -280,7 +280,7 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
   // the branch's dropout mask.
   auto branch_grad = [&](int layer, Site site) -> const Act* {
     if (!drop) return dres_.data();
-    gpu::dropout_apply(ddrop_.data(), dres_.data(), n, C, site_keys(config_, acts, r0, layer, site), kStream);
+    gpu::dropout_apply(ddrop_.data(), dres_.data(), n, C, site_keys(config_, acts, r0, layer, site), stream());
     return ddrop_.data();
   };
 
@@ -288,11 +288,11 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
   Act* dres = dres_.data();
   const Act* last = acts.layers[l1 - 1].res_out + r0 * C;
   if (final_norm) {
-    zero(dres, nC);
+    zero(dres, nC, stream());
     gpu::layernorm_backward(dres, g_.lnf_w, g_.lnf_b, d_out, last, w_.lnf_w, acts.lnf_mean + r0, acts.lnf_rstd + r0,
-                            n, C, kStream);
+                            n, C, stream());
   } else {
-    copy(dres, d_out, nC);
+    copy(dres, d_out, nC, stream());
   }
 
   for (int l = l1 - 1; l >= l0; --l) {
@@ -302,18 +302,18 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     const Act* inp = (l == l0 ? acts.x0 : acts.layers[l - 1].res_out) + r0 * C;
 
     // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
-    zero(dgelu_.data(), 4 * nC);
+    zero(dgelu_.data(), 4 * nC, stream());
     gpu::linear_backward(cublas_, dgelu_.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, kMlpResid),
                          A.gelu + r0 * 4 * C, W.fc_proj_w, n, 4 * C, C);
-    zero(dfc_.data(), 4 * nC);
-    gpu::gelu_backward(dfc_.data(), A.fc + r0 * 4 * C, dgelu_.data(), int64_t(4 * nC), kStream);
-    zero(dln_.data(), nC);
+    zero(dfc_.data(), 4 * nC, stream());
+    gpu::gelu_backward(dfc_.data(), A.fc + r0 * 4 * C, dgelu_.data(), int64_t(4 * nC), stream());
+    zero(dln_.data(), nC, stream());
     gpu::linear_backward(cublas_, dln_.data(), G.fc_w, G.fc_b, dfc_.data(), A.ln2 + r0 * C, W.fc_w, n, C, 4 * C);
     gpu::layernorm_backward(dres, G.ln2_w, G.ln2_b, dln_.data(), A.res_mid + r0 * C, W.ln2_w, A.ln2_mean + r0,
-                            A.ln2_rstd + r0, n, C, kStream);
+                            A.ln2_rstd + r0, n, C, stream());
 
     // Attention block: res_mid = inp + attn_proj(attention(qkv(ln1(inp))))
-    zero(datt_.data(), nC);
+    zero(datt_.data(), nC, stream());
     gpu::linear_backward(cublas_, datt_.data(), G.attn_proj_w, G.attn_proj_b, branch_grad(l, kAttnResid),
                          A.att_out + r0 * C, W.attn_proj_w, n, C, C);
     // Attention's backward is fp32: in bf16 its input gradient is converted in, and the
@@ -321,7 +321,7 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     const float* datt = nullptr;
     const Act* dqkv_rows = nullptr;
     if constexpr (std::is_same_v<Act, bf16>) {
-      gpu::convert(datt32_.data(), datt_.data(), int64_t(nC), kStream);
+      gpu::convert(datt32_.data(), datt_.data(), int64_t(nC), stream());
       datt = datt32_.data();
       dqkv_rows = dqkv_act_.data();
     } else {
@@ -333,35 +333,42 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
                             attention_ws_.data());
     // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
     if constexpr (std::is_same_v<Act, bf16>)
-      gpu::convert(dqkv_act_.data(), A.dqkv + r0 * 3 * C, int64_t(nC) * 3, kStream);
-    zero(dln_.data(), nC);
+      gpu::convert(dqkv_act_.data(), A.dqkv + r0 * 3 * C, int64_t(nC) * 3, stream());
+    zero(dln_.data(), nC, stream());
     gpu::linear_backward(cublas_, dln_.data(), G.qkv_w, G.qkv_b, dqkv_rows, A.ln1 + r0 * C, W.qkv_w, n, C, 3 * C);
     gpu::layernorm_backward(dres, G.ln1_w, G.ln1_b, dln_.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n,
-                            C, kStream);
+                            C, stream());
   }
 
   // The input gets dres (through the embedding dropout on the embedding stage); the
   // position embedding sums it.
-  if (embed && drop) gpu::dropout_apply(dres, dres, n, C, site_keys(config_, acts, r0, -1, kEmbedding), kStream);
-  copy(d_in, static_cast<const Act*>(dres), nC);
-  if (embed) gpu::position_embedding_backward(g_.wpe, dres, acts.pos_ids.data() + r0, n, C, kStream);
+  if (embed && drop) gpu::dropout_apply(dres, dres, n, C, site_keys(config_, acts, r0, -1, kEmbedding), stream());
+  copy(d_in, static_cast<const Act*>(dres), nC, stream());
+  if (embed) gpu::position_embedding_backward(g_.wpe, dres, acts.pos_ids.data() + r0, n, C, stream());
 }
 
 // ---------------------------------------------------------------- LM head
 
 template <typename Act>
 double CudaGPT2Of<Act>::lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden) {
+  queue_lm_head_loss(hidden, targets, n, scale, d_hidden);
+  return read_lm_head_loss(n);
+}
+
+template <typename Act>
+void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale,
+                                         Act* d_hidden) {
   const int C = config_.d_model, V = config_.vocab_size;
-  if (n == 0) return 0.0;
+  if (n == 0) return;
   ensure(logits_, size_t(n) * V);
   ensure(row_loss_, size_t(n));
   mm(cublas_, false, true, n, V, C, hidden, C, w_.wte, C, 0.f, logits_.data(), V);  // logits = h wte^T (fp32)
-  gpu::cross_entropy_forward_backward(logits_.data(), row_loss_.data(), targets, n, V, scale, kStream);
+  gpu::cross_entropy_forward_backward(logits_.data(), row_loss_.data(), targets, n, V, scale, stream());
   if (d_hidden) {
     const Act* dlogits = nullptr;  // the logits' gradient in the compute type
     if constexpr (std::is_same_v<Act, bf16>) {
       ensure(dlogits_bf16_, size_t(n) * V);
-      gpu::convert(dlogits_bf16_.data(), logits_.data(), int64_t(n) * V, kStream);
+      gpu::convert(dlogits_bf16_.data(), logits_.data(), int64_t(n) * V, stream());
       dlogits = dlogits_bf16_.data();
     } else {
       dlogits = logits_.data();
@@ -369,14 +376,39 @@ double CudaGPT2Of<Act>::lm_head_loss(const Act* hidden, const int* targets, int 
     mm(cublas_, false, false, n, C, V, dlogits, V, w_.wte, C, 0.f, d_hidden, C);  // d_hidden = dlogits wte
     mm(cublas_, true, false, V, C, n, dlogits, V, hidden, C, 1.f, g_.wte, C);     // dwte += dlogits^T h
   }
+}
+
+template <typename Act>
+double CudaGPT2Of<Act>::read_lm_head_loss(int n) {
+  if (n == 0) return 0.0;
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
   std::vector<float> losses(n);
-  row_loss_.copy_to_host(losses.data(), n);  // synchronous: waits for the queue
+  row_loss_.copy_to_host(losses.data(), n);
   double total = 0.0;
   for (float x : losses) total += x;  // fixed order: reproducible
   return total;
 }
 
 // ---------------------------------------------------------------- multipass runner
+
+template <typename Act>
+CudaMultipassRunnerOf<Act>::~CudaMultipassRunnerOf() {
+  drop_graph();
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::drop_graph() {
+  // Best effort (also called from the destructor): a failed destroy leaves nothing to do.
+  if (graph_) (void)cudaGraphExecDestroy(graph_);
+  graph_ = nullptr;
+  graph_key_.clear();
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::set_cuda_graphs(bool on) {
+  use_graphs_ = on;
+  if (!on) drop_graph();
+}
 
 template <typename Act>
 void CudaMultipassRunnerOf<Act>::set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids) {
@@ -387,16 +419,15 @@ void CudaMultipassRunnerOf<Act>::set_dropout(uint64_t seed, uint64_t step, std::
 }
 
 template <typename Act>
-double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch,
-                                                    float loss_scale) {
+int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBatch& batch) {
   const GPT2Config& cfg = model.config();
   validate_batch(batch, cfg);
   for (size_t r = 0; r < batch.pos_ids.size(); ++r)
     COCONUT_CHECK(batch.pos_ids[r] >= 0 && batch.pos_ids[r] < cfg.max_positions,
                   "position id {} at row {} outside [0, {})", batch.pos_ids[r], r, cfg.max_positions);
-  const int B = batch.B, T = batch.T, C = cfg.d_model, L = cfg.n_layer;
+  const int B = batch.B, T = batch.T, C = cfg.d_model;
   const size_t R = size_t(B) * T;
-  acts_.resize(cfg, B, T);
+  acts_.resize(cfg, B, T, model.stream());
   acts_.pos_ids.copy_from_host(batch.pos_ids);
   acts_.key_mask.copy_from_host(batch.key_mask);
   acts_.dropout_enabled = false;
@@ -413,26 +444,12 @@ double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, cons
   ensure(tokens_, R);
   tokens_.copy_from_host(batch.tokens);
   for (DeviceBuffer<Act>* b : {&embeds_, &d_embeds_, &d_hidden_}) ensure(*b, R * C);
-  gpu::embed_tokens(embeds_.data(), model.wte(), tokens_.data(), int(R), C, kStream);
 
-  // Forward pass by pass; after each, its outputs become the next pass's thoughts.
-  std::vector<uint8_t> is_thought(R, 0);
-  for (const Pass& pass : batch.passes) {
-    model.forward_stage(acts_, pass.begin, pass.end, 0, L, embeds_.data() + size_t(pass.begin) * B * C, true, true);
-    for (const Feedback& f : pass.feedback) {
-      const size_t from = size_t(f.from) * B + f.sample, to = from + B;
-      copy(embeds_.data() + to * C, static_cast<const Act*>(acts_.lnf + from * C), C);
-      is_thought[to] = 1;
-    }
-  }
-
-  // Loss over the targeted rows only, gathered from the final-norm hidden states.
+  // The targeted rows and their tokens: the loss is taken on these rows only.
   std::vector<int> rows, ids;
   for (size_t r = 0; r < R; ++r)
     if (batch.targets[r] >= 0) rows.push_back(int(r)), ids.push_back(batch.targets[r]);
   const int n = int(rows.size());
-  zero(d_hidden_.data(), R * C);
-  double loss = 0.0;
   if (n > 0) {
     ensure(target_rows_, rows.size());
     ensure(target_ids_, ids.size());
@@ -440,21 +457,47 @@ double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, cons
     target_ids_.copy_from_host(ids);
     ensure(gathered_, size_t(n) * C);
     ensure(d_gathered_, size_t(n) * C);
-    gpu::embed_tokens(gathered_.data(), acts_.lnf, target_rows_.data(), n, C, kStream);  // a row gather
-    loss = model.lm_head_loss(gathered_.data(), target_ids_.data(), n, loss_scale, d_gathered_.data());
-    gpu::scatter_rows(d_hidden_.data(), d_gathered_.data(), target_rows_.data(), n, C, kStream);
+  }
+  return n;
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n,
+                                            float loss_scale) {
+  const GPT2Config& cfg = model.config();
+  const int B = batch.B, T = batch.T, C = cfg.d_model, L = cfg.n_layer;
+  const size_t R = size_t(B) * T;
+  const cudaStream_t s = model.stream();
+  gpu::embed_tokens(embeds_.data(), model.wte(), tokens_.data(), int(R), C, s);
+
+  // Forward pass by pass; after each, its outputs become the next pass's thoughts.
+  std::vector<uint8_t> is_thought(R, 0);
+  for (const Pass& pass : batch.passes) {
+    model.forward_stage(acts_, pass.begin, pass.end, 0, L, embeds_.data() + size_t(pass.begin) * B * C, true, true);
+    for (const Feedback& f : pass.feedback) {
+      const size_t from = size_t(f.from) * B + f.sample, to = from + B;
+      copy(embeds_.data() + to * C, static_cast<const Act*>(acts_.lnf + from * C), C, s);
+      is_thought[to] = 1;
+    }
+  }
+
+  // Loss over the targeted rows only, gathered from the final-norm hidden states.
+  zero(d_hidden_.data(), R * C, s);
+  if (n > 0) {
+    gpu::embed_tokens(gathered_.data(), acts_.lnf, target_rows_.data(), n, C, s);  // a row gather
+    model.queue_lm_head_loss(gathered_.data(), target_ids_.data(), n, loss_scale, d_gathered_.data());
+    gpu::scatter_rows(d_hidden_.data(), d_gathered_.data(), target_rows_.data(), n, C, s);
   }
 
   // Backward: passes in reverse. A thought's input gradient is added to the hidden
   // state it came from before that earlier pass runs its backward.
-  zero(d_embeds_.data(), R * C);
-  acts_.zero_grads();
+  zero(d_embeds_.data(), R * C, s);
+  acts_.zero_grads(s);
   for (size_t p = batch.passes.size(); p-- > 0;) {
     const Pass& pass = batch.passes[p];
     for (const Feedback& f : pass.feedback) {
       const size_t from = size_t(f.from) * B + f.sample, to = from + B;
-      gpu::add_forward(d_hidden_.data() + from * C, d_hidden_.data() + from * C, d_embeds_.data() + to * C, C,
-                       kStream);
+      gpu::add_forward(d_hidden_.data() + from * C, d_hidden_.data() + from * C, d_embeds_.data() + to * C, C, s);
     }
     const size_t off = size_t(pass.begin) * B * C;
     model.backward_stage(acts_, pass.begin, pass.end, 0, L, d_hidden_.data() + off, d_embeds_.data() + off, true,
@@ -462,10 +505,75 @@ double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, cons
   }
   // Token embeddings get their gradient; thought rows are not tokens.
   for (size_t r = 0; r < R; ++r)
-    if (is_thought[r]) zero(d_embeds_.data() + r * C, C);
-  gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, kStream);
-  CUDA_CHECK(cudaStreamSynchronize(kStream));
-  return loss;
+    if (is_thought[r]) zero(d_embeds_.data() + r * C, C, s);
+  gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, s);
+}
+
+// What a captured step depends on besides the uploaded data: the buffers (the model,
+// the batch shape, the number of targets) and the order of the kernels (the passes, the
+// feedback, dropout on or off).
+template <typename Act>
+std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch,
+                                                          int n) const {
+  std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), batch.B, batch.T, n,
+                              acts_.dropout_enabled ? 1 : 0};
+  for (const Pass& pass : batch.passes) {
+    key.insert(key.end(), {pass.begin, pass.end, int64_t(pass.feedback.size())});
+    for (const Feedback& f : pass.feedback) key.insert(key.end(), {f.sample, f.from});
+  }
+  return key;
+}
+
+template <typename Act>
+double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch,
+                                                    float loss_scale) {
+  const int n = prepare(model, batch);
+  const cudaStream_t s = model.stream();
+  if (use_graphs_) {
+    queue_graphed_step(model, batch, n, loss_scale);
+  } else {
+    queue_step(model, batch, n, loss_scale);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  return model.read_lm_head_loss(n);
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n,
+                                                    float loss_scale) {
+  const cudaStream_t s = model.stream();
+  // The loss scale is baked into a captured graph as a kernel argument: part of the key.
+  std::vector<int64_t> key = plan_key(model, batch, n);
+  int32_t scale_bits;
+  static_assert(sizeof scale_bits == sizeof loss_scale);
+  std::memcpy(&scale_bits, &loss_scale, sizeof scale_bits);
+  key.push_back(scale_bits);
+  if (graph_ && key == graph_key_) {
+    CUDA_CHECK(cudaGraphLaunch(graph_, s));
+  } else if (key == eager_key_) {
+    // Second step of this plan: every buffer has its size, so the capture allocates
+    // nothing. A failure mid-capture ends the capture before it propagates.
+    drop_graph();
+    CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      queue_step(model, batch, n, loss_scale);
+    } catch (...) {
+      (void)cudaStreamEndCapture(s, &graph);
+      if (graph) (void)cudaGraphDestroy(graph);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    const cudaError_t made = cudaGraphInstantiate(&graph_, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    CUDA_CHECK(made);
+    graph_key_ = std::move(key);
+    ++graph_captures_;
+    CUDA_CHECK(cudaGraphLaunch(graph_, s));
+  } else {
+    queue_step(model, batch, n, loss_scale);  // a new plan: sizes the buffers
+    eager_key_ = std::move(key);
+  }
 }
 
 template class CudaActivationsOf<float>;

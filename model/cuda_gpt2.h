@@ -13,11 +13,15 @@
 //
 // Parameters and their gradients are flat device buffers laid out by ParamLayout, so a
 // host GPT2 and a CUDA model exchange them with one copy. Activations keep the CPU's
-// time-major rows t*B+s. Everything runs on the legacy default stream for now; buffers
-// grow only when a batch is larger than any before, so repeated latent passes allocate
-// nothing. Dropout draws the CPU model's masks bit for bit (same Philox streams/sites).
-// Not yet: the hidden-state loss hook of MultipassRunner, separate streams for gradient
-// communication, CUDA graphs, recomputation, a fused attention kernel.
+// time-major rows t*B+s. Each model queues its work on its own stream (stream()), a
+// blocking one: host copies through DeviceBuffer see its results. Buffers grow only
+// when a batch is larger than any before, so repeated latent passes allocate nothing,
+// and the runner can capture a whole training step into a CUDA graph and replay it
+// (set_cuda_graphs): one launch instead of thousands of small ones, which is what a
+// step of one-column latent passes is made of. Dropout draws the CPU model's masks bit
+// for bit (same Philox streams/sites). Not yet: the hidden-state loss hook of
+// MultipassRunner, separate streams for gradient communication, recomputation, a
+// fused attention kernel.
 #pragma once
 
 #include <cstdint>
@@ -35,8 +39,9 @@ namespace coconut::model {
 template <typename Act>
 class CudaActivationsOf {
  public:
-  void resize(const GPT2Config& config, int B, int T);
-  void zero_grads();  // the dqkv that later passes accumulate into
+  // Lays out (and zeroes, on `stream`) the activations of B sequences of T columns.
+  void resize(const GPT2Config& config, int B, int T, cudaStream_t stream);
+  void zero_grads(cudaStream_t stream);  // the dqkv that later passes accumulate into
   // Dropout keys: the counter stream of every row, keyed as Activations' (seed, step,
   // sample id, position id) from host copies of the position ids [T*B] and sample ids [B].
   void set_dropout(uint64_t seed, uint64_t step, const std::vector<int>& pos_ids,
@@ -82,6 +87,7 @@ class CudaGPT2Of {
   // gpu::adamw_step as params_bf16 in bf16 (nullptr in fp32).
   Act* params_for_compute();
   CublasContext& cublas() { return cublas_; }
+  cudaStream_t stream() const { return stream_.get(); }  // where all of this model's work is queued
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
 
@@ -98,8 +104,11 @@ class CudaGPT2Of {
 
   // Tied LM head + cross-entropy on n gathered device rows with device targets: returns
   // sum(-log p(target)) * scale (waits for the GPU); with d_hidden (device [n, C]) also
-  // writes its gradient and accumulates wte's.
+  // writes its gradient and accumulates wte's. queue_lm_head_loss only queues the work
+  // (no wait: it can be captured into a graph); read_lm_head_loss(n) waits and sums.
   double lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden);
+  void queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden);
+  double read_lm_head_loss(int n);
 
  private:
   // Typed views of the parameters: Act* for the forward's weights, float* for gradients.
@@ -114,6 +123,7 @@ class CudaGPT2Of {
 
   GPT2Config config_;
   ParamLayout layout_;
+  CudaStream stream_;  // before cublas_: the handle is destroyed first
   DeviceBuffer<float> params_, grads_;
   DeviceBuffer<gpu::bf16> params_bf16_;  // the compute copy (bf16 only)
   Weights w_;
@@ -133,12 +143,37 @@ class CudaGPT2Of {
 template <typename Act>
 class CudaMultipassRunnerOf {
  public:
+  CudaMultipassRunnerOf() = default;
+  ~CudaMultipassRunnerOf();
+  CudaMultipassRunnerOf(const CudaMultipassRunnerOf&) = delete;
+  CudaMultipassRunnerOf& operator=(const CudaMultipassRunnerOf&) = delete;
+
   double forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch, float loss_scale);
+  // With graphs on, the second call with the same plan (model, B, T, passes, feedback,
+  // number of targets, dropout on/off) captures the step into a CUDA graph and every
+  // later one replays it; the batch's data (tokens, targets, positions, mask, dropout
+  // keys) is uploaded before each launch. A new plan runs eagerly once, then is
+  // captured. The bits are the eager path's: the same kernels in the same order.
+  void set_cuda_graphs(bool on);
+  int graph_captures() const { return graph_captures_; }
   // As MultipassRunner::set_dropout: needed before each forward_backward when
   // model.dropout > 0 (sample_ids empty: 0..B-1).
   void set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids = {});
 
  private:
+  // The host-side half of a step: checks, uploads, buffer growth. Returns the targets.
+  int prepare(CudaGPT2Of<Act>& model, const SequenceBatch& batch);
+  // The device-side half: every kernel of the step, queued on the model's stream.
+  void queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets, float loss_scale);
+  // queue_step eagerly, through a new capture, or as a replay of the captured graph.
+  void queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets, float loss_scale);
+  std::vector<int64_t> plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets) const;
+  void drop_graph();
+
+  bool use_graphs_ = false;
+  std::vector<int64_t> eager_key_, graph_key_;  // the plan run eagerly last / captured
+  cudaGraphExec_t graph_ = nullptr;
+  int graph_captures_ = 0;
   bool dropout_pending_ = false;
   uint64_t dropout_seed_ = 0, dropout_step_ = 0;
   std::vector<int64_t> dropout_ids_;

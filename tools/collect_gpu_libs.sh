@@ -5,7 +5,7 @@
 # carried there beside the build folder (tests/gpu/run.sh puts it on
 # LD_LIBRARY_PATH). glibc and the compiler's C++ runtime are left out: every
 # Linux machine has them, newer ones included.
-#   usage: tools/collect_gpu_libs.sh [build-dir=build-cuda] [dest=.gpulibs] [--no-cuda] [--mpi]
+#   usage: tools/collect_gpu_libs.sh [build-dir=build-gpu] [dest=.gpulibs] [--no-cuda] [--mpi]
 # --no-cuda leaves out the CUDA toolkit's libraries (cuBLAS alone is ~600 MB),
 # for machines whose image already has CUDA 13 (the lent H100/H200 ones do).
 # --mpi also carries Open MPI's runtime (mpirun, its plugins and help files, ~20 MB)
@@ -21,7 +21,7 @@ for a in "$@"; do
     *) args+=("$a") ;;
   esac
 done
-build=${args[0]:-build-cuda}
+build=${args[0]:-build-gpu}
 dest=${args[1]:-.gpulibs}
 [ -d "$build" ] || { echo "collect_gpu_libs: no build folder $build" >&2; exit 2; }
 mkdir -p "$dest"

@@ -7,9 +7,13 @@
 
 namespace coconut {
 
-CublasContext::CublasContext() {
+// 32 MiB: what NVIDIA recommends for Hopper (cuBLAS docs, cublasSetWorkspace).
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+CublasContext::CublasContext() : workspace_(kWorkspaceBytes) {
   CUBLAS_CHECK(cublasCreate(&handle_));
   CUBLAS_CHECK(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH));
+  CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.data(), workspace_.bytes()));
 }
 
 CublasContext::~CublasContext() {
@@ -17,7 +21,11 @@ CublasContext::~CublasContext() {
   if (handle_) (void)cublasDestroy(handle_);
 }
 
-void CublasContext::set_stream(cudaStream_t stream) { CUBLAS_CHECK(cublasSetStream(handle_, stream)); }
+void CublasContext::set_stream(cudaStream_t stream) {
+  CUBLAS_CHECK(cublasSetStream(handle_, stream));
+  // cublasSetStream puts the handle back on cuBLAS's own workspace pool: ours again.
+  CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.data(), workspace_.bytes()));
+}
 
 void CublasContext::sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                           const float* a, int lda, const float* b, int ldb, float beta, float* c,

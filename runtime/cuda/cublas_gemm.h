@@ -3,12 +3,14 @@
 #pragma once
 
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/device.h"
 
 namespace coconut {
 
-// Owns one cuBLAS handle, bound to the device current at construction.
-// Math is plain fp32 (CUBLAS_DEFAULT_MATH, no TF32 tensor cores): this is the
-// reference path that the CPU backend is compared against.
+// Owns one cuBLAS handle, bound to the device current at construction, and its
+// workspace. Math is plain fp32 (CUBLAS_DEFAULT_MATH, no TF32 tensor cores): this is
+// the reference path that the CPU backend is compared against. The workspace is ours
+// (cublasSetWorkspace) so that products captured into a CUDA graph allocate nothing.
 class CublasContext {
  public:
   CublasContext();
@@ -33,6 +35,7 @@ class CublasContext {
 
  private:
   cublasHandle_t handle_ = nullptr;
+  DeviceBuffer<char> workspace_;
 };
 
 }  // namespace coconut

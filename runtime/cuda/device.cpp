@@ -42,6 +42,13 @@ std::string describe_devices() {
   return out;
 }
 
+CudaStream::CudaStream() { CUDA_CHECK(cudaStreamCreate(&stream_)); }
+
+CudaStream::~CudaStream() {
+  // A destructor must not throw; a failing destroy leaves nothing to retry.
+  if (stream_) (void)cudaStreamDestroy(stream_);
+}
+
 ScopedDevice::ScopedDevice(int device) {
   CUDA_CHECK(cudaGetDevice(&previous_));
   CUDA_CHECK(cudaSetDevice(device));

@@ -34,6 +34,23 @@ class ScopedDevice {
   int previous_ = 0;
 };
 
+// One CUDA stream, owned. Created blocking (the default flags), so work on it is
+// ordered with the legacy default stream that cudaMemcpy and DeviceBuffer's copies
+// use: a host copy after queued work sees its results without an explicit sync. A
+// blocking stream can be captured into a CUDA graph as long as nothing touches the
+// legacy stream while the capture runs.
+class CudaStream {
+ public:
+  CudaStream();
+  ~CudaStream();
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
 // `count` elements of T on the device that was current at construction.
 // Move-only; frees in the destructor. Copies to and from host memory are
 // synchronous (cudaMemcpy), which is what the tests and setup code want.

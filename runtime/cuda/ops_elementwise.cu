@@ -52,13 +52,23 @@ __global__ void add_rows_kernel(T* x, const T* in, const T* table, const int* id
   }
 }
 
-// dtable[ids[r]] += d[r]: one thread per channel walks the rows in order, so rows that
-// share an id add in a fixed order (no atomics, reproducible).
+// dtable[ids[r]] += d[r] over the rows in order, without atomics: one block per row.
+// The block of the first row with a given id adds that id's rows, in row order, into
+// dtable (the additions of a sequential walk, in its order: reproducible bits); the
+// blocks of later rows with the same id find an earlier one and return.
 template <typename T>
 __global__ void scatter_add_rows_kernel(float* dtable, const T* d, const int* ids, int n, int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  for (int r = 0; r < n; ++r) dtable[int64_t(ids[r]) * C + c] += load(d[int64_t(r) * C + c]);
+  const int r = blockIdx.x, id = ids[r];
+  int earlier = 0;
+  for (int q = threadIdx.x; q < r; q += blockDim.x) earlier |= ids[q] == id;
+  if (__syncthreads_or(earlier)) return;
+  float* out = dtable + int64_t(id) * C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float sum = out[c];
+    for (int q = r; q < n; ++q)
+      if (ids[q] == id) sum += load(d[int64_t(q) * C + c]);
+    out[c] = sum;
+  }
 }
 
 // ---------------------------------------------------------------- layer norm
@@ -258,7 +268,7 @@ void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream) {
   }                                                                                                            \
   void embed_tokens_backward(float* dwte, const T* d, const int* tokens, int n, int C, cudaStream_t stream) {   \
     if (n == 0) return;                                                                                        \
-    scatter_add_rows_kernel<<<(C + 127) / 128, 128, 0, stream>>>(dwte, d, tokens, n, C);                       \
+    scatter_add_rows_kernel<<<n, 256, 0, stream>>>(dwte, d, tokens, n, C);                             \
     CUDA_CHECK(cudaGetLastError());                                                                            \
   }                                                                                                            \
   void add_position_embedding(T* x, const T* in, const T* wpe, const int* pos, int n, int C,                    \
@@ -269,7 +279,7 @@ void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream) {
   }                                                                                                            \
   void position_embedding_backward(float* dwpe, const T* d, const int* pos, int n, int C, cudaStream_t stream) { \
     if (n == 0) return;                                                                                        \
-    scatter_add_rows_kernel<<<(C + 127) / 128, 128, 0, stream>>>(dwpe, d, pos, n, C);                          \
+    scatter_add_rows_kernel<<<n, 256, 0, stream>>>(dwpe, d, pos, n, C);                                 \
     CUDA_CHECK(cudaGetLastError());                                                                            \
   }
 COCONUT_GPU_EMBEDDINGS(float)

@@ -87,7 +87,12 @@ inline void expect_close(const std::vector<float>& got, const std::vector<float>
   for (size_t i = 0; i < want.size(); ++i) {
     max_want = std::max(max_want, std::abs(double(want[i])));
     const double err = std::abs(double(got[i]) - double(want[i]));
-    if (!(err <= max_err)) {  // also catches NaN
+    if (std::isnan(err)) {  // the first NaN is the verdict: a later finite error must not hide it
+      max_err = err;
+      worst = i;
+      break;
+    }
+    if (err > max_err) {
       max_err = err;
       worst = i;
     }

@@ -5,9 +5,12 @@
 # folder (tools/collect_gpu_libs.sh makes it; with --mpi it also holds Open MPI
 # for the mpirun tests gpu_nccl_np1/np2). A missing GPU fails the tests
 # here instead of skipping them (COCONUT_REQUIRE_GPU=1).
-#   usage: tests/gpu/run.sh [build-dir=build-cuda] [lib-dir=.gpulibs]
+#   usage: tests/gpu/run.sh [build-dir=build-gpu] [lib-dir=.gpulibs]
+# tests/gpu/pack.sh packs both into one archive for a machine that lacks them.
+# COCONUT_GPU_BENCH_ARGS passes options to the benchmark (default: --seconds 120); sets
+# of options separated by ';' run it once per set.
 set -euo pipefail
-build=${1:-build-cuda}
+build=${1:-build-gpu}
 libs=${2:-.gpulibs}
 [ -f "$build/CMakeCache.txt" ] || { echo "run.sh: $build is not a CMake build folder" >&2; exit 2; }
 if [ -d "$libs" ]; then export LD_LIBRARY_PATH="$(cd "$libs" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
@@ -47,8 +50,17 @@ export COCONUT_REQUIRE_GPU=1
 # PyTorch peer), which runs even when a test failed. The exit status is the tests'.
 # COCONUT_GPU_BENCH=0 skips the benchmark.
 status=0
-(cd "$build" && ctest -L gpu --output-on-failure) || status=$?
+start=$SECONDS
+(cd "$build" && ctest -L gpu --output-on-failure --timeout 180) || status=$?
+echo "run.sh: gpu tests took $((SECONDS - start)) s (exit status $status)"
 if [ "${COCONUT_GPU_BENCH:-1}" = 1 ] && [ -x "$build/bench/coconut_gpu_bench" ]; then
-  "$build/bench/coconut_gpu_bench" --seconds 120 || echo "run.sh: the GPU benchmark failed" >&2
+  IFS=';' read -ra option_sets <<< "${COCONUT_GPU_BENCH_ARGS:---seconds 120}"
+  for options in "${option_sets[@]}"; do
+    start=$SECONDS
+    echo "run.sh: coconut_gpu_bench $options"
+    # shellcheck disable=SC2086 # the options are words
+    "$build/bench/coconut_gpu_bench" $options || echo "run.sh: the GPU benchmark failed" >&2
+    echo "run.sh: the benchmark took $((SECONDS - start)) s"
+  done
 fi
 exit $status
