@@ -132,7 +132,7 @@ class CudaGPT2Of {
   // Backward scratch (rows of the largest pass) and the attention workspace.
   DeviceBuffer<Act> dres_, dln_, datt_, dfc_, dgelu_, ddrop_, dqkv_act_;
   DeviceBuffer<float> att32_, datt32_;  // bf16 only: fp32 attention output / its gradient
-  DeviceBuffer<char> attention_ws_;
+  DeviceBuffer<char> attention_ws_, embedding_ws_;
   DeviceBuffer<float> logits_, row_loss_;
   DeviceBuffer<gpu::bf16> dlogits_bf16_;
 };
@@ -179,6 +179,7 @@ class CudaMultipassRunnerOf {
   std::vector<int64_t> dropout_ids_;
   CudaActivationsOf<Act> acts_;
   DeviceBuffer<int> tokens_, target_rows_, target_ids_;
+  DeviceBuffer<char> embedding_ws_;  // the token embedding backward's sort
   DeviceBuffer<Act> embeds_, d_embeds_, d_hidden_, gathered_, d_gathered_;
 };
 

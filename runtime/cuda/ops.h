@@ -46,10 +46,15 @@ void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream);   // e
 // checks them on the host, where the batch is built.
 void embed_tokens(float* out, const float* wte, const int* tokens, int n, int C, cudaStream_t stream);
 void embed_tokens(bf16* out, const bf16* wte, const int* tokens, int n, int C, cudaStream_t stream);
-// dwte[tokens[r]] += d[r]. Rows are summed in order (one thread per channel walks the
-// rows), so repeated tokens add in a fixed order: deterministic, no atomics.
-void embed_tokens_backward(float* dwte, const float* d, const int* tokens, int n, int C, cudaStream_t stream);
-void embed_tokens_backward(float* dwte, const bf16* d, const int* tokens, int n, int C, cudaStream_t stream);
+// dwte[tokens[r]] += d[r]. The rows of one token are added in row order (a stable sort
+// of the ids groups them, then one block per distinct id walks its rows), so repeated
+// tokens add in a fixed order: deterministic, no atomics. `workspace` holds
+// embedding_backward_workspace_bytes(n) bytes (the sort's scratch).
+size_t embedding_backward_workspace_bytes(int n);
+void embed_tokens_backward(float* dwte, const float* d, const int* tokens, int n, int C, void* workspace,
+                           cudaStream_t stream);
+void embed_tokens_backward(float* dwte, const bf16* d, const int* tokens, int n, int C, void* workspace,
+                           cudaStream_t stream);
 
 // out[ids[r]] = in[r] for n rows (the ids distinct): the inverse of a row gather
 // (embed_tokens gathers rows of any table).
@@ -62,9 +67,11 @@ void add_position_embedding(float* x, const float* in, const float* wpe, const i
                             cudaStream_t stream);
 void add_position_embedding(bf16* x, const bf16* in, const bf16* wpe, const int* pos, int n, int C,
                             cudaStream_t stream);
-// dwpe[pos[r]] += d[r], rows in order (as embed_tokens_backward).
-void position_embedding_backward(float* dwpe, const float* d, const int* pos, int n, int C, cudaStream_t stream);
-void position_embedding_backward(float* dwpe, const bf16* d, const int* pos, int n, int C, cudaStream_t stream);
+// dwpe[pos[r]] += d[r], rows in order (as embed_tokens_backward, same workspace).
+void position_embedding_backward(float* dwpe, const float* d, const int* pos, int n, int C, void* workspace,
+                                 cudaStream_t stream);
+void position_embedding_backward(float* dwpe, const bf16* d, const int* pos, int n, int C, void* workspace,
+                                 cudaStream_t stream);
 
 // ---------------------------------------------------------------- layer norm
 
@@ -165,8 +172,10 @@ void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, c
 // logits := dlogits = (softmax - onehot) * scale. A row whose target is negative (-100,
 // the ignore label) is skipped: loss 0, dlogits 0, so callers need not gather rows.
 // Targets >= 0 must be < V (checked on the host by the caller).
-void cross_entropy_forward_backward(float* logits, float* row_loss, const int* targets, int N, int V, float scale,
-                                    cudaStream_t stream);
+// Row r of logits starts at r * ld (ld >= V): a padded stride keeps the LM head's
+// products on aligned tensor-core kernels when V is odd (GPT-2's 50257).
+void cross_entropy_forward_backward(float* logits, int ld, float* row_loss, const int* targets, int N, int V,
+                                    float scale, cudaStream_t stream);
 
 // ---------------------------------------------------------------- optimizer
 

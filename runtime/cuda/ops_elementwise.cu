@@ -3,6 +3,8 @@
 // with fp32 arithmetic. Kernels are deliberately plain (one block per row for row
 // reductions, grid-stride loops otherwise) so that they are easy to check against the
 // CPU ops; reductions run in a fixed order, so every result is reproducible.
+#include <cub/device/device_radix_sort.cuh>
+
 #include "runtime/check.h"
 #include "runtime/cuda/ops_common.cuh"
 #include "runtime/rng.h"
@@ -52,23 +54,61 @@ __global__ void add_rows_kernel(T* x, const T* in, const T* table, const int* id
   }
 }
 
-// dtable[ids[r]] += d[r] over the rows in order, without atomics: one block per row.
-// The block of the first row with a given id adds that id's rows, in row order, into
-// dtable (the additions of a sequential walk, in its order: reproducible bits); the
-// blocks of later rows with the same id find an earlier one and return.
+// dtable[ids[r]] += d[r] over the rows in order, without atomics. The ids arrive
+// sorted by a stable sort (equal ids keep their row order), with their rows; the block
+// of the first entry of each run of equal ids adds the run's rows, in order, into
+// dtable: the additions of a sequential walk over the rows, in its order (reproducible
+// bits), with one block per distinct id working in parallel.
 template <typename T>
-__global__ void scatter_add_rows_kernel(float* dtable, const T* d, const int* ids, int n, int C) {
-  const int r = blockIdx.x, id = ids[r];
-  int earlier = 0;
-  for (int q = threadIdx.x; q < r; q += blockDim.x) earlier |= ids[q] == id;
-  if (__syncthreads_or(earlier)) return;
+__global__ void add_sorted_runs_kernel(float* dtable, const T* d, const int* sorted_ids, const int* sorted_rows, int n,
+                                       int C) {
+  const int i = blockIdx.x, id = sorted_ids[i];
+  if (i > 0 && sorted_ids[i - 1] == id) return;  // inside a run: its first block adds it
   float* out = dtable + int64_t(id) * C;
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
     float sum = out[c];
-    for (int q = r; q < n; ++q)
-      if (ids[q] == id) sum += load(d[int64_t(q) * C + c]);
+    for (int j = i; j < n && sorted_ids[j] == id; ++j) sum += load(d[int64_t(sorted_rows[j]) * C + c]);
     out[c] = sum;
   }
+}
+
+__global__ void iota_kernel(int* out, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) out[i] = i;
+}
+
+// The workspace of scatter_add_rows: sorted ids, row numbers, sorted rows, CUB's scratch.
+struct SortScratch {
+  int *sorted_ids, *rows, *sorted_rows;
+  void* cub;
+  size_t cub_bytes;
+};
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+size_t cub_sort_bytes(int n) {
+  size_t bytes = 0;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int*>(nullptr),
+                                             static_cast<int*>(nullptr), static_cast<const int*>(nullptr),
+                                             static_cast<int*>(nullptr), n));
+  return bytes;
+}
+SortScratch sort_scratch(void* workspace, int n) {
+  COCONUT_CHECK(workspace, "embedding backward: no workspace (size it with embedding_backward_workspace_bytes)");
+  char* p = static_cast<char*>(workspace);
+  const size_t ints = align256(size_t(n) * sizeof(int));
+  return {reinterpret_cast<int*>(p), reinterpret_cast<int*>(p + ints), reinterpret_cast<int*>(p + 2 * ints),
+          p + 3 * ints, cub_sort_bytes(n)};
+}
+
+template <typename T>
+void scatter_add_rows(float* dtable, const T* d, const int* ids, int n, int C, void* workspace, cudaStream_t stream) {
+  if (n == 0) return;
+  SortScratch s = sort_scratch(workspace, n);
+  iota_kernel<<<grid_for(n), kThreads, 0, stream>>>(s.rows, n);
+  CUDA_CHECK(cudaGetLastError());
+  // LSD radix sort: stable, so the rows of one id stay in increasing order.
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(s.cub, s.cub_bytes, ids, s.sorted_ids, s.rows, s.sorted_rows, n, 0,
+                                             int(sizeof(int) * 8), stream));
+  add_sorted_runs_kernel<<<n, 256, 0, stream>>>(dtable, d, s.sorted_ids, s.sorted_rows, n, C);
+  CUDA_CHECK(cudaGetLastError());
 }
 
 // ---------------------------------------------------------------- layer norm
@@ -266,10 +306,10 @@ void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream) {
     scatter_rows_kernel<<<grid_for(int64_t(n) * C), kThreads, 0, stream>>>(out, in, ids, n, C);                 \
     CUDA_CHECK(cudaGetLastError());                                                                            \
   }                                                                                                            \
-  void embed_tokens_backward(float* dwte, const T* d, const int* tokens, int n, int C, cudaStream_t stream) {   \
+  void embed_tokens_backward(float* dwte, const T* d, const int* tokens, int n, int C, void* workspace,        \
+                             cudaStream_t stream) {                                                            \
     if (n == 0) return;                                                                                        \
-    scatter_add_rows_kernel<<<n, 256, 0, stream>>>(dwte, d, tokens, n, C);                             \
-    CUDA_CHECK(cudaGetLastError());                                                                            \
+    scatter_add_rows(dwte, d, tokens, n, C, workspace, stream);                                                \
   }                                                                                                            \
   void add_position_embedding(T* x, const T* in, const T* wpe, const int* pos, int n, int C,                    \
                               cudaStream_t stream) {                                                           \
@@ -277,14 +317,19 @@ void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream) {
     add_rows_kernel<<<grid_for(int64_t(n) * C), kThreads, 0, stream>>>(x, in, wpe, pos, n, C);                  \
     CUDA_CHECK(cudaGetLastError());                                                                            \
   }                                                                                                            \
-  void position_embedding_backward(float* dwpe, const T* d, const int* pos, int n, int C, cudaStream_t stream) { \
+  void position_embedding_backward(float* dwpe, const T* d, const int* pos, int n, int C, void* workspace,      \
+                                   cudaStream_t stream) {                                                      \
     if (n == 0) return;                                                                                        \
-    scatter_add_rows_kernel<<<n, 256, 0, stream>>>(dwpe, d, pos, n, C);                                 \
-    CUDA_CHECK(cudaGetLastError());                                                                            \
+    scatter_add_rows(dwpe, d, pos, n, C, workspace, stream);                                                   \
   }
 COCONUT_GPU_EMBEDDINGS(float)
 COCONUT_GPU_EMBEDDINGS(bf16)
 #undef COCONUT_GPU_EMBEDDINGS
+
+size_t embedding_backward_workspace_bytes(int n) {
+  COCONUT_CHECK(n >= 0, "embedding backward of {} rows", n);
+  return 3 * align256(size_t(n) * sizeof(int)) + align256(cub_sort_bytes(n));
+}
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
                        int N, int C, float eps, cudaStream_t stream) {

@@ -16,10 +16,10 @@ using detail::kThreads;
 // One block per row: max, sum of exponentials, then the gradient written over the
 // logits. Every thread reads the target logit before the first barrier, so no thread
 // has overwritten it yet.
-__global__ void cross_entropy_kernel(float* logits, float* row_loss, const int* targets, int V, float scale) {
+__global__ void cross_entropy_kernel(float* logits, int ld, float* row_loss, const int* targets, int V, float scale) {
   __shared__ float shared[32];
   const int64_t row = blockIdx.x;
-  float* z = logits + row * V;
+  float* z = logits + row * ld;
   const int target = targets[row];
   if (target < 0) {  // ignored row (label -100): no loss, no gradient
     for (int v = threadIdx.x; v < V; v += blockDim.x) z[v] = 0.f;
@@ -85,11 +85,11 @@ __global__ void scale_kernel(float* x, size_t n, float c) {
 
 }  // namespace
 
-void cross_entropy_forward_backward(float* logits, float* row_loss, const int* targets, int N, int V, float scale,
-                                    cudaStream_t stream) {
-  COCONUT_CHECK(N >= 0 && V > 0, "cross_entropy: bad shape N={} V={}", N, V);
+void cross_entropy_forward_backward(float* logits, int ld, float* row_loss, const int* targets, int N, int V,
+                                    float scale, cudaStream_t stream) {
+  COCONUT_CHECK(N >= 0 && V > 0 && ld >= V, "cross_entropy: bad shape N={} V={} ld={}", N, V, ld);
   if (N == 0) return;
-  cross_entropy_kernel<<<N, kThreads, 0, stream>>>(logits, row_loss, targets, V, scale);
+  cross_entropy_kernel<<<N, kThreads, 0, stream>>>(logits, ld, row_loss, targets, V, scale);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -143,10 +143,23 @@ TEST_F(Gpu, CrossEntropyMatchesCpuAndSkipsIgnoredRows) {
         ++k;
       }
 
-    DeviceBuffer<float> g = upload(logits), row_loss(N);
+    // On the device the rows are padded to a stride of V + 3 (the LM head pads V to a
+    // multiple of 8); the padding must come back untouched.
+    const int ld = V + 3;
+    std::vector<float> padded(size_t(N) * ld, 42.f);
+    for (int r = 0; r < N; ++r) std::copy(logits.begin() + size_t(r) * V, logits.begin() + size_t(r + 1) * V,
+                                          padded.begin() + size_t(r) * ld);
+    DeviceBuffer<float> g = upload(padded), row_loss(N);
     DeviceBuffer<int> gt = upload(targets);
-    gpu::cross_entropy_forward_backward(g.data(), row_loss.data(), gt.data(), N, V, scale, nullptr);
-    expect_close(download(g, logits.size()), want, kFp32, "dlogits");
+    gpu::cross_entropy_forward_backward(g.data(), ld, row_loss.data(), gt.data(), N, V, scale, nullptr);
+    const std::vector<float> got_padded = download(g, padded.size());
+    std::vector<float> got(logits.size());
+    for (int r = 0; r < N; ++r) {
+      std::copy(got_padded.begin() + size_t(r) * ld, got_padded.begin() + size_t(r) * ld + V,
+                got.begin() + size_t(r) * V);
+      for (int j = V; j < ld; ++j) EXPECT_EQ(got_padded[size_t(r) * ld + j], 42.f) << "padding of row " << r;
+    }
+    expect_close(got, want, kFp32, "dlogits");
     const std::vector<float> losses = row_loss.to_host();
     double total = 0;
     for (int r = 0; r < N; ++r) {
