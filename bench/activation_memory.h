@@ -7,10 +7,14 @@
 // a cross-check. With --pp 1 it runs in one process like `coconut train` does
 // (MultipassRunner over the micro-batches, gradient accumulation); under
 // `mpirun -np S coconut bench memory --pp S` it runs the pipeline executor and prints
-// every rank's figures next to the simulator's predicted peak for the same schedule.
+// every rank's figures next to the simulator's predicted peak for the same schedule,
+// and the rank's pipeline bubble as measured by the executor next to the simulator's.
 #pragma once
 
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "model/gpt2.h"
 
@@ -29,11 +33,42 @@ struct MemoryBenchOptions {
   int rest = 10;               // answer tokens
   int steps = 2;               // timed steps after one warm-up step
   int pp = 1;                  // pipeline stages (the MPI world size must equal pp)
-  std::string schedule = "ring";
+  std::vector<std::string> schedules = {"ring"};  // with pp > 1: each in turn
+  // Recompute first by default: the RSS high-water mark then grows with the thoughts
+  // within each policy, and the keep rows show where RSS goes above recompute's maximum.
+  std::vector<model::ActivationPolicy> policies = {model::ActivationPolicy::Recompute,
+                                                   model::ActivationPolicy::Keep};
   int threads = 0;             // 0: all cores / ranks
+  bool json = false;           // run_memory_bench: one JSON object per row instead of the table
 };
 
-// Prints the table on rank 0. world: null for --pp 1 (no MPI needed).
+// One configuration's figures on one rank.
+struct MemoryRow {
+  std::string schedule;        // "" for one process
+  model::ActivationPolicy policy = model::ActivationPolicy::Keep;
+  int thoughts = 0, rank = 0;
+  double peak_bytes = 0;       // measured: activation buffers at the peak
+  double simulated_bytes = 0;  // the simulator's peak of per-micro-batch bytes (pipeline only)
+  double step_seconds = 0;     // mean over the timed steps
+  double rss_bytes = 0;        // process peak RSS so far
+  // Pipeline only, over the timed steps: 1 - time in Forward/Backward ops / time of the
+  // op lists (the executor's StepTiming), and the simulator's bubble for the same
+  // schedule and plans (wall-weighted mean over the steps).
+  double bubble_measured = 0, bubble_simulated = 0;
+};
+
+// Runs every (schedule, policy, thoughts) configuration; returns every rank's rows on
+// rank 0 (nothing on the others), prints nothing; on_row (rank 0) sees each row as soon
+// as it is measured. world: null for pp 1 (no MPI needed).
+std::vector<MemoryRow> measure_memory(const MemoryBenchOptions& options, parallel::Communicator* world,
+                                      const std::function<void(const MemoryRow&)>& on_row = {});
+
+// Prints the table (or with options.json one JSON object per line) on rank 0.
 int run_memory_bench(const MemoryBenchOptions& options, parallel::Communicator* world);
+
+// A row as the JSON object `--json` prints, and back (throws coconut::Error naming a
+// missing or mistyped field).
+nlohmann::json memory_row_json(const MemoryRow& row);
+MemoryRow memory_row_from_json(const nlohmann::json& j);
 
 }  // namespace coconut::bench

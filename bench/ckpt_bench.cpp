@@ -44,15 +44,9 @@ double timed(Communicator& world, F&& f) {
   return t.seconds();
 }
 
-struct Row {
-  std::string what;
-  double seconds = 1e30;
-  uint64_t bytes = 0;  // 0: no throughput column
-};
-
 }  // namespace
 
-int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
+CkptBenchResult measure_ckpt(const CkptBenchOptions& o, Communicator& world) {
   COCONUT_CHECK(o.params >= 1 && o.repeats >= 1, "bench ckpt: --params and --repeats must be >= 1");
   const int rank = world.rank(), size = world.size();
   const uint64_t n = o.params;
@@ -84,11 +78,9 @@ int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
     for (auto& b : back) std::fill(b.begin(), b.end(), 0.0f);
   };
 
-  Row plain_write{"plain write + fsync", 1e30, total_bytes}, plain_read{"plain read", 1e30, total_bytes};
-  Row save{"checkpoint save (sync)", 1e30, total_bytes}, load{"checkpoint load (CRC checked)", 1e30, total_bytes};
-  Row snap_first{"async: snapshot blocking, first", 1e30, total_bytes};
-  Row snap{"async: snapshot blocking, buffers reused", 1e30, total_bytes};
-  Row async_total{"async: snapshot + complete", 1e30, total_bytes};
+  // Each the best (shortest) time over the repeats.
+  double plain_write = 1e30, plain_read = 1e30, save = 1e30, load = 1e30, snap_first = 1e30, snap = 1e30,
+         async_total = 1e30;
   const parallel::RetentionPolicy keep{1};
   parallel::AsyncCheckpointer async(world, async_root, keep);
 
@@ -96,14 +88,14 @@ int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
     // A new file each time, as a checkpoint is: rewriting the old one in place reuses its
     // freed page-cache pages and measured up to 3x faster here than a fresh file.
     fs::remove(plain);
-    plain_write.seconds = std::min(plain_write.seconds, timed(world, [&] {
+    plain_write = std::min(plain_write, timed(world, [&] {
       OutFile out(plain);
       for (const auto& t : state) out.write(t.data(), t.size() * sizeof(float));
       out.sync();
       out.close();
     }));
     evict(plain);
-    plain_read.seconds = std::min(plain_read.seconds, timed(world, [&] {
+    plain_read = std::min(plain_read, timed(world, [&] {
       const int fd = ::open(plain.c_str(), O_RDONLY | O_CLOEXEC);
       COCONUT_CHECK(fd >= 0, "cannot open {}: {}", plain, std::strerror(errno));
       for (size_t t = 0; t < names.size(); ++t)
@@ -116,9 +108,9 @@ int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
     meta.step = rep;
     meta.dp = size;
     std::string ckpt;
-    save.seconds = std::min(save.seconds, timed(world, [&] { ckpt = parallel::save_checkpoint(world, sync_root, meta, slices, keep); }));
+    save = std::min(save, timed(world, [&] { ckpt = parallel::save_checkpoint(world, sync_root, meta, slices, keep); }));
     evict(fmt::format("{}/shard-{:05d}.bin", ckpt, rank));
-    load.seconds = std::min(load.seconds, timed(world, [&] {
+    load = std::min(load, timed(world, [&] {
       const parallel::Manifest m = parallel::read_manifest(ckpt);
       for (size_t t = 0; t < names.size(); ++t)
         parallel::read_tensor_range(ckpt, m, names[t], begin, local, back[t].data());
@@ -127,15 +119,15 @@ int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
 
     // Asynchronous: the snapshot is what training waits for; complete() would overlap with
     // the next training steps (here nothing runs in between).
-    async_total.seconds = std::min(async_total.seconds, timed(world, [&] {
+    async_total = std::min(async_total, timed(world, [&] {
       async.snapshot(meta, slices);
-      (rep == 0 ? snap_first : snap).seconds =
-          std::min((rep == 0 ? snap_first : snap).seconds, async.blocking_seconds());
+      double& blocking = rep == 0 ? snap_first : snap;
+      blocking = std::min(blocking, async.blocking_seconds());
       async.complete();
     }));
   }
   // The blocking time of the slowest rank.
-  std::vector<double> blocking = {snap_first.seconds, snap.seconds < 1e29 ? snap.seconds : 0.0};
+  std::vector<double> blocking = {snap_first, snap < 1e29 ? snap : 0.0};
   {
     std::vector<double> all(size * blocking.size(), 0.0);
     std::copy(blocking.begin(), blocking.end(), all.begin() + rank * blocking.size());
@@ -144,23 +136,38 @@ int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
       blocking[k] = 0;
       for (int r = 0; r < size; ++r) blocking[k] = std::max(blocking[k], all[r * blocking.size() + k]);
     }
-    snap_first.seconds = blocking[0];
-    snap.seconds = blocking[1];
+    snap_first = blocking[0];
+    snap = blocking[1];
   }
 
-  if (rank == 0) {
-    fmt::print("checkpoint benchmark: 3 tensors x {} floats = {:.1f} MB over {} rank(s), in {} (best of {})\n", n,
-               total_bytes / 1e6, size, dir, o.repeats);
-    fmt::print("| what | seconds | MB/s |\n|---|---|---|\n");
-    for (const Row* r : {&plain_write, &save, &plain_read, &load, &snap_first, &snap, &async_total}) {
-      if (r == &snap && o.repeats < 2) continue;
-      fmt::print("| {} | {:.3f} | {:.0f} |\n", r->what, r->seconds, r->bytes / 1e6 / r->seconds);
-    }
-    fmt::print("save / plain write: {:.2f}; load / plain read: {:.2f} (throughput ratios)\n",
-               plain_write.seconds / save.seconds, plain_read.seconds / load.seconds);
-  }
   world.barrier();
   if (!o.keep && rank == 0) fs::remove_all(dir);
+  CkptBenchResult r;
+  r.bytes = total_bytes, r.ranks = size;
+  r.plain_write = plain_write, r.save = save, r.plain_read = plain_read, r.load = load;
+  r.snapshot_first = snap_first, r.snapshot_reused = snap, r.async_total = async_total;
+  return r;
+}
+
+int run_ckpt_bench(const CkptBenchOptions& o, Communicator& world) {
+  const CkptBenchResult r = measure_ckpt(o, world);
+  if (world.rank() != 0) return 0;
+  fmt::print("checkpoint benchmark: 3 tensors x {} floats = {:.1f} MB over {} rank(s), in {} (best of {})\n", o.params,
+             r.bytes / 1e6, r.ranks, o.dir, o.repeats);
+  fmt::print("| what | seconds | MB/s |\n|---|---|---|\n");
+  const std::pair<const char*, double> rows[] = {{"plain write + fsync", r.plain_write},
+                                                 {"checkpoint save (sync)", r.save},
+                                                 {"plain read", r.plain_read},
+                                                 {"checkpoint load (CRC checked)", r.load},
+                                                 {"async: snapshot blocking, first", r.snapshot_first},
+                                                 {"async: snapshot blocking, buffers reused", r.snapshot_reused},
+                                                 {"async: snapshot + complete", r.async_total}};
+  for (const auto& [what, seconds] : rows) {
+    if (seconds <= 0) continue;  // buffers reused: needs a second repeat
+    fmt::print("| {} | {:.3f} | {:.0f} |\n", what, seconds, r.mb_per_s(seconds));
+  }
+  fmt::print("save / plain write: {:.2f}; load / plain read: {:.2f} (throughput ratios)\n", r.plain_write / r.save,
+             r.plain_read / r.load);
   return 0;
 }
 

@@ -56,9 +56,14 @@ PeerResult run_torch_peer(const CoconutStepOptions& o, const fs::path& dir, int 
 
 }  // namespace
 
-int run_coconut_step_bench(const CoconutStepOptions& o) {
+double CoconutStepResult::loss_difference() const {
+  return std::abs(peer_first_loss - first_loss) / std::abs(first_loss);
+}
+
+CoconutStepResult measure_coconut_step(const CoconutStepOptions& o) {
   set_num_threads(o.threads);
-  const int threads = num_threads();
+  CoconutStepResult r;
+  r.threads = num_threads();
   const model::GPT2Config& cfg = o.model;
   const auto samples = prosqa_like_samples(o.batch, o.question, o.thoughts, o.rest, 11);
   const model::SequenceBatch batch = make_synthetic_batch(samples, cfg.vocab_size, 12);
@@ -80,45 +85,54 @@ int run_coconut_step_bench(const CoconutStepOptions& o) {
   model::AdamW opt(model::AdamWConfig{}, gpt.layout(), 0, gpt.num_params());
   model::MultipassRunner runner;
   const int targets = batch.num_targets();
-  double total = 0, best = 1e30, first_loss = 0;
+  double total = 0, best = 1e30;
   for (int i = 0; i < o.warmup + o.steps; ++i) {
     Timer timer;
     gpt.zero_grads();
     const double loss = runner.forward_backward(gpt, batch, 1.f / targets);
     opt.step(gpt.params(), gpt.grads(), 1e-4f);
     const double s = timer.seconds();
-    if (i == 0) first_loss = loss;
+    if (i == 0) r.first_loss = loss;
     if (i >= o.warmup) total += s, best = std::min(best, s);
   }
-  const double ms = 1e3 * total / o.steps;
-  const double flops = 3.0 * coconut_forward_flops(cfg, batch.B, batch.T, targets);
-  const double peak = measure_sgemm_gflops();
-  const double tokens = static_cast<double>(batch.B) * batch.T;
+  r.batch = batch.B, r.columns = batch.T, r.passes = static_cast<int>(batch.passes.size()), r.targets = targets;
+  r.params = static_cast<double>(gpt.num_params());
+  r.ms = 1e3 * total / o.steps, r.best_ms = 1e3 * best;
+  r.flops = 3.0 * coconut_forward_flops(cfg, batch.B, batch.T, targets);
+  r.sgemm_peak_gflops = measure_sgemm_gflops();
+  if (o.torch_peer) {
+    const PeerResult peer = run_torch_peer(o, dir, r.threads);
+    r.peer_ms = peer.ms, r.peer_first_loss = peer.first_loss, r.peer_version = peer.version;
+  }
+  fs::remove_all(dir);
+  return r;
+}
 
+int run_coconut_step_bench(const CoconutStepOptions& o) {
+  const CoconutStepResult r = measure_coconut_step(o);
+  const model::GPT2Config& cfg = o.model;
+  const double peak = r.sgemm_peak_gflops;
   fmt::print("Coconut training step (all passes + loss + BPTT backward + AdamW), fp32 CPU\n");
   fmt::print("model: {} layers, d_model {}, {} heads, vocab {}, {:.2f}M parameters\n", cfg.n_layer, cfg.d_model,
-             cfg.n_head, cfg.vocab_size, gpt.num_params() / 1e6);
+             cfg.n_head, cfg.vocab_size, r.params / 1e6);
   fmt::print("batch: {} samples x {} columns (question ~{} tokens, {} thoughts, {} answer tokens), {} passes, "
              "{} targets; {} threads; {} timed steps after {} warm-up\n",
-             batch.B, batch.T, o.question, o.thoughts, o.rest, batch.passes.size(), targets, threads, o.steps,
-             o.warmup);
+             r.batch, r.columns, o.question, o.thoughts, o.rest, r.passes, r.targets, r.threads, o.steps, o.warmup);
   fmt::print("FLOPs per step = 3 x forward; forward = L (24 N C^2 + 2 B C T (T+1)) + 2 n_targets C V, N = B T: "
-             "{:.3f} GFLOP\n", flops / 1e9);
+             "{:.3f} GFLOP\n", r.flops / 1e9);
   fmt::print("\n| system | ms/step | tokens/s | GFLOP/s | % of SGEMM peak |\n|---|---|---|---|---|\n");
-  fmt::print("| coconut | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", ms, tokens / (ms / 1e3), flops / (ms / 1e3) / 1e9,
-             100 * flops / (ms / 1e3) / 1e9 / peak);
+  fmt::print("| coconut | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", r.ms, r.tokens_per_s(), r.gflops(),
+             100 * r.gflops() / peak);
   int rc = 0;
   if (o.torch_peer) {
-    const PeerResult peer = run_torch_peer(o, dir, threads);
-    if (peer.ms > 0) {
-      const double tg = flops / (peer.ms / 1e3) / 1e9;
-      fmt::print("| pytorch {} | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", peer.version, peer.ms,
-                 tokens / (peer.ms / 1e3), tg, 100 * tg / peak);
-      fmt::print("\nspeed ratio coconut / pytorch (tokens/s): {:.2f}x\n", peer.ms / ms);
-      const double rel = std::abs(peer.first_loss - first_loss) / std::abs(first_loss);
-      fmt::print("first-step loss: coconut {:.6f}, pytorch {:.6f} (relative difference {:.1e})\n", first_loss,
-                 peer.first_loss, rel);
-      if (!(rel < 1e-4)) {
+    if (r.peer_ran()) {
+      const double tg = r.flops / (r.peer_ms / 1e3) / 1e9;
+      fmt::print("| pytorch {} | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", r.peer_version, r.peer_ms,
+                 r.peer_tokens_per_s(), tg, 100 * tg / peak);
+      fmt::print("\nspeed ratio coconut / pytorch (tokens/s): {:.2f}x\n", r.peer_ms / r.ms);
+      fmt::print("first-step loss: coconut {:.6f}, pytorch {:.6f} (relative difference {:.1e})\n", r.first_loss,
+                 r.peer_first_loss, r.loss_difference());
+      if (!(r.loss_difference() < 1e-4)) {
         fmt::print(stderr, "the PyTorch peer computed a different loss on the same batch and weights\n");
         rc = 1;
       }
@@ -127,9 +141,8 @@ int run_coconut_step_bench(const CoconutStepOptions& o) {
     }
   }
   fmt::print("SGEMM peak (OpenBLAS {} kernels, 1024^3, best of 10, {} threads): {:.1f} GFLOP/s\n", blas_kernel_name(),
-             threads, peak);
-  fmt::print("best step {:.1f} ms\n", 1e3 * best);
-  fs::remove_all(dir);
+             r.threads, peak);
+  fmt::print("best step {:.1f} ms\n", r.best_ms);
   return rc;
 }
 

@@ -29,6 +29,28 @@ struct CoconutStepOptions {
 // head runs on the targeted rows only: L (24 N C^2 + 2 B C T (T+1)) + 2 n_targets C V.
 double coconut_forward_flops(const model::GPT2Config& c, int B, int T, int targets);
 
+// What one run measured. The peer fields stay at their defaults when the peer did not
+// run (torch_peer false, or python/torch unavailable: peer_ms < 0).
+struct CoconutStepResult {
+  int threads = 0, batch = 0, columns = 0, passes = 0, targets = 0;
+  double params = 0;           // model parameters
+  double flops = 0;            // per step (3 x forward)
+  double ms = 0, best_ms = 0;  // mean and best timed step
+  double first_loss = 0;
+  double sgemm_peak_gflops = 0;
+  double peer_ms = -1, peer_first_loss = 0;
+  std::string peer_version;
+  double tokens_per_s() const { return batch * columns / (ms / 1e3); }
+  double gflops() const { return flops / (ms / 1e3) / 1e9; }
+  bool peer_ran() const { return peer_ms > 0; }
+  double peer_tokens_per_s() const { return batch * columns / (peer_ms / 1e3); }
+  // |peer - coconut| / |coconut| of the first-step loss (same batch and weights).
+  double loss_difference() const;
+};
+
+// Runs the step (and the peer when asked) and returns the figures; prints nothing.
+CoconutStepResult measure_coconut_step(const CoconutStepOptions& options);
+
 // Prints a Markdown table (ms/step, tokens/s, GFLOP/s, % of SGEMM peak, both systems,
 // the ratio) and the first-step losses of both (same weights: they must agree).
 int run_coconut_step_bench(const CoconutStepOptions& options);

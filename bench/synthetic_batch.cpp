@@ -22,6 +22,16 @@ std::vector<SyntheticSample> prosqa_like_samples(int B, int question, int though
   return out;
 }
 
+model::GPT2Config synthetic_model(int n_layer, int d_model, int n_head) {
+  model::GPT2Config c;
+  c.vocab_size = 128;
+  c.max_positions = 256;
+  c.n_layer = n_layer;
+  c.d_model = d_model;
+  c.n_head = n_head;
+  return c;
+}
+
 model::SequenceBatch make_synthetic_batch(const std::vector<SyntheticSample>& samples, int vocab_size,
                                           uint64_t seed) {
   COCONUT_CHECK(vocab_size > 8, "the synthetic batch needs a vocabulary of more than 8 ids");

@@ -29,6 +29,10 @@ std::vector<SyntheticSample> prosqa_like_samples(int B, int question, int though
 model::SequenceBatch make_synthetic_batch(const std::vector<SyntheticSample>& samples, int vocab_size,
                                           uint64_t seed);
 
+// The benchmarks' model for these batches: vocabulary 128 (the ids above), 256
+// positions, the given depth, width and heads.
+model::GPT2Config synthetic_model(int n_layer, int d_model, int n_head);
+
 // The batch and model shape as JSON (for the PyTorch peers, which replay it exactly).
 std::string synthetic_batch_json(const model::SequenceBatch& batch, const model::GPT2Config& config);
 

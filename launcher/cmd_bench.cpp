@@ -2,10 +2,12 @@
 #include <fmt/format.h>
 
 #include "bench/activation_memory.h"
+#include "bench/bench_all.h"
 #include "bench/ckpt_bench.h"
 #include "bench/coconut_step.h"
 #include "bench/gpt2_step.h"
 #include "bench/schedule_sim.h"
+#include "bench/synthetic_batch.h"
 #include "launcher/commands.h"
 #include "parallel/comm.h"
 
@@ -63,11 +65,7 @@ bool model_option(const std::vector<std::string>& args, size_t& i, model::GPT2Co
 
 int bench_coconut(const std::vector<std::string>& args, const char* help) {
   bench::CoconutStepOptions o;
-  o.model.vocab_size = 128;
-  o.model.max_positions = 256;
-  o.model.n_layer = 4;
-  o.model.n_head = 4;
-  o.model.d_model = 256;
+  o.model = bench::synthetic_model(4, 256, 4);
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--batch") o.batch = option_int(args, i, 1, 4096);
@@ -83,18 +81,34 @@ int bench_coconut(const std::vector<std::string>& args, const char* help) {
   return bench::run_coconut_step_bench(o);
 }
 
+// "a,b,c" -> {a, b, c}.
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t comma; (comma = text.find(',', start)) != std::string::npos; start = comma + 1)
+    out.push_back(text.substr(start, comma - start));
+  out.push_back(text.substr(start));
+  return out;
+}
+
+// --policy keep | recompute | both (both: recompute first, see MemoryBenchOptions).
+std::vector<model::ActivationPolicy> policies(const std::string& text) {
+  if (text == "keep") return {model::ActivationPolicy::Keep};
+  if (text == "recompute") return {model::ActivationPolicy::Recompute};
+  if (text == "both") return {model::ActivationPolicy::Recompute, model::ActivationPolicy::Keep};
+  throw UsageError(fmt::format("--policy expects keep, recompute or both, got '{}'", text));
+}
+
 // `coconut bench memory`: one process, or under mpirun one rank per pipeline stage.
 int bench_memory(const std::vector<std::string>& args, const char* help) {
   bench::MemoryBenchOptions o;
-  o.model.vocab_size = 128;
-  o.model.max_positions = 256;
-  o.model.n_layer = 4;
-  o.model.n_head = 4;
-  o.model.d_model = 128;
+  o.model = bench::synthetic_model(4, 128, 4);
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--pp") o.pp = option_int(args, i, 1, 1024);
-    else if (a == "--schedule") o.schedule = option_value(args, i);
+    else if (a == "--schedule") o.schedules = split_list(option_value(args, i));
+    else if (a == "--policy") o.policies = policies(option_value(args, i));
+    else if (a == "--json") o.json = true;
     else if (a == "--min-thoughts") o.min_thoughts = option_int(args, i, 1, 1000);
     else if (a == "--max-thoughts") o.max_thoughts = option_int(args, i, 1, 1000);
     else if (a == "--micro-batch") o.micro_batch = option_int(args, i, 1, 4096);
@@ -105,8 +119,10 @@ int bench_memory(const std::vector<std::string>& args, const char* help) {
     else if (model_option(args, i, o.model, o.threads)) continue;
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
-  if (o.schedule != "gpipe" && o.schedule != "gpipe-pass" && o.schedule != "1f1b" && o.schedule != "ring")
-    throw UsageError(fmt::format("--schedule expects gpipe, gpipe-pass, 1f1b or ring, got '{}'", o.schedule));
+  for (const std::string& schedule : o.schedules)
+    if (schedule != "gpipe" && schedule != "gpipe-pass" && schedule != "1f1b" && schedule != "ring")
+      throw UsageError(fmt::format("--schedule expects gpipe, gpipe-pass, 1f1b or ring (or a comma-separated list), "
+                                   "got '{}'", schedule));
   if (o.min_thoughts > o.max_thoughts)
     throw UsageError(fmt::format("--min-thoughts {} is above --max-thoughts {}", o.min_thoughts, o.max_thoughts));
   if (o.model.d_model % o.model.n_head != 0)
@@ -125,6 +141,22 @@ int bench_memory(const std::vector<std::string>& args, const char* help) {
     if (world->size() > 1) parallel::abort_all(e.what());
     throw;
   }
+}
+
+// `coconut bench all`: every benchmark in one Markdown document (bench/bench_all.h).
+int bench_all(const std::vector<std::string>& args, const char* help) {
+  bench::BenchAllOptions o;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--quick") o.quick = true;
+    else if (a == "--threads") o.threads = option_int(args, i, 0, 1024);
+    else if (a == "--no-torch") o.torch = false;
+    else if (a == "--dir") o.dir = option_value(args, i);
+    else if (a == "--keep") o.keep = true;
+    else if (a == "--mpirun") o.mpirun = option_value(args, i);
+    else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
+  }
+  return bench::run_bench_all(o);
 }
 
 // `coconut bench ckpt`: one process or an MPI job (each rank saves its share).
@@ -152,6 +184,12 @@ int bench_ckpt(const std::vector<std::string>& args, const char* help) {
 
 int cmd_bench(const std::vector<std::string>& args) {
   const char* help =
+      "usage: coconut bench all [--quick] [--threads N] [--no-torch] [--dir DIR] [--keep] [--mpirun PATH]\n"
+      "  Every benchmark below in one Markdown document (summary table first): Coconut step vs PyTorch and %\n"
+      "  of SGEMM peak, memory and step time for 1..8 thoughts (keep/recompute), pipeline bubble measured vs\n"
+      "  simulated per schedule (a child `mpirun --oversubscribe -np 2 coconut bench memory --pp 2 --json`),\n"
+      "  checkpoint save/load vs plain write/read (scratch in DIR, default ./bench_all). A few minutes on\n"
+      "  2 cores; --quick: small shapes, under a minute. As root, mpirun needs cluster/env.sh.\n"
       "usage: coconut bench gpt2 [--batch N] [--seq-len N] [--steps N] [--threads N] [--layers N]\n"
       "                          [--d-model N] [--heads N] [--dropout P] [--no-torch]\n"
       "  Times a GPT-2 training step (default: the 124M shape, batch 4 x 128) on the CPU backend,\n"
@@ -161,11 +199,14 @@ int cmd_bench(const std::vector<std::string>& args) {
       "  Times a Coconut training step (all latent passes, BPTT, AdamW) on a ProsQA-shaped batch\n"
       "  (default: 4 layers, d_model 256, vocab 128, 16 samples, 6 thoughts) against a PyTorch peer\n"
       "  that replays the same batch from the same weights.\n"
-      "usage: [mpirun -np S] coconut bench memory [--pp S] [--schedule ring] [--min-thoughts 1] [--max-thoughts 8]\n"
-      "                          [--micro-batch 8] [--micro-batches 4] [--question 60] [--rest 10] [--steps 2]\n"
-      "                          [--threads N] [--layers 4] [--d-model 128] [--heads 4]\n"
+      "usage: [mpirun -np S] coconut bench memory [--pp S] [--schedule ring[,gpipe,...]] [--policy both|keep|recompute]\n"
+      "                          [--min-thoughts 1] [--max-thoughts 8] [--micro-batch 8] [--micro-batches 4]\n"
+      "                          [--question 60] [--rest 10] [--steps 2] [--threads N] [--layers 4] [--d-model 128]\n"
+      "                          [--heads 4] [--json]\n"
       "  Peak activation memory per rank (measured where the buffers are allocated) and step time against\n"
-      "  the number of continuous thoughts, keep vs recompute; with --pp > 1 next to the simulator's peak.\n"
+      "  the number of continuous thoughts, keep vs recompute; with --pp > 1 next to the simulator's peak,\n"
+      "  and each rank's pipeline bubble measured by the executor next to the simulator's, per schedule.\n"
+      "  --json: one JSON object per row instead of the table.\n"
       "usage: [mpirun -np N] coconut bench ckpt [--params N] [--dir DIR] [--repeats N] [--keep]\n"
       "  Checkpoint save/load MB/s of 3 tensors x N floats (default GPT-2 124M: 1.49 GB) next to a plain\n"
       "  write + fsync and read of the same bytes in DIR (default ./ckpt_bench, removed afterwards),\n"
@@ -186,6 +227,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     }
     return bench::run_schedule_bench(so);
   }
+  if (args[0] == "all") return bench_all(args, help);
   if (args[0] == "coconut") return bench_coconut(args, help);
   if (args[0] == "memory") return bench_memory(args, help);
   if (args[0] == "ckpt") return bench_ckpt(args, help);

@@ -7,6 +7,7 @@
 
 #include "curriculum/probe.h"
 #include "launcher/commands.h"
+#include "launcher/plot.h"
 #include "launcher/trainer.h"
 #include "runtime/check.h"
 #include "runtime/log.h"
@@ -38,11 +39,30 @@ void print_thought(const curriculum::ThoughtSummary& s) {
   }
 }
 
+// --plot: the paper's Figure 8 axis: per k, the cumulative value of the 1, 2, 3 highest
+// frontier nodes and the whole frontier's value, averaged over items.
+void plot_frontier_values(const std::string& path, const std::vector<curriculum::ThoughtSummary>& summary) {
+  PlotPanel panel{"frontier node values after k continuous thoughts", "k (thoughts)", "mean value", {}, {}, true, {0.0}};
+  const size_t ranks = summary.empty() ? 0 : summary.front().mean_top_cumulative.size();
+  for (size_t r = 0; r < ranks; ++r) panel.series.push_back({fmt::format("top-{} cumulative", r + 1), {}, {}});
+  panel.series.push_back({"whole frontier", {}, {}});
+  for (const curriculum::ThoughtSummary& s : summary) {
+    if (s.items == 0) continue;
+    for (size_t r = 0; r < ranks; ++r) {
+      panel.series[r].x.push_back(s.k);
+      panel.series[r].y.push_back(s.mean_top_cumulative[r]);
+    }
+    panel.series.back().x.push_back(s.k);
+    panel.series.back().y.push_back(s.mean_frontier_mass);
+  }
+  write_plot_png(path, {panel});
+}
+
 }  // namespace
 
 int cmd_probe(const std::vector<std::string>& args) {
   const char* help =
-      "usage: coconut probe RUN_DIR [--data FILE.json] [--items N] [--thoughts K] [--out PROBE.json]\n"
+      "usage: coconut probe RUN_DIR [--data FILE.json] [--items N] [--thoughts K] [--out PROBE.json] [--plot FILE.png]\n"
       "  For each ProsQA item and k = 0..K latent steps: runs question <bot> <latent>*(k*c),\n"
       "  forces <eot>, and reads the probability of each frontier node's concept as the next\n"
       "  step's concept ('<root> is a' [C] at k=0, 'Every' [C] at k>=1). Prints, per k, the\n"
@@ -50,19 +70,21 @@ int cmd_probe(const std::vector<std::string>& args) {
       "  --data      ProsQA file with graph fields (default: the run's validation set)\n"
       "  --items     items to probe, from the start (default 100; 0 = all)\n"
       "  --thoughts  largest k (default: the run's curriculum.max_latent_stage)\n"
-      "  --out       report path (default: RUN_DIR/probe_<dataset>.json)\n";
+      "  --out       report path (default: RUN_DIR/probe_<dataset>.json)\n"
+      "  --plot      also draw the top-1/2/3 cumulative and whole-frontier values against k to a PNG\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
   }
   const std::string run_dir = args[0];
   if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
-  std::string data_file, out_path;
+  std::string data_file, out_path, plot_path;
   int items = 100, thoughts = -1;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--data") data_file = option_value(args, i);
     else if (a == "--out") out_path = option_value(args, i);
+    else if (a == "--plot") plot_path = option_value(args, i);
     else if (a == "--items") items = option_int(args, i, 0, 1 << 30);
     else if (a == "--thoughts") thoughts = option_int(args, i, 0, 64);
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
@@ -96,6 +118,10 @@ int cmd_probe(const std::vector<std::string>& args) {
              results.size(), data.name, thoughts);
   for (const auto& s : summary) print_thought(s);
   fmt::print("\nreport: {}\n", out_path);
+  if (!plot_path.empty()) {
+    plot_frontier_values(plot_path, summary);
+    fmt::print("plot: {}\n", plot_path);
+  }
   return 0;
 }
 

@@ -1,14 +1,8 @@
 // `coconut sweep SWEEP.yaml`: runs a grid of training runs, each its own process (see
 // sweep.h for the file, the run names, skipping and resuming), then writes the results
 // table and the accuracy-against-c plot.
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -18,9 +12,8 @@
 #include "launcher/sweep.h"
 #include "launcher/train_config.h"
 #include "runtime/check.h"
+#include "runtime/process.h"
 #include "runtime/timer.h"
-
-extern char** environ;
 
 namespace coconut::launcher {
 
@@ -41,28 +34,11 @@ const char* kHelp =
     "  --set k=v  one more override for every run (after the sweep file's `set`)\n"
     "  The sweep file format is in docs/cli.md; example: configs/sweeps/c_thought.yaml.\n";
 
-// This process's own binary: every run starts the same coconut.
-std::string self_binary() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  COCONUT_CHECK(!ec, "cannot find the coconut binary (/proc/self/exe): {}", ec.message());
-  return exe.string();
-}
-
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
   return buf;
-}
-
-std::string shell_line(const std::vector<std::string>& cmd) {
-  std::string line;
-  for (const std::string& a : cmd) {
-    const bool plain = a.find_first_of(" \t'\"\\$*?;&|<>()") == std::string::npos && !a.empty();
-    line += (line.empty() ? "" : " ") + (plain ? a : "'" + a + "'");
-  }
-  return line;
 }
 
 // Starts cmd with stdout and stderr appended to log_path, waits; returns its exit code
@@ -73,22 +49,7 @@ int run_logged(const std::vector<std::string>& cmd, const std::string& log_path)
     log << "# coconut sweep " << utc_now() << ": " << shell_line(cmd) << "\n";
     COCONUT_CHECK(log.good(), "cannot write '{}'", log_path);
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  std::vector<char*> argv;
-  for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int err = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  COCONUT_CHECK(err == 0, "cannot start '{}': {}", cmd[0], std::strerror(err));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) COCONUT_CHECK(errno == EINTR, "waitpid failed: {}", std::strerror(errno));
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+  return run_to_log(cmd, log_path);
 }
 
 // Every run's configuration is read and checked before the first run starts, so a typo

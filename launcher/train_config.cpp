@@ -46,6 +46,7 @@ TrainConfig read_train_config(Config& c) {
   t.eot_loss_weight = c.get_double("curriculum.eot_loss_weight", 1.0, 0.0, 1e6);
 
   t.epochs = c.get_int("train.epochs", 1, 1, 1000000);
+  t.max_minutes = c.get_double("train.max_minutes", 0.0, 0.0, 1e7);
   t.batch_size = c.get_int("train.batch_size", 32, 1, 1 << 20);
   t.micro_batch_size = c.get_int("train.micro_batch_size", t.batch_size, 1, 1 << 20);
   t.adamw.lr = static_cast<float>(c.get_double("train.lr", 1e-4, 0.0, 10.0));

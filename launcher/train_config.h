@@ -48,6 +48,9 @@ struct TrainConfig {
   bool eot_classifier = false;
   double eot_loss_weight = 1.0;  // weight of its mean BCE in the model's loss
   int epochs = 1;
+  // Wall-clock limit of this process's training (0 = none): checked at each epoch end,
+  // the run ends there, evaluated and exported, when one more epoch like it would pass it.
+  double max_minutes = 0;
   int batch_size = 32;
   int micro_batch_size = 32;  // gradient accumulation when smaller than batch_size
   model::AdamWConfig adamw;

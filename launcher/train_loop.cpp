@@ -231,6 +231,14 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::
   return curriculum::evaluate(gpt, tok, head, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
 }
 
+bool out_of_time(const TrainContext& ctx, const TrainState& st) {
+  const double limit = ctx.config.max_minutes * 60;
+  if (limit <= 0) return false;
+  double stop = ctx.writer && ctx.clock.seconds() + st.epoch_seconds() > limit ? 1.0 : 0.0;
+  if (ctx.world && ctx.world->size() > 1) ctx.world->all_reduce_sum(&stop, 1);  // only rank 0's clock counts
+  return stop > 0;
+}
+
 void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   const TrainConfig& c = ctx.config;
   const int epoch = plan.epoch, stage = plan.stage;
@@ -266,7 +274,7 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   st.batch_in_epoch = 0;
   st.loss_sum = st.tokens = 0;
   st.batches = 0;
-  const bool last = epoch + 1 == c.epochs;
+  const bool last = epoch + 1 == c.epochs || st.out_of_time;
   const bool eval_now = !ctx.data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);
   if (ctx.dist.executor && (eval_now || last)) ctx.dist.gather_model(ctx.gpt);
   if (!ctx.writer) return;

@@ -80,6 +80,7 @@ struct TrainState {
   // This process only, not saved: pipeline time this epoch (measured bubble) and the clock.
   double busy = 0, op_wall = 0, simulated_bubble = 0;
   Timer epoch_timer;
+  bool out_of_time = false;    // train.max_minutes: the epoch being finished is the run's last
 
   double epoch_seconds() const { return seconds_before + epoch_timer.seconds(); }
 };
@@ -110,6 +111,11 @@ void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 // unless the batch has no labelled token. Advances batch_in_epoch, and step when a step
 // was taken. Collective under mpirun.
 void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
+
+// train.max_minutes: whether the run should end after the epoch just trained, because
+// the time so far plus one more epoch as long as it would pass the limit. Rank 0
+// decides for every rank (collective under mpirun), so they all stop together.
+bool out_of_time(const TrainContext& ctx, const TrainState& st);
 
 // The epoch's row (mean loss, throughput, <eot> statistics, bubble), evaluation when
 // due, then the state moves to the next epoch. Collective under mpirun.

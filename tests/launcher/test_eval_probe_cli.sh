@@ -88,8 +88,10 @@ assert r['total'] == 4 and r['dataset'] == 'items' and 'accuracy' in r
 pass "eval --data --stage --max-items --out"
 
 # ---- probe ------------------------------------------------------------------------------
-"$bin" probe "$run" --items 5 --thoughts 2 --out "$work/p.json" >"$work/probe.txt" 2>"$work/err.txt" ||
+"$bin" probe "$run" --items 5 --thoughts 2 --out "$work/p.json" --plot "$work/p.png" >"$work/probe.txt" 2>"$work/err.txt" ||
   fail "probe exited non-zero: $(cat "$work/err.txt")"
+[[ $(head -c 8 "$work/p.png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] || fail "probe --plot wrote no PNG"
+grep -q "^plot: $work/p.png$" "$work/probe.txt" || fail "probe does not name its plot"
 for k in 0 1 2; do grep -q "^k=$k " "$work/probe.txt" || fail "probe prints no table for k=$k"; done
 grep -q "| rank | items | mean value | mean cumulative |" "$work/probe.txt" || fail "probe prints no rank table"
 grep -q "| height | nodes | mean value |" "$work/probe.txt" || fail "probe prints no height table"

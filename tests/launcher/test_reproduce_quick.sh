@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# tools/reproduce.sh --quick end to end (issue #8's pipeline on a few dozen items):
+#  1. it exits 0 and OUT/results.md has a number for all 5 methods on both datasets,
+#     each equal to the run's own eval_valid.json, beside the paper's Table 1 value;
+#  2. both plots (accuracy against c, the probe's frontier values) are PNG files;
+#  3. a second invocation reuses the plan and trains nothing (every run is skipped).
+#   test_reproduce_quick.sh COCONUT_BINARY REPO_DIR TEMP_DIR
+set -euo pipefail
+
+bin=$1 repo=$2
+mkdir -p "$3"
+work=$(mktemp -d "$3/reproduce.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+out=$work/out
+
+"$repo/tools/reproduce.sh" --quick --out "$out" --bin "$bin" >"$work/first.txt" 2>&1 ||
+  fail "reproduce.sh --quick: $(tail -n 30 "$work/first.txt")"
+! grep -q "no result" "$out/results.md" || fail "results.md has runs without a result: $(cat "$out/results.md")"
+python3 - "$out" <<'PY' || fail "results.md does not match the runs"
+import json, re, sys
+out = sys.argv[1]
+text = open(f"{out}/results.md").read()
+paper = {"CoT": ("98.8", "77.5"), "No-CoT": ("93.8", "76.7"), "Coconut (c=1)": ("99.8", "97.0"),
+         "pause as thought": ("100.0", "96.6"), "w/o curriculum": ("52.4", "76.1")}
+dirs = {"CoT": "method-cot", "No-CoT": "method-no_cot", "pause as thought": "method-pause_as_thought",
+        "w/o curriculum": "method-no_curriculum"}
+for name, (p_pronto, p_prosqa) in paper.items():
+    m = re.search(r"^\| " + re.escape(name) + r" \| ([0-9.]+) \((\d+)/(\d+)\) \| " + re.escape(p_pronto) +
+                  r" \| ([0-9.]+) \((\d+)/(\d+)\) \| " + re.escape(p_prosqa) + r" \|$", text, re.M)
+    assert m, f"no row for {name}:\n{text}"
+    pronto = f"{out}/prontoqa/" + dirs.get(name, "method-coconut")
+    prosqa = f"{out}/prosqa_c/c_thought-1" if name.startswith("Coconut") else f"{out}/prosqa_methods/{dirs[name]}"
+    for run, correct, total in ((pronto, m.group(2), m.group(3)), (prosqa, m.group(5), m.group(6))):
+        ev = json.load(open(f"{run}/eval_valid.json"))
+        assert (ev["correct"], ev["total"]) == (int(correct), int(total)) == (ev["correct"], 8), (run, ev["correct"], correct)
+plan = json.load(open(f"{out}/plan.json"))
+assert plan["epochs"] == 7 and all(d["train_items"] >= 16 for d in plan["datasets"].values()), plan
+PY
+pass "results.md: both datasets, all five methods, equal to each run's eval_valid.json"
+
+for png in accuracy_vs_c.png probe_frontier.png; do
+  [[ $(head -c 8 "$out/$png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] || fail "$png is not a PNG"
+done
+pass "plots"
+
+"$repo/tools/reproduce.sh" --quick --out "$out" --bin "$bin" >"$work/second.txt" 2>&1 ||
+  fail "second reproduce.sh --quick: $(tail -n 30 "$work/second.txt")"
+[[ $(cat "$out"/prosqa_c.log "$out"/prosqa_methods.log "$out"/prontoqa.log | grep -c "skipped, already finished") == 12 ]] ||
+  fail "the second invocation trained again: $(grep -h '\] ' "$out"/*.log | tail -n 15)"
+pass "a second invocation skips all 12 runs"

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""The results page of tools/reproduce.sh (issue #8): reads OUT/plan.json and every run's
+files (eval_valid.json, metrics.jsonl, sweep_done.json, train.log) and prints markdown:
+our accuracies beside the paper's Table 1, then per run the model, data, epochs, final
+stage and wall time, the accuracy against c and the probe's figures.
+
+    tools/reproduce_table.py OUT TOTAL_SECONDS > OUT/results.md
+
+A run without a result (not run yet, or failed: see its train.log) shows "no result".
+"""
+import json
+import os
+import re
+import sys
+
+# arXiv 2412.06769 Table 1 (GPT-2 124M pre-trained, mean of 5 seeds): accuracy in %.
+PAPER = {  # method: (ProntoQA, ProsQA)
+    "cot": (98.8, 77.5),
+    "no_cot": (93.8, 76.7),
+    "coconut": (99.8, 97.0),
+    "pause_as_thought": (100.0, 96.6),
+    "no_curriculum": (52.4, 76.1),
+}
+ROWS = [("cot", "CoT"), ("no_cot", "No-CoT"), ("coconut", "Coconut (c=1)"),
+        ("pause_as_thought", "pause as thought"), ("no_curriculum", "w/o curriculum")]
+
+
+def run_dir(out, dataset, method, c=1):
+    if dataset == "prosqa":
+        return f"{out}/prosqa_c/c_thought-{c}" if method == "coconut" else f"{out}/prosqa_methods/method-{method}"
+    return f"{out}/prontoqa/method-{method}"
+
+
+def read_run(path):
+    """What a run left behind; None when it has not finished."""
+    done = os.path.join(path, "sweep_done.json")
+    if not os.path.exists(done):
+        return None
+    r = {"wall": json.load(open(done))["wall_seconds"]}
+    ev = json.load(open(os.path.join(path, "eval_valid.json")))
+    r.update(accuracy=ev["accuracy"], correct=ev["correct"], total=ev["total"])
+    rows = [json.loads(l) for l in open(os.path.join(path, "metrics.jsonl"))]
+    epochs = [x for x in rows if "kind" not in x]
+    r.update(epochs=len(epochs), stage=epochs[-1]["stage"], loss=epochs[-1]["loss"])
+    m = re.search(r"model: (\d+) layers, d_model (\d+), (\d+) heads, vocab (\d+), ([0-9.]+)M parameters",
+                  open(os.path.join(path, "train.log")).read())
+    r["model"] = f"{m.group(1)} layers, d_model {m.group(2)}, {m.group(3)} heads, vocab {m.group(4)}, {m.group(5)}M" if m else "?"
+    return r
+
+
+def pct(r):
+    return "no result" if r is None else f"{100 * r['accuracy']:.1f} ({r['correct']}/{r['total']})"
+
+
+def main():
+    out, total = sys.argv[1], float(sys.argv[2])
+    plan = json.load(open(f"{out}/plan.json"))
+    runs = {(ds, m): read_run(run_dir(out, ds, m)) for ds in ("prontoqa", "prosqa") for m, _ in ROWS}
+    p = []
+    p.append(f"# Reproduction results ({out})\n")
+    p.append(f"`tools/reproduce.sh --budget-minutes {plan['budget_minutes']:g}`: {total / 60:.1f} minutes for the invocation that wrote this page. "
+             f"Every run: {plan['epochs']} epochs, {plan['epochs_per_stage']} per curriculum stage; accuracy in %.\n")
+    p.append("| method | ProntoQA (ours) | ProntoQA (paper) | ProsQA (ours) | ProsQA (paper) |")
+    p.append("|---|---|---|---|---|")
+    for m, name in ROWS:
+        p.append(f"| {name} | {pct(runs['prontoqa', m])} | {PAPER[m][0]:.1f} | {pct(runs['prosqa', m])} | {PAPER[m][1]:.1f} |")
+    p.append("\nPaper: arXiv 2412.06769 Table 1, pre-trained GPT-2 124M, 50 epochs on all the training items. "
+             "Ours: from scratch, sized to the budget (below).\n")
+    p.append("## Runs\n")
+    p.append("| dataset | method | c | model | train items (of generated) | epochs trained | final stage | "
+             "final loss | wall s | cap min |")
+    p.append("|---|---|---|---|---|---|---|---|---|---|")
+    for ds in ("prosqa", "prontoqa"):
+        d = plan["datasets"][ds]
+        for pr in d["runs"]:
+            r = read_run(run_dir(out, ds, pr["method"], pr["c"]))
+            cells = ["no result"] * 5 if r is None else [r["model"], str(r["epochs"]), str(r["stage"]),
+                                                       f"{r['loss']:.4f}", f"{r['wall']:.0f}"]
+            p.append(f"| {ds} | {pr['method']} | {pr['c']} | {cells[0]} | {d['train_items']} ({d['full_items']}) | "
+                     f"{cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | {pr['max_minutes']} |")
+    p.append("\nMeasured seconds per training item and epoch before the runs (`OUT/calibration/`): " + "; ".join(
+        f"{ds} cot {d['seconds_per_item']['cot']:.4f}, no_curriculum {d['seconds_per_item']['no_curriculum']:.4f}"
+        for ds, d in plan["datasets"].items()) + ".\n")
+    p.append("## Accuracy against c (ProsQA, Coconut)\n")
+    for c in (0, 1, 2):
+        p.append(f"- c = {c}: {pct(read_run(run_dir(out, 'prosqa', 'coconut', c)))}")
+    p.append("\n![accuracy against c](accuracy_vs_c.png)\n")
+    p.append("## Probe: frontier values of the Coconut ProsQA model\n")
+    probe = f"{out}/probe_prosqa_valid.json"
+    if os.path.exists(probe):
+        p.append("| k | items | mean frontier size | top-1 | top-1+2 | top-1+2+3 | whole frontier |")
+        p.append("|---|---|---|---|---|---|---|")
+        for s in json.load(open(probe))["summary"]:
+            cum = [t["mean_cumulative"] for t in s["top"]] + [float("nan")] * 3
+            p.append(f"| {s['k']} | {s['items']} | {s['mean_frontier_size']:.2f} | {cum[0]:.4f} | {cum[1]:.4f} | "
+                     f"{cum[2]:.4f} | {s['mean_frontier_mass']:.4f} |")
+        p.append("\n![frontier values](probe_frontier.png)\n")
+    else:
+        p.append("no result\n")
+    print("\n".join(p))
+
+
+if __name__ == "__main__":
+    main()
