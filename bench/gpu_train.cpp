@@ -1,8 +1,9 @@
 // GPU training benchmark of a GPT-2 124M-shaped Coconut model (model/cuda_gpt2.h): a
 // batch with continuous thoughts (a question pass, one single-column pass per thought,
 // the final pass), forward + loss + backward through every thought + AdamW, repeated
-// for a fixed time: bf16 mixed precision with the step replayed as a CUDA graph (45% of
-// --seconds), bf16 launched op by op (30%), and fp32 as a graph (25%).
+// for a fixed time: bf16 mixed precision with the step replayed as a CUDA graph, with
+// fp32 attention (30% of --seconds) and with bf16 attention (30%), bf16 launched op by
+// op (20%), and fp32 as a graph (20%).
 // Prints tokens/s and MFU against the card's dense bf16 peak (formula printed), then
 // runs bench/torch_gpu_step.py, the same Coconut step in PyTorch (transformers' GPT-2
 // with a KV cache) on the same GPU, and prints the ratios. tests/gpu/run.sh runs it; no
@@ -131,8 +132,9 @@ double run_torch_peer(const Options& o, const model::GPT2Config& c, int seconds,
 // ms per step and prints the step count and last loss.
 template <typename Act>
 double time_steps(const model::GPT2Config& cfg, const model::GPT2& host, const model::SequenceBatch& batch,
-                  double seconds, bool graphs, const char* name) {
+                  double seconds, bool graphs, bool bf16_attention, const char* name) {
   model::CudaGPT2Of<Act> gpu(cfg);
+  gpu.set_bf16_attention(bf16_attention);
   gpu.set_params(host.params());
   const model::AdamW host_opt(model::AdamWConfig{}, host.layout(), 0, host.num_params());
   std::vector<gpu::DecaySegment> segments;
@@ -184,17 +186,19 @@ int run(const Options& o) {
   host.init_weights(1234);
   const model::SequenceBatch batch = coconut_batch(o, cfg.vocab_size);
   // A failing graph capture is reported and leaves its rows out; the eager rows stay.
-  auto timed = [&](auto act, double seconds, bool graphs, const char* name) {
+  auto timed = [&](auto act, double seconds, bool graphs, bool bf16_attention, const char* name) {
     try {
-      return time_steps<decltype(act)>(cfg, host, batch, seconds, graphs, name);
+      return time_steps<decltype(act)>(cfg, host, batch, seconds, graphs, bf16_attention, name);
     } catch (const std::exception& e) {
       fmt::print("{}: failed: {}\n", name, e.what());
       return -1.0;
     }
   };
-  const double bf16_graph_ms = timed(gpu::bf16{}, 0.45 * o.seconds, true, "bf16 mixed precision, CUDA graph");
-  const double bf16_ms = timed(gpu::bf16{}, 0.30 * o.seconds, false, "bf16 mixed precision, op by op");
-  const double fp32_ms = timed(float{}, 0.25 * o.seconds, true, "fp32, CUDA graph");
+  const double bf16_graph_ms = timed(gpu::bf16{}, 0.3 * o.seconds, true, false, "bf16 mixed precision, CUDA graph");
+  const double bf16_attn_ms =
+      timed(gpu::bf16{}, 0.3 * o.seconds, true, true, "bf16 mixed precision, CUDA graph, bf16 attention");
+  const double bf16_ms = timed(gpu::bf16{}, 0.2 * o.seconds, false, false, "bf16 mixed precision, op by op");
+  const double fp32_ms = timed(float{}, 0.2 * o.seconds, true, false, "fp32, CUDA graph");
 
   const int B = o.batch, T = o.seq_len;
   const double flops = 3.0 * coconut_forward_flops(cfg, B, T, batch.num_targets());
@@ -221,6 +225,7 @@ int run(const Options& o) {
   };
   fmt::print("\n| system | ms/step | tokens/s | TFLOP/s | MFU |\n|---|---|---|---|---|\n");
   row("coconut bf16, CUDA graph", bf16_graph_ms);
+  row("coconut bf16, CUDA graph, bf16 attention", bf16_attn_ms);
   row("coconut bf16, op by op", bf16_ms);
   row("coconut fp32, CUDA graph", fp32_ms);
   if (o.torch) {
@@ -233,6 +238,8 @@ int run(const Options& o) {
       fmt::print("\nspeed ratio coconut / pytorch (tokens/s):");
       if (fp32_ms > 0) fmt::print(" fp32 {:.3f}x", torch_ms / fp32_ms);
       if (torch_bf16_ms > 0 && bf16_graph_ms > 0) fmt::print(", bf16 with graph {:.3f}x", torch_bf16_ms / bf16_graph_ms);
+      if (torch_bf16_ms > 0 && bf16_attn_ms > 0)
+        fmt::print(", bf16 with graph and bf16 attention {:.3f}x", torch_bf16_ms / bf16_attn_ms);
       if (torch_bf16_ms > 0 && bf16_ms > 0) fmt::print(", bf16 op by op {:.3f}x", torch_bf16_ms / bf16_ms);
       fmt::print("\n");
     } else {

@@ -169,6 +169,13 @@ CudaGPT2Of<Act>::CudaGPT2Of(const GPT2Config& config)
 }
 
 template <typename Act>
+void CudaGPT2Of<Act>::set_bf16_attention(bool on) {
+  constexpr bool kBf16 = std::is_same_v<Act, bf16>;
+  COCONUT_CHECK(!on || kBf16, "bf16 attention needs the bf16 model (CudaGPT2Bf16)");
+  bf16_attention_ = on;
+}
+
+template <typename Act>
 Act* CudaGPT2Of<Act>::params_for_compute() {
   if constexpr (std::is_same_v<Act, bf16>) return params_bf16_.data();
   else return params_.data();
@@ -198,7 +205,7 @@ void CudaGPT2Of<Act>::ensure_scratch(int rows, int B, int T) {
     ensure(datt32_, R * C);
     ensure(dqkv_act_, R * 3 * C);
   }
-  ensure(attention_ws_, gpu::attention_workspace_bytes(B, config_.n_head, T, T));
+  ensure(attention_ws_, gpu::attention_workspace_bytes(B, config_.n_head, T, T, bf16_attention_));
   ensure(embedding_ws_, gpu::embedding_backward_workspace_bytes(rows));
 }
 
@@ -231,19 +238,23 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
     gpu::layernorm_forward(A.ln1 + r0 * C, A.ln1_mean + r0, A.ln1_rstd + r0, inp, W.ln1_w, W.ln1_b, n, C, eps,
                            stream());
     gpu::linear_forward(cublas_, A.qkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, W.qkv_b, n, C, 3 * C);
-    // Attention in fp32: in bf16 on an fp32 copy of this pass's q|k|v (the cache of
-    // earlier columns was copied by their passes), its output converted back.
-    float* att = nullptr;
-    if constexpr (std::is_same_v<Act, bf16>) {
-      gpu::convert(A.qkv32 + r0 * 3 * C, A.qkv + r0 * 3 * C, int64_t(n) * 3 * C, stream());
-      att = att32_.data();
-    } else {
-      att = A.att_out + r0 * C;
-    }
+    // Attention: fp32, or bf16 with bf16_attention_. The fp32 op in the bf16 model runs
+    // on an fp32 copy of this pass's q|k|v (the cache of earlier columns was copied by
+    // their passes), its output converted back.
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
-    gpu::attention_forward(cublas_, att, A.probs, A.qkv32, acts.key_mask.data(), a, b, B, T, C, H,
-                           drop ? &probs_drop : nullptr, attention_ws_.data());
-    if constexpr (std::is_same_v<Act, bf16>) gpu::convert(A.att_out + r0 * C, att, int64_t(n) * C, stream());
+    const gpu::DropoutKeys* attn_drop = drop ? &probs_drop : nullptr;
+    if (bf16_attention_) {
+      gpu::attention_forward(cublas_, A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
+                             attn_drop, attention_ws_.data());
+    } else if constexpr (std::is_same_v<Act, bf16>) {
+      gpu::convert(A.qkv32 + r0 * 3 * C, A.qkv + r0 * 3 * C, int64_t(n) * 3 * C, stream());
+      gpu::attention_forward(cublas_, att32_.data(), A.probs, A.qkv32, acts.key_mask.data(), a, b, B, T, C, H,
+                             attn_drop, attention_ws_.data());
+      gpu::convert(A.att_out + r0 * C, att32_.data(), int64_t(n) * C, stream());
+    } else {
+      gpu::attention_forward(cublas_, A.att_out + r0 * C, A.probs, A.qkv32, acts.key_mask.data(), a, b, B, T, C, H,
+                             attn_drop, attention_ws_.data());
+    }
     gpu::linear_forward(cublas_, A.res_mid + r0 * C, A.att_out + r0 * C, W.attn_proj_w, W.attn_proj_b, n, C, C);
     if (drop)
       gpu::dropout_apply(A.res_mid + r0 * C, A.res_mid + r0 * C, n, C, site_keys(config_, acts, r0, l, kAttnResid),
@@ -317,21 +328,25 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     zero(datt_.data(), nC, stream());
     gpu::linear_backward(cublas_, datt_.data(), G.attn_proj_w, G.attn_proj_b, branch_grad(l, kAttnResid),
                          A.att_out + r0 * C, W.attn_proj_w, n, C, C);
-    // Attention's backward is fp32: in bf16 its input gradient is converted in, and the
-    // finished q|k|v gradient rows of this pass are converted out.
-    const float* datt = nullptr;
-    const Act* dqkv_rows = nullptr;
-    if constexpr (std::is_same_v<Act, bf16>) {
-      gpu::convert(datt32_.data(), datt_.data(), int64_t(nC), stream());
-      datt = datt32_.data();
-      dqkv_rows = dqkv_act_.data();
-    } else {
-      datt = datt_.data();
-      dqkv_rows = A.dqkv + r0 * 3 * C;
-    }
+    // dqkv is fp32 (later passes accumulate dK/dV into it). In the bf16 model the fp32
+    // attention's input gradient is converted in; the finished q|k|v gradient rows of
+    // this pass are converted out for the qkv projection's backward.
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
-    gpu::attention_backward(cublas_, A.dqkv, datt, A.probs, A.qkv32, a, b, B, T, C, H, drop ? &probs_drop : nullptr,
-                            attention_ws_.data());
+    const gpu::DropoutKeys* attn_drop = drop ? &probs_drop : nullptr;
+    const Act* dqkv_rows = nullptr;
+    if (bf16_attention_) {
+      gpu::attention_backward(cublas_, A.dqkv, datt_.data(), A.probs, A.qkv, a, b, B, T, C, H, attn_drop,
+                              attention_ws_.data());
+    } else if constexpr (std::is_same_v<Act, bf16>) {
+      gpu::convert(datt32_.data(), datt_.data(), int64_t(nC), stream());
+      gpu::attention_backward(cublas_, A.dqkv, datt32_.data(), A.probs, A.qkv32, a, b, B, T, C, H, attn_drop,
+                              attention_ws_.data());
+    } else {
+      gpu::attention_backward(cublas_, A.dqkv, datt_.data(), A.probs, A.qkv32, a, b, B, T, C, H, attn_drop,
+                              attention_ws_.data());
+    }
+    if constexpr (std::is_same_v<Act, bf16>) dqkv_rows = dqkv_act_.data();
+    else dqkv_rows = A.dqkv + r0 * 3 * C;
     // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
     if constexpr (std::is_same_v<Act, bf16>)
       gpu::convert(dqkv_act_.data(), A.dqkv + r0 * 3 * C, int64_t(nC) * 3, stream());
@@ -517,12 +532,12 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
 
 // What a captured step depends on besides the uploaded data: the buffers (the model,
 // the batch shape, the number of targets) and the order of the kernels (the passes, the
-// feedback, dropout on or off).
+// feedback, dropout on or off, the attention's precision).
 template <typename Act>
 std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch,
                                                           int n) const {
   std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), batch.B, batch.T, n,
-                              acts_.dropout_enabled ? 1 : 0};
+                              acts_.dropout_enabled ? 1 : 0, model.bf16_attention() ? 1 : 0};
   for (const Pass& pass : batch.passes) {
     key.insert(key.end(), {pass.begin, pass.end, int64_t(pass.feedback.size())});
     for (const Feedback& f : pass.feedback) key.insert(key.end(), {f.sample, f.from});

@@ -9,7 +9,8 @@
 //   CudaGPT2Bf16  bf16 mixed precision: activations and a bf16 copy of the weights in
 //                 bf16, fp32 arithmetic in every op, fp32 gradients and fp32 master
 //                 weights (adamw_step refreshes the bf16 copy). Attention runs in fp32
-//                 on an fp32 copy of q|k|v (the KV cache), as the op is fp32 only.
+//                 on an fp32 copy of q|k|v (the KV cache), or with set_bf16_attention
+//                 on bf16 q|k|v with tensor-core products.
 //
 // Parameters and their gradients are flat device buffers laid out by ParamLayout, so a
 // host GPT2 and a CUDA model exchange them with one copy. Activations keep the CPU's
@@ -88,6 +89,10 @@ class CudaGPT2Of {
   Act* params_for_compute();
   CublasContext& cublas() { return cublas_; }
   cudaStream_t stream() const { return stream_.get(); }  // where all of this model's work is queued
+  // bf16 only: attention on bf16 q|k|v with tensor-core products (gpu::attention_forward's
+  // bf16 overload) instead of fp32 attention on an fp32 copy of q|k|v. Off by default.
+  void set_bf16_attention(bool on);
+  bool bf16_attention() const { return bf16_attention_; }
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
 
@@ -124,6 +129,7 @@ class CudaGPT2Of {
   GPT2Config config_;
   ParamLayout layout_;
   CudaStream stream_;  // before cublas_: the handle is destroyed first
+  bool bf16_attention_ = false;
   DeviceBuffer<float> params_, grads_;
   DeviceBuffer<gpu::bf16> params_bf16_;  // the compute copy (bf16 only)
   Weights w_;

@@ -158,13 +158,23 @@ void gemm_bf16(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, 
 // least attention_workspace_bytes(B, H, b - a, b) bytes) holds the pointer arrays and
 // the [nq, nk] scratch per pair: size it once for the largest pass. probs_row0 as on
 // the CPU: a probs buffer holding only the rows from probs_row0 on (one pass's: a*B).
-size_t attention_workspace_bytes(int B, int H, int nq, int nk);
+size_t attention_workspace_bytes(int B, int H, int nq, int nk, bool bf16_inputs = false);
 void attention_forward(CublasContext& cublas, float* out, float* probs, const float* qkv, const uint8_t* key_mask,
                        int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
                        int64_t probs_row0 = 0);
 void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, const float* probs,
                         const float* qkv, int a, int b, int B, int T, int C, int H, const DropoutKeys* drop,
                         void* workspace, int64_t probs_row0 = 0);
+// bf16 inputs: q|k|v, the output and its gradient in bf16, products on tensor cores
+// with fp32 accumulation; probabilities, their gradients and dqkv (accumulated over
+// passes) in fp32; the weights of V and dS are rounded to bf16 for the products. The
+// workspace is attention_workspace_bytes(..., true).
+void attention_forward(CublasContext& cublas, bf16* out, float* probs, const bf16* qkv, const uint8_t* key_mask,
+                       int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
+                       int64_t probs_row0 = 0);
+void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, const float* probs, const bf16* qkv,
+                        int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
+                        int64_t probs_row0 = 0);
 
 // ---------------------------------------------------------------- loss
 

@@ -1,9 +1,15 @@
-// Attention over a column range with a KV cache (ops.h), fp32: the algorithm of
+// Attention over a column range with a KV cache (ops.h): the algorithm of
 // model::attention_forward/backward step for step. Each (sequence s, head h) pair is one
 // entry of a batched cuBLAS product over strided views of q|k|v (row stride B*3C);
 // the masked causal softmax, its backward and the probability dropout are kernels with
 // one block per query row. The pairs own disjoint columns of q|k|v and of their
 // gradients, so the batched products never write the same element twice.
+// Two input types: fp32 (SGEMM, the reference path) and bf16, where q|k|v, the output
+// and its gradient are bf16 and the products run on tensor cores with fp32
+// accumulation; scores, probabilities and their gradients stay fp32 (the softmax
+// kernels are shared), with bf16 copies of the weights of V and of dS for the products.
+#include <type_traits>
+
 #include "runtime/check.h"
 #include "runtime/cuda/ops_common.cuh"
 
@@ -11,31 +17,44 @@ namespace coconut::gpu {
 namespace {
 
 // The roles of the per-pair pointer arrays in the workspace, kRoles arrays of B*H.
-enum Role { kQ, kK, kV, kP, kS0, kS1, kY, kDQ, kDK, kDV, kRoles };
+// kPB, kSB: bf16 copies of the weights of V and of dS (bf16 inputs only).
+enum Role { kQ, kK, kV, kP, kS0, kS1, kY, kDQ, kDK, kDV, kPB, kSB, kRoles };
 constexpr int kRowThreads = 128;
 
 size_t pointer_bytes(int pairs) { return (size_t(kRoles) * pairs * sizeof(void*) + 255) / 256 * 256; }
 
 // The pointers of pair p = s * H + h. P is probs' row block of the pair (row stride
 // B*H*T) when probs is given, else the pair's [nq, nk] slice of scratch0.
-__global__ void pair_pointers_kernel(void** ptr, int pairs, const float* qkv, float* dqkv, float* probs,
-                                     int64_t probs_row0, float* scratch0, float* scratch1, const float* y, int a,
-                                     int nq, int nk, int B, int T, int C, int H) {
+template <typename In>
+__global__ void pair_pointers_kernel(void** ptr, int pairs, const In* qkv, float* dqkv, float* probs,
+                                     int64_t probs_row0, float* scratch0, float* scratch1, bf16* scratch_bf16,
+                                     const In* y, int a, int nq, int nk, int B, int T, int C, int H) {
   const int p = blockIdx.x * blockDim.x + threadIdx.x;
   if (p >= pairs) return;
   const int s = p / H, h = p % H, hd = C / H;
   const int64_t q_off = (int64_t(a) * B + s) * 3 * C + h * hd, k_off = int64_t(s) * 3 * C + C + h * hd;
   const int64_t slice = int64_t(p) * nq * nk;
-  ptr[kQ * pairs + p] = const_cast<float*>(qkv + q_off);
-  ptr[kK * pairs + p] = const_cast<float*>(qkv + k_off);
-  ptr[kV * pairs + p] = const_cast<float*>(qkv + k_off + C);
+  ptr[kQ * pairs + p] = const_cast<In*>(qkv + q_off);
+  ptr[kK * pairs + p] = const_cast<In*>(qkv + k_off);
+  ptr[kV * pairs + p] = const_cast<In*>(qkv + k_off + C);
   ptr[kP * pairs + p] = probs ? probs + ((int64_t(a) * B + s - probs_row0) * H + h) * T : scratch0 + slice;
   ptr[kS0 * pairs + p] = scratch0 + slice;
   ptr[kS1 * pairs + p] = scratch1 + slice;
-  ptr[kY * pairs + p] = const_cast<float*>(y + int64_t(s) * C + h * hd);
+  ptr[kY * pairs + p] = const_cast<In*>(y + int64_t(s) * C + h * hd);
   ptr[kDQ * pairs + p] = dqkv ? dqkv + q_off : nullptr;
   ptr[kDK * pairs + p] = dqkv ? dqkv + k_off : nullptr;
   ptr[kDV * pairs + p] = dqkv ? dqkv + k_off + C : nullptr;
+  ptr[kPB * pairs + p] = scratch_bf16 ? scratch_bf16 + slice : nullptr;
+  ptr[kSB * pairs + p] = scratch_bf16 ? scratch_bf16 + int64_t(pairs) * nq * nk + slice : nullptr;
+}
+
+// Row i of pair blockIdx.y of role src (row stride ld) rounded to bf16 into role dst
+// (row stride nk): the operand of a bf16 product.
+__global__ void rows_to_bf16_kernel(void** ptr, int pairs, int src, int ld, int dst, int nk) {
+  const int i = blockIdx.x, p = blockIdx.y;
+  const float* from = static_cast<const float*>(ptr[src * pairs + p]) + int64_t(i) * ld;
+  bf16* to = static_cast<bf16*>(ptr[dst * pairs + p]) + int64_t(i) * nk;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) to[j] = __float2bfloat16_rn(from[j]);
 }
 
 // Masked causal softmax of query row i (column a + i) of pair blockIdx.y over keys
@@ -108,14 +127,28 @@ void batched(cublasHandle_t handle, void** ptr, int pairs, bool trans_a, bool tr
                                   n, m, k, &alpha, arr(b), ldb, arr(a), lda, &beta, arr(c), ldc, pairs));
 }
 
+// The bf16 counterpart: tensor-core products with fp32 accumulation, each operand and
+// the result of its own type.
+void batched_ex(cublasHandle_t handle, void** ptr, int pairs, bool trans_a, bool trans_b, int m, int n, int k,
+                float alpha, Role a, cudaDataType a_type, int lda, Role b, cudaDataType b_type, int ldb, float beta,
+                Role c, cudaDataType c_type, int ldc) {
+  const auto arr = [&](Role r) { return ptr + size_t(r) * pairs; };
+  CUBLAS_CHECK(cublasGemmBatchedEx(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                   n, m, k, &alpha, arr(b), b_type, ldb, arr(a), a_type, lda, &beta, arr(c), c_type,
+                                   ldc, pairs, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 struct Setup {
   cudaStream_t stream;
   void** ptr;
   int pairs, nq, nk, hd;
 };
 
-Setup setup(CublasContext& cublas, void* workspace, const float* qkv, float* dqkv, float* probs,
-            int64_t probs_row0, const float* y, int a, int b, int B, int T, int C, int H) {
+size_t scratch_elements(int pairs, int nq, int nk) { return size_t(pairs) * nq * nk; }
+
+template <typename In>
+Setup setup(CublasContext& cublas, void* workspace, const In* qkv, float* dqkv, float* probs,
+            int64_t probs_row0, const In* y, int a, int b, int B, int T, int C, int H) {
   COCONUT_CHECK(B > 0 && H > 0 && C % H == 0, "attention: C={} is not a multiple of H={} (B={})", C, H, B);
   COCONUT_CHECK(0 <= a && a < b && b <= T, "attention: columns [{}, {}) outside [0, {})", a, b, T);
   COCONUT_CHECK(workspace, "attention: no workspace (size it with attention_workspace_bytes)");
@@ -130,9 +163,12 @@ Setup setup(CublasContext& cublas, void* workspace, const float* qkv, float* dqk
   st.hd = C / H;
   st.ptr = static_cast<void**>(workspace);
   float* scratch0 = reinterpret_cast<float*>(static_cast<char*>(workspace) + pointer_bytes(st.pairs));
-  float* scratch1 = scratch0 + size_t(st.pairs) * st.nq * st.nk;
-  pair_pointers_kernel<<<(st.pairs + 127) / 128, 128, 0, st.stream>>>(
-      st.ptr, st.pairs, qkv, dqkv, probs, probs_row0, scratch0, scratch1, y, a, st.nq, st.nk, B, T, C, H);
+  float* scratch1 = scratch0 + scratch_elements(st.pairs, st.nq, st.nk);
+  bf16* scratch_bf16 =
+      std::is_same_v<In, bf16> ? reinterpret_cast<bf16*>(scratch1 + scratch_elements(st.pairs, st.nq, st.nk)) : nullptr;
+  pair_pointers_kernel<<<(st.pairs + 127) / 128, 128, 0, st.stream>>>(st.ptr, st.pairs, qkv, dqkv, probs, probs_row0,
+                                                                      scratch0, scratch1, scratch_bf16, y, a, st.nq,
+                                                                      st.nk, B, T, C, H);
   CUDA_CHECK(cudaGetLastError());
   return st;
 }
@@ -145,8 +181,9 @@ void check_dropout(const DropoutKeys* drop) {
 
 }  // namespace
 
-size_t attention_workspace_bytes(int B, int H, int nq, int nk) {
-  return pointer_bytes(B * H) + 2 * size_t(B) * H * nq * nk * sizeof(float);
+size_t attention_workspace_bytes(int B, int H, int nq, int nk, bool bf16_inputs) {
+  const size_t n = scratch_elements(B * H, nq, nk);
+  return pointer_bytes(B * H) + 2 * n * sizeof(float) + (bf16_inputs ? 2 * n * sizeof(bf16) : 0);
 }
 
 void attention_forward(CublasContext& cublas, float* out, float* probs, const float* qkv, const uint8_t* key_mask,
@@ -211,6 +248,75 @@ void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, c
           ld_qkv);  // dQ += dS K
   batched(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, kS0, st.nk, kQ, ld_qkv, 1.f, kDK,
           ld_qkv);  // dK += dS^T Q
+}
+
+void attention_forward(CublasContext& cublas, bf16* out, float* probs, const bf16* qkv, const uint8_t* key_mask,
+                       int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
+                       int64_t probs_row0) {
+  COCONUT_CHECK(!drop || probs, "attention dropout needs the saved probabilities (training activations)");
+  check_dropout(drop);
+  const Setup st = setup(cublas, workspace, qkv, nullptr, probs, probs_row0, static_cast<const bf16*>(out), a, b, B,
+                         T, C, H);
+  const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = probs ? B * H * T : st.nk;
+  const float scale = 1.f / sqrtf(static_cast<float>(st.hd));
+  cublasHandle_t handle = cublas.handle();
+  batched_ex(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, scale, kQ, CUDA_R_16BF, ld_qkv, kK,
+             CUDA_R_16BF, ld_qkv, 0.f, kP, CUDA_R_32F, ld_p);  // scores, fp32
+  const dim3 rows(st.nq, st.pairs);
+  softmax_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, probs ? T : st.nk, key_mask,
+                                                      B, H);
+  CUDA_CHECK(cudaGetLastError());
+  Role weights = kP;  // the weights of V: the probabilities, or their dropped copy
+  int ld_w = ld_p;
+  if (drop) {
+    attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
+                                                                  detail::drop_threshold(drop->p),
+                                                                  1.f / (1.f - drop->p), false);
+    CUDA_CHECK(cudaGetLastError());
+    weights = kS1;
+    ld_w = st.nk;
+  }
+  rows_to_bf16_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, weights, ld_w, kPB, st.nk);
+  CUDA_CHECK(cudaGetLastError());
+  batched_ex(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kPB, CUDA_R_16BF, st.nk, kV,
+             CUDA_R_16BF, ld_qkv, 0.f, kY, CUDA_R_16BF, ld_out);  // P V
+}
+
+void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, const float* probs, const bf16* qkv,
+                        int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
+                        int64_t probs_row0) {
+  COCONUT_CHECK(probs, "attention backward needs the saved probabilities");
+  check_dropout(drop);
+  const Setup st =
+      setup(cublas, workspace, qkv, dqkv, const_cast<float*>(probs), probs_row0, dout, a, b, B, T, C, H);
+  const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = B * H * T;
+  const float scale = 1.f / sqrtf(static_cast<float>(st.hd));
+  cublasHandle_t handle = cublas.handle();
+  const dim3 rows(st.nq, st.pairs);
+  batched_ex(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, 1.f, kY, CUDA_R_16BF, ld_out, kV,
+             CUDA_R_16BF, ld_qkv, 0.f, kS0, CUDA_R_32F, st.nk);  // dP = dY V^T
+  Role weights = kP;
+  int ld_w = ld_p;
+  if (drop) {
+    attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
+                                                                  detail::drop_threshold(drop->p),
+                                                                  1.f / (1.f - drop->p), true);
+    CUDA_CHECK(cudaGetLastError());
+    weights = kS1;
+    ld_w = st.nk;
+  }
+  rows_to_bf16_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, weights, ld_w, kPB, st.nk);
+  CUDA_CHECK(cudaGetLastError());
+  batched_ex(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, kPB, CUDA_R_16BF, st.nk, kY,
+             CUDA_R_16BF, ld_out, 1.f, kDV, CUDA_R_32F, ld_qkv);  // dV += P^T dY
+  softmax_backward_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale);
+  CUDA_CHECK(cudaGetLastError());
+  rows_to_bf16_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kS0, st.nk, kSB, st.nk);
+  CUDA_CHECK(cudaGetLastError());
+  batched_ex(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kSB, CUDA_R_16BF, st.nk, kK,
+             CUDA_R_16BF, ld_qkv, 1.f, kDQ, CUDA_R_32F, ld_qkv);  // dQ += dS K
+  batched_ex(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, kSB, CUDA_R_16BF, st.nk, kQ,
+             CUDA_R_16BF, ld_qkv, 1.f, kDK, CUDA_R_32F, ld_qkv);  // dK += dS^T Q
 }
 
 }  // namespace coconut::gpu

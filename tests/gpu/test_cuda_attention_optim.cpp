@@ -117,6 +117,56 @@ TEST_F(Gpu, AttentionMatchesCpu) {
   }
 }
 
+// The bf16 overloads: q|k|v and dout rounded to bf16 on both sides, the CPU op in fp32
+// as the reference. Probabilities come from exact bf16 products summed in fp32 (fp32
+// tolerance of bf16 inputs); the output and dqkv go through bf16 copies of the weights
+// of V and of dS (bf16 tolerance).
+TEST_F(Gpu, AttentionInBf16IsCloseToCpu) {
+  const std::vector<AttentionCase> cases = {
+      {2, 9, 16, 2, 0, 5}, {2, 9, 16, 2, 5, 6}, {2, 9, 16, 2, 6, 9}, {3, 17, 24, 3, 0, 17}, {4, 33, 64, 4, 20, 21}};
+  CublasContext cublas;
+  for (const AttentionCase& t : cases) {
+    for (float p : {0.f, 0.25f}) {
+      SCOPED_TRACE(testing::Message() << "B=" << t.B << " T=" << t.T << " C=" << t.C << " H=" << t.H << " [" << t.a
+                                      << ", " << t.b << ") dropout " << p);
+      const int nq = t.b - t.a, rows = nq * t.B;
+      std::vector<uint8_t> mask;
+      std::vector<int> pos;
+      attention_inputs(t, mask, pos);
+      const std::vector<float> qkv = round_bf16(random_vector(size_t(t.T) * t.B * 3 * t.C, 40, -2.f, 2.f));
+      const size_t probs_size = size_t(t.T) * t.B * t.H * t.T;
+      const std::vector<CounterRng> streams = row_streams(rows, 77);
+      model::Dropout cpu_drop{p, streams.data(), 3ull << 40, pos.data(), t.T};
+      const model::Dropout* cd = p > 0 ? &cpu_drop : nullptr;
+      std::vector<float> out(size_t(rows) * t.C), probs(probs_size, 0.f);
+      model::attention_forward(out.data(), probs.data(), qkv.data(), mask.data(), t.a, t.b, t.B, t.T, t.C, t.H, cd);
+      const std::vector<float> dout = round_bf16(random_vector(out.size(), 41));
+      const std::vector<float> dqkv0 = random_vector(qkv.size(), 42);
+      std::vector<float> dqkv = dqkv0;
+      model::attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), t.a, t.b, t.B, t.T, t.C, t.H, cd);
+
+      DeviceBuffer<gpu::RowStream> gstreams = upload_streams(streams);
+      DeviceBuffer<int> gpos = upload(pos);
+      gpu::DropoutKeys keys{p, gstreams.data(), cpu_drop.first, gpos.data(), t.T};
+      const gpu::DropoutKeys* gd = p > 0 ? &keys : nullptr;
+      DeviceBuffer<char> ws(gpu::attention_workspace_bytes(t.B, t.H, nq, t.b, true));
+      DeviceBuffer<bf16> gqkv = upload_bf16(qkv), gout(out.size());
+      DeviceBuffer<float> gprobs = upload(std::vector<float>(probs_size, 0.f));
+      DeviceBuffer<uint8_t> gmask = upload(mask);
+      gpu::attention_forward(cublas, gout.data(), gprobs.data(), gqkv.data(), gmask.data(), t.a, t.b, t.B, t.T, t.C,
+                             t.H, gd, ws.data());
+      expect_close(download(gout, out.size()), out, kBf16, "bf16 attention out");
+      expect_close(download(gprobs, probs_size), probs, kFromBf16, "bf16 attention probs");
+      // The backward from the CPU's probabilities, so that it is tested on its own.
+      DeviceBuffer<float> cprobs = upload(probs), gdqkv = upload(dqkv0);
+      DeviceBuffer<bf16> gdout = upload_bf16(dout);
+      gpu::attention_backward(cublas, gdqkv.data(), gdout.data(), cprobs.data(), gqkv.data(), t.a, t.b, t.B, t.T, t.C,
+                              t.H, gd, ws.data());
+      expect_close(download(gdqkv, dqkv.size()), dqkv, kBf16, "bf16 attention dqkv");
+    }
+  }
+}
+
 // ---------------------------------------------------------------- loss
 
 TEST_F(Gpu, CrossEntropyMatchesCpuAndSkipsIgnoredRows) {

@@ -141,11 +141,19 @@ TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
 // AdamW refreshes the bf16 weight copy from the fp32 master weights.
 constexpr double kBf16StepTolerance = 0.1;
 
-TEST_F(Gpu, CoconutTrainingStepInBf16IsCloseToCpu) {
+// Run with the fp32 attention (on an fp32 copy of q|k|v) and with the bf16 attention.
+class GpuBf16Attention : public testing_gpu::GpuTest, public ::testing::WithParamInterface<bool> {};
+INSTANTIATE_TEST_SUITE_P(Attention, GpuBf16Attention, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "Bf16Attention" : "Fp32Attention");
+                         });
+
+TEST_P(GpuBf16Attention, CoconutTrainingStepInBf16IsCloseToCpu) {
   const GPT2Config config = tiny_config();
   GPT2 cpu(config);
   cpu.init_weights(1234);
   CudaGPT2Bf16 gpu_model(config);
+  gpu_model.set_bf16_attention(GetParam());
   gpu_model.set_params(cpu.params());
   const SequenceBatch batch = latent_batch();
   const float scale = 1.f / batch.num_targets();
@@ -221,12 +229,14 @@ TEST_F(Gpu, CoconutTrainingStepWithDropoutMatchesCpu) {
 // sizes the buffers, the second is captured and launched, later ones are replays. A
 // new plan (other feedback) is run eagerly once, then captured again.
 template <typename Act>
-void expect_graphs_equal_eager() {
+void expect_graphs_equal_eager(bool bf16_attention = false) {
   GPT2Config config = tiny_config();
   config.dropout = 0.1f;
   GPT2 cpu(config);
   cpu.init_weights(7);
   CudaGPT2Of<Act> eager_model(config), graph_model(config);
+  eager_model.set_bf16_attention(bf16_attention);
+  graph_model.set_bf16_attention(bf16_attention);
   eager_model.set_params(cpu.params());
   graph_model.set_params(cpu.params());
   SequenceBatch batch = latent_batch();
@@ -257,6 +267,11 @@ void expect_graphs_equal_eager() {
 
 TEST_F(Gpu, GraphReplayEqualsEagerBitForBit) { expect_graphs_equal_eager<float>(); }
 TEST_F(Gpu, GraphReplayEqualsEagerBitForBitInBf16) { expect_graphs_equal_eager<gpu::bf16>(); }
+TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithBf16Attention) { expect_graphs_equal_eager<gpu::bf16>(true); }
+TEST_F(Gpu, Bf16AttentionNeedsTheBf16Model) {
+  CudaGPT2 fp32_model(tiny_config());
+  EXPECT_THROW(fp32_model.set_bf16_attention(true), Error);
+}
 
 }  // namespace
 }  // namespace coconut::model
