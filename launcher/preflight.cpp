@@ -1,6 +1,8 @@
 // Input checks before a training run writes anything (see preflight.h).
 #include "launcher/preflight.h"
 
+#include "launcher/device_step.h"
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -109,6 +111,17 @@ std::vector<std::string> preflight_problems(const TrainConfig& c, const Prefligh
     } catch (const Error& e) {
       problems.push_back(fmt::format("{}: model.init_from: {}", c.source, e.what()));
     }
+  }
+  if (c.device == "cuda") {  // launcher/device_step.h: one process, no <eot> classifier, activations kept
+    std::string why;
+    if (!device_available(&why)) problems.push_back(fmt::format("{}: train.device: cuda: {}", c.source, why));
+    if (options.world_size > 1)
+      problems.push_back(fmt::format("{}: train.device: cuda trains in one process (this job has {} ranks)", c.source,
+                                     options.world_size));
+    if (c.eot_classifier)
+      problems.push_back(fmt::format("{}: train.device: cuda does not train the <eot> classifier yet", c.source));
+    if (c.activations != "keep")
+      problems.push_back(fmt::format("{}: train.device: cuda needs parallel.activations: keep", c.source));
   }
   check_output_dir(c, "run.dir", c.run_dir, &problems);
   if (!c.checkpoint.dir.empty()) check_output_dir(c, "checkpoint.dir", c.checkpoint.dir, &problems);

@@ -289,6 +289,7 @@ bool RunCheckpointer::epoch_end_due(int epoch) const {
 
 void RunCheckpointer::save(const TrainState& st, bool milestone) {
   if (st.step == last_saved_step_) return;
+  sync_host(ctx_);  // the shards are written from the host model and optimizer
   const TrainConfig& c = ctx_.config;
   parallel::CheckpointMeta meta;
   meta.step = st.step;

@@ -47,6 +47,8 @@ TrainConfig read_train_config(Config& c) {
 
   t.epochs = c.get_int("train.epochs", 1, 1, 1000000);
   t.max_minutes = c.get_double("train.max_minutes", 0.0, 0.0, 1e7);
+  t.device = c.get_string("train.device", "cpu", {"cpu", "cuda"});
+  t.precision = c.get_string("train.precision", "fp32", {"fp32", "bf16"});
   t.batch_size = c.get_int("train.batch_size", 32, 1, 1 << 20);
   t.micro_batch_size = c.get_int("train.micro_batch_size", t.batch_size, 1, 1 << 20);
   t.adamw.lr = static_cast<float>(c.get_double("train.lr", 1e-4, 0.0, 10.0));

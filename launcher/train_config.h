@@ -55,6 +55,10 @@ struct TrainConfig {
   int micro_batch_size = 32;  // gradient accumulation when smaller than batch_size
   model::AdamWConfig adamw;
   double grad_clip = 0;       // global-norm clipping; 0 = off
+  // Where one process trains: cpu, or cuda (the model, its gradients and AdamW's moments
+  // on the GPU; launcher/device_step.h) in fp32 or bf16 mixed precision.
+  std::string device = "cpu";       // cpu | cuda
+  std::string precision = "fp32";   // fp32 | bf16 (cuda only)
   std::string reset_optimizer = "stage";  // stage | epoch | never
   int log_every = 10;
   // Parallelism (under mpirun/srun): pp pipeline stages x dp data-parallel replicas.

@@ -80,9 +80,11 @@ double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b) {
   return loss;
 }
 
-// One process: MultipassRunner over the micro-batches, clipping, AdamW.
+// One process: MultipassRunner over the micro-batches, clipping, AdamW; on the GPU
+// with train.device: cuda.
 double local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b) {
   const TrainConfig& c = ctx.config;
+  if (ctx.device) return ctx.device->step(b.micro, b.micro_ids, 1.f / b.targets, st.step);
   model::GPT2& gpt = ctx.gpt;
   curriculum::EotClassifier* eot = ctx.eot;
   double loss = 0;
@@ -169,6 +171,7 @@ void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   if (reset) {
     ctx.opt.reset();
     if (ctx.dist.executor) ctx.dist.executor->reset_optimizer();
+    if (ctx.device) ctx.device->reset_optimizer();
     if (ctx.eot) ctx.eot->reset_optimizer();
     spdlog::info("epoch {}: optimizer state reset ({})", plan.epoch, c.reset_optimizer);
   }
@@ -239,7 +242,12 @@ bool out_of_time(const TrainContext& ctx, const TrainState& st) {
   return stop > 0;
 }
 
+void sync_host(TrainContext& ctx) {
+  if (ctx.device) ctx.device->sync_to_host(ctx.gpt, ctx.opt);
+}
+
 void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
+  sync_host(ctx);  // evaluation reads the host model
   const TrainConfig& c = ctx.config;
   const int epoch = plan.epoch, stage = plan.stage;
   const double seconds = st.epoch_seconds();

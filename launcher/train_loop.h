@@ -21,6 +21,7 @@
 #include "curriculum/eot_classifier.h"
 #include "curriculum/evaluation.h"
 #include "curriculum/samples.h"
+#include "launcher/device_step.h"
 #include "launcher/run_output.h"
 #include "launcher/trainer.h"
 #include "model/adamw.h"
@@ -57,6 +58,7 @@ struct TrainContext {
   model::MultipassRunner& runner;
   Distributed& dist;                // executor == nullptr in one process
   curriculum::EotClassifier* eot;   // nullptr unless curriculum.eot_classifier
+  DeviceStep* device;               // train.device: cuda (one process), else nullptr
   parallel::Communicator* world;    // nullptr or size 1: one process
   std::filesystem::path dir;        // the run directory
   bool writer;                      // rank 0: evaluates and writes the run directory
@@ -125,6 +127,10 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
                                       const std::vector<curriculum::Sample>& split, const TrainConfig& c, int stage,
                                       const curriculum::EotClassifier* eot);
+
+// train.device: cuda: the host model and optimizer brought up to date from the GPU
+// before the host reads them (evaluation, checkpoints, the export). No-op on the CPU.
+void sync_host(TrainContext& ctx);
 
 // The two reporting points (rank 0 writes; see the top of this file).
 void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss);

@@ -163,13 +163,25 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
   // decision rows of every batch through the runner's hidden-state loss hook.
   std::unique_ptr<curriculum::EotClassifier> eot;
   if (c.eot_classifier) eot = std::make_unique<curriculum::EotClassifier>(mc.d_model, c.adamw);
-  TrainContext ctx{c, data, *tok, mc, gpt, train_tok, opt, runner, dist, eot.get(), world, dir, writer,
+  // train.device: cuda: the steps run on the GPU from the host model's weights.
+  std::unique_ptr<DeviceStep> device;
+  if (c.device == "cuda") {
+    COCONUT_CHECK(!distributed, "train.device: cuda runs in one process (pipeline and data parallelism on GPUs are "
+                  "not there yet)");
+    COCONUT_CHECK(!c.eot_classifier, "train.device: cuda does not train the <eot> classifier yet");
+    COCONUT_CHECK(c.activations == "keep", "train.device: cuda keeps activations (parallel.activations: keep)");
+    device = make_device_step(c, gpt, opt);
+    spdlog::info("device: cuda, {} ({})", c.precision,
+                 c.precision == "bf16" ? "bf16 activations and weight copy, fp32 master weights and moments" : "fp32");
+  }
+  TrainContext ctx{c, data, *tok, mc, gpt, train_tok, opt, runner, dist, eot.get(), device.get(), world, dir, writer,
                    output.get(), 0, 0, Timer()};
   ctx.total_steps = c.epochs * static_cast<int64_t>((train_tok.size() + c.batch_size - 1) / c.batch_size);
   RunCheckpointer checkpoints(ctx);
   TrainState st;
   if (!resume_dir.empty()) {
     st = restore_checkpoint(ctx, resume_dir);
+    if (device) device->load_from_host(gpt, opt);
     checkpoints.note_resumed(resume_dir, st.step);
     if (writer) trim_run_logs(dir, st);
   }

@@ -40,6 +40,8 @@ class AdamW {
   int64_t step_count() const { return step_; }
   std::vector<float>& m() { return m_; }
   std::vector<float>& v() { return v_; }
+  const std::vector<float>& m() const { return m_; }
+  const std::vector<float>& v() const { return v_; }
   void set_step_count(int64_t s) { step_ = s; }
   const AdamWConfig& config() const { return config_; }
 

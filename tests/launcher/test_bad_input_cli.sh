@@ -61,6 +61,18 @@ bad grid_mpi "parallel.pp \(2\) x parallel.dp \(2\) = 4 ranks, but the job has 2
   --set parallel.dp=2 --set data.generate_train=8
 [[ $(grep -c "cannot start" "$work/err.txt") == 1 ]] || fail "grid_mpi: the message is not printed once: $(cat "$work/err.txt")"
 
+# train.device: cuda where there is no GPU (or no CUDA backend in this build), and with
+# what the device trainer does not support yet. (On a GPU machine the first case is not
+# bad input: tests/gpu/test_train_cuda.sh trains there.)
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi >/dev/null 2>&1; then
+  bad device_cuda "train.device: cuda: (no usable GPU|this coconut was built without the CUDA backend)" \
+    train "$tiny" --set run.dir="$work/device_cuda" --set train.device=cuda
+fi
+bad device_cuda_recompute "train.device: cuda needs parallel.activations: keep" \
+  train "$tiny" --set run.dir="$work/device_cuda_recompute" --set train.device=cuda --set parallel.activations=recompute
+bad device_tpu "key 'train.device' expects one of.*got 'tpu'" \
+  train "$tiny" --set run.dir="$work/device_tpu" --set train.device=tpu
+
 # ---- files -------------------------------------------------------------------------------
 bad missing_data "data.train_file: file '.*/no_such_train.json' does not exist" \
   train "$tiny" --set run.dir="$work/missing_data" --set data.kind=file --set data.train_file="$work/no_such_train.json"

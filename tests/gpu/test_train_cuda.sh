@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `coconut train` with train.device: cuda against the same run on the CPU: the tiny
+# ProsQA config for 4 epochs (stages 0-1 of the curriculum, thoughts fed back, an
+# optimizer reset at the stage switch, dropout 0.1), 160 items, batch 16 in micro-batches
+# of 8. fp32 on the GPU gives the CPU's per-step losses (first step within 1e-5, every
+# step within 1e-3: the difference is summation order, and AdamW turns rounding noise
+# in a gradient that is zero in exact arithmetic into steps of either sign); bf16 mixed
+# precision trains (finite losses, the last epoch's mean below the first's). Then a run
+# stopped after 7 steps and resumed on the GPU gives the uninterrupted GPU run's losses.
+# Label gpu: without a GPU it prints "no CUDA device, skipping" (CTest: skipped), unless
+# COCONUT_REQUIRE_GPU=1 (tests/gpu/run.sh), where that is a failure.
+#   test_train_cuda.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
+set -euo pipefail
+bin=$1 configs=$2
+mkdir -p "$3"
+work=$(mktemp -d "$3/train_cuda.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+if ! nvidia-smi >/dev/null 2>&1; then
+  [[ ${COCONUT_REQUIRE_GPU:-0} == 1 ]] && fail "COCONUT_REQUIRE_GPU=1 but nvidia-smi finds no GPU"
+  echo "no CUDA device, skipping"
+  exit 0
+fi
+
+train() {
+  local name=$1
+  shift
+  OPENBLAS_NUM_THREADS=2 "$bin" train "$configs/prosqa_tiny.yaml" --set run.dir="$work/$name" \
+    --set data.generate_train=160 --set data.generate_valid=16 --set train.epochs=4 --set train.batch_size=16 \
+    --set train.micro_batch_size=8 --set curriculum.epochs_per_stage=2 --set model.dropout=0.1 \
+    --set eval.every_epochs=0 "$@" >"$work/$name.log" 2>&1 || fail "$name: $(tail -n 20 "$work/$name.log")"
+}
+losses() { python3 -c "import json,sys; print(' '.join(repr(json.loads(l)['loss']) for l in open(sys.argv[1])))" "$1"; }
+
+train cpu --set train.device=cpu
+train gpu32 --set train.device=cuda --set train.precision=fp32
+train gpu16 --set train.device=cuda --set train.precision=bf16
+python3 - "$work" <<'PY' || fail "losses (see above)"
+import json, math, sys
+work = sys.argv[1]
+def steps(name):
+    return [json.loads(l) for l in open(f"{work}/{name}/steps.jsonl")]
+cpu, g32, g16 = steps("cpu"), steps("gpu32"), steps("gpu16")
+assert len(cpu) == len(g32) == len(g16) > 8, (len(cpu), len(g32), len(g16))
+first = abs(g32[0]["loss"] - cpu[0]["loss"]) / abs(cpu[0]["loss"])
+worst = max(abs(a["loss"] - b["loss"]) / abs(b["loss"]) for a, b in zip(g32, cpu))
+print(f"fp32 GPU vs CPU: first step relative difference {first:.2e}, worst over {len(cpu)} steps {worst:.2e}")
+assert first <= 1e-5 and worst <= 1e-3, "fp32 GPU losses differ from the CPU's"
+assert all(math.isfinite(s["loss"]) for s in g16), "bf16: a loss is not finite"
+e0 = [s["loss"] for s in g16 if s["epoch"] == 0]
+e3 = [s["loss"] for s in g16 if s["epoch"] == 3]
+print(f"bf16: epoch 0 mean loss {sum(e0)/len(e0):.4f}, epoch 3 {sum(e3)/len(e3):.4f}")
+assert sum(e3) / len(e3) < sum(e0) / len(e0), "bf16 did not learn"
+PY
+
+# Stopped after 7 steps (a checkpoint), resumed: the losses of the uninterrupted run.
+train stop --set train.device=cuda --set checkpoint.every_steps=7 --set checkpoint.stop_after_steps=7
+train stop --set train.device=cuda --set checkpoint.every_steps=7 --resume auto
+[[ "$(losses "$work/stop/steps.jsonl")" == "$(losses "$work/gpu32/steps.jsonl")" ]] ||
+  fail "resumed GPU run: $(losses "$work/stop/steps.jsonl") vs $(losses "$work/gpu32/steps.jsonl")"
+echo "ok: coconut train on the GPU (fp32 = CPU, bf16 learns, resume = uninterrupted)"
