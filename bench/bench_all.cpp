@@ -4,10 +4,13 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <string>
+#include <utility>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -30,7 +33,9 @@ namespace fs = std::filesystem;
 
 // The sizes of one run: `--quick` or the default (a few minutes on 2 cores).
 struct Plan {
-  CoconutStepOptions step;
+  // The Coconut step on two shapes: `coconut bench coconut`'s default, and the model and
+  // batch of the paper reproduction (configs/reproduce_prosqa.yaml, tools/reproduce.sh).
+  std::vector<std::pair<std::string, CoconutStepOptions>> steps;
   MemoryBenchOptions memory;    // one process, thoughts 1..8, keep and recompute
   MemoryBenchOptions pipeline;  // the child mpirun job: one thought count, keep, every schedule
   CkptBenchOptions ckpt;
@@ -40,15 +45,26 @@ Plan make_plan(const BenchAllOptions& o, int threads) {
   Plan p;
   // Default: the shapes of `coconut bench coconut` and `coconut bench memory` (docs/status.md).
   // Quick: the same batch shapes with fewer samples and steps (and a narrower step model).
-  p.step.model = o.quick ? synthetic_model(4, 128, 4) : synthetic_model(4, 256, 4);
-  p.step.batch = o.quick ? 8 : 16;
-  p.step.question = 60;
-  p.step.thoughts = 6;
-  p.step.rest = 10;
-  p.step.steps = o.quick ? 2 : 3;
-  p.step.warmup = 1;
-  p.step.threads = threads;
-  p.step.torch_peer = o.torch;
+  CoconutStepOptions step;
+  step.model = o.quick ? synthetic_model(4, 128, 4) : synthetic_model(4, 256, 4);
+  step.batch = o.quick ? 8 : 16;
+  step.question = 60;
+  step.thoughts = 6;
+  step.rest = 10;
+  step.steps = o.quick ? 2 : 3;
+  step.warmup = 1;
+  step.threads = threads;
+  step.torch_peer = o.torch;
+  p.steps.emplace_back("bench shape", step);
+  // The reproduction's 2-layer, d_model 64 model (vocabulary 69: ProsQA's word tokenizer),
+  // batch 8, questions of ProsQA's length with a word tokenizer (~220 tokens).
+  step.model = synthetic_model(2, 64, 4);
+  step.model.vocab_size = 69;
+  step.model.max_positions = 512;
+  step.batch = o.quick ? 4 : 8;
+  step.question = o.quick ? 100 : 220;
+  step.steps = o.quick ? 2 : 10;
+  p.steps.emplace_back("reproduction shape", step);
 
   // 16 configurations: quick shrinks the model and the questions too.
   p.memory.model = o.quick ? synthetic_model(2, 64, 2) : synthetic_model(4, 128, 4);
@@ -164,12 +180,15 @@ struct Results {
   Plan plan;
   int threads = 0;
   double seconds = 0;  // wall time of the whole run
-  CoconutStepResult step;
+  std::vector<CoconutStepResult> steps;  // one per plan.steps
   std::map<std::pair<model::ActivationPolicy, int>, MemoryRow> memory;  // (policy, thoughts) -> row
   PipelineOutcome pipeline;
   CkptBenchResult ckpt;
 
-  bool loss_agrees() const { return !step.peer_ran() || step.loss_difference() < 1e-4; }
+  static bool loss_agrees(const CoconutStepResult& step) { return !step.peer_ran() || step.loss_difference() < 1e-4; }
+  bool losses_agree() const {
+    return std::all_of(steps.begin(), steps.end(), [](const CoconutStepResult& s) { return loss_agrees(s); });
+  }
   // Least-squares MiB per extra thought.
   double growth(model::ActivationPolicy policy) const {
     std::vector<double> x, y;
@@ -195,18 +214,23 @@ double mean(const std::vector<MemoryRow>& rows, double MemoryRow::*field) {
 }
 
 void summary_section(std::string& d, const Results& r) {
-  const CoconutStepResult& step = r.step;
   const CkptBenchResult& ck = r.ckpt;
   const MemoryBenchOptions& mo = r.plan.memory;
   add(d, "## Summary\n\n| figure | measured | against | ratio |\n|---|---:|---:|---:|\n");
-  if (step.peer_ran())
-    add(d, "| training step tokens/s: coconut vs PyTorch {} ({} threads) | {:.0f} | {:.0f} | {:.2f}x |\n",
-        step.peer_version, step.threads, step.tokens_per_s(), step.peer_tokens_per_s(), step.peer_ms / step.ms);
-  else
-    add(d, "| training step tokens/s: coconut vs PyTorch ({} threads) | {:.0f} | not run | - |\n", step.threads,
-        step.tokens_per_s());
-  add(d, "| training step GFLOP/s vs measured SGEMM peak | {:.1f} | {:.1f} | {:.1f}% |\n", step.gflops(),
-      step.sgemm_peak_gflops, 100 * step.gflops() / step.sgemm_peak_gflops);
+  for (size_t i = 0; i < r.steps.size(); ++i) {
+    const CoconutStepResult& step = r.steps[i];
+    const model::GPT2Config& m = r.plan.steps[i].second.model;
+    const std::string shape = fmt::format("{}, {} layers d_model {}", r.plan.steps[i].first, m.n_layer, m.d_model);
+    if (step.peer_ran())
+      add(d, "| training step tokens/s, {}: coconut vs PyTorch {} ({} threads) | {:.0f} | {:.0f} | {:.2f}x |\n",
+          shape, step.peer_version, step.threads, step.tokens_per_s(), step.peer_tokens_per_s(),
+          step.peer_ms / step.ms);
+    else
+      add(d, "| training step tokens/s, {}: coconut vs PyTorch ({} threads) | {:.0f} | not run | - |\n", shape,
+          step.threads, step.tokens_per_s());
+    add(d, "| training step GFLOP/s, {}, vs measured SGEMM peak | {:.1f} | {:.1f} | {:.1f}% |\n", shape,
+        step.gflops(), step.sgemm_peak_gflops, 100 * step.gflops() / step.sgemm_peak_gflops);
+  }
   add(d, "| activation MiB per extra thought: recompute vs keep | {:.3f} | {:.3f} | {:.2f} |\n", r.growth(kRecompute),
       r.growth(kKeep), r.growth(kRecompute) / r.growth(kKeep));
   for (model::ActivationPolicy policy : {kKeep, kRecompute}) {
@@ -233,33 +257,39 @@ void summary_section(std::string& d, const Results& r) {
 }
 
 void step_section(std::string& d, const Results& r) {
-  const CoconutStepResult& step = r.step;
-  const CoconutStepOptions& so = r.plan.step;
-  const model::GPT2Config& m = so.model;
   add(d, "## 1. Coconut training step against PyTorch\n\n");
-  add(d, "All passes + loss + backpropagation through every thought + AdamW, fp32 CPU. Model: {} layers, d_model {}, "
-      "{} heads, vocab {} ({:.2f}M parameters). Batch: {} samples x {} columns (question ~{} tokens, {} thoughts, "
-      "{} answer tokens), {} passes, {} targets; {} threads; {} timed steps after {} warm-up. The PyTorch peer "
+  add(d, "All passes + loss + backpropagation through every thought + AdamW, fp32 CPU. The PyTorch peer "
       "(bench/torch_coconut_step.py) replays the same batch and pass plan from the same weights. FLOPs per step = "
-      "3 x forward = 3 (L (24 N C^2 + 2 B C T (T+1)) + 2 n_targets C V), N = B T: {:.3f} GFLOP.\n\n",
-      m.n_layer, m.d_model, m.n_head, m.vocab_size, step.params / 1e6, step.batch, step.columns, so.question,
-      so.thoughts, so.rest, step.passes, step.targets, step.threads, so.steps, so.warmup, step.flops / 1e9);
-  add(d, "| system | ms/step | tokens/s | GFLOP/s | % of SGEMM peak |\n|---|---:|---:|---:|---:|\n");
-  add(d, "| coconut | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", step.ms, step.tokens_per_s(), step.gflops(),
-      100 * step.gflops() / step.sgemm_peak_gflops);
-  if (step.peer_ran()) {
-    const double g = step.flops / (step.peer_ms / 1e3) / 1e9;
-    add(d, "| pytorch {} | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", step.peer_version, step.peer_ms,
-        step.peer_tokens_per_s(), g, 100 * g / step.sgemm_peak_gflops);
+      "3 x forward = 3 (L (24 N C^2 + 2 B C T (T+1)) + 2 n_targets C V), N = B T (the causal half of attention "
+      "counted in full, as is usual).\n\n");
+  for (size_t i = 0; i < r.steps.size(); ++i) {
+    const CoconutStepResult& step = r.steps[i];
+    const CoconutStepOptions& so = r.plan.steps[i].second;
+    const model::GPT2Config& m = so.model;
+    add(d, "### {}\n\nModel: {} layers, d_model {}, {} heads, vocab {} ({:.2f}M parameters). Batch: {} samples x {} "
+        "columns (question ~{} tokens, {} thoughts, {} answer tokens), {} passes, {} targets; {} threads; {} timed "
+        "steps after {} warm-up: {:.3f} GFLOP per step.\n\n",
+        r.plan.steps[i].first, m.n_layer, m.d_model, m.n_head, m.vocab_size, step.params / 1e6, step.batch,
+        step.columns, so.question, so.thoughts, so.rest, step.passes, step.targets, step.threads, so.steps,
+        so.warmup, step.flops / 1e9);
+    add(d, "| system | ms/step | tokens/s | GFLOP/s | % of SGEMM peak |\n|---|---:|---:|---:|---:|\n");
+    add(d, "| coconut | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", step.ms, step.tokens_per_s(), step.gflops(),
+        100 * step.gflops() / step.sgemm_peak_gflops);
+    if (step.peer_ran()) {
+      const double g = step.flops / (step.peer_ms / 1e3) / 1e9;
+      add(d, "| pytorch {} | {:.1f} | {:.0f} | {:.1f} | {:.1f}% |\n", step.peer_version, step.peer_ms,
+          step.peer_tokens_per_s(), g, 100 * g / step.sgemm_peak_gflops);
+    }
+    add(d, "\nSGEMM peak: OpenBLAS, 1024^3, best of 10, {} threads: {:.1f} GFLOP/s. ", step.threads,
+        step.sgemm_peak_gflops);
+    if (step.peer_ran())
+      add(d, "First-step loss: coconut {:.6f}, pytorch {:.6f} (relative difference {:.1e}{}).\n\n", step.first_loss,
+          step.peer_first_loss, step.loss_difference(),
+          Results::loss_agrees(step) ? "" : ": DIFFERENT, the peer is not comparable");
+    else
+      add(d, "PyTorch peer {}.\n\n", r.options.torch ? "unavailable (install it with: bash cluster/bootstrap.sh --python)"
+                                                        : "not run (--no-torch)");
   }
-  add(d, "\nSGEMM peak: OpenBLAS, 1024^3, best of 10, {} threads: {:.1f} GFLOP/s. ", step.threads,
-      step.sgemm_peak_gflops);
-  if (step.peer_ran())
-    add(d, "First-step loss: coconut {:.6f}, pytorch {:.6f} (relative difference {:.1e}{}).\n\n", step.first_loss,
-        step.peer_first_loss, step.loss_difference(), r.loss_agrees() ? "" : ": DIFFERENT, the peer is not comparable");
-  else
-    add(d, "PyTorch peer {}.\n\n", r.options.torch ? "unavailable (install it with: bash cluster/bootstrap.sh --python)"
-                                                    : "not run (--no-torch)");
 }
 
 void memory_section(std::string& d, const Results& r) {
@@ -344,9 +374,11 @@ int run_bench_all(const BenchAllOptions& o) {
   const Plan& plan = r.plan;
   fs::create_directories(o.dir);
 
-  progress(wall, fmt::format("1/4 Coconut training step ({} timed steps{})", plan.step.steps,
-                       o.torch ? ", then the PyTorch peer" : ""));
-  r.step = measure_coconut_step(plan.step);
+  for (const auto& [name, step] : plan.steps) {
+    progress(wall, fmt::format("1/4 Coconut training step, {} ({} timed steps{})", name, step.steps,
+                               o.torch ? ", then the PyTorch peer" : ""));
+    r.steps.push_back(measure_coconut_step(step));
+  }
 
   progress(wall, "2/4 step time and activation memory, 1..8 thoughts, recompute then keep");
   measure_memory(plan.memory, nullptr, [&](const MemoryRow& row) {
@@ -366,7 +398,7 @@ int run_bench_all(const BenchAllOptions& o) {
     auto world = parallel::MpiCommunicator::world();
     r.ckpt = measure_ckpt(plan.ckpt, *world);
   }
-  const int rc = r.loss_agrees() && r.pipeline.error.empty() ? 0 : 1;
+  const int rc = r.losses_agree() && r.pipeline.error.empty() ? 0 : 1;
   if (!o.keep && rc == 0) fs::remove_all(o.dir);  // after a failure it holds the log the document names
   r.seconds = wall.seconds();
 

@@ -87,10 +87,19 @@ void Activations::resize(const GPT2Config& config, int batch, int columns, bool 
   const int64_t H = config.n_head, R = static_cast<int64_t>(B) * T;
   const bool recompute = training && policy == ActivationPolicy::Recompute;
   const int64_t total = floats(config, B, T, training, l0, l1, policy);
-  // Release first, so that a resize never holds the old and the new buffers at once.
-  storage_.clear();
-  storage_.shrink_to_fit();
-  storage_.assign(static_cast<size_t>(total), 0.f);
+  // A training batch's length changes every step: reuse a large-enough buffer as it is
+  // (every buffer is written before it is read: the passes cover every column, and the
+  // gradients are zeroed by zero_grads) rather than hand it back and zero a new one, since
+  // fresh pages cost a page fault each and zeroing the probabilities a memset of B H T^2
+  // per layer (together a quarter of a small model's step). Otherwise release first, so
+  // that a resize never holds the old and the new buffers at once.
+  if (storage_.capacity() < static_cast<size_t>(total)) {
+    storage_.clear();
+    storage_.shrink_to_fit();
+    storage_.assign(static_cast<size_t>(total), 0.f);
+  } else {
+    storage_.resize(static_cast<size_t>(total));
+  }
   pos_ids.assign(R, 0);
   key_mask.assign(R, 1);
   sample_ids.resize(B);

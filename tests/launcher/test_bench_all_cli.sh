@@ -55,10 +55,11 @@ def find(prefix):
     hits = [v for k, v in summary.items() if k.startswith(prefix)]
     assert len(hits) == 1, f"summary rows starting with '{prefix}': {len(hits)}"
     return hits[0]
-assert find("training step tokens/s")[1] == "not run"  # --no-torch
-assert num(find("training step tokens/s")[0]) > 0
-gflops, peak, percent = map(num, find("training step GFLOP/s"))
-assert gflops > 0 and peak > 0 and 0 < percent < 100, (gflops, peak, percent)
+for shape in ["bench shape", "reproduction shape"]:  # the default shape and the reproduction's model
+    assert find(f"training step tokens/s, {shape}")[1] == "not run"  # --no-torch
+    assert num(find(f"training step tokens/s, {shape}")[0]) > 0
+    gflops, peak, percent = map(num, find(f"training step GFLOP/s, {shape}"))
+    assert gflops > 0 and peak > 0 and 0 < percent < 100, (shape, gflops, peak, percent)
 recompute, keep, ratio = map(num, find("activation MiB per extra thought"))
 assert keep > 0 and 0 < recompute < keep and 0 < ratio < 1, (recompute, keep, ratio)
 for schedule in ["gpipe", "gpipe-pass", "1f1b", "ring"]:

@@ -128,6 +128,86 @@ TEST(OpsGrad, AttentionRangeWithCache) {
   for (int i = 0; i < n * C; ++i) EXPECT_FLOAT_EQ(out_infer[i], out_train[i]);
 }
 
+// Long passes (more query rows than one causal block of the implementation) against the
+// attention formula evaluated directly in double: outputs, saved probabilities and every
+// q|k|v gradient, for a whole sequence, a pass after a KV cache, and a one-column pass.
+TEST(OpsReference, AttentionLongPassesMatchTheDirectFormula) {
+  const int B = 2, T = 150, C = 16, H = 2, hd = C / H;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  auto qkv = random_vec(static_cast<size_t>(T) * B * 3 * C, 21);
+  std::vector<uint8_t> mask(T * B, 1);
+  for (int t = 0; t < 3; ++t) mask[t * B + 1] = 0;  // sequence 1 is left-padded at columns 0-2
+  auto at = [&](int t, int s, int part, int h, int d) {  // q (part 0), k (1) or v (2) element
+    return static_cast<size_t>(t * B + s) * 3 * C + part * C + h * hd + d;
+  };
+  for (auto [a, b] : {std::pair{0, T}, std::pair{70, T}, std::pair{149, T}, std::pair{10, 140}}) {
+    SCOPED_TRACE(testing::Message() << "pass [" << a << ", " << b << ")");
+    const int n = (b - a) * B;
+    std::vector<float> out(static_cast<size_t>(n) * C), probs(static_cast<size_t>(T) * B * H * T);
+    attention_forward(out.data(), probs.data(), qkv.data(), mask.data(), a, b, B, T, C, H);
+    auto dout = random_vec(static_cast<size_t>(n) * C, 22);
+    std::vector<float> dqkv(qkv.size(), 0.f);
+    attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), a, b, B, T, C, H);
+    std::vector<double> ref_d(qkv.size(), 0.0);
+    double worst_out = 0, worst_p = 0;
+    for (int t = a; t < b; ++t)
+      for (int s = 0; s < B; ++s)
+        for (int h = 0; h < H; ++h) {
+          std::vector<double> p(t + 1, 0.0);
+          double maxz = -INFINITY, sum = 0;
+          for (int j = 0; j <= t; ++j) {
+            if (!mask[j * B + s]) continue;
+            double z = 0;
+            for (int d = 0; d < hd; ++d) z += static_cast<double>(qkv[at(t, s, 0, h, d)]) * qkv[at(j, s, 1, h, d)];
+            p[j] = z * scale;
+            maxz = std::max(maxz, p[j]);
+          }
+          for (int j = 0; j <= t; ++j) sum += mask[j * B + s] ? (p[j] = std::exp(p[j] - maxz)) : (p[j] = 0);
+          const float* saved = probs.data() + (static_cast<size_t>(t * B + s) * H + h) * T;
+          for (int j = 0; j < T; ++j) {
+            const double pj = j <= t && sum > 0 ? p[j] / sum : 0.0;
+            if (j <= t) p[j] = pj;
+            worst_p = std::max(worst_p, std::abs(saved[j] - pj));
+          }
+          const size_t row = static_cast<size_t>((t - a) * B + s) * C + h * hd;
+          std::vector<double> dp(t + 1, 0.0);
+          double pdp = 0;
+          for (int j = 0; j <= t; ++j) {
+            for (int d = 0; d < hd; ++d) {
+              dp[j] += static_cast<double>(dout[row + d]) * qkv[at(j, s, 2, h, d)];
+              ref_d[at(j, s, 2, h, d)] += p[j] * dout[row + d];  // dV
+            }
+            pdp += p[j] * dp[j];
+          }
+          for (int d = 0; d < hd; ++d) {
+            double y = 0;
+            for (int j = 0; j <= t; ++j) y += p[j] * qkv[at(j, s, 2, h, d)];
+            worst_out = std::max(worst_out, std::abs(out[row + d] - y));
+          }
+          for (int j = 0; j <= t; ++j) {
+            const double dz = p[j] * (dp[j] - pdp) * scale;
+            for (int d = 0; d < hd; ++d) {
+              ref_d[at(t, s, 0, h, d)] += dz * qkv[at(j, s, 1, h, d)];  // dQ
+              ref_d[at(j, s, 1, h, d)] += dz * qkv[at(t, s, 0, h, d)];  // dK
+            }
+          }
+        }
+    EXPECT_LT(worst_out, 1e-5);
+    EXPECT_LT(worst_p, 1e-6);
+    double worst_d = 0, largest = 0;
+    for (size_t i = 0; i < qkv.size(); ++i) {
+      worst_d = std::max(worst_d, std::abs(dqkv[i] - ref_d[i]));
+      largest = std::max(largest, std::abs(ref_d[i]));
+    }
+    EXPECT_GT(largest, 0.1);  // the gradients are not trivially zero
+    EXPECT_LT(worst_d, 1e-4 * largest);
+    // Inference (no saved probabilities) computes the same output.
+    std::vector<float> out_infer(out.size());
+    attention_forward(out_infer.data(), nullptr, qkv.data(), mask.data(), a, b, B, T, C, H);
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_FLOAT_EQ(out_infer[i], out[i]);
+  }
+}
+
 TEST(OpsGrad, CrossEntropy) {
   const int N = 3, V = 7;
   auto z = random_vec(N * V, 13, 2.f);
