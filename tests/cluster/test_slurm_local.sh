@@ -51,7 +51,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 # ---- munge: a fresh key and its own socket ----
 mkdir -p "$tmp/munge" "$tmp/state" "$tmp/spool" "$tmp/log"

@@ -15,7 +15,7 @@ bin=$1 configs=$2
 mkdir -p "$3"
 work=$(mktemp -d "$3/train_cuda.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 if ! nvidia-smi >/dev/null 2>&1; then
   [[ ${COCONUT_REQUIRE_GPU:-0} == 1 ]] && fail "COCONUT_REQUIRE_GPU=1 but nvidia-smi finds no GPU"

@@ -13,8 +13,7 @@ work=$(mktemp -d "$3/bad_input.XXXXXX")
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pass() { echo "ok: $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 # bad NAME PATTERN CMD...: CMD exits 2, its stderr matches PATTERN (grep -E), and run
 # directory $work/NAME (every case points run.dir there) was not created.

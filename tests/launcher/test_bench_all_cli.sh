@@ -8,7 +8,7 @@ set -uo pipefail
 bin=$1 tmp=$2/bench_all_cli
 rm -rf "$tmp" && mkdir -p "$tmp"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 # The sub-benchmark: 2 schedules x 2 ranks = 4 JSON rows, tiny shapes.
 mpirun --oversubscribe -np 2 "$bin" bench memory --pp 2 --schedule gpipe,ring --policy keep --min-thoughts 2 \

@@ -9,7 +9,7 @@ set -uo pipefail
 bin=$1 driver=$2 tmp=$3/ckpt_cli
 rm -rf "$tmp" && mkdir -p "$tmp"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 mpirun --oversubscribe -np 2 "$driver" save-model "$tmp/root" "$tmp/reference" > "$tmp/driver.log" 2>&1 ||
   fail "driver: $(cat "$tmp/driver.log")"

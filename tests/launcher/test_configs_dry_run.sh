@@ -9,7 +9,7 @@ bin=$(realpath "$1") configs=$(cd "$2" && pwd)
 mkdir -p "$3"
 work=$(mktemp -d "$3/dry_run.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 # From an empty folder, so that relative run and output directories would show up here.
 cd "$work"

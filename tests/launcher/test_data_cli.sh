@@ -10,17 +10,7 @@ work=$(mktemp -d "$2/data_cli.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 shared=${3:-}
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pass() { echo "ok: $*"; }
-
-# expect CODE PATTERN CMD...: CMD exits with CODE and its stderr matches PATTERN.
-expect() {
-  local code=$1 pattern=$2 rc=0
-  shift 2
-  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [[ $rc == "$code" ]] || fail "'$*' exited $rc, expected $code; stderr: $(cat "$work/err.txt")"
-  grep -q -- "$pattern" "$work/err.txt" || fail "'$*': stderr lacks '$pattern': $(cat "$work/err.txt")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 # no_output PATH...: neither PATH nor PATH.tmp exists.
 no_output() {

@@ -10,17 +10,7 @@ mkdir -p "$2"
 work=$(mktemp -d "$2/eval_probe_cli.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pass() { echo "ok: $*"; }
-
-# expect CODE PATTERN CMD...: CMD exits with CODE and its stderr matches PATTERN.
-expect() {
-  local code=$1 pattern=$2 rc=0
-  shift 2
-  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [[ $rc == "$code" ]] || fail "'$*' exited $rc, expected $code; stderr: $(cat "$work/err.txt")"
-  grep -q -- "$pattern" "$work/err.txt" || fail "'$*': stderr lacks '$pattern': $(cat "$work/err.txt")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 # ---- a tiny run: the file schedules 4 epochs (stage 1 last), --set trains only 1 ------
 cat >"$work/tiny.yaml" <<'EOF'

@@ -10,17 +10,7 @@ mkdir -p "$2"
 work=$(mktemp -d "$2/report_cli.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pass() { echo "ok: $*"; }
-
-# expect CODE PATTERN CMD...: CMD exits with CODE and its stderr matches PATTERN.
-expect() {
-  local code=$1 pattern=$2 rc=0
-  shift 2
-  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [[ $rc == "$code" ]] || fail "'$*' exited $rc, expected $code; stderr: $(cat "$work/err.txt")"
-  grep -q -- "$pattern" "$work/err.txt" || fail "'$*': stderr lacks '$pattern': $(cat "$work/err.txt")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 # A 6-epoch run over stages 0,0,1,1,2,2: accuracy only on some epochs, an unknown
 # field, a blank line, a per-step row and a row of an unknown kind.

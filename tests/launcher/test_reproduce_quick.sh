@@ -11,8 +11,7 @@ bin=$1 repo=$2
 mkdir -p "$3"
 work=$(mktemp -d "$3/reproduce.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pass() { echo "ok: $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 out=$work/out
 
 "$repo/tools/reproduce.sh" --quick --out "$out" --bin "$bin" >"$work/first.txt" 2>&1 ||

@@ -12,8 +12,7 @@ bin=$1 configs=$2
 mkdir -p "$3"
 work=$(mktemp -d "$3/max_minutes.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pass() { echo "ok: $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
 train() {  # train RUN_DIR MAX_MINUTES
   "$bin" train "$configs/prosqa_tiny.yaml" --set run.dir="$1" --set train.max_minutes="$2" \

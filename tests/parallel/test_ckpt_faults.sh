@@ -9,7 +9,7 @@ driver=$1 tmp=$2/ckpt_faults
 rm -rf "$tmp" && mkdir -p "$tmp"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 n=200000
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 mpi() { mpirun --oversubscribe -np 2 -x COCONUT_CKPT_FAULT "$@"; }
 
 for point in mid_shard_write@1 before_manifest_rename before_latest_update; do

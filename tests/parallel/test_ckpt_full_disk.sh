@@ -9,7 +9,7 @@
 set -uo pipefail
 driver=$1 tmp=$2/ckpt_full_disk
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 umount "$tmp/disk" 2> /dev/null
 rm -rf "$tmp" && mkdir -p "$tmp/disk"
 # CKPT_TEST_NO_MOUNT=1 tries the fallback on a machine that could mount.
