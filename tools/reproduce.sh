@@ -58,7 +58,7 @@ log() { echo "[reproduce $(date +%H:%M:%S)] $*"; }
 # Sizes: the paper's, or a few dozen items for --quick.
 if [[ $quick == 1 ]]; then
   n_prosqa=48 n_prontoqa=48 n_test=8 calib=16 eval_items=8 probe_items=4 reserve_s=15 min_items=16
-  model=(--set model.n_layer=1 --set model.d_model=32 --set eval.max_new_tokens=40)
+  model=(--set model.n_layer=1 --set model.d_model=32 --set eval.max_new_tokens=40 --set train.batch_size=16)
 else
   n_prosqa=17886 n_prontoqa=9000 n_test=800 calib=256 eval_items=0 probe_items=100 reserve_s=90 min_items=32
   model=()

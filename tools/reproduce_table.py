@@ -7,6 +7,9 @@ stage and wall time, the accuracy against c and the probe's figures.
     tools/reproduce_table.py OUT TOTAL_SECONDS > OUT/results.md
 
 A run without a result (not run yet, or failed: see its train.log) shows "no result".
+The answers table says how far a model got when its accuracy is low: on ProsQA, how
+often the answer names the question's subject and one of its two options (choosing
+between them at random would be right half the time); on ProntoQA, how often it says True.
 """
 import json
 import os
@@ -48,6 +51,35 @@ def read_run(path):
     return r
 
 
+def answer_shape(path, dataset):
+    """Cells of the answers table for a finished run: shares of its evaluated answers."""
+    # config.yaml: a comment line, then the effective configuration as one JSON-style line.
+    text = "".join(l for l in open(os.path.join(path, "config.yaml")) if not l.startswith("#"))
+    try:
+        config = json.loads(text)
+    except ValueError:
+        config = None
+    ev = json.load(open(os.path.join(path, "eval_valid.json")))
+    items = ev["items"]
+    if not items:
+        return ["-"] * 3
+    share = lambda n: f"{100 * n / len(items):.1f}"
+    if dataset == "prontoqa":
+        return [share(sum(it["prediction"] == "True" for it in items)), "-", "-"]
+    valid = json.load(open(config["data"]["valid_file"])) if config else None
+    if valid is None:
+        return ["?"] * 3
+    subject = options = 0
+    for it in items:
+        m = re.search(r"Is (\S+) a (\S+) or (\S+)\?", valid[it["index"]]["question"])
+        answer = it["generated"].split("###")[-1].strip()
+        a = re.match(r"(\S+) is an? (\S+?)\.?$", answer)
+        if m and a:
+            subject += a.group(1) == m.group(1)
+            options += a.group(1) == m.group(1) and a.group(2) in (m.group(2), m.group(3))
+    return ["-", share(subject), share(options)]
+
+
 def pct(r):
     return "no result" if r is None else f"{100 * r['accuracy']:.1f} ({r['correct']}/{r['total']})"
 
@@ -78,6 +110,18 @@ def main():
                                                        f"{r['loss']:.4f}", f"{r['wall']:.0f}"]
             p.append(f"| {ds} | {pr['method']} | {pr['c']} | {cells[0]} | {d['train_items']} ({d['full_items']}) | "
                      f"{cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | {pr['max_minutes']} |")
+    p.append("\n## What the answers show\n")
+    p.append("Shares of the evaluated answers, %: ProntoQA, answers True (the test split's labels are about "
+             "half True); ProsQA, the answer names the question's subject, and names it with one of the two "
+             "concepts the question offers (a random choice between them would be right half the time).\n")
+    p.append("| dataset | method | c | accuracy | says True | names the subject | subject and one of the two options |")
+    p.append("|---|---|---|---|---|---|---|")
+    for ds in ("prosqa", "prontoqa"):
+        for pr in plan["datasets"][ds]["runs"]:
+            path = run_dir(out, ds, pr["method"], pr["c"])
+            r = read_run(path)
+            cells = ["no result"] * 3 if r is None else answer_shape(path, ds)
+            p.append(f"| {ds} | {pr['method']} | {pr['c']} | {pct(r)} | {cells[0]} | {cells[1]} | {cells[2]} |")
     p.append("\nMeasured seconds per training item and epoch before the runs (`OUT/calibration/`): " + "; ".join(
         f"{ds} cot {d['seconds_per_item']['cot']:.4f}, no_curriculum {d['seconds_per_item']['no_curriculum']:.4f}"
         for ds, d in plan["datasets"].items()) + ".\n")

@@ -34,6 +34,19 @@ for name, (p_pronto, p_prosqa) in paper.items():
     for run, correct, total in ((pronto, m.group(2), m.group(3)), (prosqa, m.group(5), m.group(6))):
         ev = json.load(open(f"{run}/eval_valid.json"))
         assert (ev["correct"], ev["total"]) == (int(correct), int(total)) == (ev["correct"], 8), (run, ev["correct"], correct)
+# The answers table: one row per run; ProntoQA's True share recounted from eval_valid.json,
+# ProsQA's shares ordered (a right answer names the subject and one of the two options).
+rows = re.findall(r"^\| (prosqa|prontoqa) \| (\w+) \| (\d) \| ([0-9.]+) \((\d+)/(\d+)\) \| ([0-9.-]+) \| "
+                  r"([0-9.-]+) \| ([0-9.-]+) \|$", text, re.M)
+assert len(rows) == 12, rows
+for ds, method, c, acc, correct, total, says_true, subject, options in rows:
+    run = (f"{out}/prontoqa/method-{method}" if ds == "prontoqa" else f"{out}/prosqa_c/c_thought-{c}"
+           if method == "coconut" else f"{out}/prosqa_methods/method-{method}")
+    items = json.load(open(f"{run}/eval_valid.json"))["items"]
+    if ds == "prontoqa":
+        assert abs(float(says_true) - 100 * sum(i["prediction"] == "True" for i in items) / len(items)) < 0.05, run
+    else:
+        assert float(acc) <= float(options) <= float(subject) <= 100, (run, acc, options, subject)
 plan = json.load(open(f"{out}/plan.json"))
 assert plan["epochs"] == 7 and all(d["train_items"] >= 16 for d in plan["datasets"].values()), plan
 PY
