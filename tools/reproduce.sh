@@ -3,7 +3,7 @@
 # (issue #8; docs/results.md). One command, resumable: rerun it after an interruption.
 #
 #   tools/reproduce.sh [--budget-minutes 120] [--out runs/reproduce] [--epochs 10]
-#                      [--bin build/launcher/coconut] [--quick] [--plan-only]
+#                      [--bin build/launcher/coconut] [--quick] [--plan-only] [--set KEY=VALUE]...
 #
 # Steps (each skipped when its output is already there):
 #  1. data: ProsQA 17,886 training items (the paper's size) and ProntoQA 9,000 (5 hops)
@@ -27,10 +27,13 @@
 #     epochs, final stages and wall times, and the two plots in OUT/.
 # --quick runs the same steps on a few dozen items, a 1-layer model and 7 epochs (budget 2
 # minutes); --plan-only stops after step 3 (what the budget buys: OUT/plan.json).
+# --set KEY=VALUE (repeatable) is passed to every calibration and training run, after the
+# configs' own settings: e.g. --set model.n_layer=4 --set model.d_model=128 on a machine
+# with more time. OUT remembers them (OUT/overrides.txt): a rerun must give the same ones.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-budget= out=runs/reproduce epochs= quick=0 plan_only=0 bin=$repo/build/launcher/coconut
+budget= out=runs/reproduce epochs= quick=0 plan_only=0 bin=$repo/build/launcher/coconut overrides=()
 usage() { sed -n '5,6p' "$0" | sed 's/^# *//' >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -40,6 +43,9 @@ while [[ $# -gt 0 ]]; do
     --bin) bin=${2:?}; shift 2 ;;
     --quick) quick=1; shift ;;
     --plan-only) plan_only=1; shift ;;
+    --set)
+      [[ ${2:-} =~ ^[a-z_]+\.[a-z0-9_.]+=.+$ ]] || { echo "reproduce.sh: --set wants KEY=VALUE, got '${2:-}'" >&2; exit 2; }
+      overrides+=("$2"); shift 2 ;;
     -h|--help) usage ;;
     *) echo "reproduce.sh: unknown option '$1'" >&2; usage ;;
   esac
@@ -55,6 +61,19 @@ out=$(cd "$out" && pwd)
 start=$(date +%s)
 log() { echo "[reproduce $(date +%H:%M:%S)] $*"; }
 
+# The --set overrides shape the calibration, the plan and every run: OUT keeps them, and a
+# rerun with others would mix two settings in one table.
+given=$(printf '%s\n' ${overrides[@]+"${overrides[@]}"})
+if [[ -f $out/overrides.txt ]]; then
+  [[ $(cat "$out/overrides.txt") == "$given" ]] || {
+    echo "reproduce.sh: $out was started with --set overrides [$(paste -sd' ' "$out/overrides.txt")]" \
+      "and this invocation gives [$(paste -sd' ' <<<"$given")]: give the same ones, or use another --out" >&2
+    exit 2
+  }
+else
+  printf '%s' "$given" >"$out/overrides.txt"
+fi
+
 # Sizes: the paper's, or a few dozen items for --quick.
 if [[ $quick == 1 ]]; then
   n_prosqa=48 n_prontoqa=48 n_test=8 calib=16 eval_items=8 probe_items=4 reserve_s=15 min_items=16
@@ -63,6 +82,7 @@ else
   n_prosqa=17886 n_prontoqa=9000 n_test=800 calib=256 eval_items=0 probe_items=100 reserve_s=90 min_items=32
   model=()
 fi
+for o in ${overrides[@]+"${overrides[@]}"}; do model+=(--set "$o"); done
 common=(--set run.threads=0 --set eval.every_epochs=0 --set eval.max_items=$eval_items "${model[@]}")
 
 # ---- 1. data ------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ stage and wall time, the accuracy against c and the probe's figures.
 A run without a result (not run yet, or failed: see its train.log) shows "no result".
 The answers table says how far a model got when its accuracy is low: on ProsQA, how
 often the answer names the question's subject and one of its two options (choosing
-between them at random would be right half the time); on ProntoQA, how often it says True.
+between them at random would be right half the time); on ProntoQA, how often it says True;
+for CoT, the share of the rules its chains write ("Every X is a Y.", "Xs are Ys.") that the
+question states word for word (1 for the reference chains): whether the model reads the
+question or invents its facts.
 """
 import json
 import os
@@ -51,7 +54,19 @@ def read_run(path):
     return r
 
 
-def answer_shape(path, dataset):
+def rule_sentences(text):
+    """The rules a chain of thought states: "Every/Each X is ..." and "Xs are ..." sentences."""
+    sentences = [w.split() for w in re.split(r"[.\n]", text)]
+    return [" ".join(w) + "." for w in sentences if len(w) > 1 and (w[0] in ("Every", "Each") or w[1] == "are")]
+
+
+def rules_stated(question, chain):
+    """(rules of the chain stated in the question, rules of the chain)."""
+    rules = rule_sentences(chain)
+    return sum(r in question for r in rules), len(rules)
+
+
+def answer_shape(path, dataset, method):
     """Cells of the answers table for a finished run: shares of its evaluated answers."""
     # config.yaml: a comment line, then the effective configuration as one JSON-style line.
     text = "".join(l for l in open(os.path.join(path, "config.yaml")) if not l.startswith("#"))
@@ -62,13 +77,18 @@ def answer_shape(path, dataset):
     ev = json.load(open(os.path.join(path, "eval_valid.json")))
     items = ev["items"]
     if not items:
-        return ["-"] * 3
+        return ["-"] * 4
     share = lambda n: f"{100 * n / len(items):.1f}"
-    if dataset == "prontoqa":
-        return [share(sum(it["prediction"] == "True" for it in items)), "-", "-"]
     valid = json.load(open(config["data"]["valid_file"])) if config else None
     if valid is None:
-        return ["?"] * 3
+        return ["?"] * 4
+    rules = "-"
+    if method == "cot":
+        counts = [rules_stated(valid[it["index"]]["question"], it["generated"].split("###")[0]) for it in items]
+        stated, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        rules = f"{100 * stated / total:.1f} ({stated}/{total})" if total else "no rules"
+    if dataset == "prontoqa":
+        return [share(sum(it["prediction"] == "True" for it in items)), "-", "-", rules]
     subject = options = 0
     for it in items:
         m = re.search(r"Is (\S+) a (\S+) or (\S+)\?", valid[it["index"]]["question"])
@@ -77,7 +97,7 @@ def answer_shape(path, dataset):
         if m and a:
             subject += a.group(1) == m.group(1)
             options += a.group(1) == m.group(1) and a.group(2) in (m.group(2), m.group(3))
-    return ["-", share(subject), share(options)]
+    return ["-", share(subject), share(options), rules]
 
 
 def pct(r):
@@ -90,7 +110,10 @@ def main():
     runs = {(ds, m): read_run(run_dir(out, ds, m)) for ds in ("prontoqa", "prosqa") for m, _ in ROWS}
     p = []
     p.append(f"# Reproduction results ({out})\n")
-    p.append(f"`tools/reproduce.sh --budget-minutes {plan['budget_minutes']:g}`: {total / 60:.1f} minutes for the invocation that wrote this page. "
+    overrides_file = f"{out}/overrides.txt"
+    overrides = open(overrides_file).read().splitlines() if os.path.exists(overrides_file) else []
+    command = " ".join([f"--budget-minutes {plan['budget_minutes']:g}"] + [f"--set {o}" for o in overrides])
+    p.append(f"`tools/reproduce.sh {command}`: {total / 60:.1f} minutes for the invocation that wrote this page. "
              f"Every run: {plan['epochs']} epochs, {plan['epochs_per_stage']} per curriculum stage; accuracy in %.\n")
     p.append("| method | ProntoQA (ours) | ProntoQA (paper) | ProsQA (ours) | ProsQA (paper) |")
     p.append("|---|---|---|---|---|")
@@ -113,15 +136,19 @@ def main():
     p.append("\n## What the answers show\n")
     p.append("Shares of the evaluated answers, %: ProntoQA, answers True (the test split's labels are about "
              "half True); ProsQA, the answer names the question's subject, and names it with one of the two "
-             "concepts the question offers (a random choice between them would be right half the time).\n")
-    p.append("| dataset | method | c | accuracy | says True | names the subject | subject and one of the two options |")
-    p.append("|---|---|---|---|---|---|---|")
+             "concepts the question offers (a random choice between them would be right half the time); "
+             "CoT, the rules its chains write that the question states word for word (100 for the "
+             "reference chains).\n")
+    p.append("| dataset | method | c | accuracy | says True | names the subject | subject and one of the two options "
+             "| CoT rules stated in the question |")
+    p.append("|---|---|---|---|---|---|---|---|")
     for ds in ("prosqa", "prontoqa"):
         for pr in plan["datasets"][ds]["runs"]:
             path = run_dir(out, ds, pr["method"], pr["c"])
             r = read_run(path)
-            cells = ["no result"] * 3 if r is None else answer_shape(path, ds)
-            p.append(f"| {ds} | {pr['method']} | {pr['c']} | {pct(r)} | {cells[0]} | {cells[1]} | {cells[2]} |")
+            cells = ["no result"] * 4 if r is None else answer_shape(path, ds, pr["method"])
+            p.append(f"| {ds} | {pr['method']} | {pr['c']} | {pct(r)} | {cells[0]} | {cells[1]} | {cells[2]} "
+                     f"| {cells[3]} |")
     p.append("\nMeasured seconds per training item and epoch before the runs (`OUT/calibration/`): " + "; ".join(
         f"{ds} cot {d['seconds_per_item']['cot']:.4f}, no_curriculum {d['seconds_per_item']['no_curriculum']:.4f}"
         for ds, d in plan["datasets"].items()) + ".\n")

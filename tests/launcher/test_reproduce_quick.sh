@@ -3,7 +3,8 @@
 #  1. it exits 0 and OUT/results.md has a number for all 5 methods on both datasets,
 #     each equal to the run's own eval_valid.json, beside the paper's Table 1 value;
 #  2. both plots (accuracy against c, the probe's frontier values) are PNG files;
-#  3. a second invocation reuses the plan and trains nothing (every run is skipped).
+#  3. a second invocation reuses the plan and trains nothing (every run is skipped);
+#  4. --set reaches every run (model.n_head=2), and a rerun with other --set is refused.
 #   test_reproduce_quick.sh COCONUT_BINARY REPO_DIR TEMP_DIR
 set -euo pipefail
 
@@ -14,10 +15,10 @@ trap 'rm -rf "$work"' EXIT
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 out=$work/out
 
-"$repo/tools/reproduce.sh" --quick --out "$out" --bin "$bin" >"$work/first.txt" 2>&1 ||
+"$repo/tools/reproduce.sh" --quick --out "$out" --bin "$bin" --set model.n_head=2 >"$work/first.txt" 2>&1 ||
   fail "reproduce.sh --quick: $(tail -n 30 "$work/first.txt")"
 ! grep -q "no result" "$out/results.md" || fail "results.md has runs without a result: $(cat "$out/results.md")"
-python3 - "$out" <<'PY' || fail "results.md does not match the runs"
+python3 - "$out" "$repo" "$repo/../shared/data/prosqa_valid.json" <<'PY' || fail "results.md does not match the runs"
 import json, re, sys
 out = sys.argv[1]
 text = open(f"{out}/results.md").read()
@@ -35,11 +36,16 @@ for name, (p_pronto, p_prosqa) in paper.items():
         ev = json.load(open(f"{run}/eval_valid.json"))
         assert (ev["correct"], ev["total"]) == (int(correct), int(total)) == (ev["correct"], 8), (run, ev["correct"], correct)
 # The answers table: one row per run; ProntoQA's True share recounted from eval_valid.json,
-# ProsQA's shares ordered (a right answer names the subject and one of the two options).
+# ProsQA's shares ordered (a right answer names the subject and one of the two options);
+# the CoT rules column only on CoT rows.
 rows = re.findall(r"^\| (prosqa|prontoqa) \| (\w+) \| (\d) \| ([0-9.]+) \((\d+)/(\d+)\) \| ([0-9.-]+) \| "
-                  r"([0-9.-]+) \| ([0-9.-]+) \|$", text, re.M)
+                  r"([0-9.-]+) \| ([0-9.-]+) \| ([^|]+) \|$", text, re.M)
 assert len(rows) == 12, rows
-for ds, method, c, acc, correct, total, says_true, subject, options in rows:
+for ds, method, c, acc, correct, total, says_true, subject, options, rules in rows:
+    assert (rules == "-") == (method != "cot"), (ds, method, rules)
+    if method == "cot" and rules != "no rules":
+        share, stated, written = re.fullmatch(r"([0-9.]+) \((\d+)/(\d+)\)", rules).groups()
+        assert int(stated) <= int(written) and abs(float(share) - 100 * int(stated) / int(written)) < 0.05, rules
     run = (f"{out}/prontoqa/method-{method}" if ds == "prontoqa" else f"{out}/prosqa_c/c_thought-{c}"
            if method == "coconut" else f"{out}/prosqa_methods/method-{method}")
     items = json.load(open(f"{run}/eval_valid.json"))["items"]
@@ -47,6 +53,13 @@ for ds, method, c, acc, correct, total, says_true, subject, options in rows:
         assert abs(float(says_true) - 100 * sum(i["prediction"] == "True" for i in items) / len(items)) < 0.05, run
     else:
         assert float(acc) <= float(options) <= float(subject) <= 100, (run, acc, options, subject)
+# The rules counter finds every rule of the reference chains in their questions.
+sys.path.insert(0, sys.argv[2] + "/tools")
+from reproduce_table import rules_stated
+for data in (f"{out}/data/prontoqa_test.json", sys.argv[3]):
+    for item in json.load(open(data)):
+        stated, written = rules_stated(item["question"], "\n".join(item["steps"]))
+        assert written > 0 and stated == written, (data, item["question"], item["steps"])
 plan = json.load(open(f"{out}/plan.json"))
 assert plan["epochs"] == 7 and all(d["train_items"] >= 16 for d in plan["datasets"].values()), plan
 PY
@@ -57,8 +70,22 @@ for png in accuracy_vs_c.png probe_frontier.png; do
 done
 pass "plots"
 
-"$repo/tools/reproduce.sh" --quick --out "$out" --bin "$bin" >"$work/second.txt" 2>&1 ||
+"$repo/tools/reproduce.sh" --quick --out "$out" --bin "$bin" --set model.n_head=2 >"$work/second.txt" 2>&1 ||
   fail "second reproduce.sh --quick: $(tail -n 30 "$work/second.txt")"
 [[ $(cat "$out"/prosqa_c.log "$out"/prosqa_methods.log "$out"/prontoqa.log | grep -c "skipped, already finished") == 12 ]] ||
   fail "the second invocation trained again: $(grep -h '\] ' "$out"/*.log | tail -n 15)"
 pass "a second invocation skips all 12 runs"
+
+# --set: in every run's effective configuration and in the page's command line; a rerun
+# with other overrides stops before anything runs.
+configs=("$out"/prosqa_c/*/config.yaml "$out"/prosqa_methods/*/config.yaml "$out"/prontoqa/*/config.yaml)
+[[ ${#configs[@]} == 12 ]] || fail "expected 12 run configs, found ${#configs[@]}"
+for f in "${configs[@]}"; do grep -q '"n_head":2' "$f" || fail "$f: no model.n_head 2: $(tail -n 1 "$f")"; done
+grep -q -- "--set model.n_head=2\`" "$out/results.md" || fail "results.md does not name the override: $(head -n 3 "$out/results.md")"
+before=$(find "$out" -newer "$out/results.md" | wc -l)
+expect 2 "was started with --set overrides \[model.n_head=2\] and this invocation gives \[\]" \
+  "$repo/tools/reproduce.sh" --quick --out "$out" --bin "$bin"
+[[ $(find "$out" -newer "$out/results.md" | wc -l) == "$before" ]] || fail "the refused invocation wrote into $out"
+expect 2 "--set wants KEY=VALUE, got 'n_head'" "$repo/tools/reproduce.sh" --quick --out "$work/other" --bin "$bin" --set n_head
+[[ ! -e $work/other ]] || fail "a bad --set created $work/other"
+pass "--set reaches every run; other overrides on a rerun, or a malformed one, are refused (exit 2)"
