@@ -79,9 +79,11 @@ def answer_shape(path, dataset, method):
     if not items:
         return ["-"] * 4
     share = lambda n: f"{100 * n / len(items):.1f}"
-    valid = json.load(open(config["data"]["valid_file"])) if config else None
-    if valid is None:
-        return ["?"] * 4
+    # The questions are needed for ProsQA's shares and for the CoT rules only.
+    if dataset == "prosqa" or method == "cot":
+        if config is None:
+            return ["?"] * 4
+        valid = json.load(open(config["data"]["valid_file"]))
     rules = "-"
     if method == "cot":
         counts = [rules_stated(valid[it["index"]]["question"], it["generated"].split("###")[0]) for it in items]
