@@ -166,8 +166,12 @@ int print_dry_run(const TrainConfig& c) {
              "{} epochs, last stage {}{}\n",
              curriculum::method_name(cc.method), cc.c_thought, cc.max_latent_stage, cc.epochs_per_stage, c.epochs,
              last_stage, last_stage > cc.max_latent_stage ? " (past max_latent_stage: every step latent)" : "");
+  const std::string micro = c.micro_batch_size > 0 ? std::to_string(c.micro_batch_size)
+                            : c.dp > 0 ? fmt::format("{} (default for pp {} x dp {})", default_micro_batch_size(
+                                                         c.batch_size, c.pp, c.dp), c.pp, c.dp)
+                                       : fmt::format("{} (the default in one process; under mpirun, chosen for the ranks)", c.batch_size);
   fmt::print("batch: {} samples per step in micro-batches of {}; AdamW lr {}, weight decay {}; reset optimizer: {}\n",
-             c.batch_size, c.micro_batch_size, c.adamw.lr, c.adamw.weight_decay, c.reset_optimizer);
+             c.batch_size, micro, c.adamw.lr, c.adamw.weight_decay, c.reset_optimizer);
   const std::string dp = c.dp > 0 ? std::to_string(c.dp) : "ranks / pp";
   fmt::print("parallel: pp {} x dp {} ({} schedule){}\n", c.pp, dp, c.schedule,
              c.dp > 0 ? fmt::format(": run with mpirun -np {}", c.pp * c.dp) : "");

@@ -1,6 +1,8 @@
 // Reading the training configuration (see train_config.h).
 #include "launcher/train_config.h"
 
+#include <algorithm>
+
 #include "runtime/check.h"
 
 namespace coconut::launcher {
@@ -50,7 +52,7 @@ TrainConfig read_train_config(Config& c) {
   t.device = c.get_string("train.device", "cpu", {"cpu", "cuda"});
   t.precision = c.get_string("train.precision", "fp32", {"fp32", "bf16"});
   t.batch_size = c.get_int("train.batch_size", 32, 1, 1 << 20);
-  t.micro_batch_size = c.get_int("train.micro_batch_size", t.batch_size, 1, 1 << 20);
+  t.micro_batch_size = c.get_int("train.micro_batch_size", 0, 0, 1 << 20);  // 0: default_micro_batch_size
   t.adamw.lr = static_cast<float>(c.get_double("train.lr", 1e-4, 0.0, 10.0));
   t.adamw.weight_decay = static_cast<float>(c.get_double("train.weight_decay", 0.01, 0.0, 10.0));
   t.adamw.beta1 = static_cast<float>(c.get_double("train.beta1", 0.9, 0.0, 0.999999));
@@ -85,7 +87,7 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(t.model.d_model % t.model.n_head == 0,
                 "{}: model.d_model ({}) must be a multiple of model.n_head ({})", t.source, t.model.d_model,
                 t.model.n_head);
-  COCONUT_CHECK(t.batch_size % t.micro_batch_size == 0,
+  COCONUT_CHECK(t.micro_batch_size == 0 || t.batch_size % t.micro_batch_size == 0,
                 "{}: train.batch_size ({}) must be a multiple of train.micro_batch_size ({})", t.source, t.batch_size,
                 t.micro_batch_size);
   COCONUT_CHECK(!t.eot_classifier || cc.feeds_back(),
@@ -101,6 +103,13 @@ TrainConfig read_train_config(Config& c) {
   t.digest = c.digest();
   t.effective = c.canonical_json();
   return t;
+}
+
+int default_micro_batch_size(int batch_size, int pp, int dp) {
+  const int wanted = std::max(1, dp) * (pp > 1 ? 2 * pp : 1);
+  for (int m = batch_size; m > 1; --m)
+    if (batch_size % m == 0 && batch_size / m >= wanted) return m;
+  return 1;
 }
 
 }  // namespace coconut::launcher

@@ -52,7 +52,9 @@ struct TrainConfig {
   // the run ends there, evaluated and exported, when one more epoch like it would pass it.
   double max_minutes = 0;
   int batch_size = 32;
-  int micro_batch_size = 32;  // gradient accumulation when smaller than batch_size
+  // Gradient accumulation when smaller than batch_size; 0 (the default) = chosen by
+  // run_training for the topology (default_micro_batch_size).
+  int micro_batch_size = 0;
   model::AdamWConfig adamw;
   double grad_clip = 0;       // global-norm clipping; 0 = off
   // Where one process trains: cpu, or cuda (the model, its gradients and AdamW's moments
@@ -76,5 +78,12 @@ struct TrainConfig {
 
 // Reads every key (then Config::finish(), so unknown keys are errors).
 TrainConfig read_train_config(Config& cfg);
+
+// train.micro_batch_size when the config leaves it out: enough micro-batches that every
+// data-parallel replica gets one (pp 1), or 2 x pp each (pipeline stages: the schedules'
+// bubble shrinks with the micro-batches per replica, docs/pipeline.md). It is the largest
+// divisor of batch_size giving at least dp (x 2 pp) micro-batches, 1 when none does; in
+// one process (pp = dp = 1) the whole batch, no accumulation.
+int default_micro_batch_size(int batch_size, int pp, int dp);
 
 }  // namespace coconut::launcher

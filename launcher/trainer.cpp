@@ -72,9 +72,17 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
   return std::make_unique<curriculum::WordTokenizer>(curriculum::WordTokenizer::build(texts));
 }
 
-TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
+TrainSummary run_training(const TrainConfig& given, parallel::Communicator* world) {
   Timer wall;
   const bool distributed = world && world->size() > 1;
+  // train.micro_batch_size left out: chosen for this run's topology.
+  TrainConfig resolved = given;
+  if (resolved.micro_batch_size == 0) {
+    const int pp = distributed ? given.pp : 1;
+    const int dp = !distributed ? 1 : given.dp > 0 ? given.dp : parallel::data_parallel_size(world->size(), given.pp);
+    resolved.micro_batch_size = default_micro_batch_size(given.batch_size, pp, dp);
+  }
+  const TrainConfig& c = resolved;
   const bool writer = !world || world->rank() == 0;  // rank 0 evaluates and writes the run directory
   set_num_threads(c.threads);
   const fs::path dir = c.run_dir;
@@ -150,8 +158,9 @@ TrainSummary run_training(const TrainConfig& c, parallel::Communicator* world) {
     ec.clip_norm = c.grad_clip;
     ec.activations = model::parse_activation_policy(c.activations);
     dist.executor = std::make_unique<parallel::PipelineExecutor>(gpt, *dist.grid, dist.partition, ec);
-    spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule", world->size(), c.pp, dp,
-                 c.schedule);
+    spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule; micro-batches of {}{}",
+                 world->size(), c.pp, dp, c.schedule, c.micro_batch_size,
+                 given.micro_batch_size == 0 ? " (train.micro_batch_size's default for this topology)" : "");
     // Micro-batches go round-robin to the replicas: with fewer than dp per batch some
     // replicas only wait (the result is the same, the time is wasted).
     if (c.batch_size / c.micro_batch_size < dp)

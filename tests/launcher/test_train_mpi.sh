@@ -25,6 +25,15 @@ run pp2_ring_again 2 --set parallel.pp=2 --set parallel.schedule=ring
 run pp2_gpipe 2 --set parallel.pp=2 --set parallel.schedule=gpipe
 run dp2 2 --set parallel.pp=1
 run pp2_dp2_1f1b 4 --set parallel.pp=2 --set parallel.schedule=1f1b
+# train.micro_batch_size left to its default (0): batch 16 cut for the topology, logged.
+run dp2_default 2 --set parallel.pp=1 --set train.micro_batch_size=0
+run pp2_default 2 --set parallel.pp=2 --set train.micro_batch_size=0
+for case in "dp2_default 8" "pp2_default 4"; do
+  set -- $case
+  grep -q "micro-batches of $2 (train.micro_batch_size's default for this topology)" "$tmp/$1.log" ||
+    { echo "FAIL: $1 should log micro-batches of $2 (the default)"; grep "parallel:" "$tmp/$1.log"; exit 1; }
+  ! grep -q "some replicas will be idle" "$tmp/$1.log" || { echo "FAIL: $1 warns of idle replicas"; exit 1; }
+done
 
 python3 - "$tmp" <<'PY'
 import json, sys
@@ -34,7 +43,7 @@ def losses(name):
 ref = losses("single")
 assert len(ref) == 3, ref
 ok = True
-for name in ["pp2_ring", "pp2_gpipe", "dp2", "pp2_dp2_1f1b"]:
+for name in ["pp2_ring", "pp2_gpipe", "dp2", "pp2_dp2_1f1b", "dp2_default", "pp2_default"]:
     got = losses(name)
     worst = max(abs(a - b) / abs(b) for a, b in zip(got, ref))
     print(f"{name}: losses {got} worst relative difference {worst:.2e}")
