@@ -221,13 +221,16 @@ void summary_section(std::string& d, const Results& r) {
     const CoconutStepResult& step = r.steps[i];
     const model::GPT2Config& m = r.plan.steps[i].second.model;
     const std::string shape = fmt::format("{}, {} layers d_model {}", r.plan.steps[i].first, m.n_layer, m.d_model);
-    if (step.peer_ran())
+    if (step.peer_ran()) {
       add(d, "| training step tokens/s, {}: coconut vs PyTorch {} ({} threads) | {:.0f} | {:.0f} | {:.2f}x |\n",
           shape, step.peer_version, step.threads, step.tokens_per_s(), step.peer_tokens_per_s(),
           step.peer_ms / step.ms);
-    else
+      add(d, "| fastest training step ms, {}: PyTorch vs coconut | {:.1f} | {:.1f} | {:.2f}x |\n", shape,
+          step.peer_best_ms, step.best_ms, step.best_ratio());
+    } else {
       add(d, "| training step tokens/s, {}: coconut vs PyTorch ({} threads) | {:.0f} | not run | - |\n", shape,
           step.threads, step.tokens_per_s());
+    }
     add(d, "| training step GFLOP/s, {}, vs measured SGEMM peak | {:.1f} | {:.1f} | {:.1f}% |\n", shape,
         step.gflops(), step.sgemm_peak_gflops, 100 * step.gflops() / step.sgemm_peak_gflops);
   }

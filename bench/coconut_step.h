@@ -38,12 +38,15 @@ struct CoconutStepResult {
   double ms = 0, best_ms = 0;  // mean and best timed step
   double first_loss = 0;
   double sgemm_peak_gflops = 0;
-  double peer_ms = -1, peer_first_loss = 0;
+  double peer_ms = -1, peer_best_ms = -1, peer_first_loss = 0;  // peer: mean and best step
   std::string peer_version;
   double tokens_per_s() const { return batch * columns / (ms / 1e3); }
   double gflops() const { return flops / (ms / 1e3) / 1e9; }
   bool peer_ran() const { return peer_ms > 0; }
   double peer_tokens_per_s() const { return batch * columns / (peer_ms / 1e3); }
+  // Speed ratio of the fastest timed steps: on a shared machine the mean of either side
+  // takes whatever else ran meanwhile, the best step much less so.
+  double best_ratio() const { return peer_best_ms / best_ms; }
   // |peer - coconut| / |coconut| of the first-step loss (same batch and weights).
   double loss_difference() const;
 };

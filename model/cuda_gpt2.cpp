@@ -314,18 +314,14 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     const Act* inp = (l == l0 ? acts.x0 : acts.layers[l - 1].res_out) + r0 * C;
 
     // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
-    zero(dgelu_.data(), 4 * nC, stream());
     gpu::linear_backward(cublas_, dgelu_.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, kMlpResid),
                          A.gelu + r0 * 4 * C, W.fc_proj_w, n, 4 * C, C);
-    zero(dfc_.data(), 4 * nC, stream());
     gpu::gelu_backward(dfc_.data(), A.fc + r0 * 4 * C, dgelu_.data(), int64_t(4 * nC), stream());
-    zero(dln_.data(), nC, stream());
     gpu::linear_backward(cublas_, dln_.data(), G.fc_w, G.fc_b, dfc_.data(), A.ln2 + r0 * C, W.fc_w, n, C, 4 * C);
     gpu::layernorm_backward(dres, G.ln2_w, G.ln2_b, dln_.data(), A.res_mid + r0 * C, W.ln2_w, A.ln2_mean + r0,
                             A.ln2_rstd + r0, n, C, stream());
 
     // Attention block: res_mid = inp + attn_proj(attention(qkv(ln1(inp))))
-    zero(datt_.data(), nC, stream());
     gpu::linear_backward(cublas_, datt_.data(), G.attn_proj_w, G.attn_proj_b, branch_grad(l, kAttnResid),
                          A.att_out + r0 * C, W.attn_proj_w, n, C, C);
     // dqkv is fp32 (later passes accumulate dK/dV into it). In the bf16 model the fp32
@@ -350,7 +346,6 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
     if constexpr (std::is_same_v<Act, bf16>)
       gpu::convert(dqkv_act_.data(), A.dqkv + r0 * 3 * C, int64_t(nC) * 3, stream());
-    zero(dln_.data(), nC, stream());
     gpu::linear_backward(cublas_, dln_.data(), G.qkv_w, G.qkv_b, dqkv_rows, A.ln1 + r0 * C, W.qkv_w, n, C, 3 * C);
     gpu::layernorm_backward(dres, G.ln1_w, G.ln1_b, dln_.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n,
                             C, stream());

@@ -297,25 +297,20 @@ void GPT2::backward_stage(Activations& acts, int a, int b, int l0, int l1, const
     if (recompute) layer_forward(config_, W, A, acts, l, a, b, rows, inp, dropout.get());
 
     // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
-    zero(S.dgelu, 4 * nC);
     linear_backward(S.dgelu.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, Site::kMlpResid), A.gelu + w0 * 4 * C,
                     W.fc_proj_w, n, 4 * C, C);
-    zero(S.dfc, 4 * nC);
     gelu_backward(S.dfc.data(), A.fc + w0 * 4 * C, S.dgelu.data(), 4 * nC);
-    zero(S.dln, nC);
     linear_backward(S.dln.data(), G.fc_w, G.fc_b, S.dfc.data(), A.ln2 + w0 * C, W.fc_w, n, C, 4 * C);
     layernorm_backward(dres, G.ln2_w, G.ln2_b, S.dln.data(), A.res_mid + w0 * C, W.ln2_w, A.ln2_mean + w0,
                        A.ln2_rstd + w0, n, C);
 
     // Attention block: res_mid = inp + attn_proj(attention(qkv(ln1(inp))))
-    zero(S.datt, nC);
     linear_backward(S.datt.data(), G.attn_proj_w, G.attn_proj_b, branch_grad(l, Site::kAttnResid),
                     A.att_out + w0 * C, W.attn_proj_w, n, C, C);
     const Dropout probs_drop = drop ? dropout->at(l, Site::kAttnProbs) : Dropout{};
     attention_backward(A.dqkv, S.datt.data(), A.probs, A.qkv, a, b, B, T, C, H, drop ? &probs_drop : nullptr,
                        acts.pass_row0);
     // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
-    zero(S.dln, nC);
     linear_backward(S.dln.data(), G.qkv_w, G.qkv_b, A.dqkv + r0 * 3 * C, A.ln1 + w0 * C, W.qkv_w, n, C, 3 * C);
     layernorm_backward(dres, G.ln1_w, G.ln1_b, S.dln.data(), inp, W.ln1_w, A.ln1_mean + w0, A.ln1_rstd + w0, n, C);
   }

@@ -117,7 +117,7 @@ void linear_forward(float* out, const float* inp, const float* w, const float* b
 void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
                      int N, int IC, int OC) {
   if (N == 0) return;
-  sgemm(false, true, N, IC, OC, 1.f, dout, OC, w, OC, 1.f, dinp, IC);  // dinp += dout W^T
+  sgemm(false, true, N, IC, OC, 1.f, dout, OC, w, OC, 0.f, dinp, IC);  // dinp = dout W^T
   sgemm(true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout
   if (dbias) sum_rows_into(dbias, dout, N, OC);
 }
@@ -161,7 +161,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
     const float t = tanh_poly(u);
     const float du = kGeluScale * (1.f + 3.f * 0.044715f * x * x);
     const float grad = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * du;
-    dinp[i] += grad * dout[i];
+    dinp[i] = grad * dout[i];
   }
 }
 

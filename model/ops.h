@@ -1,7 +1,10 @@
 // CPU (fp32) ops of the GPT-2 decoder, each a forward and a backward function.
 // Shapes: N rows (time-major rows of one pass), C channels. Backward functions
 // ACCUMULATE (+=) into every gradient they write, so callers zero buffers once per
-// batch and several passes can add into the same parameter gradients.
+// batch and several passes can add into the same parameter gradients -- except the
+// input gradients of linear_backward and gelu_backward, which are OVERWRITTEN: their
+// callers' scratch would otherwise be zeroed first, an extra pass over the widest
+// (4C) buffers of the backward.
 #pragma once
 
 #include <cstdint>
@@ -20,12 +23,13 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
 
 // out[N,OC] = inp[N,IC] W[IC,OC] + bias[OC] (Hugging Face Conv1D layout). bias may be null.
 void linear_forward(float* out, const float* inp, const float* w, const float* bias, int N, int IC, int OC);
+// dinp[N,IC] = dout W^T (overwritten); dw += inp^T dout, dbias += column sums of dout.
 void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
                      int N, int IC, int OC);
 
 // tanh-approximated GELU (GPT-2's "gelu_new").
 void gelu_forward(float* out, const float* inp, int64_t n);
-void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);  // dinp overwritten
 
 // out[i] = a[i] + b[i]
 void add_forward(float* out, const float* a, const float* b, int64_t n);

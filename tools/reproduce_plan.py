@@ -13,7 +13,9 @@ time cap (train.max_minutes): 1.25 x the estimate of the sweep's slowest run (at
 30 s). N is the largest for which the caps of all runs add up to what is left of the
 budget (after USED_S, and RESERVE_S for the probe and the tables), split between the
 datasets by their number of runs: the runs finish within the budget even when the
-machine gets slower.
+machine gets slower. A dataset whose share buys more than all its items trains on all of
+them, and what it leaves goes to the other dataset (the paper's ProntoQA, 9,000 items, is
+cheaper than its share of a 2-hour budget; ProsQA then gets more of its 17,886).
 """
 import json
 import sys
@@ -35,6 +37,32 @@ def latents(method, c, epoch, eps):
     return 6 * c if method == "no_curriculum" else 0  # cot, no_cot, pause_as_thought: one pass
 
 
+def dataset_costs(out, ds, runs, epochs, eps, evaluated):
+    """The calibrated costs of one dataset's runs, as functions of N (items per epoch)."""
+    cal = {m: json.load(open(f"{out}/calibration/{ds}-{m}.json")) for m in ["cot", "no_curriculum"]}
+    s0, s6 = cal["cot"]["train_s_per_item"], cal["no_curriculum"]["train_s_per_item"]
+    ev = max(x["eval_s_per_item"] for x in cal.values()) * evaluated
+
+    def per_item(m, c):
+        return sum(s0 + (s6 - s0) * latents(m, c, e, eps) / 6 for e in range(epochs))
+
+    sweeps = sorted({sw for sw, _, _ in runs})
+    slowest = {sw: max(per_item(m, c) for s, m, c in runs if s == sw) for sw in sweeps}
+    count = {sw: sum(1 for s, _, _ in runs if s == sw) for sw in sweeps}
+
+    def cap_minutes(sw, n):
+        return max(MIN_CAP, round(MARGIN * (n * slowest[sw] + ev) / 60, 2))
+
+    def caps_s(n):  # what the caps of all the dataset's runs add up to, in seconds
+        return sum(count[sw] * cap_minutes(sw, n) * 60 for sw in sweeps)
+
+    def items_for(share_s):  # the largest N whose caps fit the share
+        return max(0, int((share_s / MARGIN - ev * len(runs)) / sum(count[sw] * slowest[sw] for sw in sweeps)))
+
+    return {"seconds_per_item": {"cot": s0, "no_curriculum": s6}, "eval_s": ev, "per_item": per_item,
+            "cap_minutes": cap_minutes, "caps_s": caps_s, "items_for": items_for}
+
+
 def main():
     a = sys.argv[1:]
     out, budget, used, epochs = a[0], float(a[1]), float(a[2]), int(a[3])
@@ -45,30 +73,31 @@ def main():
     reserve_s, min_items = float(a[9]), int(a[10])
     eps = max(1, epochs // 10)  # the paper: 5 epochs per stage of 50
     left = budget * 60 - used - reserve_s
-    n_runs = sum(len(r) for r in RUNS.values())
     plan = {"budget_minutes": budget, "epochs": epochs, "epochs_per_stage": eps, "datasets": {}}
+    costs = {ds: dataset_costs(out, ds, runs, epochs, eps, evaluated[ds]) for ds, runs in RUNS.items()}
+    # Shares by number of runs; a dataset that cannot use its share takes all its items
+    # and hands the rest of its share to the others.
+    items, open_ds = {}, set(RUNS)
+    while open_ds:
+        n_runs = sum(len(RUNS[ds]) for ds in open_ds)
+        fit = {ds: costs[ds]["items_for"](left * len(RUNS[ds]) / n_runs) for ds in open_ds}
+        full_ds = {ds for ds in open_ds if fit[ds] >= full[ds]}
+        if not full_ds:
+            items.update(fit)
+            break
+        for ds in full_ds:
+            items[ds] = full[ds]
+            left -= costs[ds]["caps_s"](full[ds])
+        open_ds -= full_ds
     for ds, runs in RUNS.items():
-        cal = {m: json.load(open(f"{out}/calibration/{ds}-{m}.json")) for m in ["cot", "no_curriculum"]}
-        s0, s6 = cal["cot"]["train_s_per_item"], cal["no_curriculum"]["train_s_per_item"]
-        ev = max(x["eval_s_per_item"] for x in cal.values()) * evaluated[ds]
-
-        def per_item(m, c):
-            return sum(s0 + (s6 - s0) * latents(m, c, e, eps) / 6 for e in range(epochs))
-
-        sweeps = sorted({sw for sw, _, _ in runs})
-        slowest = {sw: max(per_item(m, c) for s, m, c in runs if s == sw) for sw in sweeps}
-        count = {sw: sum(1 for s, _, _ in runs if s == sw) for sw in sweeps}
-        # sum over sweeps of count * MARGIN * (N * slowest + ev) = this dataset's share
-        share = left * len(runs) / n_runs
-        n = int((share / MARGIN - ev * len(runs)) / sum(count[sw] * slowest[sw] for sw in sweeps))
-        n = min(full[ds], n)
+        n, c = items[ds], costs[ds]
         if n < min_items:
             sys.exit(f"a budget of {budget} minutes leaves {n} {ds} items per epoch: give more minutes or fewer --epochs")
         plan["datasets"][ds] = {
-            "train_items": n, "full_items": full[ds], "seconds_per_item": {"cot": s0, "no_curriculum": s6},
-            "runs": [{"sweep": sw, "method": m, "c": c, "estimate_minutes": (n * per_item(m, c) + ev) / 60,
-                      "max_minutes": max(MIN_CAP, round(MARGIN * (n * slowest[sw] + ev) / 60, 2))}
-                     for sw, m, c in runs]}
+            "train_items": n, "full_items": full[ds], "seconds_per_item": c["seconds_per_item"],
+            "runs": [{"sweep": sw, "method": m, "c": cc, "estimate_minutes": (n * c["per_item"](m, cc) + c["eval_s"]) / 60,
+                      "max_minutes": c["cap_minutes"](sw, n)}
+                     for sw, m, cc in runs]}
     print(json.dumps(plan, indent=1))
 
 

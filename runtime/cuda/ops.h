@@ -88,7 +88,7 @@ void layernorm_backward(bf16* dinp, float* dw, float* db, const bf16* dout, cons
 
 // ---------------------------------------------------------------- GELU, residual
 
-// tanh-approximated GELU ("gelu_new"); the backward accumulates into dinp.
+// tanh-approximated GELU ("gelu_new"); the backward overwrites dinp (as the CPU op).
 void gelu_forward(float* out, const float* inp, int64_t n, cudaStream_t stream);
 void gelu_forward(bf16* out, const bf16* inp, int64_t n, cudaStream_t stream);
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n, cudaStream_t stream);
@@ -134,7 +134,8 @@ void linear_forward(CublasContext& cublas, float* out, const float* inp, const f
                     int IC, int OC);
 void linear_forward(CublasContext& cublas, bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N,
                     int IC, int OC);
-// dinp += dout W^T, dw += inp^T dout, dbias += column sums of dout (dbias may be null).
+// dinp = dout W^T (overwritten, as the CPU op), dw += inp^T dout, dbias += column sums of
+// dout (dbias may be null).
 // Weight gradients are fp32 in both forms (bf16 products accumulate into fp32 C).
 void linear_backward(CublasContext& cublas, float* dinp, float* dw, float* dbias, const float* dout,
                      const float* inp, const float* w, int N, int IC, int OC);

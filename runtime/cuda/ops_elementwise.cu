@@ -214,7 +214,7 @@ __global__ void gelu_backward_kernel(T* dinp, const T* inp, const T* dout, int64
     const float t = tanhf(u);
     const float du = kGeluScale * (1.f + 3.f * 0.044715f * x * x);
     const float grad = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * du;
-    dinp[i] = store<T>(load(dinp[i]) + grad * load(dout[i]));
+    dinp[i] = store<T>(grad * load(dout[i]));
   }
 }
 

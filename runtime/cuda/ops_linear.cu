@@ -98,14 +98,14 @@ void linear_forward(CublasContext& cublas, bf16* out, const bf16* inp, const bf1
 void linear_backward(CublasContext& cublas, float* dinp, float* dw, float* dbias, const float* dout,
                      const float* inp, const float* w, int N, int IC, int OC) {
   if (N == 0) return;
-  cublas.sgemm(false, true, N, IC, OC, 1.f, dout, OC, w, OC, 1.f, dinp, IC);  // dinp += dout W^T
+  cublas.sgemm(false, true, N, IC, OC, 1.f, dout, OC, w, OC, 0.f, dinp, IC);  // dinp = dout W^T
   cublas.sgemm(true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout
   if (dbias) column_sums(dbias, dout, N, OC, stream_of(cublas));
 }
 void linear_backward(CublasContext& cublas, bf16* dinp, float* dw, float* dbias, const bf16* dout, const bf16* inp,
                      const bf16* w, int N, int IC, int OC) {
   if (N == 0) return;
-  gemm_bf16(cublas, false, true, N, IC, OC, 1.f, dout, OC, w, OC, 1.f, dinp, IC);  // dinp += dout W^T
+  gemm_bf16(cublas, false, true, N, IC, OC, 1.f, dout, OC, w, OC, 0.f, dinp, IC);  // dinp = dout W^T
   gemm_bf16(cublas, true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout (fp32)
   if (dbias) column_sums(dbias, dout, N, OC, stream_of(cublas));
 }

@@ -215,7 +215,7 @@ TEST_F(Gpu, GeluAndAddMatchCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << n);
     const std::vector<float> x = round_bf16(random_vector(n, 20, -4.f, 4.f));
     const std::vector<float> dy = round_bf16(random_vector(n, 21));
-    const std::vector<float> dx0 = round_bf16(random_vector(n, 22));
+    const std::vector<float> dx0 = round_bf16(random_vector(n, 22));  // overwritten by the backward
     std::vector<float> y(n), dx = dx0, sum(n);
     model::gelu_forward(y.data(), x.data(), n);
     model::gelu_backward(dx.data(), x.data(), dy.data(), n);
@@ -256,7 +256,7 @@ TEST_F(Gpu, LinearMatchesCpu) {
     const std::vector<float> w = round_bf16(random_vector(size_t(s.IC) * s.OC, 31));
     const std::vector<float> b = round_bf16(random_vector(s.OC, 32));
     const std::vector<float> dy = round_bf16(random_vector(size_t(s.N) * s.OC, 33));
-    const std::vector<float> dx0 = round_bf16(random_vector(x.size(), 34));
+    const std::vector<float> dx0 = round_bf16(random_vector(x.size(), 34));  // overwritten by the backward
     const std::vector<float> dw0 = random_vector(w.size(), 35), db0 = random_vector(b.size(), 36);
     std::vector<float> y(size_t(s.N) * s.OC), dx = dx0, dw = dw0, db = db0;
     model::linear_forward(y.data(), x.data(), w.data(), s.bias ? b.data() : nullptr, s.N, s.IC, s.OC);

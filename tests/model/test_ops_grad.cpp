@@ -72,7 +72,8 @@ TEST(OpsGrad, Linear) {
     linear_forward(out.data(), x.data(), w.data(), b.data(), N, IC, OC);
     return dot(out, R);
   };
-  std::vector<float> dx(N * IC, 0.f), dw(IC * OC, 0.f), db(OC, 0.f);
+  // dx is overwritten (start it as garbage); dw and db accumulate (start them at 0).
+  std::vector<float> dx(N * IC, std::nanf("")), dw(IC * OC, 0.f), db(OC, 0.f);
   linear_backward(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(), N, IC, OC);
   expect_grad_matches(x, dx, f, "linear dx");
   expect_grad_matches(w, dw, f, "linear dw");
@@ -87,7 +88,7 @@ TEST(OpsGrad, Gelu) {
     gelu_forward(out.data(), x.data(), n);
     return dot(out, R);
   };
-  std::vector<float> dx(n, 0.f);
+  std::vector<float> dx(n, std::nanf(""));  // overwritten
   gelu_backward(dx.data(), x.data(), R.data(), n);
   expect_grad_matches(x, dx, f, "gelu dx", 1e-3f);
 }
