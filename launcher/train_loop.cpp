@@ -13,6 +13,7 @@
 #include "curriculum/batching.h"
 #include "runtime/check.h"
 #include "runtime/hash.h"
+#include "runtime/memory_meter.h"
 #include "runtime/rng.h"
 
 namespace coconut::launcher {
@@ -77,6 +78,7 @@ double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b) {
   st.busy += t.busy_seconds;
   st.op_wall += t.wall_seconds;
   st.simulated_bubble += t.simulated_bubble * t.wall_seconds;  // wall-weighted mean
+  st.simulated_peak_bytes = std::max(st.simulated_peak_bytes, t.simulated_peak_bytes);
   return loss;
 }
 
@@ -179,7 +181,8 @@ void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   st.loss_sum = st.tokens = 0;
   st.batches = 0;
   st.seconds_before = 0;
-  st.busy = st.op_wall = st.simulated_bubble = 0;
+  st.busy = st.op_wall = st.simulated_bubble = st.simulated_peak_bytes = 0;
+  ActivationMeter::reset_peak();  // the epoch's peak activation bytes, logged at its end
   st.epoch_timer.start();
 }
 
@@ -266,16 +269,30 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
     // Measured bubble per rank (1 - busy / wall over the op lists) next to the
     // simulator's prediction for the same schedules; rank 0 logs all ranks. After a
     // resume it covers the steps since the resume.
+    // The same for activation memory: the peak of the bytes allocated for activations
+    // (runtime/memory_meter.h) against the simulator's per-micro-batch peak, which
+    // leaves out the stage's workspace and scratch (docs/status.md).
     const int W = ctx.world->size(), r = ctx.world->rank();
-    std::vector<double> stats(2 * W, 0.0);
+    std::vector<double> stats(4 * W, 0.0);
     stats[r] = st.op_wall > 0 ? 1.0 - st.busy / st.op_wall : 0.0;
     stats[W + r] = st.op_wall > 0 ? st.simulated_bubble / st.op_wall : 0.0;
+    stats[2 * W + r] = static_cast<double>(ActivationMeter::peak()) / (1 << 20);
+    stats[3 * W + r] = st.simulated_peak_bytes / (1 << 20);
     ctx.world->all_reduce_sum(stats.data(), stats.size());
-    std::string line;
-    for (int k = 0; k < W; ++k) line += fmt::format(" rank {}: {:.3f} / {:.3f};", k, stats[k], stats[W + k]);
-    spdlog::info("epoch {} pipeline bubble, measured / simulated:{}", epoch, line);
-    row["bubble_measured"] = std::vector<double>(stats.begin(), stats.begin() + W);
-    row["bubble_simulated"] = std::vector<double>(stats.begin() + W, stats.end());
+    std::string bubble, memory;
+    for (int k = 0; k < W; ++k) {
+      bubble += fmt::format(" rank {}: {:.3f} / {:.3f};", k, stats[k], stats[W + k]);
+      memory += fmt::format(" rank {}: {:.2f} / {:.2f};", k, stats[2 * W + k], stats[3 * W + k]);
+    }
+    spdlog::info("epoch {} pipeline bubble, measured / simulated:{}", epoch, bubble);
+    spdlog::info("epoch {} peak activation MiB, measured / simulated per micro-batch:{}", epoch, memory);
+    auto part = [&](int i) { return std::vector<double>(stats.begin() + i * W, stats.begin() + (i + 1) * W); };
+    row["bubble_measured"] = part(0);
+    row["bubble_simulated"] = part(1);
+    row["activation_mib_measured"] = part(2);
+    row["activation_mib_simulated"] = part(3);
+  } else {
+    row["activation_mib_measured"] = static_cast<double>(ActivationMeter::peak()) / (1 << 20);
   }
   // Between epochs (what an epoch-end checkpoint saves): the next epoch, not started.
   st.epoch = epoch + 1;

@@ -79,8 +79,9 @@ struct TrainState {
   int64_t batches = 0;         // batches that took a step
   double seconds_before = 0;   // time spent in this epoch before a resume
   TrainSummary summary;        // per-epoch results so far
-  // This process only, not saved: pipeline time this epoch (measured bubble) and the clock.
-  double busy = 0, op_wall = 0, simulated_bubble = 0;
+  // This process only, not saved: pipeline time this epoch (measured bubble), the
+  // simulator's largest per-micro-batch activation bytes of a step, and the clock.
+  double busy = 0, op_wall = 0, simulated_bubble = 0, simulated_peak_bytes = 0;
   Timer epoch_timer;
   bool out_of_time = false;    // train.max_minutes: the epoch being finished is the run's last
 

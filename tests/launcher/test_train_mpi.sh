@@ -48,13 +48,21 @@ for name in ["pp2_ring", "pp2_gpipe", "dp2", "pp2_dp2_1f1b", "dp2_default", "pp2
     worst = max(abs(a - b) / abs(b) for a, b in zip(got, ref))
     print(f"{name}: losses {got} worst relative difference {worst:.2e}")
     ok &= len(got) == len(ref) and worst <= 1e-5
-# Every distributed epoch reports a measured and a simulated bubble per rank, in [0, 1).
+# Every distributed epoch reports a measured and a simulated bubble per rank, in [0, 1),
+# and the peak activation MiB per rank: measured (every activation buffer allocated)
+# above the simulator's per-micro-batch figure, which leaves out workspace and scratch.
 for line in open(f"{tmp}/pp2_dp2_1f1b/metrics.jsonl"):
     row = json.loads(line)
     for key in ("bubble_measured", "bubble_simulated"):
         vals = row.get(key, [])
         print(key, vals)
         ok &= len(vals) == 4 and all(0.0 <= v < 1.0 for v in vals)
+    measured, simulated = row.get("activation_mib_measured", []), row.get("activation_mib_simulated", [])
+    print("activation MiB measured", measured, "simulated", simulated)
+    ok &= len(measured) == 4 and len(simulated) == 4 and all(0 < s < m for m, s in zip(measured, simulated))
+single = [json.loads(l).get("activation_mib_measured", 0) for l in open(f"{tmp}/single/metrics.jsonl")]
+print("one process, activation MiB measured", single)
+ok &= all(v > 0 for v in single)
 same = losses("pp2_ring") == losses("pp2_ring_again")
 print("pp2_ring twice identical:", same)
 sys.exit(0 if ok and same else 1)
