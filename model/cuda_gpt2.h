@@ -40,7 +40,8 @@ namespace coconut::model {
 template <typename Act>
 class CudaActivationsOf {
  public:
-  // Lays out (and zeroes, on `stream`) the activations of B sequences of T columns.
+  // Lays out the activations of B sequences of T columns, growing the buffers as needed
+  // (a new buffer is zeroed on `stream`; a reused one is not: every step rewrites it).
   void resize(const GPT2Config& config, int B, int T, cudaStream_t stream);
   void zero_grads(cudaStream_t stream);  // the dqkv that later passes accumulate into
   // Dropout keys: the counter stream of every row, keyed as Activations' (seed, step,
