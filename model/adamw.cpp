@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "runtime/check.h"
+#include "runtime/threads.h"
 
 namespace coconut::model {
 
@@ -44,14 +45,16 @@ void AdamW::step(float* params, const float* grads, float lr) {
     const float* g = grads + seg.begin;
     float* m = m_.data() + (seg.begin - begin_);
     float* v = v_.data() + (seg.begin - begin_);
-#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
-    for (int64_t i = 0; i < n; ++i) {
-      p[i] *= decay;
-      m[i] = b1 * m[i] + (1.f - b1) * g[i];
-      v[i] = b2 * v[i] + (1.f - b2) * g[i] * g[i];
-      const float denom = std::sqrt(v[i]) / bias2_sqrt + eps;
-      p[i] -= step_size * m[i] / denom;
-    }
+    parallel_chunks(n, int64_t{1} << 15, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) {
+        p[i] *= decay;
+        m[i] = b1 * m[i] + (1.f - b1) * g[i];
+        v[i] = b2 * v[i] + (1.f - b2) * g[i] * g[i];
+        const float denom = std::sqrt(v[i]) / bias2_sqrt + eps;
+        p[i] -= step_size * m[i] / denom;
+      }
+    });
   }
 }
 

@@ -15,6 +15,7 @@
 #include "runtime/blas.h"
 #include "runtime/check.h"
 #include "runtime/rng.h"
+#include "runtime/threads.h"
 
 namespace coconut::model {
 namespace {
@@ -145,29 +146,35 @@ inline float exp_poly(float x) {
 inline float tanh_poly(float u) { return 1.f - 2.f / (exp_poly(2.f * u) + 1.f); }
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    const float u = kGeluScale * (x + 0.044715f * x * x * x);
-    out[i] = 0.5f * x * (1.f + tanh_poly(u));
-  }
+  parallel_chunks(n, kParallelMin, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      const float x = inp[i];
+      const float u = kGeluScale * (x + 0.044715f * x * x * x);
+      out[i] = 0.5f * x * (1.f + tanh_poly(u));
+    }
+  });
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    const float u = kGeluScale * (x + 0.044715f * x * x * x);
-    const float t = tanh_poly(u);
-    const float du = kGeluScale * (1.f + 3.f * 0.044715f * x * x);
-    const float grad = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * du;
-    dinp[i] = grad * dout[i];
-  }
+  parallel_chunks(n, kParallelMin, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      const float x = inp[i];
+      const float u = kGeluScale * (x + 0.044715f * x * x * x);
+      const float t = tanh_poly(u);
+      const float du = kGeluScale * (1.f + 3.f * 0.044715f * x * x);
+      const float grad = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * du;
+      dinp[i] = grad * dout[i];
+    }
+  });
 }
 
 void add_forward(float* out, const float* a, const float* b, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+  parallel_chunks(n, kParallelMin, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) out[i] = a[i] + b[i];
+  });
 }
 
 // ---------------------------------------------------------------- dropout
