@@ -75,7 +75,8 @@ std::vector<parallel::StateSlice> state_slices(TrainContext& ctx) {
     add("adam.m", n, 0, n, ctx.opt.m().data());
     add("adam.v", n, 0, n, ctx.opt.v().data());
   }
-  if (ctx.eot) {  // one process only (checked by run_training)
+  // Every rank holds the same <eot> classifier (launcher/train_loop.cpp): rank 0 writes it.
+  if (ctx.eot && (!ctx.world || ctx.world->rank() == 0)) {
     const uint64_t e = ctx.eot->num_params();
     add("eot.params", e, 0, e, ctx.eot->params());
     add("eot.adam.m", e, 0, e, ctx.eot->optimizer().m().data());

@@ -61,6 +61,25 @@ StepBatch make_step_batch(const TrainContext& ctx, const EpochPlan& plan, size_t
   return b;
 }
 
+// The <eot> classifier's gradient and the statistics of this step, summed over every
+// rank: only the last pipeline stage of each replica computes them (the other ranks
+// add zeros). Every rank then takes the same AdamW step, so all hold the same
+// classifier: rank 0 evaluates with it and saves it.
+void sum_eot_over_ranks(parallel::Communicator& world, curriculum::EotClassifier& eot,
+                        const curriculum::EotClassifier::Stats& before) {
+  const size_t n = eot.num_params();
+  const curriculum::EotClassifier::Stats& now = eot.stats();
+  std::vector<double> sums(n + 3);
+  std::copy_n(eot.grads(), n, sums.begin());
+  sums[n] = now.bce_sum - before.bce_sum;
+  sums[n + 1] = static_cast<double>(now.rows - before.rows);
+  sums[n + 2] = static_cast<double>(now.correct - before.correct);
+  world.all_reduce_sum(sums.data(), sums.size());
+  for (size_t i = 0; i < n; ++i) eot.grads()[i] = static_cast<float>(sums[i]);
+  eot.set_stats({before.bce_sum + sums[n], before.rows + std::llround(sums[n + 1]),
+                 before.correct + std::llround(sums[n + 2])});
+}
+
 // Under mpirun: micro-batches go round-robin to the replicas; every stage of a replica
 // runs the same ones. Returns the global loss.
 double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b) {
@@ -68,12 +87,31 @@ double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b) {
   Distributed& dist = ctx.dist;
   std::vector<model::SequenceBatch> mine;
   std::vector<std::vector<int64_t>> mine_ids;
+  std::vector<model::MultipassRunner::HiddenLoss> eot_losses;  // per micro-batch of this replica
+  curriculum::EotClassifier* eot = ctx.eot;
   for (size_t m = dist.grid->dp_index(); m < b.micro.size(); m += dist.grid->dp()) {
     mine.push_back(std::move(b.micro[m]));
     mine_ids.push_back(b.micro_ids[m]);
+    if (eot && b.eot_rows > 0)
+      eot_losses.push_back(eot->hidden_loss(b.micro_eot[m], b.eot_rows, static_cast<float>(c.eot_loss_weight)));
   }
   if (ctx.mc.dropout > 0) dist.executor->set_dropout(c.seed, static_cast<uint64_t>(st.step), mine_ids);
+  curriculum::EotClassifier::Stats eot_before;
+  if (eot) {
+    eot->zero_grads();
+    eot_before = eot->stats();
+    dist.executor->set_hidden_loss(
+        eot_losses.empty() ? parallel::PipelineExecutor::HiddenLoss{}
+                           : [&eot_losses](int m, const model::Activations& acts, MeteredVector<float>& d_hidden) {
+                               return eot_losses[m](acts, d_hidden);
+                             });
+  }
   const double loss = dist.executor->train_step(mine, 1.f / b.targets, c.adamw.lr).loss;
+  if (eot) {
+    dist.executor->set_hidden_loss({});  // it refers to this step's targets
+    sum_eot_over_ranks(*ctx.world, *eot, eot_before);
+    if (b.eot_rows > 0) eot->step(c.adamw.lr);
+  }
   const parallel::StepTiming& t = dist.executor->last_timing();
   st.busy += t.busy_seconds;
   st.op_wall += t.wall_seconds;

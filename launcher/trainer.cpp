@@ -147,7 +147,6 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   Distributed dist;
   if (distributed) {
     const int dp = c.dp > 0 ? c.dp : parallel::data_parallel_size(world->size(), c.pp);
-    COCONUT_CHECK(!c.eot_classifier, "curriculum.eot_classifier is not supported with several ranks yet");
     dist.world = world;
     dist.grid = std::make_unique<parallel::ProcessGrid>(*world, c.pp, dp);
     dist.partition = parallel::partition_layers(mc.n_layer, c.pp, parallel::stage_costs(mc));

@@ -359,6 +359,11 @@ void PipelineExecutor::lm_head(int m, const model::SequenceBatch& b) {
   for (int i = 0; i < n; ++i)
     std::memcpy(x.d_out.data() + static_cast<size_t>(target_rows_[i]) * C,
                 d_gathered_.data() + static_cast<size_t>(i) * C, sizeof(float) * C);
+  if (hidden_loss_) {
+    losses_[m] += hidden_loss_(m, x.acts, x.d_out);
+    COCONUT_CHECK(x.d_out.size() == R * C, "the hidden-state loss hook resized d_hidden ({} floats, expected {})",
+                  x.d_out.size(), R * C);
+  }
 }
 
 void PipelineExecutor::backward(int m, int p, const model::SequenceBatch& b) {

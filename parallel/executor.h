@@ -42,6 +42,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -111,6 +112,16 @@ class PipelineExecutor {
   // in every micro-batch). Used once, like MultipassRunner::set_dropout.
   void set_dropout(uint64_t seed, uint64_t step, std::vector<std::vector<int64_t>> sample_ids = {});
 
+  // An extra loss on the final-norm hidden states of each micro-batch (the <eot>
+  // classifier, curriculum/eot_classifier.h), as MultipassRunner::set_hidden_loss: on
+  // the last stage, right after micro-batch `micro`'s LM head (all its passes are then
+  // done), with its activations (acts.lnf: [T*B, C]) and d_hidden (already holding the
+  // LM head's gradient), into which it ADDS its own. It returns its loss (scaled), which
+  // joins the step's loss. `micro` indexes the micro-batches given to forward_backward.
+  // An empty function (the default) changes nothing; it stays set until replaced.
+  using HiddenLoss = std::function<double(int micro, const model::Activations& acts, MeteredVector<float>& d_hidden)>;
+  void set_hidden_loss(HiddenLoss hook) { hidden_loss_ = std::move(hook); }
+
   // Collective over the grid. Zeroes the gradients and runs forward and backward of
   // this replica's micro-batches through the pipeline. Every stage of a replica must be
   // given the same micro-batches (checked); replicas may have different ones, or none.
@@ -167,6 +178,7 @@ class PipelineExecutor {
   std::vector<double> losses_;       // per micro-batch (last stage)
   int max_passes_ = 0;
   float loss_scale_ = 1;
+  HiddenLoss hidden_loss_;
   bool dropout_pending_ = false;
   uint64_t dropout_seed_ = 0, dropout_step_ = 0;
   std::vector<std::vector<int64_t>> dropout_ids_;

@@ -27,6 +27,11 @@ run dp2 2 --set parallel.pp=1
 run pp2_dp2_1f1b 4 --set parallel.pp=2 --set parallel.schedule=1f1b
 # train.micro_batch_size left to its default (0): batch 16 cut for the topology, logged.
 run dp2_default 2 --set parallel.pp=1 --set train.micro_batch_size=0
+# The learned <eot> classifier: its loss joins the model's on the last stage, its
+# gradient and statistics are summed over the ranks.
+eot=(--set curriculum.eot_classifier=true)
+run single_eot 1 "${eot[@]}"
+run pp2_dp2_eot 4 "${eot[@]}" --set parallel.pp=2 --set parallel.schedule=ring
 run pp2_default 2 --set parallel.pp=2 --set train.micro_batch_size=0
 for case in "dp2_default 8" "pp2_default 4"; do
   set -- $case
@@ -63,6 +68,23 @@ for line in open(f"{tmp}/pp2_dp2_1f1b/metrics.jsonl"):
 single = [json.loads(l).get("activation_mib_measured", 0) for l in open(f"{tmp}/single/metrics.jsonl")]
 print("one process, activation MiB measured", single)
 ok &= all(v > 0 for v in single)
+# With the <eot> classifier: losses, the classifier's statistics and its saved weights
+# equal the one-process run's within 1e-5 relative (1e-6 absolute for the weights).
+got, ref_eot = losses("pp2_dp2_eot"), losses("single_eot")
+worst = max(abs(a - b) / abs(b) for a, b in zip(got, ref_eot))
+print(f"pp2_dp2_eot: losses {got} worst relative difference {worst:.2e}")
+ok &= len(got) == len(ref_eot) == 3 and worst <= 1e-5 and ref_eot != ref
+def eot_stats(name):
+    return [(r["eot_bce"], r["eot_stop_accuracy"]) for r in map(json.loads, open(f"{tmp}/{name}/metrics.jsonl"))]
+for (bce, acc), (bce1, acc1) in zip(eot_stats("pp2_dp2_eot"), eot_stats("single_eot")):
+    print(f"eot bce {bce:.6f} vs {bce1:.6f}, stop accuracy {acc:.4f} vs {acc1:.4f}")
+    ok &= abs(bce - bce1) <= 1e-5 * abs(bce1) and abs(acc - acc1) <= 1e-9
+def weights(name):
+    lines = open(f"{tmp}/{name}/eot_classifier.txt").read().split("\n")[2:]
+    return [float.fromhex(v) for v in lines if v]
+w, w1 = weights("pp2_dp2_eot"), weights("single_eot")
+print(f"eot classifier: {len(w)} values, largest difference {max(abs(a - b) for a, b in zip(w, w1)):.2e}")
+ok &= len(w) == len(w1) > 0 and max(abs(a - b) for a, b in zip(w, w1)) <= 1e-6 and any(v != 0 for v in w)
 same = losses("pp2_ring") == losses("pp2_ring_again")
 print("pp2_ring twice identical:", same)
 sys.exit(0 if ok and same else 1)

@@ -5,7 +5,7 @@
 # per-epoch means (metrics.jsonl) of the uninterrupted run bit for bit, and the
 # optimizer reset at each curriculum-stage switch must happen exactly once.
 # Two stages of one epoch each, 3 steps per epoch (6 steps), dropout on.
-# Cases, one process and pp=2 x dp=2 under mpirun -np 4:
+# Cases, one process and pp=2 x dp=2 under mpirun -np 4 (also with the <eot> classifier):
 #   mid-stage      stop after step 4 (inside epoch 1), resume auto
 #   stage boundary stop after step 3 (the last batch of epoch 0: its row, and the reset
 #                  at epoch 1, happen in the resumed run), resume auto
@@ -45,6 +45,11 @@ run mid_grid 4 "${grid[@]}" --set checkpoint.stop_after_steps=4
 run mid_grid 4 "${grid[@]}" --resume auto
 run boundary_grid 4 "${grid[@]}" --set checkpoint.async=true --set checkpoint.stop_after_steps=3
 run boundary_grid 4 "${grid[@]}" --set checkpoint.async=true --resume auto
+run full_grid_eot 4 "${grid[@]}" "${eot[@]}"
+run mid_grid_eot 4 "${grid[@]}" "${eot[@]}" --set checkpoint.stop_after_steps=4
+run mid_grid_eot 4 "${grid[@]}" "${eot[@]}" --resume auto
+# ... and onto one process: rank 0's copy of the classifier serves any topology.
+run one_from_grid_eot 1 "${eot[@]}" --resume "$tmp/mid_grid_eot/checkpoints/step-00000004"
 
 python3 - "$tmp" <<'PY'
 import json, re, sys
@@ -59,7 +64,7 @@ def check(cond, what):
     print(("ok  " if cond else "FAIL"), what)
     ok &= bool(cond)
 for ref, cases in [("full", ["mid", "boundary", "epochend"]), ("full_eot", ["mid_eot"]),
-                   ("full_grid", ["mid_grid", "boundary_grid"])]:
+                   ("full_grid", ["mid_grid", "boundary_grid"]), ("full_grid_eot", ["mid_grid_eot"])]:
     ref_steps = [(r["step"], r["loss"]) for r in rows(ref, "steps.jsonl")]
     ref_epochs = [(r["epoch"], r["loss"]) for r in rows(ref, "metrics.jsonl")]
     check(len(ref_steps) == 6 and len(ref_epochs) == 2, f"{ref}: 6 steps, 2 epochs")
@@ -78,6 +83,15 @@ for ref, cases in [("full", ["mid", "boundary", "epochend"]), ("full_eot", ["mid
 # The classifier's per-epoch statistics continue across the resume.
 eot_cols = lambda name: [(r["eot_bce"], r["eot_stop_accuracy"]) for r in rows(name, "metrics.jsonl")]
 check(eot_cols("mid_eot") == eot_cols("full_eot"), f"mid_eot: <eot> statistics equal {eot_cols('mid_eot')}")
+check(eot_cols("mid_grid_eot") == eot_cols("full_grid_eot"),
+      f"mid_grid_eot: <eot> statistics equal {eot_cols('mid_grid_eot')}")
+one, grid_ref = rows("one_from_grid_eot", "metrics.jsonl"), rows("full_grid_eot", "metrics.jsonl")[1:]
+check(len(one) == 1 and abs(one[0]["loss"] - grid_ref[0]["loss"]) <= 1e-5 * grid_ref[0]["loss"] and
+      abs(one[0]["eot_bce"] - grid_ref[0]["eot_bce"]) <= 1e-5 * grid_ref[0]["eot_bce"],
+      f"one_from_grid_eot: epoch 1 on one process from pp 2 x dp 2's checkpoint: loss {one[0]['loss']}, "
+      f"<eot> BCE {one[0]['eot_bce']} (pp 2 x dp 2: {grid_ref[0]['loss']}, {grid_ref[0]['eot_bce']})")
+check(open(f"{tmp}/mid_grid_eot/eot_classifier.txt").read() == open(f"{tmp}/full_grid_eot/eot_classifier.txt").read(),
+      "mid_grid_eot: the saved classifier equals full_grid_eot's bit for bit")
 sys.exit(0 if ok else 1)
 PY
 
