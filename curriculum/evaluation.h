@@ -32,12 +32,30 @@ struct EvalResult {
   double accuracy() const { return total ? static_cast<double>(correct) / total : 0.0; }
 };
 
+// One of `count` workers of an evaluation (ranks under mpirun): it generates the batches
+// k with k % count == index, batches of the same items as one worker would form, so
+// the workers' items together are one worker's result bit for bit.
+struct EvalShard {
+  int index = 0, count = 1;
+};
+
 // eot_classifier: nullptr for the fixed count of thoughts (the reference); otherwise the
 // classifier decides when to leave latent mode, capped at the stage's count (only for
-// methods whose thoughts are fed back: an error otherwise).
+// methods whose thoughts are fed back: an error otherwise). With a shard of several,
+// the result holds this shard's items only (the others stay default, generated_tokens
+// -1) and its counts and means over them; merge_eval_shards joins the shards.
 EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
-                    const EotClassifier* eot_classifier = nullptr);
+                    const EotClassifier* eot_classifier = nullptr, EvalShard shard = {});
+
+// Every shard's result (same samples, same batch size) joined into one worker's result:
+// each item from the shard that generated it, counts and means over all items.
+EvalResult merge_eval_shards(const std::vector<EvalResult>& shards);
+
+// An EvalResult as JSON and back (every field, every item), to send a shard's result
+// between processes.
+std::string eval_result_to_json(const EvalResult& r);
+EvalResult eval_result_from_json(const std::string& text);
 
 // Writes the result as JSON: accuracy, counts and every item's prediction.
 void write_eval_report(const std::string& path, const EvalResult& result, const std::string& dataset_name);

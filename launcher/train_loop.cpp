@@ -268,11 +268,26 @@ void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row) {
 
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
                                       const std::vector<Sample>& split, const TrainConfig& c, int stage,
-                                      const curriculum::EotClassifier* eot) {
-  if (c.eval_max_items <= 0 || static_cast<int>(split.size()) <= c.eval_max_items)
-    return curriculum::evaluate(gpt, tok, split, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
-  const std::vector<Sample> head(split.begin(), split.begin() + c.eval_max_items);  // copy only when truncating
-  return curriculum::evaluate(gpt, tok, head, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot);
+                                      const curriculum::EotClassifier* eot, parallel::Communicator* world) {
+  std::vector<Sample> head;  // a copy only when truncating
+  if (c.eval_max_items > 0 && static_cast<int>(split.size()) > c.eval_max_items)
+    head.assign(split.begin(), split.begin() + c.eval_max_items);
+  const std::vector<Sample>& items = head.empty() ? split : head;
+  const int ranks = world ? world->size() : 1, rank = world ? world->rank() : 0;
+  curriculum::EvalResult mine = curriculum::evaluate(gpt, tok, items, c.curriculum, stage, c.eval_batch_size,
+                                                     c.max_new_tokens, eot, {rank, ranks});
+  if (ranks == 1) return mine;
+  // Each rank's share to every rank (a few hundred bytes per item), then joined.
+  std::vector<curriculum::EvalResult> shares(ranks);
+  for (int from = 0; from < ranks; ++from) {
+    std::string text = from == rank ? curriculum::eval_result_to_json(mine) : std::string();
+    int64_t bytes = static_cast<int64_t>(text.size());
+    world->broadcast_bytes(&bytes, sizeof bytes, from);
+    text.resize(static_cast<size_t>(bytes));
+    world->broadcast_bytes(text.data(), text.size(), from);
+    shares[from] = from == rank ? std::move(mine) : curriculum::eval_result_from_json(text);
+  }
+  return curriculum::merge_eval_shards(shares);
 }
 
 bool out_of_time(const TrainContext& ctx, const TrainState& st) {
@@ -340,9 +355,12 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   const bool last = epoch + 1 == c.epochs || st.out_of_time;
   const bool eval_now = !ctx.data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);
   if (ctx.dist.executor && (eval_now || last)) ctx.dist.gather_model(ctx.gpt);
+  // Every rank evaluates a share of the batches (collective under mpirun); rank 0 reports.
+  curriculum::EvalResult r;
+  if (eval_now)
+    r = evaluate_split(ctx.gpt, ctx.tok, ctx.data.valid, c, stage, ctx.eot, ctx.dist.executor ? ctx.world : nullptr);
   if (!ctx.writer) return;
   if (eval_now) {
-    const auto r = evaluate_split(ctx.gpt, ctx.tok, ctx.data.valid, c, stage, ctx.eot);
     row["valid_accuracy"] = r.accuracy();
     if (ctx.eot) {
       row["valid_mean_thoughts"] = r.mean_thoughts;

@@ -233,13 +233,17 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     summary.seconds = wall.seconds();
     return summary;
   }
-  if (distributed) world->barrier();  // the other ranks wait while rank 0 evaluates and writes
+  // The test split: every rank evaluates a share (collective under mpirun); rank 0 writes.
+  curriculum::EvalResult test;
+  if (!data.test.empty())
+    test = evaluate_split(gpt, *tok, data.test, c, summary.final_stage, eot.get(), distributed ? world : nullptr);
+  if (distributed) world->barrier();  // the other ranks wait while rank 0 writes
   if (!writer) {
     summary.seconds = wall.seconds();
     return summary;
   }
   if (!data.test.empty()) {
-    const auto r = evaluate_split(gpt, *tok, data.test, c, summary.final_stage, eot.get());
+    const curriculum::EvalResult& r = test;
     summary.test_accuracy = r.accuracy();
     curriculum::write_eval_report((dir / "eval_test.json").string(), r, data.test_name);
     spdlog::info("{} accuracy {:.3f} ({}/{})", data.test_name, r.accuracy(), r.correct, r.total);
