@@ -16,6 +16,7 @@
 #include "model/multipass.h"
 #include "runtime/blas.h"
 #include "runtime/check.h"
+#include "runtime/process.h"
 #include "runtime/threads.h"
 #include "runtime/timer.h"
 
@@ -30,30 +31,44 @@ double coconut_forward_flops(const model::GPT2Config& c, int B, int T, int targe
 
 namespace {
 
-struct PeerResult {
-  double ms = -1, best_ms = -1, first_loss = NAN;
-  std::string version;
-};
-
-// Runs the PyTorch peer on the batch and weights written to dir.
-PeerResult run_torch_peer(const CoconutStepOptions& o, const fs::path& dir, int threads) {
-  const std::string cmd = fmt::format(
-      "{} {}/bench/torch_coconut_step.py --batch-file {} --weights {} --steps {} --warmup {} --threads {}", o.python,
-      COCONUT_SOURCE_DIR, (dir / "batch.json").string(), (dir / "model").string(), o.steps, o.warmup, threads);
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  PeerResult r;
-  if (!pipe) return r;
-  char line[512];
-  while (fgets(line, sizeof line, pipe.get())) {
-    double v;
-    char ver[128];
-    if (std::sscanf(line, "torch_ms_per_step %lf", &v) == 1) r.ms = v;
-    if (std::sscanf(line, "torch_best_ms %lf", &v) == 1) r.best_ms = v;
-    if (std::sscanf(line, "torch_first_loss %lf", &v) == 1) r.first_loss = v;
-    if (std::sscanf(line, "torch_version %127s", ver) == 1) r.version = ver;
+// The PyTorch peer (bench/torch_coconut_step.py) on the batch and weights written to
+// dir: it warms up, says `ready FIRST_LOSS VERSION`, then times one step per request.
+class TorchPeer {
+ public:
+  TorchPeer(const CoconutStepOptions& o, const fs::path& dir, int threads) {
+    try {
+      child_ = std::make_unique<LineChild>(std::vector<std::string>{
+          o.python, std::string(COCONUT_SOURCE_DIR) + "/bench/torch_coconut_step.py", "--batch-file",
+          (dir / "batch.json").string(), "--weights", (dir / "model").string(), "--warmup",
+          std::to_string(o.warmup), "--threads", std::to_string(threads)});
+    } catch (const Error&) {
+      return;  // no python: the peer is unavailable
+    }
+    std::string line;
+    char version[128] = {};
+    while (child_->receive(&line))
+      if (std::sscanf(line.c_str(), "ready %lf %127s", &first_loss, version) == 2) {
+        version_ = version;
+        return;
+      }
+    child_.reset();  // it ended without getting ready (torch missing, an error)
   }
-  return r;
-}
+  bool ready() const { return child_ != nullptr; }
+  // One timed step of the peer, in ms; < 0 when it failed.
+  double step() {
+    std::string line;
+    double ms = -1;
+    if (!child_ || !child_->send("step") || !child_->receive(&line) || std::sscanf(line.c_str(), "ms %lf", &ms) != 1)
+      return -1;
+    return ms;
+  }
+  const std::string& version() const { return version_; }
+  double first_loss = NAN;
+
+ private:
+  std::unique_ptr<LineChild> child_;
+  std::string version_;
+};
 
 }  // namespace
 
@@ -83,10 +98,17 @@ CoconutStepResult measure_coconut_step(const CoconutStepOptions& o) {
     COCONUT_CHECK(out.good(), "cannot write {}", (dir / "batch.json").string());
   }
 
+  // The peer starts (and warms up) first; then each timed step of ours is followed by
+  // one of the peer's, so that both sides see the same moments of a shared machine.
+  std::unique_ptr<TorchPeer> peer;
+  if (o.torch_peer) {
+    peer = std::make_unique<TorchPeer>(o, dir, r.threads);
+    if (!peer->ready()) peer.reset();
+  }
   model::AdamW opt(model::AdamWConfig{}, gpt.layout(), 0, gpt.num_params());
   model::MultipassRunner runner;
   const int targets = batch.num_targets();
-  double total = 0, best = 1e30;
+  double total = 0, best = 1e30, peer_total = 0, peer_best = 1e30;
   for (int i = 0; i < o.warmup + o.steps; ++i) {
     Timer timer;
     gpt.zero_grads();
@@ -94,18 +116,23 @@ CoconutStepResult measure_coconut_step(const CoconutStepOptions& o) {
     opt.step(gpt.params(), gpt.grads(), 1e-4f);
     const double s = timer.seconds();
     if (i == 0) r.first_loss = loss;
-    if (i >= o.warmup) total += s, best = std::min(best, s);
+    if (i < o.warmup) continue;
+    total += s, best = std::min(best, s);
+    if (!peer) continue;
+    const double ms = peer->step();
+    COCONUT_CHECK(ms > 0, "the PyTorch peer stopped answering (bench/torch_coconut_step.py)");
+    peer_total += ms, peer_best = std::min(peer_best, ms);
   }
   r.batch = batch.B, r.columns = batch.T, r.passes = static_cast<int>(batch.passes.size()), r.targets = targets;
   r.params = static_cast<double>(gpt.num_params());
   r.ms = 1e3 * total / o.steps, r.best_ms = 1e3 * best;
   r.flops = 3.0 * coconut_forward_flops(cfg, batch.B, batch.T, targets);
-  r.sgemm_peak_gflops = measure_sgemm_gflops();
-  if (o.torch_peer) {
-    const PeerResult peer = run_torch_peer(o, dir, r.threads);
-    r.peer_ms = peer.ms, r.peer_best_ms = peer.best_ms, r.peer_first_loss = peer.first_loss;
-    r.peer_version = peer.version;
+  if (peer) {
+    r.peer_ms = peer_total / o.steps, r.peer_best_ms = peer_best, r.peer_first_loss = peer->first_loss;
+    r.peer_version = peer->version();
+    peer.reset();  // ends it before the SGEMM peak is measured
   }
+  r.sgemm_peak_gflops = measure_sgemm_gflops();
   fs::remove_all(dir);
   return r;
 }

@@ -9,12 +9,14 @@ The peer is written to be fast rather than to mirror the official code line by l
 transformers' GPT2Model for the passes (eager attention, KV cache), the tied LM head
 only on the targeted rows, and the fed-back thoughts inserted with torch.where (the
 official implementation rebuilds the embedding tensor from Python lists, which is
-slower). Prints `torch_ms_per_step X` (mean over the timed steps), `torch_best_ms X` (the
-fastest timed step) and the loss of the first step for the C++ side to compare.
+slower). After its warm-up it prints `ready FIRST_LOSS TORCH_VERSION`, then times one
+step for each line `step` on stdin and answers `ms X`, so that the C++ side alternates
+its steps with these (both see the same moments of a shared machine); EOF ends it.
 """
 import argparse
 import inspect
 import json
+import sys
 import time
 
 import torch
@@ -25,7 +27,6 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch-file", required=True)
     p.add_argument("--weights", required=True, help="Hugging Face GPT-2 directory with the C++ side's initial weights")
-    p.add_argument("--steps", type=int, required=True)
     p.add_argument("--warmup", type=int, required=True)
     p.add_argument("--threads", type=int, required=True)
     a = p.parse_args()
@@ -87,21 +88,18 @@ def main():
         opt.step()
         return loss.item()
 
-    total, best, first_loss = 0.0, float("inf"), None
-    for i in range(a.warmup + a.steps):
+    # Warm-up, then one timed step per "step" line on stdin, so that the C++ side can
+    # alternate its steps with ours: both see the same state of a shared machine.
+    first_loss = step()
+    for _ in range(a.warmup - 1):
+        step()
+    print(f"ready {first_loss:.6f} {torch.__version__}", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
         t0 = time.perf_counter()
-        loss = step()
-        dt = time.perf_counter() - t0
-        if first_loss is None:
-            first_loss = loss
-        if i >= a.warmup:
-            total += dt
-            best = min(best, dt)
-    print(f"torch_version {torch.__version__}")
-    print(f"torch_first_loss {first_loss:.6f}")
-    print(f"torch_best_ms {1e3 * best:.3f}")
-    print(f"torch_ms_per_step {1e3 * total / a.steps:.3f}", flush=True)
-
+        step()
+        print(f"ms {1e3 * (time.perf_counter() - t0):.3f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,6 +51,75 @@ int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path)
   while (waitpid(pid, &status, 0) < 0) COCONUT_CHECK(errno == EINTR, "waitpid failed: {}", std::strerror(errno));
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+}
+
+LineChild::LineChild(const std::vector<std::string>& cmd) {
+  COCONUT_CHECK(!cmd.empty(), "LineChild: empty command");
+  // Its stdin is a socket rather than a pipe: send(MSG_NOSIGNAL) to a child that has
+  // gone fails with EPIPE instead of raising SIGPIPE in this process.
+  int in[2], out[2];
+  COCONUT_CHECK(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) == 0 && ::pipe2(out, O_CLOEXEC) == 0,
+                "cannot create the child's stdin and stdout: {}", std::strerror(errno));
+  posix_spawn_file_actions_t actions;
+  COCONUT_CHECK(posix_spawn_file_actions_init(&actions) == 0, "posix_spawn_file_actions_init failed");
+  posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);   // dup2 clears O_CLOEXEC
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  std::vector<char*> argv;
+  for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int err = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(in[0]);
+  ::close(out[1]);
+  if (err != 0) {
+    ::close(in[1]);
+    ::close(out[0]);
+    COCONUT_FAIL("cannot start '{}': {}", cmd[0], std::strerror(err));
+  }
+  pid_ = pid;
+  to_child_ = in[1];
+  from_child_ = ::fdopen(out[0], "r");
+  COCONUT_CHECK(from_child_ != nullptr, "fdopen failed: {}", std::strerror(errno));
+}
+
+LineChild::~LineChild() {
+  try {
+    finish();
+  } catch (...) {  // a destructor does not throw; finish() already reaped what it could
+  }
+}
+
+bool LineChild::send(const std::string& line) {
+  if (to_child_ < 0) return false;
+  const std::string text = line + "\n";
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::send(to_child_, text.data() + done, text.size() - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;  // EPIPE: the child has gone
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool LineChild::receive(std::string* line) {
+  line->clear();
+  if (!from_child_) return false;
+  int c;
+  while ((c = std::fgetc(from_child_)) != EOF && c != '\n') line->push_back(static_cast<char>(c));
+  return c != EOF || !line->empty();
+}
+
+int LineChild::finish() {
+  if (pid_ < 0) return exit_code_;
+  if (to_child_ >= 0) ::close(to_child_), to_child_ = -1;
+  if (from_child_) std::fclose(from_child_), from_child_ = nullptr;
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0) COCONUT_CHECK(errno == EINTR, "waitpid failed: {}", std::strerror(errno));
+  pid_ = -1;
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+  return exit_code_;
 }
 
 }  // namespace coconut

@@ -1,8 +1,9 @@
-// Child processes: the running binary's own path, and running a command with its output
-// going to a log file. Used by `coconut sweep` (one process or mpirun job per run) and
-// `coconut bench all` (the mpirun sub-benchmarks).
+// Child processes: the running binary's own path, running a command with its output
+// going to a log file (`coconut sweep`: one process or mpirun job per run; `coconut bench
+// all`: the mpirun sub-benchmarks), and a child spoken to line by line (the PyTorch peer).
 #pragma once
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -18,5 +19,28 @@ std::string shell_line(const std::vector<std::string>& cmd);
 // stdin from /dev/null, waits for it; returns its exit code (128 + signal when a signal
 // ended it). Throws coconut::Error when it cannot be started.
 int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path);
+
+// A child that talks in lines over its stdin and stdout (stderr passes through): a
+// peer that takes requests one at a time (the PyTorch peer of `coconut bench coconut`).
+class LineChild {
+ public:
+  // Starts cmd (argv[0] looked up in PATH); throws coconut::Error when it cannot.
+  explicit LineChild(const std::vector<std::string>& cmd);
+  ~LineChild();  // closes its stdin and waits for it
+  LineChild(const LineChild&) = delete;
+  LineChild& operator=(const LineChild&) = delete;
+
+  // Sends one line (a newline is added); false when the child has gone.
+  bool send(const std::string& line);
+  // The next line of its output without the newline; false at end of output.
+  bool receive(std::string* line);
+  // Closes its stdin, waits, and returns its exit code (128 + signal); once.
+  int finish();
+
+ private:
+  int pid_ = -1, to_child_ = -1;
+  FILE* from_child_ = nullptr;
+  int exit_code_ = -1;
+};
 
 }  // namespace coconut
