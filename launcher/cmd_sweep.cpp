@@ -144,9 +144,11 @@ int cmd_sweep(const std::vector<std::string>& args) {
     fmt::print("{}: {} (log {})\n", tag, resume ? "interrupted earlier, resuming with --resume auto" : "training", log);
     std::fflush(stdout);
     fs::create_directories(run.dir);
+    note_attempt_start(run.dir);
     Timer timer;
     const int code = run_logged(cmd, log);
     const double seconds = timer.seconds();
+    note_attempt_end(run.dir, seconds, code);
     // Exit 0 without the final model means the run stopped early (checkpoint.stop_after_steps).
     const bool complete = code == 0 && fs::exists(fs::path(run.dir) / "model" / "model.safetensors");
     if (complete) {

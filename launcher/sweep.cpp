@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -127,6 +128,68 @@ std::vector<std::string> train_command(const SweepSpec& spec, const SweepRun& ru
   return cmd;
 }
 
+namespace {
+
+double unix_seconds_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::vector<nlohmann::json> read_attempts(const fs::path& path) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(path);
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    try {
+      lines.push_back(nlohmann::json::parse(line));
+    } catch (const nlohmann::json::exception& e) {
+      COCONUT_FAIL("{}:{}: not a JSON line: {}", path.string(), n, e.what());
+    }
+  }
+  return lines;
+}
+
+void append_attempt(const fs::path& path, const nlohmann::json& j) {
+  std::ofstream out(path, std::ios::app);
+  out << j.dump() << "\n";
+  COCONUT_CHECK(out.good(), "cannot append to '{}'", path.string());
+}
+
+}  // namespace
+
+void note_attempt_start(const std::string& run_dir) {
+  const fs::path path = fs::path(run_dir) / kSweepAttemptsFile;
+  const std::vector<nlohmann::json> lines = read_attempts(path);
+  if (!lines.empty() && lines.back().contains("start")) {
+    // The last attempt never ended here: its sweep was killed. It ran at least until
+    // its training last wrote to the log.
+    const double start = lines.back().at("start").get<double>();
+    std::error_code ec;
+    const auto written = fs::last_write_time(fs::path(run_dir) / "train.log", ec);
+    double end = start;
+    if (!ec) {
+      // file_clock to Unix time through "now" on both clocks (GCC 12 has no clock_cast).
+      const double ago = std::chrono::duration<double>(fs::file_time_type::clock::now() - written).count();
+      end = std::max(start, unix_seconds_now() - ago);
+    }
+    append_attempt(path, {{"end", end}, {"seconds", end - start}, {"exit", nullptr}, {"estimated", true}});
+  }
+  append_attempt(path, {{"start", unix_seconds_now()}});
+}
+
+void note_attempt_end(const std::string& run_dir, double seconds, int exit_code) {
+  append_attempt(fs::path(run_dir) / kSweepAttemptsFile,
+                 {{"end", unix_seconds_now()}, {"seconds", seconds}, {"exit", exit_code}});
+}
+
+double attempts_seconds(const std::string& run_dir) {
+  double total = 0;
+  bool any = false;
+  for (const nlohmann::json& j : read_attempts(fs::path(run_dir) / kSweepAttemptsFile))
+    if (j.contains("seconds")) total += j.at("seconds").get<double>(), any = true;
+  return any ? total : -1;
+}
+
 void write_done_marker(const std::string& run_dir, double wall_seconds, bool resumed,
                        const std::vector<std::string>& command) {
   const fs::path path = fs::path(run_dir) / kSweepDoneFile;
@@ -160,6 +223,8 @@ RunResult read_run_result(const std::string& run_dir, const std::string& status)
   }
   const nlohmann::json done = read_json_if_present(fs::path(run_dir) / kSweepDoneFile);
   if (done.is_object()) r.wall_seconds = done.value("wall_seconds", -1.0);
+  const double all = attempts_seconds(run_dir);
+  if (all >= 0) r.wall_seconds = all;
   return r;
 }
 
@@ -200,9 +265,9 @@ bool is_grid_key(const SweepSpec& spec, const std::string& key) {
 
 void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::vector<RunResult>& results) {
   COCONUT_CHECK(runs.size() == results.size(), "write_results: {} runs but {} results", runs.size(), results.size());
-  std::string md = fmt::format("# Sweep {}\n\nBase config `{}`; one row per run (wall time: the attempt that "
-                               "finished).\n\n| run |",
-                               spec.source, spec.base_config);
+  std::string md = fmt::format("# Sweep {}\n\nBase config `{}`; one row per run (wall time: every attempt "
+                               "the sweeps made, {}).\n\n| run |",
+                               spec.source, spec.base_config, kSweepAttemptsFile);
   std::string csv = "run";
   for (const SweepAxis& a : spec.grid) {
     md += fmt::format(" {} |", a.key);

@@ -68,6 +68,17 @@ std::vector<std::string> run_overrides(const SweepSpec& spec, const SweepRun& ru
 std::vector<std::string> train_command(const SweepSpec& spec, const SweepRun& run, const std::string& coconut_bin,
                                        bool resume);
 
+// RUN_DIR/sweep_attempts.jsonl: a line {"start": unix seconds} when the sweep starts an
+// attempt at the run, and {"end": ..., "seconds": ..., "exit": code} when it ends. A sweep
+// killed meanwhile writes no end: the next attempt's start closes the open one at the
+// last write of the run's train.log (its training stopped writing there), marked
+// "estimated". Times are the sweep's view: start-up and evaluation included.
+constexpr const char* kSweepAttemptsFile = "sweep_attempts.jsonl";
+void note_attempt_start(const std::string& run_dir);
+void note_attempt_end(const std::string& run_dir, double seconds, int exit_code);
+// The seconds of every closed attempt of the run; -1 when none is recorded.
+double attempts_seconds(const std::string& run_dir);
+
 // Writes RUN_DIR/sweep_done.json (atomically): the run's wall time and command.
 void write_done_marker(const std::string& run_dir, double wall_seconds, bool resumed,
                        const std::vector<std::string>& command);
@@ -77,7 +88,9 @@ struct RunResult {
   std::string status;          // trained | resumed | skipped | failed (exit N) | not run
   double valid_accuracy = -1;  // -1: no eval_valid.json
   double mean_generated_tokens = -1;
-  double wall_seconds = -1;    // of the attempt that finished (from the marker)
+  // Of all attempts (sweep_attempts.jsonl); a run from before that file: the attempt
+  // that finished (the marker).
+  double wall_seconds = -1;
 };
 // Reads what a run left behind: RUN_DIR/eval_valid.json and the marker.
 RunResult read_run_result(const std::string& run_dir, const std::string& status);

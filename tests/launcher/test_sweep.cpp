@@ -136,6 +136,32 @@ TEST(Sweep, RunStateFollowsTheDirectoryAndTheMarker) {
   fs::remove_all(dir);
 }
 
+TEST(Sweep, WallTimeAddsEveryAttemptAndEstimatesAKilledOne) {
+  const fs::path dir = temp_dir("attempts");
+  fs::create_directories(dir);
+  EXPECT_LT(attempts_seconds(dir.string()), 0);  // nothing recorded
+  note_attempt_start(dir.string());
+  note_attempt_end(dir.string(), 3.5, 1);
+  EXPECT_DOUBLE_EQ(attempts_seconds(dir.string()), 3.5);
+  // A sweep killed during the second attempt: its training last wrote the log about 10 s
+  // after the start; the third attempt's start closes it there.
+  note_attempt_start(dir.string());
+  std::ofstream(dir / "train.log") << "training\n";
+  fs::last_write_time(dir / "train.log", fs::file_time_type::clock::now() + std::chrono::seconds(10));
+  note_attempt_start(dir.string());
+  EXPECT_NEAR(attempts_seconds(dir.string()), 3.5 + 10, 0.5);
+  note_attempt_end(dir.string(), 2.0, 0);
+  EXPECT_NEAR(attempts_seconds(dir.string()), 3.5 + 10 + 2, 0.5);
+  write_done_marker(dir.string(), 2.0, true, {});
+  EXPECT_NEAR(read_run_result(dir.string(), "resumed").wall_seconds, 15.5, 0.5);  // not the marker's 2.0
+  const std::string lines = read_text(dir / kSweepAttemptsFile);
+  EXPECT_EQ(std::count(lines.begin(), lines.end(), '\n'), 6);
+  EXPECT_NE(lines.find("\"estimated\":true"), std::string::npos) << lines;
+  std::ofstream(dir / kSweepAttemptsFile, std::ios::app) << "{not json\n";
+  EXPECT_THROW(attempts_seconds(dir.string()), Error);
+  fs::remove_all(dir);
+}
+
 TEST(Sweep, ResultsTableReadsEachRunsReport) {
   const fs::path dir = temp_dir("results");
   SweepSpec s = parse(kSweep);

@@ -110,9 +110,14 @@ grep -q "resumed from .*checkpoints" "$work/resumed.log" || fail "the restart di
 [[ -f $out/c_thought-1/sweep_done.json ]] || fail "the resumed run has no marker"
 grep -q '"resumed": true' "$out/c_thought-1/sweep_done.json" || fail "the marker does not say resumed"
 python3 - "$out" <<'PY'
-import csv, sys
+import csv, json, sys
 rows = list(csv.DictReader(open(f"{sys.argv[1]}/results.csv")))
 assert [r["status"] for r in rows] == ["skipped", "resumed"], rows
+# Its wall time is both attempts' (sweep_attempts.jsonl: start, end, start, end).
+attempts = [json.loads(l) for l in open(f"{sys.argv[1]}/c_thought-1/sweep_attempts.jsonl")]
+assert [sorted(a) for a in attempts] == [["start"], ["end", "exit", "seconds"]] * 2, attempts
+total = sum(a["seconds"] for a in attempts if "seconds" in a)
+assert abs(float(rows[1]["wall_seconds"]) - total) < 0.01 and total > attempts[3]["seconds"], (rows[1], attempts)
 PY
 pass "interrupted run resumed with --resume auto, the finished one skipped"
 # ---- each run its own mpirun job ----------------------------------------------------------
