@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/check.h"
+#include "tests/test_support.h"
 #include "runtime/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -21,34 +22,21 @@ using coconut::NamedTensor;
 using coconut::SafetensorsFile;
 using namespace coconut::model;
 
+using coconut::test::expect_error;
+
 namespace {
 
 const std::string kFixture = std::string(COCONUT_SOURCE_DIR) + "/tests/fixtures/gpt2_tiny";
 
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const coconut::Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "expected a coconut::Error";
-}
-
 class HFWeightsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("coconut_hf_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
     config_ = read_hf_config(kFixture + "/config.json");
     params_.resize(ParamLayout(config_).total());
     import_hf_gpt2(kFixture + "/model.safetensors", config_, params_.data());
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string path(const std::string& name) const { return scratch_.path(name); }
 
   // The fixture's tensors under the given names, plus extras; used to build broken files.
   std::vector<NamedTensor> tensors(const std::string& prefix, const std::string& skip = "") const {
@@ -72,7 +60,7 @@ class HFWeightsTest : public ::testing::Test {
     return p;
   }
 
-  fs::path dir_;
+  coconut::test::ScratchDir scratch_{"coconut_hf"};
   GPT2Config config_;
   std::vector<float> params_;
 };

@@ -15,38 +15,22 @@
 #include <limits>
 
 #include "runtime/check.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using coconut::DType;
 using coconut::NamedTensor;
 using coconut::SafetensorsFile;
 
+using coconut::test::expect_error;
+
 namespace {
 
 const std::string kDtypesFixture = std::string(COCONUT_SOURCE_DIR) + "/tests/fixtures/gpt2_tiny/dtypes.safetensors";
 
-// Runs fn, expects a coconut::Error whose message contains every one of parts.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const coconut::Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "expected a coconut::Error";
-}
-
 class SafetensorsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("coconut_safetensors_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string path(const std::string& name) const { return scratch_.path(name); }
 
   // A file with the given header text and data bytes; header_len overrides the length prefix.
   std::string write_raw(const std::string& header, size_t data_bytes, int64_t header_len = -1) {
@@ -58,7 +42,7 @@ class SafetensorsTest : public ::testing::Test {
     return p;
   }
 
-  fs::path dir_;
+  coconut::test::ScratchDir scratch_{"coconut_safetensors"};
 };
 
 TEST_F(SafetensorsTest, RoundTripKeepsBitsShapesOrderAndMetadata) {
