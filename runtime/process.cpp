@@ -33,6 +33,29 @@ std::string shell_line(const std::vector<std::string>& cmd) {
   return line;
 }
 
+namespace {
+
+// posix_spawnp of cmd (argv[0] looked up in PATH) with these file actions, which it
+// destroys; returns 0 or the error number.
+int spawn(const std::vector<std::string>& cmd, posix_spawn_file_actions_t* actions, pid_t* pid) {
+  std::vector<char*> argv;
+  for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const int err = posix_spawnp(pid, argv[0], actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(actions);
+  return err;
+}
+
+// Waits for the child; its exit code, or 128 + the signal that ended it.
+int wait_exit_code(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) COCONUT_CHECK(errno == EINTR, "waitpid failed: {}", std::strerror(errno));
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+}
+
+}  // namespace
+
 int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path) {
   COCONUT_CHECK(!cmd.empty(), "run_to_log: empty command");
   posix_spawn_file_actions_t actions;
@@ -40,17 +63,10 @@ int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path)
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  std::vector<char*> argv;
-  for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
   pid_t pid = 0;
-  const int err = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
+  const int err = spawn(cmd, &actions, &pid);
   COCONUT_CHECK(err == 0, "cannot start '{}': {}", cmd[0], std::strerror(err));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) COCONUT_CHECK(errno == EINTR, "waitpid failed: {}", std::strerror(errno));
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+  return wait_exit_code(pid);
 }
 
 LineChild::LineChild(const std::vector<std::string>& cmd) {
@@ -64,12 +80,8 @@ LineChild::LineChild(const std::vector<std::string>& cmd) {
   COCONUT_CHECK(posix_spawn_file_actions_init(&actions) == 0, "posix_spawn_file_actions_init failed");
   posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);   // dup2 clears O_CLOEXEC
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  std::vector<char*> argv;
-  for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
   pid_t pid = 0;
-  const int err = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
+  const int err = spawn(cmd, &actions, &pid);
   ::close(in[0]);
   ::close(out[1]);
   if (err != 0) {
@@ -115,10 +127,8 @@ int LineChild::finish() {
   if (pid_ < 0) return exit_code_;
   if (to_child_ >= 0) ::close(to_child_), to_child_ = -1;
   if (from_child_) std::fclose(from_child_), from_child_ = nullptr;
-  int status = 0;
-  while (waitpid(pid_, &status, 0) < 0) COCONUT_CHECK(errno == EINTR, "waitpid failed: {}", std::strerror(errno));
+  exit_code_ = wait_exit_code(pid_);
   pid_ = -1;
-  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
   return exit_code_;
 }
 
