@@ -53,14 +53,14 @@ def dataset_costs(out, ds, runs, epochs, eps, evaluated):
     def cap_minutes(sw, n):
         return max(MIN_CAP, round(MARGIN * (n * slowest[sw] + ev) / 60, 2))
 
-    def caps_s(n):  # what the caps of all the dataset's runs add up to, in seconds
-        return sum(count[sw] * cap_minutes(sw, n) * 60 for sw in sweeps)
+    def budget_s(n):  # the seconds the plan sets aside for the dataset's runs (the caps before their floor)
+        return sum(count[sw] * MARGIN * (n * slowest[sw] + ev) for sw in sweeps)
 
     def items_for(share_s):  # the largest N whose caps fit the share
         return max(0, int((share_s / MARGIN - ev * len(runs)) / sum(count[sw] * slowest[sw] for sw in sweeps)))
 
     return {"seconds_per_item": {"cot": s0, "no_curriculum": s6}, "eval_s": ev, "per_item": per_item,
-            "cap_minutes": cap_minutes, "caps_s": caps_s, "items_for": items_for}
+            "cap_minutes": cap_minutes, "budget_s": budget_s, "items_for": items_for}
 
 
 def main():
@@ -87,7 +87,7 @@ def main():
             break
         for ds in full_ds:
             items[ds] = full[ds]
-            left -= costs[ds]["caps_s"](full[ds])
+            left -= costs[ds]["budget_s"](full[ds])
         open_ds -= full_ds
     for ds, runs in RUNS.items():
         n, c = items[ds], costs[ds]

@@ -21,9 +21,9 @@ LEFT = BUDGET_MIN * 60 - USED_S - RESERVE_S
 ROUNDING_S = 0.3  # a cap is in minutes rounded to 0.01
 
 
-def plan(full_prosqa, full_prontoqa, budget=BUDGET_MIN):
-    args = [sys.executable, f"{repo}/tools/reproduce_plan.py", tmp, str(budget), str(USED_S), "10",
-            str(full_prosqa), str(full_prontoqa), "500", "800", "0", str(RESERVE_S), "32"]
+def plan(full_prosqa, full_prontoqa, budget=BUDGET_MIN, used=USED_S, reserve=RESERVE_S, min_items=32, eval_max=0):
+    args = [sys.executable, f"{repo}/tools/reproduce_plan.py", tmp, str(budget), str(used), "10",
+            str(full_prosqa), str(full_prontoqa), "500", "800", str(eval_max), str(reserve), str(min_items)]
     return subprocess.run(args, capture_output=True, text=True)
 
 
@@ -74,7 +74,18 @@ s = json.loads(r.stdout)
 check(r.returncode == 0 and s["datasets"]["prosqa"]["train_items"] == 300 and
       s["datasets"]["prontoqa"]["train_items"] == 200, "small datasets: all items of both")
 
-# 4. A budget that buys fewer than 32 items is refused, naming the dataset.
+# 4. --quick's shape: 48 items each, 8 evaluated, 2 minutes of which 40 s went to the
+# calibration. ProntoQA's 5 caps at their 30 s floor add up to more than is left, but the
+# floor is not what the runs are expected to use: ProntoQA hands on the rest of its
+# share, and ProsQA still gets its 16 items or more.
+r = plan(48, 48, budget=2, used=40, reserve=15, min_items=16, eval_max=8)
+q4 = json.loads(r.stdout) if r.returncode == 0 else {"datasets": {}}
+check(r.returncode == 0 and q4["datasets"]["prontoqa"]["train_items"] == 48 and
+      q4["datasets"]["prosqa"]["train_items"] >= 16,
+      f"--quick's 2 minutes: all 48 ProntoQA items, {q4['datasets'].get('prosqa', {}).get('train_items')} ProsQA "
+      f"items ({r.stderr.strip()})")
+
+# 5. A budget that buys fewer than 32 items is refused, naming the dataset.
 r = plan(10**7, 10**7, budget=3)
 check(r.returncode != 0 and "give more minutes" in r.stderr, f"3 minutes refused: '{r.stderr.strip()}'")
 
