@@ -47,7 +47,7 @@ class TorchPeer {
     std::string line;
     char version[128] = {};
     while (child_->receive(&line))
-      if (std::sscanf(line.c_str(), "ready %lf %127s", &first_loss, version) == 2) {
+      if (std::sscanf(line.c_str(), "ready %lf %127s", &first_loss_, version) == 2) {
         version_ = version;
         return;
       }
@@ -63,11 +63,12 @@ class TorchPeer {
     return ms;
   }
   const std::string& version() const { return version_; }
-  double first_loss = NAN;
+  double first_loss() const { return first_loss_; }
 
  private:
   std::unique_ptr<LineChild> child_;
   std::string version_;
+  double first_loss_ = NAN;
 };
 
 }  // namespace
@@ -128,7 +129,7 @@ CoconutStepResult measure_coconut_step(const CoconutStepOptions& o) {
   r.ms = 1e3 * total / o.steps, r.best_ms = 1e3 * best;
   r.flops = 3.0 * coconut_forward_flops(cfg, batch.B, batch.T, targets);
   if (peer) {
-    r.peer_ms = peer_total / o.steps, r.peer_best_ms = peer_best, r.peer_first_loss = peer->first_loss;
+    r.peer_ms = peer_total / o.steps, r.peer_best_ms = peer_best, r.peer_first_loss = peer->first_loss();
     r.peer_version = peer->version();
     peer.reset();  // ends it before the SGEMM peak is measured
   }

@@ -75,13 +75,12 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
 TrainSummary run_training(const TrainConfig& given, parallel::Communicator* world) {
   Timer wall;
   const bool distributed = world && world->size() > 1;
+  // Data-parallel replicas of this run (1 in one process).
+  const int dp = !distributed ? 1 : given.dp > 0 ? given.dp : parallel::data_parallel_size(world->size(), given.pp);
   // train.micro_batch_size left out: chosen for this run's topology.
   TrainConfig resolved = given;
-  if (resolved.micro_batch_size == 0) {
-    const int pp = distributed ? given.pp : 1;
-    const int dp = !distributed ? 1 : given.dp > 0 ? given.dp : parallel::data_parallel_size(world->size(), given.pp);
-    resolved.micro_batch_size = default_micro_batch_size(given.batch_size, pp, dp);
-  }
+  if (resolved.micro_batch_size == 0)
+    resolved.micro_batch_size = default_micro_batch_size(given.batch_size, distributed ? given.pp : 1, dp);
   const TrainConfig& c = resolved;
   const bool writer = !world || world->rank() == 0;  // rank 0 evaluates and writes the run directory
   set_num_threads(c.threads);
@@ -146,7 +145,6 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   runner.set_activation_policy(model::parse_activation_policy(c.activations));
   Distributed dist;
   if (distributed) {
-    const int dp = c.dp > 0 ? c.dp : parallel::data_parallel_size(world->size(), c.pp);
     dist.world = world;
     dist.grid = std::make_unique<parallel::ProcessGrid>(*world, c.pp, dp);
     dist.partition = parallel::partition_layers(mc.n_layer, c.pp, parallel::stage_costs(mc));
