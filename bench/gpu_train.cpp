@@ -1,9 +1,13 @@
 // GPU training benchmark of a GPT-2 124M-shaped Coconut model (model/cuda_gpt2.h): a
 // batch with continuous thoughts (a question pass, one single-column pass per thought,
 // the final pass), forward + loss + backward through every thought + AdamW, repeated
-// for a fixed time: bf16 mixed precision with the step replayed as a CUDA graph, with
-// fp32 attention (30% of --seconds) and with bf16 attention (30%), bf16 launched op by
-// op (20%), and fp32 as a graph (20%).
+// for a fixed time, once per configuration ("row"): bf16 mixed precision replayed as a
+// CUDA graph with each attention kernel (graph-flash: fused; graph-attn: bf16 batched
+// products; graph: fp32 products), bf16 launched op by op (eager-attn, eager,
+// eager-flash), and fp32 as a graph (fp32). --rows picks them (default graph-attn,graph,
+// eager-attn,fp32,graph-flash); --seconds is shared among them. --profile-step brackets each
+// row's first timed step with cudaProfilerStart/Stop, for `ncu --profile-from-start off`
+// (tests/gpu/run.sh COCONUT_GPU_NCU, tools/ncu_summary.py).
 // Prints tokens/s and MFU against the card's dense bf16 peak (formula printed), then
 // runs bench/torch_gpu_step.py, the same Coconut step in PyTorch (transformers' GPT-2
 // with a KV cache) on the same GPU, and prints the ratios. tests/gpu/run.sh runs it; no
@@ -11,6 +15,8 @@
 //
 //   coconut_gpu_bench [--seconds 120] [--batch 8] [--seq-len 256] [--question 64]
 //                     [--latents 6] [--python python3] [--no-torch] [--torch-seconds 30]
+//                     [--rows LIST] [--profile-step]
+#include <cuda_profiler_api.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -40,7 +46,47 @@ struct Options {
   std::string python = "python3";
   bool torch = true;
   int torch_seconds = 30;  // per precision
+  std::vector<std::string> rows = {"graph-attn", "graph", "eager-attn", "fp32", "graph-flash"};
+  bool profile_step = false;
 };
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t begin = 0;
+  while (begin <= s.size()) {
+    const size_t end = std::min(s.find(',', begin), s.size());
+    if (end > begin) out.push_back(s.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  return out;
+}
+
+// One timed configuration: its --rows name, precision, graph or op by op, attention,
+// and its share of --seconds (relative to the other rows asked for).
+struct Row {
+  const char* key;
+  bool bf16, graphs;
+  model::CudaAttention attention;
+  double share;
+  const char* name;
+};
+// The fused rows come last: a fault there (sticky for the process) would fail the rows
+// after it too.
+constexpr Row kRows[] = {
+    {"graph-attn", true, true, model::CudaAttention::kBf16Batched, 0.2, "coconut bf16, CUDA graph, bf16 attention"},
+    {"graph", true, true, model::CudaAttention::kFp32, 0.2, "coconut bf16, CUDA graph, fp32 attention"},
+    {"eager-attn", true, false, model::CudaAttention::kBf16Batched, 0.15, "coconut bf16, op by op, bf16 attention"},
+    {"eager", true, false, model::CudaAttention::kFp32, 0.15, "coconut bf16, op by op, fp32 attention"},
+    {"fp32", false, true, model::CudaAttention::kFp32, 0.2, "coconut fp32, CUDA graph"},
+    {"graph-flash", true, true, model::CudaAttention::kBf16Flash, 0.2, "coconut bf16, CUDA graph, fused attention"},
+    {"eager-flash", true, false, model::CudaAttention::kBf16Flash, 0.15, "coconut bf16, op by op, fused attention"},
+};
+
+const Row* find_row(const std::string& key) {
+  for (const Row& r : kRows)
+    if (key == r.key) return &r;
+  return nullptr;
+}
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -58,8 +104,13 @@ Options parse(int argc, char** argv) {
     else if (a == "--python") o.python = value();
     else if (a == "--no-torch") o.torch = false;
     else if (a == "--torch-seconds") o.torch_seconds = std::stoi(value());
+    else if (a == "--rows") o.rows = split_commas(value());
+    else if (a == "--profile-step") o.profile_step = true;
     else COCONUT_FAIL("unknown option {} (see the comment at the top of bench/gpu_train.cpp)", a);
   }
+  for (const std::string& r : o.rows)
+    COCONUT_CHECK(find_row(r) != nullptr, "--rows: unknown row '{}' (see the comment at the top of bench/gpu_train.cpp)",
+                  r);
   COCONUT_CHECK(o.batch > 0 && o.latents >= 1 && o.question >= 1 && o.question + o.latents < o.seq_len,
                 "need batch > 0, latents >= 1 and question + latents < seq-len");
   return o;
@@ -132,9 +183,10 @@ double run_torch_peer(const Options& o, const model::GPT2Config& c, int seconds,
 // ms per step and prints the step count and last loss.
 template <typename Act>
 double time_steps(const model::GPT2Config& cfg, const model::GPT2& host, const model::SequenceBatch& batch,
-                  double seconds, bool graphs, bool bf16_attention, const char* name) {
+                  double seconds, bool graphs, model::CudaAttention attention, bool profile_step,
+                  const char* name) {
   model::CudaGPT2Of<Act> gpu(cfg);
-  gpu.set_bf16_attention(bf16_attention);
+  gpu.set_attention(attention);
   gpu.set_params(host.params());
   const model::AdamW host_opt(model::AdamWConfig{}, host.layout(), 0, host.num_params());
   std::vector<gpu::DecaySegment> segments;
@@ -156,13 +208,18 @@ double time_steps(const model::GPT2Config& cfg, const model::GPT2& host, const m
   };
   int64_t k = 0;
   for (; k < 3; ++k) step(k + 1);  // warm-up: cuBLAS heuristics, buffer growth, the graph's capture
+  size_t free_bytes = 0, total_bytes = 0;  // the device memory this row holds (activations, probabilities, ...)
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   Timer timer;
   int steps = 0;
   double loss = 0;
+  if (profile_step) CUDA_CHECK(cudaProfilerStart());
+  loss = step(++k), ++steps;  // at least one timed step
+  if (profile_step) CUDA_CHECK(cudaProfilerStop());
   while (timer.seconds() < seconds) loss = step(++k), ++steps;
   const double ms = 1e3 * timer.seconds() / steps;
-  fmt::print("{}: {} timed steps in {:.1f} s after 3 warm-up steps, last loss {:.4f}\n", name, steps, timer.seconds(),
-             loss);
+  fmt::print("{}: {} timed steps in {:.1f} s after 3 warm-up steps, last loss {:.4f}, device memory in use {:.1f} GiB\n",
+             name, steps, timer.seconds(), loss, double(total_bytes - free_bytes) / (1 << 30));
   std::fflush(stdout);
   return ms;
 }
@@ -185,20 +242,25 @@ int run(const Options& o) {
   model::GPT2 host(cfg);
   host.init_weights(1234);
   const model::SequenceBatch batch = coconut_batch(o, cfg.vocab_size);
-  // A failing graph capture is reported and leaves its rows out; the eager rows stay.
-  auto timed = [&](auto act, double seconds, bool graphs, bool bf16_attention, const char* name) {
+  // Each row asked for, in kRows order; a failure (a graph capture, say) is reported
+  // and leaves its row out (-1 ms).
+  double shares = 0;
+  for (const std::string& key : o.rows) shares += find_row(key)->share;
+  std::vector<std::pair<const Row*, double>> timings;  // row, ms per step
+  for (const Row& row : kRows) {
+    if (std::find(o.rows.begin(), o.rows.end(), row.key) == o.rows.end()) continue;
+    const double seconds = o.seconds * row.share / shares;
+    double ms = -1;
     try {
-      return time_steps<decltype(act)>(cfg, host, batch, seconds, graphs, bf16_attention, name);
+      ms = row.bf16 ? time_steps<gpu::bf16>(cfg, host, batch, seconds, row.graphs, row.attention, o.profile_step,
+                                            row.name)
+                    : time_steps<float>(cfg, host, batch, seconds, row.graphs, row.attention, o.profile_step,
+                                        row.name);
     } catch (const std::exception& e) {
-      fmt::print("{}: failed: {}\n", name, e.what());
-      return -1.0;
+      fmt::print("{}: failed: {}\n", row.name, e.what());
     }
-  };
-  const double bf16_graph_ms = timed(gpu::bf16{}, 0.3 * o.seconds, true, false, "bf16 mixed precision, CUDA graph");
-  const double bf16_attn_ms =
-      timed(gpu::bf16{}, 0.3 * o.seconds, true, true, "bf16 mixed precision, CUDA graph, bf16 attention");
-  const double bf16_ms = timed(gpu::bf16{}, 0.2 * o.seconds, false, false, "bf16 mixed precision, op by op");
-  const double fp32_ms = timed(float{}, 0.2 * o.seconds, true, false, "fp32, CUDA graph");
+    timings.push_back({&row, ms});
+  }
 
   const int B = o.batch, T = o.seq_len;
   const double flops = 3.0 * coconut_forward_flops(cfg, B, T, batch.num_targets());
@@ -217,31 +279,26 @@ int run(const Options& o) {
   else
     fmt::print("peak: dense bf16 rate of compute capability {}.{} not known here; MFU not computed\n", prop.major,
                prop.minor);
-  auto row = [&](const char* name, double step_ms) {
-    if (step_ms <= 0) return fmt::print("| {} | failed | | | |\n", name);
+  auto print_row = [&](const char* name, double step_ms) {
+    if (step_ms < 0) return fmt::print("| {} | failed | | | |\n", name);
     const double tf = flops / (step_ms / 1e3) / 1e12;
     fmt::print("| {} | {:.1f} | {:.0f} | {:.2f} | {} |\n", name, step_ms, B * T / (step_ms / 1e3), tf,
                peak > 0 ? fmt::format("{:.2f}%", 100 * tf / peak) : std::string("n/a"));
   };
   fmt::print("\n| system | ms/step | tokens/s | TFLOP/s | MFU |\n|---|---|---|---|---|\n");
-  row("coconut bf16, CUDA graph", bf16_graph_ms);
-  row("coconut bf16, CUDA graph, bf16 attention", bf16_attn_ms);
-  row("coconut bf16, op by op", bf16_ms);
-  row("coconut fp32, CUDA graph", fp32_ms);
+  for (const auto& [row, ms] : timings) print_row(row->name, ms);
   if (o.torch) {
     // The peer times fp32 and bf16 autocast, --torch-seconds each; ratios compare like with like.
     double torch_bf16_ms = -1;
     const double torch_ms = run_torch_peer(o, cfg, o.torch_seconds, &torch_bf16_ms);
     if (torch_ms > 0) {
-      row("pytorch fp32", torch_ms);
-      if (torch_bf16_ms > 0) row("pytorch bf16 autocast", torch_bf16_ms);
-      fmt::print("\nspeed ratio coconut / pytorch (tokens/s):");
-      if (fp32_ms > 0) fmt::print(" fp32 {:.3f}x", torch_ms / fp32_ms);
-      if (torch_bf16_ms > 0 && bf16_graph_ms > 0) fmt::print(", bf16 with graph {:.3f}x", torch_bf16_ms / bf16_graph_ms);
-      if (torch_bf16_ms > 0 && bf16_attn_ms > 0)
-        fmt::print(", bf16 with graph and bf16 attention {:.3f}x", torch_bf16_ms / bf16_attn_ms);
-      if (torch_bf16_ms > 0 && bf16_ms > 0) fmt::print(", bf16 op by op {:.3f}x", torch_bf16_ms / bf16_ms);
-      fmt::print("\n");
+      print_row("pytorch fp32", torch_ms);
+      if (torch_bf16_ms > 0) print_row("pytorch bf16 autocast", torch_bf16_ms);
+      fmt::print("\nspeed ratio coconut / pytorch (tokens/s), against PyTorch in the same precision:\n");
+      for (const auto& [row, ms] : timings) {
+        const double peer = row->bf16 ? torch_bf16_ms : torch_ms;
+        if (ms > 0 && peer > 0) fmt::print("  {}: {:.3f}x\n", row->name, peer / ms);
+      }
     } else {
       fmt::print("\nPyTorch peer unavailable or failed (see its output above)\n");
     }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "launcher/train_config.h"
@@ -30,6 +31,8 @@ class DeviceStep {
   virtual void sync_to_host(model::GPT2& gpt, model::AdamW& opt) = 0;
   // The reverse: after a resume has loaded them on the host.
   virtual void load_from_host(const model::GPT2& gpt, const model::AdamW& opt) = 0;
+  // What runs, for the log (the attention kernels).
+  virtual std::string describe() const = 0;
 };
 
 // Whether this build has the CUDA backend and a usable GPU; *why says why not.

@@ -15,6 +15,13 @@
 namespace coconut::launcher {
 namespace {
 
+// train.attention (train_config.h) as the CUDA model's attention kind.
+model::CudaAttention attention_kind(const TrainConfig& c) {
+  if (c.attention == "fused") return model::CudaAttention::kBf16Flash;
+  if (c.attention == "bf16" || (c.attention == "auto" && c.precision == "bf16")) return model::CudaAttention::kBf16Batched;
+  return model::CudaAttention::kFp32;
+}
+
 template <typename Act>
 class CudaStep final : public DeviceStep {
  public:
@@ -26,6 +33,7 @@ class CudaStep final : public DeviceStep {
     for (const auto& s : opt.segments()) segments_.push_back({s.begin, s.end, s.decay});
     const model::AdamWConfig& a = opt.config();
     hyper_ = {a.lr, a.beta1, a.beta2, a.eps, a.weight_decay};
+    model_.set_attention(attention_kind(c));
     load_from_host(gpt, opt);
   }
 
@@ -48,6 +56,13 @@ class CudaStep final : public DeviceStep {
     gpu::adamw_step(model_.params(), model_.grads(), m_.data(), v_.data(), 0, segments_, hyper_, adam_step_, copy,
                     model_.stream());
     return loss;
+  }
+
+  std::string describe() const override {
+    std::string d = std::string("attention ") + model::attention_name(model_.attention());
+    if (model_.attention() == model::CudaAttention::kBf16Flash && model_.saves_attention_probabilities())
+      d += " (not applicable to this model or with attention dropout: bf16 batched runs instead)";
+    return d;
   }
 
   void reset_optimizer() override {

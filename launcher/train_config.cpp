@@ -51,6 +51,7 @@ TrainConfig read_train_config(Config& c) {
   t.max_minutes = c.get_double("train.max_minutes", 0.0, 0.0, 1e7);
   t.device = c.get_string("train.device", "cpu", {"cpu", "cuda"});
   t.precision = c.get_string("train.precision", "fp32", {"fp32", "bf16"});
+  t.attention = c.get_string("train.attention", "auto", {"auto", "fp32", "bf16", "fused"});
   t.batch_size = c.get_int("train.batch_size", 32, 1, 1 << 20);
   t.micro_batch_size = c.get_int("train.micro_batch_size", 0, 0, 1 << 20);  // 0: default_micro_batch_size
   t.adamw.lr = static_cast<float>(c.get_double("train.lr", 1e-4, 0.0, 10.0));
@@ -87,6 +88,8 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(t.model.d_model % t.model.n_head == 0,
                 "{}: model.d_model ({}) must be a multiple of model.n_head ({})", t.source, t.model.d_model,
                 t.model.n_head);
+  COCONUT_CHECK(t.attention == "auto" || t.attention == "fp32" || t.precision == "bf16",
+                "{}: train.attention: {} needs train.precision: bf16 (bf16 q|k|v)", t.source, t.attention);
   COCONUT_CHECK(t.micro_batch_size == 0 || t.batch_size % t.micro_batch_size == 0,
                 "{}: train.batch_size ({}) must be a multiple of train.micro_batch_size ({})", t.source, t.batch_size,
                 t.micro_batch_size);

@@ -61,6 +61,9 @@ struct TrainConfig {
   // on the GPU; launcher/device_step.h) in fp32 or bf16 mixed precision.
   std::string device = "cpu";       // cpu | cuda
   std::string precision = "fp32";   // fp32 | bf16 (cuda only)
+  // The GPU's attention kernels (model::CudaAttention): auto = bf16 (batched tensor-core
+  // products) in bf16, fp32 in fp32; fused = the flash-style kernel (bf16 only).
+  std::string attention = "auto";   // auto | fp32 | bf16 | fused
   std::string reset_optimizer = "stage";  // stage | epoch | never
   int log_every = 10;
   // Parallelism (under mpirun/srun): pp pipeline stages x dp data-parallel replicas.

@@ -177,8 +177,9 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     COCONUT_CHECK(!c.eot_classifier, "train.device: cuda does not train the <eot> classifier yet");
     COCONUT_CHECK(c.activations == "keep", "train.device: cuda keeps activations (parallel.activations: keep)");
     device = make_device_step(c, gpt, opt);
-    spdlog::info("device: cuda, {} ({})", c.precision,
-                 c.precision == "bf16" ? "bf16 activations and weight copy, fp32 master weights and moments" : "fp32");
+    spdlog::info("device: cuda, {} ({}), {}", c.precision,
+                 c.precision == "bf16" ? "bf16 activations and weight copy, fp32 master weights and moments" : "fp32",
+                 device->describe());
   }
   TrainContext ctx{c, data, *tok, mc, gpt, train_tok, opt, runner, dist, eot.get(), device.get(), world, dir, writer,
                    output.get(), 0, 0, Timer()};

@@ -74,12 +74,32 @@ void check_stage(const GPT2Config& config, const CudaActivationsOf<Act>& acts, i
   COCONUT_CHECK(!final_norm || l1 == config.n_layer, "only the last stage can apply the final norm");
 }
 
+// The fused attention exists for bf16 q|k|v only; the fp32 model never selects it
+// (set_attention refuses), so its overloads only say so.
+void fused_attention_forward(bf16* out, float* lse, const bf16* qkv, const uint8_t* key_mask, int a, int b, int B,
+                             int T, int C, int H, cudaStream_t stream) {
+  gpu::flash_attention_forward(out, lse, qkv, key_mask, a, b, B, T, C, H, stream);
+}
+void fused_attention_forward(float*, float*, const float*, const uint8_t*, int, int, int, int, int, int, cudaStream_t) {
+  COCONUT_FAIL("fused attention needs the bf16 model");
+}
+void fused_attention_backward(float* dqkv, const bf16* dout, const bf16* out, const float* lse, const bf16* qkv,
+                              const uint8_t* key_mask, int a, int b, int B, int T, int C, int H, void* workspace,
+                              cudaStream_t stream) {
+  gpu::flash_attention_backward(dqkv, dout, out, lse, qkv, key_mask, a, b, B, T, C, H, workspace, stream);
+}
+void fused_attention_backward(float*, const float*, const float*, const float*, const float*, const uint8_t*, int,
+                              int, int, int, int, int, void*, cudaStream_t) {
+  COCONUT_FAIL("fused attention needs the bf16 model");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- activations
 
 template <typename Act>
-void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns, cudaStream_t stream) {
+void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns, bool probabilities,
+                                     cudaStream_t stream) {
   COCONUT_CHECK(batch > 0 && columns > 0 && columns <= config.max_positions,
                 "CUDA activations need 0 < B and 0 < T <= max_positions {} (got B={} T={})", config.max_positions,
                 batch, columns);
@@ -89,7 +109,8 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   C = config.d_model;
   const int64_t H = config.n_head, L = config.n_layer, R = int64_t(B) * T;
   const int64_t act_total = R * C + L * R * 16 * C + R * C;                   // see the takes below
-  const int64_t f32_total = L * R * (4 + H * T + (kBf16 ? 3 * C : 0)) + 2 * R;
+  const int64_t per_row = probabilities ? H * T : H;  // probabilities, or the fused attention's log-sum-exp
+  const int64_t f32_total = L * R * (4 + per_row + (kBf16 ? 3 * C : 0)) + 2 * R;
   // The passes of a step cover all T columns and write every row of these buffers
   // before anything reads it (the softmax writes all T columns of a probability row),
   // so buffers reused from an earlier step are not cleared: that was a memset of every
@@ -117,7 +138,7 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
     A.ln1 = take(R * C); A.qkv = take(R * 3 * C); A.att_out = take(R * C); A.res_mid = take(R * C);
     A.ln2 = take(R * C); A.fc = take(R * 4 * C); A.gelu = take(R * 4 * C); A.res_out = take(R * C);
     A.ln1_mean = take32(R); A.ln1_rstd = take32(R); A.ln2_mean = take32(R); A.ln2_rstd = take32(R);
-    A.probs = take32(R * H * T);
+    A.probs = take32(R * per_row);
     if constexpr (kBf16) A.qkv32 = take32(R * 3 * C);
     else A.qkv32 = A.qkv;
     A.dqkv = dqkv_.data() + l * R * 3 * C;
@@ -176,11 +197,33 @@ CudaGPT2Of<Act>::CudaGPT2Of(const GPT2Config& config)
   zero_grads();
 }
 
+const char* attention_name(CudaAttention kind) {
+  switch (kind) {
+    case CudaAttention::kFp32: return "fp32";
+    case CudaAttention::kBf16Batched: return "bf16 batched";
+    case CudaAttention::kBf16Flash: return "bf16 fused";
+  }
+  return "?";
+}
+
 template <typename Act>
-void CudaGPT2Of<Act>::set_bf16_attention(bool on) {
+void CudaGPT2Of<Act>::set_attention(CudaAttention kind) {
   constexpr bool kBf16 = std::is_same_v<Act, bf16>;
-  COCONUT_CHECK(!on || kBf16, "bf16 attention needs the bf16 model (CudaGPT2Bf16)");
-  bf16_attention_ = on;
+  COCONUT_CHECK(kind == CudaAttention::kFp32 || kBf16, "{} attention needs the bf16 model (CudaGPT2Bf16)",
+                attention_name(kind));
+  attention_ = kind;
+}
+
+template <typename Act>
+bool CudaGPT2Of<Act>::fused_attention(bool attention_dropout) const {
+  return attention_ == CudaAttention::kBf16Flash && !attention_dropout &&
+         gpu::flash_attention_supported(config_.d_model, config_.n_head);
+}
+
+template <typename Act>
+bool CudaGPT2Of<Act>::saves_attention_probabilities() const {
+  return !(attention_ == CudaAttention::kBf16Flash && config_.dropout == 0.f &&
+           gpu::flash_attention_supported(config_.d_model, config_.n_head));
 }
 
 template <typename Act>
@@ -213,8 +256,11 @@ void CudaGPT2Of<Act>::ensure_scratch(int rows, int B, int T) {
     ensure(datt32_, R * C);
     ensure(dqkv_act_, R * 3 * C);
   }
-  ensure(attention_ws_, gpu::attention_workspace_bytes(B, config_.n_head, T, T, bf16_attention_));
+  ensure(attention_ws_, saves_attention_probabilities()
+                            ? gpu::attention_workspace_bytes(B, config_.n_head, T, T, attention_ != CudaAttention::kFp32)
+                            : gpu::flash_attention_workspace_bytes(B, config_.n_head, T));
   ensure(embedding_ws_, gpu::embedding_backward_workspace_bytes(rows));
+  ensure(colsum_ws_, gpu::column_sums_scratch_floats(4 * int(C)));  // the widest bias: fc's 4C
 }
 
 // ---------------------------------------------------------------- forward
@@ -228,6 +274,7 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
   const int64_t r0 = int64_t(a) * B;
   const float eps = config_.layer_norm_eps;
   const bool drop = acts.dropout_enabled && config_.dropout > 0.f;
+  const bool fused = fused_attention(drop);
   ensure_scratch(B * T, B, T);
 
   // Embedding: input embedding (token or thought) plus the position embedding.
@@ -246,12 +293,14 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
     gpu::layernorm_forward(A.ln1 + r0 * C, A.ln1_mean + r0, A.ln1_rstd + r0, inp, W.ln1_w, W.ln1_b, n, C, eps,
                            stream());
     gpu::linear_forward(cublas_, A.qkv + r0 * 3 * C, A.ln1 + r0 * C, W.qkv_w, W.qkv_b, n, C, 3 * C);
-    // Attention: fp32, or bf16 with bf16_attention_. The fp32 op in the bf16 model runs
-    // on an fp32 copy of this pass's q|k|v (the cache of earlier columns was copied by
-    // their passes), its output converted back.
+    // Attention (attention_): fused, bf16 batched, or fp32. The fp32 op in the bf16 model
+    // runs on an fp32 copy of this pass's q|k|v (the cache of earlier columns was copied
+    // by their passes), its output converted back.
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
     const gpu::DropoutKeys* attn_drop = drop ? &probs_drop : nullptr;
-    if (bf16_attention_) {
+    if (fused) {
+      fused_attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H, stream());
+    } else if (attention_ != CudaAttention::kFp32) {
       gpu::attention_forward(cublas_, A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
                              attn_drop, attention_ws_.data());
     } else if constexpr (std::is_same_v<Act, bf16>) {
@@ -295,6 +344,7 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
   const int64_t r0 = int64_t(a) * B;
   const size_t nC = size_t(n) * C;
   const bool drop = acts.dropout_enabled && config_.dropout > 0.f;
+  const bool fused = fused_attention(drop);
   ensure_scratch(B * T, B, T);
   // The gradient reaching a residual branch's output projection: dres, or dres through
   // the branch's dropout mask.
@@ -310,7 +360,7 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
   if (final_norm) {
     zero(dres, nC, stream());
     gpu::layernorm_backward(dres, g_.lnf_w, g_.lnf_b, d_out, last, w_.lnf_w, acts.lnf_mean + r0, acts.lnf_rstd + r0,
-                            n, C, stream());
+                            n, C, colsum_ws_.data(), stream());
   } else {
     copy(dres, d_out, nC, stream());
   }
@@ -323,22 +373,26 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
 
     // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
     gpu::linear_backward(cublas_, dgelu_.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, kMlpResid),
-                         A.gelu + r0 * 4 * C, W.fc_proj_w, n, 4 * C, C);
+                         A.gelu + r0 * 4 * C, W.fc_proj_w, n, 4 * C, C, colsum_ws_.data());
     gpu::gelu_backward(dfc_.data(), A.fc + r0 * 4 * C, dgelu_.data(), int64_t(4 * nC), stream());
-    gpu::linear_backward(cublas_, dln_.data(), G.fc_w, G.fc_b, dfc_.data(), A.ln2 + r0 * C, W.fc_w, n, C, 4 * C);
+    gpu::linear_backward(cublas_, dln_.data(), G.fc_w, G.fc_b, dfc_.data(), A.ln2 + r0 * C, W.fc_w, n, C, 4 * C,
+                         colsum_ws_.data());
     gpu::layernorm_backward(dres, G.ln2_w, G.ln2_b, dln_.data(), A.res_mid + r0 * C, W.ln2_w, A.ln2_mean + r0,
-                            A.ln2_rstd + r0, n, C, stream());
+                            A.ln2_rstd + r0, n, C, colsum_ws_.data(), stream());
 
     // Attention block: res_mid = inp + attn_proj(attention(qkv(ln1(inp))))
     gpu::linear_backward(cublas_, datt_.data(), G.attn_proj_w, G.attn_proj_b, branch_grad(l, kAttnResid),
-                         A.att_out + r0 * C, W.attn_proj_w, n, C, C);
+                         A.att_out + r0 * C, W.attn_proj_w, n, C, C, colsum_ws_.data());
     // dqkv is fp32 (later passes accumulate dK/dV into it). In the bf16 model the fp32
     // attention's input gradient is converted in; the finished q|k|v gradient rows of
     // this pass are converted out for the qkv projection's backward.
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
     const gpu::DropoutKeys* attn_drop = drop ? &probs_drop : nullptr;
     const Act* dqkv_rows = nullptr;
-    if (bf16_attention_) {
+    if (fused) {
+      fused_attention_backward(A.dqkv, datt_.data(), A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b,
+                               B, T, C, H, attention_ws_.data(), stream());
+    } else if (attention_ != CudaAttention::kFp32) {
       gpu::attention_backward(cublas_, A.dqkv, datt_.data(), A.probs, A.qkv, a, b, B, T, C, H, attn_drop,
                               attention_ws_.data());
     } else if constexpr (std::is_same_v<Act, bf16>) {
@@ -354,9 +408,10 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     // dqkv rows [a, b) are now complete: later passes added their dK/dV before us.
     if constexpr (std::is_same_v<Act, bf16>)
       gpu::convert(dqkv_act_.data(), A.dqkv + r0 * 3 * C, int64_t(nC) * 3, stream());
-    gpu::linear_backward(cublas_, dln_.data(), G.qkv_w, G.qkv_b, dqkv_rows, A.ln1 + r0 * C, W.qkv_w, n, C, 3 * C);
+    gpu::linear_backward(cublas_, dln_.data(), G.qkv_w, G.qkv_b, dqkv_rows, A.ln1 + r0 * C, W.qkv_w, n, C, 3 * C,
+                         colsum_ws_.data());
     gpu::layernorm_backward(dres, G.ln1_w, G.ln1_b, dln_.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n,
-                            C, stream());
+                            C, colsum_ws_.data(), stream());
   }
 
   // The input gets dres (through the embedding dropout on the embedding stage); the
@@ -379,25 +434,40 @@ template <typename Act>
 void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale,
                                          Act* d_hidden) {
   const int C = config_.d_model, V = config_.vocab_size;
-  // Rows of logits padded to a multiple of 8: with GPT-2's odd V = 50257 as the stride,
-  // cuBLAS falls back to unaligned sm75 kernels (measured: 3.5x slower on an H100).
-  const int ld = (V + 7) / 8 * 8;
+  // The vocabulary padded to a multiple of 64 (GPT-2's 50257 to 50304): with an odd V as
+  // a product's extent or stride, cuBLAS runs unaligned sm75 kernels (measured on an
+  // H100: the forward and d_hidden products took 17 of a 97 ms step). The padded copy of
+  // wte has zero rows past V, so the padded logits are 0, and the loss sets their
+  // gradient to 0: the padding adds nothing to d_hidden. dwte keeps V rows.
+  const int Vp = (V + 63) / 64 * 64;
   if (n == 0) return;
-  ensure(logits_, size_t(n) * ld);
+  if (wte_padded_.size() < size_t(Vp) * C) {
+    wte_padded_ = DeviceBuffer<Act>(size_t(Vp) * C);
+    zero(wte_padded_.data(), wte_padded_.size(), stream());
+  }
+  copy(wte_padded_.data(), static_cast<const Act*>(w_.wte), size_t(V) * C, stream());  // this step's weights
+  const Act* wte = wte_padded_.data();
+  ensure(logits_, size_t(n) * Vp);
   ensure(row_loss_, size_t(n));
-  mm(cublas_, false, true, n, V, C, hidden, C, w_.wte, C, 0.f, logits_.data(), ld);  // logits = h wte^T (fp32)
-  gpu::cross_entropy_forward_backward(logits_.data(), ld, row_loss_.data(), targets, n, V, scale, stream());
+  mm(cublas_, false, true, n, Vp, C, hidden, C, wte, C, 0.f, logits_.data(), Vp);  // logits = h wte^T (fp32)
+  const Act* dlogits = nullptr;  // the logits' gradient in the compute type
+  if constexpr (std::is_same_v<Act, bf16>) {
+    if (d_hidden) ensure(dlogits_bf16_, size_t(n) * Vp);
+    bf16* out = d_hidden ? dlogits_bf16_.data() : nullptr;
+    if (out)
+      gpu::cross_entropy_forward_backward(logits_.data(), Vp, out, row_loss_.data(), targets, n, V, scale, stream());
+    else  // the loss alone: the gradient lands in the logits, unread
+      gpu::cross_entropy_forward_backward(logits_.data(), Vp, logits_.data(), row_loss_.data(), targets, n, V, scale,
+                                          stream());
+    dlogits = out;
+  } else {
+    gpu::cross_entropy_forward_backward(logits_.data(), Vp, logits_.data(), row_loss_.data(), targets, n, V, scale,
+                                        stream());  // logits := dlogits
+    dlogits = logits_.data();
+  }
   if (d_hidden) {
-    const Act* dlogits = nullptr;  // the logits' gradient in the compute type
-    if constexpr (std::is_same_v<Act, bf16>) {
-      ensure(dlogits_bf16_, size_t(n) * ld);
-      gpu::convert(dlogits_bf16_.data(), logits_.data(), int64_t(n) * ld, stream());  // the padding is never read
-      dlogits = dlogits_bf16_.data();
-    } else {
-      dlogits = logits_.data();
-    }
-    mm(cublas_, false, false, n, C, V, dlogits, ld, w_.wte, C, 0.f, d_hidden, C);  // d_hidden = dlogits wte
-    mm(cublas_, true, false, V, C, n, dlogits, ld, hidden, C, 1.f, g_.wte, C);     // dwte += dlogits^T h
+    mm(cublas_, false, false, n, C, Vp, dlogits, Vp, wte, C, 0.f, d_hidden, C);     // d_hidden = dlogits wte
+    mm(cublas_, true, false, V, C, n, dlogits, Vp, hidden, C, 1.f, g_.wte, C);      // dwte += dlogits^T h
   }
 }
 
@@ -450,7 +520,7 @@ int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBa
                   "position id {} at row {} outside [0, {})", batch.pos_ids[r], r, cfg.max_positions);
   const int B = batch.B, T = batch.T, C = cfg.d_model;
   const size_t R = size_t(B) * T;
-  acts_.resize(cfg, B, T, model.stream());
+  acts_.resize(cfg, B, T, model.saves_attention_probabilities(), model.stream());
   acts_.pos_ids.copy_from_host(batch.pos_ids);
   acts_.key_mask.copy_from_host(batch.key_mask);
   acts_.dropout_enabled = false;
@@ -540,7 +610,7 @@ template <typename Act>
 std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch,
                                                           int n) const {
   std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), batch.B, batch.T, n,
-                              acts_.dropout_enabled ? 1 : 0, model.bf16_attention() ? 1 : 0};
+                              acts_.dropout_enabled ? 1 : 0, int64_t(model.attention())};
   for (const Pass& pass : batch.passes) {
     key.insert(key.end(), {pass.begin, pass.end, int64_t(pass.feedback.size())});
     for (const Feedback& f : pass.feedback) key.insert(key.end(), {f.sample, f.from});

@@ -8,9 +8,9 @@
 //   CudaGPT2      fp32 everywhere (the reference path; cuBLAS without TF32).
 //   CudaGPT2Bf16  bf16 mixed precision: activations and a bf16 copy of the weights in
 //                 bf16, fp32 arithmetic in every op, fp32 gradients and fp32 master
-//                 weights (adamw_step refreshes the bf16 copy). Attention runs in fp32
-//                 on an fp32 copy of q|k|v (the KV cache), or with set_bf16_attention
-//                 on bf16 q|k|v with tensor-core products.
+//                 weights (adamw_step refreshes the bf16 copy). Attention (set_attention)
+//                 runs in fp32 on an fp32 copy of q|k|v (the KV cache), or on bf16
+//                 q|k|v with batched tensor-core products, or fused (flash-style).
 //
 // Parameters and their gradients are flat device buffers laid out by ParamLayout, so a
 // host GPT2 and a CUDA model exchange them with one copy. Activations keep the CPU's
@@ -21,8 +21,7 @@
 // (set_cuda_graphs): one launch instead of thousands of small ones, which is what a
 // step of one-column latent passes is made of. Dropout draws the CPU model's masks bit
 // for bit (same Philox streams/sites). Not yet: the hidden-state loss hook of
-// MultipassRunner, separate streams for gradient communication, recomputation, a
-// fused attention kernel.
+// MultipassRunner, separate streams for gradient communication, recomputation.
 #pragma once
 
 #include <cstdint>
@@ -36,13 +35,25 @@
 
 namespace coconut::model {
 
+// How the CUDA model computes attention (CudaGPT2Of::set_attention).
+enum class CudaAttention {
+  kFp32,         // fp32 batched cuBLAS products (in the bf16 model on an fp32 copy of q|k|v)
+  kBf16Batched,  // bf16 q|k|v, batched tensor-core products, probabilities saved in fp32
+  kBf16Flash,    // the fused kernel (gpu::flash_attention_forward): no [T, T] buffers; where
+                 // it does not apply (head size other than 64, attention dropout in the
+                 // step) the batched bf16 products run instead
+};
+const char* attention_name(CudaAttention kind);
+
 // Device activations of B sequences of T columns (training: every layer keeps its own).
 template <typename Act>
 class CudaActivationsOf {
  public:
   // Lays out the activations of B sequences of T columns, growing the buffers as needed
   // (a new buffer is zeroed on `stream`; a reused one is not: every step rewrites it).
-  void resize(const GPT2Config& config, int B, int T, cudaStream_t stream);
+  // With probabilities false, each layer keeps one fp32 number per row and head (the
+  // fused attention's log-sum-exp) instead of the [T] probabilities.
+  void resize(const GPT2Config& config, int B, int T, bool probabilities, cudaStream_t stream);
   void zero_grads(cudaStream_t stream);  // the dqkv that later passes accumulate into
   // Dropout keys: the counter stream of every row, keyed as Activations' (seed, step,
   // sample id, position id) from host copies of the position ids [T*B] and sample ids [B].
@@ -52,7 +63,7 @@ class CudaActivationsOf {
   struct Layer {
     Act* ln1; Act* qkv; Act* att_out; Act* res_mid; Act* ln2; Act* fc; Act* gelu; Act* res_out;  // [T,B,width]
     float* ln1_mean; float* ln1_rstd; float* ln2_mean; float* ln2_rstd;                           // [T,B]
-    float* probs;  // [T,B,H,T]
+    float* probs;  // [T,B,H,T] probabilities, or [T,B,H] log-sum-exp (fused attention)
     float* qkv32;  // [T,B,3C] fp32 q|k|v that attention reads: qkv itself in fp32
     float* dqkv;   // [T,B,3C]
   };
@@ -90,10 +101,12 @@ class CudaGPT2Of {
   Act* params_for_compute();
   CublasContext& cublas() { return cublas_; }
   cudaStream_t stream() const { return stream_.get(); }  // where all of this model's work is queued
-  // bf16 only: attention on bf16 q|k|v with tensor-core products (gpu::attention_forward's
-  // bf16 overload) instead of fp32 attention on an fp32 copy of q|k|v. Off by default.
-  void set_bf16_attention(bool on);
-  bool bf16_attention() const { return bf16_attention_; }
+  // The attention kernels (CudaAttention); the bf16 kinds need the bf16 model. Default kFp32.
+  void set_attention(CudaAttention kind);
+  CudaAttention attention() const { return attention_; }
+  // Whether the forward saves the [T] probabilities of every row and head (false when
+  // every pass runs the fused kernel, which saves one number).
+  bool saves_attention_probabilities() const;
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
 
@@ -126,11 +139,12 @@ class CudaGPT2Of {
     Act* wte; Act* wpe; std::vector<Layer> layers; Act* lnf_w; Act* lnf_b;
   };
   void ensure_scratch(int rows, int B, int T);
+  bool fused_attention(bool attention_dropout) const;  // whether a pass runs the fused kernel
 
   GPT2Config config_;
   ParamLayout layout_;
   CudaStream stream_;  // before cublas_: the handle is destroyed first
-  bool bf16_attention_ = false;
+  CudaAttention attention_ = CudaAttention::kFp32;
   DeviceBuffer<float> params_, grads_;
   DeviceBuffer<gpu::bf16> params_bf16_;  // the compute copy (bf16 only)
   Weights w_;
@@ -140,6 +154,8 @@ class CudaGPT2Of {
   DeviceBuffer<Act> dres_, dln_, datt_, dfc_, dgelu_, ddrop_, dqkv_act_;
   DeviceBuffer<float> att32_, datt32_;  // bf16 only: fp32 attention output / its gradient
   DeviceBuffer<char> attention_ws_, embedding_ws_;
+  DeviceBuffer<float> colsum_ws_;  // the column sums' per-chunk partials (bias and layer-norm gradients)
+  DeviceBuffer<Act> wte_padded_;  // the LM head's copy of wte, vocabulary padded with zero rows
   DeviceBuffer<float> logits_, row_loss_;
   DeviceBuffer<gpu::bf16> dlogits_bf16_;
 };

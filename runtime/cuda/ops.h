@@ -11,7 +11,8 @@
 // layer norm, GELU, residual add, dropout, linear) also have a bf16 form for mixed
 // precision: bf16 storage, fp32 arithmetic, and fp32 parameter gradients (dw, db,
 // embedding tables), which the optimizer applies to fp32 master weights (adamw_step
-// writes the bf16 copy the forward reads). Attention and the loss are fp32.
+// writes the bf16 copy the forward reads). Attention has both forms too; the loss reads
+// fp32 logits and writes their gradient in either.
 //
 // Randomness: dropout masks are the CPU's bit for bit. A row's stream is a CounterRng
 // (runtime/rng.h); the device gets its key and stream hash (DropoutKeys) and runs the
@@ -80,11 +81,16 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
                        int N, int C, float eps, cudaStream_t stream);
 void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* w, const bf16* b, int N,
                        int C, float eps, cudaStream_t stream);
-// dinp += ..., dw += ..., db += ... (dw/db summed over rows in row order per column).
+// dinp += ..., dw += ..., db += ... (dw/db summed over rows in a fixed order: chunks of
+// rows, then the chunks in order). `scratch` holds column_sums_scratch_floats(C) floats
+// (it may be null when N <= 256: one chunk).
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream);
+                        const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream);
 void layernorm_backward(bf16* dinp, float* dw, float* db, const bf16* dout, const bf16* inp, const bf16* w,
-                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream);
+                        const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream);
+// Device scratch (floats) of the column sums over rows in layernorm_backward and
+// linear_backward's bias gradient, for C columns.
+size_t column_sums_scratch_floats(int C);
 
 // ---------------------------------------------------------------- GELU, residual
 
@@ -135,12 +141,13 @@ void linear_forward(CublasContext& cublas, float* out, const float* inp, const f
 void linear_forward(CublasContext& cublas, bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N,
                     int IC, int OC);
 // dinp = dout W^T (overwritten, as the CPU op), dw += inp^T dout, dbias += column sums of
-// dout (dbias may be null).
+// dout (dbias may be null; the sums use `scratch`, column_sums_scratch_floats(OC) floats,
+// which may be null when dbias is or N <= 256).
 // Weight gradients are fp32 in both forms (bf16 products accumulate into fp32 C).
 void linear_backward(CublasContext& cublas, float* dinp, float* dw, float* dbias, const float* dout,
-                     const float* inp, const float* w, int N, int IC, int OC);
+                     const float* inp, const float* w, int N, int IC, int OC, float* scratch);
 void linear_backward(CublasContext& cublas, bf16* dinp, float* dw, float* dbias, const bf16* dout, const bf16* inp,
-                     const bf16* w, int N, int IC, int OC);
+                     const bf16* w, int N, int IC, int OC, float* scratch);
 
 // Row-major C = alpha op(A) op(B) + beta C with bf16 A, B and fp32 accumulation; C is
 // bf16 or fp32. Same argument conventions as CublasContext::sgemm.
@@ -177,16 +184,36 @@ void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, co
                         int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
                         int64_t probs_row0 = 0);
 
+// Fused (flash-style) bf16 attention, the function of the bf16 attention_forward/backward
+// without their [nq, nk] buffers: blocks of 64 query rows (64 keys for dK/dV) per
+// (sequence, head) walk the other side in tiles through shared memory, with tensor-core
+// products and an online softmax; the forward saves the log-sum-exp of each query row
+// and head, lse [T,B,H] fp32 (row t*B+s, +inf for a row that sees no key), and the
+// backward recomputes the probabilities from it. Deterministic (no atomics). Head size
+// 64 only (flash_attention_supported), no dropout. The backward reads the forward's
+// output `out` and takes flash_attention_workspace_bytes(B, H, b - a) of workspace.
+bool flash_attention_supported(int C, int H);
+size_t flash_attention_workspace_bytes(int B, int H, int nq);
+void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, const uint8_t* key_mask, int a, int b, int B,
+                             int T, int C, int H, cudaStream_t stream);
+void flash_attention_backward(float* dqkv, const bf16* dout, const bf16* out, const float* lse, const bf16* qkv,
+                              const uint8_t* key_mask, int a, int b, int B, int T, int C, int H, void* workspace,
+                              cudaStream_t stream);
+
 // ---------------------------------------------------------------- loss
 
-// Softmax cross-entropy on logits [N, V] (fp32): row_loss[r] = -log p(target) * scale and
-// logits := dlogits = (softmax - onehot) * scale. A row whose target is negative (-100,
-// the ignore label) is skipped: loss 0, dlogits 0, so callers need not gather rows.
-// Targets >= 0 must be < V (checked on the host by the caller).
-// Row r of logits starts at r * ld (ld >= V): a padded stride keeps the LM head's
-// products on aligned tensor-core kernels when V is odd (GPT-2's 50257).
-void cross_entropy_forward_backward(float* logits, int ld, float* row_loss, const int* targets, int N, int V,
-                                    float scale, cudaStream_t stream);
+// Softmax cross-entropy on fp32 logits [N, V] with row stride ld >= V: row_loss[r] =
+// -log p(target) * scale and dlogits[r] = (softmax - onehot) * scale, with the same row
+// stride and its columns [V, ld) set to 0. dlogits may be the logits themselves (fp32)
+// or a bf16 buffer (the mixed-precision LM head's products read bf16). A row whose
+// target is negative (-100, the ignore label) is skipped: loss 0, dlogits 0, so callers
+// need not gather rows. Targets >= 0 must be < V (checked on the host by the caller).
+// The LM head pads V to a multiple of 64 (GPT-2's 50257 to 50304) with zero weight
+// rows: with an odd V as a product's extent cuBLAS falls back to unaligned kernels.
+void cross_entropy_forward_backward(const float* logits, int ld, float* dlogits, float* row_loss, const int* targets,
+                                    int N, int V, float scale, cudaStream_t stream);
+void cross_entropy_forward_backward(const float* logits, int ld, bf16* dlogits, float* row_loss, const int* targets,
+                                    int N, int V, float scale, cudaStream_t stream);
 
 // ---------------------------------------------------------------- optimizer
 

@@ -60,9 +60,10 @@ __global__ void rows_to_bf16_kernel(void** ptr, int pairs, int src, int ld, int 
 // Masked causal softmax of query row i (column a + i) of pair blockIdx.y over keys
 // [0, nk), in place; keys after the query or hidden by the key mask get 0, a row with
 // no visible key is all zeros (as the CPU op). With tail > nk, [nk, tail) is zeroed
-// (the saved probabilities' unused columns).
+// (the saved probabilities' unused columns). With bf16_role >= 0 the row is also
+// rounded to bf16 into that role (row stride nk): the operand of the bf16 P V product.
 __global__ void softmax_kernel(void** ptr, int pairs, int ld, int a, int nk, int tail, const uint8_t* key_mask,
-                               int B, int H) {
+                               int B, int H, int bf16_role) {
   __shared__ float shared[32];
   const int i = blockIdx.x, p = blockIdx.y, s = p / H, t = a + i;
   float* row = static_cast<float*>(ptr[kP * pairs + p]) + int64_t(i) * ld;
@@ -79,7 +80,11 @@ __global__ void softmax_kernel(void** ptr, int pairs, int ld, int a, int nk, int
   }
   sum = detail::block_sum(sum, shared);
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) row[j] *= inv;
+  bf16* copy = bf16_role >= 0 ? static_cast<bf16*>(ptr[bf16_role * pairs + p]) + int64_t(i) * nk : nullptr;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
+    row[j] *= inv;
+    if (copy) copy[j] = __float2bfloat16_rn(row[j]);
+  }
   for (int j = nk + threadIdx.x; j < tail; j += blockDim.x) row[j] = 0.f;
 }
 
@@ -106,16 +111,20 @@ __global__ void attention_dropout_kernel(void** ptr, int pairs, int ld_p, int a,
   }
 }
 
-// Softmax backward of row i of pair blockIdx.y: dS_j = p_j (dp_j - sum_k p_k dp_k) * scale.
-__global__ void softmax_backward_kernel(void** ptr, int pairs, int ld_p, int nk, float scale) {
+// Softmax backward of row i of pair blockIdx.y: dS_j = p_j (dp_j - sum_k p_k dp_k) * scale,
+// from dP in role kS0 into role `out` (row stride nk): kS0 itself in fp32, kSB in bf16
+// (the operand of the bf16 products that follow).
+template <typename Out>
+__global__ void softmax_backward_kernel(void** ptr, int pairs, int ld_p, int nk, float scale, int out) {
   __shared__ float shared[32];
   const int i = blockIdx.x, p = blockIdx.y;
   const float* P = static_cast<const float*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
-  float* d = static_cast<float*>(ptr[kS0 * pairs + p]) + int64_t(i) * nk;
+  const float* d = static_cast<const float*>(ptr[kS0 * pairs + p]) + int64_t(i) * nk;
+  Out* ds = static_cast<Out*>(ptr[out * pairs + p]) + int64_t(i) * nk;
   float dot = 0.f;
   for (int j = threadIdx.x; j < nk; j += blockDim.x) dot += P[j] * d[j];
-  dot = detail::block_sum(dot, shared);
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) d[j] = P[j] * (d[j] - dot) * scale;
+  dot = detail::block_sum(dot, shared);  // its barriers order every read of d before any write of ds
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) ds[j] = detail::store<Out>(P[j] * (d[j] - dot) * scale);
 }
 
 // Row-major batched C_i = alpha op(A_i) op(B_i) + beta C_i (see cublas_gemm.h for the
@@ -199,7 +208,7 @@ void attention_forward(CublasContext& cublas, float* out, float* probs, const fl
           ld_p);  // scores
   const dim3 rows(st.nq, st.pairs);
   softmax_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, probs ? T : st.nk, key_mask,
-                                                      B, H);
+                                                      B, H, -1);
   CUDA_CHECK(cudaGetLastError());
   Role weights = kP;  // the weights of V: the probabilities, or their dropped copy
   int ld_w = ld_p;
@@ -242,7 +251,7 @@ void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, c
   }
   batched(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, weights, ld_w, kY, ld_out, 1.f, kDV,
           ld_qkv);  // dV += P^T dY
-  softmax_backward_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale);
+  softmax_backward_kernel<float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale, kS0);
   CUDA_CHECK(cudaGetLastError());
   batched(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kS0, st.nk, kK, ld_qkv, 1.f, kDQ,
           ld_qkv);  // dQ += dS K
@@ -263,21 +272,19 @@ void attention_forward(CublasContext& cublas, bf16* out, float* probs, const bf1
   batched_ex(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, scale, kQ, CUDA_R_16BF, ld_qkv, kK,
              CUDA_R_16BF, ld_qkv, 0.f, kP, CUDA_R_32F, ld_p);  // scores, fp32
   const dim3 rows(st.nq, st.pairs);
+  // Without dropout the softmax also writes the bf16 weights of V; with it, the dropped
+  // copy is rounded after the dropout.
   softmax_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, probs ? T : st.nk, key_mask,
-                                                      B, H);
+                                                      B, H, drop ? -1 : kPB);
   CUDA_CHECK(cudaGetLastError());
-  Role weights = kP;  // the weights of V: the probabilities, or their dropped copy
-  int ld_w = ld_p;
   if (drop) {
     attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
                                                                   detail::drop_threshold(drop->p),
                                                                   1.f / (1.f - drop->p), false);
     CUDA_CHECK(cudaGetLastError());
-    weights = kS1;
-    ld_w = st.nk;
+    rows_to_bf16_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kS1, st.nk, kPB, st.nk);
+    CUDA_CHECK(cudaGetLastError());
   }
-  rows_to_bf16_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, weights, ld_w, kPB, st.nk);
-  CUDA_CHECK(cudaGetLastError());
   batched_ex(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kPB, CUDA_R_16BF, st.nk, kV,
              CUDA_R_16BF, ld_qkv, 0.f, kY, CUDA_R_16BF, ld_out);  // P V
 }
@@ -309,9 +316,7 @@ void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, co
   CUDA_CHECK(cudaGetLastError());
   batched_ex(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, kPB, CUDA_R_16BF, st.nk, kY,
              CUDA_R_16BF, ld_out, 1.f, kDV, CUDA_R_32F, ld_qkv);  // dV += P^T dY
-  softmax_backward_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale);
-  CUDA_CHECK(cudaGetLastError());
-  rows_to_bf16_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kS0, st.nk, kSB, st.nk);
+  softmax_backward_kernel<bf16><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale, kSB);
   CUDA_CHECK(cudaGetLastError());
   batched_ex(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kSB, CUDA_R_16BF, st.nk, kK,
              CUDA_R_16BF, ld_qkv, 1.f, kDQ, CUDA_R_32F, ld_qkv);  // dQ += dS K

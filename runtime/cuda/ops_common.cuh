@@ -91,4 +91,31 @@ inline int grid_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 8192)));
 }
 
+// Deterministic column sums over many rows (bias and layer-norm parameter gradients),
+// in two stages. Stage 1: the rows split into row_splits(N) chunks (grid.y); a block of
+// kColTile x kColTile threads owns 32 columns of one chunk, thread (cx, ry) summing rows
+// ry, ry + 32, ... of column cx, then the 32 partial sums in ry order (tile_column_sum).
+// With one chunk the block adds its sums into the gradient; with more it writes them to
+// scratch row `chunk`, and stage 2 (add_column_partials, ops_linear.cu) adds the chunks
+// in chunk order. Fixed order, no atomics; enough blocks to use the whole GPU (one block
+// per 32 columns left 24 of 132 SMs busy at C = 768).
+constexpr int kColTile = 32, kMaxRowSplits = 16;
+inline int row_splits(int N) { return std::clamp((N + 255) / 256, 1, kMaxRowSplits); }
+inline int rows_per_split(int N) { return (N + row_splits(N) - 1) / row_splits(N); }
+
+// The sum over ry of x (thread (cx, ry) of a kColTile x kColTile block), valid in the
+// threads with ry == 0; `partial` is the block's [kColTile][kColTile + 1] shared array.
+__device__ __forceinline__ float tile_column_sum(float x, float (*partial)[kColTile + 1]) {
+  partial[threadIdx.y][threadIdx.x] = x;
+  __syncthreads();
+  float total = 0.f;
+  if (threadIdx.y == 0)
+    for (int k = 0; k < kColTile; ++k) total += partial[k][threadIdx.x];
+  __syncthreads();  // `partial` may be reused by the caller
+  return total;
+}
+
+// Stage 2: acc[c] += sum over chunks k < splits of partial[k * C + c], in chunk order.
+void add_column_partials(float* acc, const float* partial, int splits, int C, cudaStream_t stream);
+
 }  // namespace coconut::gpu::detail

@@ -161,35 +161,34 @@ __global__ void layernorm_backward_input_kernel(T* dinp, const T* dout, const T*
   }
 }
 
-// Column sums over rows for the parameter gradients: a block of 32 x 32 threads owns 32
-// columns; thread (cx, ry) sums rows ry, ry + 32, ... of column cx, then the 32 partial
-// sums of a column are added in ry order. Fixed order, no atomics.
-constexpr int kColTile = 32;
+// The parameter gradients dw = sum over rows of dy * xhat, db = sum of dy: column sums
+// in two stages (ops_common.cuh); stage 1 over chunk blockIdx.y of `chunk` rows, into
+// dw/db (one chunk) or into partial rows blockIdx.y (dw) and splits + blockIdx.y (db).
 template <typename T>
-__global__ void __launch_bounds__(kColTile * kColTile)
-    layernorm_backward_params_kernel(float* dw, float* db, const T* dout, const T* inp, const float* mean,
-                                     const float* rstd, int N, int C) {
-  __shared__ float sw[kColTile][kColTile + 1], sb[kColTile][kColTile + 1];
-  const int cx = threadIdx.x, ry = threadIdx.y, c = blockIdx.x * kColTile + cx;
+__global__ void __launch_bounds__(detail::kColTile * detail::kColTile)
+    layernorm_backward_params_kernel(float* dw, float* db, float* partial, const T* dout, const T* inp,
+                                     const float* mean, const float* rstd, int N, int C, int chunk) {
+  __shared__ float tile[detail::kColTile][detail::kColTile + 1];
+  const int c = blockIdx.x * detail::kColTile + threadIdx.x;
+  const int r0 = blockIdx.y * chunk, r1 = min(N, r0 + chunk);
   float acc_w = 0.f, acc_b = 0.f;
   if (c < C) {
-    for (int r = ry; r < N; r += kColTile) {
+    for (int r = r0 + threadIdx.y; r < r1; r += detail::kColTile) {
       const float dy = load(dout[int64_t(r) * C + c]);
       acc_w += dy * (load(inp[int64_t(r) * C + c]) - mean[r]) * rstd[r];
       acc_b += dy;
     }
   }
-  sw[ry][cx] = acc_w;
-  sb[ry][cx] = acc_b;
-  __syncthreads();
-  if (ry == 0 && c < C) {
-    float tw = 0.f, tb = 0.f;
-    for (int k = 0; k < kColTile; ++k) {
-      tw += sw[k][cx];
-      tb += sb[k][cx];
+  acc_w = detail::tile_column_sum(acc_w, tile);
+  acc_b = detail::tile_column_sum(acc_b, tile);
+  if (threadIdx.y == 0 && c < C) {
+    if (gridDim.y == 1) {
+      dw[c] += acc_w;
+      db[c] += acc_b;
+    } else {
+      partial[int64_t(blockIdx.y) * C + c] = acc_w;
+      partial[int64_t(gridDim.y + blockIdx.y) * C + c] = acc_b;
     }
-    dw[c] += tw;
-    db[c] += tb;
   }
 }
 
@@ -258,15 +257,22 @@ void layernorm_forward_t(T* out, float* mean, float* rstd, const T* inp, const T
 
 template <typename T>
 void layernorm_backward_t(T* dinp, float* dw, float* db, const T* dout, const T* inp, const T* w, const float* mean,
-                          const float* rstd, int N, int C, cudaStream_t stream) {
+                          const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
   COCONUT_CHECK(N >= 0 && C > 0, "layernorm_backward: bad shape N={} C={}", N, C);
   if (N == 0) return;
   layernorm_backward_input_kernel<<<N, kThreads, 0, stream>>>(dinp, dout, inp, w, mean, rstd, C);
   CUDA_CHECK(cudaGetLastError());
-  const dim3 threads(kColTile, kColTile);
-  layernorm_backward_params_kernel<<<(C + kColTile - 1) / kColTile, threads, 0, stream>>>(dw, db, dout, inp, mean,
-                                                                                         rstd, N, C);
+  const int splits = detail::row_splits(N);
+  COCONUT_CHECK(splits == 1 || scratch, "layernorm_backward over {} rows needs scratch (column_sums_scratch_floats)",
+                N);
+  const dim3 grid((C + detail::kColTile - 1) / detail::kColTile, splits), threads(detail::kColTile, detail::kColTile);
+  layernorm_backward_params_kernel<<<grid, threads, 0, stream>>>(dw, db, scratch, dout, inp, mean, rstd, N, C,
+                                                                 detail::rows_per_split(N));
   CUDA_CHECK(cudaGetLastError());
+  if (splits > 1) {
+    detail::add_column_partials(dw, scratch, splits, C, stream);
+    detail::add_column_partials(db, scratch + size_t(splits) * C, splits, C, stream);
+  }
 }
 
 template <typename T>
@@ -340,12 +346,12 @@ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, con
   layernorm_forward_t(out, mean, rstd, inp, w, b, N, C, eps, stream);
 }
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
-  layernorm_backward_t(dinp, dw, db, dout, inp, w, mean, rstd, N, C, stream);
+                        const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
+  layernorm_backward_t(dinp, dw, db, dout, inp, w, mean, rstd, N, C, scratch, stream);
 }
 void layernorm_backward(bf16* dinp, float* dw, float* db, const bf16* dout, const bf16* inp, const bf16* w,
-                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
-  layernorm_backward_t(dinp, dw, db, dout, inp, w, mean, rstd, N, C, stream);
+                        const float* mean, const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
+  layernorm_backward_t(dinp, dw, db, dout, inp, w, mean, rstd, N, C, scratch, stream);
 }
 
 #define COCONUT_GPU_POINTWISE(T)                                                                     \

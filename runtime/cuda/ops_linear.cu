@@ -26,29 +26,41 @@ __global__ void broadcast_rows_kernel(T* out, const T* bias, int N, int OC) {
     out[i] = bias[i % OC];
 }
 
-// acc[c] += sum over rows of x[r, c]: 32 x 32 threads per 32 columns, each thread a
-// strided subset of rows, partial sums added in a fixed order (reproducible).
-constexpr int kTile = 32;
+// Stage 1 of acc[c] += sum over rows of x[r, c] (ops_common.cuh): chunk blockIdx.y of
+// `chunk` rows, into acc (one chunk) or into partial row blockIdx.y.
 template <typename T>
-__global__ void __launch_bounds__(kTile * kTile) column_sums_kernel(float* acc, const T* x, int N, int C) {
-  __shared__ float partial[kTile][kTile + 1];
-  const int cx = threadIdx.x, ry = threadIdx.y, c = blockIdx.x * kTile + cx;
+__global__ void __launch_bounds__(detail::kColTile * detail::kColTile)
+    column_sums_kernel(float* acc, float* partial, const T* x, int N, int C, int chunk) {
+  __shared__ float tile[detail::kColTile][detail::kColTile + 1];
+  const int c = blockIdx.x * detail::kColTile + threadIdx.x;
+  const int r0 = blockIdx.y * chunk, r1 = min(N, r0 + chunk);
   float s = 0.f;
   if (c < C)
-    for (int r = ry; r < N; r += kTile) s += load(x[int64_t(r) * C + c]);
-  partial[ry][cx] = s;
-  __syncthreads();
-  if (ry == 0 && c < C) {
-    float t = 0.f;
-    for (int k = 0; k < kTile; ++k) t += partial[k][cx];
-    acc[c] += t;
+    for (int r = r0 + threadIdx.y; r < r1; r += detail::kColTile) s += load(x[int64_t(r) * C + c]);
+  s = detail::tile_column_sum(s, tile);
+  if (threadIdx.y == 0 && c < C) {
+    if (gridDim.y == 1) acc[c] += s;
+    else partial[int64_t(blockIdx.y) * C + c] = s;
   }
 }
 
 template <typename T>
-void column_sums(float* acc, const T* x, int N, int C, cudaStream_t stream) {
-  column_sums_kernel<<<(C + kTile - 1) / kTile, dim3(kTile, kTile), 0, stream>>>(acc, x, N, C);
+void column_sums(float* acc, const T* x, int N, int C, float* scratch, cudaStream_t stream) {
+  const int splits = detail::row_splits(N);
+  COCONUT_CHECK(splits == 1 || scratch, "column sums over {} rows need scratch (column_sums_scratch_floats)", N);
+  const dim3 grid((C + detail::kColTile - 1) / detail::kColTile, splits);
+  column_sums_kernel<<<grid, dim3(detail::kColTile, detail::kColTile), 0, stream>>>(acc, scratch, x, N, C,
+                                                                                     detail::rows_per_split(N));
   CUDA_CHECK(cudaGetLastError());
+  if (splits > 1) detail::add_column_partials(acc, scratch, splits, C, stream);
+}
+
+__global__ void add_column_partials_kernel(float* acc, const float* partial, int splits, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float total = 0.f;
+  for (int k = 0; k < splits; ++k) total += partial[int64_t(k) * C + c];
+  acc[c] += total;
 }
 
 template <typename T>
@@ -73,6 +85,13 @@ void gemm_ex(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, in
 
 }  // namespace
 
+void detail::add_column_partials(float* acc, const float* partial, int splits, int C, cudaStream_t stream) {
+  add_column_partials_kernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(acc, partial, splits, C);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+size_t column_sums_scratch_floats(int C) { return size_t(2) * detail::kMaxRowSplits * C; }
+
 void gemm_bf16(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
                int lda, const bf16* b, int ldb, float beta, bf16* c, int ldc) {
   gemm_ex(cublas, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, CUDA_R_16BF, ldc);
@@ -96,18 +115,18 @@ void linear_forward(CublasContext& cublas, bf16* out, const bf16* inp, const bf1
 }
 
 void linear_backward(CublasContext& cublas, float* dinp, float* dw, float* dbias, const float* dout,
-                     const float* inp, const float* w, int N, int IC, int OC) {
+                     const float* inp, const float* w, int N, int IC, int OC, float* scratch) {
   if (N == 0) return;
   cublas.sgemm(false, true, N, IC, OC, 1.f, dout, OC, w, OC, 0.f, dinp, IC);  // dinp = dout W^T
   cublas.sgemm(true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout
-  if (dbias) column_sums(dbias, dout, N, OC, stream_of(cublas));
+  if (dbias) column_sums(dbias, dout, N, OC, scratch, stream_of(cublas));
 }
 void linear_backward(CublasContext& cublas, bf16* dinp, float* dw, float* dbias, const bf16* dout, const bf16* inp,
-                     const bf16* w, int N, int IC, int OC) {
+                     const bf16* w, int N, int IC, int OC, float* scratch) {
   if (N == 0) return;
   gemm_bf16(cublas, false, true, N, IC, OC, 1.f, dout, OC, w, OC, 0.f, dinp, IC);  // dinp = dout W^T
   gemm_bf16(cublas, true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout (fp32)
-  if (dbias) column_sums(dbias, dout, N, OC, stream_of(cublas));
+  if (dbias) column_sums(dbias, dout, N, OC, scratch, stream_of(cublas));
 }
 
 }  // namespace coconut::gpu

@@ -13,29 +13,42 @@ namespace {
 using detail::grid_for;
 using detail::kThreads;
 
-// One block per row: max, sum of exponentials, then the gradient written over the
-// logits. Every thread reads the target logit before the first barrier, so no thread
-// has overwritten it yet.
-__global__ void cross_entropy_kernel(float* logits, int ld, float* row_loss, const int* targets, int V, float scale) {
+// One block per row, two passes over the logits: the running maximum and sum of
+// exponentials in one (each thread rescales its sum when its maximum grows; the block
+// then merges the threads' pairs), the gradient written in the other. Every thread reads
+// the target logit before the first barrier, so no thread has overwritten it yet when
+// dlogits is the logits themselves.
+template <typename Out>
+__global__ void cross_entropy_kernel(const float* logits, int ld, Out* dlogits, float* row_loss, const int* targets,
+                                     int V, float scale) {
   __shared__ float shared[32];
   const int64_t row = blockIdx.x;
-  float* z = logits + row * ld;
+  const float* z = logits + row * ld;
+  Out* d = dlogits + row * ld;
   const int target = targets[row];
   if (target < 0) {  // ignored row (label -100): no loss, no gradient
-    for (int v = threadIdx.x; v < V; v += blockDim.x) z[v] = 0.f;
+    for (int v = threadIdx.x; v < ld; v += blockDim.x) d[v] = detail::store<Out>(0.f);
     if (threadIdx.x == 0) row_loss[row] = 0.f;
     return;
   }
   const float target_logit = z[target];
-  float m = -INFINITY;
-  for (int v = threadIdx.x; v < V; v += blockDim.x) m = fmaxf(m, z[v]);
-  m = detail::block_max(m, shared);
-  float sum = 0.f;
-  for (int v = threadIdx.x; v < V; v += blockDim.x) sum += expf(z[v] - m);
-  sum = detail::block_sum(sum, shared);
+  float m = -INFINITY, sum = 0.f;  // this thread's maximum and sum of exp(z - m)
+  for (int v = threadIdx.x; v < V; v += blockDim.x) {
+    const float x = z[v];
+    if (x > m) {
+      sum = sum * expf(m - x) + 1.f;
+      m = x;
+    } else {
+      sum += expf(x - m);
+    }
+  }
+  const float row_max = detail::block_max(m, shared);
+  sum = detail::block_sum(m == -INFINITY ? 0.f : sum * expf(m - row_max), shared);
   const float inv = 1.f / sum;
-  for (int v = threadIdx.x; v < V; v += blockDim.x) z[v] = expf(z[v] - m) * inv * scale - (v == target ? scale : 0.f);
-  if (threadIdx.x == 0) row_loss[row] = (logf(sum) + m - target_logit) * scale;
+  for (int v = threadIdx.x; v < V; v += blockDim.x)
+    d[v] = detail::store<Out>(expf(z[v] - row_max) * inv * scale - (v == target ? scale : 0.f));
+  for (int v = V + threadIdx.x; v < ld; v += blockDim.x) d[v] = detail::store<Out>(0.f);
+  if (threadIdx.x == 0) row_loss[row] = (logf(sum) + row_max - target_logit) * scale;
 }
 
 // model::AdamW::step for one segment, element for element.
@@ -83,14 +96,24 @@ __global__ void scale_kernel(float* x, size_t n, float c) {
     x[i] *= c;
 }
 
-}  // namespace
-
-void cross_entropy_forward_backward(float* logits, int ld, float* row_loss, const int* targets, int N, int V,
-                                    float scale, cudaStream_t stream) {
+template <typename Out>
+void cross_entropy(const float* logits, int ld, Out* dlogits, float* row_loss, const int* targets, int N, int V,
+                   float scale, cudaStream_t stream) {
   COCONUT_CHECK(N >= 0 && V > 0 && ld >= V, "cross_entropy: bad shape N={} V={} ld={}", N, V, ld);
   if (N == 0) return;
-  cross_entropy_kernel<<<N, kThreads, 0, stream>>>(logits, ld, row_loss, targets, V, scale);
+  cross_entropy_kernel<<<N, kThreads, 0, stream>>>(logits, ld, dlogits, row_loss, targets, V, scale);
   CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void cross_entropy_forward_backward(const float* logits, int ld, float* dlogits, float* row_loss, const int* targets,
+                                    int N, int V, float scale, cudaStream_t stream) {
+  cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, scale, stream);
+}
+void cross_entropy_forward_backward(const float* logits, int ld, bf16* dlogits, float* row_loss, const int* targets,
+                                    int N, int V, float scale, cudaStream_t stream) {
+  cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, scale, stream);
 }
 
 void adamw_step(float* params, const float* grads, float* m, float* v, size_t shard_begin,

@@ -8,7 +8,10 @@
 #   usage: tests/gpu/run.sh [build-dir=build-gpu] [lib-dir=.gpulibs]
 # tests/gpu/pack.sh packs both into one archive for a machine that lacks them.
 # COCONUT_GPU_BENCH_ARGS passes options to the benchmark (default: --seconds 120); sets
-# of options separated by ';' run it once per set.
+# of options separated by ';' run it once per set. COCONUT_GPU_NCU="OPTIONS[;OPTIONS]" then
+# profiles one training step of the benchmark run with each set of OPTIONS under ncu
+# (per-kernel GPU time, summed by tools/ncu_summary.py; add --rows to pick the
+# configuration), into ncu-1.txt, ncu-2.txt, ... under COCONUT_GPU_OUT (default: here).
 set -euo pipefail
 build=${1:-build-gpu}
 libs=${2:-.gpulibs}
@@ -62,5 +65,23 @@ if [ "${COCONUT_GPU_BENCH:-1}" = 1 ] && [ -x "$build/bench/coconut_gpu_bench" ];
     "$build/bench/coconut_gpu_bench" $options || echo "run.sh: the GPU benchmark failed" >&2
     echo "run.sh: the benchmark took $((SECONDS - start)) s"
   done
+fi
+if [ -n "${COCONUT_GPU_NCU:-}" ]; then
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1 || true)
+  if [ -z "$ncu" ]; then echo "run.sh: no ncu on this machine" >&2
+  else
+    IFS=';' read -ra ncu_sets <<< "$COCONUT_GPU_NCU"
+    for k in "${!ncu_sets[@]}"; do
+      out=${COCONUT_GPU_OUT:-.}/ncu-$((k + 1)).txt
+      start=$SECONDS
+      echo "run.sh: ncu (one step): coconut_gpu_bench ${ncu_sets[$k]}"
+      # shellcheck disable=SC2086 # the options are words
+      "$ncu" --profile-from-start off --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+        "$build/bench/coconut_gpu_bench" ${ncu_sets[$k]} --seconds 0 --no-torch --profile-step >"$out" 2>&1 ||
+        echo "run.sh: ncu failed (see $out)" >&2
+      python3 tools/ncu_summary.py "$out" --top 30 || true
+      echo "run.sh: ncu took $((SECONDS - start)) s"
+    done
+  fi
 fi
 exit $status

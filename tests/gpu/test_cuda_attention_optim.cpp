@@ -194,22 +194,34 @@ TEST_F(Gpu, CrossEntropyMatchesCpuAndSkipsIgnoredRows) {
       }
 
     // On the device the rows are padded to a stride of V + 3 (the LM head pads V to a
-    // multiple of 8); the padding must come back untouched.
+    // multiple of 64); the gradient's padding must come back 0 (the padded products
+    // read it), over a buffer that held something else.
     const int ld = V + 3;
     std::vector<float> padded(size_t(N) * ld, 42.f);
     for (int r = 0; r < N; ++r) std::copy(logits.begin() + size_t(r) * V, logits.begin() + size_t(r + 1) * V,
                                           padded.begin() + size_t(r) * ld);
+    auto unpad = [&](const std::vector<float>& rows, const char* what) {
+      std::vector<float> out(logits.size());
+      for (int r = 0; r < N; ++r) {
+        std::copy(rows.begin() + size_t(r) * ld, rows.begin() + size_t(r) * ld + V, out.begin() + size_t(r) * V);
+        for (int j = V; j < ld; ++j) EXPECT_EQ(rows[size_t(r) * ld + j], 0.f) << what << ": padding of row " << r;
+      }
+      return out;
+    };
     DeviceBuffer<float> g = upload(padded), row_loss(N);
     DeviceBuffer<int> gt = upload(targets);
-    gpu::cross_entropy_forward_backward(g.data(), ld, row_loss.data(), gt.data(), N, V, scale, nullptr);
-    const std::vector<float> got_padded = download(g, padded.size());
-    std::vector<float> got(logits.size());
-    for (int r = 0; r < N; ++r) {
-      std::copy(got_padded.begin() + size_t(r) * ld, got_padded.begin() + size_t(r) * ld + V,
-                got.begin() + size_t(r) * V);
-      for (int j = V; j < ld; ++j) EXPECT_EQ(got_padded[size_t(r) * ld + j], 42.f) << "padding of row " << r;
-    }
-    expect_close(got, want, kFp32, "dlogits");
+    // bf16 gradient from fp32 logits (the mixed-precision LM head), into a poisoned buffer.
+    DeviceBuffer<bf16> g_bf16(padded.size());
+    gpu::convert(g_bf16.data(), g.data(), int64_t(padded.size()), nullptr);
+    gpu::cross_entropy_forward_backward(g.data(), ld, g_bf16.data(), row_loss.data(), gt.data(), N, V, scale, nullptr);
+    DeviceBuffer<float> g_from_bf16(padded.size());
+    gpu::convert(g_from_bf16.data(), g_bf16.data(), int64_t(padded.size()), nullptr);
+    expect_close(unpad(download(g_from_bf16, padded.size()), "bf16"), want, kBf16, "dlogits in bf16");
+    const std::vector<float> losses_bf16 = row_loss.to_host();
+    // fp32, in place.
+    gpu::cross_entropy_forward_backward(g.data(), ld, g.data(), row_loss.data(), gt.data(), N, V, scale, nullptr);
+    expect_close(unpad(download(g, padded.size()), "fp32"), want, kFp32, "dlogits");
+    EXPECT_EQ(row_loss.to_host(), losses_bf16) << "the loss does not depend on the gradient's type";
     const std::vector<float> losses = row_loss.to_host();
     double total = 0;
     for (int r = 0; r < N; ++r) {

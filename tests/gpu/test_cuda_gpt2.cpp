@@ -141,19 +141,36 @@ TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
 // AdamW refreshes the bf16 weight copy from the fp32 master weights.
 constexpr double kBf16StepTolerance = 0.1;
 
-// Run with the fp32 attention (on an fp32 copy of q|k|v) and with the bf16 attention.
-class GpuBf16Attention : public testing_gpu::GpuTest, public ::testing::WithParamInterface<bool> {};
-INSTANTIATE_TEST_SUITE_P(Attention, GpuBf16Attention, ::testing::Values(false, true),
-                         [](const ::testing::TestParamInfo<bool>& info) {
-                           return std::string(info.param ? "Bf16Attention" : "Fp32Attention");
+// The tiny model with head size 64, which the fused attention needs.
+GPT2Config head64_config() {
+  GPT2Config c = tiny_config();
+  c.d_model = 128;
+  return c;
+}
+
+// Run with each attention: fp32 (on an fp32 copy of q|k|v), bf16 batched, bf16 fused
+// (on the head-64 model, where it applies; the others on the tiny one).
+class GpuBf16Attention : public testing_gpu::GpuTest, public ::testing::WithParamInterface<CudaAttention> {};
+INSTANTIATE_TEST_SUITE_P(Attention, GpuBf16Attention,
+                         ::testing::Values(CudaAttention::kFp32, CudaAttention::kBf16Batched,
+                                           CudaAttention::kBf16Flash),
+                         [](const ::testing::TestParamInfo<CudaAttention>& info) {
+                           switch (info.param) {
+                             case CudaAttention::kFp32: return std::string("Fp32Attention");
+                             case CudaAttention::kBf16Batched: return std::string("Bf16Attention");
+                             case CudaAttention::kBf16Flash: return std::string("FusedAttention");
+                           }
+                           return std::string("Unknown");
                          });
 
 TEST_P(GpuBf16Attention, CoconutTrainingStepInBf16IsCloseToCpu) {
-  const GPT2Config config = tiny_config();
+  const GPT2Config config = GetParam() == CudaAttention::kBf16Flash ? head64_config() : tiny_config();
   GPT2 cpu(config);
   cpu.init_weights(1234);
   CudaGPT2Bf16 gpu_model(config);
-  gpu_model.set_bf16_attention(GetParam());
+  gpu_model.set_attention(GetParam());
+  EXPECT_EQ(gpu_model.saves_attention_probabilities(), GetParam() != CudaAttention::kBf16Flash)
+      << "the fused kernel must run on the head-64 model";
   gpu_model.set_params(cpu.params());
   const SequenceBatch batch = latent_batch();
   const float scale = 1.f / batch.num_targets();
@@ -229,14 +246,14 @@ TEST_F(Gpu, CoconutTrainingStepWithDropoutMatchesCpu) {
 // sizes the buffers, the second is captured and launched, later ones are replays. A
 // new plan (other feedback) is run eagerly once, then captured again.
 template <typename Act>
-void expect_graphs_equal_eager(bool bf16_attention = false) {
-  GPT2Config config = tiny_config();
-  config.dropout = 0.1f;
+void expect_graphs_equal_eager(CudaAttention attention = CudaAttention::kFp32, float dropout = 0.1f) {
+  GPT2Config config = attention == CudaAttention::kBf16Flash ? head64_config() : tiny_config();
+  config.dropout = dropout;
   GPT2 cpu(config);
   cpu.init_weights(7);
   CudaGPT2Of<Act> eager_model(config), graph_model(config);
-  eager_model.set_bf16_attention(bf16_attention);
-  graph_model.set_bf16_attention(bf16_attention);
+  eager_model.set_attention(attention);
+  graph_model.set_attention(attention);
   eager_model.set_params(cpu.params());
   graph_model.set_params(cpu.params());
   SequenceBatch batch = latent_batch();
@@ -267,10 +284,20 @@ void expect_graphs_equal_eager(bool bf16_attention = false) {
 
 TEST_F(Gpu, GraphReplayEqualsEagerBitForBit) { expect_graphs_equal_eager<float>(); }
 TEST_F(Gpu, GraphReplayEqualsEagerBitForBitInBf16) { expect_graphs_equal_eager<gpu::bf16>(); }
-TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithBf16Attention) { expect_graphs_equal_eager<gpu::bf16>(true); }
+TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithBf16Attention) {
+  expect_graphs_equal_eager<gpu::bf16>(CudaAttention::kBf16Batched);
+}
+// The fused kernel runs without attention dropout (with it, the batched products do).
+TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithFusedAttention) {
+  expect_graphs_equal_eager<gpu::bf16>(CudaAttention::kBf16Flash, 0.f);
+}
 TEST_F(Gpu, Bf16AttentionNeedsTheBf16Model) {
   CudaGPT2 fp32_model(tiny_config());
-  EXPECT_THROW(fp32_model.set_bf16_attention(true), Error);
+  EXPECT_THROW(fp32_model.set_attention(CudaAttention::kBf16Batched), Error);
+  EXPECT_THROW(fp32_model.set_attention(CudaAttention::kBf16Flash), Error);
+  CudaGPT2Bf16 small_heads(tiny_config());
+  small_heads.set_attention(CudaAttention::kBf16Flash);
+  EXPECT_TRUE(small_heads.saves_attention_probabilities()) << "head size 8: the batched products run instead";
 }
 
 }  // namespace

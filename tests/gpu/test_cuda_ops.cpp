@@ -159,7 +159,9 @@ TEST_F(Gpu, EmbeddingBackwardOfManyRowsMatchesCpu) {
 struct RowShape {
   int N, C;
 };
-const std::vector<RowShape> kRowShapes = {{1, 7}, {4, 64}, {33, 130}, {3, 768}};
+// Over 256 rows the parameter gradients' column sums split the rows into chunks (two
+// kernels); over 4096 the chunks hold more than 256 rows each.
+const std::vector<RowShape> kRowShapes = {{1, 7}, {4, 64}, {33, 130}, {3, 768}, {700, 100}, {5000, 40}};
 
 TEST_F(Gpu, LayerNormMatchesCpu) {
   for (const RowShape& s : kRowShapes) {
@@ -179,6 +181,7 @@ TEST_F(Gpu, LayerNormMatchesCpu) {
 
     DeviceBuffer<float> gmean(s.N), grstd(s.N), gdw = upload(dw0), gdb = upload(db0);
     DeviceBuffer<float> cmean = upload(mean), crstd = upload(rstd);  // the backward gets the CPU's statistics
+    DeviceBuffer<float> scratch(gpu::column_sums_scratch_floats(s.C));
     {
       DeviceBuffer<float> gx = upload(x), gw = upload(w), gb = upload(b), gy(nc), gdy = upload(dy), gdx = upload(dx0);
       gpu::layernorm_forward(gy.data(), gmean.data(), grstd.data(), gx.data(), gw.data(), gb.data(), s.N, s.C, 1e-5f,
@@ -187,7 +190,7 @@ TEST_F(Gpu, LayerNormMatchesCpu) {
       expect_close(download(gmean, s.N), mean, kFp32, "layernorm fp32 mean");
       expect_close(download(grstd, s.N), rstd, kFp32, "layernorm fp32 rstd");
       gpu::layernorm_backward(gdx.data(), gdw.data(), gdb.data(), gdy.data(), gx.data(), gw.data(), cmean.data(),
-                              crstd.data(), s.N, s.C, nullptr);
+                              crstd.data(), s.N, s.C, scratch.data(), nullptr);
       expect_close(download(gdx, nc), dx, kFp32, "layernorm fp32 dinp");
       expect_close(download(gdw, s.C), dw, kFp32, "layernorm fp32 dw");
       expect_close(download(gdb, s.C), db, kFp32, "layernorm fp32 db");
@@ -202,7 +205,7 @@ TEST_F(Gpu, LayerNormMatchesCpu) {
       expect_close(download(gy, nc), y, kBf16, "layernorm bf16 out");
       expect_close(download(grstd, s.N), rstd, kFp32, "layernorm bf16 rstd (fp32 math)");
       gpu::layernorm_backward(gdx.data(), gdw.data(), gdb.data(), gdy.data(), gx.data(), gw.data(), cmean.data(),
-                              crstd.data(), s.N, s.C, nullptr);
+                              crstd.data(), s.N, s.C, scratch.data(), nullptr);
       expect_close(download(gdx, nc), dx, kBf16, "layernorm bf16 dinp");
       expect_close(download(gdw, s.C), dw, kFromBf16, "layernorm bf16 dw");
       expect_close(download(gdb, s.C), db, kFromBf16, "layernorm bf16 db");
@@ -249,7 +252,9 @@ TEST_F(Gpu, LinearMatchesCpu) {
     bool bias;
   };
   CublasContext cublas;
-  const std::vector<Shape> shapes = {{1, 16, 48, true}, {37, 64, 192, true}, {5, 33, 7, false}, {8, 256, 64, true}};
+  // The last two split the bias gradient's rows into chunks (ops.h).
+  const std::vector<Shape> shapes = {{1, 16, 48, true},   {37, 64, 192, true},  {5, 33, 7, false},
+                                     {8, 256, 64, true},  {700, 64, 100, true}, {5000, 32, 40, true}};
   for (const Shape& s : shapes) {
     SCOPED_TRACE(testing::Message() << "N=" << s.N << " IC=" << s.IC << " OC=" << s.OC << " bias=" << s.bias);
     const std::vector<float> x = round_bf16(random_vector(size_t(s.N) * s.IC, 30));
@@ -262,13 +267,14 @@ TEST_F(Gpu, LinearMatchesCpu) {
     model::linear_forward(y.data(), x.data(), w.data(), s.bias ? b.data() : nullptr, s.N, s.IC, s.OC);
     model::linear_backward(dx.data(), dw.data(), s.bias ? db.data() : nullptr, dy.data(), x.data(), w.data(), s.N,
                            s.IC, s.OC);
+    DeviceBuffer<float> scratch(gpu::column_sums_scratch_floats(s.OC));
     {
       DeviceBuffer<float> gx = upload(x), gw = upload(w), gb = upload(b), gy(y.size()), gdy = upload(dy);
       DeviceBuffer<float> gdx = upload(dx0), gdw = upload(dw0), gdb = upload(db0);
       gpu::linear_forward(cublas, gy.data(), gx.data(), gw.data(), s.bias ? gb.data() : nullptr, s.N, s.IC, s.OC);
       expect_close(download(gy, y.size()), y, kFp32, "linear fp32 out");
       gpu::linear_backward(cublas, gdx.data(), gdw.data(), s.bias ? gdb.data() : nullptr, gdy.data(), gx.data(),
-                           gw.data(), s.N, s.IC, s.OC);
+                           gw.data(), s.N, s.IC, s.OC, scratch.data());
       expect_close(download(gdx, dx.size()), dx, kFp32, "linear fp32 dinp");
       expect_close(download(gdw, dw.size()), dw, kFp32, "linear fp32 dw");
       expect_close(download(gdb, db.size()), db, kFp32, "linear fp32 dbias");
@@ -280,7 +286,7 @@ TEST_F(Gpu, LinearMatchesCpu) {
       gpu::linear_forward(cublas, gy.data(), gx.data(), gw.data(), s.bias ? gb.data() : nullptr, s.N, s.IC, s.OC);
       expect_close(download(gy, y.size()), y, kBf16, "linear bf16 out");
       gpu::linear_backward(cublas, gdx.data(), gdw.data(), s.bias ? gdb.data() : nullptr, gdy.data(), gx.data(),
-                           gw.data(), s.N, s.IC, s.OC);
+                           gw.data(), s.N, s.IC, s.OC, scratch.data());
       expect_close(download(gdx, dx.size()), dx, kBf16, "linear bf16 dinp");
       expect_close(download(gdw, dw.size()), dw, kFromBf16, "linear bf16 dw (fp32)");
       expect_close(download(gdb, db.size()), db, kFromBf16, "linear bf16 dbias (fp32)");

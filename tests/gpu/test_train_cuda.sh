@@ -5,8 +5,10 @@
 # of 8. fp32 on the GPU gives the CPU's per-step losses (first step within 1e-5, every
 # step within 1e-3: the difference is summation order, and AdamW turns rounding noise
 # in a gradient that is zero in exact arithmetic into steps of either sign); bf16 mixed
-# precision trains (finite losses, the last epoch's mean below the first's). Then a run
-# stopped after 7 steps and resumed on the GPU gives the uninterrupted GPU run's losses.
+# precision trains (finite losses, the last epoch's mean below the first's), also with
+# the fused attention (train.attention: fused, on a head-64 model without dropout). Then
+# a run stopped after 7 steps and resumed on the GPU gives the uninterrupted GPU run's
+# losses.
 # Label gpu: without a GPU it prints "no CUDA device, skipping" (CTest: skipped), unless
 # COCONUT_REQUIRE_GPU=1 (tests/gpu/run.sh), where that is a failure.
 #   test_train_cuda.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
@@ -52,6 +54,21 @@ e0 = [s["loss"] for s in g16 if s["epoch"] == 0]
 e3 = [s["loss"] for s in g16 if s["epoch"] == 3]
 print(f"bf16: epoch 0 mean loss {sum(e0)/len(e0):.4f}, epoch 3 {sum(e3)/len(e3):.4f}")
 assert sum(e3) / len(e3) < sum(e0) / len(e0), "bf16 did not learn"
+PY
+
+# The fused attention kernel needs head size 64 and no attention dropout.
+train fused --set train.device=cuda --set train.precision=bf16 --set train.attention=fused --set model.d_model=128 \
+  --set model.n_head=2 --set model.dropout=0
+grep -q "attention bf16 fused" "$work/fused.log" || fail "the fused run does not say it runs the fused attention"
+grep -q "not applicable" "$work/fused.log" && fail "the fused attention fell back: $(grep attention "$work/fused.log")"
+python3 - "$work/fused/steps.jsonl" <<'PY' || fail "fused attention (see above)"
+import json, math, sys
+s = [json.loads(l) for l in open(sys.argv[1])]
+assert all(math.isfinite(x["loss"]) for x in s), "a loss is not finite"
+e0 = [x["loss"] for x in s if x["epoch"] == 0]
+e3 = [x["loss"] for x in s if x["epoch"] == 3]
+print(f"bf16 fused attention: epoch 0 mean loss {sum(e0)/len(e0):.4f}, epoch 3 {sum(e3)/len(e3):.4f}")
+assert sum(e3) / len(e3) < sum(e0) / len(e0), "did not learn"
 PY
 
 # Stopped after 7 steps (a checkpoint), resumed: the losses of the uninterrupted run.

@@ -71,6 +71,10 @@ bad device_cuda_recompute "train.device: cuda needs parallel.activations: keep" 
   train "$tiny" --set run.dir="$work/device_cuda_recompute" --set train.device=cuda --set parallel.activations=recompute
 bad device_tpu "key 'train.device' expects one of.*got 'tpu'" \
   train "$tiny" --set run.dir="$work/device_tpu" --set train.device=tpu
+bad attention_fp32 "train.attention: fused needs train.precision: bf16" \
+  train "$tiny" --set run.dir="$work/attention_fp32" --set train.attention=fused
+bad attention_flash "key 'train.attention' expects one of.*got 'flash'" \
+  train "$tiny" --set run.dir="$work/attention_flash" --set train.attention=flash
 
 # ---- files -------------------------------------------------------------------------------
 bad missing_data "data.train_file: file '.*/no_such_train.json' does not exist" \
