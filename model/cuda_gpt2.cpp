@@ -93,12 +93,36 @@ void fused_attention_backward(float*, const float*, const float*, const float*, 
   COCONUT_FAIL("fused attention needs the bf16 model");
 }
 
+// The batched bf16 attention keeps its probabilities in bf16, in the activations' fp32
+// words (two per word: CudaGPT2Of::attention_floats_per_row); as above, the fp32 model
+// never selects it.
+void bf16_attention_forward(CublasContext& cublas, bf16* out, float* probs_words, const bf16* qkv,
+                            const uint8_t* key_mask, int a, int b, int B, int T, int C, int H,
+                            const gpu::DropoutKeys* drop, void* workspace) {
+  gpu::attention_forward(cublas, out, reinterpret_cast<bf16*>(probs_words), qkv, key_mask, a, b, B, T, C, H, drop,
+                         workspace);
+}
+void bf16_attention_forward(CublasContext&, float*, float*, const float*, const uint8_t*, int, int, int, int, int, int,
+                            const gpu::DropoutKeys*, void*) {
+  COCONUT_FAIL("bf16 attention needs the bf16 model");
+}
+void bf16_attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, const float* probs_words,
+                             const bf16* qkv, int a, int b, int B, int T, int C, int H, const gpu::DropoutKeys* drop,
+                             void* workspace) {
+  gpu::attention_backward(cublas, dqkv, dout, reinterpret_cast<const bf16*>(probs_words), qkv, a, b, B, T, C, H, drop,
+                          workspace);
+}
+void bf16_attention_backward(CublasContext&, float*, const float*, const float*, const float*, int, int, int, int, int,
+                             int, const gpu::DropoutKeys*, void*) {
+  COCONUT_FAIL("bf16 attention needs the bf16 model");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- activations
 
 template <typename Act>
-void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns, bool probabilities,
+void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns, int64_t probs_floats_per_row,
                                      cudaStream_t stream) {
   COCONUT_CHECK(batch > 0 && columns > 0 && columns <= config.max_positions,
                 "CUDA activations need 0 < B and 0 < T <= max_positions {} (got B={} T={})", config.max_positions,
@@ -107,9 +131,9 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   B = batch;
   T = columns;
   C = config.d_model;
-  const int64_t H = config.n_head, L = config.n_layer, R = int64_t(B) * T;
+  const int64_t L = config.n_layer, R = int64_t(B) * T;
   const int64_t act_total = R * C + L * R * 16 * C + R * C;                   // see the takes below
-  const int64_t per_row = probabilities ? H * T : H;  // probabilities, or the fused attention's log-sum-exp
+  const int64_t per_row = probs_floats_per_row;
   const int64_t f32_total = L * R * (4 + per_row + (kBf16 ? 3 * C : 0)) + 2 * R;
   // The passes of a step cover all T columns and write every row of these buffers
   // before anything reads it (the softmax writes all T columns of a probability row),
@@ -227,6 +251,14 @@ bool CudaGPT2Of<Act>::saves_attention_probabilities() const {
 }
 
 template <typename Act>
+int64_t CudaGPT2Of<Act>::attention_floats_per_row(int T) const {
+  const int64_t H = config_.n_head;
+  if (!saves_attention_probabilities()) return H;           // the fused attention's log-sum-exp
+  if (attention_ == CudaAttention::kFp32) return H * T;     // fp32 probabilities
+  return (H * T + 1) / 2;                                   // bf16 probabilities, two per word
+}
+
+template <typename Act>
 Act* CudaGPT2Of<Act>::params_for_compute() {
   if constexpr (std::is_same_v<Act, bf16>) return params_bf16_.data();
   else return params_.data();
@@ -301,7 +333,7 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
     if (fused) {
       fused_attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H, stream());
     } else if (attention_ != CudaAttention::kFp32) {
-      gpu::attention_forward(cublas_, A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
+      bf16_attention_forward(cublas_, A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
                              attn_drop, attention_ws_.data());
     } else if constexpr (std::is_same_v<Act, bf16>) {
       gpu::convert(A.qkv32 + r0 * 3 * C, A.qkv + r0 * 3 * C, int64_t(n) * 3 * C, stream());
@@ -393,7 +425,7 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
       fused_attention_backward(A.dqkv, datt_.data(), A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b,
                                B, T, C, H, attention_ws_.data(), stream());
     } else if (attention_ != CudaAttention::kFp32) {
-      gpu::attention_backward(cublas_, A.dqkv, datt_.data(), A.probs, A.qkv, a, b, B, T, C, H, attn_drop,
+      bf16_attention_backward(cublas_, A.dqkv, datt_.data(), A.probs, A.qkv, a, b, B, T, C, H, attn_drop,
                               attention_ws_.data());
     } else if constexpr (std::is_same_v<Act, bf16>) {
       gpu::convert(datt32_.data(), datt_.data(), int64_t(nC), stream());
@@ -520,7 +552,7 @@ int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBa
                   "position id {} at row {} outside [0, {})", batch.pos_ids[r], r, cfg.max_positions);
   const int B = batch.B, T = batch.T, C = cfg.d_model;
   const size_t R = size_t(B) * T;
-  acts_.resize(cfg, B, T, model.saves_attention_probabilities(), model.stream());
+  acts_.resize(cfg, B, T, model.attention_floats_per_row(T), model.stream());
   acts_.pos_ids.copy_from_host(batch.pos_ids);
   acts_.key_mask.copy_from_host(batch.key_mask);
   acts_.dropout_enabled = false;

@@ -38,7 +38,7 @@ namespace coconut::model {
 // How the CUDA model computes attention (CudaGPT2Of::set_attention).
 enum class CudaAttention {
   kFp32,         // fp32 batched cuBLAS products (in the bf16 model on an fp32 copy of q|k|v)
-  kBf16Batched,  // bf16 q|k|v, batched tensor-core products, probabilities saved in fp32
+  kBf16Batched,  // bf16 q|k|v, batched tensor-core products, probabilities saved in bf16
   kBf16Flash,    // the fused kernel (gpu::flash_attention_forward): no [T, T] buffers; where
                  // it does not apply (head size other than 64, attention dropout in the
                  // step) the batched bf16 products run instead
@@ -51,9 +51,10 @@ class CudaActivationsOf {
  public:
   // Lays out the activations of B sequences of T columns, growing the buffers as needed
   // (a new buffer is zeroed on `stream`; a reused one is not: every step rewrites it).
-  // With probabilities false, each layer keeps one fp32 number per row and head (the
-  // fused attention's log-sum-exp) instead of the [T] probabilities.
-  void resize(const GPT2Config& config, int B, int T, bool probabilities, cudaStream_t stream);
+  // Each layer keeps probs_floats_per_row fp32 words per row for attention
+  // (CudaGPT2Of::attention_floats_per_row: H*T fp32 probabilities, H*T bf16 ones, or the
+  // fused attention's H log-sum-exps).
+  void resize(const GPT2Config& config, int B, int T, int64_t probs_floats_per_row, cudaStream_t stream);
   void zero_grads(cudaStream_t stream);  // the dqkv that later passes accumulate into
   // Dropout keys: the counter stream of every row, keyed as Activations' (seed, step,
   // sample id, position id) from host copies of the position ids [T*B] and sample ids [B].
@@ -63,7 +64,7 @@ class CudaActivationsOf {
   struct Layer {
     Act* ln1; Act* qkv; Act* att_out; Act* res_mid; Act* ln2; Act* fc; Act* gelu; Act* res_out;  // [T,B,width]
     float* ln1_mean; float* ln1_rstd; float* ln2_mean; float* ln2_rstd;                           // [T,B]
-    float* probs;  // [T,B,H,T] probabilities, or [T,B,H] log-sum-exp (fused attention)
+    float* probs;  // [T,B,H,T] probabilities (fp32, or bf16 in bf16 attention), or [T,B,H] log-sum-exp (fused)
     float* qkv32;  // [T,B,3C] fp32 q|k|v that attention reads: qkv itself in fp32
     float* dqkv;   // [T,B,3C]
   };
@@ -105,8 +106,10 @@ class CudaGPT2Of {
   void set_attention(CudaAttention kind);
   CudaAttention attention() const { return attention_; }
   // Whether the forward saves the [T] probabilities of every row and head (false when
-  // every pass runs the fused kernel, which saves one number).
+  // every pass runs the fused kernel, which saves one number), and the fp32 words per
+  // activation row that attention keeps (CudaActivationsOf::resize).
   bool saves_attention_probabilities() const;
+  int64_t attention_floats_per_row(int T) const;
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
 

@@ -2,6 +2,14 @@
 // coconut::sgemm (runtime/blas.h), with the same arguments, on device pointers.
 #pragma once
 
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device.h"
 
@@ -33,9 +41,24 @@ class CublasContext {
   void sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
              const float* b, int ldb, float beta, float* c, int ldc);
 
+  // A bf16 linear layer with its bias added in the product's epilogue (cuBLASLt):
+  // row-major out[N, OC] = inp[N, IC] W[IC, OC] + bias[OC], fp32 accumulation, one pass
+  // over out (instead of writing the bias, then a product with beta = 1 reading it).
+  // The plan of each shape and pointer alignment (descriptors, the heuristic's
+  // algorithm) is made on first use and kept, so later calls (and graph captures) only
+  // launch. Returns false, having queued nothing, when cuBLASLt offers no algorithm for
+  // these operands: the caller then adds the bias itself.
+  bool linear_bias_bf16(const __nv_bfloat16* inp, const __nv_bfloat16* w, const __nv_bfloat16* bias,
+                        __nv_bfloat16* out, int N, int IC, int OC);
+
  private:
+  struct LtPlan;  // the cuBLASLt descriptors and algorithm of one shape (cublas_gemm.cpp)
   cublasHandle_t handle_ = nullptr;
-  DeviceBuffer<char> workspace_;
+  cudaStream_t stream_ = nullptr;
+  DeviceBuffer<char> workspace_;  // shared by the cuBLAS and cuBLASLt calls, all on stream_
+  cublasLtHandle_t lt_ = nullptr;
+  // (N, IC, OC, alignment of inp, w, out, bias) -> plan
+  std::map<std::array<int64_t, 7>, std::unique_ptr<LtPlan>> lt_plans_;
 };
 
 }  // namespace coconut

@@ -174,13 +174,15 @@ void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, c
                         const float* qkv, int a, int b, int B, int T, int C, int H, const DropoutKeys* drop,
                         void* workspace, int64_t probs_row0 = 0);
 // bf16 inputs: q|k|v, the output and its gradient in bf16, products on tensor cores
-// with fp32 accumulation; probabilities, their gradients and dqkv (accumulated over
-// passes) in fp32; the weights of V and dS are rounded to bf16 for the products. The
-// workspace is attention_workspace_bytes(..., true).
-void attention_forward(CublasContext& cublas, bf16* out, float* probs, const bf16* qkv, const uint8_t* key_mask,
-                       int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
+// with fp32 accumulation; scores, dP and dqkv (accumulated over passes) in fp32; the
+// saved probabilities [T,B,H,T] in bf16, the operand of the products as autocast
+// frameworks keep them (half the bytes of fp32, and no conversion before P V and
+// P^T dY); dS is rounded to bf16 for its products. The workspace is
+// attention_workspace_bytes(..., true).
+void attention_forward(CublasContext& cublas, bf16* out, bf16* probs, const bf16* qkv, const uint8_t* key_mask, int a,
+                       int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
                        int64_t probs_row0 = 0);
-void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, const float* probs, const bf16* qkv,
+void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, const bf16* probs, const bf16* qkv,
                         int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
                         int64_t probs_row0 = 0);
 

@@ -6,8 +6,8 @@
 // gradients, so the batched products never write the same element twice.
 // Two input types: fp32 (SGEMM, the reference path) and bf16, where q|k|v, the output
 // and its gradient are bf16 and the products run on tensor cores with fp32
-// accumulation; scores, probabilities and their gradients stay fp32 (the softmax
-// kernels are shared), with bf16 copies of the weights of V and of dS for the products.
+// accumulation; scores and the gradient dP stay fp32, the saved probabilities and dS are
+// bf16 (the operands of the products; the softmax kernels are templates over them).
 #include <type_traits>
 
 #include "runtime/check.h"
@@ -24,9 +24,11 @@ constexpr int kRowThreads = 128;
 size_t pointer_bytes(int pairs) { return (size_t(kRoles) * pairs * sizeof(void*) + 255) / 256 * 256; }
 
 // The pointers of pair p = s * H + h. P is probs' row block of the pair (row stride
-// B*H*T) when probs is given, else the pair's [nq, nk] slice of scratch0.
-template <typename In>
-__global__ void pair_pointers_kernel(void** ptr, int pairs, const In* qkv, float* dqkv, float* probs,
+// B*H*T) when probs is given, else the pair's [nq, nk] slice of scratch0 (fp32 P) or of
+// the bf16 scratch (bf16 P, the same slice as kPB: without saved probabilities P is the
+// bf16 weight operand itself).
+template <typename In, typename Prob>
+__global__ void pair_pointers_kernel(void** ptr, int pairs, const In* qkv, float* dqkv, Prob* probs,
                                      int64_t probs_row0, float* scratch0, float* scratch1, bf16* scratch_bf16,
                                      const In* y, int a, int nq, int nk, int B, int T, int C, int H) {
   const int p = blockIdx.x * blockDim.x + threadIdx.x;
@@ -37,7 +39,11 @@ __global__ void pair_pointers_kernel(void** ptr, int pairs, const In* qkv, float
   ptr[kQ * pairs + p] = const_cast<In*>(qkv + q_off);
   ptr[kK * pairs + p] = const_cast<In*>(qkv + k_off);
   ptr[kV * pairs + p] = const_cast<In*>(qkv + k_off + C);
-  ptr[kP * pairs + p] = probs ? probs + ((int64_t(a) * B + s - probs_row0) * H + h) * T : scratch0 + slice;
+  // P: the saved probabilities, or without them the pair's slice of a scratch of P's type.
+  Prob* p_scratch = nullptr;
+  if constexpr (std::is_same_v<Prob, float>) p_scratch = scratch0 + slice;
+  else p_scratch = scratch_bf16 + slice;
+  ptr[kP * pairs + p] = probs ? probs + ((int64_t(a) * B + s - probs_row0) * H + h) * T : p_scratch;
   ptr[kS0 * pairs + p] = scratch0 + slice;
   ptr[kS1 * pairs + p] = scratch1 + slice;
   ptr[kY * pairs + p] = const_cast<In*>(y + int64_t(s) * C + h * hd);
@@ -48,25 +54,29 @@ __global__ void pair_pointers_kernel(void** ptr, int pairs, const In* qkv, float
   ptr[kSB * pairs + p] = scratch_bf16 ? scratch_bf16 + int64_t(pairs) * nq * nk + slice : nullptr;
 }
 
-// Row i of pair blockIdx.y of role src (row stride ld) rounded to bf16 into role dst
-// (row stride nk): the operand of a bf16 product.
+// Row i of pair blockIdx.y of role src (Src, row stride ld) rounded to bf16 into role
+// dst (row stride nk): the operand of a bf16 product.
+template <typename Src>
 __global__ void rows_to_bf16_kernel(void** ptr, int pairs, int src, int ld, int dst, int nk) {
   const int i = blockIdx.x, p = blockIdx.y;
-  const float* from = static_cast<const float*>(ptr[src * pairs + p]) + int64_t(i) * ld;
+  const Src* from = static_cast<const Src*>(ptr[src * pairs + p]) + int64_t(i) * ld;
   bf16* to = static_cast<bf16*>(ptr[dst * pairs + p]) + int64_t(i) * nk;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) to[j] = __float2bfloat16_rn(from[j]);
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) to[j] = __float2bfloat16_rn(detail::load(from[j]));
 }
 
 // Masked causal softmax of query row i (column a + i) of pair blockIdx.y over keys
-// [0, nk), in place; keys after the query or hidden by the key mask get 0, a row with
-// no visible key is all zeros (as the CPU op). With tail > nk, [nk, tail) is zeroed
-// (the saved probabilities' unused columns). With bf16_role >= 0 the row is also
-// rounded to bf16 into that role (row stride nk): the operand of the bf16 P V product.
-__global__ void softmax_kernel(void** ptr, int pairs, int ld, int a, int nk, int tail, const uint8_t* key_mask,
-                               int B, int H, int bf16_role) {
+// [0, nk): scores from role src (fp32, row stride ld_src), probabilities into role kP
+// (Prob, row stride ld_p; src may be kP itself in fp32). Keys after the query or hidden
+// by the key mask get 0, a row with no visible key is all zeros (as the CPU op). The
+// exponentials are kept in src between the passes. With tail > nk, P's [nk, tail) is
+// zeroed (the saved probabilities' unused columns).
+template <typename Prob>
+__global__ void softmax_kernel(void** ptr, int pairs, int src, int ld_src, int ld_p, int a, int nk, int tail,
+                               const uint8_t* key_mask, int B, int H) {
   __shared__ float shared[32];
   const int i = blockIdx.x, p = blockIdx.y, s = p / H, t = a + i;
-  float* row = static_cast<float*>(ptr[kP * pairs + p]) + int64_t(i) * ld;
+  float* row = static_cast<float*>(ptr[src * pairs + p]) + int64_t(i) * ld_src;
+  Prob* out = static_cast<Prob*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
   float m = -INFINITY;
   for (int j = threadIdx.x; j < nk; j += blockDim.x)
     if (j <= t && key_mask[int64_t(j) * B + s]) m = fmaxf(m, row[j]);
@@ -80,51 +90,50 @@ __global__ void softmax_kernel(void** ptr, int pairs, int ld, int a, int nk, int
   }
   sum = detail::block_sum(sum, shared);
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  bf16* copy = bf16_role >= 0 ? static_cast<bf16*>(ptr[bf16_role * pairs + p]) + int64_t(i) * nk : nullptr;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
-    row[j] *= inv;
-    if (copy) copy[j] = __float2bfloat16_rn(row[j]);
-  }
-  for (int j = nk + threadIdx.x; j < tail; j += blockDim.x) row[j] = 0.f;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) out[j] = detail::store<Prob>(row[j] * inv);
+  for (int j = nk + threadIdx.x; j < tail; j += blockDim.x) out[j] = detail::store<Prob>(0.f);
 }
 
 // Probability dropout of query row i of pair blockIdx.y: S1 = keep * P (the weights of
 // V) and, in the backward (scale_grad), S0 *= keep (the gradient reaching P). keep is
 // 0 or 1/(1-p) from the row's stream at h * head_stride + key_pos; a zero probability
 // draws nothing (it contributes nothing either way), as the CPU op.
+template <typename Prob>
 __global__ void attention_dropout_kernel(void** ptr, int pairs, int ld_p, int a, int nk, int B, int H,
                                          DropoutKeys d, uint32_t threshold, float scale, bool scale_grad) {
   const int i = blockIdx.x, p = blockIdx.y, s = p / H, h = p % H;
-  const float* P = static_cast<const float*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
+  const Prob* P = static_cast<const Prob*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
   float* kept = static_cast<float*>(ptr[kS1 * pairs + p]) + int64_t(i) * nk;
   float* dP = static_cast<float*>(ptr[kS0 * pairs + p]) + int64_t(i) * nk;
   const RowStream rs = d.rows[int64_t(i) * B + s];
   const int causal_end = min(nk, a + i + 1);
   for (int j = threadIdx.x; j < nk; j += blockDim.x) {
+    const float pj = detail::load(P[j]);
     float keep = 0.f;
-    if (j < causal_end && P[j] != 0.f) {
+    if (j < causal_end && pj != 0.f) {
       const uint64_t index = d.first + uint64_t(h) * d.head_stride + uint64_t(d.key_pos[int64_t(j) * B + s]);
       keep = detail::stream_word(rs, index) >= threshold ? scale : 0.f;
     }
-    kept[j] = keep * P[j];
+    kept[j] = keep * pj;
     if (scale_grad) dP[j] *= keep;
   }
 }
 
 // Softmax backward of row i of pair blockIdx.y: dS_j = p_j (dp_j - sum_k p_k dp_k) * scale,
-// from dP in role kS0 into role `out` (row stride nk): kS0 itself in fp32, kSB in bf16
-// (the operand of the bf16 products that follow).
-template <typename Out>
+// from P (Prob) and dP in role kS0 into role `out` (row stride nk): kS0 itself in fp32,
+// kSB in bf16 (the operand of the bf16 products that follow).
+template <typename Prob, typename Out>
 __global__ void softmax_backward_kernel(void** ptr, int pairs, int ld_p, int nk, float scale, int out) {
   __shared__ float shared[32];
   const int i = blockIdx.x, p = blockIdx.y;
-  const float* P = static_cast<const float*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
+  const Prob* P = static_cast<const Prob*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
   const float* d = static_cast<const float*>(ptr[kS0 * pairs + p]) + int64_t(i) * nk;
   Out* ds = static_cast<Out*>(ptr[out * pairs + p]) + int64_t(i) * nk;
   float dot = 0.f;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) dot += P[j] * d[j];
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) dot += detail::load(P[j]) * d[j];
   dot = detail::block_sum(dot, shared);  // its barriers order every read of d before any write of ds
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) ds[j] = detail::store<Out>(P[j] * (d[j] - dot) * scale);
+  for (int j = threadIdx.x; j < nk; j += blockDim.x)
+    ds[j] = detail::store<Out>(detail::load(P[j]) * (d[j] - dot) * scale);
 }
 
 // Row-major batched C_i = alpha op(A_i) op(B_i) + beta C_i (see cublas_gemm.h for the
@@ -155,8 +164,8 @@ struct Setup {
 
 size_t scratch_elements(int pairs, int nq, int nk) { return size_t(pairs) * nq * nk; }
 
-template <typename In>
-Setup setup(CublasContext& cublas, void* workspace, const In* qkv, float* dqkv, float* probs,
+template <typename In, typename Prob>
+Setup setup(CublasContext& cublas, void* workspace, const In* qkv, float* dqkv, Prob* probs,
             int64_t probs_row0, const In* y, int a, int b, int B, int T, int C, int H) {
   COCONUT_CHECK(B > 0 && H > 0 && C % H == 0, "attention: C={} is not a multiple of H={} (B={})", C, H, B);
   COCONUT_CHECK(0 <= a && a < b && b <= T, "attention: columns [{}, {}) outside [0, {})", a, b, T);
@@ -207,13 +216,13 @@ void attention_forward(CublasContext& cublas, float* out, float* probs, const fl
   batched(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, scale, kQ, ld_qkv, kK, ld_qkv, 0.f, kP,
           ld_p);  // scores
   const dim3 rows(st.nq, st.pairs);
-  softmax_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, probs ? T : st.nk, key_mask,
-                                                      B, H, -1);
+  softmax_kernel<float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kP, ld_p, ld_p, a, st.nk,
+                                                             probs ? T : st.nk, key_mask, B, H);  // in place
   CUDA_CHECK(cudaGetLastError());
   Role weights = kP;  // the weights of V: the probabilities, or their dropped copy
   int ld_w = ld_p;
   if (drop) {
-    attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
+    attention_dropout_kernel<float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
                                                                   detail::drop_threshold(drop->p),
                                                                   1.f / (1.f - drop->p), false);
     CUDA_CHECK(cudaGetLastError());
@@ -242,7 +251,7 @@ void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, c
   if (drop) {
     // The forward's masks again: V was weighted by the dropped probabilities, and the
     // gradient reaching P is the dropped one times the keep factor.
-    attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
+    attention_dropout_kernel<float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
                                                                   detail::drop_threshold(drop->p),
                                                                   1.f / (1.f - drop->p), true);
     CUDA_CHECK(cudaGetLastError());
@@ -251,7 +260,8 @@ void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, c
   }
   batched(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, weights, ld_w, kY, ld_out, 1.f, kDV,
           ld_qkv);  // dV += P^T dY
-  softmax_backward_kernel<float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale, kS0);
+  softmax_backward_kernel<float, float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale,
+                                                                             kS0);
   CUDA_CHECK(cudaGetLastError());
   batched(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kS0, st.nk, kK, ld_qkv, 1.f, kDQ,
           ld_qkv);  // dQ += dS K
@@ -259,8 +269,38 @@ void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, c
           ld_qkv);  // dK += dS^T Q
 }
 
-void attention_forward(CublasContext& cublas, bf16* out, float* probs, const bf16* qkv, const uint8_t* key_mask,
-                       int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
+namespace {
+
+// The bf16 weights of V for the P V product (forward) and P^T dY (backward): the bf16
+// probabilities (role kP, row stride ld_p) themselves where `direct`, else a copy in the
+// pair's scratch kPB (row stride nk); with dropout, the dropped probabilities rounded
+// into kPB (and, in the backward, dP scaled by the keep factor). The saved probabilities
+// are an operand only when every pair's rows are as aligned as their stride suggests:
+// cuBLAS takes a batched operand's alignment from its leading dimension, not from the
+// pointers in the array, and [T,B,H,T] rows with T = 9 faulted (misaligned address,
+// docs/gpu_runs/2026-11-27-h100-run4.log). T a multiple of 8 makes every row 16-byte
+// aligned; the scratch's pointers share its stride's alignment.
+Role bf16_weights(const Setup& st, dim3 rows, const DropoutKeys* drop, int ld_p, int a, int B, int H, bool backward,
+                  bool direct) {
+  if (drop) {
+    attention_dropout_kernel<bf16><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
+                                                                        detail::drop_threshold(drop->p),
+                                                                        1.f / (1.f - drop->p), backward);
+    CUDA_CHECK(cudaGetLastError());
+    rows_to_bf16_kernel<float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kS1, st.nk, kPB, st.nk);
+    CUDA_CHECK(cudaGetLastError());
+    return kPB;
+  }
+  if (direct) return kP;
+  rows_to_bf16_kernel<bf16><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kP, ld_p, kPB, st.nk);
+  CUDA_CHECK(cudaGetLastError());
+  return kPB;
+}
+
+}  // namespace
+
+void attention_forward(CublasContext& cublas, bf16* out, bf16* probs, const bf16* qkv, const uint8_t* key_mask, int a,
+                       int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
                        int64_t probs_row0) {
   COCONUT_CHECK(!drop || probs, "attention dropout needs the saved probabilities (training activations)");
   check_dropout(drop);
@@ -270,53 +310,38 @@ void attention_forward(CublasContext& cublas, bf16* out, float* probs, const bf1
   const float scale = 1.f / sqrtf(static_cast<float>(st.hd));
   cublasHandle_t handle = cublas.handle();
   batched_ex(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, scale, kQ, CUDA_R_16BF, ld_qkv, kK,
-             CUDA_R_16BF, ld_qkv, 0.f, kP, CUDA_R_32F, ld_p);  // scores, fp32
+             CUDA_R_16BF, ld_qkv, 0.f, kS0, CUDA_R_32F, st.nk);  // scores, fp32
   const dim3 rows(st.nq, st.pairs);
-  // Without dropout the softmax also writes the bf16 weights of V; with it, the dropped
-  // copy is rounded after the dropout.
-  softmax_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, probs ? T : st.nk, key_mask,
-                                                      B, H, drop ? -1 : kPB);
+  softmax_kernel<bf16><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kS0, st.nk, ld_p, a, st.nk,
+                                                            probs ? T : st.nk, key_mask, B, H);
   CUDA_CHECK(cudaGetLastError());
-  if (drop) {
-    attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
-                                                                  detail::drop_threshold(drop->p),
-                                                                  1.f / (1.f - drop->p), false);
-    CUDA_CHECK(cudaGetLastError());
-    rows_to_bf16_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kS1, st.nk, kPB, st.nk);
-    CUDA_CHECK(cudaGetLastError());
-  }
-  batched_ex(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kPB, CUDA_R_16BF, st.nk, kV,
+  // The weights of V: the bf16 probabilities, or their dropped copy rounded to bf16.
+  const Role weights = bf16_weights(st, rows, drop, ld_p, a, B, H, false, probs == nullptr || T % 8 == 0);
+  const int ld_w = weights == kP ? ld_p : st.nk;
+  batched_ex(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, weights, CUDA_R_16BF, ld_w, kV,
              CUDA_R_16BF, ld_qkv, 0.f, kY, CUDA_R_16BF, ld_out);  // P V
 }
 
-void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, const float* probs, const bf16* qkv,
+void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, const bf16* probs, const bf16* qkv,
                         int a, int b, int B, int T, int C, int H, const DropoutKeys* drop, void* workspace,
                         int64_t probs_row0) {
   COCONUT_CHECK(probs, "attention backward needs the saved probabilities");
   check_dropout(drop);
-  const Setup st =
-      setup(cublas, workspace, qkv, dqkv, const_cast<float*>(probs), probs_row0, dout, a, b, B, T, C, H);
+  const Setup st = setup(cublas, workspace, qkv, dqkv, const_cast<bf16*>(probs), probs_row0, dout, a, b, B, T, C, H);
   const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = B * H * T;
   const float scale = 1.f / sqrtf(static_cast<float>(st.hd));
   cublasHandle_t handle = cublas.handle();
   const dim3 rows(st.nq, st.pairs);
   batched_ex(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, 1.f, kY, CUDA_R_16BF, ld_out, kV,
              CUDA_R_16BF, ld_qkv, 0.f, kS0, CUDA_R_32F, st.nk);  // dP = dY V^T
-  Role weights = kP;
-  int ld_w = ld_p;
-  if (drop) {
-    attention_dropout_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, a, st.nk, B, H, *drop,
-                                                                  detail::drop_threshold(drop->p),
-                                                                  1.f / (1.f - drop->p), true);
-    CUDA_CHECK(cudaGetLastError());
-    weights = kS1;
-    ld_w = st.nk;
-  }
-  rows_to_bf16_kernel<<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, weights, ld_w, kPB, st.nk);
-  CUDA_CHECK(cudaGetLastError());
-  batched_ex(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, kPB, CUDA_R_16BF, st.nk, kY,
+  // The weights V was multiplied by, as in the forward (dropout: the forward's masks again,
+  // and the gradient reaching P times the keep factor).
+  const Role weights = bf16_weights(st, rows, drop, ld_p, a, B, H, true, T % 8 == 0);
+  const int ld_w = weights == kP ? ld_p : st.nk;
+  batched_ex(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, weights, CUDA_R_16BF, ld_w, kY,
              CUDA_R_16BF, ld_out, 1.f, kDV, CUDA_R_32F, ld_qkv);  // dV += P^T dY
-  softmax_backward_kernel<bf16><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale, kSB);
+  softmax_backward_kernel<bf16, bf16><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale,
+                                                                           kSB);
   CUDA_CHECK(cudaGetLastError());
   batched_ex(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kSB, CUDA_R_16BF, st.nk, kK,
              CUDA_R_16BF, ld_qkv, 1.f, kDQ, CUDA_R_32F, ld_qkv);  // dQ += dS K

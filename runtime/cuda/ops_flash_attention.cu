@@ -83,32 +83,33 @@ struct MaskFetch {
 __device__ __forceinline__ int lane_column(int c, int r, int c0) { return c0 + ((c + 5 * r + c0 / 2) & 31); }
 
 // out[16 x 64] (fp32, stride kLdF) = A[16 x 64] B^T, A's rows and B's rows both 64
-// wide in shared memory (stride kLdB): scores Q K^T, or their transpose K Q^T.
+// wide in shared memory (stride kLdB): scores Q K^T, or their transpose K Q^T. A's four
+// fragments are loaded once for the four column blocks.
 __device__ void product_abt(float* out, const bf16* a, const bf16* b) {
+  FragA fa[kHead / 16];
+  for (int k = 0; k < kHead / 16; ++k) wmma::load_matrix_sync(fa[k], a + k * 16, kLdB);
   for (int n = 0; n < kTile / 16; ++n) {
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
     for (int k = 0; k < kHead / 16; ++k) {
-      FragA fa;
       FragBCol fb;
-      wmma::load_matrix_sync(fa, a + k * 16, kLdB);
       wmma::load_matrix_sync(fb, b + n * 16 * kLdB + k * 16, kLdB);
-      wmma::mma_sync(acc, fa, fb, acc);
+      wmma::mma_sync(acc, fa[k], fb, acc);
     }
     wmma::store_matrix_sync(out + n * 16, acc, kLdF, wmma::mem_row_major);
   }
 }
 
 // acc[n] += A[16 x 64] B[64 x 64], A bf16 (stride kLdB) and B a 64-row tile: P V,
-// P^T dO, dS^T Q, dS K.
+// P^T dO, dS^T Q, dS K. A's four fragments are loaded once.
 __device__ void product_ab_accumulate(FragC (&acc)[kHead / 16], const bf16* a, const bf16* b) {
+  FragA fa[kTile / 16];
+  for (int k = 0; k < kTile / 16; ++k) wmma::load_matrix_sync(fa[k], a + k * 16, kLdB);
   for (int n = 0; n < kHead / 16; ++n)
     for (int k = 0; k < kTile / 16; ++k) {
-      FragA fa;
       FragBRow fb;
-      wmma::load_matrix_sync(fa, a + k * 16, kLdB);
       wmma::load_matrix_sync(fb, b + k * 16 * kLdB + n * 16, kLdB);
-      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+      wmma::mma_sync(acc[n], fa[k], fb, acc[n]);
     }
 }
 

@@ -1,6 +1,7 @@
 // Linear layers of ops.h on cuBLAS: fp32 through CublasContext::sgemm (plain fp32, no
-// TF32), bf16 through cublasGemmEx with fp32 accumulation; plus the two small kernels
-// they need (bias broadcast, bias gradient as column sums).
+// TF32), bf16 through cublasGemmEx with fp32 accumulation (the forward with a bias
+// through cuBLASLt, the bias in the epilogue); plus the two small kernels they need
+// (bias broadcast where the epilogue is not used, bias gradient as column sums).
 #include "runtime/check.h"
 #include "runtime/cuda/ops_common.cuh"
 
@@ -110,6 +111,7 @@ void linear_forward(CublasContext& cublas, float* out, const float* inp, const f
 void linear_forward(CublasContext& cublas, bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N,
                     int IC, int OC) {
   if (N == 0) return;
+  if (bias && cublas.linear_bias_bf16(inp, w, bias, out, N, IC, OC)) return;  // the bias in the epilogue
   if (bias) broadcast_bias(out, bias, N, OC, stream_of(cublas));
   gemm_bf16(cublas, false, false, N, OC, IC, 1.f, inp, IC, w, OC, bias ? 1.f : 0.f, out, OC);
 }

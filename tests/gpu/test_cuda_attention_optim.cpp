@@ -118,12 +118,16 @@ TEST_F(Gpu, AttentionMatchesCpu) {
 }
 
 // The bf16 overloads: q|k|v and dout rounded to bf16 on both sides, the CPU op in fp32
-// as the reference. Probabilities come from exact bf16 products summed in fp32 (fp32
-// tolerance of bf16 inputs); the output and dqkv go through bf16 copies of the weights
-// of V and of dS (bf16 tolerance).
+// as the reference. The saved probabilities are bf16 (bf16 tolerance, and every element
+// of the buffer written: it starts poisoned); the output and dqkv go through bf16
+// operands (bf16 tolerance). The backward also runs from the CPU's probabilities
+// rounded to bf16, so that it is tested on its own.
 TEST_F(Gpu, AttentionInBf16IsCloseToCpu) {
+  // T = 9, 17, 33: the saved probabilities are copied to an aligned scratch for the
+  // products; T = 16, 24, 32 (multiples of 8): they are the products' operand directly.
   const std::vector<AttentionCase> cases = {
-      {2, 9, 16, 2, 0, 5}, {2, 9, 16, 2, 5, 6}, {2, 9, 16, 2, 6, 9}, {3, 17, 24, 3, 0, 17}, {4, 33, 64, 4, 20, 21}};
+      {2, 9, 16, 2, 0, 5},   {2, 9, 16, 2, 5, 6},   {2, 9, 16, 2, 6, 9},    {3, 17, 24, 3, 0, 17},
+      {4, 33, 64, 4, 20, 21}, {2, 16, 16, 2, 0, 16}, {3, 24, 24, 3, 10, 11}, {2, 32, 64, 4, 8, 32}};
   CublasContext cublas;
   for (const AttentionCase& t : cases) {
     for (float p : {0.f, 0.25f}) {
@@ -151,15 +155,18 @@ TEST_F(Gpu, AttentionInBf16IsCloseToCpu) {
       const gpu::DropoutKeys* gd = p > 0 ? &keys : nullptr;
       DeviceBuffer<char> ws(gpu::attention_workspace_bytes(t.B, t.H, nq, t.b, true));
       DeviceBuffer<bf16> gqkv = upload_bf16(qkv), gout(out.size());
-      DeviceBuffer<float> gprobs = upload(std::vector<float>(probs_size, 0.f));
+      // Rows of the pass are written in full (T columns); the others keep the CPU's zeros.
+      std::vector<float> poisoned(probs_size, 0.f);
+      for (int r = t.a * t.B; r < t.b * t.B; ++r)
+        std::fill_n(poisoned.begin() + size_t(r) * t.H * t.T, size_t(t.H) * t.T, NAN);
+      DeviceBuffer<bf16> gprobs = upload_bf16(poisoned);
       DeviceBuffer<uint8_t> gmask = upload(mask);
       gpu::attention_forward(cublas, gout.data(), gprobs.data(), gqkv.data(), gmask.data(), t.a, t.b, t.B, t.T, t.C,
                              t.H, gd, ws.data());
       expect_close(download(gout, out.size()), out, kBf16, "bf16 attention out");
-      expect_close(download(gprobs, probs_size), probs, kFromBf16, "bf16 attention probs");
-      // The backward from the CPU's probabilities, so that it is tested on its own.
-      DeviceBuffer<float> cprobs = upload(probs), gdqkv = upload(dqkv0);
-      DeviceBuffer<bf16> gdout = upload_bf16(dout);
+      expect_close(download(gprobs, probs_size), probs, kBf16, "bf16 attention probs");
+      DeviceBuffer<bf16> cprobs = upload_bf16(probs), gdout = upload_bf16(dout);
+      DeviceBuffer<float> gdqkv = upload(dqkv0);
       gpu::attention_backward(cublas, gdqkv.data(), gdout.data(), cprobs.data(), gqkv.data(), t.a, t.b, t.B, t.T, t.C,
                               t.H, gd, ws.data());
       expect_close(download(gdqkv, dqkv.size()), dqkv, kBf16, "bf16 attention dqkv");

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -293,6 +294,26 @@ TEST_F(Gpu, LinearMatchesCpu) {
     }
   }
   CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+// The bf16 forward with a bias runs on cuBLASLt with the bias in the epilogue where an
+// algorithm exists: for the model's aligned shapes it must (else the broadcast kernel
+// and a second pass over the output come back), and the result is the CPU's.
+TEST_F(Gpu, LinearBiasEpilogueRunsForAlignedShapes) {
+  CublasContext cublas;
+  for (const auto& [N, IC, OC] : {std::array<int, 3>{64, 64, 192}, std::array<int, 3>{32, 768, 2304}}) {
+    SCOPED_TRACE(testing::Message() << "N=" << N << " IC=" << IC << " OC=" << OC);
+    const std::vector<float> x = round_bf16(random_vector(size_t(N) * IC, 40));
+    const std::vector<float> w = round_bf16(random_vector(size_t(IC) * OC, 41));
+    const std::vector<float> b = round_bf16(random_vector(OC, 42));
+    std::vector<float> y(size_t(N) * OC);
+    model::linear_forward(y.data(), x.data(), w.data(), b.data(), N, IC, OC);
+    DeviceBuffer<bf16> gx = upload_bf16(x), gw = upload_bf16(w), gb = upload_bf16(b);
+    DeviceBuffer<bf16> gy = upload_bf16(std::vector<float>(y.size(), NAN));  // every element must be written
+    EXPECT_TRUE(cublas.linear_bias_bf16(gx.data(), gw.data(), gb.data(), gy.data(), N, IC, OC))
+        << "cuBLASLt offered no algorithm";
+    expect_close(download(gy, y.size()), y, kBf16, "linear with the bias in the epilogue");
+  }
 }
 
 }  // namespace
