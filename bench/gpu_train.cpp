@@ -109,8 +109,8 @@ Options parse(int argc, char** argv) {
     else COCONUT_FAIL("unknown option {} (see the comment at the top of bench/gpu_train.cpp)", a);
   }
   for (const std::string& r : o.rows)
-    COCONUT_CHECK(find_row(r) != nullptr, "--rows: unknown row '{}' (see the comment at the top of bench/gpu_train.cpp)",
-                  r);
+    COCONUT_CHECK(find_row(r) != nullptr,
+                  "--rows: unknown row '{}' (see the comment at the top of bench/gpu_train.cpp)", r);
   COCONUT_CHECK(o.batch > 0 && o.latents >= 1 && o.question >= 1 && o.question + o.latents < o.seq_len,
                 "need batch > 0, latents >= 1 and question + latents < seq-len");
   return o;
@@ -218,7 +218,8 @@ double time_steps(const model::GPT2Config& cfg, const model::GPT2& host, const m
   if (profile_step) CUDA_CHECK(cudaProfilerStop());
   while (timer.seconds() < seconds) loss = step(++k), ++steps;
   const double ms = 1e3 * timer.seconds() / steps;
-  fmt::print("{}: {} timed steps in {:.1f} s after 3 warm-up steps, last loss {:.4f}, device memory in use {:.1f} GiB\n",
+  fmt::print("{}: {} timed steps in {:.1f} s after 3 warm-up steps, last loss {:.4f}, "
+             "device memory in use {:.1f} GiB\n",
              name, steps, timer.seconds(), loss, double(total_bytes - free_bytes) / (1 << 30));
   std::fflush(stdout);
   return ms;

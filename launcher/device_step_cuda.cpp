@@ -18,7 +18,8 @@ namespace {
 // train.attention (train_config.h) as the CUDA model's attention kind.
 model::CudaAttention attention_kind(const TrainConfig& c) {
   if (c.attention == "fused") return model::CudaAttention::kBf16Flash;
-  if (c.attention == "bf16" || (c.attention == "auto" && c.precision == "bf16")) return model::CudaAttention::kBf16Batched;
+  if (c.attention == "bf16" || (c.attention == "auto" && c.precision == "bf16"))
+    return model::CudaAttention::kBf16Batched;
   return model::CudaAttention::kFp32;
 }
 

@@ -288,8 +288,9 @@ void CudaGPT2Of<Act>::ensure_scratch(int rows, int B, int T) {
     ensure(datt32_, R * C);
     ensure(dqkv_act_, R * 3 * C);
   }
+  const bool bf16_inputs = attention_ != CudaAttention::kFp32;
   ensure(attention_ws_, saves_attention_probabilities()
-                            ? gpu::attention_workspace_bytes(B, config_.n_head, T, T, attention_ != CudaAttention::kFp32)
+                            ? gpu::attention_workspace_bytes(B, config_.n_head, T, T, bf16_inputs)
                             : gpu::flash_attention_workspace_bytes(B, config_.n_head, T));
   ensure(embedding_ws_, gpu::embedding_backward_workspace_bytes(rows));
   ensure(colsum_ws_, gpu::column_sums_scratch_floats(4 * int(C)));  // the widest bias: fc's 4C

@@ -257,6 +257,30 @@ struct RowTermsFetch {
   }
 };
 
+// The shared memory of both backward kernels: K, V, Q and dO tiles; per warp two fp32
+// 16-row slabs (scores or probabilities, and dP) and one bf16 slab (P or dS, a product's
+// operand); the query tile's lse and D; the key tile's mask. kBackwardSmem bytes.
+struct BackwardSmem {
+  bf16 *k, *v, *q, *dout, *b16;
+  float *f32a, *f32b, *lse, *d;
+  uint8_t* mask;
+
+  __device__ BackwardSmem(unsigned char* smem, int warp) {
+    k = reinterpret_cast<bf16*>(smem);
+    v = k + kTileB;
+    q = v + kTileB;
+    dout = q + kTileB;
+    float* f32 = reinterpret_cast<float*>(dout + kTileB);
+    f32a = f32 + warp * kWarpF;
+    f32b = f32 + kWarps * kWarpF + warp * kWarpF;
+    bf16* slabs16 = reinterpret_cast<bf16*>(f32 + 2 * kWarps * kWarpF);
+    b16 = slabs16 + warp * kWarpB;
+    lse = reinterpret_cast<float*>(slabs16 + kWarps * kWarpB);
+    d = lse + kTile;
+    mask = reinterpret_cast<uint8_t*>(d + kTile);
+  }
+};
+
 // dK, dV of keys [j0, j0 + 64) of pair blockIdx.y, over every query row of the pass that
 // sees them. Shared memory: K, V, Q, dO tiles, per warp P^T and dP^T (fp32) and P^T /
 // dS^T (bf16), then lse, D and the key mask. The next query tile is fetched while this
@@ -267,17 +291,10 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kv_kernel(float* dqkv
   extern __shared__ __align__(128) unsigned char smem[];
   const int pair = blockIdx.y, s = pair / p.H, h = pair % p.H, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int nk = p.a + p.nq, j0 = blockIdx.x * kTile, kr = min(kTile, nk - j0);
-  bf16* k_s = reinterpret_cast<bf16*>(smem);
-  bf16* v_s = k_s + kTileB;
-  bf16* q_s = v_s + kTileB;
-  bf16* do_s = q_s + kTileB;
-  float* f32 = reinterpret_cast<float*>(do_s + kTileB);
-  float* pt_w = f32 + warp * kWarpF;
-  float* dpt_w = f32 + kWarps * kWarpF + warp * kWarpF;
-  bf16* b_w = reinterpret_cast<bf16*>(f32 + 2 * kWarps * kWarpF) + warp * kWarpB;
-  float* lse_s = reinterpret_cast<float*>(reinterpret_cast<bf16*>(f32 + 2 * kWarps * kWarpF) + kWarps * kWarpB);
-  float* d_s = lse_s + kTile;
-  uint8_t* mask_s = reinterpret_cast<uint8_t*>(d_s + kTile);
+  const BackwardSmem m(smem, warp);
+  bf16 *k_s = m.k, *v_s = m.v, *q_s = m.q, *do_s = m.dout, *b_w = m.b16;
+  float *pt_w = m.f32a, *dpt_w = m.f32b, *lse_s = m.lse, *d_s = m.d;
+  uint8_t* mask_s = m.mask;
 
   const int first = max(0, j0 - p.a) / kTile * kTile;  // the first query tile that sees a key of this tile
   const int64_t dout_stride = int64_t(p.B) * p.C;
@@ -351,17 +368,10 @@ __global__ void __launch_bounds__(kThreads) flash_backward_q_kernel(float* dqkv,
   extern __shared__ __align__(128) unsigned char smem[];
   const int pair = blockIdx.y, s = pair / p.H, h = pair % p.H, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int i0 = blockIdx.x * kTile, qr = min(kTile, p.nq - i0);
-  bf16* k_s = reinterpret_cast<bf16*>(smem);
-  bf16* v_s = k_s + kTileB;
-  bf16* q_s = v_s + kTileB;
-  bf16* do_s = q_s + kTileB;
-  float* f32 = reinterpret_cast<float*>(do_s + kTileB);
-  float* s_w = f32 + warp * kWarpF;
-  float* dp_w = f32 + kWarps * kWarpF + warp * kWarpF;
-  bf16* b_w = reinterpret_cast<bf16*>(f32 + 2 * kWarps * kWarpF) + warp * kWarpB;
-  float* lse_s = reinterpret_cast<float*>(reinterpret_cast<bf16*>(f32 + 2 * kWarps * kWarpF) + kWarps * kWarpB);
-  float* d_s = lse_s + kTile;
-  uint8_t* mask_s = reinterpret_cast<uint8_t*>(d_s + kTile);
+  const BackwardSmem m(smem, warp);
+  bf16 *k_s = m.k, *v_s = m.v, *q_s = m.q, *do_s = m.dout, *b_w = m.b16;
+  float *s_w = m.f32a, *dp_w = m.f32b, *lse_s = m.lse, *d_s = m.d;
+  uint8_t* mask_s = m.mask;
 
   const int n_keys = p.a + i0 + qr;
   TileFetch q_in, do_in, k_in, v_in;

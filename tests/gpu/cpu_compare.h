@@ -101,6 +101,26 @@ inline void expect_close(const std::vector<float>& got, const std::vector<float>
                                      << want[worst] << " (max |cpu| " << max_want << ", tolerance " << tol << ")";
 }
 
+// An attention pass: B sequences of T columns, C channels in H heads, query columns [a, b).
+struct AttentionCase {
+  int B, T, C, H, a, b;
+};
+
+// Its key mask and position ids: sequences 1 and 3 are left-padded by 2 columns (masked
+// keys, so their first query column sees no key), position ids from 0 at the first real
+// column.
+inline void attention_inputs(const AttentionCase& t, std::vector<uint8_t>& mask, std::vector<int>& pos) {
+  mask.assign(size_t(t.T) * t.B, 1);
+  pos.assign(size_t(t.T) * t.B, 0);
+  for (int s = 0; s < t.B; ++s) {
+    const int pad = s % 2 == 1 ? 2 : 0;
+    for (int c = 0; c < t.T; ++c) {
+      mask[size_t(c) * t.B + s] = c >= pad;
+      pos[size_t(c) * t.B + s] = c >= pad ? c - pad : 0;
+    }
+  }
+}
+
 // The CPU's dropout streams: one CounterRng per row, as model/gpt2.cpp keys them.
 inline std::vector<CounterRng> row_streams(int rows, uint64_t seed) {
   std::vector<CounterRng> streams;

@@ -27,24 +27,6 @@ using Gpu = GpuTest;
 
 // ---------------------------------------------------------------- attention
 
-struct AttentionCase {
-  int B, T, C, H, a, b;
-};
-
-// Sequence 1 (and 3) is left-padded by 2 columns: masked keys, position ids from 0 at
-// its first real column.
-void attention_inputs(const AttentionCase& t, std::vector<uint8_t>& mask, std::vector<int>& pos) {
-  mask.assign(size_t(t.T) * t.B, 1);
-  pos.assign(size_t(t.T) * t.B, 0);
-  for (int s = 0; s < t.B; ++s) {
-    const int pad = s % 2 == 1 ? 2 : 0;
-    for (int c = 0; c < t.T; ++c) {
-      mask[size_t(c) * t.B + s] = c >= pad;
-      pos[size_t(c) * t.B + s] = c >= pad ? c - pad : 0;
-    }
-  }
-}
-
 TEST_F(Gpu, AttentionMatchesCpu) {
   // Pass 0, a one-column latent pass over a KV cache, the final pass; odd head sizes.
   const std::vector<AttentionCase> cases = {

@@ -24,22 +24,9 @@ using namespace testing_gpu;  // the comparison helpers of cpu_compare.h
 using gpu::bf16;
 using Gpu = GpuTest;
 
-struct FlashCase {
-  int B, T, C, H, a, b;
-};
-
-// Sequences 1 and 3 are left-padded by `pad` columns (masked keys): their first query
-// column sees no key at all.
-std::vector<uint8_t> padded_mask(const FlashCase& t, int pad) {
-  std::vector<uint8_t> mask(size_t(t.T) * t.B, 1);
-  for (int s = 1; s < t.B; s += 2)
-    for (int c = 0; c < pad && c < t.T; ++c) mask[size_t(c) * t.B + s] = 0;
-  return mask;
-}
-
 // log sum_j exp(q.k_j / sqrt(64)) over the visible keys of query column t of (s, h), in
 // double; +inf when no key is visible (what the fused forward stores).
-double reference_lse(const std::vector<float>& qkv, const std::vector<uint8_t>& mask, const FlashCase& c, int t,
+double reference_lse(const std::vector<float>& qkv, const std::vector<uint8_t>& mask, const AttentionCase& c, int t,
                      int s, int h) {
   const int hd = c.C / c.H;
   const float* q = qkv.data() + (size_t(t) * c.B + s) * 3 * c.C + h * hd;
@@ -69,14 +56,16 @@ TEST_F(Gpu, FlashAttentionSupportsHeadSize64Only) {
 TEST_F(Gpu, FlashAttentionIsCloseToCpu) {
   // Whole sequences over several tiles, passes over a KV cache (tile-aligned or not),
   // one-column latent passes, a partial last tile.
-  const std::vector<FlashCase> cases = {{3, 150, 128, 2, 0, 150}, {3, 150, 128, 2, 100, 150},
+  const std::vector<AttentionCase> cases = {{3, 150, 128, 2, 0, 150}, {3, 150, 128, 2, 100, 150},
                                         {3, 150, 128, 2, 120, 121}, {2, 200, 64, 1, 64, 192},
                                         {4, 70, 192, 3, 0, 70},     {2, 9, 128, 2, 3, 4}};
-  for (const FlashCase& t : cases) {
+  for (const AttentionCase& t : cases) {
     SCOPED_TRACE(testing::Message() << "B=" << t.B << " T=" << t.T << " C=" << t.C << " H=" << t.H << " [" << t.a
                                     << ", " << t.b << ")");
     const int nq = t.b - t.a, rows = nq * t.B;
-    const std::vector<uint8_t> mask = padded_mask(t, 3);
+    std::vector<uint8_t> mask;
+    std::vector<int> pos;  // unused: no dropout
+    attention_inputs(t, mask, pos);
     const std::vector<float> qkv = round_bf16(random_vector(size_t(t.T) * t.B * 3 * t.C, 60, -2.f, 2.f));
     std::vector<float> out(size_t(rows) * t.C), probs(size_t(t.T) * t.B * t.H * t.T, 0.f);
     model::attention_forward(out.data(), probs.data(), qkv.data(), mask.data(), t.a, t.b, t.B, t.T, t.C, t.H);
