@@ -61,8 +61,12 @@ class CudaStep final : public DeviceStep {
 
   std::string describe() const override {
     std::string d = std::string("attention ") + model::attention_name(model_.attention());
-    if (model_.attention() == model::CudaAttention::kBf16Flash && model_.saves_attention_probabilities())
-      d += " (not applicable to this model or with attention dropout: bf16 batched runs instead)";
+    const model::CudaAttention runs = model_.pass_attention(false);
+    if (runs != model_.attention())
+      d += std::string(" (not applicable to this model: ") + model::attention_name(runs) + " runs)";
+    const model::CudaAttention with_dropout = model_.pass_attention(true);
+    if (model_.config().dropout > 0.f && with_dropout != runs)
+      d += std::string(" (") + model::attention_name(with_dropout) + " in steps with attention dropout)";
     return d;
   }
 

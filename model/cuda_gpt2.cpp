@@ -239,23 +239,57 @@ void CudaGPT2Of<Act>::set_attention(CudaAttention kind) {
 }
 
 template <typename Act>
-bool CudaGPT2Of<Act>::fused_attention(bool attention_dropout) const {
-  return attention_ == CudaAttention::kBf16Flash && !attention_dropout &&
-         gpu::flash_attention_supported(config_.d_model, config_.n_head);
+CudaAttention CudaGPT2Of<Act>::pass_attention(bool attention_dropout) const {
+  const int C = config_.d_model, H = config_.n_head;
+  if (attention_ == CudaAttention::kBf16Flash && !attention_dropout && gpu::flash_attention_supported(C, H))
+    return CudaAttention::kBf16Flash;
+  // The batched bf16 products take each head's columns of q|k|v and of the output as
+  // operands, and cuBLAS assumes the alignment their row stride allows (16 bytes), not
+  // that of the pointers (a misaligned-address fault showed this for the probabilities:
+  // ops_attention.cu): head sizes that are multiples of 8 keep every head 16-byte aligned.
+  if (attention_ != CudaAttention::kFp32 && (C / H) % 8 == 0) return CudaAttention::kBf16Batched;
+  return CudaAttention::kFp32;
+}
+
+namespace {
+
+// What one kernel keeps per activation row (fp32 words) and needs as workspace (bytes).
+int64_t floats_per_row(CudaAttention kind, int64_t H, int64_t T) {
+  switch (kind) {
+    case CudaAttention::kBf16Flash: return H;                    // the log-sum-exp
+    case CudaAttention::kBf16Batched: return (H * T + 1) / 2;    // bf16 probabilities, two per word
+    case CudaAttention::kFp32: return H * T;                     // fp32 probabilities
+  }
+  return H * T;
+}
+size_t workspace_bytes(CudaAttention kind, int B, int H, int T) {
+  if (kind == CudaAttention::kBf16Flash) return gpu::flash_attention_workspace_bytes(B, H, T);
+  return gpu::attention_workspace_bytes(B, H, T, T, kind == CudaAttention::kBf16Batched);
+}
+
+}  // namespace
+
+// The kernels a step may run: without and with attention dropout (a model with dropout
+// runs both: training steps and evaluation).
+template <typename Act>
+std::vector<CudaAttention> CudaGPT2Of<Act>::step_attentions() const {
+  std::vector<CudaAttention> kinds = {pass_attention(false)};
+  if (config_.dropout > 0.f) kinds.push_back(pass_attention(true));
+  return kinds;
 }
 
 template <typename Act>
 bool CudaGPT2Of<Act>::saves_attention_probabilities() const {
-  return !(attention_ == CudaAttention::kBf16Flash && config_.dropout == 0.f &&
-           gpu::flash_attention_supported(config_.d_model, config_.n_head));
+  for (CudaAttention kind : step_attentions())
+    if (kind != CudaAttention::kBf16Flash) return true;
+  return false;
 }
 
 template <typename Act>
 int64_t CudaGPT2Of<Act>::attention_floats_per_row(int T) const {
-  const int64_t H = config_.n_head;
-  if (!saves_attention_probabilities()) return H;           // the fused attention's log-sum-exp
-  if (attention_ == CudaAttention::kFp32) return H * T;     // fp32 probabilities
-  return (H * T + 1) / 2;                                   // bf16 probabilities, two per word
+  int64_t most = 0;
+  for (CudaAttention kind : step_attentions()) most = std::max(most, floats_per_row(kind, config_.n_head, T));
+  return most;
 }
 
 template <typename Act>
@@ -288,10 +322,9 @@ void CudaGPT2Of<Act>::ensure_scratch(int rows, int B, int T) {
     ensure(datt32_, R * C);
     ensure(dqkv_act_, R * 3 * C);
   }
-  const bool bf16_inputs = attention_ != CudaAttention::kFp32;
-  ensure(attention_ws_, saves_attention_probabilities()
-                            ? gpu::attention_workspace_bytes(B, config_.n_head, T, T, bf16_inputs)
-                            : gpu::flash_attention_workspace_bytes(B, config_.n_head, T));
+  size_t ws = 0;
+  for (CudaAttention kind : step_attentions()) ws = std::max(ws, workspace_bytes(kind, B, config_.n_head, T));
+  ensure(attention_ws_, ws);
   ensure(embedding_ws_, gpu::embedding_backward_workspace_bytes(rows));
   ensure(colsum_ws_, gpu::column_sums_scratch_floats(4 * int(C)));  // the widest bias: fc's 4C
 }
@@ -307,7 +340,7 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
   const int64_t r0 = int64_t(a) * B;
   const float eps = config_.layer_norm_eps;
   const bool drop = acts.dropout_enabled && config_.dropout > 0.f;
-  const bool fused = fused_attention(drop);
+  const CudaAttention attention = pass_attention(drop);
   ensure_scratch(B * T, B, T);
 
   // Embedding: input embedding (token or thought) plus the position embedding.
@@ -331,9 +364,9 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
     // by their passes), its output converted back.
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
     const gpu::DropoutKeys* attn_drop = drop ? &probs_drop : nullptr;
-    if (fused) {
+    if (attention == CudaAttention::kBf16Flash) {
       fused_attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H, stream());
-    } else if (attention_ != CudaAttention::kFp32) {
+    } else if (attention == CudaAttention::kBf16Batched) {
       bf16_attention_forward(cublas_, A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
                              attn_drop, attention_ws_.data());
     } else if constexpr (std::is_same_v<Act, bf16>) {
@@ -377,7 +410,7 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
   const int64_t r0 = int64_t(a) * B;
   const size_t nC = size_t(n) * C;
   const bool drop = acts.dropout_enabled && config_.dropout > 0.f;
-  const bool fused = fused_attention(drop);
+  const CudaAttention attention = pass_attention(drop);
   ensure_scratch(B * T, B, T);
   // The gradient reaching a residual branch's output projection: dres, or dres through
   // the branch's dropout mask.
@@ -422,10 +455,10 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
     const gpu::DropoutKeys* attn_drop = drop ? &probs_drop : nullptr;
     const Act* dqkv_rows = nullptr;
-    if (fused) {
+    if (attention == CudaAttention::kBf16Flash) {
       fused_attention_backward(A.dqkv, datt_.data(), A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b,
                                B, T, C, H, attention_ws_.data(), stream());
-    } else if (attention_ != CudaAttention::kFp32) {
+    } else if (attention == CudaAttention::kBf16Batched) {
       bf16_attention_backward(cublas_, A.dqkv, datt_.data(), A.probs, A.qkv, a, b, B, T, C, H, attn_drop,
                               attention_ws_.data());
     } else if constexpr (std::is_same_v<Act, bf16>) {

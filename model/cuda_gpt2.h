@@ -41,7 +41,7 @@ enum class CudaAttention {
   kBf16Batched,  // bf16 q|k|v, batched tensor-core products, probabilities saved in bf16
   kBf16Flash,    // the fused kernel (gpu::flash_attention_forward): no [T, T] buffers; where
                  // it does not apply (head size other than 64, attention dropout in the
-                 // step) the batched bf16 products run instead
+                 // step) the batched bf16 products run instead (pass_attention)
 };
 const char* attention_name(CudaAttention kind);
 
@@ -105,6 +105,10 @@ class CudaGPT2Of {
   // The attention kernels (CudaAttention); the bf16 kinds need the bf16 model. Default kFp32.
   void set_attention(CudaAttention kind);
   CudaAttention attention() const { return attention_; }
+  // The kernel a pass runs, with or without attention dropout: the one set, where it
+  // applies (fused: head size 64 and no attention dropout; bf16 batched: head size a
+  // multiple of 8), else bf16 batched, else fp32.
+  CudaAttention pass_attention(bool attention_dropout) const;
   // Whether the forward saves the [T] probabilities of every row and head (false when
   // every pass runs the fused kernel, which saves one number), and the fp32 words per
   // activation row that attention keeps (CudaActivationsOf::resize).
@@ -142,7 +146,7 @@ class CudaGPT2Of {
     Act* wte; Act* wpe; std::vector<Layer> layers; Act* lnf_w; Act* lnf_b;
   };
   void ensure_scratch(int rows, int B, int T);
-  bool fused_attention(bool attention_dropout) const;  // whether a pass runs the fused kernel
+  std::vector<CudaAttention> step_attentions() const;  // pass_attention without / with dropout
 
   GPT2Config config_;
   ParamLayout layout_;

@@ -291,13 +291,25 @@ TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithBf16Attention) {
 TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithFusedAttention) {
   expect_graphs_equal_eager<gpu::bf16>(CudaAttention::kBf16Flash, 0.f);
 }
-TEST_F(Gpu, Bf16AttentionNeedsTheBf16Model) {
+
+// Which kernel a pass runs (CudaGPT2Of::pass_attention), and the bf16 kinds need the bf16 model.
+TEST_F(Gpu, AttentionKernelsApplyWhereTheyCan) {
   CudaGPT2 fp32_model(tiny_config());
   EXPECT_THROW(fp32_model.set_attention(CudaAttention::kBf16Batched), Error);
   EXPECT_THROW(fp32_model.set_attention(CudaAttention::kBf16Flash), Error);
   CudaGPT2Bf16 small_heads(tiny_config());
   small_heads.set_attention(CudaAttention::kBf16Flash);
   EXPECT_TRUE(small_heads.saves_attention_probabilities()) << "head size 8: the batched products run instead";
+  EXPECT_EQ(small_heads.pass_attention(false), CudaAttention::kBf16Batched);
+  GPT2Config head4 = tiny_config();
+  head4.n_head = 4;  // head size 4: no 16-byte aligned heads for the batched products
+  CudaGPT2Bf16 tiny_heads(head4);
+  tiny_heads.set_attention(CudaAttention::kBf16Batched);
+  EXPECT_EQ(tiny_heads.pass_attention(false), CudaAttention::kFp32);
+  CudaGPT2Bf16 fused(head64_config());
+  fused.set_attention(CudaAttention::kBf16Flash);
+  EXPECT_EQ(fused.pass_attention(false), CudaAttention::kBf16Flash);
+  EXPECT_EQ(fused.pass_attention(true), CudaAttention::kBf16Batched) << "attention dropout: the batched products";
 }
 
 }  // namespace
