@@ -94,7 +94,7 @@ void fused_attention_backward(float*, const float*, const float*, const float*, 
 }
 
 // The batched bf16 attention keeps its probabilities in bf16, in the activations' fp32
-// words (two per word: CudaGPT2Of::attention_floats_per_row); as above, the fp32 model
+// words (two per word: CudaGPT2Of::attention_storage); as above, the fp32 model
 // never selects it.
 void bf16_attention_forward(CublasContext& cublas, bf16* out, float* probs_words, const bf16* qkv,
                             const uint8_t* key_mask, int a, int b, int B, int T, int C, int H,
@@ -122,8 +122,8 @@ void bf16_attention_backward(CublasContext&, float*, const float*, const float*,
 // ---------------------------------------------------------------- activations
 
 template <typename Act>
-void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns, int64_t probs_floats_per_row,
-                                     cudaStream_t stream) {
+void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns,
+                                     const AttentionStorage& attention, cudaStream_t stream) {
   COCONUT_CHECK(batch > 0 && columns > 0 && columns <= config.max_positions,
                 "CUDA activations need 0 < B and 0 < T <= max_positions {} (got B={} T={})", config.max_positions,
                 batch, columns);
@@ -133,8 +133,9 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   C = config.d_model;
   const int64_t L = config.n_layer, R = int64_t(B) * T;
   const int64_t act_total = R * C + L * R * 16 * C + R * C;                   // see the takes below
-  const int64_t per_row = probs_floats_per_row;
-  const int64_t f32_total = L * R * (4 + per_row + (kBf16 ? 3 * C : 0)) + 2 * R;
+  const int64_t per_row = attention.floats_per_row;
+  const bool qkv_copy = kBf16 && attention.fp32_qkv_copy;
+  const int64_t f32_total = L * R * (4 + per_row + (qkv_copy ? 3 * C : 0)) + 2 * R;
   // The passes of a step cover all T columns and write every row of these buffers
   // before anything reads it (the softmax writes all T columns of a probability row),
   // so buffers reused from an earlier step are not cleared: that was a memset of every
@@ -163,7 +164,7 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
     A.ln2 = take(R * C); A.fc = take(R * 4 * C); A.gelu = take(R * 4 * C); A.res_out = take(R * C);
     A.ln1_mean = take32(R); A.ln1_rstd = take32(R); A.ln2_mean = take32(R); A.ln2_rstd = take32(R);
     A.probs = take32(R * per_row);
-    if constexpr (kBf16) A.qkv32 = take32(R * 3 * C);
+    if constexpr (kBf16) A.qkv32 = qkv_copy ? take32(R * 3 * C) : nullptr;
     else A.qkv32 = A.qkv;
     A.dqkv = dqkv_.data() + l * R * 3 * C;
   }
@@ -286,10 +287,13 @@ bool CudaGPT2Of<Act>::saves_attention_probabilities() const {
 }
 
 template <typename Act>
-int64_t CudaGPT2Of<Act>::attention_floats_per_row(int T) const {
-  int64_t most = 0;
-  for (CudaAttention kind : step_attentions()) most = std::max(most, floats_per_row(kind, config_.n_head, T));
-  return most;
+AttentionStorage CudaGPT2Of<Act>::attention_storage(int T) const {
+  AttentionStorage s;
+  for (CudaAttention kind : step_attentions()) {
+    s.floats_per_row = std::max(s.floats_per_row, floats_per_row(kind, config_.n_head, T));
+    s.fp32_qkv_copy = s.fp32_qkv_copy || kind == CudaAttention::kFp32;
+  }
+  return s;
 }
 
 template <typename Act>
@@ -586,7 +590,7 @@ int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBa
                   "position id {} at row {} outside [0, {})", batch.pos_ids[r], r, cfg.max_positions);
   const int B = batch.B, T = batch.T, C = cfg.d_model;
   const size_t R = size_t(B) * T;
-  acts_.resize(cfg, B, T, model.attention_floats_per_row(T), model.stream());
+  acts_.resize(cfg, B, T, model.attention_storage(T), model.stream());
   acts_.pos_ids.copy_from_host(batch.pos_ids);
   acts_.key_mask.copy_from_host(batch.key_mask);
   acts_.dropout_enabled = false;

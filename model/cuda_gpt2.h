@@ -45,16 +45,23 @@ enum class CudaAttention {
 };
 const char* attention_name(CudaAttention kind);
 
+// What attention keeps per activation row (CudaGPT2Of::attention_storage): fp32 words
+// for the probabilities (H*T fp32 ones, H*T bf16 ones, or the fused attention's H
+// log-sum-exps), and, in the bf16 model, whether an fp32 copy of q|k|v is needed (only
+// the fp32 attention reads one).
+struct AttentionStorage {
+  int64_t floats_per_row = 0;
+  bool fp32_qkv_copy = false;
+};
+
 // Device activations of B sequences of T columns (training: every layer keeps its own).
 template <typename Act>
 class CudaActivationsOf {
  public:
   // Lays out the activations of B sequences of T columns, growing the buffers as needed
   // (a new buffer is zeroed on `stream`; a reused one is not: every step rewrites it).
-  // Each layer keeps probs_floats_per_row fp32 words per row for attention
-  // (CudaGPT2Of::attention_floats_per_row: H*T fp32 probabilities, H*T bf16 ones, or the
-  // fused attention's H log-sum-exps).
-  void resize(const GPT2Config& config, int B, int T, int64_t probs_floats_per_row, cudaStream_t stream);
+  // Each layer keeps what `attention` says for attention (AttentionStorage).
+  void resize(const GPT2Config& config, int B, int T, const AttentionStorage& attention, cudaStream_t stream);
   void zero_grads(cudaStream_t stream);  // the dqkv that later passes accumulate into
   // Dropout keys: the counter stream of every row, keyed as Activations' (seed, step,
   // sample id, position id) from host copies of the position ids [T*B] and sample ids [B].
@@ -65,7 +72,7 @@ class CudaActivationsOf {
     Act* ln1; Act* qkv; Act* att_out; Act* res_mid; Act* ln2; Act* fc; Act* gelu; Act* res_out;  // [T,B,width]
     float* ln1_mean; float* ln1_rstd; float* ln2_mean; float* ln2_rstd;                           // [T,B]
     float* probs;  // [T,B,H,T] probabilities (fp32, or bf16 in bf16 attention), or [T,B,H] log-sum-exp (fused)
-    float* qkv32;  // [T,B,3C] fp32 q|k|v that attention reads: qkv itself in fp32
+    float* qkv32;  // [T,B,3C] fp32 q|k|v that the fp32 attention reads: qkv itself in fp32, null if unused
     float* dqkv;   // [T,B,3C]
   };
 
@@ -110,10 +117,10 @@ class CudaGPT2Of {
   // multiple of 8), else bf16 batched, else fp32.
   CudaAttention pass_attention(bool attention_dropout) const;
   // Whether the forward saves the [T] probabilities of every row and head (false when
-  // every pass runs the fused kernel, which saves one number), and the fp32 words per
-  // activation row that attention keeps (CudaActivationsOf::resize).
+  // every pass runs the fused kernel, which saves one number), and what the activations
+  // keep for attention at T columns (CudaActivationsOf::resize).
   bool saves_attention_probabilities() const;
-  int64_t attention_floats_per_row(int T) const;
+  AttentionStorage attention_storage(int T) const;
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
 
