@@ -88,6 +88,10 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(t.model.d_model % t.model.n_head == 0,
                 "{}: model.d_model ({}) must be a multiple of model.n_head ({})", t.source, t.model.d_model,
                 t.model.n_head);
+  // On the CPU every op is fp32: a bf16 or attention setting there would be silently ignored.
+  COCONUT_CHECK(t.device == "cuda" || (t.precision == "fp32" && t.attention == "auto"),
+                "{}: train.precision and train.attention choose the GPU's kernels: they need train.device: cuda "
+                "(got precision {}, attention {} on the CPU)", t.source, t.precision, t.attention);
   COCONUT_CHECK(t.attention == "auto" || t.attention == "fp32" || t.precision == "bf16",
                 "{}: train.attention: {} needs train.precision: bf16 (bf16 q|k|v)", t.source, t.attention);
   COCONUT_CHECK(t.micro_batch_size == 0 || t.batch_size % t.micro_batch_size == 0,

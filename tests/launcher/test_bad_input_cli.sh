@@ -72,7 +72,9 @@ bad device_cuda_recompute "train.device: cuda needs parallel.activations: keep" 
 bad device_tpu "key 'train.device' expects one of.*got 'tpu'" \
   train "$tiny" --set run.dir="$work/device_tpu" --set train.device=tpu
 bad attention_fp32 "train.attention: fused needs train.precision: bf16" \
-  train "$tiny" --set run.dir="$work/attention_fp32" --set train.attention=fused
+  train "$tiny" --set run.dir="$work/attention_fp32" --set train.device=cuda --set train.attention=fused
+bad precision_cpu "train.precision and train.attention choose the GPU's kernels: they need train.device: cuda" \
+  train "$tiny" --set run.dir="$work/precision_cpu" --set train.precision=bf16
 bad attention_flash "key 'train.attention' expects one of.*got 'flash'" \
   train "$tiny" --set run.dir="$work/attention_flash" --set train.attention=flash
 
