@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "bench/coconut_step.h"
+#include "bench/options.h"
 #include "model/adamw.h"
 #include "model/cuda_gpt2.h"
 #include "runtime/check.h"
@@ -50,16 +51,6 @@ struct Options {
   bool profile_step = false;
 };
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t begin = 0;
-  while (begin <= s.size()) {
-    const size_t end = std::min(s.find(',', begin), s.size());
-    if (end > begin) out.push_back(s.substr(begin, end - begin));
-    begin = end + 1;
-  }
-  return out;
-}
 
 // One timed configuration: its --rows name, precision, graph or op by op, attention,
 // and its share of --seconds (relative to the other rows asked for).
@@ -104,7 +95,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--python") o.python = value();
     else if (a == "--no-torch") o.torch = false;
     else if (a == "--torch-seconds") o.torch_seconds = std::stoi(value());
-    else if (a == "--rows") o.rows = split_commas(value());
+    else if (a == "--rows") o.rows = split_list(value());
     else if (a == "--profile-step") o.profile_step = true;
     else COCONUT_FAIL("unknown option {} (see the comment at the top of bench/gpu_train.cpp)", a);
   }

@@ -6,6 +6,7 @@
 #include "bench/ckpt_bench.h"
 #include "bench/coconut_step.h"
 #include "bench/gpt2_step.h"
+#include "bench/options.h"
 #include "bench/schedule_sim.h"
 #include "bench/synthetic_batch.h"
 #include "launcher/commands.h"
@@ -81,16 +82,6 @@ int bench_coconut(const std::vector<std::string>& args, const char* help) {
   return bench::run_coconut_step_bench(o);
 }
 
-// "a,b,c" -> {a, b, c}.
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (size_t comma; (comma = text.find(',', start)) != std::string::npos; start = comma + 1)
-    out.push_back(text.substr(start, comma - start));
-  out.push_back(text.substr(start));
-  return out;
-}
-
 // --policy keep | recompute | both (both: recompute first, see MemoryBenchOptions).
 std::vector<model::ActivationPolicy> policies(const std::string& text) {
   if (text == "keep") return {model::ActivationPolicy::Keep};
@@ -106,7 +97,7 @@ int bench_memory(const std::vector<std::string>& args, const char* help) {
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--pp") o.pp = option_int(args, i, 1, 1024);
-    else if (a == "--schedule") o.schedules = split_list(option_value(args, i));
+    else if (a == "--schedule") o.schedules = bench::split_list(option_value(args, i));
     else if (a == "--policy") o.policies = policies(option_value(args, i));
     else if (a == "--json") o.json = true;
     else if (a == "--min-thoughts") o.min_thoughts = option_int(args, i, 1, 1000);

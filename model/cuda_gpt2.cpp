@@ -74,48 +74,9 @@ void check_stage(const GPT2Config& config, const CudaActivationsOf<Act>& acts, i
   COCONUT_CHECK(!final_norm || l1 == config.n_layer, "only the last stage can apply the final norm");
 }
 
-// The fused attention exists for bf16 q|k|v only; the fp32 model never selects it
-// (set_attention refuses), so its overloads only say so.
-void fused_attention_forward(bf16* out, float* lse, const bf16* qkv, const uint8_t* key_mask, int a, int b, int B,
-                             int T, int C, int H, cudaStream_t stream) {
-  gpu::flash_attention_forward(out, lse, qkv, key_mask, a, b, B, T, C, H, stream);
-}
-void fused_attention_forward(float*, float*, const float*, const uint8_t*, int, int, int, int, int, int, cudaStream_t) {
-  COCONUT_FAIL("fused attention needs the bf16 model");
-}
-void fused_attention_backward(float* dqkv, const bf16* dout, const bf16* out, const float* lse, const bf16* qkv,
-                              const uint8_t* key_mask, int a, int b, int B, int T, int C, int H, void* workspace,
-                              cudaStream_t stream) {
-  gpu::flash_attention_backward(dqkv, dout, out, lse, qkv, key_mask, a, b, B, T, C, H, workspace, stream);
-}
-void fused_attention_backward(float*, const float*, const float*, const float*, const float*, const uint8_t*, int,
-                              int, int, int, int, int, void*, cudaStream_t) {
-  COCONUT_FAIL("fused attention needs the bf16 model");
-}
-
 // The batched bf16 attention keeps its probabilities in bf16, in the activations' fp32
-// words (two per word: CudaGPT2Of::attention_storage); as above, the fp32 model
-// never selects it.
-void bf16_attention_forward(CublasContext& cublas, bf16* out, float* probs_words, const bf16* qkv,
-                            const uint8_t* key_mask, int a, int b, int B, int T, int C, int H,
-                            const gpu::DropoutKeys* drop, void* workspace) {
-  gpu::attention_forward(cublas, out, reinterpret_cast<bf16*>(probs_words), qkv, key_mask, a, b, B, T, C, H, drop,
-                         workspace);
-}
-void bf16_attention_forward(CublasContext&, float*, float*, const float*, const uint8_t*, int, int, int, int, int, int,
-                            const gpu::DropoutKeys*, void*) {
-  COCONUT_FAIL("bf16 attention needs the bf16 model");
-}
-void bf16_attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, const float* probs_words,
-                             const bf16* qkv, int a, int b, int B, int T, int C, int H, const gpu::DropoutKeys* drop,
-                             void* workspace) {
-  gpu::attention_backward(cublas, dqkv, dout, reinterpret_cast<const bf16*>(probs_words), qkv, a, b, B, T, C, H, drop,
-                          workspace);
-}
-void bf16_attention_backward(CublasContext&, float*, const float*, const float*, const float*, int, int, int, int, int,
-                             int, const gpu::DropoutKeys*, void*) {
-  COCONUT_FAIL("bf16 attention needs the bf16 model");
-}
+// words (two per word: CudaGPT2Of::attention_storage).
+bf16* bf16_probs(float* probs_words) { return reinterpret_cast<bf16*>(probs_words); }
 
 }  // namespace
 
@@ -368,16 +329,19 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
     // by their passes), its output converted back.
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
     const gpu::DropoutKeys* attn_drop = drop ? &probs_drop : nullptr;
-    if (attention == CudaAttention::kBf16Flash) {
-      fused_attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H, stream());
-    } else if (attention == CudaAttention::kBf16Batched) {
-      bf16_attention_forward(cublas_, A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
-                             attn_drop, attention_ws_.data());
-    } else if constexpr (std::is_same_v<Act, bf16>) {
-      gpu::convert(A.qkv32 + r0 * 3 * C, A.qkv + r0 * 3 * C, int64_t(n) * 3 * C, stream());
-      gpu::attention_forward(cublas_, att32_.data(), A.probs, A.qkv32, acts.key_mask.data(), a, b, B, T, C, H,
-                             attn_drop, attention_ws_.data());
-      gpu::convert(A.att_out + r0 * C, att32_.data(), int64_t(n) * C, stream());
+    if constexpr (std::is_same_v<Act, bf16>) {  // the fp32 model only runs fp32 attention (pass_attention)
+      if (attention == CudaAttention::kBf16Flash) {
+        gpu::flash_attention_forward(A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b, B, T, C, H,
+                                     stream());
+      } else if (attention == CudaAttention::kBf16Batched) {
+        gpu::attention_forward(cublas_, A.att_out + r0 * C, bf16_probs(A.probs), A.qkv, acts.key_mask.data(), a, b,
+                               B, T, C, H, attn_drop, attention_ws_.data());
+      } else {
+        gpu::convert(A.qkv32 + r0 * 3 * C, A.qkv + r0 * 3 * C, int64_t(n) * 3 * C, stream());
+        gpu::attention_forward(cublas_, att32_.data(), A.probs, A.qkv32, acts.key_mask.data(), a, b, B, T, C, H,
+                               attn_drop, attention_ws_.data());
+        gpu::convert(A.att_out + r0 * C, att32_.data(), int64_t(n) * C, stream());
+      }
     } else {
       gpu::attention_forward(cublas_, A.att_out + r0 * C, A.probs, A.qkv32, acts.key_mask.data(), a, b, B, T, C, H,
                              attn_drop, attention_ws_.data());
@@ -459,16 +423,18 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     const gpu::DropoutKeys probs_drop = site_keys(config_, acts, r0, l, kAttnProbs);
     const gpu::DropoutKeys* attn_drop = drop ? &probs_drop : nullptr;
     const Act* dqkv_rows = nullptr;
-    if (attention == CudaAttention::kBf16Flash) {
-      fused_attention_backward(A.dqkv, datt_.data(), A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(), a, b,
-                               B, T, C, H, attention_ws_.data(), stream());
-    } else if (attention == CudaAttention::kBf16Batched) {
-      bf16_attention_backward(cublas_, A.dqkv, datt_.data(), A.probs, A.qkv, a, b, B, T, C, H, attn_drop,
-                              attention_ws_.data());
-    } else if constexpr (std::is_same_v<Act, bf16>) {
-      gpu::convert(datt32_.data(), datt_.data(), int64_t(nC), stream());
-      gpu::attention_backward(cublas_, A.dqkv, datt32_.data(), A.probs, A.qkv32, a, b, B, T, C, H, attn_drop,
-                              attention_ws_.data());
+    if constexpr (std::is_same_v<Act, bf16>) {
+      if (attention == CudaAttention::kBf16Flash) {
+        gpu::flash_attention_backward(A.dqkv, datt_.data(), A.att_out + r0 * C, A.probs, A.qkv, acts.key_mask.data(),
+                                      a, b, B, T, C, H, attention_ws_.data(), stream());
+      } else if (attention == CudaAttention::kBf16Batched) {
+        gpu::attention_backward(cublas_, A.dqkv, datt_.data(), bf16_probs(A.probs), A.qkv, a, b, B, T, C, H,
+                                attn_drop, attention_ws_.data());
+      } else {
+        gpu::convert(datt32_.data(), datt_.data(), int64_t(nC), stream());
+        gpu::attention_backward(cublas_, A.dqkv, datt32_.data(), A.probs, A.qkv32, a, b, B, T, C, H, attn_drop,
+                                attention_ws_.data());
+      }
     } else {
       gpu::attention_backward(cublas_, A.dqkv, datt_.data(), A.probs, A.qkv32, a, b, B, T, C, H, attn_drop,
                               attention_ws_.data());
