@@ -15,6 +15,13 @@ namespace coconut::curriculum {
 EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
                     const EotClassifier* eot_classifier, EvalShard shard) {
+  model::CpuDecoder decoder(model);
+  return evaluate(decoder, tok, samples, cc, stage, batch_size, max_new_tokens, eot_classifier, shard);
+}
+
+EvalResult evaluate(model::Decoder& decoder, const Tokenizer& tok, const std::vector<Sample>& samples,
+                    const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
+                    const EotClassifier* eot_classifier, EvalShard shard) {
   COCONUT_CHECK(batch_size >= 1, "evaluation batch size must be >= 1 (got {})", batch_size);
   COCONUT_CHECK(shard.count >= 1 && shard.index >= 0 && shard.index < shard.count,
                 "evaluation shard {} of {} does not exist", shard.index, shard.count);
@@ -42,7 +49,7 @@ EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::v
     mine += static_cast<int>(end - begin);
     std::vector<const BuiltSample*> batch;
     for (size_t i = begin; i < end; ++i) batch.push_back(&prompts[i]);
-    const std::vector<Generation> generated = generate_greedy(model, batch, tok, options);
+    const std::vector<Generation> generated = generate_greedy(decoder, batch, tok, options);
     for (size_t i = begin; i < end; ++i) {
       EvalItem& item = result.items[i];
       const Generation& g = generated[i - begin];

@@ -10,6 +10,7 @@
 #include "curriculum/dataset.h"
 #include "curriculum/eot_classifier.h"
 #include "curriculum/samples.h"
+#include "model/decoder.h"
 #include "model/gpt2.h"
 
 namespace coconut::curriculum {
@@ -44,7 +45,12 @@ struct EvalShard {
 // methods whose thoughts are fed back: an error otherwise). With a shard of several,
 // the result holds this shard's items only (the others stay default, generated_tokens
 // -1) and its counts and means over them; merge_eval_shards joins the shards.
+// The first form evaluates the CPU model; the second any model through its decoder
+// (model/decoder.h), e.g. a GPU model's.
 EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::vector<Sample>& samples,
+                    const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
+                    const EotClassifier* eot_classifier = nullptr, EvalShard shard = {});
+EvalResult evaluate(model::Decoder& decoder, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
                     const EotClassifier* eot_classifier = nullptr, EvalShard shard = {});
 

@@ -2,9 +2,9 @@
 #include "curriculum/generate.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "curriculum/batching.h"
+#include "model/decoder.h"
 #include "runtime/check.h"
 
 namespace coconut::curriculum {
@@ -21,8 +21,14 @@ enum class Mode : uint8_t {
 
 std::vector<Generation> generate_greedy(const model::GPT2& model, const std::vector<const BuiltSample*>& prompts,
                                         const Tokenizer& tok, const GenerateOptions& opt) {
-  const model::GPT2Config& cfg = model.config();
-  const int B = static_cast<int>(prompts.size()), C = cfg.d_model, V = cfg.vocab_size;
+  model::CpuDecoder decoder(model);
+  return generate_greedy(decoder, prompts, tok, opt);
+}
+
+std::vector<Generation> generate_greedy(model::Decoder& decoder, const std::vector<const BuiltSample*>& prompts,
+                                        const Tokenizer& tok, const GenerateOptions& opt) {
+  const model::GPT2Config& cfg = decoder.config();
+  const int B = static_cast<int>(prompts.size()), C = cfg.d_model;
   COCONUT_CHECK(B > 0, "generation needs at least one prompt");
   COCONUT_CHECK(opt.max_new_tokens >= 1, "max_new_tokens must be >= 1 (got {})", opt.max_new_tokens);
 
@@ -59,23 +65,24 @@ std::vector<Generation> generate_greedy(const model::GPT2& model, const std::vec
                 P + after_prefix, cfg.max_positions);
   const int T = std::min(P + after_prefix + opt.max_new_tokens, cfg.max_positions);
 
-  model::Activations acts;
-  acts.resize(cfg, B, T, /*training=*/false);
-  std::copy(batch.pos_ids.begin(), batch.pos_ids.end(), acts.pos_ids.begin());
-  std::copy(batch.key_mask.begin(), batch.key_mask.end(), acts.key_mask.begin());
-  // The inputs of the columns [a, b) computed next: first the prefixes.
-  std::vector<float> in(static_cast<size_t>(B) * (P + 1) * C);
-  model.embed_tokens(batch.tokens.data(), B * P, in.data());
+  decoder.begin(B, T);
+  // Positions and key mask of every column (the prefixes', then one column per step),
+  // and the tokens of the columns [a, b) the next forward runs: first the prefixes.
+  std::vector<int> pos_ids(static_cast<size_t>(T) * B, 0);
+  std::vector<uint8_t> key_mask(static_cast<size_t>(T) * B, 0);
+  std::copy(batch.pos_ids.begin(), batch.pos_ids.end(), pos_ids.begin());
+  std::copy(batch.key_mask.begin(), batch.key_mask.end(), key_mask.begin());
+  std::vector<int> tokens = batch.tokens;
   int a = 0, b = P;
 
   std::vector<Generation> out(B);
-  std::vector<float> logits(static_cast<size_t>(B) * V);
   std::vector<int> next(B, tok.pad_id());
-  std::vector<uint8_t> thought(B);
+  std::vector<uint8_t> thought(B, 0);
+  bool thoughts_in = false;  // some sample's input at column a is a thought
   auto open_column = [&](int t) {  // column t continues every sequence
     for (int s = 0; s < B; ++s) {
-      acts.pos_ids[static_cast<size_t>(t) * B + s] = acts.pos_ids[static_cast<size_t>(t - 1) * B + s] + 1;
-      acts.key_mask[static_cast<size_t>(t) * B + s] = 1;
+      pos_ids[static_cast<size_t>(t) * B + s] = pos_ids[static_cast<size_t>(t - 1) * B + s] + 1;
+      key_mask[static_cast<size_t>(t) * B + s] = 1;
     }
   };
   for (;;) {
@@ -87,39 +94,45 @@ std::vector<Generation> generate_greedy(const model::GPT2& model, const std::vec
     for (int s = 0; s < B; ++s) all_capped = all_capped && mode[s] == Mode::latent && out[s].thoughts == cap[s];
     if (all_capped && b < T) {
       open_column(b);
-      std::fill(next.begin(), next.end(), tok.end_latent_id());
-      model.embed_tokens(next.data(), B, in.data() + static_cast<size_t>(b - a) * B * C);
+      tokens.insert(tokens.end(), static_cast<size_t>(B), tok.end_latent_id());
       std::fill(mode.begin(), mode.end(), Mode::text);  // <eot>'s hidden state gives the first token
       ++b;
     }
-    model.forward_range(acts, a, b, in.data());
+    const size_t first = static_cast<size_t>(a) * B;
+    decoder.forward(a, b, tokens.data(), pos_ids.data() + first, key_mask.data() + first,
+                    thoughts_in ? thought.data() : nullptr);
     const int t = b - 1;
     if (t >= T - 1) break;
 
-    // Decide every sample's input of column t + 1 from its hidden state at column t.
-    const float* h = acts.lnf + static_cast<size_t>(t) * B * C;
+    // Decide every sample's input of column t + 1 from its state at column t: the
+    // hidden states only where the classifier reads them, the greedy tokens only where
+    // some sample writes text.
+    const float* h = nullptr;
     const bool any_text = std::find(mode.begin(), mode.end(), Mode::text) != mode.end();
-    if (any_text) model.lm_head_logits(h, B, logits.data());
+    if (any_text) decoder.greedy_tokens(next.data());
     bool all_done = true;
+    thoughts_in = false;
     for (int s = 0; s < B; ++s) {
       thought[s] = 0;
       if (mode[s] == Mode::latent) {
         Generation& g = out[s];
-        const bool stop = g.thoughts == cap[s] ||
-                          (opt.eot_classifier && opt.eot_classifier->stops(h + static_cast<size_t>(s) * C));
+        bool stop = g.thoughts == cap[s];
+        if (!stop && opt.eot_classifier) {
+          if (!h) h = decoder.hidden();
+          stop = opt.eot_classifier->stops(h + static_cast<size_t>(s) * C);
+        }
         if (stop) {
           next[s] = tok.end_latent_id();
           mode[s] = Mode::text;  // the <eot> column's hidden state gives the first token
         } else {
           next[s] = tok.latent_id();
           thought[s] = 1;
+          thoughts_in = true;
           ++g.thoughts;
         }
       } else if (any_text) {
-        // Finished samples keep taking their argmax as input (any token would do: a
-        // sample's columns never reach another sample).
-        const float* z = logits.data() + static_cast<size_t>(s) * V;
-        next[s] = static_cast<int>(std::max_element(z, z + V) - z);
+        // Finished samples keep taking their greedy token as input (any token would do:
+        // a sample's columns never reach another sample).
         if (mode[s] == Mode::text) {
           if (next[s] == tok.eos_id()) {
             mode[s] = Mode::done;
@@ -136,10 +149,7 @@ std::vector<Generation> generate_greedy(const model::GPT2& model, const std::vec
     a = t + 1;
     b = t + 2;
     open_column(a);
-    model.embed_tokens(next.data(), B, in.data());
-    for (int s = 0; s < B; ++s)
-      if (thought[s])
-        std::memcpy(in.data() + static_cast<size_t>(s) * C, h + static_cast<size_t>(s) * C, sizeof(float) * C);
+    tokens = next;
   }
   return out;
 }

@@ -18,6 +18,7 @@
 
 #include "curriculum/eot_classifier.h"
 #include "curriculum/samples.h"
+#include "model/decoder.h"
 #include "model/gpt2.h"
 
 namespace coconut::curriculum {
@@ -36,8 +37,11 @@ struct Generation {
 };
 
 // prompts: evaluation prompts as build_eval_prompt makes them; with feed_back each
-// one's part after <bot> must be <latent>*K <eot>.
+// one's part after <bot> must be <latent>*K <eot>. On any model through its decoder
+// (model/decoder.h: the CPU model's, or a GPU model's); the first form is the CPU's.
 std::vector<Generation> generate_greedy(const model::GPT2& model, const std::vector<const BuiltSample*>& prompts,
+                                        const Tokenizer& tok, const GenerateOptions& options);
+std::vector<Generation> generate_greedy(model::Decoder& decoder, const std::vector<const BuiltSample*>& prompts,
                                         const Tokenizer& tok, const GenerateOptions& options);
 
 // The reference's answer extraction: the text after the last '#', commas removed,

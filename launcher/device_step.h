@@ -13,6 +13,7 @@
 #include "launcher/train_config.h"
 #include "model/adamw.h"
 #include "model/batch.h"
+#include "model/decoder.h"
 #include "model/gpt2.h"
 
 namespace coconut::launcher {
@@ -33,6 +34,9 @@ class DeviceStep {
   virtual void load_from_host(const model::GPT2& gpt, const model::AdamW& opt) = 0;
   // What runs, for the log (the attention kernels).
   virtual std::string describe() const = 0;
+  // Greedy decoding on the device model's current weights: evaluation runs where the
+  // weights are (valid while this DeviceStep lives).
+  virtual std::unique_ptr<model::Decoder> decoder() = 0;
 };
 
 // Whether this build has the CUDA backend and a usable GPU; *why says why not.

@@ -1,12 +1,14 @@
 // launcher/device_step.h on the CUDA backend: CudaGPT2 (fp32) or CudaGPT2Bf16 (bf16
 // mixed precision: fp32 master weights, gradients and moments, a bf16 weight copy that
 // AdamW refreshes), the multipass runner, gpu::adamw_step over the host optimizer's
-// decay segments, and global-norm clipping on the device.
+// decay segments, global-norm clipping on the device, and the device decoder for
+// evaluation.
 #include <cmath>
 #include <string>
 #include <type_traits>
 
 #include "launcher/device_step.h"
+#include "model/cuda_decoder.h"
 #include "model/cuda_gpt2.h"
 #include "runtime/check.h"
 #include "runtime/cuda/device.h"
@@ -68,6 +70,10 @@ class CudaStep final : public DeviceStep {
     if (model_.config().dropout > 0.f && with_dropout != runs)
       d += std::string(" (") + model::attention_name(with_dropout) + " in steps with attention dropout)";
     return d;
+  }
+
+  std::unique_ptr<model::Decoder> decoder() override {
+    return std::make_unique<model::CudaDecoderOf<Act>>(model_);
   }
 
   void reset_optimizer() override {

@@ -266,7 +266,7 @@ void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row) {
   if (ctx.output) ctx.output->log_epoch(row);
 }
 
-curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
+curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device, const curriculum::Tokenizer& tok,
                                       const std::vector<Sample>& split, const TrainConfig& c, int stage,
                                       const curriculum::EotClassifier* eot, parallel::Communicator* world) {
   std::vector<Sample> head;  // a copy only when truncating
@@ -274,7 +274,9 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::
     head.assign(split.begin(), split.begin() + c.eval_max_items);
   const std::vector<Sample>& items = head.empty() ? split : head;
   const int ranks = world ? world->size() : 1, rank = world ? world->rank() : 0;
-  curriculum::EvalResult mine = curriculum::evaluate(gpt, tok, items, c.curriculum, stage, c.eval_batch_size,
+  std::unique_ptr<model::Decoder> decoder =
+      device ? device->decoder() : std::make_unique<model::CpuDecoder>(gpt);
+  curriculum::EvalResult mine = curriculum::evaluate(*decoder, tok, items, c.curriculum, stage, c.eval_batch_size,
                                                      c.max_new_tokens, eot, {rank, ranks});
   if (ranks == 1) return mine;
   // Each rank's share to every rank (a few hundred bytes per item), then joined.
@@ -303,7 +305,7 @@ void sync_host(TrainContext& ctx) {
 }
 
 void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
-  sync_host(ctx);  // evaluation reads the host model
+  sync_host(ctx);  // the epoch-end checkpoint and the run outputs read the host model
   const TrainConfig& c = ctx.config;
   const int epoch = plan.epoch, stage = plan.stage;
   const double seconds = st.epoch_seconds();
@@ -358,7 +360,8 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   // Every rank evaluates a share of the batches (collective under mpirun); rank 0 reports.
   curriculum::EvalResult r;
   if (eval_now)
-    r = evaluate_split(ctx.gpt, ctx.tok, ctx.data.valid, c, stage, ctx.eot, ctx.dist.executor ? ctx.world : nullptr);
+    r = evaluate_split(ctx.gpt, ctx.device, ctx.tok, ctx.data.valid, c, stage, ctx.eot,
+                       ctx.dist.executor ? ctx.world : nullptr);
   if (!ctx.writer) return;
   if (eval_now) {
     row["valid_accuracy"] = r.accuracy();

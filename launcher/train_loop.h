@@ -124,11 +124,12 @@ bool out_of_time(const TrainContext& ctx, const TrainState& st);
 // due, then the state moves to the next epoch. Collective under mpirun.
 void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 
-// Accuracy on a split (its first eval.max_items items when set) at `stage`. With `world`
-// (under mpirun; collective, every rank holding the whole model) the ranks share the
-// evaluation batches and every rank returns the joined result: the same items, bit for
-// bit, as one process evaluating alone, in about 1/ranks of its time.
-curriculum::EvalResult evaluate_split(const model::GPT2& gpt, const curriculum::Tokenizer& tok,
+// Accuracy on a split (its first eval.max_items items when set) at `stage`, on the
+// device model when there is one (train.device: cuda), else on the host model. With
+// `world` (under mpirun; collective, every rank holding the whole model) the ranks
+// share the evaluation batches and every rank returns the joined result: the same
+// items, bit for bit, as one process evaluating alone, in about 1/ranks of its time.
+curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device, const curriculum::Tokenizer& tok,
                                       const std::vector<curriculum::Sample>& split, const TrainConfig& c, int stage,
                                       const curriculum::EotClassifier* eot, parallel::Communicator* world = nullptr);
 

@@ -177,7 +177,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     COCONUT_CHECK(!c.eot_classifier, "train.device: cuda does not train the <eot> classifier yet");
     COCONUT_CHECK(c.activations == "keep", "train.device: cuda keeps activations (parallel.activations: keep)");
     device = make_device_step(c, gpt, opt);
-    spdlog::info("device: cuda, {} ({}), {}", c.precision,
+    spdlog::info("device: cuda, {} ({}), {}; evaluation on the GPU", c.precision,
                  c.precision == "bf16" ? "bf16 activations and weight copy, fp32 master weights and moments" : "fp32",
                  device->describe());
   }
@@ -235,7 +235,8 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   // The test split: every rank evaluates a share (collective under mpirun); rank 0 writes.
   curriculum::EvalResult test;
   if (!data.test.empty())
-    test = evaluate_split(gpt, *tok, data.test, c, summary.final_stage, eot.get(), distributed ? world : nullptr);
+    test = evaluate_split(gpt, device.get(), *tok, data.test, c, summary.final_stage, eot.get(),
+                          distributed ? world : nullptr);
   if (distributed) world->barrier();  // the other ranks wait while rank 0 writes
   if (!writer) {
     summary.seconds = wall.seconds();

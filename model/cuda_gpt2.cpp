@@ -467,25 +467,30 @@ double CudaGPT2Of<Act>::lm_head_loss(const Act* hidden, const int* targets, int 
 }
 
 template <typename Act>
-void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale,
-                                         Act* d_hidden) {
-  const int C = config_.d_model, V = config_.vocab_size;
+void CudaGPT2Of<Act>::lm_head_logits(const Act* hidden, int n, float* logits) {
+  const int C = config_.d_model, V = config_.vocab_size, Vp = padded_vocab();
   // The vocabulary padded to a multiple of 64 (GPT-2's 50257 to 50304): with an odd V as
   // a product's extent or stride, cuBLAS runs unaligned sm75 kernels (measured on an
   // H100: the forward and d_hidden products took 17 of a 97 ms step). The padded copy of
   // wte has zero rows past V, so the padded logits are 0, and the loss sets their
   // gradient to 0: the padding adds nothing to d_hidden. dwte keeps V rows.
-  const int Vp = (V + 63) / 64 * 64;
-  if (n == 0) return;
   if (wte_padded_.size() < size_t(Vp) * C) {
     wte_padded_ = DeviceBuffer<Act>(size_t(Vp) * C);
     zero(wte_padded_.data(), wte_padded_.size(), stream());
   }
   copy(wte_padded_.data(), static_cast<const Act*>(w_.wte), size_t(V) * C, stream());  // this step's weights
-  const Act* wte = wte_padded_.data();
+  if (n > 0) mm(cublas_, false, true, n, Vp, C, hidden, C, wte_padded_.data(), C, 0.f, logits, Vp);  // h wte^T
+}
+
+template <typename Act>
+void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale,
+                                         Act* d_hidden) {
+  const int C = config_.d_model, V = config_.vocab_size, Vp = padded_vocab();
+  if (n == 0) return;
   ensure(logits_, size_t(n) * Vp);
   ensure(row_loss_, size_t(n));
-  mm(cublas_, false, true, n, Vp, C, hidden, C, wte, C, 0.f, logits_.data(), Vp);  // logits = h wte^T (fp32)
+  lm_head_logits(hidden, n, logits_.data());
+  const Act* wte = wte_padded_.data();
   const Act* dlogits = nullptr;  // the logits' gradient in the compute type
   if constexpr (std::is_same_v<Act, bf16>) {
     if (d_hidden) ensure(dlogits_bf16_, size_t(n) * Vp);

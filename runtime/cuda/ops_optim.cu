@@ -1,4 +1,5 @@
-// The loss and the optimizer ops of ops.h: softmax cross-entropy on logits, AdamW on a
+// The loss and the optimizer ops of ops.h: softmax cross-entropy on logits (and the
+// greedy token of a row of logits, for decoding), AdamW on a
 // shard (fp32 master weights, optional bf16 copy), the sum of squares behind the
 // gradient norm, and clipping. Reductions run in a fixed order (reproducible).
 #include <cmath>
@@ -49,6 +50,36 @@ __global__ void cross_entropy_kernel(const float* logits, int ld, Out* dlogits, 
     d[v] = detail::store<Out>(expf(z[v] - row_max) * inv * scale - (v == target ? scale : 0.f));
   for (int v = V + threadIdx.x; v < ld; v += blockDim.x) d[v] = detail::store<Out>(0.f);
   if (threadIdx.x == 0) row_loss[row] = (logf(sum) + row_max - target_logit) * scale;
+}
+
+// One block per row: each thread's first maximum over its strided columns, then a tree
+// over the threads that keeps the larger value and, on equal values, the lower column:
+// the first maximum of the row, as std::max_element on the CPU.
+__global__ void argmax_kernel(const float* logits, int ld, int V, int* out) {
+  __shared__ float best_value[kThreads];
+  __shared__ int best_column[kThreads];
+  const float* z = logits + int64_t(blockIdx.x) * ld;
+  float value = -INFINITY;
+  int column = V;
+  for (int v = threadIdx.x; v < V; v += blockDim.x)
+    if (z[v] > value || column == V) value = z[v], column = v;
+  best_value[threadIdx.x] = value;
+  best_column[threadIdx.x] = column;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      const float other = best_value[threadIdx.x + half];
+      const int other_column = best_column[threadIdx.x + half];
+      const bool mine_empty = best_column[threadIdx.x] == V;
+      if (other_column != V && (mine_empty || other > best_value[threadIdx.x] ||
+                                (other == best_value[threadIdx.x] && other_column < best_column[threadIdx.x]))) {
+        best_value[threadIdx.x] = other;
+        best_column[threadIdx.x] = other_column;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = best_column[0];
 }
 
 // model::AdamW::step for one segment, element for element.
@@ -114,6 +145,13 @@ void cross_entropy_forward_backward(const float* logits, int ld, float* dlogits,
 void cross_entropy_forward_backward(const float* logits, int ld, bf16* dlogits, float* row_loss, const int* targets,
                                     int N, int V, float scale, cudaStream_t stream) {
   cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, scale, stream);
+}
+
+void argmax_rows(const float* logits, int ld, int N, int V, int* out, cudaStream_t stream) {
+  COCONUT_CHECK(N >= 0 && V > 0 && ld >= V, "argmax_rows: bad shape N={} V={} ld={}", N, V, ld);
+  if (N == 0) return;
+  argmax_kernel<<<N, kThreads, 0, stream>>>(logits, ld, V, out);
+  CUDA_CHECK(cudaGetLastError());
 }
 
 void adamw_step(float* params, const float* grads, float* m, float* v, size_t shard_begin,

@@ -14,7 +14,7 @@ archive=${2:-.gpurun/gpu-run.tar.gz}
 [ -f "$build/CMakeCache.txt" ] || { echo "pack.sh: $build is not a CMake build folder" >&2; exit 2; }
 grep -q '^COCONUT_HAVE_CUDA:INTERNAL=ON\|^COCONUT_CUDA:STRING=ON' "$build/CMakeCache.txt" ||
   echo "pack.sh: warning: $build may not be a CUDA build (configure with -DCOCONUT_CUDA=ON)" >&2
-for bin in tests/gpu/test_cuda tests/gpu/test_cuda_ops tests/gpu/test_cuda_gpt2 tests/gpu/test_nccl_mpi \
+for bin in tests/gpu/test_cuda tests/gpu/test_cuda_ops tests/gpu/test_cuda_gpt2 tests/gpu/test_cuda_decoder tests/gpu/test_nccl_mpi \
            bench/coconut_gpu_bench launcher/coconut; do
   [ -x "$build/$bin" ] || { echo "pack.sh: $build/$bin is missing: build it first" >&2; exit 2; }
 done
@@ -25,7 +25,7 @@ bash tools/collect_gpu_libs.sh "$build" .gpulibs --no-cuda --mpi
 # gtest_discover_tests wrote (*_tests.cmake, *_include.cmake) beside the binaries.
 mapfile -t files < <(cd "$build" && find . -path ./CMakeFiles -prune -o \
   \( -name CTestTestfile.cmake -o -name '*_tests.cmake' -o -name '*_include.cmake' \) -print)
-files+=(./CMakeCache.txt ./tests/gpu/test_cuda ./tests/gpu/test_cuda_ops ./tests/gpu/test_cuda_gpt2
+files+=(./CMakeCache.txt ./tests/gpu/test_cuda ./tests/gpu/test_cuda_ops ./tests/gpu/test_cuda_gpt2 ./tests/gpu/test_cuda_decoder
         ./tests/gpu/test_nccl_mpi ./bench/coconut_gpu_bench ./launcher/coconut)
 mkdir -p "$(dirname "$archive")"
 tar -czf "$archive" .gpulibs "${files[@]/#./$build}"

@@ -56,6 +56,20 @@ print(f"bf16: epoch 0 mean loss {sum(e0)/len(e0):.4f}, epoch 3 {sum(e3)/len(e3):
 assert sum(e3) / len(e3) < sum(e0) / len(e0), "bf16 did not learn"
 PY
 
+# The final evaluation ran on the GPU (model/cuda_decoder.h): in fp32 it generates what
+# the CPU generates from the same weights (`coconut eval` decodes on the CPU).
+grep -q "evaluation on the GPU" "$work/gpu32.log" || fail "the GPU run does not say it evaluates on the GPU"
+OPENBLAS_NUM_THREADS=2 "$bin" eval "$work/gpu32" --out "$work/gpu32_on_cpu.json" >"$work/eval.log" 2>&1 ||
+  fail "coconut eval: $(tail -n 20 "$work/eval.log")"
+python3 - "$work/gpu32/eval_valid.json" "$work/gpu32_on_cpu.json" <<'PY' || fail "GPU evaluation (see above)"
+import json, sys
+gpu, cpu = (json.load(open(p)) for p in sys.argv[1:])
+assert len(gpu["items"]) == len(cpu["items"]) == 16, (len(gpu["items"]), len(cpu["items"]))
+same = sum(a["generated"] == b["generated"] for a, b in zip(gpu["items"], cpu["items"]))
+print(f"fp32 evaluation on the GPU vs the CPU: {same}/16 generations equal, accuracy {gpu['accuracy']} vs {cpu['accuracy']}")
+assert same == 16 and gpu["accuracy"] == cpu["accuracy"], "the GPU decoder generates other text than the CPU's"
+PY
+
 # The fused attention kernel needs head size 64 and no attention dropout.
 train fused --set train.device=cuda --set train.precision=bf16 --set train.attention=fused --set model.d_model=128 \
   --set model.n_head=2 --set model.dropout=0

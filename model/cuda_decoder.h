@@ -1,0 +1,44 @@
+// model/decoder.h's Decoder on the CUDA model (fp32 or bf16), so that evaluation and
+// generation of a model trained with train.device: cuda run where its weights are.
+// The forward runs on activations laid out as for training (every layer's buffers:
+// device memory grows with B x T as in a training step of that size); the greedy
+// tokens come from an argmax on the device (B ints back per column); the hidden states
+// are copied back only when asked (the <eot> classifier reads them). Built only with
+// the CUDA backend; tests/gpu compares its generations with the CPU decoder's.
+#pragma once
+
+#include <vector>
+
+#include "model/cuda_gpt2.h"
+#include "model/decoder.h"
+
+namespace coconut::model {
+
+template <typename Act>
+class CudaDecoderOf final : public Decoder {
+ public:
+  // Reads the model's current weights at every forward; the model must outlive it.
+  explicit CudaDecoderOf(CudaGPT2Of<Act>& model) : model_(model) {}
+  const GPT2Config& config() const override { return model_.config(); }
+  void begin(int B, int T) override;
+  void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
+               const uint8_t* thought) override;
+  void greedy_tokens(int* out) override;
+  const float* hidden() override;
+
+ private:
+  const Act* last_column() const;  // device [B, C]: the final hidden states of column end_ - 1
+
+  CudaGPT2Of<Act>& model_;
+  CudaActivationsOf<Act> acts_;
+  DeviceBuffer<int> tokens_, greedy_;
+  DeviceBuffer<Act> in_;
+  DeviceBuffer<float> logits_, hidden32_;
+  std::vector<float> hidden_;
+  int end_ = 0;
+};
+
+using CudaDecoder = CudaDecoderOf<float>;
+using CudaDecoderBf16 = CudaDecoderOf<gpu::bf16>;
+
+}  // namespace coconut::model
