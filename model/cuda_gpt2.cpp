@@ -292,6 +292,11 @@ void CudaGPT2Of<Act>::ensure_scratch(int rows, int B, int T) {
   ensure(attention_ws_, ws);
   ensure(embedding_ws_, gpu::embedding_backward_workspace_bytes(rows));
   ensure(colsum_ws_, gpu::column_sums_scratch_floats(4 * int(C)));  // the widest bias: fc's 4C
+  const std::vector<const void*> now = {dres_.data(), dln_.data(),  datt_.data(),   dfc_.data(),
+                                        dgelu_.data(), ddrop_.data(), att32_.data(), datt32_.data(),
+                                        dqkv_act_.data(), attention_ws_.data(), embedding_ws_.data(),
+                                        colsum_ws_.data()};
+  if (now != scratch_addresses_) scratch_addresses_ = now, ++scratch_generation_;
 }
 
 // ---------------------------------------------------------------- forward
@@ -644,13 +649,14 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
   gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, embedding_ws_.data(), s);
 }
 
-// What a captured step depends on besides the uploaded data: the buffers (the model,
-// the batch shape, the number of targets) and the order of the kernels (the passes, the
+// What a captured step depends on besides the uploaded data: the buffers (the model and
+// where its scratch buffers are, the batch shape, the number of targets) and the order of the kernels (the passes, the
 // feedback, dropout on or off, the attention's precision).
 template <typename Act>
 std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch,
                                                           int n) const {
-  std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), batch.B, batch.T, n,
+  std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), int64_t(model.scratch_generation()),
+                              batch.B, batch.T, n,
                               acts_.dropout_enabled ? 1 : 0, int64_t(model.attention())};
   for (const Pass& pass : batch.passes) {
     key.insert(key.end(), {pass.begin, pass.end, int64_t(pass.feedback.size())});

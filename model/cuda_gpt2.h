@@ -121,6 +121,10 @@ class CudaGPT2Of {
   // keep for attention at T columns (CudaActivationsOf::resize).
   bool saves_attention_probabilities() const;
   AttentionStorage attention_storage(int T) const;
+  // Counts the times the scratch buffers moved (they grow when a pass larger than any
+  // before comes through, a decoder's included): a captured CUDA graph holds their
+  // addresses, so the runner's plan key includes it.
+  uint64_t scratch_generation() const { return scratch_generation_; }
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
 
@@ -173,6 +177,8 @@ class CudaGPT2Of {
   DeviceBuffer<float> att32_, datt32_;  // bf16 only: fp32 attention output / its gradient
   DeviceBuffer<char> attention_ws_, embedding_ws_;
   DeviceBuffer<float> colsum_ws_;  // the column sums' per-chunk partials (bias and layer-norm gradients)
+  std::vector<const void*> scratch_addresses_;  // the scratch buffers' addresses after the last ensure_scratch
+  uint64_t scratch_generation_ = 0;
   DeviceBuffer<Act> wte_padded_;  // the LM head's copy of wte, vocabulary padded with zero rows
   DeviceBuffer<float> logits_, row_loss_;
   DeviceBuffer<gpu::bf16> dlogits_bf16_;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "model/adamw.h"
+#include "model/cuda_decoder.h"
 #include "model/cuda_gpt2.h"
 #include "model/multipass.h"
 #include "runtime/check.h"
@@ -244,7 +245,8 @@ TEST_F(Gpu, CoconutTrainingStepWithDropoutMatchesCpu) {
 // kernels in the same order), and replays follow new data with the same plan: other
 // tokens and other dropout keys each step. Per plan: the first step runs eagerly and
 // sizes the buffers, the second is captured and launched, later ones are replays. A
-// new plan (other feedback) is run eagerly once, then captured again.
+// new plan (other feedback) is run eagerly once, then captured again, and so is the same
+// plan after a decoder moved the model's scratch buffers.
 template <typename Act>
 void expect_graphs_equal_eager(CudaAttention attention = CudaAttention::kFp32, float dropout = 0.1f) {
   GPT2Config config = attention == CudaAttention::kBf16Flash ? head64_config() : tiny_config();
@@ -280,6 +282,20 @@ void expect_graphs_equal_eager(CudaAttention attention = CudaAttention::kFp32, f
   batch.passes = {Pass{0, 4, {Feedback{0, 3}}}, Pass{4, 5, {Feedback{0, 4}}}, Pass{5, 10, {}}};
   compare_steps(4, 3);
   EXPECT_EQ(graphed.graph_captures(), 2);
+  // Decoding 8 x 16 columns on the graphed model grows its scratch buffers past this
+  // batch's 3 x 10 rows: the captured graph holds the old addresses, so the runner
+  // must run the plan eagerly and capture it again.
+  {
+    CudaDecoderOf<Act> decoder(graph_model);
+    const int B = 8, T = config.max_positions;
+    std::vector<int> tokens(size_t(B) * T), pos(size_t(B) * T);
+    for (size_t r = 0; r < tokens.size(); ++r) tokens[r] = int(r % config.vocab_size), pos[r] = int(r / B);
+    const std::vector<uint8_t> mask(tokens.size(), 1);
+    decoder.begin(B, T);
+    decoder.forward(0, T, tokens.data(), pos.data(), mask.data(), nullptr);
+  }
+  compare_steps(7, 3);
+  EXPECT_EQ(graphed.graph_captures(), 3);
 }
 
 TEST_F(Gpu, GraphReplayEqualsEagerBitForBit) { expect_graphs_equal_eager<float>(); }
