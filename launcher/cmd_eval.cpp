@@ -10,6 +10,7 @@
 
 #include "curriculum/evaluation.h"
 #include "launcher/commands.h"
+#include "launcher/device_step.h"
 #include "launcher/trainer.h"
 #include "runtime/check.h"
 #include "runtime/log.h"
@@ -60,13 +61,14 @@ EvalData run_eval_data(const LoadedRun& run, const std::string& data_file) {
 int cmd_eval(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
-      "                    [--batch-size N] [--max-new-tokens N] [--max-items N]\n"
+      "                    [--batch-size N] [--max-new-tokens N] [--max-items N] [--device cpu|cuda]\n"
       "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
       "  --stage     curriculum stage of the prompt: K latent steps (default: the run's last)\n"
       "  --out       report path (default: RUN_DIR/eval_<dataset>.json)\n"
-      "  --batch-size, --max-new-tokens, --max-items (0 = all): default to the run's eval settings\n";
+      "  --batch-size, --max-new-tokens, --max-items (0 = all): default to the run's eval settings\n"
+      "  --device    where to decode (default: the run's train.device; cuda in its train.precision)\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
@@ -74,6 +76,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   const std::string run_dir = args[0];
   if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
   std::string data_file, out_path;
+  std::string device;
   int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -83,9 +86,12 @@ int cmd_eval(const std::vector<std::string>& args) {
     else if (a == "--batch-size") batch_size = option_int(args, i, 1, 1 << 16);
     else if (a == "--max-new-tokens") max_new_tokens = option_int(args, i, 1, 1 << 16);
     else if (a == "--max-items") max_items = option_int(args, i, 0, 1 << 30);
+    else if (a == "--device") device = option_value(args, i);
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
+  if (!device.empty() && device != "cpu" && device != "cuda")
+    throw UsageError(fmt::format("--device must be cpu or cuda (got '{}')\n{}", device, help));
   init_logging(0, 1, "warn");
   const LoadedRun run = load_run(run_dir);
   const TrainConfig& c = run.config;
@@ -99,11 +105,15 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);
   if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("eval_{}.json", data.name)).string();
 
-  const curriculum::EvalResult r = curriculum::evaluate(*run.model, *run.tokenizer, data.samples, c.curriculum, stage,
+  if (device.empty()) device = c.device;
+  const std::unique_ptr<model::Decoder> decoder =
+      device == "cuda" ? make_device_decoder(c, *run.model) : std::make_unique<model::CpuDecoder>(*run.model);
+  const curriculum::EvalResult r = curriculum::evaluate(*decoder, *run.tokenizer, data.samples, c.curriculum, stage,
                                                         batch_size, max_new_tokens, run.eot.get());
   curriculum::write_eval_report(out_path, r, data.name);
-  fmt::print("run {}: method {}, c={}, stage {}; {} items of {}\n", run_dir,
-             curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total, data.name);
+  fmt::print("run {}: method {}, c={}, stage {}; {} items of {}; decoded on {}\n", run_dir,
+             curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total, data.name,
+             device == "cuda" ? fmt::format("cuda ({})", c.precision) : std::string("the CPU"));
   fmt::print("accuracy {:.4f} ({}/{}), mean generated tokens {:.2f}\n", r.accuracy(), r.correct, r.total,
              r.mean_generated_tokens);
   if (run.eot) fmt::print("<eot> by the learned classifier: mean thoughts {:.2f}\n", r.mean_thoughts);

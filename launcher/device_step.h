@@ -46,4 +46,8 @@ bool device_available(std::string* why);
 // host model's weights and the optimizer's state.
 std::unique_ptr<DeviceStep> make_device_step(const TrainConfig& c, const model::GPT2& gpt, const model::AdamW& opt);
 
+// Greedy decoding on the GPU (c.precision, c.attention) on a copy of the host model's
+// weights: `coconut eval --device cuda`.
+std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt);
+
 }  // namespace coconut::launcher

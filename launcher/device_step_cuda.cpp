@@ -109,6 +109,27 @@ class CudaStep final : public DeviceStep {
   int64_t adam_step_ = 0;
 };
 
+// A CUDA model of its own, loaded once from the host weights, and its decoder.
+template <typename Act>
+class OwningCudaDecoder final : public model::Decoder {
+ public:
+  OwningCudaDecoder(const TrainConfig& c, const model::GPT2& gpt) : model_(gpt.config()), decoder_(model_) {
+    model_.set_attention(attention_kind(c));
+    model_.set_params(gpt.params());
+  }
+  const model::GPT2Config& config() const override { return decoder_.config(); }
+  void begin(int B, int T) override { decoder_.begin(B, T); }
+  void forward(int a, int b, const int* tokens, const int* pos, const uint8_t* mask, const uint8_t* thought) override {
+    decoder_.forward(a, b, tokens, pos, mask, thought);
+  }
+  void greedy_tokens(int* out) override { decoder_.greedy_tokens(out); }
+  const float* hidden() override { return decoder_.hidden(); }
+
+ private:
+  model::CudaGPT2Of<Act> model_;
+  model::CudaDecoderOf<Act> decoder_;
+};
+
 }  // namespace
 
 bool device_available(std::string* why) {
@@ -123,6 +144,13 @@ std::unique_ptr<DeviceStep> make_device_step(const TrainConfig& c, const model::
   COCONUT_CHECK(device_available(&why), "train.device: cuda: {}", why);
   if (c.precision == "bf16") return std::make_unique<CudaStep<gpu::bf16>>(c, gpt, opt);
   return std::make_unique<CudaStep<float>>(c, gpt, opt);
+}
+
+std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt) {
+  std::string why;
+  COCONUT_CHECK(device_available(&why), "decoding on cuda: {}", why);
+  if (c.precision == "bf16") return std::make_unique<OwningCudaDecoder<gpu::bf16>>(c, gpt);
+  return std::make_unique<OwningCudaDecoder<float>>(c, gpt);
 }
 
 }  // namespace coconut::launcher

@@ -17,4 +17,10 @@ std::unique_ptr<DeviceStep> make_device_step(const TrainConfig&, const model::GP
   COCONUT_FAIL("train.device: cuda: {}", why);
 }
 
+std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig&, const model::GPT2&) {
+  std::string why;
+  device_available(&why);
+  COCONUT_FAIL("decoding on cuda: {}", why);
+}
+
 }  // namespace coconut::launcher

@@ -59,7 +59,7 @@ PY
 # The final evaluation ran on the GPU (model/cuda_decoder.h): in fp32 it generates what
 # the CPU generates from the same weights (`coconut eval` decodes on the CPU).
 grep -q "evaluation on the GPU" "$work/gpu32.log" || fail "the GPU run does not say it evaluates on the GPU"
-OPENBLAS_NUM_THREADS=2 "$bin" eval "$work/gpu32" --out "$work/gpu32_on_cpu.json" >"$work/eval.log" 2>&1 ||
+OPENBLAS_NUM_THREADS=2 "$bin" eval "$work/gpu32" --device cpu --out "$work/gpu32_on_cpu.json" >"$work/eval.log" 2>&1 ||
   fail "coconut eval: $(tail -n 20 "$work/eval.log")"
 python3 - "$work/gpu32/eval_valid.json" "$work/gpu32_on_cpu.json" <<'PY' || fail "GPU evaluation (see above)"
 import json, sys

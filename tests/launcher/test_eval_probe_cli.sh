@@ -49,7 +49,8 @@ pass "tiny run trained"
 # ---- eval with the run's defaults -----------------------------------------------------
 "$bin" eval "$run" >"$work/eval.txt" 2>"$work/err.txt" || fail "eval exited non-zero: $(cat "$work/err.txt")"
 # The stage is the one trained (0, from metrics.jsonl), not the config file's last (1).
-grep -q "stage 0; 16 items of generated-valid" "$work/eval.txt" || fail "eval header: $(cat "$work/eval.txt")"
+grep -q "stage 0; 16 items of generated-valid; decoded on the CPU" "$work/eval.txt" ||
+  fail "eval header: $(cat "$work/eval.txt")"
 grep -Eq "^accuracy [0-9.]+ \([0-9]+/16\), mean generated tokens [0-9.]+$" "$work/eval.txt" ||
   fail "eval summary: $(cat "$work/eval.txt")"
 report=$run/eval_generated-valid.json
@@ -114,4 +115,10 @@ echo '[{"question": "Tom is a wumpus. Is Tom a wumpus or yumpus?", "steps": [], 
   >"$work/nograph.json"
 expect 1 "nograph.json, item 0: probe: the item has no ProsQA graph" "$bin" probe "$run" --data "$work/nograph.json"
 expect 1 "missing.json" "$bin" eval "$run" --data "$work/missing.json"
-pass "errors: missing run, usage, data without graph, missing data file"
+expect 2 "--device must be cpu or cuda (got 'gpu')" "$bin" eval "$run" --device gpu
+# Without a GPU (or without the CUDA backend) decoding on cuda is refused with the reason.
+if ! nvidia-smi >/dev/null 2>&1; then
+  expect 1 "decoding on cuda: " "$bin" eval "$run" --device cuda --out "$work/never.json"
+  [[ ! -e $work/never.json ]] || fail "a refused --device cuda wrote a report"
+fi
+pass "errors: missing run, usage, data without graph, missing data file, --device"
