@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "bench/gpt2_step.h"
 #include "bench/synthetic_batch.h"
@@ -100,7 +102,8 @@ CoconutStepResult measure_coconut_step(const CoconutStepOptions& o) {
   }
 
   // The peer starts (and warms up) first; then each timed step of ours is followed by
-  // one of the peer's, so that both sides see the same moments of a shared machine.
+  // one of the peer's, so that both sides see the same moments of a shared machine,
+  // gap_ms apart so that neither side's spinning OpenMP threads slow the other's step.
   std::unique_ptr<TorchPeer> peer;
   if (o.torch_peer) {
     peer = std::make_unique<TorchPeer>(o, dir, r.threads);
@@ -120,7 +123,9 @@ CoconutStepResult measure_coconut_step(const CoconutStepOptions& o) {
     if (i < o.warmup) continue;
     total += s, best = std::min(best, s);
     if (!peer) continue;
+    std::this_thread::sleep_for(std::chrono::milliseconds(o.gap_ms));
     const double ms = peer->step();
+    std::this_thread::sleep_for(std::chrono::milliseconds(o.gap_ms));
     COCONUT_CHECK(ms > 0, "the PyTorch peer stopped answering (bench/torch_coconut_step.py)");
     peer_total += ms, peer_best = std::min(peer_best, ms);
   }
@@ -148,6 +153,8 @@ int run_coconut_step_bench(const CoconutStepOptions& o) {
   fmt::print("batch: {} samples x {} columns (question ~{} tokens, {} thoughts, {} answer tokens), {} passes, "
              "{} targets; {} threads; {} timed steps after {} warm-up\n",
              r.batch, r.columns, o.question, o.thoughts, o.rest, r.passes, r.targets, r.threads, o.steps, o.warmup);
+  if (o.torch_peer)
+    fmt::print("each timed step alternates with one of the PyTorch peer's, {} ms apart (--gap-ms)\n", o.gap_ms);
   fmt::print("FLOPs per step = 3 x forward; forward = L (24 N C^2 + 2 B C T (T+1)) + 2 n_targets C V, N = B T: "
              "{:.3f} GFLOP\n", r.flops / 1e9);
   fmt::print("\n| system | ms/step | tokens/s | GFLOP/s | % of SGEMM peak |\n|---|---|---|---|---|\n");

@@ -22,6 +22,10 @@ struct CoconutStepOptions {
   int threads = 0;     // 0: all cores
   bool torch_peer = true;
   std::string python = "python3";
+  // Idle time between our step and the peer's, each way. After a parallel region GNU
+  // OpenMP's threads spin before they sleep (GOMP_SPINCOUNT pauses: about 15 ms on this
+  // Xeon); without a gap one side's spinning threads take a core from the other's step.
+  int gap_ms = 100;
 };
 
 // FLOPs of one forward of a Coconut batch: every column is computed exactly once over

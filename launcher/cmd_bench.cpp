@@ -77,6 +77,7 @@ int bench_coconut(const std::vector<std::string>& args, const char* help) {
     else if (a == "--warmup") o.warmup = option_int(args, i, 0, 1000);
     else if (model_option(args, i, o.model, o.threads)) continue;
     else if (a == "--no-torch") o.torch_peer = false;
+    else if (a == "--gap-ms") o.gap_ms = option_int(args, i, 0, 100000);
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
   return bench::run_coconut_step_bench(o);
@@ -187,9 +188,11 @@ int cmd_bench(const std::vector<std::string>& args) {
       "  prints tokens/s, GFLOP/s against the measured SGEMM peak, and the same step in PyTorch.\n"
       "usage: coconut bench coconut [--batch N] [--question N] [--thoughts N] [--rest N] [--steps N]\n"
       "                             [--threads N] [--layers N] [--d-model N] [--heads N] [--vocab N] [--no-torch]\n"
+      "                             [--gap-ms N]\n"
       "  Times a Coconut training step (all latent passes, BPTT, AdamW) on a ProsQA-shaped batch\n"
       "  (default: 4 layers, d_model 256, vocab 128, 16 samples, 6 thoughts) against a PyTorch peer\n"
-      "  that replays the same batch from the same weights.\n"
+      "  that replays the same batch from the same weights, step for step alternated, --gap-ms apart\n"
+      "  (default 100: OpenMP threads spin after a step and would slow the other side's).\n"
       "usage: [mpirun -np S] coconut bench memory [--pp S] [--schedule ring[,gpipe,...]] [--policy both|keep|recompute]\n"
       "                          [--min-thoughts 1] [--max-thoughts 8] [--micro-batch 8] [--micro-batches 4]\n"
       "                          [--question 60] [--rest 10] [--steps 2] [--threads N] [--layers 4] [--d-model 128]\n"
