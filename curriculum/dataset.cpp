@@ -241,4 +241,24 @@ std::vector<Sample> convert_icot_text(const std::string& path) {
   return parse_icot_text(read_whole_file(path), path);
 }
 
+void shortest_paths(const std::vector<std::vector<int>>& children, int source, std::vector<int>& dist,
+                    std::vector<double>& paths) {
+  const int n = static_cast<int>(children.size());
+  dist.assign(n, -1);
+  paths.assign(n, 0.0);
+  dist[source] = 0;
+  paths[source] = 1.0;
+  std::vector<int> queue = {source};
+  for (size_t h = 0; h < queue.size(); ++h) {
+    const int u = queue[h];
+    for (int v : children[u]) {
+      if (dist[v] < 0) {
+        dist[v] = dist[u] + 1;
+        queue.push_back(v);
+      }
+      if (dist[v] == dist[u] + 1) paths[v] += paths[u];
+    }
+  }
+}
+
 }  // namespace coconut::curriculum

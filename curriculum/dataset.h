@@ -30,6 +30,12 @@ struct ProsQAGraph {
   int neg_target = 0;  // the wrong option: a leaf reachable only from the other seed
 };
 
+// Breadth-first search from `source` over a DAG's adjacency lists (children[u]: the
+// nodes of the edges (u, v)): dist[v] edges on a shortest path (-1 where unreachable)
+// and paths[v] the number of shortest paths. The generator and the statistics share it.
+void shortest_paths(const std::vector<std::vector<int>>& children, int source, std::vector<int>& dist,
+                    std::vector<double>& paths);
+
 struct Sample {
   std::string question;
   std::vector<std::string> steps;

@@ -177,22 +177,10 @@ ProsQAGraphInfo analyze_prosqa_item(const Sample& s) {
   leaf_check(g.neg_target, "neg_target", from_other, from_root, "the other seed", "root");
   if (g.target < 0 || g.target >= n || g.neg_target < 0 || g.neg_target >= n) return info;
 
-  // Shortest path length and number of shortest paths, by BFS from root.
-  std::vector<int> dist(n, -1);
-  std::vector<double> paths(n, 0.0);
-  std::vector<int> queue = {g.root};
-  dist[g.root] = 0;
-  paths[g.root] = 1;
-  for (size_t h = 0; h < queue.size(); ++h) {
-    const int u = queue[h];
-    for (int v : children[u]) {
-      if (dist[v] < 0) {
-        dist[v] = dist[u] + 1;
-        queue.push_back(v);
-      }
-      if (dist[v] == dist[u] + 1) paths[v] += paths[u];
-    }
-  }
+  // Shortest path length and number of shortest paths from root.
+  std::vector<int> dist;
+  std::vector<double> paths;
+  shortest_paths(children, g.root, dist, paths);
   info.shortest_path = dist[g.target];
   info.num_shortest_paths = paths[g.target];
   if (info.shortest_path < 0) return info;

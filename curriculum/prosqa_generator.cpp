@@ -135,28 +135,6 @@ Grown grow_graph(GeneratorRng& rng, const ProsQAGeneratorConfig& cfg) {
   return g;
 }
 
-// Distances from `source` along edges (-1 where unreachable) and the number of shortest
-// paths to every node.
-void bfs(const std::vector<std::vector<int>>& children, int source, std::vector<int>& dist,
-         std::vector<double>& paths) {
-  const int n = static_cast<int>(children.size());
-  dist.assign(n, -1);
-  paths.assign(n, 0.0);
-  dist[source] = 0;
-  paths[source] = 1.0;
-  std::vector<int> queue = {source};
-  for (size_t h = 0; h < queue.size(); ++h) {
-    const int u = queue[h];
-    for (int v : children[u]) {
-      if (dist[v] < 0) {
-        dist[v] = dist[u] + 1;
-        queue.push_back(v);
-      }
-      if (dist[v] == dist[u] + 1) paths[v] += paths[u];
-    }
-  }
-}
-
 // Tries to turn one grown graph into an item; false when the graph has no usable
 // question (no answer leaf on one side, path too short, not enough words).
 bool make_item(GeneratorRng& rng, const Grown& g, const ProsQAGeneratorConfig& cfg, Sample& out) {
@@ -172,7 +150,7 @@ bool make_item(GeneratorRng& rng, const Grown& g, const ProsQAGeneratorConfig& c
   std::array<std::vector<double>, 2> paths;
   std::array<int, 2> deepest = {-1, -1};
   for (int s = 0; s < 2; ++s) {
-    bfs(children, s, dist[s], paths[s]);
+    shortest_paths(children, s, dist[s], paths[s]);
     for (int v = 2; v < n; ++v) {
       if (children[v].empty() && g.label[v] == (1 << s)) {
         leaves[s].push_back(v);
