@@ -1,5 +1,6 @@
 // Tests of the tokenisers: BPE parity with Hugging Face `tokenizers` on the fixture of
-// tools/make_tokenizer_fixture.py, GPT-2 pre-tokenisation facts, file errors, speed; the
+// tools/make_tokenizer_fixture.py and, with the real GPT-2 vocabulary, on GSM8k (the
+// fixture of tools/make_gpt2_bpe_fixture.py), GPT-2 pre-tokenisation facts, file errors, speed; the
 // word tokeniser's splitting, vocabulary, decoding rules, file format and its errors.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include "curriculum/bpe_tokenizer.h"
 #include "curriculum/word_tokenizer.h"
 #include "runtime/check.h"
+#include "runtime/hash.h"
 
 namespace fs = std::filesystem;
 using coconut::curriculum::BpeTokenizer;
@@ -241,6 +243,58 @@ TEST(BpeTokenizer, RealGpt2VocabularyWhenAvailable) {
   EXPECT_EQ(tok->latent_id(), 50259);
   EXPECT_EQ(tok->vocab_size(), 50260);
   EXPECT_EQ(tok->encode("Hello world"), (std::vector<int>{15496, 995}));
+}
+
+// The paper's GSM8k text through the real GPT-2 vocabulary: every line of the validation
+// split, as it is and with newlines, gives the ids of Hugging Face `tokenizers` (the
+// fixture of tools/make_gpt2_bpe_fixture.py: counts and FNV-1a digests of the ids, the
+// first lines in full). cluster/run_tests.sh fetches the vocabulary
+// (tools/fetch_gpt2_vocab.sh) and sets COCONUT_GPT2_DIR.
+TEST(BpeTokenizer, RealGpt2EncodesGsm8kAsTokenizersDoes) {
+  const char* dir = std::getenv("COCONUT_GPT2_DIR");
+  const std::string data = std::string(COCONUT_SHARED_DATA_DIR) + "/gsm8k_valid.txt";
+  if (dir == nullptr || !fs::exists(fs::path(dir) / "merges.txt")) {
+    GTEST_SKIP() << "set COCONUT_GPT2_DIR to a folder with the gpt2 model's vocab.json and merges.txt "
+                    "(tools/fetch_gpt2_vocab.sh)";
+  }
+  if (!fs::exists(data)) GTEST_SKIP() << "no " << data;
+  std::ifstream in(kFixtureDir + "/gsm8k_gpt2.json");
+  ASSERT_TRUE(in.good()) << "missing fixture; run tools/make_gpt2_bpe_fixture.py";
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  auto tok = BpeTokenizer::from_dir(dir);
+  std::ifstream lines_in(data);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(lines_in, line);)
+    if (!line.empty()) lines.push_back(line);
+  ASSERT_EQ(lines.size(), fixture["lines"].get<size_t>());
+  const auto& strings = fixture["strings"];
+  ASSERT_EQ(strings.size(), 2 * lines.size());
+  auto replace_all = [](std::string s, const std::string& from, const std::string& to) {
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+    return s;
+  };
+  size_t ids_total = 0, checked = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string texts[2] = {lines[i], replace_all(replace_all(lines[i], "||", "\n"), " #### ", "\n### ")};
+    for (int k = 0; k < 2; ++k) {
+      const std::vector<int> ids = tok->encode(texts[k]);
+      const auto& want = strings[2 * i + k];
+      if (i < 3) {
+        EXPECT_EQ(ids, fixture["ids_of_first_lines"][2 * i + k].get<std::vector<int>>()) << "line " << i;
+      }
+      std::vector<uint8_t> bytes;  // the ids as little-endian int32, as the fixture hashed them
+      for (int id : ids)
+        for (int b = 0; b < 4; ++b) bytes.push_back(static_cast<uint8_t>(static_cast<uint32_t>(id) >> (8 * b)));
+      EXPECT_EQ(ids.size(), want["n"].get<size_t>()) << "line " << i << " string " << k;
+      EXPECT_EQ(coconut::hex_digest(coconut::fnv1a64(bytes.data(), bytes.size())), want["fnv1a64"].get<std::string>())
+          << "line " << i << " string " << k << ": " << texts[k];
+      EXPECT_EQ(tok->decode(ids), texts[k]) << "line " << i << " string " << k;
+      ids_total += ids.size();
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 1000u);
+  EXPECT_GT(ids_total, 80000u);
 }
 
 // ---------------------------------------------------------------------------------------
