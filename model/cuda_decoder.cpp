@@ -26,7 +26,7 @@ template <typename Act>
 void CudaDecoderOf<Act>::begin(int B, int T) {
   COCONUT_CHECK(B > 0 && T > 0, "a decoder needs B > 0 and T > 0 (got {} x {})", B, T);
   const GPT2Config& cfg = model_.config();
-  acts_.resize(cfg, B, T, model_.attention_storage(T), model_.stream());
+  acts_.resize(cfg, B, T, model_.attention_storage(T), model_.stream(), /*training=*/false);
   acts_.dropout_enabled = false;
   ensure(greedy_, size_t(B));
   ensure(logits_, size_t(B) * model_.padded_vocab());

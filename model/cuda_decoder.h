@@ -1,9 +1,10 @@
 // model/decoder.h's Decoder on the CUDA model (fp32 or bf16), so that evaluation and
 // generation of a model trained with train.device: cuda run where its weights are.
-// The forward runs on activations laid out as for training (every layer's buffers:
-// device memory grows with B x T as in a training step of that size); the greedy
-// tokens come from an argmax on the device (B ints back per column); the hidden states
-// are copied back only when asked (the <eot> classifier reads them). Built only with
+// The forward runs on activations laid out for decoding (CudaActivationsOf::resize with
+// training false: each layer keeps its KV cache, the other buffers are one set shared by
+// the layers); the model's scratch still grows to the decoding batch's B x T rows. The
+// greedy tokens come from an argmax on the device (B ints back per column); the hidden
+// states are copied back only when asked (the <eot> classifier reads them). Built only with
 // the CUDA backend; tests/gpu compares its generations with the CPU decoder's.
 #pragma once
 

@@ -84,7 +84,7 @@ bf16* bf16_probs(float* probs_words) { return reinterpret_cast<bf16*>(probs_word
 
 template <typename Act>
 void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns,
-                                     const AttentionStorage& attention, cudaStream_t stream) {
+                                     const AttentionStorage& attention, cudaStream_t stream, bool training) {
   COCONUT_CHECK(batch > 0 && columns > 0 && columns <= config.max_positions,
                 "CUDA activations need 0 < B and 0 < T <= max_positions {} (got B={} T={})", config.max_positions,
                 batch, columns);
@@ -93,10 +93,12 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   T = columns;
   C = config.d_model;
   const int64_t L = config.n_layer, R = int64_t(B) * T;
-  const int64_t act_total = R * C + L * R * 16 * C + R * C;                   // see the takes below
+  // Layers with buffers of their own besides q|k|v (training: all; decoding: one set).
+  const int64_t sets = training ? L : 1;
   const int64_t per_row = attention.floats_per_row;
   const bool qkv_copy = kBf16 && attention.fp32_qkv_copy;
-  const int64_t f32_total = L * R * (4 + per_row + (qkv_copy ? 3 * C : 0)) + 2 * R;
+  const int64_t act_total = R * C + L * R * 3 * C + sets * R * 13 * C + R * C;  // see the takes below
+  const int64_t f32_total = L * R * (qkv_copy ? 3 * C : 0) + sets * R * (4 + per_row) + 2 * R;
   // The passes of a step cover all T columns and write every row of these buffers
   // before anything reads it (the softmax writes all T columns of a probability row),
   // so buffers reused from an earlier step are not cleared: that was a memset of every
@@ -105,7 +107,7 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   const bool grown = storage_.size() < size_t(act_total) || storage32_.size() < size_t(f32_total);
   ensure(storage_, size_t(act_total));
   ensure(storage32_, size_t(f32_total));
-  ensure(dqkv_, size_t(L * R * 3 * C));
+  if (training) ensure(dqkv_, size_t(L * R * 3 * C));
   ensure(pos_ids, size_t(R));
   ensure(key_mask, size_t(R));
   if (grown) {
@@ -121,17 +123,28 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   layers.assign(L, {});
   for (int l = 0; l < L; ++l) {
     Layer& A = layers[l];
-    A.ln1 = take(R * C); A.qkv = take(R * 3 * C); A.att_out = take(R * C); A.res_mid = take(R * C);
+    A.qkv = take(R * 3 * C);
+    if constexpr (kBf16) A.qkv32 = qkv_copy ? take32(R * 3 * C) : nullptr;
+    else A.qkv32 = A.qkv;
+    A.dqkv = training ? dqkv_.data() + l * R * 3 * C : nullptr;
+    if (l > 0 && !training) {  // decoding: the shared set of layer 0
+      const Layer& S = layers[0];
+      A.ln1 = S.ln1, A.att_out = S.att_out, A.res_mid = S.res_mid, A.ln2 = S.ln2, A.fc = S.fc, A.gelu = S.gelu,
+      A.res_out = S.res_out;
+      A.ln1_mean = S.ln1_mean, A.ln1_rstd = S.ln1_rstd, A.ln2_mean = S.ln2_mean, A.ln2_rstd = S.ln2_rstd;
+      A.probs = S.probs;
+      continue;
+    }
+    A.ln1 = take(R * C); A.att_out = take(R * C); A.res_mid = take(R * C);
     A.ln2 = take(R * C); A.fc = take(R * 4 * C); A.gelu = take(R * 4 * C); A.res_out = take(R * C);
     A.ln1_mean = take32(R); A.ln1_rstd = take32(R); A.ln2_mean = take32(R); A.ln2_rstd = take32(R);
     A.probs = take32(R * per_row);
-    if constexpr (kBf16) A.qkv32 = qkv_copy ? take32(R * 3 * C) : nullptr;
-    else A.qkv32 = A.qkv;
-    A.dqkv = dqkv_.data() + l * R * 3 * C;
   }
   lnf = take(R * C);
   lnf_mean = take32(R);
   lnf_rstd = take32(R);
+  COCONUT_CHECK(cursor == storage_.data() + act_total && cursor32 == storage32_.data() + f32_total,
+                "CudaActivations::resize: the layout does not add up to its sizes");
 }
 
 template <typename Act>

@@ -60,8 +60,13 @@ class CudaActivationsOf {
  public:
   // Lays out the activations of B sequences of T columns, growing the buffers as needed
   // (a new buffer is zeroed on `stream`; a reused one is not: every step rewrites it).
-  // Each layer keeps what `attention` says for attention (AttentionStorage).
-  void resize(const GPT2Config& config, int B, int T, const AttentionStorage& attention, cudaStream_t stream);
+  // Each layer keeps what `attention` says for attention (AttentionStorage). training
+  // false (decoding, no backward): each layer keeps only its q|k|v (the KV cache, and its
+  // fp32 copy where the fp32 attention reads one); the other per-layer buffers are one
+  // set that every layer overwrites (the forward reads a layer's input before it writes
+  // that layer's output), and there is no dqkv.
+  void resize(const GPT2Config& config, int B, int T, const AttentionStorage& attention, cudaStream_t stream,
+              bool training = true);
   void zero_grads(cudaStream_t stream);  // the dqkv that later passes accumulate into
   // Dropout keys: the counter stream of every row, keyed as Activations' (seed, step,
   // sample id, position id) from host copies of the position ids [T*B] and sample ids [B].
