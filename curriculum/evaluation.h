@@ -4,6 +4,7 @@
 // (DESIGN.md 2.4).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,17 @@
 
 namespace coconut::curriculum {
 
+// One of the most probable tokens of a continuous thought read through the LM head
+// (the paper's decoding of thoughts into language, section 5).
+struct ThoughtToken {
+  std::string token;
+  float prob = 0;
+};
+// A continuous thought's most probable tokens, most probable first.
+using ThoughtDecoder = std::function<std::vector<ThoughtToken>(const float* hidden)>;
+// The k most probable tokens of softmax(h wte^T) (the model's tied LM head).
+ThoughtDecoder top_thought_tokens(const model::GPT2& model, const Tokenizer& tok, int k);
+
 struct EvalItem {
   std::string prediction;  // extracted answer
   std::string reference;   // normalised reference answer
@@ -22,6 +34,8 @@ struct EvalItem {
   int generated_tokens = 0;
   int thoughts = 0;        // continuous thoughts used before <eot>
   bool correct = false;
+  // With a thought decoder: each continuous thought's most probable tokens, in order.
+  std::vector<std::vector<ThoughtToken>> thought_tokens;
 };
 
 struct EvalResult {
@@ -49,10 +63,14 @@ struct EvalShard {
 // (model/decoder.h), e.g. a GPU model's.
 EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
-                    const EotClassifier* eot_classifier = nullptr, EvalShard shard = {});
+                    const EotClassifier* eot_classifier = nullptr, EvalShard shard = {},
+                    const ThoughtDecoder& decode_thought = {});
+// decode_thought (optional): each item's continuous thoughts through it into
+// EvalItem::thought_tokens (written by write_eval_report).
 EvalResult evaluate(model::Decoder& decoder, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
-                    const EotClassifier* eot_classifier = nullptr, EvalShard shard = {});
+                    const EotClassifier* eot_classifier = nullptr, EvalShard shard = {},
+                    const ThoughtDecoder& decode_thought = {});
 
 // Every shard's result (same samples, same batch size) joined into one worker's result:
 // each item from the shard that generated it, counts and means over all items.

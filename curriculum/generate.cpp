@@ -105,8 +105,8 @@ std::vector<Generation> generate_greedy(model::Decoder& decoder, const std::vect
     if (t >= T - 1) break;
 
     // Decide every sample's input of column t + 1 from its state at column t: the
-    // hidden states only where the classifier reads them, the greedy tokens only where
-    // some sample writes text.
+    // hidden states only where the classifier reads them (or thoughts are kept), the
+    // greedy tokens only where some sample writes text.
     const float* h = nullptr;
     const bool any_text = std::find(mode.begin(), mode.end(), Mode::text) != mode.end();
     if (any_text) decoder.greedy_tokens(next.data());
@@ -129,6 +129,10 @@ std::vector<Generation> generate_greedy(model::Decoder& decoder, const std::vect
           thought[s] = 1;
           thoughts_in = true;
           ++g.thoughts;
+          if (opt.keep_thought_states) {
+            if (!h) h = decoder.hidden();
+            g.thought_states.emplace_back(h + static_cast<size_t>(s) * C, h + static_cast<size_t>(s + 1) * C);
+          }
         }
       } else if (any_text) {
         // Finished samples keep taking their greedy token as input (any token would do:

@@ -29,11 +29,15 @@ struct GenerateOptions {
   // nullptr: the fixed count. Otherwise the classifier decides when to emit <eot>; the
   // prompt's K latents are then the cap.
   const EotClassifier* eot_classifier = nullptr;
+  // Keep every continuous thought (the final hidden state fed back) in the result.
+  bool keep_thought_states = false;
 };
 
 struct Generation {
   std::vector<int> ids;  // generated tokens after <eot>, without the final <eos>
   int thoughts = 0;      // continuous thoughts used before <eot>
+  // With keep_thought_states: each thought in order, d_model floats each.
+  std::vector<std::vector<float>> thought_states;
 };
 
 // prompts: evaluation prompts as build_eval_prompt makes them; with feed_back each

@@ -62,13 +62,16 @@ int cmd_eval(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
       "                    [--batch-size N] [--max-new-tokens N] [--max-items N] [--device cpu|cuda]\n"
+      "                    [--thought-tokens K]\n"
       "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
       "  --stage     curriculum stage of the prompt: K latent steps (default: the run's last)\n"
       "  --out       report path (default: RUN_DIR/eval_<dataset>.json)\n"
       "  --batch-size, --max-new-tokens, --max-items (0 = all): default to the run's eval settings\n"
-      "  --device    where to decode (default: the run's train.device; cuda in its train.precision)\n";
+      "  --device    where to decode (default: the run's train.device; cuda in its train.precision)\n"
+      "  --thought-tokens K  also read every continuous thought through the LM head: its K most\n"
+      "              probable tokens go into the report (thought_tokens), the first items' are printed\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
@@ -77,7 +80,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
   std::string data_file, out_path;
   std::string device;
-  int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1;
+  int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = 0;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--data") data_file = option_value(args, i);
@@ -87,6 +90,7 @@ int cmd_eval(const std::vector<std::string>& args) {
     else if (a == "--max-new-tokens") max_new_tokens = option_int(args, i, 1, 1 << 16);
     else if (a == "--max-items") max_items = option_int(args, i, 0, 1 << 30);
     else if (a == "--device") device = option_value(args, i);
+    else if (a == "--thought-tokens") thought_tokens = option_int(args, i, 1, 1000);
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
@@ -108,8 +112,15 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (device.empty()) device = c.device;
   const std::unique_ptr<model::Decoder> decoder =
       device == "cuda" ? make_device_decoder(c, *run.model) : std::make_unique<model::CpuDecoder>(*run.model);
+  curriculum::ThoughtDecoder decode_thought;
+  if (thought_tokens > 0) {
+    COCONUT_CHECK(c.curriculum.feeds_back(), "--thought-tokens: method '{}' has no continuous thoughts",
+                  curriculum::method_name(c.curriculum.method));
+    decode_thought = curriculum::top_thought_tokens(*run.model, *run.tokenizer,
+                                                    std::min(thought_tokens, run.model->config().vocab_size));
+  }
   const curriculum::EvalResult r = curriculum::evaluate(*decoder, *run.tokenizer, data.samples, c.curriculum, stage,
-                                                        batch_size, max_new_tokens, run.eot.get());
+                                                        batch_size, max_new_tokens, run.eot.get(), {}, decode_thought);
   curriculum::write_eval_report(out_path, r, data.name);
   fmt::print("run {}: method {}, c={}, stage {}; {} items of {}; decoded on {}\n", run_dir,
              curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total, data.name,
@@ -117,6 +128,14 @@ int cmd_eval(const std::vector<std::string>& args) {
   fmt::print("accuracy {:.4f} ({}/{}), mean generated tokens {:.2f}\n", r.accuracy(), r.correct, r.total,
              r.mean_generated_tokens);
   if (run.eot) fmt::print("<eot> by the learned classifier: mean thoughts {:.2f}\n", r.mean_thoughts);
+  // The first items' thoughts read as tokens (all of them are in the report).
+  for (size_t i = 0; i < std::min<size_t>(3, r.items.size()) && thought_tokens > 0; ++i)
+    for (size_t k = 0; k < r.items[i].thought_tokens.size(); ++k) {
+      std::string line;
+      for (const curriculum::ThoughtToken& t : r.items[i].thought_tokens[k])
+        line += fmt::format(" {:?} {:.3f}", t.token, t.prob);
+      fmt::print("item {} thought {}:{}\n", i, k + 1, line);
+    }
   fmt::print("report: {}\n", out_path);
   return 0;
 }

@@ -8,10 +8,15 @@
 // do not continue its sequences.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "curriculum/evaluation.h"
 #include "curriculum/prosqa_generator.h"
 #include "curriculum/word_tokenizer.h"
+#include "curriculum/batching.h"
 #include "curriculum/generate.h"
+#include "model/multipass.h"
 #include "model/decoder.h"
 #include "model/gpt2.h"
 #include "runtime/check.h"
@@ -138,6 +143,80 @@ TEST(Evaluation, DecodingAsksTheDecoderOnlyForWhatItUses) {
   EXPECT_THROW(d.greedy_tokens(nullptr), Error);  // nothing run yet
   d.forward(0, 2, tokens.data(), pos.data(), mask.data(), nullptr);
   EXPECT_THROW(d.forward(2, 9, tokens.data(), pos.data(), mask.data(), nullptr), Error);  // past T
+}
+
+// The thoughts kept for --thought-tokens are the hidden states fed back: the whole
+// prompts (question <bot> <latent>*K <eot>) through their pass plan with feedback
+// (model::forward_passes, not the decoding loop) give, at the column before each
+// <latent>, the same vector. And the thought decoder's tokens are the LM head's most
+// probable ones, with softmax probabilities.
+TEST(Evaluation, ThoughtStatesAreTheFedBackHiddenStatesAndDecodeThroughTheLmHead) {
+  Fixture f;
+  std::vector<BuiltSample> prompts;
+  for (int i = 0; i < 4; ++i)
+    prompts.push_back(build_eval_prompt(tokenize_sample(f.samples[i], f.tok), f.cc, 3, f.tok));
+  std::vector<const BuiltSample*> ptrs;
+  for (const BuiltSample& p : prompts) ptrs.push_back(&p);
+  GenerateOptions opt;
+  opt.feed_back = true;
+  opt.max_new_tokens = 4;
+  opt.keep_thought_states = true;
+  const std::vector<Generation> got = generate_greedy(f.model, ptrs, f.tok, opt);
+
+  const model::SequenceBatch batch = make_batch(ptrs, f.tok, /*feed_back=*/true, /*align_ends=*/true);
+  const int B = batch.B, C = f.model.config().d_model;
+  model::Activations acts;
+  acts.resize(f.model.config(), B, batch.T, false);
+  std::copy(batch.pos_ids.begin(), batch.pos_ids.end(), acts.pos_ids.begin());
+  std::copy(batch.key_mask.begin(), batch.key_mask.end(), acts.key_mask.begin());
+  std::vector<float> embeds(static_cast<size_t>(B) * batch.T * C);
+  f.model.embed_tokens(batch.tokens.data(), B * batch.T, embeds.data());
+  model::forward_passes(f.model, acts, batch, embeds.data(), nullptr);
+  int compared = 0;
+  for (int s = 0; s < B; ++s) {
+    std::vector<int> latent_columns;
+    for (int t = 0; t < batch.T; ++t)
+      if (batch.tokens[static_cast<size_t>(t) * B + s] == f.tok.latent_id()) latent_columns.push_back(t);
+    ASSERT_EQ(got[s].thought_states.size(), latent_columns.size()) << "sample " << s;
+    for (size_t k = 0; k < latent_columns.size(); ++k) {
+      const float* want = acts.lnf + (static_cast<size_t>(latent_columns[k] - 1) * B + s) * C;
+      double diff = 0, scale = 0;
+      for (int c = 0; c < C; ++c) {
+        diff = std::max(diff, std::fabs(static_cast<double>(got[s].thought_states[k][c]) - want[c]));
+        scale = std::max(scale, std::fabs(static_cast<double>(want[c])));
+      }
+      EXPECT_LE(diff, 1e-6 * scale) << "sample " << s << " thought " << k;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 4 * 3);  // stage 3, c = 1: three thoughts each
+
+  const int V = f.model.config().vocab_size;
+  const std::vector<ThoughtToken> all = top_thought_tokens(f.model, f.tok, V)(got[0].thought_states[0].data());
+  const std::vector<ThoughtToken> top3 = top_thought_tokens(f.model, f.tok, 3)(got[0].thought_states[0].data());
+  ASSERT_EQ(all.size(), static_cast<size_t>(V));
+  double sum = 0;
+  for (size_t i = 0; i < all.size(); ++i) {
+    sum += all[i].prob;
+    if (i > 0) {
+      EXPECT_LE(all[i].prob, all[i - 1].prob);
+    }
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-5);
+  std::vector<float> logits(V);
+  f.model.lm_head_logits(got[0].thought_states[0].data(), 1, logits.data());
+  const int argmax = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  ASSERT_EQ(top3.size(), 3u);
+  EXPECT_EQ(top3[0].token, f.tok.id_to_token(argmax));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(top3[i].token, all[i].token);
+  EXPECT_THROW(top_thought_tokens(f.model, f.tok, 0), Error);
+
+  // evaluate() with a thought decoder: every item's thoughts, decoded, in the report.
+  const EvalResult r = evaluate(f.model, f.tok, f.samples, f.cc, 2, 4, 6, nullptr, {}, top_thought_tokens(f.model, f.tok, 2));
+  for (const EvalItem& it : r.items) {
+    ASSERT_EQ(it.thought_tokens.size(), static_cast<size_t>(it.thoughts));
+    for (const auto& top : it.thought_tokens) EXPECT_EQ(top.size(), 2u);
+  }
 }
 
 }  // namespace

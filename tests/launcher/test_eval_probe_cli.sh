@@ -78,6 +78,23 @@ assert r['total'] == 4 and r['dataset'] == 'items' and 'accuracy' in r
 " "$work/e2.json" || fail "eval --data report"
 pass "eval --data --stage --max-items --out"
 
+# ---- eval --thought-tokens: the thoughts read through the LM head ----------------------
+"$bin" eval "$run" --data "$work/items.json" --stage 2 --max-items 4 --max-new-tokens 8 --thought-tokens 3 \
+  --out "$work/tt.json" >"$work/eval.txt" 2>"$work/err.txt" || fail "eval --thought-tokens: $(cat "$work/err.txt")"
+grep -Eq '^item 0 thought 2: ("[^"]*" [0-9.]+ ?){3}$' "$work/eval.txt" ||
+  fail "eval --thought-tokens printout: $(cat "$work/eval.txt")"
+python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+for it in r['items']:
+    assert it['thoughts'] == 2 and len(it['thought_tokens']) == 2, it
+    for top in it['thought_tokens']:
+        p = [t['p'] for t in top]
+        assert len(top) == 3 and all(0 <= x <= 1 for x in p) and p == sorted(p, reverse=True), top
+        assert all(isinstance(t['token'], str) and t['token'] for t in top), top
+" "$work/tt.json" || fail "eval --thought-tokens report"
+pass "eval --thought-tokens"
+
 # ---- probe ------------------------------------------------------------------------------
 "$bin" probe "$run" --items 5 --thoughts 2 --out "$work/p.json" --plot "$work/p.png" >"$work/probe.txt" 2>"$work/err.txt" ||
   fail "probe exited non-zero: $(cat "$work/err.txt")"
@@ -116,6 +133,7 @@ echo '[{"question": "Tom is a wumpus. Is Tom a wumpus or yumpus?", "steps": [], 
 expect 1 "nograph.json, item 0: probe: the item has no ProsQA graph" "$bin" probe "$run" --data "$work/nograph.json"
 expect 1 "missing.json" "$bin" eval "$run" --data "$work/missing.json"
 expect 2 "--device must be cpu or cuda (got 'gpu')" "$bin" eval "$run" --device gpu
+expect 2 "option --thought-tokens expects an integer" "$bin" eval "$run" --thought-tokens 0
 # Without a GPU (or without the CUDA backend) decoding on cuda is refused with the reason.
 if ! nvidia-smi >/dev/null 2>&1; then
   expect 1 "decoding on cuda: " "$bin" eval "$run" --device cuda --out "$work/never.json"
