@@ -127,8 +127,15 @@ std::string eval_result_to_json(const EvalResult& r) {
   nlohmann::json j = {{"correct", r.correct}, {"total", r.total}, {"mean_generated_tokens", r.mean_generated_tokens},
                       {"eot_strategy", r.eot_strategy}, {"mean_thoughts", r.mean_thoughts},
                       {"items", nlohmann::json::array()}};
-  for (const EvalItem& it : r.items)
-    j["items"].push_back({it.prediction, it.reference, it.generated, it.generated_tokens, it.thoughts, it.correct});
+  for (const EvalItem& it : r.items) {
+    nlohmann::json decoded = nlohmann::json::array();
+    for (const auto& top : it.thought_tokens) {
+      decoded.push_back(nlohmann::json::array());
+      for (const ThoughtToken& t : top) decoded.back().push_back({t.token, t.prob});
+    }
+    j["items"].push_back(
+        {it.prediction, it.reference, it.generated, it.generated_tokens, it.thoughts, it.correct, decoded});
+  }
   return j.dump();
 }
 
@@ -140,10 +147,15 @@ EvalResult eval_result_from_json(const std::string& text) {
   r.mean_generated_tokens = j.at("mean_generated_tokens").get<double>();
   r.eot_strategy = j.at("eot_strategy").get<std::string>();
   r.mean_thoughts = j.at("mean_thoughts").get<double>();
-  for (const nlohmann::json& it : j.at("items"))
+  for (const nlohmann::json& it : j.at("items")) {
+    std::vector<std::vector<ThoughtToken>> decoded;
+    for (const nlohmann::json& top : it.at(6)) {
+      decoded.emplace_back();
+      for (const nlohmann::json& t : top) decoded.back().push_back({t.at(0).get<std::string>(), t.at(1).get<float>()});
+    }
     r.items.push_back({it.at(0).get<std::string>(), it.at(1).get<std::string>(), it.at(2).get<std::string>(),
-                       it.at(3).get<int>(), it.at(4).get<int>(), it.at(5).get<bool>(),
-                       /*thought_tokens: not sent between shards (the trainer decodes none)*/ {}});
+                       it.at(3).get<int>(), it.at(4).get<int>(), it.at(5).get<bool>(), std::move(decoded)});
+  }
   return r;
 }
 

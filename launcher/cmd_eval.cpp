@@ -71,7 +71,8 @@ int cmd_eval(const std::vector<std::string>& args) {
       "  --batch-size, --max-new-tokens, --max-items (0 = all): default to the run's eval settings\n"
       "  --device    where to decode (default: the run's train.device; cuda in its train.precision)\n"
       "  --thought-tokens K  also read every continuous thought through the LM head: its K most\n"
-      "              probable tokens go into the report (thought_tokens), the first items' are printed\n";
+      "              probable tokens go into the report (thought_tokens), the first items' are printed\n"
+      "              (default: the run's eval.thought_tokens)\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
@@ -80,7 +81,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
   std::string data_file, out_path;
   std::string device;
-  int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = 0;
+  int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = -1;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--data") data_file = option_value(args, i);
@@ -104,6 +105,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (batch_size < 0) batch_size = c.eval_batch_size;
   if (max_new_tokens < 0) max_new_tokens = c.max_new_tokens;
   if (max_items < 0) max_items = c.eval_max_items;
+  if (thought_tokens < 0) thought_tokens = c.curriculum.feeds_back() ? c.eval_thought_tokens : 0;
   EvalData data = run_eval_data(run, data_file);
   COCONUT_CHECK(!data.samples.empty(), "the evaluation set '{}' is empty", data.name);
   if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);

@@ -76,6 +76,7 @@ struct TrainConfig {
   int eval_batch_size = 32;
   int eval_max_items = 0;     // 0 = all
   int max_new_tokens = 64;
+  int eval_thought_tokens = 0;  // > 0: each evaluated thought's most probable tokens in the report
   CheckpointConfig checkpoint;
 };
 

@@ -276,8 +276,12 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
   const int ranks = world ? world->size() : 1, rank = world ? world->rank() : 0;
   std::unique_ptr<model::Decoder> decoder =
       device ? device->decoder() : std::make_unique<model::CpuDecoder>(gpt);
+  // Thoughts are read through the host model's LM head (up to date: synced or gathered).
+  curriculum::ThoughtDecoder decode_thought;
+  if (c.eval_thought_tokens > 0 && c.curriculum.feeds_back())
+    decode_thought = curriculum::top_thought_tokens(gpt, tok, std::min(c.eval_thought_tokens, gpt.config().vocab_size));
   curriculum::EvalResult mine = curriculum::evaluate(*decoder, tok, items, c.curriculum, stage, c.eval_batch_size,
-                                                     c.max_new_tokens, eot, {rank, ranks});
+                                                     c.max_new_tokens, eot, {rank, ranks}, decode_thought);
   if (ranks == 1) return mine;
   // Each rank's share to every rank (a few hundred bytes per item), then joined.
   std::vector<curriculum::EvalResult> shares(ranks);

@@ -28,14 +28,19 @@ run pp2_dp2_1f1b 4 --set parallel.pp=2 --set parallel.schedule=1f1b
 # train.micro_batch_size left to its default (0): batch 16 cut for the topology, logged.
 run dp2_default 2 --set parallel.pp=1 --set train.micro_batch_size=0
 # Evaluation under mpirun: 4 ranks share 7 batches of 3 items; `coconut eval` of the
-# saved model in one process must give the same items bit for bit.
-run pp2_dp2_eval 4 --set parallel.pp=2 --set data.generate_valid=20 --set eval.batch_size=3 --set eval.every_epochs=1
+# saved model in one process must give the same items bit for bit, with every thought's
+# two most probable tokens (eval.thought_tokens, carried between the ranks).
+run pp2_dp2_eval 4 --set parallel.pp=2 --set data.generate_valid=20 --set eval.batch_size=3 --set eval.every_epochs=1 \
+  --set eval.thought_tokens=2
 "$bin" eval "$tmp/pp2_dp2_eval" --out "$tmp/pp2_dp2_eval/eval_one_process.json" > "$tmp/pp2_dp2_eval_eval.log" 2>&1 ||
   { echo "FAIL: coconut eval of pp2_dp2_eval"; cat "$tmp/pp2_dp2_eval_eval.log"; exit 1; }
 python3 - "$tmp/pp2_dp2_eval" <<'PY' || { echo "FAIL: the 4-rank evaluation differs from one process"; exit 1; }
 import json, sys
 a, b = (json.load(open(f"{sys.argv[1]}/{f}")) for f in ("eval_valid.json", "eval_one_process.json"))
 assert a["total"] == b["total"] == 20 and a["items"] == b["items"] and a["correct"] == b["correct"], (a, b)
+assert all(len(i["thought_tokens"]) == i["thoughts"] and all(len(t) == 2 for t in i["thought_tokens"])
+           for i in a["items"]), "eval.thought_tokens: thoughts without their tokens"
+assert sum(i["thoughts"] for i in a["items"]) > 0, "no thoughts to compare"
 print(f"4-rank evaluation = one process: {a['total']} items, {a['correct']} correct, "
       f"{a['mean_generated_tokens']:.2f} generated tokens per item")
 PY
