@@ -76,7 +76,8 @@ EvalResult evaluate(model::Decoder& decoder, const Tokenizer& tok, const std::ve
 
 ThoughtDecoder top_thought_tokens(const model::GPT2& model, const Tokenizer& tok, int k) {
   const int V = model.config().vocab_size;
-  COCONUT_CHECK(k >= 1 && k <= V, "top_thought_tokens: k = {} outside [1, {}]", k, V);
+  COCONUT_CHECK(k >= 1, "top_thought_tokens: k = {} (at least 1)", k);
+  k = std::min(k, V);
   return [&model, &tok, k, V](const float* h) {
     std::vector<float> logits(V);
     model.lm_head_logits(h, 1, logits.data());
@@ -94,6 +95,30 @@ ThoughtDecoder top_thought_tokens(const model::GPT2& model, const Tokenizer& tok
     return out;
   };
 }
+
+namespace {
+
+// An item's thought tokens as JSON, [[{"token", "p"}, ...] per thought]: the report's
+// form, and how shards carry them (a float through JSON's double comes back exact).
+nlohmann::json thought_tokens_json(const EvalItem& it) {
+  nlohmann::json decoded = nlohmann::json::array();
+  for (const auto& top : it.thought_tokens) {
+    decoded.push_back(nlohmann::json::array());
+    for (const ThoughtToken& t : top) decoded.back().push_back({{"token", t.token}, {"p", t.prob}});
+  }
+  return decoded;
+}
+
+std::vector<std::vector<ThoughtToken>> thought_tokens_from_json(const nlohmann::json& decoded) {
+  std::vector<std::vector<ThoughtToken>> out;
+  for (const nlohmann::json& top : decoded) {
+    out.emplace_back();
+    for (const nlohmann::json& t : top) out.back().push_back({t.at("token").get<std::string>(), t.at("p").get<float>()});
+  }
+  return out;
+}
+
+}  // namespace
 
 EvalResult merge_eval_shards(const std::vector<EvalResult>& shards) {
   COCONUT_CHECK(!shards.empty(), "merge_eval_shards needs at least one shard");
@@ -127,15 +152,9 @@ std::string eval_result_to_json(const EvalResult& r) {
   nlohmann::json j = {{"correct", r.correct}, {"total", r.total}, {"mean_generated_tokens", r.mean_generated_tokens},
                       {"eot_strategy", r.eot_strategy}, {"mean_thoughts", r.mean_thoughts},
                       {"items", nlohmann::json::array()}};
-  for (const EvalItem& it : r.items) {
-    nlohmann::json decoded = nlohmann::json::array();
-    for (const auto& top : it.thought_tokens) {
-      decoded.push_back(nlohmann::json::array());
-      for (const ThoughtToken& t : top) decoded.back().push_back({t.token, t.prob});
-    }
-    j["items"].push_back(
-        {it.prediction, it.reference, it.generated, it.generated_tokens, it.thoughts, it.correct, decoded});
-  }
+  for (const EvalItem& it : r.items)
+    j["items"].push_back({it.prediction, it.reference, it.generated, it.generated_tokens, it.thoughts, it.correct,
+                          thought_tokens_json(it)});
   return j.dump();
 }
 
@@ -147,15 +166,10 @@ EvalResult eval_result_from_json(const std::string& text) {
   r.mean_generated_tokens = j.at("mean_generated_tokens").get<double>();
   r.eot_strategy = j.at("eot_strategy").get<std::string>();
   r.mean_thoughts = j.at("mean_thoughts").get<double>();
-  for (const nlohmann::json& it : j.at("items")) {
-    std::vector<std::vector<ThoughtToken>> decoded;
-    for (const nlohmann::json& top : it.at(6)) {
-      decoded.emplace_back();
-      for (const nlohmann::json& t : top) decoded.back().push_back({t.at(0).get<std::string>(), t.at(1).get<float>()});
-    }
+  for (const nlohmann::json& it : j.at("items"))
     r.items.push_back({it.at(0).get<std::string>(), it.at(1).get<std::string>(), it.at(2).get<std::string>(),
-                       it.at(3).get<int>(), it.at(4).get<int>(), it.at(5).get<bool>(), std::move(decoded)});
-  }
+                       it.at(3).get<int>(), it.at(4).get<int>(), it.at(5).get<bool>(),
+                       thought_tokens_from_json(it.at(6))});
   return r;
 }
 
@@ -174,12 +188,7 @@ void write_eval_report(const std::string& path, const EvalResult& r, const std::
     j["items"].push_back({{"index", i}, {"correct", it.correct}, {"prediction", it.prediction},
                           {"reference", it.reference}, {"generated", it.generated},
                           {"thoughts", it.thoughts}});
-    if (it.thought_tokens.empty()) continue;
-    nlohmann::json& decoded = j["items"].back()["thought_tokens"] = nlohmann::json::array();
-    for (const auto& top : it.thought_tokens) {
-      decoded.push_back(nlohmann::json::array());
-      for (const ThoughtToken& t : top) decoded.back().push_back({{"token", t.token}, {"p", t.prob}});
-    }
+    if (!it.thought_tokens.empty()) j["items"].back()["thought_tokens"] = thought_tokens_json(it);
   }
   const std::string tmp = path + ".tmp";
   {

@@ -24,7 +24,8 @@ struct ThoughtToken {
 };
 // A continuous thought's most probable tokens, most probable first.
 using ThoughtDecoder = std::function<std::vector<ThoughtToken>(const float* hidden)>;
-// The k most probable tokens of softmax(h wte^T) (the model's tied LM head).
+// The k most probable tokens of softmax(h wte^T) (the model's tied LM head); k >= 1,
+// at most the vocabulary.
 ThoughtDecoder top_thought_tokens(const model::GPT2& model, const Tokenizer& tok, int k);
 
 struct EvalItem {

@@ -118,8 +118,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (thought_tokens > 0) {
     COCONUT_CHECK(c.curriculum.feeds_back(), "--thought-tokens: method '{}' has no continuous thoughts",
                   curriculum::method_name(c.curriculum.method));
-    decode_thought = curriculum::top_thought_tokens(*run.model, *run.tokenizer,
-                                                    std::min(thought_tokens, run.model->config().vocab_size));
+    decode_thought = curriculum::top_thought_tokens(*run.model, *run.tokenizer, thought_tokens);
   }
   const curriculum::EvalResult r = curriculum::evaluate(*decoder, *run.tokenizer, data.samples, c.curriculum, stage,
                                                         batch_size, max_new_tokens, run.eot.get(), {}, decode_thought);

@@ -279,7 +279,7 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
   // Thoughts are read through the host model's LM head (up to date: synced or gathered).
   curriculum::ThoughtDecoder decode_thought;
   if (c.eval_thought_tokens > 0 && c.curriculum.feeds_back())
-    decode_thought = curriculum::top_thought_tokens(gpt, tok, std::min(c.eval_thought_tokens, gpt.config().vocab_size));
+    decode_thought = curriculum::top_thought_tokens(gpt, tok, c.eval_thought_tokens);
   curriculum::EvalResult mine = curriculum::evaluate(*decoder, tok, items, c.curriculum, stage, c.eval_batch_size,
                                                      c.max_new_tokens, eot, {rank, ranks}, decode_thought);
   if (ranks == 1) return mine;

@@ -30,6 +30,7 @@ void CudaDecoderOf<Act>::begin(int B, int T) {
   acts_.dropout_enabled = false;
   ensure(greedy_, size_t(B));
   ensure(logits_, size_t(B) * model_.padded_vocab());
+  model_.refresh_lm_head();  // the weights stay as they are while this batch decodes
   end_ = 0;
 }
 

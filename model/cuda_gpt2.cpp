@@ -485,7 +485,7 @@ double CudaGPT2Of<Act>::lm_head_loss(const Act* hidden, const int* targets, int 
 }
 
 template <typename Act>
-void CudaGPT2Of<Act>::lm_head_logits(const Act* hidden, int n, float* logits) {
+void CudaGPT2Of<Act>::refresh_lm_head() {
   const int C = config_.d_model, V = config_.vocab_size, Vp = padded_vocab();
   // The vocabulary padded to a multiple of 64 (GPT-2's 50257 to 50304): with an odd V as
   // a product's extent or stride, cuBLAS runs unaligned sm75 kernels (measured on an
@@ -497,6 +497,12 @@ void CudaGPT2Of<Act>::lm_head_logits(const Act* hidden, int n, float* logits) {
     zero(wte_padded_.data(), wte_padded_.size(), stream());
   }
   copy(wte_padded_.data(), static_cast<const Act*>(w_.wte), size_t(V) * C, stream());  // this step's weights
+}
+
+template <typename Act>
+void CudaGPT2Of<Act>::lm_head_logits(const Act* hidden, int n, float* logits) {
+  const int C = config_.d_model, Vp = padded_vocab();
+  COCONUT_CHECK(wte_padded_.size() >= size_t(Vp) * C, "lm_head_logits before refresh_lm_head");
   if (n > 0) mm(cublas_, false, true, n, Vp, C, hidden, C, wte_padded_.data(), C, 0.f, logits, Vp);  // h wte^T
 }
 
@@ -507,6 +513,7 @@ void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, 
   if (n == 0) return;
   ensure(logits_, size_t(n) * Vp);
   ensure(row_loss_, size_t(n));
+  refresh_lm_head();
   lm_head_logits(hidden, n, logits_.data());
   const Act* wte = wte_padded_.data();
   const Act* dlogits = nullptr;  // the logits' gradient in the compute type
@@ -663,8 +670,8 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
 }
 
 // What a captured step depends on besides the uploaded data: the buffers (the model and
-// where its scratch buffers are, the batch shape, the number of targets) and the order of the kernels (the passes, the
-// feedback, dropout on or off, the attention's precision).
+// where its scratch buffers are, the batch shape, the number of targets) and the order
+// of the kernels (the passes, the feedback, dropout on or off, the attention's precision).
 template <typename Act>
 std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch,
                                                           int n) const {

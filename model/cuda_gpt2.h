@@ -149,8 +149,13 @@ class CudaGPT2Of {
   // writes its gradient and accumulates wte's. queue_lm_head_loss only queues the work
   // (no wait: it can be captured into a graph); read_lm_head_loss(n) waits and sums.
   double lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden);
+  // The LM head's copy of wte padded to padded_vocab() rows, brought up to the current
+  // weights (queued): once per step, or once per decoding batch (the weights do not
+  // change while it decodes).
+  void refresh_lm_head();
   // The tied LM head's fp32 logits of n device rows into the device buffer logits
-  // [n, padded_vocab()] (the columns past the vocabulary get 0); queued, no wait.
+  // [n, padded_vocab()] (the columns past the vocabulary get 0), from the padded copy as
+  // refresh_lm_head last left it; queued, no wait.
   void lm_head_logits(const Act* hidden, int n, float* logits);
   int padded_vocab() const { return (config_.vocab_size + 63) / 64 * 64; }
   void queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden);
