@@ -84,7 +84,7 @@ int cmd_train(const std::vector<std::string>& args) {
   if (!mpi.launch_env().warning.empty()) spdlog::warn("{}", mpi.launch_env().warning);
   TrainSummary s;
   try {
-    s = run_training(config, world.get());
+    s = run_training(config, world.get(), mpi.local_rank(), mpi.local_size());
   } catch (const coconut::Error& e) {
     // One rank's failure must stop every rank rather than leave them waiting.
     if (world->size() > 1) parallel::abort_all(e.what());

@@ -2,7 +2,11 @@
 // its gradients and AdamW's moments live on the device (model/cuda_gpt2.h); the host
 // GPT2 and AdamW, which evaluation, checkpoints and the export read, are brought up to
 // date by sync_to_host only where those read them (trainer.cpp, train_checkpoint.cpp).
-// Built with the CUDA backend only; without it make_device_step says so.
+// Under mpirun with parallel.pp 1 the ranks are data-parallel replicas, one model per
+// GPU: each runs its share of the micro-batches, the gradients are summed across the
+// ranks (parallel/device_exchange.h: NCCL overlapping the backward, or MPI through host
+// memory), and each rank updates its ZeRO-1 shard. Built with the CUDA backend only;
+// without it make_device_step says so.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +19,8 @@
 #include "model/batch.h"
 #include "model/decoder.h"
 #include "model/gpt2.h"
+#include "parallel/comm.h"
+#include "parallel/zero_adamw.h"
 
 namespace coconut::launcher {
 
@@ -23,15 +29,21 @@ class DeviceStep {
   virtual ~DeviceStep() = default;
   // One optimizer step over the micro-batches, as the CPU's local step: gradients summed
   // over them (each scaled by loss_scale), global-norm clipping, AdamW. Dropout draws the
-  // CPU's masks for (seed, step, sample ids). Returns the summed loss.
+  // CPU's masks for (seed, step, sample ids). Returns the summed loss. Data-parallel:
+  // every rank passes the whole batch's micro-batches and runs micro-batch m when m
+  // modulo the ranks is its rank (as the CPU executor); the loss is the whole batch's.
   virtual double step(const std::vector<model::SequenceBatch>& micro,
                       const std::vector<std::vector<int64_t>>& micro_ids, float loss_scale, int64_t step) = 0;
   // Zero both moments and the step count (the curriculum's optimizer resets).
   virtual void reset_optimizer() = 0;
-  // Weights, both moments and the step count into the host model and optimizer.
+  // Weights, both moments and the step count into the host model and optimizer (the
+  // whole model's; only optimizer_shard() of the moments when data-parallel).
   virtual void sync_to_host(model::GPT2& gpt, model::AdamW& opt) = 0;
   // The reverse: after a resume has loaded them on the host.
   virtual void load_from_host(const model::GPT2& gpt, const model::AdamW& opt) = 0;
+  // The elements of the flat buffer whose AdamW moments this rank keeps: all of them in
+  // one process, shard_range(0, n, ranks, rank) when data-parallel.
+  virtual parallel::ShardRange optimizer_shard() const = 0;
   // What runs, for the log (the attention kernels).
   virtual std::string describe() const = 0;
   // Greedy decoding on the device model's current weights: evaluation runs where the
@@ -42,9 +54,19 @@ class DeviceStep {
 // Whether this build has the CUDA backend and a usable GPU; *why says why not.
 bool device_available(std::string* why);
 
+// Where the device step runs: one process, or data-parallel ranks.
+struct DevicePlacement {
+  parallel::Communicator* world = nullptr;  // the job's ranks, all replicas (pp 1); null or 1 rank: one process
+  int local_rank = 0, local_size = 1;       // this rank's place on its node: which GPU it takes
+};
+
 // The device trainer for c.device == "cuda" (c.precision fp32 or bf16), starting from the
-// host model's weights and the optimizer's state.
-std::unique_ptr<DeviceStep> make_device_step(const TrainConfig& c, const model::GPT2& gpt, const model::AdamW& opt);
+// host model's weights and the optimizer's state. Data-parallel over placement.world
+// when given (collective; c.gpu_comm says how the ranks exchange; the trainer gives it
+// only to jobs of several ranks, a test may give a 1-rank world: the exchange then runs
+// and the result equals the one-process step's bit for bit).
+std::unique_ptr<DeviceStep> make_device_step(const TrainConfig& c, const model::GPT2& gpt, const model::AdamW& opt,
+                                             const DevicePlacement& placement = {});
 
 // Greedy decoding on the GPU (c.precision, c.attention) on a copy of the host model's
 // weights: `coconut eval --device cuda`.

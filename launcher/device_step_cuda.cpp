@@ -1,8 +1,11 @@
 // launcher/device_step.h on the CUDA backend: CudaGPT2 (fp32) or CudaGPT2Bf16 (bf16
 // mixed precision: fp32 master weights, gradients and moments, a bf16 weight copy that
-// AdamW refreshes), the multipass runner, gpu::adamw_step over the host optimizer's
-// decay segments, global-norm clipping on the device, and the device decoder for
+// AdamW refreshes), the multipass runner, gpu::adamw_step over the decay segments of
+// this rank's optimizer shard, global-norm clipping on the device, the exchange with the
+// other data-parallel ranks (parallel/device_exchange.h), and the device decoder for
 // evaluation.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -10,6 +13,8 @@
 #include "launcher/device_step.h"
 #include "model/cuda_decoder.h"
 #include "model/cuda_gpt2.h"
+#include "parallel/device_exchange.h"
+#include "parallel/partition.h"
 #include "runtime/check.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/ops.h"
@@ -28,12 +33,24 @@ model::CudaAttention attention_kind(const TrainConfig& c) {
 template <typename Act>
 class CudaStep final : public DeviceStep {
  public:
-  CudaStep(const TrainConfig& c, const model::GPT2& gpt, const model::AdamW& opt)
-      : model_(gpt.config()), m_(model_.num_params()), v_(model_.num_params()), clip_(c.grad_clip), seed_(c.seed) {
+  // exchange: the other data-parallel ranks, or null in one process.
+  CudaStep(const TrainConfig& c, const model::GPT2& gpt, const model::AdamW& opt,
+           std::unique_ptr<parallel::DeviceExchange> exchange)
+      : model_(gpt.config()),
+        exchange_(std::move(exchange)),
+        shard_(exchange_ ? parallel::shard_range(0, model_.num_params(), exchange_->size(), exchange_->rank())
+                         : parallel::ShardRange{0, model_.num_params()}),
+        m_(shard_.end - shard_.begin),
+        v_(shard_.end - shard_.begin),
+        clip_(c.grad_clip),
+        seed_(c.seed),
+        buckets_(parallel::layer_gradient_buckets(gpt.layout(), gpt.config().n_layer)) {
     COCONUT_CHECK(opt.begin() == 0 && opt.end() == model_.num_params(),
                   "the device step needs the whole model's optimizer (got elements [{}, {}) of {})", opt.begin(),
                   opt.end(), model_.num_params());
-    for (const auto& s : opt.segments()) segments_.push_back({s.begin, s.end, s.decay});
+    // The decay segments of this rank's shard: those of an optimizer over the shard.
+    const model::AdamW shard_opt(opt.config(), gpt.layout(), shard_.begin, shard_.end);
+    for (const auto& s : shard_opt.segments()) segments_.push_back({s.begin, s.end, s.decay});
     const model::AdamWConfig& a = opt.config();
     hyper_ = {a.lr, a.beta1, a.beta2, a.eps, a.weight_decay};
     model_.set_attention(attention_kind(c));
@@ -43,21 +60,54 @@ class CudaStep final : public DeviceStep {
   double step(const std::vector<model::SequenceBatch>& micro, const std::vector<std::vector<int64_t>>& micro_ids,
               float loss_scale, int64_t step) override {
     model_.zero_grads();
+    const int ranks = exchange_ ? exchange_->size() : 1, rank = exchange_ ? exchange_->rank() : 0;
+    // With NCCL the last micro-batch's backward hands each finished layer to the
+    // exchange (bucket l after layer l, bucket 0 at the end); every rank sums the same
+    // buckets in the same order, also a rank without a micro-batch this step.
+    const bool overlap = exchange_ && exchange_->overlaps_backward();
+    float* grads = model_.grads();
+    // Bucket 0 comes last: the compute stream then waits for every sum, inside the step
+    // (a captured graph must join the communication stream back before it ends).
+    auto sum_bucket = [&](int l) {
+      exchange_->sum_gradients(grads, buckets_.at(size_t(l)), model_.stream());
+      if (l == 0) exchange_->wait_for_sums(model_.stream());
+    };
     double loss = 0;
-    for (size_t m = 0; m < micro.size(); ++m) {
+    bool summed = false;
+    for (size_t m = size_t(rank); m < micro.size(); m += size_t(ranks)) {
       if (model_.config().dropout > 0) runner_.set_dropout(seed_, static_cast<uint64_t>(step), micro_ids.at(m));
+      const bool last = m + size_t(ranks) >= micro.size();
+      if (overlap && last) runner_.set_grad_ready(sum_bucket);
       loss += runner_.forward_backward(model_, micro[m], loss_scale);
+      runner_.set_grad_ready({});
+      summed = overlap && last;
     }
     const size_t n = model_.num_params();
+    if (exchange_) {
+      if (!summed && overlap) {
+        for (int l = int(buckets_.size()) - 1; l >= 0; --l) sum_bucket(l);
+      } else if (!summed) {
+        exchange_->sum_gradients(grads, {0, n}, model_.stream());
+      }
+      exchange_->wait_for_sums(model_.stream());
+      loss = exchange_->sum(loss);
+    }
+    // Every rank holds the summed gradient; each clips and updates its own shard only.
+    const size_t count = shard_.end - shard_.begin;
     if (clip_ > 0) {
-      const double norm = std::sqrt(gpu::sum_of_squares_host(model_.grads(), n, model_.stream()));
-      gpu::clip_grads(model_.grads(), n, norm, static_cast<float>(clip_), model_.stream());
+      double squares = gpu::sum_of_squares_host(grads + shard_.begin, count, model_.stream());
+      if (exchange_) squares = exchange_->sum(squares);
+      gpu::clip_grads(grads + shard_.begin, count, std::sqrt(squares), static_cast<float>(clip_), model_.stream());
     }
     ++adam_step_;
     gpu::bf16* copy = nullptr;  // the bf16 weights the forward reads, refreshed by the update
     if constexpr (std::is_same_v<Act, gpu::bf16>) copy = model_.params_for_compute();
-    gpu::adamw_step(model_.params(), model_.grads(), m_.data(), v_.data(), 0, segments_, hyper_, adam_step_, copy,
+    gpu::adamw_step(model_.params(), grads, m_.data(), v_.data(), shard_.begin, segments_, hyper_, adam_step_, copy,
                     model_.stream());
+    if (exchange_) {
+      exchange_->share_shards(model_.params(), n, model_.stream());
+      if constexpr (std::is_same_v<Act, gpu::bf16>) gpu::convert(copy, model_.params(), int64_t(n), model_.stream());
+    }
     return loss;
   }
 
@@ -69,6 +119,10 @@ class CudaStep final : public DeviceStep {
     const model::CudaAttention with_dropout = model_.pass_attention(true);
     if (model_.config().dropout > 0.f && with_dropout != runs)
       d += std::string(" (") + model::attention_name(with_dropout) + " in steps with attention dropout)";
+    if (exchange_)
+      d += fmt::format("; data-parallel rank {} of {}, gradients summed {}", exchange_->rank(), exchange_->size(),
+                       exchange_->overlaps_backward() ? "by NCCL layer by layer during the backward"
+                                                      : "over MPI through host memory after the backward");
     return d;
   }
 
@@ -85,27 +139,32 @@ class CudaStep final : public DeviceStep {
   void sync_to_host(model::GPT2& gpt, model::AdamW& opt) override {
     CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
     model_.get_params(gpt.params());
-    m_.copy_to_host(opt.m().data(), m_.size());
-    v_.copy_to_host(opt.v().data(), v_.size());
+    m_.copy_to_host(opt.m().data() + shard_.begin, m_.size());
+    v_.copy_to_host(opt.v().data() + shard_.begin, v_.size());
     opt.set_step_count(adam_step_);
   }
 
   void load_from_host(const model::GPT2& gpt, const model::AdamW& opt) override {
     CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
     model_.set_params(gpt.params());
-    m_.copy_from_host(opt.m());
-    v_.copy_from_host(opt.v());
+    m_.copy_from_host(opt.m().data() + shard_.begin, m_.size());
+    v_.copy_from_host(opt.v().data() + shard_.begin, v_.size());
     adam_step_ = opt.step_count();
   }
+
+  parallel::ShardRange optimizer_shard() const override { return shard_; }
 
  private:
   model::CudaGPT2Of<Act> model_;
   model::CudaMultipassRunnerOf<Act> runner_;
-  DeviceBuffer<float> m_, v_;
+  std::unique_ptr<parallel::DeviceExchange> exchange_;
+  parallel::ShardRange shard_;
+  DeviceBuffer<float> m_, v_;  // the shard's moments
   std::vector<gpu::DecaySegment> segments_;
   gpu::AdamWHyper hyper_;
   double clip_;
   uint64_t seed_;
+  std::vector<parallel::ParamSlice> buckets_;
   int64_t adam_step_ = 0;
 };
 
@@ -139,11 +198,24 @@ bool device_available(std::string* why) {
   return false;
 }
 
-std::unique_ptr<DeviceStep> make_device_step(const TrainConfig& c, const model::GPT2& gpt, const model::AdamW& opt) {
+std::unique_ptr<DeviceStep> make_device_step(const TrainConfig& c, const model::GPT2& gpt, const model::AdamW& opt,
+                                             const DevicePlacement& placement) {
   std::string why;
   COCONUT_CHECK(device_available(&why), "train.device: cuda: {}", why);
-  if (c.precision == "bf16") return std::make_unique<CudaStep<gpu::bf16>>(c, gpt, opt);
-  return std::make_unique<CudaStep<float>>(c, gpt, opt);
+  // Several ranks: choose each rank's GPU and the exchange before the model is made
+  // (its buffers go to the current device).
+  std::unique_ptr<parallel::DeviceExchange> exchange;
+  if (placement.world) {
+    if (c.gpu_comm == "nccl") {
+      auto* mpi = dynamic_cast<parallel::MpiCommunicator*>(placement.world);
+      COCONUT_CHECK(mpi != nullptr, "parallel.gpu_comm: nccl needs the job's MPI communicator");
+      exchange = parallel::make_nccl_exchange(*mpi, placement.local_rank, placement.local_size);
+    } else {
+      exchange = parallel::make_host_exchange(*placement.world, placement.local_rank);
+    }
+  }
+  if (c.precision == "bf16") return std::make_unique<CudaStep<gpu::bf16>>(c, gpt, opt, std::move(exchange));
+  return std::make_unique<CudaStep<float>>(c, gpt, opt, std::move(exchange));
 }
 
 std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt) {

@@ -11,7 +11,8 @@ bool device_available(std::string* why) {
   return false;
 }
 
-std::unique_ptr<DeviceStep> make_device_step(const TrainConfig&, const model::GPT2&, const model::AdamW&) {
+std::unique_ptr<DeviceStep> make_device_step(const TrainConfig&, const model::GPT2&, const model::AdamW&,
+                                             const DevicePlacement&) {
   std::string why;
   device_available(&why);
   COCONUT_FAIL("train.device: cuda: {}", why);

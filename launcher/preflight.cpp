@@ -112,12 +112,9 @@ std::vector<std::string> preflight_problems(const TrainConfig& c, const Prefligh
       problems.push_back(fmt::format("{}: model.init_from: {}", c.source, e.what()));
     }
   }
-  if (c.device == "cuda") {  // launcher/device_step.h: one process, no <eot> classifier, activations kept
+  if (c.device == "cuda") {  // launcher/device_step.h: no <eot> classifier, activations kept (pp 1: read_train_config)
     std::string why;
     if (!device_available(&why)) problems.push_back(fmt::format("{}: train.device: cuda: {}", c.source, why));
-    if (options.world_size > 1)
-      problems.push_back(fmt::format("{}: train.device: cuda trains in one process (this job has {} ranks)", c.source,
-                                     options.world_size));
     if (c.eot_classifier)
       problems.push_back(fmt::format("{}: train.device: cuda does not train the <eot> classifier yet", c.source));
     if (c.activations != "keep")

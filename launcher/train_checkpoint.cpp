@@ -71,9 +71,13 @@ std::vector<parallel::StateSlice> state_slices(TrainContext& ctx) {
     add("adam.m", n, b, count, sh.m().data());
     add("adam.v", n, b, count, sh.v().data());
   } else {
-    add("params", n, 0, n, ctx.gpt.params());
-    add("adam.m", n, 0, n, ctx.opt.m().data());
-    add("adam.v", n, 0, n, ctx.opt.v().data());
+    // One process: the whole buffer. Data-parallel GPUs: as the replicas above, each rank
+    // its ZeRO-1 shard, whose moments sync_to_host put at their place in ctx.opt.
+    const parallel::ShardRange sh = ctx.device ? ctx.device->optimizer_shard() : parallel::ShardRange{0, n};
+    const uint64_t b = sh.begin, count = sh.end - sh.begin;
+    add("params", n, b, count, ctx.gpt.params() + b);
+    add("adam.m", n, b, count, ctx.opt.m().data() + b);
+    add("adam.v", n, b, count, ctx.opt.v().data() + b);
   }
   // Every rank holds the same <eot> classifier (launcher/train_loop.cpp): rank 0 writes it.
   if (ctx.eot && (!ctx.world || ctx.world->rank() == 0)) {
@@ -235,8 +239,11 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
     read_range(dir, man, "adam.v", n, b, count, sh.v().data());
     sh.set_step_count(adam_step);
   } else {
-    read_range(dir, man, "adam.m", n, 0, n, ctx.opt.m().data());
-    read_range(dir, man, "adam.v", n, 0, n, ctx.opt.v().data());
+    // The device step's shard (all of it in one process); load_from_host takes it from here.
+    const parallel::ShardRange sh = ctx.device ? ctx.device->optimizer_shard() : parallel::ShardRange{0, n};
+    const uint64_t b = sh.begin, count = sh.end - sh.begin;
+    read_range(dir, man, "adam.m", n, b, count, ctx.opt.m().data() + b);
+    read_range(dir, man, "adam.v", n, b, count, ctx.opt.v().data() + b);
     ctx.opt.set_step_count(adam_step);
   }
   if (ctx.eot) {

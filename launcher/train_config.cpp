@@ -69,6 +69,7 @@ TrainConfig read_train_config(Config& c) {
   t.schedule = c.get_string("parallel.schedule", "ring", {"gpipe", "gpipe-pass", "1f1b", "ring"});
   t.max_in_flight = c.get_int("parallel.max_in_flight", 0, 0, 1 << 20);
   t.activations = c.get_string("parallel.activations", "keep", {"keep", "recompute"});
+  t.gpu_comm = c.get_string("parallel.gpu_comm", "nccl", {"nccl", "mpi"});
 
   t.eval_every = c.get_int("eval.every_epochs", 1, 0, 1000000);
   t.eval_batch_size = c.get_int("eval.batch_size", 32, 1, 1 << 20);
@@ -93,6 +94,9 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(t.device == "cuda" || (t.precision == "fp32" && t.attention == "auto"),
                 "{}: train.precision and train.attention choose the GPU's kernels: they need train.device: cuda "
                 "(got precision {}, attention {} on the CPU)", t.source, t.precision, t.attention);
+  COCONUT_CHECK(t.device == "cpu" || t.pp == 1,
+                "{}: train.device: cuda trains data-parallel GPUs (parallel.pp 1); pipeline stages on GPUs are not "
+                "there yet (got parallel.pp {})", t.source, t.pp);
   COCONUT_CHECK(t.attention == "auto" || t.attention == "fp32" || t.precision == "bf16",
                 "{}: train.attention: {} needs train.precision: bf16 (bf16 q|k|v)", t.source, t.attention);
   COCONUT_CHECK(t.micro_batch_size == 0 || t.batch_size % t.micro_batch_size == 0,

@@ -72,6 +72,10 @@ struct TrainConfig {
   std::string schedule = "ring";       // gpipe | gpipe-pass | 1f1b | ring
   int max_in_flight = 0;               // 1f1b / ring cap per stage; 0 = pp
   std::string activations = "keep";    // keep | recompute (each pass's forward again in its backward)
+  // How data-parallel GPU ranks (train.device: cuda under mpirun) exchange gradients and
+  // weights: nccl (one GPU per rank, overlapping the backward) or mpi (host memory;
+  // ranks may share a GPU). parallel/device_exchange.h.
+  std::string gpu_comm = "nccl";       // nccl | mpi
   int eval_every = 1;         // epochs; 0 = only at the end
   int eval_batch_size = 32;
   int eval_max_items = 0;     // 0 = all

@@ -72,7 +72,7 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
   return std::make_unique<curriculum::WordTokenizer>(curriculum::WordTokenizer::build(texts));
 }
 
-TrainSummary run_training(const TrainConfig& given, parallel::Communicator* world) {
+TrainSummary run_training(const TrainConfig& given, parallel::Communicator* world, int local_rank, int local_size) {
   Timer wall;
   const bool distributed = world && world->size() > 1;
   // Data-parallel replicas of this run (1 in one process).
@@ -144,20 +144,28 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   model::MultipassRunner runner;
   runner.set_activation_policy(model::parse_activation_policy(c.activations));
   Distributed dist;
+  // train.device: cuda under mpirun: data-parallel GPUs (pp 1), no pipeline executor.
+  const bool gpu_replicas = distributed && c.device == "cuda";
   if (distributed) {
     dist.world = world;
     dist.grid = std::make_unique<parallel::ProcessGrid>(*world, c.pp, dp);
-    dist.partition = parallel::partition_layers(mc.n_layer, c.pp, parallel::stage_costs(mc));
-    parallel::ExecutorConfig ec;
-    ec.schedule = parallel::parse_schedule_kind(c.schedule);
-    ec.max_in_flight = c.max_in_flight;
-    ec.adam = c.adamw;
-    ec.clip_norm = c.grad_clip;
-    ec.activations = model::parse_activation_policy(c.activations);
-    dist.executor = std::make_unique<parallel::PipelineExecutor>(gpt, *dist.grid, dist.partition, ec);
-    spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule; micro-batches of {}{}",
-                 world->size(), c.pp, dp, c.schedule, c.micro_batch_size,
-                 given.micro_batch_size == 0 ? " (train.micro_batch_size's default for this topology)" : "");
+    if (gpu_replicas) {  // parallel.pp is 1 (read_train_config)
+      spdlog::info("parallel: {} data-parallel GPU ranks ({}); micro-batches of {}{}", world->size(), c.gpu_comm,
+                   c.micro_batch_size,
+                   given.micro_batch_size == 0 ? " (train.micro_batch_size's default for this topology)" : "");
+    } else {
+      dist.partition = parallel::partition_layers(mc.n_layer, c.pp, parallel::stage_costs(mc));
+      parallel::ExecutorConfig ec;
+      ec.schedule = parallel::parse_schedule_kind(c.schedule);
+      ec.max_in_flight = c.max_in_flight;
+      ec.adam = c.adamw;
+      ec.clip_norm = c.grad_clip;
+      ec.activations = model::parse_activation_policy(c.activations);
+      dist.executor = std::make_unique<parallel::PipelineExecutor>(gpt, *dist.grid, dist.partition, ec);
+      spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule; micro-batches of {}{}",
+                   world->size(), c.pp, dp, c.schedule, c.micro_batch_size,
+                   given.micro_batch_size == 0 ? " (train.micro_batch_size's default for this topology)" : "");
+    }
     // Micro-batches go round-robin to the replicas: with fewer than dp per batch some
     // replicas only wait (the result is the same, the time is wasted).
     if (c.batch_size / c.micro_batch_size < dp)
@@ -172,11 +180,11 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   // train.device: cuda: the steps run on the GPU from the host model's weights.
   std::unique_ptr<DeviceStep> device;
   if (c.device == "cuda") {
-    COCONUT_CHECK(!distributed, "train.device: cuda runs in one process (pipeline and data parallelism on GPUs are "
-                  "not there yet)");
     COCONUT_CHECK(!c.eot_classifier, "train.device: cuda does not train the <eot> classifier yet");
     COCONUT_CHECK(c.activations == "keep", "train.device: cuda keeps activations (parallel.activations: keep)");
-    device = make_device_step(c, gpt, opt);
+    DevicePlacement placement;
+    if (gpu_replicas) placement = {world, local_rank, local_size};
+    device = make_device_step(c, gpt, opt, placement);
     spdlog::info("device: cuda, {} ({}), {}; evaluation on the GPU", c.precision,
                  c.precision == "bf16" ? "bf16 activations and weight copy, fp32 master weights and moments" : "fp32",
                  device->describe());

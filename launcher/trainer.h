@@ -37,8 +37,11 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
 
 // world: the job's communicator under mpirun/srun (nullptr or size 1: one process).
 // With several ranks the unrolled recurrence runs on parallel.pp pipeline stages x
-// parallel.dp replicas (parallel/executor.h); rank 0 evaluates and writes the run dir.
-TrainSummary run_training(const TrainConfig& config, parallel::Communicator* world = nullptr);
+// parallel.dp replicas (parallel/executor.h), or with train.device: cuda on parallel.dp
+// data-parallel GPUs (launcher/device_step.h); rank 0 evaluates and writes the run dir.
+// local_rank / local_size: this rank's place on its node (MpiRuntime), which picks its GPU.
+TrainSummary run_training(const TrainConfig& config, parallel::Communicator* world = nullptr, int local_rank = 0,
+                          int local_size = 1);
 
 // A finished run read back from its directory: its configuration (config.yaml, with
 // run.dir pointing at the directory), its tokenizer and its final model.

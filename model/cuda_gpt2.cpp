@@ -389,7 +389,7 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
 
 template <typename Act>
 void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b, int l0, int l1, const Act* d_out,
-                                     Act* d_in, bool embed, bool final_norm) {
+                                     Act* d_in, bool embed, bool final_norm, const LayerDone& layer_done) {
   check_stage(config_, acts, a, b, l0, l1, embed, final_norm);
   const int C = config_.d_model, H = config_.n_head, B = acts.B, T = acts.T;
   const int n = (b - a) * B;
@@ -466,6 +466,7 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
                          colsum_ws_.data());
     gpu::layernorm_backward(dres, G.ln1_w, G.ln1_b, dln_.data(), inp, W.ln1_w, A.ln1_mean + r0, A.ln1_rstd + r0, n,
                             C, colsum_ws_.data(), stream());
+    if (layer_done) layer_done(l);
   }
 
   // The input gets dres (through the embedding dropout on the embedding stage); the
@@ -660,13 +661,20 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
       gpu::add_forward(d_hidden_.data() + from * C, d_hidden_.data() + from * C, d_embeds_.data() + to * C, C, s);
     }
     const size_t off = size_t(pass.begin) * B * C;
+    // The first pass's backward runs last: each layer's gradient is final after it.
+    typename CudaGPT2Of<Act>::LayerDone layer_done;
+    if (p == 0 && grad_ready_)
+      layer_done = [this](int l) {
+        if (l > 0) grad_ready_(l);
+      };
     model.backward_stage(acts_, pass.begin, pass.end, 0, L, d_hidden_.data() + off, d_embeds_.data() + off, true,
-                         true);
+                         true, layer_done);
   }
   // Token embeddings get their gradient; thought rows are not tokens.
   for (size_t r = 0; r < R; ++r)
     if (is_thought[r]) zero(d_embeds_.data() + r * C, C, s);
   gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, embedding_ws_.data(), s);
+  if (grad_ready_) grad_ready_(0);  // layer 0, wte and wpe
 }
 
 // What a captured step depends on besides the uploaded data: the buffers (the model and
@@ -677,7 +685,7 @@ std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>&
                                                           int n) const {
   std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), int64_t(model.scratch_generation()),
                               batch.B, batch.T, n,
-                              acts_.dropout_enabled ? 1 : 0, int64_t(model.attention())};
+                              acts_.dropout_enabled ? 1 : 0, int64_t(model.attention()), grad_ready_ ? 1 : 0};
   for (const Pass& pass : batch.passes) {
     key.insert(key.end(), {pass.begin, pass.end, int64_t(pass.feedback.size())});
     for (const Feedback& f : pass.feedback) key.insert(key.end(), {f.sample, f.from});

@@ -20,11 +20,15 @@
 // and the runner can capture a whole training step into a CUDA graph and replay it
 // (set_cuda_graphs): one launch instead of thousands of small ones, which is what a
 // step of one-column latent passes is made of. Dropout draws the CPU model's masks bit
-// for bit (same Philox streams/sites). Not yet: the hidden-state loss hook of
-// MultipassRunner, separate streams for gradient communication, recomputation.
+// for bit (same Philox streams/sites). The runner tells (set_grad_ready) when the
+// backward has finished each layer's gradients, so that data parallelism can sum them
+// across GPUs on a stream of its own while the backward goes on
+// (parallel/device_exchange.h). Not yet: the hidden-state loss hook of MultipassRunner,
+// recomputation.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/batch.h"
@@ -139,10 +143,14 @@ class CudaGPT2Of {
   void zero_grads();
 
   // As GPT2::forward_stage / backward_stage, on device pointers (in, d_out, d_in).
+  // layer_done, when given, is called with l right after layer l's backward is queued
+  // (its parameter gradients then hold this call's contribution), layers from l1 - 1
+  // down to l0: the data-parallel step starts summing a finished layer's gradient there.
+  using LayerDone = std::function<void(int layer)>;
   void forward_stage(CudaActivationsOf<Act>& acts, int a, int b, int l0, int l1, const Act* in, bool embed,
                      bool final_norm);
   void backward_stage(CudaActivationsOf<Act>& acts, int a, int b, int l0, int l1, const Act* d_out, Act* d_in,
-                      bool embed, bool final_norm);
+                      bool embed, bool final_norm, const LayerDone& layer_done = {});
 
   // Tied LM head + cross-entropy on n gathered device rows with device targets: returns
   // sum(-log p(target)) * scale (waits for the GPU); with d_hidden (device [n, C]) also
@@ -206,6 +214,17 @@ class CudaMultipassRunnerOf {
   CudaMultipassRunnerOf& operator=(const CudaMultipassRunnerOf&) = delete;
 
   double forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch, float loss_scale);
+  // Called while the step is queued, once the last backward pass has finished a bucket of
+  // gradients (what the data-parallel step sums across ranks while the backward goes on):
+  // with layer l >= 1 right after layer l's backward of the first pass (the last one to
+  // run), and with 0, the last call, after the embeddings' backward, which ends the step.
+  // Nothing of the step writes layer l's parameter gradients after its call (nor, for
+  // l = n_layer - 1, ln_f's; for 0, layer 0's and the embeddings'). Work the callback
+  // queues runs in the step's order and is part of a captured CUDA graph (work on other
+  // streams must be joined back to the model's stream by the call with 0). Empty (the
+  // default): no calls.
+  using GradReady = std::function<void(int layer)>;
+  void set_grad_ready(GradReady ready) { grad_ready_ = std::move(ready); }
   // With graphs on, the second call with the same plan (model, B, T, passes, feedback,
   // number of targets, dropout on/off) captures the step into a CUDA graph and every
   // later one replays it; the batch's data (tokens, targets, positions, mask, dropout
@@ -228,6 +247,7 @@ class CudaMultipassRunnerOf {
   void drop_graph();
 
   bool use_graphs_ = false;
+  GradReady grad_ready_;
   std::vector<int64_t> eager_key_, graph_key_;  // the plan run eagerly last / captured
   cudaGraphExec_t graph_ = nullptr;
   int graph_captures_ = 0;

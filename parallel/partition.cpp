@@ -100,4 +100,12 @@ ParamSlice wte_slice(const model::ParamLayout& layout) {
   return {t.offset, t.offset + t.numel};
 }
 
+std::vector<ParamSlice> layer_gradient_buckets(const model::ParamLayout& layout, int n_layer) {
+  std::vector<StageLayers> one_per_stage;
+  for (int l = 0; l < n_layer; ++l) one_per_stage.push_back({l, l + 1});
+  std::vector<ParamSlice> buckets;
+  for (int l = 0; l < n_layer; ++l) buckets.push_back(stage_param_slice(layout, one_per_stage, l));
+  return buckets;
+}
+
 }  // namespace coconut::parallel

@@ -64,4 +64,11 @@ ParamSlice stage_param_slice(const model::ParamLayout& layout, const std::vector
 // The tied token embedding wte in the flat buffer (owned by stage 0, read by the last).
 ParamSlice wte_slice(const model::ParamLayout& layout);
 
+// The buckets in which data-parallel GPU ranks sum their gradients while the backward
+// runs (parallel/device_exchange.h): bucket l holds layer l's parameters, bucket 0 also
+// wte and wpe, bucket n_layer - 1 also ln_f: the slices of a one-layer-per-stage
+// partition. A bucket's gradient is final once the backward is done with its layer
+// (bucket 0: with the embeddings). They cover the buffer exactly once, in order.
+std::vector<ParamSlice> layer_gradient_buckets(const model::ParamLayout& layout, int n_layer);
+
 }  // namespace coconut::parallel

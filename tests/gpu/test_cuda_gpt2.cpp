@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -22,48 +23,16 @@
 #include "runtime/check.h"
 #include "runtime/cuda/ops.h"
 #include "tests/gpu/gpu_fixture.h"
+#include "tests/gpu/latent_batch.h"
 
 namespace coconut::model {
 namespace {
 
+using testing_gpu::latent_batch;
+using testing_gpu::tiny_config;
+
 using Gpu = testing_gpu::GpuTest;
 constexpr double kStepTolerance = 1e-4;
-
-GPT2Config tiny_config() {
-  GPT2Config c;
-  c.vocab_size = 41;
-  c.max_positions = 16;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.d_model = 16;
-  return c;
-}
-
-// B = 3 sequences of T = 10 columns, first latent at column f = 4: sample 0 has two
-// thoughts (columns 4, 5), sample 1 one (column 4), sample 2 none and one left pad.
-// Passes: [0, 4) feeding columns 4 of samples 0 and 1, [4, 5) feeding column 5 of
-// sample 0, [5, 10). Targets on the columns after the thoughts.
-SequenceBatch latent_batch() {
-  SequenceBatch b;
-  b.B = 3;
-  b.T = 10;
-  const size_t R = size_t(b.B) * b.T;
-  b.tokens.assign(R, 0);
-  b.targets.assign(R, -100);
-  b.pos_ids.assign(R, 0);
-  b.key_mask.assign(R, 1);
-  for (int t = 0; t < b.T; ++t)
-    for (int s = 0; s < b.B; ++s) {
-      const size_t r = size_t(t) * b.B + s;
-      b.tokens[r] = (7 * t + 3 * s + 1) % 41;
-      const int pad = s == 2 ? 1 : 0;
-      b.key_mask[r] = t >= pad;
-      b.pos_ids[r] = t >= pad ? t - pad : 0;
-      if (t >= 6 && t + 1 < b.T) b.targets[r] = (5 * t + s + 2) % 41;
-    }
-  b.passes = {Pass{0, 4, {Feedback{0, 3}, Feedback{1, 3}}}, Pass{4, 5, {Feedback{0, 4}}}, Pass{5, 10, {}}};
-  return b;
-}
 
 // Per tensor: max |got - want| <= tolerance * max |want|; any NaN fails.
 void expect_tensors_close(const ParamLayout& layout, const std::vector<float>& got, const std::vector<float>& want,
@@ -306,6 +275,53 @@ TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithBf16Attention) {
 // The fused kernel runs without attention dropout (with it, the batched products do).
 TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithFusedAttention) {
   expect_graphs_equal_eager<gpu::bf16>(CudaAttention::kBf16Flash, 0.f);
+}
+
+// The runner's grad_ready calls (what data parallelism sums while the backward goes
+// on): layers n_layer - 1 .. 1, then 0 last, once per step, and each bucket's gradient
+// is final when it is handed over. The callback copies the bucket on the model's
+// stream; after the step the copies must equal the final gradients bit for bit, in an
+// eager step, a captured one and a replayed one (the graph holds the copies).
+TEST_F(Gpu, GradReadyHandsOverFinishedLayers) {
+  const GPT2Config config = tiny_config();
+  CudaGPT2 model(config);
+  GPT2 cpu(config);
+  cpu.init_weights(5);
+  model.set_params(cpu.params());
+  const ParamLayout& layout = cpu.layout();
+  const size_t n = model.num_params();
+  // Bucket l: layer l's parameters; 0 also wte and wpe; the last also ln_f.
+  auto layer_start = [&](int l) { return layout.find("h." + std::to_string(l) + ".ln_1.weight").offset; };
+  auto bucket = [&](int l) -> std::pair<size_t, size_t> {
+    return {l == 0 ? 0 : layer_start(l), l + 1 == config.n_layer ? n : layer_start(l + 1)};
+  };
+  DeviceBuffer<float> snapshot(n);
+  std::vector<int> calls;
+  CudaMultipassRunner runner;
+  runner.set_cuda_graphs(true);
+  runner.set_grad_ready([&](int l) {
+    calls.push_back(l);
+    const auto [b, e] = bucket(l);
+    CUDA_CHECK(cudaMemcpyAsync(snapshot.data() + b, model.grads() + b, (e - b) * sizeof(float),
+                               cudaMemcpyDeviceToDevice, model.stream()));
+  });
+  const SequenceBatch batch = latent_batch();
+  for (int step = 0; step < 3; ++step) {  // eager, captured, replayed
+    model.zero_grads();
+    CUDA_CHECK(cudaMemset(snapshot.data(), 0xff, snapshot.bytes()));  // NaNs: a missed copy shows
+    calls.clear();
+    runner.forward_backward(model, batch, 0.1f);
+    const std::vector<float> grads = [&] {
+      std::vector<float> g(n);
+      model.get_grads(g.data());
+      return g;
+    }();
+    const std::vector<float> copied = snapshot.to_host();
+    EXPECT_EQ(std::memcmp(copied.data(), grads.data(), n * sizeof(float)), 0) << "step " << step;
+    if (step < 2) EXPECT_EQ(calls, (std::vector<int>{1, 0})) << "step " << step;  // n_layer 2
+    else EXPECT_TRUE(calls.empty()) << "a replayed graph makes no host calls";
+  }
+  EXPECT_EQ(runner.graph_captures(), 1);
 }
 
 // Which kernel a pass runs (CudaGPT2Of::pass_attention), and the bf16 kinds need the bf16 model.

@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "parallel/grid.h"
-#include "parallel/launch_env.h"
 #include "parallel/nccl_comm.h"
 #include "runtime/cuda/device.h"
 #include "tests/parallel/mpi_test_main.h"
@@ -22,18 +21,6 @@
 namespace coconut::parallel {
 namespace {
 
-// This rank's place on its node, from the same sources as MpiRuntime (launcher first).
-std::pair<int, int> local_rank_and_size() {
-  MPI_Comm node = MPI_COMM_NULL;
-  int rank = 0, size = 1;
-  COCONUT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  COCONUT_MPI_CHECK(MPI_Comm_rank(node, &rank));
-  COCONUT_MPI_CHECK(MPI_Comm_size(node, &size));
-  COCONUT_MPI_CHECK(MPI_Comm_free(&node));
-  const LaunchEnv env = detect_launch_env();
-  if (env.local_rank >= 0) rank = env.local_rank;
-  return {rank, size};
-}
 
 bool gpu_required() {
   const char* require = std::getenv("COCONUT_REQUIRE_GPU");
@@ -56,7 +43,7 @@ Shared& shared() {
     auto* s = g_shared = new Shared;
     s->device_count = cuda_device_count(&s->no_gpu);
     if (s->device_count == 0) return *s;
-    auto [local_rank, local_size] = local_rank_and_size();
+    auto [local_rank, local_size] = test_local_rank_and_size();
     auto mpi = MpiCommunicator::world();
     try {
       select_device(*mpi, local_rank, local_size);
@@ -109,13 +96,13 @@ TEST(NcclSelect, RanksSharingOneGpuStopWithAClearMessage) {
     if (gpu_required()) FAIL() << "COCONUT_REQUIRE_GPU=1 but no CUDA device: " << s.no_gpu;
     GTEST_SKIP() << "no CUDA device, skipping (" << s.no_gpu << ")";
   }
-  const int local_size = local_rank_and_size().second;
+  const int local_size = test_local_rank_and_size().second;
   if (local_size <= s.device_count) {
     EXPECT_EQ(s.select_error, "") << "every rank of this node has its own GPU, yet select_device failed";
     ASSERT_NE(s.world, nullptr);
     int device = -1;
     CUDA_CHECK(cudaGetDevice(&device));
-    EXPECT_EQ(device, local_rank_and_size().first);
+    EXPECT_EQ(device, test_local_rank_and_size().first);
     return;
   }
   // More ranks than GPUs on this node: with one GPU both ranks take device 0 and the

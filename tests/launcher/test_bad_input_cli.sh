@@ -69,6 +69,10 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi >/dev/null 2>&1; then
 fi
 bad device_cuda_recompute "train.device: cuda needs parallel.activations: keep" \
   train "$tiny" --set run.dir="$work/device_cuda_recompute" --set train.device=cuda --set parallel.activations=recompute
+bad device_cuda_pipeline "train.device: cuda trains data-parallel GPUs .parallel.pp 1.; pipeline stages on GPUs are not there yet .got parallel.pp 2." \
+  train "$tiny" --set run.dir="$work/device_cuda_pipeline" --set train.device=cuda --set parallel.pp=2
+bad gpu_comm "key 'parallel.gpu_comm' expects one of.*got 'gloo'" \
+  train "$tiny" --set run.dir="$work/gpu_comm" --set parallel.gpu_comm=gloo
 bad device_tpu "key 'train.device' expects one of.*got 'tpu'" \
   train "$tiny" --set run.dir="$work/device_tpu" --set train.device=tpu
 bad attention_fp32 "train.attention: fused needs train.precision: bf16" \

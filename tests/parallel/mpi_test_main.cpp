@@ -14,6 +14,7 @@ namespace coconut::parallel {
 namespace {
 
 MpiCommunicator* g_world = nullptr;
+std::pair<int, int> g_local{0, 1};
 
 class FailurePrinter : public testing::EmptyTestEventListener {
  public:
@@ -35,6 +36,7 @@ class FailurePrinter : public testing::EmptyTestEventListener {
 }  // namespace
 
 Communicator& test_world() { return *g_world; }
+std::pair<int, int> test_local_rank_and_size() { return g_local; }
 
 }  // namespace coconut::parallel
 
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
   MpiRuntime mpi(&argc, &argv);
   testing::InitGoogleTest(&argc, argv);
   const int rank = mpi.world_rank();
+  g_local = {mpi.local_rank(), mpi.local_size()};
   if (rank != 0) {
     testing::TestEventListeners& listeners = testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());

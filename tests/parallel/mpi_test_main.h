@@ -2,10 +2,15 @@
 // for the life of the tests).
 #pragma once
 
+#include <utility>
+
 #include "parallel/comm.h"
 
 namespace coconut::parallel {
 
 Communicator& test_world();
+// This rank's place on its node, as MpiRuntime found it (the launcher's variables first):
+// {local rank, ranks on this node}.
+std::pair<int, int> test_local_rank_and_size();
 
 }  // namespace coconut::parallel

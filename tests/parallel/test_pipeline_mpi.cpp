@@ -438,6 +438,20 @@ TEST(Partition, SlicesCoverTheBufferOnce) {
   EXPECT_EQ(wte_slice(layout).end, static_cast<size_t>(40 * 32));
 }
 
+TEST(Partition, GradientBucketsAreTheLayersInOrder) {
+  const model::ParamLayout layout(tiny_config());
+  const std::vector<ParamSlice> b = layer_gradient_buckets(layout, 4);
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[0].begin, 0u);  // wte and wpe go with layer 0: their gradient is final last
+  EXPECT_EQ(b[0].end, layout.find("h.1.ln_1.weight").offset);
+  for (int l = 1; l < 4; ++l) {
+    EXPECT_EQ(b[l].begin, b[l - 1].end);
+    EXPECT_EQ(b[l].begin, layout.find("h." + std::to_string(l) + ".ln_1.weight").offset);
+  }
+  EXPECT_EQ(b[3].end, layout.total());  // with ln_f
+  EXPECT_EQ(b[3].end - b[3].begin, b[2].end - b[2].begin + layout.find("ln_f.weight").numel * 2);
+}
+
 TEST(Batches, HandBuiltCoconutPlansAreValid) {
   // The test's own data must be what it claims: valid plans with 1 to 4 passes.
   for (int t = 0; t < kSteps; ++t)
