@@ -69,13 +69,14 @@ namespace {
 
 // question [<bot>] <latent>*n [<eot>] then `rest`; labels -100 up to the end of the markers.
 BuiltSample assemble(const TokenizedSample& s, bool markers, int n_latents, const std::vector<int>& rest,
-                     const Tokenizer& tok) {
+                     const Tokenizer& tok, bool question_loss = false) {
   BuiltSample b;
   b.tokens = s.question;
   if (markers) b.tokens.push_back(tok.start_latent_id());
   b.tokens.insert(b.tokens.end(), n_latents, tok.latent_id());
   if (markers) b.tokens.push_back(tok.end_latent_id());
   b.labels.assign(b.tokens.size(), -100);
+  if (question_loss) std::copy(s.question.begin(), s.question.end(), b.labels.begin());
   b.tokens.insert(b.tokens.end(), rest.begin(), rest.end());
   b.labels.insert(b.labels.end(), rest.begin(), rest.end());
   b.n_latents = n_latents;
@@ -95,7 +96,7 @@ BuiltSample build_training_sample(const TokenizedSample& s, const CurriculumConf
     const size_t drop = std::min(cot.size(), static_cast<size_t>(epoch) * cc.icot_tokens_per_epoch);
     rest.assign(cot.begin() + static_cast<std::ptrdiff_t>(drop), cot.end());
     rest.insert(rest.end(), s.answer.begin(), s.answer.end());
-    return assemble(s, false, 0, rest, tok);
+    return assemble(s, false, 0, rest, tok, cc.question_loss);
   }
   int skip = 0, latents = 0;
   if (cc.method == Method::no_cot) {
@@ -111,7 +112,7 @@ BuiltSample build_training_sample(const TokenizedSample& s, const CurriculumConf
   const int c = cc.method == Method::no_thought ? 0 : cc.c_thought;
   for (int i = skip; i < n_steps; ++i) rest.insert(rest.end(), s.steps[i].begin(), s.steps[i].end());
   rest.insert(rest.end(), s.answer.begin(), s.answer.end());
-  return assemble(s, cc.has_markers(), latents * c, rest, tok);
+  return assemble(s, cc.has_markers(), latents * c, rest, tok, cc.question_loss);
 }
 
 BuiltSample build_eval_prompt(const TokenizedSample& s, const CurriculumConfig& cc, int stage, const Tokenizer& tok) {

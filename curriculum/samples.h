@@ -26,6 +26,10 @@ struct CurriculumConfig {
   bool pad_latent_to_max = false;
   double uniform_prob = 0.0;    // probability of a uniformly drawn stage per sample
   int icot_tokens_per_epoch = 8;  // icot: CoT tokens removed from the front per epoch
+  // Also train next-token prediction on the question (not the reference's setting, which
+  // labels only the steps and the answer): a from-scratch model then learns the
+  // question's language too, which a pre-trained one brings (docs/results.md).
+  bool question_loss = false;
 
   void validate() const;
   // The scheduled stage of an epoch: epoch / epochs_per_stage for curriculum methods,

@@ -43,6 +43,7 @@ TrainConfig read_train_config(Config& c) {
   cc.epochs_per_stage = c.get_int("curriculum.epochs_per_stage", 3, 1, 100000);
   cc.pad_latent_to_max = c.get_bool("curriculum.pad_latent_to_max", false);
   cc.uniform_prob = c.get_double("curriculum.uniform_prob", 0.0, 0.0, 1.0);
+  cc.question_loss = c.get_bool("curriculum.question_loss", false);
   cc.icot_tokens_per_epoch = c.get_int("curriculum.icot_tokens_per_epoch", 8, 1, 100000);
   t.eot_classifier = c.get_bool("curriculum.eot_classifier", false);
   t.eot_loss_weight = c.get_double("curriculum.eot_loss_weight", 1.0, 0.0, 1e6);

@@ -66,6 +66,24 @@ TEST_F(SamplesTest, CoconutStagesReplaceStepsWithCThoughtsEach) {
   EXPECT_EQ(s3.labels, masked(s3.tokens, 8));
 }
 
+// curriculum.question_loss: the question's tokens get labels too; <bot>, the thoughts
+// and <eot> still do not; the tokens are the same.
+TEST_F(SamplesTest, QuestionLossLabelsTheQuestion) {
+  CurriculumConfig cc;
+  cc.max_latent_stage = 2;
+  const BuiltSample plain = build_training_sample(ts, cc, 1, 0, tok);
+  cc.question_loss = true;
+  const BuiltSample with = build_training_sample(ts, cc, 1, 0, tok);
+  EXPECT_EQ(with.tokens, plain.tokens);
+  EXPECT_EQ(with.tokens, ids("q NL BOT LAT EOT s2 NL s3 NL ### ans EOS"));
+  std::vector<int> want = with.tokens;
+  for (size_t i = 2; i < 5; ++i) want[i] = -100;  // BOT LAT EOT
+  EXPECT_EQ(with.labels, want);
+  cc.method = Method::cot;
+  const BuiltSample cot = build_training_sample(ts, cc, 0, 0, tok);
+  EXPECT_EQ(cot.labels, cot.tokens) << "cot: every token labelled";
+}
+
 TEST_F(SamplesTest, FewerStepsThanStageKeepsStageTimesCLatents) {
   CurriculumConfig cc;
   cc.c_thought = 1;
