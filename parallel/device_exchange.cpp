@@ -36,7 +36,7 @@ void order_after(cudaStream_t waiter, cudaStream_t first, const Event& event) {
 
 class NcclExchange final : public DeviceExchange {
  public:
-  NcclExchange(std::unique_ptr<NcclCommunicator> comm) : comm_(std::move(comm)) {}
+  explicit NcclExchange(std::unique_ptr<NcclCommunicator> comm) : comm_(std::move(comm)) {}
 
   int rank() const override { return comm_->rank(); }
   int size() const override { return comm_->size(); }
