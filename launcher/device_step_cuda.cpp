@@ -73,23 +73,20 @@ class CudaStep final : public DeviceStep {
       if (l == 0) exchange_->wait_for_sums(model_.stream());
     };
     double loss = 0;
-    bool summed = false;
     for (size_t m = size_t(rank); m < micro.size(); m += size_t(ranks)) {
       if (model_.config().dropout > 0) runner_.set_dropout(seed_, static_cast<uint64_t>(step), micro_ids.at(m));
-      const bool last = m + size_t(ranks) >= micro.size();
-      if (overlap && last) runner_.set_grad_ready(sum_bucket);
+      if (overlap && m + size_t(ranks) >= micro.size()) runner_.set_grad_ready(sum_bucket);  // the last one
       loss += runner_.forward_backward(model_, micro[m], loss_scale);
       runner_.set_grad_ready({});
-      summed = overlap && last;
     }
     const size_t n = model_.num_params();
     if (exchange_) {
-      if (!summed && overlap) {
-        for (int l = int(buckets_.size()) - 1; l >= 0; --l) sum_bucket(l);
-      } else if (!summed) {
+      if (!overlap) {
         exchange_->sum_gradients(grads, {0, n}, model_.stream());
+        exchange_->wait_for_sums(model_.stream());
+      } else if (size_t(rank) >= micro.size()) {  // no micro-batch here: the same buckets, in order
+        for (int l = int(buckets_.size()) - 1; l >= 0; --l) sum_bucket(l);
       }
-      exchange_->wait_for_sums(model_.stream());
       loss = exchange_->sum(loss);
     }
     // Every rank holds the summed gradient; each clips and updates its own shard only.
@@ -100,13 +97,15 @@ class CudaStep final : public DeviceStep {
       gpu::clip_grads(grads + shard_.begin, count, std::sqrt(squares), static_cast<float>(clip_), model_.stream());
     }
     ++adam_step_;
-    gpu::bf16* copy = nullptr;  // the bf16 weights the forward reads, refreshed by the update
+    // The bf16 weights the forward reads: the update refreshes them in one process; with
+    // several ranks they are converted once all the shards have arrived.
+    gpu::bf16* copy = nullptr;
     if constexpr (std::is_same_v<Act, gpu::bf16>) copy = model_.params_for_compute();
-    gpu::adamw_step(model_.params(), grads, m_.data(), v_.data(), shard_.begin, segments_, hyper_, adam_step_, copy,
-                    model_.stream());
+    gpu::adamw_step(model_.params(), grads, m_.data(), v_.data(), shard_.begin, segments_, hyper_, adam_step_,
+                    exchange_ ? nullptr : copy, model_.stream());
     if (exchange_) {
       exchange_->share_shards(model_.params(), n, model_.stream());
-      if constexpr (std::is_same_v<Act, gpu::bf16>) gpu::convert(copy, model_.params(), int64_t(n), model_.stream());
+      if (copy) gpu::convert(copy, model_.params(), int64_t(n), model_.stream());
     }
     return loss;
   }

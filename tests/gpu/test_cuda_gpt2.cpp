@@ -20,36 +20,21 @@
 #include "model/cuda_decoder.h"
 #include "model/cuda_gpt2.h"
 #include "model/multipass.h"
+#include "parallel/partition.h"
 #include "runtime/check.h"
 #include "runtime/cuda/ops.h"
 #include "tests/gpu/gpu_fixture.h"
-#include "tests/gpu/latent_batch.h"
+#include "tests/gpu/tiny_model.h"
 
 namespace coconut::model {
 namespace {
 
+using testing_gpu::expect_tensors_close;
 using testing_gpu::latent_batch;
 using testing_gpu::tiny_config;
 
 using Gpu = testing_gpu::GpuTest;
 constexpr double kStepTolerance = 1e-4;
-
-// Per tensor: max |got - want| <= tolerance * max |want|; any NaN fails.
-void expect_tensors_close(const ParamLayout& layout, const std::vector<float>& got, const std::vector<float>& want,
-                          const std::string& what, double tolerance = kStepTolerance) {
-  for (const TensorSpec& t : layout.tensors()) {
-    double max_want = 0, max_err = 0;
-    bool nan = false;
-    for (size_t i = t.offset; i < t.offset + t.numel; ++i) {
-      const double err = std::abs(double(got[i]) - double(want[i]));
-      nan = nan || std::isnan(err);
-      max_want = std::max(max_want, std::abs(double(want[i])));
-      max_err = std::max(max_err, err);
-    }
-    EXPECT_FALSE(nan) << what << " of " << t.name << " has a NaN";
-    EXPECT_LE(max_err, tolerance * max_want) << what << " of " << t.name << " (max |cpu| " << max_want << ")";
-  }
-}
 
 TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
   const GPT2Config config = tiny_config();
@@ -71,7 +56,7 @@ TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
   std::vector<float> grads(cpu.num_params());
   gpu_model.get_grads(grads.data());
   const std::vector<float> cpu_grads(cpu.grads(), cpu.grads() + cpu.num_params());
-  expect_tensors_close(cpu.layout(), grads, cpu_grads, "gradient");
+  expect_tensors_close(cpu.layout(), grads, cpu_grads, "gradient", kStepTolerance);
 
   // One AdamW step over the whole buffer on both sides. The CPU optimizer steps from the
   // GPU's gradients: AdamW's first step is lr * g / (|g| + eps), which turns a gradient
@@ -92,7 +77,7 @@ TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
   std::vector<float> params(cpu.num_params());
   gpu_model.get_params(params.data());
   const std::vector<float> cpu_params(cpu.params(), cpu.params() + cpu.num_params());
-  expect_tensors_close(cpu.layout(), params, cpu_params, "weight after AdamW");
+  expect_tensors_close(cpu.layout(), params, cpu_params, "weight after AdamW", kStepTolerance);
 
   // The same step again on the GPU gives the same bits (reproducible kernels).
   std::vector<float> again(cpu.num_params());
@@ -207,7 +192,7 @@ TEST_F(Gpu, CoconutTrainingStepWithDropoutMatchesCpu) {
   std::vector<float> grads(cpu.num_params());
   gpu_model.get_grads(grads.data());
   const std::vector<float> cpu_grads(cpu.grads(), cpu.grads() + cpu.num_params());
-  expect_tensors_close(cpu.layout(), grads, cpu_grads, "gradient with dropout");
+  expect_tensors_close(cpu.layout(), grads, cpu_grads, "gradient with dropout", kStepTolerance);
 }
 
 // A step captured into a CUDA graph and replayed gives the eager step's bits (the same
@@ -288,21 +273,16 @@ TEST_F(Gpu, GradReadyHandsOverFinishedLayers) {
   GPT2 cpu(config);
   cpu.init_weights(5);
   model.set_params(cpu.params());
-  const ParamLayout& layout = cpu.layout();
   const size_t n = model.num_params();
-  // Bucket l: layer l's parameters; 0 also wte and wpe; the last also ln_f.
-  auto layer_start = [&](int l) { return layout.find("h." + std::to_string(l) + ".ln_1.weight").offset; };
-  auto bucket = [&](int l) -> std::pair<size_t, size_t> {
-    return {l == 0 ? 0 : layer_start(l), l + 1 == config.n_layer ? n : layer_start(l + 1)};
-  };
+  const std::vector<parallel::ParamSlice> buckets = parallel::layer_gradient_buckets(cpu.layout(), config.n_layer);
   DeviceBuffer<float> snapshot(n);
   std::vector<int> calls;
   CudaMultipassRunner runner;
   runner.set_cuda_graphs(true);
   runner.set_grad_ready([&](int l) {
     calls.push_back(l);
-    const auto [b, e] = bucket(l);
-    CUDA_CHECK(cudaMemcpyAsync(snapshot.data() + b, model.grads() + b, (e - b) * sizeof(float),
+    const parallel::ParamSlice b = buckets.at(size_t(l));
+    CUDA_CHECK(cudaMemcpyAsync(snapshot.data() + b.begin, model.grads() + b.begin, b.size() * sizeof(float),
                                cudaMemcpyDeviceToDevice, model.stream()));
   });
   const SequenceBatch batch = latent_batch();

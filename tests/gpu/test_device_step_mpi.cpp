@@ -21,7 +21,8 @@
 #include "model/adamw.h"
 #include "model/gpt2.h"
 #include "runtime/cuda/device.h"
-#include "tests/gpu/latent_batch.h"
+#include "tests/gpu/cpu_compare.h"
+#include "tests/gpu/tiny_model.h"
 #include "tests/parallel/mpi_test_main.h"
 
 namespace coconut::launcher {
@@ -56,25 +57,6 @@ Trained train(DeviceStep& step, const model::GPT2Config& config, const model::Ad
   t.m.assign(opt.m().begin() + long(t.shard.begin), opt.m().begin() + long(t.shard.end));
   t.v.assign(opt.v().begin() + long(t.shard.begin), opt.v().begin() + long(t.shard.end));
   return t;
-}
-
-// Per tensor: max |got - want| <= tolerance * max |want| (0: equal bits); any NaN fails.
-void expect_close(const model::ParamLayout& layout, const std::vector<float>& got, const std::vector<float>& want,
-                  double tolerance, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (const model::TensorSpec& t : layout.tensors()) {
-    double max_want = 0, max_err = 0;
-    for (size_t i = t.offset; i < t.offset + t.numel; ++i) {
-      const double err = std::abs(double(got[i]) - double(want[i]));
-      ASSERT_FALSE(std::isnan(err)) << what << " of " << t.name << " has a NaN";
-      max_want = std::max(max_want, std::abs(double(want[i])));
-      max_err = std::max(max_err, err);
-    }
-    if (tolerance == 0)
-      EXPECT_EQ(max_err, 0.0) << what << " of " << t.name << " differs";
-    else
-      EXPECT_LE(max_err, tolerance * max_want) << what << " of " << t.name;
-  }
 }
 
 struct Case {
@@ -131,17 +113,9 @@ TEST_P(DeviceStepDataParallel, EqualsTheOneProcessStep) {
   // rounding flips changes the next step's gradients by more than the order of a sum).
   const bool bf16 = k.precision == "bf16";
   const double tolerance = world.size() == 1 ? 0.0 : bf16 ? 0.1 : 1e-4;
-  expect_close(gpt.layout(), got.params, want.params, tolerance, "weights");
-  ASSERT_EQ(got.m.size(), want_m.size());
-  double m_err = 0, m_max = 0, v_err = 0, v_max = 0;
-  for (size_t i = 0; i < want_m.size(); ++i) {
-    m_err = std::max(m_err, double(std::abs(got.m[i] - want_m[i])));
-    v_err = std::max(v_err, double(std::abs(got.v[i] - want_v[i])));
-    m_max = std::max(m_max, double(std::abs(want_m[i])));
-    v_max = std::max(v_max, double(std::abs(want_v[i])));
-  }
-  EXPECT_LE(m_err, tolerance * m_max) << "first moments of the shard";
-  EXPECT_LE(v_err, tolerance * v_max) << "second moments of the shard";
+  testing_gpu::expect_tensors_close(gpt.layout(), got.params, want.params, "weights", tolerance);
+  testing_gpu::expect_close(got.m, want_m, tolerance, "first moments of the shard");
+  testing_gpu::expect_close(got.v, want_v, tolerance, "second moments of the shard");
   for (size_t s = 0; s < want.losses.size(); ++s) {
     if (world.size() == 1)
       EXPECT_EQ(got.losses[s], want.losses[s]) << "step " << s;
@@ -152,7 +126,7 @@ TEST_P(DeviceStepDataParallel, EqualsTheOneProcessStep) {
   // Every rank holds the same weights, bit for bit: rank 0's, broadcast.
   std::vector<float> rank0 = got.params;
   world.broadcast(rank0.data(), rank0.size(), 0);
-  expect_close(gpt.layout(), got.params, rank0, 0.0, "weights against rank 0's");
+  testing_gpu::expect_tensors_close(gpt.layout(), got.params, rank0, "weights against rank 0's", 0.0);
 }
 
 // 3 micro-batches: with 2 ranks, 2 and 1; 1 micro-batch: with 2 ranks one runs nothing

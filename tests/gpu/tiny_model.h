@@ -1,8 +1,14 @@
-// The tiny GPT-2 and the hand-built Coconut batch of the CUDA model tests
-// (test_cuda_gpt2.cpp, test_device_step_mpi.cpp).
+// The tiny GPT-2, the hand-built Coconut batch and the per-tensor comparison of the
+// CUDA model tests (test_cuda_gpt2.cpp, test_device_step_mpi.cpp).
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <string>
+#include <vector>
 
 #include "model/batch.h"
 #include "model/gpt2.h"
@@ -45,6 +51,24 @@ inline model::SequenceBatch latent_batch(int variant = 0) {
   b.passes = {model::Pass{0, 4, {model::Feedback{0, 3}, model::Feedback{1, 3}}},
               model::Pass{4, 5, {model::Feedback{0, 4}}}, model::Pass{5, 10, {}}};
   return b;
+}
+
+// Per tensor of the layout: max |got - want| <= tolerance * max |want| (0: no element
+// differs); any NaN fails.
+inline void expect_tensors_close(const model::ParamLayout& layout, const std::vector<float>& got,
+                                 const std::vector<float>& want, const std::string& what, double tolerance) {
+  for (const model::TensorSpec& t : layout.tensors()) {
+    double max_want = 0, max_err = 0;
+    bool nan = false;
+    for (size_t i = t.offset; i < t.offset + t.numel; ++i) {
+      const double err = std::abs(double(got[i]) - double(want[i]));
+      nan = nan || std::isnan(err);
+      max_want = std::max(max_want, std::abs(double(want[i])));
+      max_err = std::max(max_err, err);
+    }
+    EXPECT_FALSE(nan) << what << " of " << t.name << " has a NaN";
+    EXPECT_LE(max_err, tolerance * max_want) << what << " of " << t.name << " (max |want| " << max_want << ")";
+  }
 }
 
 }  // namespace coconut::testing_gpu
