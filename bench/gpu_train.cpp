@@ -102,15 +102,17 @@ Options parse(int argc, char** argv) {
   for (const std::string& r : o.rows)
     COCONUT_CHECK(find_row(r) != nullptr,
                   "--rows: unknown row '{}' (see the comment at the top of bench/gpu_train.cpp)", r);
-  COCONUT_CHECK(o.batch > 0 && o.latents >= 1 && o.question >= 1 && o.question + o.latents < o.seq_len,
-                "need batch > 0, latents >= 1 and question + latents < seq-len");
+  COCONUT_CHECK(o.batch > 0 && o.latents >= 0 && o.question >= 1 && o.question + o.latents < o.seq_len,
+                "need batch > 0, latents >= 0 and question + latents < seq-len");
   return o;
 }
 
 // Every sample has the same shape: question tokens [0, f), thoughts at [f, f + n),
 // answer tokens after them; targets on the answer columns (next token), as the
 // curriculum's labels. Pass 0 runs [0, f), pass i the column f + i - 1, the final pass
-// [f + n - 1, T) (DESIGN.md 2.2).
+// [f + n - 1, T) (DESIGN.md 2.2). With n = 0 (--latents 0) it is one pass over [0, T):
+// the same step without thoughts, the plain GPT-2 step that shows what the latent
+// passes cost.
 model::SequenceBatch coconut_batch(const Options& o, int vocab) {
   model::SequenceBatch b;
   b.B = o.batch;
@@ -133,6 +135,10 @@ model::SequenceBatch coconut_batch(const Options& o, int vocab) {
     for (int s = 0; s < B; ++s) fb.push_back({s, from});
     return fb;
   };
+  if (n == 0) {
+    b.passes.push_back({0, T, {}});
+    return b;
+  }
   b.passes.push_back({0, f, feed(f - 1)});
   for (int i = 1; i < n; ++i) b.passes.push_back({f + i - 1, f + i, feed(f + i - 1)});
   b.passes.push_back({f + n - 1, T, {}});

@@ -20,6 +20,10 @@ def coconut_loss(model, ids, f, n):
     B, T = ids.shape
     emb = tr.wte(ids)
     pos = torch.arange(T, device=ids.device).unsqueeze(0).expand(B, T)
+    if n == 0:  # no thoughts: one pass over the whole sequence, targets as below
+        h = tr(inputs_embeds=emb, position_ids=pos).last_hidden_state
+        logits = model.lm_head(h[:, f:T - 1])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, f + 1:].reshape(-1))
     out = tr(inputs_embeds=emb[:, :f], position_ids=pos[:, :f], use_cache=True)
     hidden, past = [out.last_hidden_state], out.past_key_values
     thought = out.last_hidden_state[:, -1:]  # feeds column f

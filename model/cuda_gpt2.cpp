@@ -371,8 +371,8 @@ void CudaGPT2Of<Act>::forward_stage(CudaActivationsOf<Act>& acts, int a, int b, 
     gpu::add_forward(A.res_mid + r0 * C, A.res_mid + r0 * C, inp, int64_t(n) * C, stream());
     gpu::layernorm_forward(A.ln2 + r0 * C, A.ln2_mean + r0, A.ln2_rstd + r0, A.res_mid + r0 * C, W.ln2_w, W.ln2_b,
                            n, C, eps, stream());
-    gpu::linear_forward(cublas_, A.fc + r0 * 4 * C, A.ln2 + r0 * C, W.fc_w, W.fc_b, n, C, 4 * C);
-    gpu::gelu_forward(A.gelu + r0 * 4 * C, A.fc + r0 * 4 * C, int64_t(n) * 4 * C, stream());
+    gpu::linear_gelu_forward(cublas_, A.gelu + r0 * 4 * C, A.fc + r0 * 4 * C, A.ln2 + r0 * C, W.fc_w, W.fc_b, n, C,
+                             4 * C);
     gpu::linear_forward(cublas_, A.res_out + r0 * C, A.gelu + r0 * 4 * C, W.fc_proj_w, W.fc_proj_b, n, 4 * C, C);
     if (drop)
       gpu::dropout_apply(A.res_out + r0 * C, A.res_out + r0 * C, n, C, site_keys(config_, acts, r0, l, kMlpResid),
@@ -424,9 +424,9 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
     const Act* inp = (l == l0 ? acts.x0 : acts.layers[l - 1].res_out) + r0 * C;
 
     // MLP block: res_out = res_mid + fc_proj(gelu(fc(ln2(res_mid))))
-    gpu::linear_backward(cublas_, dgelu_.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, kMlpResid),
-                         A.gelu + r0 * 4 * C, W.fc_proj_w, n, 4 * C, C, colsum_ws_.data());
-    gpu::gelu_backward(dfc_.data(), A.fc + r0 * 4 * C, dgelu_.data(), int64_t(4 * nC), stream());
+    gpu::linear_backward_gelu(cublas_, dfc_.data(), G.fc_proj_w, G.fc_proj_b, branch_grad(l, kMlpResid),
+                              A.gelu + r0 * 4 * C, W.fc_proj_w, A.fc + r0 * 4 * C, n, 4 * C, C, colsum_ws_.data(),
+                              dgelu_.data());
     gpu::linear_backward(cublas_, dln_.data(), G.fc_w, G.fc_b, dfc_.data(), A.ln2 + r0 * C, W.fc_w, n, C, 4 * C,
                          colsum_ws_.data());
     gpu::layernorm_backward(dres, G.ln2_w, G.ln2_b, dln_.data(), A.res_mid + r0 * C, W.ln2_w, A.ln2_mean + r0,
@@ -588,6 +588,7 @@ int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBa
   const int B = batch.B, T = batch.T, C = cfg.d_model;
   const size_t R = size_t(B) * T;
   acts_.resize(cfg, B, T, model.attention_storage(T), model.stream());
+  model.ensure_scratch(int(R), B, T);
   acts_.pos_ids.copy_from_host(batch.pos_ids);
   acts_.key_mask.copy_from_host(batch.key_mask);
   acts_.dropout_enabled = false;

@@ -134,6 +134,11 @@ class CudaGPT2Of {
   // before comes through, a decoder's included): a captured CUDA graph holds their
   // addresses, so the runner's plan key includes it.
   uint64_t scratch_generation() const { return scratch_generation_; }
+  // Sizes the backward scratch and attention workspace for B x T (rows of the largest
+  // pass). The passes call it themselves; the runner calls it first, before it takes its
+  // plan key, so that the key of a step's first run already holds the grown buffers and
+  // the second step of a plan is the one captured.
+  void ensure_scratch(int rows, int B, int T);
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
 
@@ -178,7 +183,6 @@ class CudaGPT2Of {
   struct Weights {
     Act* wte; Act* wpe; std::vector<Layer> layers; Act* lnf_w; Act* lnf_b;
   };
-  void ensure_scratch(int rows, int B, int T);
   std::vector<CudaAttention> step_attentions() const;  // pass_attention without / with dropout
 
   GPT2Config config_;

@@ -1,5 +1,5 @@
 // CublasContext (cublas_gemm.h): handle lifetime, the row-major sgemm mapping, and the
-// cuBLASLt plans of the bf16 linear layer with its bias in the epilogue.
+// cuBLASLt plans of the bf16 products with an epilogue (bias, GELU, GELU gradient).
 #include "runtime/cuda/cublas_gemm.h"
 
 #include <algorithm>
@@ -87,24 +87,46 @@ void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttribute
 
 }  // namespace
 
-bool CublasContext::linear_bias_bf16(const __nv_bfloat16* inp, const __nv_bfloat16* w, const __nv_bfloat16* bias,
-                                     __nv_bfloat16* out, int N, int IC, int OC) {
-  COCONUT_CHECK(N > 0 && IC > 0 && OC > 0 && inp && w && bias && out,
-                "linear_bias_bf16: bad operands N={} IC={} OC={}", N, IC, OC);
+// One column-major cuBLASLt product D (M x N) = op(A) (M x K) B (K x N), all bf16 with
+// leading dimensions M (D, aux), K (B) and the stored A's rows (M, or K when
+// transposed), and its epilogue. Row-major callers pass their buffers swapped (see sgemm).
+struct CublasContext::LtProduct {
+  cublasLtEpilogue_t epilogue;
+  bool trans_a;
+  int M, N, K;
+  const __nv_bfloat16* a;
+  const __nv_bfloat16* b;
+  __nv_bfloat16* d;
+  const __nv_bfloat16* bias;  // the BIAS epilogues
+  __nv_bfloat16* aux;         // the GELU epilogues: [N][M], leading dimension M
+};
+
+bool CublasContext::lt_matmul(const LtProduct& p) {
+  COCONUT_CHECK(p.M > 0 && p.N > 0 && p.K > 0 && p.a && p.b && p.d, "cuBLASLt product: bad operands M={} N={} K={}",
+                p.M, p.N, p.K);
+  // cuBLASLt reads and writes the GELU epilogues' aux matrix in 16-byte vectors.
+  if (p.aux && (alignment_of(p.aux) < 16 || p.M % 8 != 0)) return false;
   if (!lt_) CUBLAS_CHECK(cublasLtCreate(&lt_));
-  const std::array<int64_t, 7> key = {N, IC, OC, alignment_of(inp), alignment_of(w), alignment_of(out),
-                                      alignment_of(bias)};
+  const std::array<int64_t, 10> key = {int64_t(p.epilogue), p.trans_a,           p.M,
+                                       p.N,                 p.K,                 alignment_of(p.a),
+                                       alignment_of(p.b),   alignment_of(p.d),   p.bias ? alignment_of(p.bias) : 0,
+                                       p.aux ? alignment_of(p.aux) : 0};
   std::unique_ptr<LtPlan>& slot = lt_plans_[key];
   if (!slot) {
     auto plan = std::make_unique<LtPlan>();
-    // Column-major, as cuBLAS sees row-major buffers (see sgemm): D (OC x N) = W (OC x IC)
-    // times inp (IC x N), no transposes; the bias runs along D's rows, one per channel.
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_BIAS));
-    set_desc(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, OC, IC, OC));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, IC, N, IC));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_16BF, OC, N, OC));
+    const cublasOperation_t op_a = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    set_desc(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, op_a);
+    set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(p.epilogue));
+    if (p.bias) set_desc(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(p.bias));
+    if (p.aux) {
+      set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(p.aux));
+      set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t(p.M));
+    }
+    if (p.trans_a) CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, p.K, p.M, p.K));
+    else CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, p.M, p.K, p.M));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, p.K, p.N, p.K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_16BF, p.M, p.N, p.M));
     cublasLtMatmulPreference_t pref = nullptr;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     cublasLtMatmulHeuristicResult_t result{};
@@ -112,10 +134,10 @@ bool CublasContext::linear_bias_bf16(const __nv_bfloat16* inp, const __nv_bfloat
     cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
     try {
       set_pref(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(workspace_.bytes()));
-      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment_of(w));
-      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment_of(inp));
-      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment_of(out));
-      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment_of(out));
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment_of(p.a));
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment_of(p.b));
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment_of(p.d));
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment_of(p.d));
       status = cublasLtMatmulAlgoGetHeuristic(lt_, plan->desc, plan->a, plan->b, plan->d, plan->d, pref, 1, &result,
                                               &found);
     } catch (...) {
@@ -130,11 +152,37 @@ bool CublasContext::linear_bias_bf16(const __nv_bfloat16* inp, const __nv_bfloat
   }
   const LtPlan& plan = *slot;
   if (!plan.usable) return false;
-  set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+  // The plan is per shape and alignment: this call's buffers go into its descriptor.
+  if (p.bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(p.bias));
+  if (p.aux) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(p.aux));
   const float alpha = 1.f, beta = 0.f;
-  CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, w, plan.a, inp, plan.b, &beta, out, plan.d, out, plan.d,
+  CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, p.a, plan.a, p.b, plan.b, &beta, p.d, plan.d, p.d, plan.d,
                               &plan.algo, workspace_.data(), workspace_.bytes(), stream_));
   return true;
+}
+
+// Column-major, as cuBLAS sees row-major buffers (see sgemm): out^T (OC x N) = W^T
+// (OC x IC, W's row-major storage read as is) times inp^T (IC x N); the bias runs along
+// the column-major rows, one per output channel.
+bool CublasContext::linear_bias_bf16(const __nv_bfloat16* inp, const __nv_bfloat16* w, const __nv_bfloat16* bias,
+                                     __nv_bfloat16* out, int N, int IC, int OC) {
+  COCONUT_CHECK(bias, "linear_bias_bf16: no bias");
+  return lt_matmul({CUBLASLT_EPILOGUE_BIAS, false, OC, N, IC, w, inp, out, bias, nullptr});
+}
+
+bool CublasContext::linear_gelu_bf16(const __nv_bfloat16* inp, const __nv_bfloat16* w, const __nv_bfloat16* bias,
+                                     __nv_bfloat16* out, __nv_bfloat16* pre, int N, int IC, int OC) {
+  COCONUT_CHECK(bias && pre, "linear_gelu_bf16: no bias or no pre-activation buffer");
+  return lt_matmul({CUBLASLT_EPILOGUE_GELU_AUX_BIAS, false, OC, N, IC, w, inp, out, bias, pre});
+}
+
+// dpre^T (IC x N) = (W's storage, OC x IC, transposed) times dout^T (OC x N).
+bool CublasContext::linear_dgelu_bf16(const __nv_bfloat16* dout, const __nv_bfloat16* w, const __nv_bfloat16* pre,
+                                      __nv_bfloat16* dpre, int N, int IC, int OC) {
+  COCONUT_CHECK(pre, "linear_dgelu_bf16: no pre-activation buffer");
+  // The epilogue only reads aux here; the descriptor's pointer type is not const.
+  return lt_matmul({CUBLASLT_EPILOGUE_DGELU, true, IC, N, OC, w, dout, dpre, nullptr,
+                    const_cast<__nv_bfloat16*>(pre)});
 }
 
 }  // namespace coconut

@@ -149,6 +149,26 @@ void linear_backward(CublasContext& cublas, float* dinp, float* dw, float* dbias
 void linear_backward(CublasContext& cublas, bf16* dinp, float* dw, float* dbias, const bf16* dout, const bf16* inp,
                      const bf16* w, int N, int IC, int OC, float* scratch);
 
+// The MLP's first layer and its GELU: pre[N,OC] = inp W + bias (kept: the backward reads
+// it) and out = gelu(pre). bf16: one cuBLASLt product writes both (GELU in the epilogue)
+// where cuBLASLt has an algorithm; else, and in fp32, linear_forward then gelu_forward.
+void linear_gelu_forward(CublasContext& cublas, float* out, float* pre, const float* inp, const float* w,
+                         const float* bias, int N, int IC, int OC);
+void linear_gelu_forward(CublasContext& cublas, bf16* out, bf16* pre, const bf16* inp, const bf16* w,
+                         const bf16* bias, int N, int IC, int OC);
+// The backward of a linear layer whose input was gelu(pre) (the MLP's second layer), into
+// the GELU: dpre = (dout W^T) * gelu'(pre) (overwritten), dw += gelu(pre)^T dout with
+// gelu(pre) given as `inp`, dbias += column sums of dout (scratch as linear_backward).
+// bf16: the GELU's gradient in the epilogue of the dout W^T product where cuBLASLt has an
+// algorithm; else, and in fp32, linear_backward into `dgelu` ([N, IC], scratch) then
+// gelu_backward.
+void linear_backward_gelu(CublasContext& cublas, float* dpre, float* dw, float* dbias, const float* dout,
+                          const float* inp, const float* w, const float* pre, int N, int IC, int OC, float* scratch,
+                          float* dgelu);
+void linear_backward_gelu(CublasContext& cublas, bf16* dpre, float* dw, float* dbias, const bf16* dout,
+                          const bf16* inp, const bf16* w, const bf16* pre, int N, int IC, int OC, float* scratch,
+                          bf16* dgelu);
+
 // Row-major C = alpha op(A) op(B) + beta C with bf16 A, B and fp32 accumulation; C is
 // bf16 or fp32. Same argument conventions as CublasContext::sgemm.
 void gemm_bf16(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,

@@ -1,7 +1,8 @@
 // Linear layers of ops.h on cuBLAS: fp32 through CublasContext::sgemm (plain fp32, no
 // TF32), bf16 through cublasGemmEx with fp32 accumulation (the forward with a bias
-// through cuBLASLt, the bias in the epilogue); plus the two small kernels they need
-// (bias broadcast where the epilogue is not used, bias gradient as column sums).
+// through cuBLASLt, the bias in the epilogue, and the MLP's GELU and its gradient in the
+// epilogues of the products around it); plus the two small kernels they need (bias
+// broadcast where the epilogue is not used, bias gradient as column sums).
 #include "runtime/check.h"
 #include "runtime/cuda/ops_common.cuh"
 
@@ -129,6 +130,40 @@ void linear_backward(CublasContext& cublas, bf16* dinp, float* dw, float* dbias,
   gemm_bf16(cublas, false, true, N, IC, OC, 1.f, dout, OC, w, OC, 0.f, dinp, IC);  // dinp = dout W^T
   gemm_bf16(cublas, true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout (fp32)
   if (dbias) column_sums(dbias, dout, N, OC, scratch, stream_of(cublas));
+}
+
+void linear_gelu_forward(CublasContext& cublas, float* out, float* pre, const float* inp, const float* w,
+                         const float* bias, int N, int IC, int OC) {
+  if (N == 0) return;
+  linear_forward(cublas, pre, inp, w, bias, N, IC, OC);
+  gelu_forward(out, pre, int64_t(N) * OC, stream_of(cublas));
+}
+void linear_gelu_forward(CublasContext& cublas, bf16* out, bf16* pre, const bf16* inp, const bf16* w,
+                         const bf16* bias, int N, int IC, int OC) {
+  if (N == 0) return;
+  if (bias && cublas.linear_gelu_bf16(inp, w, bias, out, pre, N, IC, OC)) return;
+  linear_forward(cublas, pre, inp, w, bias, N, IC, OC);
+  gelu_forward(out, pre, int64_t(N) * OC, stream_of(cublas));
+}
+
+void linear_backward_gelu(CublasContext& cublas, float* dpre, float* dw, float* dbias, const float* dout,
+                          const float* inp, const float* w, const float* pre, int N, int IC, int OC, float* scratch,
+                          float* dgelu) {
+  if (N == 0) return;
+  linear_backward(cublas, dgelu, dw, dbias, dout, inp, w, N, IC, OC, scratch);
+  gelu_backward(dpre, pre, dgelu, int64_t(N) * IC, stream_of(cublas));
+}
+void linear_backward_gelu(CublasContext& cublas, bf16* dpre, float* dw, float* dbias, const bf16* dout,
+                          const bf16* inp, const bf16* w, const bf16* pre, int N, int IC, int OC, float* scratch,
+                          bf16* dgelu) {
+  if (N == 0) return;
+  if (cublas.linear_dgelu_bf16(dout, w, pre, dpre, N, IC, OC)) {
+    gemm_bf16(cublas, true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout (fp32)
+    if (dbias) column_sums(dbias, dout, N, OC, scratch, stream_of(cublas));
+    return;
+  }
+  linear_backward(cublas, dgelu, dw, dbias, dout, inp, w, N, IC, OC, scratch);
+  gelu_backward(dpre, pre, dgelu, int64_t(N) * IC, stream_of(cublas));
 }
 
 }  // namespace coconut::gpu

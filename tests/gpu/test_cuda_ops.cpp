@@ -316,5 +316,78 @@ TEST_F(Gpu, LinearBiasEpilogueRunsForAlignedShapes) {
   }
 }
 
+// The MLP's GELU folded into the products around it (linear_gelu_forward,
+// linear_backward_gelu) against the CPU's linear and GELU ops in sequence. The first two
+// shapes are aligned, and cuBLASLt must offer the bf16 epilogues there (a small case, and
+// the model's MLP at 32 rows, a latent pass's); the last is not (rows of 7 columns are
+// not 16-byte aligned: the separate GELU kernels run).
+TEST_F(Gpu, LinearWithGeluMatchesCpu) {
+  struct Shape {
+    int N, IC, OC;
+    bool epilogue;
+  };
+  CublasContext cublas;
+  for (const Shape& s : {Shape{37, 64, 256, true}, Shape{32, 768, 3072, true}, Shape{5, 33, 7, false}}) {
+    SCOPED_TRACE(testing::Message() << "N=" << s.N << " IC=" << s.IC << " OC=" << s.OC);
+    // Forward: pre = x W1 + b1, out = gelu(pre) with W1 [IC, OC]. Backward through the next
+    // layer W2 [OC, IC]: dgelu = dy W2^T, dpre = dgelu * gelu'(pre), dW2 += out^T dy, db2 += sums of dy.
+    const size_t n_pre = size_t(s.N) * s.OC;
+    const std::vector<float> x = round_bf16(random_vector(size_t(s.N) * s.IC, 50, -2.f, 2.f));
+    const std::vector<float> w1 = round_bf16(random_vector(size_t(s.IC) * s.OC, 51, -0.2f, 0.2f));
+    const std::vector<float> b1 = round_bf16(random_vector(s.OC, 52));
+    const std::vector<float> w2 = round_bf16(random_vector(size_t(s.OC) * s.IC, 53, -0.2f, 0.2f));
+    const std::vector<float> dy = round_bf16(random_vector(size_t(s.N) * s.IC, 54));
+    const std::vector<float> dw0 = random_vector(w2.size(), 55), db0 = random_vector(s.IC, 56);
+    std::vector<float> pre(n_pre), out(n_pre), dgelu(n_pre), dpre(n_pre), dw = dw0, db = db0;
+    model::linear_forward(pre.data(), x.data(), w1.data(), b1.data(), s.N, s.IC, s.OC);
+    model::gelu_forward(out.data(), pre.data(), int64_t(n_pre));
+    model::linear_backward(dgelu.data(), dw.data(), db.data(), dy.data(), out.data(), w2.data(), s.N, s.OC, s.IC);
+    model::gelu_backward(dpre.data(), pre.data(), dgelu.data(), int64_t(n_pre));
+    DeviceBuffer<float> scratch(gpu::column_sums_scratch_floats(s.IC));
+    {
+      DeviceBuffer<float> gx = upload(x), gw1 = upload(w1), gb1 = upload(b1), gw2 = upload(w2), gdy = upload(dy);
+      DeviceBuffer<float> gpre(n_pre), gout(n_pre), gdgelu(n_pre), gdpre(n_pre), gdw = upload(dw0), gdb = upload(db0);
+      gpu::linear_gelu_forward(cublas, gout.data(), gpre.data(), gx.data(), gw1.data(), gb1.data(), s.N, s.IC, s.OC);
+      expect_close(download(gpre, n_pre), pre, kFp32, "fp32 pre-activation");
+      expect_close(download(gout, n_pre), out, kFp32, "fp32 gelu");
+      gpu::linear_backward_gelu(cublas, gdpre.data(), gdw.data(), gdb.data(), gdy.data(), gout.data(), gw2.data(),
+                                gpre.data(), s.N, s.OC, s.IC, scratch.data(), gdgelu.data());
+      expect_close(download(gdpre, n_pre), dpre, kFp32, "fp32 dpre");
+      expect_close(download(gdw, dw.size()), dw, kFp32, "fp32 dw");
+      expect_close(download(gdb, db.size()), db, kFp32, "fp32 dbias");
+    }
+    {
+      // NaNs in the outputs: every element must be written, by the epilogue or the kernels.
+      const std::vector<float> nans(n_pre, NAN);
+      DeviceBuffer<bf16> gx = upload_bf16(x), gw1 = upload_bf16(w1), gb1 = upload_bf16(b1), gw2 = upload_bf16(w2);
+      DeviceBuffer<bf16> gdy = upload_bf16(dy), gpre = upload_bf16(nans), gout = upload_bf16(nans);
+      DeviceBuffer<bf16> gdgelu(n_pre), gdpre = upload_bf16(nans);
+      DeviceBuffer<float> gdw = upload(dw0), gdb = upload(db0);
+      EXPECT_EQ(cublas.linear_gelu_bf16(gx.data(), gw1.data(), gb1.data(), gout.data(), gpre.data(), s.N, s.IC, s.OC),
+                s.epilogue)
+          << "the GELU epilogue (cuBLASLt's offer for these operands)";
+      gpu::linear_gelu_forward(cublas, gout.data(), gpre.data(), gx.data(), gw1.data(), gb1.data(), s.N, s.IC, s.OC);
+      const std::vector<float> got_pre = download(gpre, n_pre), got_out = download(gout, n_pre);
+      expect_close(got_pre, pre, kBf16, "bf16 pre-activation");
+      expect_close(got_out, out, kBf16, "bf16 gelu");
+      // The backward's reference starts from what the GPU stored (bf16 pre and gelu), so
+      // that the weight gradient can be held to the fp32-from-bf16 tolerance.
+      std::vector<float> want_dgelu(n_pre), want_dpre(n_pre), want_dw = dw0, want_db = db0;
+      model::linear_backward(want_dgelu.data(), want_dw.data(), want_db.data(), dy.data(), got_out.data(), w2.data(),
+                             s.N, s.OC, s.IC);
+      model::gelu_backward(want_dpre.data(), got_pre.data(), want_dgelu.data(), int64_t(n_pre));
+      EXPECT_EQ(cublas.linear_dgelu_bf16(gdy.data(), gw2.data(), gpre.data(), gdpre.data(), s.N, s.OC, s.IC),
+                s.epilogue)
+          << "the GELU-gradient epilogue (cuBLASLt's offer for these operands)";
+      gpu::linear_backward_gelu(cublas, gdpre.data(), gdw.data(), gdb.data(), gdy.data(), gout.data(), gw2.data(),
+                                gpre.data(), s.N, s.OC, s.IC, scratch.data(), gdgelu.data());
+      expect_close(download(gdpre, n_pre), want_dpre, kBf16, "bf16 dpre");
+      expect_close(download(gdw, dw.size()), want_dw, kFromBf16, "bf16 dw (fp32)");
+      expect_close(download(gdb, db.size()), want_db, kFromBf16, "bf16 dbias (fp32)");
+    }
+  }
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 }  // namespace
 }  // namespace coconut

@@ -4,8 +4,9 @@
 // and the other one), gradient clipping, 3 AdamW steps.
 //   -np 1: the exchange runs with one rank; weights, moments and losses must equal the
 //          one-process step's bit for bit (a sum over one rank changes nothing).
-//   -np 2: within summation-order tolerance of the one-process step (normwise per
-//          tensor 1e-4 in fp32, 0.1 in bf16: see below), and the same bits on both ranks.
+//   -np 2: within summation-order tolerance of the one-process step (per tensor, max
+//          error against max |want|: 1e-4 for moments and 1e-3 for weights in fp32, 0.1
+//          in bf16: see below), and the same bits on both ranks.
 // parallel.gpu_comm mpi always (ranks may share a GPU); nccl where every rank has a GPU
 // of its own (NCCL refuses two ranks on one device). Without a GPU every case skips
 // with "no CUDA device, skipping" (CTest: skipped), unless COCONUT_REQUIRE_GPU=1.
@@ -111,9 +112,16 @@ TEST_P(DeviceStepDataParallel, EqualsTheOneProcessStep) {
   // Two ranks sum the gradients in another order: fp32 as the CUDA step against the CPU
   // (test_cuda_gpt2.cpp, 1e-4); bf16 as bf16 against fp32 there (0.1: a weight whose bf16
   // rounding flips changes the next step's gradients by more than the order of a sum).
+  // The weights get 1e-3 in fp32: AdamW divides each element's first moment by the root
+  // of its second, so an element whose gradient is near zero turns a difference in the
+  // last bits into a sizeable part of its step; a tensor that starts at zero (the biases)
+  // is then measured against three steps of lr. Seen on an H200: 1.1e-4 for
+  // h.0.attn.c_attn.bias. A wrong sum (a micro-batch missed or counted twice) moves
+  // whole tensors by a good part of lr.
   const bool bf16 = k.precision == "bf16";
   const double tolerance = world.size() == 1 ? 0.0 : bf16 ? 0.1 : 1e-4;
-  testing_gpu::expect_tensors_close(gpt.layout(), got.params, want.params, "weights", tolerance);
+  const double weight_tolerance = world.size() == 1 ? 0.0 : bf16 ? 0.1 : 1e-3;
+  testing_gpu::expect_tensors_close(gpt.layout(), got.params, want.params, "weights", weight_tolerance);
   testing_gpu::expect_close(got.m, want_m, tolerance, "first moments of the shard");
   testing_gpu::expect_close(got.v, want_v, tolerance, "second moments of the shard");
   for (size_t s = 0; s < want.losses.size(); ++s) {
