@@ -29,5 +29,7 @@ mapfile -t files < <(cd "$build" && find . -path ./CMakeFiles -prune -o \
 files+=(./CMakeCache.txt ./tests/gpu/test_cuda ./tests/gpu/test_cuda_ops ./tests/gpu/test_cuda_gpt2 ./tests/gpu/test_cuda_decoder
         ./tests/gpu/test_nccl_mpi ./tests/gpu/test_device_step_mpi ./bench/coconut_gpu_bench ./launcher/coconut)
 mkdir -p "$(dirname "$archive")"
+# The ProsQA validation split for tests/gpu/prosqa.sh, where the GPU machine has no ../shared.
+if [ -f ../shared/data/prosqa_valid.json ]; then cp ../shared/data/prosqa_valid.json "$(dirname "$archive")/"; fi
 tar -czf "$archive" .gpulibs "${files[@]/#./$build}"
 echo "pack.sh: $archive ($(du -h "$archive" | cut -f1)): ${#files[@]} files of $build and .gpulibs"
