@@ -163,6 +163,11 @@ void CudaActivationsOf<Act>::set_dropout(uint64_t seed, uint64_t step, const std
 }
 
 template <typename Act>
+std::vector<const void*> CudaActivationsOf<Act>::buffer_addresses() const {
+  return {storage_.data(), storage32_.data(), dqkv_.data(), pos_ids.data(), key_mask.data(), row_streams.data()};
+}
+
+template <typename Act>
 void CudaActivationsOf<Act>::zero_grads(cudaStream_t stream) {
   zero(dqkv_.data(), layers.size() * size_t(B) * T * 3 * C, stream);
 }
@@ -487,16 +492,13 @@ double CudaGPT2Of<Act>::lm_head_loss(const Act* hidden, const int* targets, int 
 
 template <typename Act>
 void CudaGPT2Of<Act>::refresh_lm_head() {
-  const int C = config_.d_model, V = config_.vocab_size, Vp = padded_vocab();
+  const int C = config_.d_model, V = config_.vocab_size;
   // The vocabulary padded to a multiple of 64 (GPT-2's 50257 to 50304): with an odd V as
   // a product's extent or stride, cuBLAS runs unaligned sm75 kernels (measured on an
   // H100: the forward and d_hidden products took 17 of a 97 ms step). The padded copy of
   // wte has zero rows past V, so the padded logits are 0, and the loss sets their
   // gradient to 0: the padding adds nothing to d_hidden. dwte keeps V rows.
-  if (wte_padded_.size() < size_t(Vp) * C) {
-    wte_padded_ = DeviceBuffer<Act>(size_t(Vp) * C);
-    zero(wte_padded_.data(), wte_padded_.size(), stream());
-  }
+  ensure_padded_wte();
   copy(wte_padded_.data(), static_cast<const Act*>(w_.wte), size_t(V) * C, stream());  // this step's weights
 }
 
@@ -508,18 +510,41 @@ void CudaGPT2Of<Act>::lm_head_logits(const Act* hidden, int n, float* logits) {
 }
 
 template <typename Act>
+void CudaGPT2Of<Act>::ensure_lm_head(int n, bool with_grad) {
+  const int Vp = padded_vocab();
+  if (n == 0) return;
+  ensure(logits_, size_t(n) * Vp);
+  ensure(row_loss_, size_t(n));
+  if (std::is_same_v<Act, bf16> && with_grad) ensure(dlogits_bf16_, size_t(n) * Vp);
+  ensure_padded_wte();
+}
+
+template <typename Act>
+void CudaGPT2Of<Act>::ensure_padded_wte() {
+  const size_t n = size_t(padded_vocab()) * config_.d_model;
+  if (wte_padded_.size() >= n) return;
+  wte_padded_ = DeviceBuffer<Act>(n);
+  zero(wte_padded_.data(), wte_padded_.size(), stream());  // the rows past the vocabulary stay 0
+}
+
+template <typename Act>
+std::vector<const void*> CudaGPT2Of<Act>::buffer_addresses() const {
+  std::vector<const void*> at = scratch_addresses_;
+  at.insert(at.end(), {wte_padded_.data(), logits_.data(), row_loss_.data(), dlogits_bf16_.data()});
+  return at;
+}
+
+template <typename Act>
 void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale,
                                          Act* d_hidden) {
   const int C = config_.d_model, V = config_.vocab_size, Vp = padded_vocab();
   if (n == 0) return;
-  ensure(logits_, size_t(n) * Vp);
-  ensure(row_loss_, size_t(n));
+  ensure_lm_head(n, d_hidden != nullptr);
   refresh_lm_head();
   lm_head_logits(hidden, n, logits_.data());
   const Act* wte = wte_padded_.data();
   const Act* dlogits = nullptr;  // the logits' gradient in the compute type
   if constexpr (std::is_same_v<Act, bf16>) {
-    if (d_hidden) ensure(dlogits_bf16_, size_t(n) * Vp);
     bf16* out = d_hidden ? dlogits_bf16_.data() : nullptr;
     if (out)
       gpu::cross_entropy_forward_backward(logits_.data(), Vp, out, row_loss_.data(), targets, n, V, scale, stream());
@@ -620,6 +645,7 @@ int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBa
     ensure(gathered_, size_t(n) * C);
     ensure(d_gathered_, size_t(n) * C);
   }
+  model.ensure_lm_head(n, true);  // before the plan key, as the scratch above
   return n;
 }
 
@@ -687,6 +713,16 @@ std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>&
   std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), int64_t(model.scratch_generation()),
                               batch.B, batch.T, n,
                               acts_.dropout_enabled ? 1 : 0, int64_t(model.attention()), grad_ready_ ? 1 : 0};
+  // Every buffer's address: a graph captured before a larger batch moved one of them
+  // would write to freed memory. (Equal addresses are safe: buffers only grow.)
+  std::vector<const void*> at = model.buffer_addresses();
+  for (const std::vector<const void*>& more :
+       {acts_.buffer_addresses(),
+        std::vector<const void*>{tokens_.data(), target_rows_.data(), target_ids_.data(), embedding_ws_.data(),
+                                 embeds_.data(), d_embeds_.data(), d_hidden_.data(), gathered_.data(),
+                                 d_gathered_.data()}})
+    at.insert(at.end(), more.begin(), more.end());
+  for (const void* p : at) key.push_back(int64_t(reinterpret_cast<uintptr_t>(p)));
   for (const Pass& pass : batch.passes) {
     key.insert(key.end(), {pass.begin, pass.end, int64_t(pass.feedback.size())});
     for (const Feedback& f : pass.feedback) key.insert(key.end(), {f.sample, f.from});

@@ -72,6 +72,8 @@ class CudaActivationsOf {
   void resize(const GPT2Config& config, int B, int T, const AttentionStorage& attention, cudaStream_t stream,
               bool training = true);
   void zero_grads(cudaStream_t stream);  // the dqkv that later passes accumulate into
+  // Where the buffers are now (a captured CUDA graph holds these addresses).
+  std::vector<const void*> buffer_addresses() const;
   // Dropout keys: the counter stream of every row, keyed as Activations' (seed, step,
   // sample id, position id) from host copies of the position ids [T*B] and sample ids [B].
   void set_dropout(uint64_t seed, uint64_t step, const std::vector<int>& pos_ids,
@@ -139,6 +141,13 @@ class CudaGPT2Of {
   // plan key, so that the key of a step's first run already holds the grown buffers and
   // the second step of a plan is the one captured.
   void ensure_scratch(int rows, int B, int T);
+  // Sizes the LM head's buffers for n rows (with_grad: and the bf16 logits' gradient),
+  // as queue_lm_head_loss does: the runner calls it before it takes its plan key.
+  void ensure_lm_head(int n, bool with_grad);
+  // Where the buffers a step writes besides the activations are now: the backward scratch
+  // and the LM head's (the runner's plan key holds them, so that a graph captured before
+  // one of them moved is never replayed).
+  std::vector<const void*> buffer_addresses() const;
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
 
@@ -184,6 +193,7 @@ class CudaGPT2Of {
     Act* wte; Act* wpe; std::vector<Layer> layers; Act* lnf_w; Act* lnf_b;
   };
   std::vector<CudaAttention> step_attentions() const;  // pass_attention without / with dropout
+  void ensure_padded_wte();  // wte_padded_ allocated, with zero rows past the vocabulary
 
   GPT2Config config_;
   ParamLayout layout_;
@@ -230,10 +240,11 @@ class CudaMultipassRunnerOf {
   using GradReady = std::function<void(int layer)>;
   void set_grad_ready(GradReady ready) { grad_ready_ = std::move(ready); }
   // With graphs on, the second call with the same plan (model, B, T, passes, feedback,
-  // number of targets, dropout on/off) captures the step into a CUDA graph and every
-  // later one replays it; the batch's data (tokens, targets, positions, mask, dropout
-  // keys) is uploaded before each launch. A new plan runs eagerly once, then is
-  // captured. The bits are the eager path's: the same kernels in the same order.
+  // number of targets, dropout on/off, and where every buffer of the step is) captures
+  // the step into a CUDA graph and every later one replays it; the batch's data (tokens,
+  // targets, positions, mask, dropout keys) is uploaded before each launch. A new plan
+  // runs eagerly once, then is captured; so does the old plan after a larger batch moved
+  // a buffer. The bits are the eager path's: the same kernels in the same order.
   void set_cuda_graphs(bool on);
   int graph_captures() const { return graph_captures_; }
   // As MultipassRunner::set_dropout: needed before each forward_backward when

@@ -262,6 +262,53 @@ TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithFusedAttention) {
   expect_graphs_equal_eager<gpu::bf16>(CudaAttention::kBf16Flash, 0.f);
 }
 
+// A graph is never replayed after a larger batch moved the step's buffers (the plan key
+// holds their addresses; before it did, the replay wrote to freed memory): the small
+// plan captured and replayed, one larger batch run eagerly (every buffer grows), then the
+// small plan again runs eagerly, is captured anew and replayed. Every step equals an
+// eager runner's bits.
+TEST_F(Gpu, GraphIsNotReplayedAfterItsBuffersMoved) {
+  const GPT2Config config = tiny_config();
+  GPT2 cpu(config);
+  cpu.init_weights(9);
+  CudaGPT2 eager_model(config), graph_model(config);
+  eager_model.set_params(cpu.params());
+  graph_model.set_params(cpu.params());
+  CudaMultipassRunner eager, graphed;
+  graphed.set_cuda_graphs(true);
+  const SequenceBatch small = latent_batch();
+  SequenceBatch large;  // 5 sequences of 14 columns, one pass, targets everywhere but the last column
+  large.B = 5;
+  large.T = 14;
+  for (int t = 0; t < large.T; ++t)
+    for (int s = 0; s < large.B; ++s) {
+      large.tokens.push_back((3 * t + 5 * s + 2) % config.vocab_size);
+      large.targets.push_back(t + 1 < large.T ? (7 * t + s) % config.vocab_size : -100);
+      large.pos_ids.push_back(t);
+      large.key_mask.push_back(1);
+    }
+  large.passes = {Pass{0, large.T, {}}};
+  std::vector<float> want(cpu.num_params()), got(cpu.num_params());
+  auto step = [&](const SequenceBatch& b, const std::string& what, int captures) {
+    eager_model.zero_grads();
+    graph_model.zero_grads();
+    const float scale = 1.f / float(b.num_targets());
+    const double want_loss = eager.forward_backward(eager_model, b, scale);
+    EXPECT_EQ(graphed.forward_backward(graph_model, b, scale), want_loss) << what;
+    eager_model.get_grads(want.data());
+    graph_model.get_grads(got.data());
+    EXPECT_EQ(got, want) << what;
+    EXPECT_EQ(graphed.graph_captures(), captures) << what;
+  };
+  step(small, "small: eager", 0);
+  step(small, "small: captured", 1);
+  step(small, "small: replayed", 1);
+  step(large, "large: eager, the buffers grow", 1);
+  step(small, "small again: eager (its graph's buffers moved)", 1);
+  step(small, "small again: captured", 2);
+  step(small, "small again: replayed", 2);
+}
+
 // The runner's grad_ready calls (what data parallelism sums while the backward goes
 // on): layers n_layer - 1 .. 1, then 0 last, once per step, and each bucket's gradient
 // is final when it is handed over. The callback copies the bucket on the model's
