@@ -12,6 +12,7 @@
 # profiles one training step of the benchmark run with each set of OPTIONS under ncu
 # (per-kernel GPU time, summed by tools/ncu_summary.py; add --rows to pick the
 # configuration), into ncu-1.txt, ncu-2.txt, ... under COCONUT_GPU_OUT (default: here).
+# COCONUT_GPU_PROSQA_MINUTES=M last runs tests/gpu/prosqa.sh for M minutes (see the end).
 set -euo pipefail
 build=${1:-build-gpu}
 libs=${2:-.gpulibs}
@@ -83,5 +84,17 @@ if [ -n "${COCONUT_GPU_NCU:-}" ]; then
       echo "run.sh: ncu took $((SECONDS - start)) s"
     done
   fi
+fi
+# COCONUT_GPU_PROSQA_MINUTES=M then runs tests/gpu/prosqa.sh for M minutes (CoT against
+# Coconut on ProsQA, issue #8); its table, logs and metrics go to COCONUT_GPU_OUT/prosqa.
+if [ -n "${COCONUT_GPU_PROSQA_MINUTES:-}" ]; then
+  start=$SECONDS
+  echo "run.sh: tests/gpu/prosqa.sh $build $COCONUT_GPU_PROSQA_MINUTES"
+  bash tests/gpu/prosqa.sh "$build" "$COCONUT_GPU_PROSQA_MINUTES" runs/prosqa-gpu || echo "run.sh: prosqa.sh failed" >&2
+  keep=${COCONUT_GPU_OUT:-.}/prosqa
+  mkdir -p "$keep"
+  cp runs/prosqa-gpu/table.md runs/prosqa-gpu/*.log "$keep/" 2>/dev/null || true
+  for m in cot coconut; do cp "runs/prosqa-gpu/$m/metrics.jsonl" "$keep/$m-metrics.jsonl" 2>/dev/null || true; done
+  echo "run.sh: prosqa.sh took $((SECONDS - start)) s"
 fi
 exit $status
