@@ -32,6 +32,7 @@
 #include "bench/options.h"
 #include "model/adamw.h"
 #include "model/cuda_gpt2.h"
+#include "model/cuda_multipass.h"
 #include "runtime/check.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/ops.h"

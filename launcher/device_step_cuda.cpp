@@ -13,6 +13,7 @@
 #include "launcher/device_step.h"
 #include "model/cuda_decoder.h"
 #include "model/cuda_gpt2.h"
+#include "model/cuda_multipass.h"
 #include "parallel/device_exchange.h"
 #include "parallel/partition.h"
 #include "runtime/check.h"

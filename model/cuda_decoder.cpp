@@ -3,15 +3,13 @@
 
 #include <type_traits>
 
+#include "model/cuda_buffers.h"
 #include "runtime/check.h"
 
 namespace coconut::model {
 namespace {
 
-template <typename T>
-void ensure(DeviceBuffer<T>& buffer, size_t n) {
-  if (buffer.size() < n) buffer = DeviceBuffer<T>(n);
-}
+using cuda_buffers::ensure;
 
 // Host to device, done when it returns (the caller may reuse its arrays): a plain copy,
 // ordered after the model's queued work since the model's stream is a blocking one.

@@ -1,8 +1,8 @@
 // The GPT-2 decoder on the CUDA backend: the same range primitive as model/gpt2.h
 // (forward/backward of layers [l0, l1) over columns [a, b) with the KV cache of all
-// earlier columns) composed from the device ops of runtime/cuda/ops.h, and a multipass
-// runner that executes a batch's pass plan as model::MultipassRunner does. Built only
-// with the CUDA backend (COCONUT_HAVE_CUDA); tests/gpu compares it with the CPU model.
+// earlier columns) composed from the device ops of runtime/cuda/ops.h; the runner that
+// executes a batch's pass plan on it is model/cuda_multipass.h. Built only with the
+// CUDA backend (COCONUT_HAVE_CUDA); tests/gpu compares it with the CPU model.
 //
 // Two precisions, one template over the activation storage type:
 //   CudaGPT2      fp32 everywhere (the reference path; cuBLAS without TF32).
@@ -16,15 +16,9 @@
 // host GPT2 and a CUDA model exchange them with one copy. Activations keep the CPU's
 // time-major rows t*B+s. Each model queues its work on its own stream (stream()), a
 // blocking one: host copies through DeviceBuffer see its results. Buffers grow only
-// when a batch is larger than any before, so repeated latent passes allocate nothing,
-// and the runner can capture a whole training step into a CUDA graph and replay it
-// (set_cuda_graphs): one launch instead of thousands of small ones, which is what a
-// step of one-column latent passes is made of. Dropout draws the CPU model's masks bit
-// for bit (same Philox streams/sites). The runner tells (set_grad_ready) when the
-// backward has finished each layer's gradients, so that data parallelism can sum them
-// across GPUs on a stream of its own while the backward goes on
-// (parallel/device_exchange.h). Not yet: the hidden-state loss hook of MultipassRunner,
-// recomputation.
+// when a batch is larger than any before, so repeated latent passes allocate nothing
+// and a captured CUDA graph of a step can be replayed (cuda_multipass.h). Dropout draws
+// the CPU model's masks bit for bit (same Philox streams/sites).
 #pragma once
 
 #include <cstdint>
@@ -216,69 +210,8 @@ class CudaGPT2Of {
   DeviceBuffer<gpu::bf16> dlogits_bf16_;
 };
 
-// MultipassRunner::forward_backward on the GPU: all passes forward with the thoughts
-// fed back, the loss over the targeted rows scaled by loss_scale, and the backward of
-// the passes in reverse, accumulating into the model's gradients. Returns the loss.
-template <typename Act>
-class CudaMultipassRunnerOf {
- public:
-  CudaMultipassRunnerOf() = default;
-  ~CudaMultipassRunnerOf();
-  CudaMultipassRunnerOf(const CudaMultipassRunnerOf&) = delete;
-  CudaMultipassRunnerOf& operator=(const CudaMultipassRunnerOf&) = delete;
-
-  double forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch, float loss_scale);
-  // Called while the step is queued, once the last backward pass has finished a bucket of
-  // gradients (what the data-parallel step sums across ranks while the backward goes on):
-  // with layer l >= 1 right after layer l's backward of the first pass (the last one to
-  // run), and with 0, the last call, after the embeddings' backward, which ends the step.
-  // Nothing of the step writes layer l's parameter gradients after its call (nor, for
-  // l = n_layer - 1, ln_f's; for 0, layer 0's and the embeddings'). Work the callback
-  // queues runs in the step's order and is part of a captured CUDA graph (work on other
-  // streams must be joined back to the model's stream by the call with 0). Empty (the
-  // default): no calls.
-  using GradReady = std::function<void(int layer)>;
-  void set_grad_ready(GradReady ready) { grad_ready_ = std::move(ready); }
-  // With graphs on, the second call with the same plan (model, B, T, passes, feedback,
-  // number of targets, dropout on/off, and where every buffer of the step is) captures
-  // the step into a CUDA graph and every later one replays it; the batch's data (tokens,
-  // targets, positions, mask, dropout keys) is uploaded before each launch. A new plan
-  // runs eagerly once, then is captured; so does the old plan after a larger batch moved
-  // a buffer. The bits are the eager path's: the same kernels in the same order.
-  void set_cuda_graphs(bool on);
-  int graph_captures() const { return graph_captures_; }
-  // As MultipassRunner::set_dropout: needed before each forward_backward when
-  // model.dropout > 0 (sample_ids empty: 0..B-1).
-  void set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids = {});
-
- private:
-  // The host-side half of a step: checks, uploads, buffer growth. Returns the targets.
-  int prepare(CudaGPT2Of<Act>& model, const SequenceBatch& batch);
-  // The device-side half: every kernel of the step, queued on the model's stream.
-  void queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets, float loss_scale);
-  // queue_step eagerly, through a new capture, or as a replay of the captured graph.
-  void queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets, float loss_scale);
-  std::vector<int64_t> plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets) const;
-  void drop_graph();
-
-  bool use_graphs_ = false;
-  GradReady grad_ready_;
-  std::vector<int64_t> eager_key_, graph_key_;  // the plan run eagerly last / captured
-  cudaGraphExec_t graph_ = nullptr;
-  int graph_captures_ = 0;
-  bool dropout_pending_ = false;
-  uint64_t dropout_seed_ = 0, dropout_step_ = 0;
-  std::vector<int64_t> dropout_ids_;
-  CudaActivationsOf<Act> acts_;
-  DeviceBuffer<int> tokens_, target_rows_, target_ids_;
-  DeviceBuffer<char> embedding_ws_;  // the token embedding backward's sort
-  DeviceBuffer<Act> embeds_, d_embeds_, d_hidden_, gathered_, d_gathered_;
-};
-
 using CudaActivations = CudaActivationsOf<float>;
 using CudaGPT2 = CudaGPT2Of<float>;
-using CudaMultipassRunner = CudaMultipassRunnerOf<float>;
 using CudaGPT2Bf16 = CudaGPT2Of<gpu::bf16>;
-using CudaMultipassRunnerBf16 = CudaMultipassRunnerOf<gpu::bf16>;
 
 }  // namespace coconut::model

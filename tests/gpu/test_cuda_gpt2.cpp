@@ -19,6 +19,7 @@
 #include "model/adamw.h"
 #include "model/cuda_decoder.h"
 #include "model/cuda_gpt2.h"
+#include "model/cuda_multipass.h"
 #include "model/multipass.h"
 #include "parallel/partition.h"
 #include "runtime/check.h"

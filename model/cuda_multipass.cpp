@@ -1,0 +1,236 @@
+// CudaMultipassRunnerOf (cuda_multipass.h): model/multipass.cpp's runner on the CUDA
+// model. A step is prepared on the host (checks, uploads, every buffer sized), then
+// queued on the model's stream: the passes forward with the thoughts copied in from the
+// final norm's states, the LM head's loss on the targeted rows, and the passes backward
+// in reverse, each thought's gradient carried back to the row that produced it.
+#include "model/cuda_multipass.h"
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "model/cuda_buffers.h"
+#include "model/multipass.h"
+#include "runtime/check.h"
+
+namespace coconut::model {
+namespace {
+
+using cuda_buffers::copy;
+using cuda_buffers::ensure;
+using cuda_buffers::zero;
+using gpu::bf16;
+
+}  // namespace
+
+template <typename Act>
+CudaMultipassRunnerOf<Act>::~CudaMultipassRunnerOf() {
+  drop_graph();
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::drop_graph() {
+  // Best effort (also called from the destructor): a failed destroy leaves nothing to do.
+  if (graph_) (void)cudaGraphExecDestroy(graph_);
+  graph_ = nullptr;
+  graph_key_.clear();
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::set_cuda_graphs(bool on) {
+  use_graphs_ = on;
+  if (!on) drop_graph();
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids) {
+  dropout_pending_ = true;
+  dropout_seed_ = seed;
+  dropout_step_ = step;
+  dropout_ids_ = std::move(sample_ids);
+}
+
+template <typename Act>
+int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBatch& batch) {
+  const GPT2Config& cfg = model.config();
+  validate_batch(batch, cfg);
+  for (size_t r = 0; r < batch.pos_ids.size(); ++r)
+    COCONUT_CHECK(batch.pos_ids[r] >= 0 && batch.pos_ids[r] < cfg.max_positions,
+                  "position id {} at row {} outside [0, {})", batch.pos_ids[r], r, cfg.max_positions);
+  const int B = batch.B, T = batch.T, C = cfg.d_model;
+  const size_t R = size_t(B) * T;
+  acts_.resize(cfg, B, T, model.attention_storage(T), model.stream());
+  model.ensure_scratch(int(R), B, T);
+  acts_.pos_ids.copy_from_host(batch.pos_ids);
+  acts_.key_mask.copy_from_host(batch.key_mask);
+  acts_.dropout_enabled = false;
+  if (cfg.dropout > 0.f) {
+    COCONUT_CHECK(dropout_pending_, "model.dropout is {}: call set_dropout(seed, step, sample ids) before each "
+                  "forward_backward", cfg.dropout);
+    COCONUT_CHECK(dropout_ids_.empty() || dropout_ids_.size() == size_t(B),
+                  "set_dropout got {} sample ids for a batch of {} sequences", dropout_ids_.size(), B);
+    dropout_pending_ = false;
+    std::vector<int64_t> ids(B);
+    for (int s = 0; s < B; ++s) ids[s] = dropout_ids_.empty() ? s : dropout_ids_[s];
+    acts_.set_dropout(dropout_seed_, dropout_step_, batch.pos_ids, ids);
+  }
+  ensure(tokens_, R);
+  tokens_.copy_from_host(batch.tokens);
+  for (DeviceBuffer<Act>* b : {&embeds_, &d_embeds_, &d_hidden_}) ensure(*b, R * C);
+  ensure(embedding_ws_, gpu::embedding_backward_workspace_bytes(int(R)));
+
+  // The targeted rows and their tokens: the loss is taken on these rows only.
+  std::vector<int> rows, ids;
+  for (size_t r = 0; r < R; ++r)
+    if (batch.targets[r] >= 0) rows.push_back(int(r)), ids.push_back(batch.targets[r]);
+  const int n = int(rows.size());
+  if (n > 0) {
+    ensure(target_rows_, rows.size());
+    ensure(target_ids_, ids.size());
+    target_rows_.copy_from_host(rows);
+    target_ids_.copy_from_host(ids);
+    ensure(gathered_, size_t(n) * C);
+    ensure(d_gathered_, size_t(n) * C);
+  }
+  model.ensure_lm_head(n, true);  // before the plan key, as the scratch above
+  return n;
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n,
+                                            float loss_scale) {
+  const GPT2Config& cfg = model.config();
+  const int B = batch.B, T = batch.T, C = cfg.d_model, L = cfg.n_layer;
+  const size_t R = size_t(B) * T;
+  const cudaStream_t s = model.stream();
+  gpu::embed_tokens(embeds_.data(), model.wte(), tokens_.data(), int(R), C, s);
+
+  // Forward pass by pass; after each, its outputs become the next pass's thoughts.
+  std::vector<uint8_t> is_thought(R, 0);
+  for (const Pass& pass : batch.passes) {
+    model.forward_stage(acts_, pass.begin, pass.end, 0, L, embeds_.data() + size_t(pass.begin) * B * C, true, true);
+    for (const Feedback& f : pass.feedback) {
+      const size_t from = size_t(f.from) * B + f.sample, to = from + B;
+      copy(embeds_.data() + to * C, static_cast<const Act*>(acts_.lnf + from * C), C, s);
+      is_thought[to] = 1;
+    }
+  }
+
+  // Loss over the targeted rows only, gathered from the final-norm hidden states.
+  zero(d_hidden_.data(), R * C, s);
+  if (n > 0) {
+    gpu::embed_tokens(gathered_.data(), acts_.lnf, target_rows_.data(), n, C, s);  // a row gather
+    model.queue_lm_head_loss(gathered_.data(), target_ids_.data(), n, loss_scale, d_gathered_.data());
+    gpu::scatter_rows(d_hidden_.data(), d_gathered_.data(), target_rows_.data(), n, C, s);
+  }
+
+  // Backward: passes in reverse. A thought's input gradient is added to the hidden
+  // state it came from before that earlier pass runs its backward.
+  zero(d_embeds_.data(), R * C, s);
+  acts_.zero_grads(s);
+  for (size_t p = batch.passes.size(); p-- > 0;) {
+    const Pass& pass = batch.passes[p];
+    for (const Feedback& f : pass.feedback) {
+      const size_t from = size_t(f.from) * B + f.sample, to = from + B;
+      gpu::add_forward(d_hidden_.data() + from * C, d_hidden_.data() + from * C, d_embeds_.data() + to * C, C, s);
+    }
+    const size_t off = size_t(pass.begin) * B * C;
+    // The first pass's backward runs last: each layer's gradient is final after it.
+    typename CudaGPT2Of<Act>::LayerDone layer_done;
+    if (p == 0 && grad_ready_)
+      layer_done = [this](int l) {
+        if (l > 0) grad_ready_(l);
+      };
+    model.backward_stage(acts_, pass.begin, pass.end, 0, L, d_hidden_.data() + off, d_embeds_.data() + off, true,
+                         true, layer_done);
+  }
+  // Token embeddings get their gradient; thought rows are not tokens.
+  for (size_t r = 0; r < R; ++r)
+    if (is_thought[r]) zero(d_embeds_.data() + r * C, C, s);
+  gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, embedding_ws_.data(), s);
+  if (grad_ready_) grad_ready_(0);  // layer 0, wte and wpe
+}
+
+// What a captured step depends on besides the uploaded data: the buffers (the model and
+// where its scratch buffers are, the batch shape, the number of targets) and the order
+// of the kernels (the passes, the feedback, dropout on or off, the attention's precision).
+template <typename Act>
+std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch,
+                                                          int n) const {
+  std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), int64_t(model.scratch_generation()),
+                              batch.B, batch.T, n,
+                              acts_.dropout_enabled ? 1 : 0, int64_t(model.attention()), grad_ready_ ? 1 : 0};
+  // Every buffer's address: a graph captured before a larger batch moved one of them
+  // would write to freed memory. (Equal addresses are safe: buffers only grow.)
+  std::vector<const void*> at = model.buffer_addresses();
+  for (const std::vector<const void*>& more :
+       {acts_.buffer_addresses(),
+        std::vector<const void*>{tokens_.data(), target_rows_.data(), target_ids_.data(), embedding_ws_.data(),
+                                 embeds_.data(), d_embeds_.data(), d_hidden_.data(), gathered_.data(),
+                                 d_gathered_.data()}})
+    at.insert(at.end(), more.begin(), more.end());
+  for (const void* p : at) key.push_back(int64_t(reinterpret_cast<uintptr_t>(p)));
+  for (const Pass& pass : batch.passes) {
+    key.insert(key.end(), {pass.begin, pass.end, int64_t(pass.feedback.size())});
+    for (const Feedback& f : pass.feedback) key.insert(key.end(), {f.sample, f.from});
+  }
+  return key;
+}
+
+template <typename Act>
+double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch,
+                                                    float loss_scale) {
+  const int n = prepare(model, batch);
+  const cudaStream_t s = model.stream();
+  if (use_graphs_) {
+    queue_graphed_step(model, batch, n, loss_scale);
+  } else {
+    queue_step(model, batch, n, loss_scale);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  return model.read_lm_head_loss(n);
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n,
+                                                    float loss_scale) {
+  const cudaStream_t s = model.stream();
+  // The loss scale is baked into a captured graph as a kernel argument: part of the key.
+  std::vector<int64_t> key = plan_key(model, batch, n);
+  int32_t scale_bits;
+  static_assert(sizeof scale_bits == sizeof loss_scale);
+  std::memcpy(&scale_bits, &loss_scale, sizeof scale_bits);
+  key.push_back(scale_bits);
+  if (graph_ && key == graph_key_) {
+    CUDA_CHECK(cudaGraphLaunch(graph_, s));
+  } else if (key == eager_key_) {
+    // Second step of this plan: every buffer has its size, so the capture allocates
+    // nothing. A failure mid-capture ends the capture before it propagates.
+    drop_graph();
+    CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      queue_step(model, batch, n, loss_scale);
+    } catch (...) {
+      (void)cudaStreamEndCapture(s, &graph);
+      if (graph) (void)cudaGraphDestroy(graph);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    const cudaError_t made = cudaGraphInstantiate(&graph_, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    CUDA_CHECK(made);
+    graph_key_ = std::move(key);
+    ++graph_captures_;
+    CUDA_CHECK(cudaGraphLaunch(graph_, s));
+  } else {
+    queue_step(model, batch, n, loss_scale);  // a new plan: sizes the buffers
+    eager_key_ = std::move(key);
+  }
+}
+
+template class CudaMultipassRunnerOf<float>;
+template class CudaMultipassRunnerOf<bf16>;
+
+}  // namespace coconut::model

@@ -1,0 +1,84 @@
+// MultipassRunner (model/multipass.h) on the CUDA model (model/cuda_gpt2.h): a batch's
+// pass plan executed on the device, thoughts fed back from the final norm's states,
+// backpropagation through every pass. It can capture a whole training step into a CUDA
+// graph and replay it (set_cuda_graphs): one launch instead of thousands of small ones,
+// which is what a step of one-column latent passes is made of. It tells (set_grad_ready)
+// when the backward has finished each layer's gradients, so that data parallelism can
+// sum them across GPUs on a stream of its own while the backward goes on
+// (parallel/device_exchange.h). Not yet: the hidden-state loss hook of MultipassRunner,
+// recomputation. Built only with the CUDA backend.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "model/batch.h"
+#include "model/cuda_gpt2.h"
+#include "runtime/cuda/device.h"
+
+namespace coconut::model {
+
+// MultipassRunner::forward_backward on the GPU: all passes forward with the thoughts
+// fed back, the loss over the targeted rows scaled by loss_scale, and the backward of
+// the passes in reverse, accumulating into the model's gradients. Returns the loss.
+template <typename Act>
+class CudaMultipassRunnerOf {
+ public:
+  CudaMultipassRunnerOf() = default;
+  ~CudaMultipassRunnerOf();
+  CudaMultipassRunnerOf(const CudaMultipassRunnerOf&) = delete;
+  CudaMultipassRunnerOf& operator=(const CudaMultipassRunnerOf&) = delete;
+
+  double forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch, float loss_scale);
+  // Called while the step is queued, once the last backward pass has finished a bucket of
+  // gradients (what the data-parallel step sums across ranks while the backward goes on):
+  // with layer l >= 1 right after layer l's backward of the first pass (the last one to
+  // run), and with 0, the last call, after the embeddings' backward, which ends the step.
+  // Nothing of the step writes layer l's parameter gradients after its call (nor, for
+  // l = n_layer - 1, ln_f's; for 0, layer 0's and the embeddings'). Work the callback
+  // queues runs in the step's order and is part of a captured CUDA graph (work on other
+  // streams must be joined back to the model's stream by the call with 0). Empty (the
+  // default): no calls.
+  using GradReady = std::function<void(int layer)>;
+  void set_grad_ready(GradReady ready) { grad_ready_ = std::move(ready); }
+  // With graphs on, the second call with the same plan (model, B, T, passes, feedback,
+  // number of targets, dropout on/off, and where every buffer of the step is) captures
+  // the step into a CUDA graph and every later one replays it; the batch's data (tokens,
+  // targets, positions, mask, dropout keys) is uploaded before each launch. A new plan
+  // runs eagerly once, then is captured; so does the old plan after a larger batch moved
+  // a buffer. The bits are the eager path's: the same kernels in the same order.
+  void set_cuda_graphs(bool on);
+  int graph_captures() const { return graph_captures_; }
+  // As MultipassRunner::set_dropout: needed before each forward_backward when
+  // model.dropout > 0 (sample_ids empty: 0..B-1).
+  void set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids = {});
+
+ private:
+  // The host-side half of a step: checks, uploads, buffer growth. Returns the targets.
+  int prepare(CudaGPT2Of<Act>& model, const SequenceBatch& batch);
+  // The device-side half: every kernel of the step, queued on the model's stream.
+  void queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets, float loss_scale);
+  // queue_step eagerly, through a new capture, or as a replay of the captured graph.
+  void queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets, float loss_scale);
+  std::vector<int64_t> plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets) const;
+  void drop_graph();
+
+  bool use_graphs_ = false;
+  GradReady grad_ready_;
+  std::vector<int64_t> eager_key_, graph_key_;  // the plan run eagerly last / captured
+  cudaGraphExec_t graph_ = nullptr;
+  int graph_captures_ = 0;
+  bool dropout_pending_ = false;
+  uint64_t dropout_seed_ = 0, dropout_step_ = 0;
+  std::vector<int64_t> dropout_ids_;
+  CudaActivationsOf<Act> acts_;
+  DeviceBuffer<int> tokens_, target_rows_, target_ids_;
+  DeviceBuffer<char> embedding_ws_;  // the token embedding backward's sort
+  DeviceBuffer<Act> embeds_, d_embeds_, d_hidden_, gathered_, d_gathered_;
+};
+
+using CudaMultipassRunner = CudaMultipassRunnerOf<float>;
+using CudaMultipassRunnerBf16 = CudaMultipassRunnerOf<gpu::bf16>;
+
+}  // namespace coconut::model
