@@ -85,8 +85,9 @@ if [ -n "${COCONUT_GPU_NCU:-}" ]; then
     done
   fi
 fi
-# COCONUT_GPU_PROSQA_MINUTES=M then runs tests/gpu/prosqa.sh for M minutes (CoT against
-# Coconut on ProsQA, issue #8); its table, logs and metrics go to COCONUT_GPU_OUT/prosqa.
+# COCONUT_GPU_PROSQA_MINUTES=M then runs tests/gpu/prosqa.sh for M minutes (CoT, Coconut
+# and no_curriculum on ProsQA, issue #8); its table, logs and metrics go to
+# COCONUT_GPU_OUT/prosqa.
 if [ -n "${COCONUT_GPU_PROSQA_MINUTES:-}" ]; then
   start=$SECONDS
   echo "run.sh: tests/gpu/prosqa.sh $build $COCONUT_GPU_PROSQA_MINUTES"
@@ -94,7 +95,9 @@ if [ -n "${COCONUT_GPU_PROSQA_MINUTES:-}" ]; then
   keep=${COCONUT_GPU_OUT:-.}/prosqa
   mkdir -p "$keep"
   cp runs/prosqa-gpu/table.md runs/prosqa-gpu/*.log "$keep/" 2>/dev/null || true
-  for m in cot coconut; do cp "runs/prosqa-gpu/$m/metrics.jsonl" "$keep/$m-metrics.jsonl" 2>/dev/null || true; done
+  for run in runs/prosqa-gpu/*/metrics.jsonl; do
+    cp "$run" "$keep/$(basename "$(dirname "$run")")-metrics.jsonl" 2>/dev/null || true
+  done
   echo "run.sh: prosqa.sh took $((SECONDS - start)) s"
 fi
 exit $status
