@@ -8,8 +8,11 @@
 namespace coconut::curriculum {
 
 model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, const Tokenizer& tok,
-                                bool feed_back, bool align_ends) {
+                                bool feed_back, bool align_ends, int pad_to) {
   COCONUT_CHECK(!samples.empty(), "a batch needs at least one sample");
+  COCONUT_CHECK(pad_to >= 1 && (pad_to == 1 || !align_ends), "make_batch: pad_to {} (with align_ends {})", pad_to,
+                align_ends);
+  auto round_up = [pad_to](int x) { return (x + pad_to - 1) / pad_to * pad_to; };
   const int B = static_cast<int>(samples.size());
   const int latent = tok.latent_id();
 
@@ -23,11 +26,13 @@ model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, 
     f = std::max(f, first[s]);
     n_max = std::max(n_max, static_cast<int>(std::count(t.begin(), t.end(), latent)));
   }
+  if (f > 0) f = round_up(f);
   int T = 0;
   for (int s = 0; s < B; ++s) {
     if (first[s] >= 0) pad_left[s] = f - first[s];
     T = std::max(T, pad_left[s] + static_cast<int>(samples[s]->tokens.size()));
   }
+  T = round_up(T);
   if (align_ends) {
     T = 0;
     for (int s = 0; s < B; ++s) T = std::max(T, static_cast<int>(samples[s]->tokens.size()));

@@ -17,7 +17,11 @@ namespace coconut::curriculum {
 // models, pause tokens) one pass over everything.
 // align_ends (generation prompts): every sample is left-padded so that all end at the
 // last column, where decoding continues; their latents must then line up as well.
+// pad_to > 1 (training, train.pad_columns; not with align_ends): f and T are rounded up
+// to multiples of pad_to by more left padding of the samples with latents and more right
+// padding of all, so that batches of similar lengths share one pass plan (what a
+// captured CUDA graph needs); the extra columns are pads like the others.
 model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, const Tokenizer& tok,
-                                bool feed_back, bool align_ends = false);
+                                bool feed_back, bool align_ends = false, int pad_to = 1);
 
 }  // namespace coconut::curriculum

@@ -53,6 +53,8 @@ TrainConfig read_train_config(Config& c) {
   t.device = c.get_string("train.device", "cpu", {"cpu", "cuda"});
   t.precision = c.get_string("train.precision", "fp32", {"fp32", "bf16"});
   t.attention = c.get_string("train.attention", "auto", {"auto", "fp32", "bf16", "fused"});
+  t.cuda_graphs = c.get_bool("train.cuda_graphs", false);
+  t.pad_columns = c.get_int("train.pad_columns", 0, 0, 4096);
   t.batch_size = c.get_int("train.batch_size", 32, 1, 1 << 20);
   t.micro_batch_size = c.get_int("train.micro_batch_size", 0, 0, 1 << 20);  // 0: default_micro_batch_size
   t.adamw.lr = static_cast<float>(c.get_double("train.lr", 1e-4, 0.0, 10.0));
@@ -95,6 +97,8 @@ TrainConfig read_train_config(Config& c) {
   COCONUT_CHECK(t.device == "cuda" || (t.precision == "fp32" && t.attention == "auto"),
                 "{}: train.precision and train.attention choose the GPU's kernels: they need train.device: cuda "
                 "(got precision {}, attention {} on the CPU)", t.source, t.precision, t.attention);
+  COCONUT_CHECK(!t.cuda_graphs || t.device == "cuda",
+                "{}: train.cuda_graphs captures the GPU's training steps: it needs train.device: cuda", t.source);
   COCONUT_CHECK(t.device == "cpu" || t.pp == 1,
                 "{}: train.device: cuda trains data-parallel GPUs (parallel.pp 1); pipeline stages on GPUs are not "
                 "there yet (got parallel.pp {})", t.source, t.pp);

@@ -64,6 +64,15 @@ struct TrainConfig {
   // The GPU's attention kernels (model::CudaAttention): auto = bf16 (batched tensor-core
   // products) in bf16, fp32 in fp32; fused = the flash-style kernel (bf16 only).
   std::string attention = "auto";   // auto | fp32 | bf16 | fused
+  // CUDA graphs for the training steps (train.device: cuda, one process): each pass plan
+  // is captured on its second step and replayed after (model/cuda_multipass.h). Plans
+  // repeat only when batches share a shape: train.pad_columns.
+  bool cuda_graphs = false;
+  // > 0: each training batch's latent column and length are rounded up to multiples of
+  // this many columns, and (on the GPU) its targeted rows to a multiple of 64, so that
+  // batches of similar lengths share one pass plan; the padding is masked out (the loss
+  // is the same up to summation order). 0: batches as long as their longest sample.
+  int pad_columns = 0;
   std::string reset_optimizer = "stage";  // stage | epoch | never
   int log_every = 10;
   // Parallelism (under mpirun/srun): pp pipeline stages x dp data-parallel replicas.

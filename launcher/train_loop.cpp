@@ -50,7 +50,8 @@ StepBatch make_step_batch(const TrainContext& ctx, const EpochPlan& plan, size_t
       ptrs.push_back(&plan.built[i]);
       b.micro_ids.back().push_back(static_cast<int64_t>(plan.order[i]));
     }
-    b.micro.push_back(curriculum::make_batch(ptrs, ctx.tok, c.curriculum.feeds_back()));
+    b.micro.push_back(curriculum::make_batch(ptrs, ctx.tok, c.curriculum.feeds_back(), false,
+                                             std::max(1, c.pad_columns)));
     b.targets += b.micro.back().num_targets();
     if (ctx.eot) {
       b.micro_eot.push_back(curriculum::eot_targets(b.micro.back(), ctx.tok));

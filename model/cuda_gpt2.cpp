@@ -476,7 +476,8 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
 
 template <typename Act>
 double CudaGPT2Of<Act>::lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden) {
-  queue_lm_head_loss(hidden, targets, n, scale, d_hidden);
+  set_loss_scale(scale);
+  queue_lm_head_loss(hidden, targets, n, d_hidden);
   return read_lm_head_loss(n);
 }
 
@@ -525,8 +526,12 @@ std::vector<const void*> CudaGPT2Of<Act>::buffer_addresses() const {
 }
 
 template <typename Act>
-void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale,
-                                         Act* d_hidden) {
+void CudaGPT2Of<Act>::set_loss_scale(float scale) {
+  loss_scale_.copy_from_host(&scale, 1);  // a blocking copy, ordered with the model's stream
+}
+
+template <typename Act>
+void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, int n, Act* d_hidden) {
   const int C = config_.d_model, V = config_.vocab_size, Vp = padded_vocab();
   if (n == 0) return;
   ensure_lm_head(n, d_hidden != nullptr);
@@ -537,14 +542,15 @@ void CudaGPT2Of<Act>::queue_lm_head_loss(const Act* hidden, const int* targets, 
   if constexpr (std::is_same_v<Act, bf16>) {
     bf16* out = d_hidden ? dlogits_bf16_.data() : nullptr;
     if (out)
-      gpu::cross_entropy_forward_backward(logits_.data(), Vp, out, row_loss_.data(), targets, n, V, scale, stream());
-    else  // the loss alone: the gradient lands in the logits, unread
-      gpu::cross_entropy_forward_backward(logits_.data(), Vp, logits_.data(), row_loss_.data(), targets, n, V, scale,
+      gpu::cross_entropy_forward_backward(logits_.data(), Vp, out, row_loss_.data(), targets, n, V, loss_scale_.data(),
                                           stream());
+    else  // the loss alone: the gradient lands in the logits, unread
+      gpu::cross_entropy_forward_backward(logits_.data(), Vp, logits_.data(), row_loss_.data(), targets, n, V,
+                                          loss_scale_.data(), stream());
     dlogits = out;
   } else {
-    gpu::cross_entropy_forward_backward(logits_.data(), Vp, logits_.data(), row_loss_.data(), targets, n, V, scale,
-                                        stream());  // logits := dlogits
+    gpu::cross_entropy_forward_backward(logits_.data(), Vp, logits_.data(), row_loss_.data(), targets, n, V,
+                                        loss_scale_.data(), stream());  // logits := dlogits
     dlogits = logits_.data();
   }
   if (d_hidden) {

@@ -163,7 +163,9 @@ class CudaGPT2Of {
   // Tied LM head + cross-entropy on n gathered device rows with device targets: returns
   // sum(-log p(target)) * scale (waits for the GPU); with d_hidden (device [n, C]) also
   // writes its gradient and accumulates wte's. queue_lm_head_loss only queues the work
-  // (no wait: it can be captured into a graph); read_lm_head_loss(n) waits and sums.
+  // (no wait: it can be captured into a graph), with the scale that set_loss_scale last
+  // put in device memory (read when the kernel runs, so that one captured graph serves
+  // every step's scale); read_lm_head_loss(n) waits and sums.
   double lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden);
   // The LM head's copy of wte padded to padded_vocab() rows, brought up to the current
   // weights (queued): once per step, or once per decoding batch (the weights do not
@@ -174,7 +176,8 @@ class CudaGPT2Of {
   // refresh_lm_head last left it; queued, no wait.
   void lm_head_logits(const Act* hidden, int n, float* logits);
   int padded_vocab() const { return (config_.vocab_size + 63) / 64 * 64; }
-  void queue_lm_head_loss(const Act* hidden, const int* targets, int n, float scale, Act* d_hidden);
+  void set_loss_scale(float scale);  // a blocking upload: call it outside a capture
+  void queue_lm_head_loss(const Act* hidden, const int* targets, int n, Act* d_hidden);
   double read_lm_head_loss(int n);
 
  private:
@@ -207,6 +210,7 @@ class CudaGPT2Of {
   uint64_t scratch_generation_ = 0;
   DeviceBuffer<Act> wte_padded_;  // the LM head's copy of wte, vocabulary padded with zero rows
   DeviceBuffer<float> logits_, row_loss_;
+  DeviceBuffer<float> loss_scale_{1};  // the loss scale the LM head's kernel reads
   DeviceBuffer<gpu::bf16> dlogits_bf16_;
 };
 

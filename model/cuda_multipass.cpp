@@ -5,6 +5,7 @@
 // in reverse, each thought's gradient carried back to the row that produced it.
 #include "model/cuda_multipass.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -26,21 +27,34 @@ using gpu::bf16;
 
 template <typename Act>
 CudaMultipassRunnerOf<Act>::~CudaMultipassRunnerOf() {
-  drop_graph();
+  drop_graphs();
 }
 
 template <typename Act>
-void CudaMultipassRunnerOf<Act>::drop_graph() {
+void CudaMultipassRunnerOf<Act>::drop_graphs() {
   // Best effort (also called from the destructor): a failed destroy leaves nothing to do.
-  if (graph_) (void)cudaGraphExecDestroy(graph_);
-  graph_ = nullptr;
-  graph_key_.clear();
+  for (Graph& g : graphs_)
+    if (g.exec) (void)cudaGraphExecDestroy(g.exec);
+  graphs_.clear();
+  seen_.clear();
 }
 
 template <typename Act>
-void CudaMultipassRunnerOf<Act>::set_cuda_graphs(bool on) {
+void CudaMultipassRunnerOf<Act>::set_cuda_graphs(bool on, int max_graphs) {
+  COCONUT_CHECK(max_graphs >= 1, "set_cuda_graphs: max_graphs must be at least 1 (got {})", max_graphs);
   use_graphs_ = on;
-  if (!on) drop_graph();
+  max_graphs_ = size_t(max_graphs);
+  if (!on) drop_graphs();
+  while (graphs_.size() > max_graphs_) {
+    (void)cudaGraphExecDestroy(graphs_.front().exec);
+    graphs_.erase(graphs_.begin());
+  }
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::set_target_rows_multiple(int multiple) {
+  COCONUT_CHECK(multiple >= 1, "set_target_rows_multiple: {} is not a positive count", multiple);
+  target_rows_multiple_ = size_t(multiple);
 }
 
 template <typename Act>
@@ -84,6 +98,18 @@ int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBa
   std::vector<int> rows, ids;
   for (size_t r = 0; r < R; ++r)
     if (batch.targets[r] >= 0) rows.push_back(int(r)), ids.push_back(batch.targets[r]);
+  // Rounded up to a multiple of target_rows_multiple_ with rows that have no target
+  // (distinct, as scatter_rows wants; their label -100 gives them no loss and no
+  // gradient), so that batches of one padded shape share a plan; where too few such
+  // rows exist the count stays as it is.
+  if (target_rows_multiple_ > 1 && !rows.empty()) {
+    const size_t want = (rows.size() + target_rows_multiple_ - 1) / target_rows_multiple_ * target_rows_multiple_;
+    std::vector<int> spare;
+    for (size_t r = 0; r < R && spare.size() < want - rows.size(); ++r)
+      if (batch.targets[r] < 0) spare.push_back(int(r));
+    if (spare.size() == want - rows.size())
+      for (int r : spare) rows.push_back(r), ids.push_back(-100);
+  }
   const int n = int(rows.size());
   if (n > 0) {
     ensure(target_rows_, rows.size());
@@ -98,8 +124,7 @@ int CudaMultipassRunnerOf<Act>::prepare(CudaGPT2Of<Act>& model, const SequenceBa
 }
 
 template <typename Act>
-void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n,
-                                            float loss_scale) {
+void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n) {
   const GPT2Config& cfg = model.config();
   const int B = batch.B, T = batch.T, C = cfg.d_model, L = cfg.n_layer;
   const size_t R = size_t(B) * T;
@@ -121,7 +146,7 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
   zero(d_hidden_.data(), R * C, s);
   if (n > 0) {
     gpu::embed_tokens(gathered_.data(), acts_.lnf, target_rows_.data(), n, C, s);  // a row gather
-    model.queue_lm_head_loss(gathered_.data(), target_ids_.data(), n, loss_scale, d_gathered_.data());
+    model.queue_lm_head_loss(gathered_.data(), target_ids_.data(), n, d_gathered_.data());
     gpu::scatter_rows(d_hidden_.data(), d_gathered_.data(), target_rows_.data(), n, C, s);
   }
 
@@ -182,52 +207,61 @@ template <typename Act>
 double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, const SequenceBatch& batch,
                                                     float loss_scale) {
   const int n = prepare(model, batch);
+  model.set_loss_scale(loss_scale);  // read on the device: not part of a captured plan
   const cudaStream_t s = model.stream();
   if (use_graphs_) {
-    queue_graphed_step(model, batch, n, loss_scale);
+    queue_graphed_step(model, batch, n);
   } else {
-    queue_step(model, batch, n, loss_scale);
+    queue_step(model, batch, n);
   }
   CUDA_CHECK(cudaStreamSynchronize(s));
   return model.read_lm_head_loss(n);
 }
 
 template <typename Act>
-void CudaMultipassRunnerOf<Act>::queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n,
-                                                    float loss_scale) {
+void CudaMultipassRunnerOf<Act>::queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n) {
   const cudaStream_t s = model.stream();
-  // The loss scale is baked into a captured graph as a kernel argument: part of the key.
+  // The loss scale is not part of the plan: the LM head reads it from device memory.
   std::vector<int64_t> key = plan_key(model, batch, n);
-  int32_t scale_bits;
-  static_assert(sizeof scale_bits == sizeof loss_scale);
-  std::memcpy(&scale_bits, &loss_scale, sizeof scale_bits);
-  key.push_back(scale_bits);
-  if (graph_ && key == graph_key_) {
-    CUDA_CHECK(cudaGraphLaunch(graph_, s));
-  } else if (key == eager_key_) {
-    // Second step of this plan: every buffer has its size, so the capture allocates
-    // nothing. A failure mid-capture ends the capture before it propagates.
-    drop_graph();
-    CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    cudaGraph_t graph = nullptr;
-    try {
-      queue_step(model, batch, n, loss_scale);
-    } catch (...) {
-      (void)cudaStreamEndCapture(s, &graph);
-      if (graph) (void)cudaGraphDestroy(graph);
-      throw;
-    }
-    CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-    const cudaError_t made = cudaGraphInstantiate(&graph_, graph, 0);
-    (void)cudaGraphDestroy(graph);
-    CUDA_CHECK(made);
-    graph_key_ = std::move(key);
-    ++graph_captures_;
-    CUDA_CHECK(cudaGraphLaunch(graph_, s));
-  } else {
-    queue_step(model, batch, n, loss_scale);  // a new plan: sizes the buffers
-    eager_key_ = std::move(key);
+  // Graphs are kept per plan, the least recently used dropped beyond max_graphs_.
+  for (size_t g = 0; g < graphs_.size(); ++g) {
+    if (graphs_[g].key != key) continue;
+    std::rotate(graphs_.begin() + long(g), graphs_.begin() + long(g) + 1, graphs_.end());  // now the newest
+    CUDA_CHECK(cudaGraphLaunch(graphs_.back().exec, s));
+    ++graph_replays_;
+    return;
   }
+  const auto seen = std::find(seen_.begin(), seen_.end(), key);
+  if (seen == seen_.end()) {
+    queue_step(model, batch, n);  // a new plan: sizes the buffers
+    seen_.push_back(std::move(key));
+    if (seen_.size() > 4 * max_graphs_) seen_.erase(seen_.begin());
+    return;
+  }
+  // Second step of this plan: every buffer has its size, so the capture allocates
+  // nothing. A failure mid-capture ends the capture before it propagates.
+  seen_.erase(seen);
+  if (graphs_.size() == max_graphs_) {
+    (void)cudaGraphExecDestroy(graphs_.front().exec);
+    graphs_.erase(graphs_.begin());
+  }
+  CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    queue_step(model, batch, n);
+  } catch (...) {
+    (void)cudaStreamEndCapture(s, &graph);
+    if (graph) (void)cudaGraphDestroy(graph);
+    throw;
+  }
+  CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);
+  CUDA_CHECK(made);
+  graphs_.push_back({std::move(key), exec});
+  ++graph_captures_;
+  CUDA_CHECK(cudaGraphLaunch(exec, s));
 }
 
 template class CudaMultipassRunnerOf<float>;

@@ -45,11 +45,19 @@ class CudaMultipassRunnerOf {
   // With graphs on, the second call with the same plan (model, B, T, passes, feedback,
   // number of targets, dropout on/off, and where every buffer of the step is) captures
   // the step into a CUDA graph and every later one replays it; the batch's data (tokens,
-  // targets, positions, mask, dropout keys) is uploaded before each launch. A new plan
-  // runs eagerly once, then is captured; so does the old plan after a larger batch moved
-  // a buffer. The bits are the eager path's: the same kernels in the same order.
-  void set_cuda_graphs(bool on);
+  // targets, positions, mask, dropout keys) and the loss scale are uploaded before each
+  // launch. A new plan runs eagerly once, then is captured; so does an old plan after a
+  // larger batch moved a buffer. Up to max_graphs plans keep their graphs (the least
+  // recently used goes first), so that training, whose batches take a few padded shapes
+  // (train.pad_columns), replays instead of capturing. The bits are the eager path's:
+  // the same kernels in the same order.
+  void set_cuda_graphs(bool on, int max_graphs = 16);
+  // Rounds each step's number of targeted rows up to a multiple (with rows that have no
+  // target, which add no loss and no gradient), so that padded batches share plans.
+  // 1 (the default): the rows as they are.
+  void set_target_rows_multiple(int multiple);
   int graph_captures() const { return graph_captures_; }
+  int graph_replays() const { return graph_replays_; }  // steps run as a launch of a kept graph
   // As MultipassRunner::set_dropout: needed before each forward_backward when
   // model.dropout > 0 (sample_ids empty: 0..B-1).
   void set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids = {});
@@ -58,17 +66,22 @@ class CudaMultipassRunnerOf {
   // The host-side half of a step: checks, uploads, buffer growth. Returns the targets.
   int prepare(CudaGPT2Of<Act>& model, const SequenceBatch& batch);
   // The device-side half: every kernel of the step, queued on the model's stream.
-  void queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets, float loss_scale);
+  void queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets);
   // queue_step eagerly, through a new capture, or as a replay of the captured graph.
-  void queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets, float loss_scale);
+  void queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets);
   std::vector<int64_t> plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets) const;
-  void drop_graph();
+  void drop_graphs();
 
+  struct Graph {
+    std::vector<int64_t> key;  // plan_key of the captured step
+    cudaGraphExec_t exec;
+  };
   bool use_graphs_ = false;
+  size_t max_graphs_ = 16, target_rows_multiple_ = 1;
   GradReady grad_ready_;
-  std::vector<int64_t> eager_key_, graph_key_;  // the plan run eagerly last / captured
-  cudaGraphExec_t graph_ = nullptr;
-  int graph_captures_ = 0;
+  std::vector<Graph> graphs_;                // least recently used first
+  std::vector<std::vector<int64_t>> seen_;   // plans run once eagerly, not yet captured
+  int graph_captures_ = 0, graph_replays_ = 0;
   bool dropout_pending_ = false;
   uint64_t dropout_seed_ = 0, dropout_step_ = 0;
   std::vector<int64_t> dropout_ids_;

@@ -236,6 +236,12 @@ void cross_entropy_forward_backward(const float* logits, int ld, float* dlogits,
                                     int N, int V, float scale, cudaStream_t stream);
 void cross_entropy_forward_backward(const float* logits, int ld, bf16* dlogits, float* row_loss, const int* targets,
                                     int N, int V, float scale, cudaStream_t stream);
+// The same with the scale read from device memory when the kernel runs: a captured CUDA
+// graph then serves every step's scale (1 / the step's targets) without a new capture.
+void cross_entropy_forward_backward(const float* logits, int ld, float* dlogits, float* row_loss, const int* targets,
+                                    int N, int V, const float* scale, cudaStream_t stream);
+void cross_entropy_forward_backward(const float* logits, int ld, bf16* dlogits, float* row_loss, const int* targets,
+                                    int N, int V, const float* scale, cudaStream_t stream);
 // out[r] = the column of the first maximum of logits row r over [0, V) (row stride ld):
 // greedy decoding's token, as std::max_element picks it on the CPU.
 void argmax_rows(const float* logits, int ld, int N, int V, int* out, cudaStream_t stream);

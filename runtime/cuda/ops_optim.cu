@@ -21,8 +21,9 @@ using detail::kThreads;
 // dlogits is the logits themselves.
 template <typename Out>
 __global__ void cross_entropy_kernel(const float* logits, int ld, Out* dlogits, float* row_loss, const int* targets,
-                                     int V, float scale) {
+                                     int V, float scale_value, const float* scale_on_device) {
   __shared__ float shared[32];
+  const float scale = scale_on_device ? *scale_on_device : scale_value;
   const int64_t row = blockIdx.x;
   const float* z = logits + row * ld;
   Out* d = dlogits + row * ld;
@@ -129,10 +130,11 @@ __global__ void scale_kernel(float* x, size_t n, float c) {
 
 template <typename Out>
 void cross_entropy(const float* logits, int ld, Out* dlogits, float* row_loss, const int* targets, int N, int V,
-                   float scale, cudaStream_t stream) {
+                   float scale, const float* scale_on_device, cudaStream_t stream) {
   COCONUT_CHECK(N >= 0 && V > 0 && ld >= V, "cross_entropy: bad shape N={} V={} ld={}", N, V, ld);
   if (N == 0) return;
-  cross_entropy_kernel<<<N, kThreads, 0, stream>>>(logits, ld, dlogits, row_loss, targets, V, scale);
+  cross_entropy_kernel<<<N, kThreads, 0, stream>>>(logits, ld, dlogits, row_loss, targets, V, scale,
+                                                   scale_on_device);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -140,11 +142,19 @@ void cross_entropy(const float* logits, int ld, Out* dlogits, float* row_loss, c
 
 void cross_entropy_forward_backward(const float* logits, int ld, float* dlogits, float* row_loss, const int* targets,
                                     int N, int V, float scale, cudaStream_t stream) {
-  cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, scale, stream);
+  cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, scale, nullptr, stream);
 }
 void cross_entropy_forward_backward(const float* logits, int ld, bf16* dlogits, float* row_loss, const int* targets,
                                     int N, int V, float scale, cudaStream_t stream) {
-  cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, scale, stream);
+  cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, scale, nullptr, stream);
+}
+void cross_entropy_forward_backward(const float* logits, int ld, float* dlogits, float* row_loss, const int* targets,
+                                    int N, int V, const float* scale, cudaStream_t stream) {
+  cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, 0.f, scale, stream);
+}
+void cross_entropy_forward_backward(const float* logits, int ld, bf16* dlogits, float* row_loss, const int* targets,
+                                    int N, int V, const float* scale, cudaStream_t stream) {
+  cross_entropy(logits, ld, dlogits, row_loss, targets, N, V, 0.f, scale, stream);
 }
 
 void argmax_rows(const float* logits, int ld, int N, int V, int* out, cudaStream_t stream) {

@@ -2,9 +2,13 @@
 // hand-written expected token sequences (DESIGN.md 2.1 and 2.2).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "curriculum/batching.h"
 #include "curriculum/samples.h"
 #include "curriculum/word_tokenizer.h"
+#include "model/gpt2.h"
+#include "model/multipass.h"
 
 namespace coconut::curriculum {
 namespace {
@@ -38,6 +42,19 @@ class SamplesTest : public ::testing::Test {
       i = j + 1;
     }
     return out;
+  }
+  // Sample 0: "a b q NL BOT LAT LAT EOT ans EOS" (latent at 5), sample 1: "q NL BOT LAT
+  // EOT ans EOS" (latent at 3), sample 2: "q NL ans EOS" (no latents); "ans" and EOS labelled.
+  std::vector<BuiltSample> three_samples() const {
+    std::vector<BuiltSample> x = {{ids("a b q NL BOT LAT LAT EOT ans EOS"), {}, 2},
+                                  {ids("q NL BOT LAT EOT ans EOS"), {}, 1},
+                                  {ids("q NL ans EOS"), {}, 0}};
+    for (BuiltSample& s : x) {
+      s.labels.assign(s.tokens.size(), -100);
+      s.labels[s.tokens.size() - 2] = s.tokens[s.tokens.size() - 2];
+      s.labels.back() = s.tokens.back();
+    }
+    return x;
   }
   std::vector<int> masked(const std::vector<int>& t, size_t n_masked) const {
     std::vector<int> l = t;
@@ -140,16 +157,10 @@ TEST_F(SamplesTest, EvalPrompt) {
 }
 
 TEST_F(SamplesTest, BatchAlignsFirstLatentAndPlansPasses) {
-  // Sample 0: "a b q NL BOT LAT LAT EOT ..." (latent at 5), sample 1: "q NL BOT LAT EOT ..."
-  // (latent at 3, shifted right by 2), sample 2: no latents (not shifted).
-  BuiltSample x0{ids("a b q NL BOT LAT LAT EOT ans EOS"), {}, 2};
-  BuiltSample x1{ids("q NL BOT LAT EOT ans EOS"), {}, 1};
-  BuiltSample x2{ids("q NL ans EOS"), {}, 0};
-  for (BuiltSample* x : {&x0, &x1, &x2}) {
-    x->labels.assign(x->tokens.size(), -100);
-    x->labels[x->tokens.size() - 2] = x->tokens[x->tokens.size() - 2];  // "ans" labelled
-    x->labels.back() = x->tokens.back();
-  }
+  // Sample 1's latent (at 3) is shifted right by 2 to sample 0's (at 5); sample 2 has none
+  // and is not shifted.
+  const std::vector<BuiltSample> x = three_samples();
+  const BuiltSample &x0 = x[0], &x1 = x[1], &x2 = x[2];
   auto b = make_batch({&x0, &x1, &x2}, tok, true);
   ASSERT_EQ(b.B, 3);
   ASSERT_EQ(b.T, 10);
@@ -186,6 +197,61 @@ TEST_F(SamplesTest, BatchAlignsFirstLatentAndPlansPasses) {
   auto plain = make_batch({&x0, &x1, &x2}, tok, false);
   ASSERT_EQ(plain.passes.size(), 1u);
   EXPECT_EQ(plain.passes[0].end, 10);
+}
+
+// train.pad_columns: the latent column (5) and the length (13 after the shift) rounded
+// up to multiples of 4 (8 and 16). The samples with latents move right by 3, the one
+// without keeps its place, every added column is a pad, the targets and the pass plan
+// follow, and a model's loss and gradients are the unpadded batch's up to summation
+// order (the pads are masked keys without targets).
+TEST_F(SamplesTest, PaddedBatchRoundsLatentColumnAndLength) {
+  const std::vector<BuiltSample> x = three_samples();
+  const BuiltSample &x0 = x[0], &x1 = x[1], &x2 = x[2];
+  const auto plain = make_batch({&x0, &x1, &x2}, tok, true);
+  const auto b = make_batch({&x0, &x1, &x2}, tok, true, false, 4);
+  ASSERT_EQ(plain.T, 10);
+  ASSERT_EQ(b.T, 16);
+  auto at = [](const std::vector<int>& v, int t, int s) { return v[t * 3 + s]; };
+  for (int t = 0; t < plain.T; ++t) {
+    EXPECT_EQ(at(b.tokens, t + 3, 0), at(plain.tokens, t, 0)) << "sample 0, column " << t;
+    EXPECT_EQ(at(b.tokens, t + 3, 1), at(plain.tokens, t, 1)) << "sample 1, column " << t;
+    EXPECT_EQ(at(b.tokens, t, 2), at(plain.tokens, t, 2)) << "sample 2, column " << t;
+    EXPECT_EQ(at(b.targets, t + 3, 0), at(plain.targets, t, 0));
+    EXPECT_EQ(at(b.pos_ids, t + 3, 1), at(plain.pos_ids, t, 1));
+  }
+  int real = 0;
+  for (uint8_t m : b.key_mask) real += m;
+  EXPECT_EQ(real, 10 + 7 + 4) << "only the samples' own tokens are keys";
+  EXPECT_EQ(b.num_targets(), plain.num_targets());
+  ASSERT_EQ(b.passes.size(), 3u);
+  EXPECT_EQ(b.passes[0].end, 8);
+  EXPECT_EQ(b.passes[0].feedback[0].from, 7);
+  EXPECT_EQ(b.passes[1].begin, 8);
+  EXPECT_EQ(b.passes[1].end, 9);
+  EXPECT_EQ(b.passes[2].end, 16);
+  EXPECT_THROW(make_batch({&x0}, tok, false, true, 4), Error) << "generation prompts are not padded";
+
+  model::GPT2Config config;
+  config.vocab_size = tok.vocab_size();
+  config.max_positions = 16;
+  config.n_layer = 2;
+  config.n_head = 2;
+  config.d_model = 16;
+  model::GPT2 gpt(config);
+  gpt.init_weights(3);
+  model::MultipassRunner runner;
+  const float scale = 1.f / float(plain.num_targets());
+  const double want = runner.forward_backward(gpt, plain, scale);
+  const std::vector<float> want_grads(gpt.grads(), gpt.grads() + gpt.num_params());
+  gpt.zero_grads();
+  const double got = runner.forward_backward(gpt, b, scale);
+  EXPECT_NEAR(got, want, 1e-6 * std::abs(want));
+  double max_err = 0, max_grad = 0;
+  for (size_t i = 0; i < want_grads.size(); ++i) {
+    max_err = std::max(max_err, double(std::abs(gpt.grads()[i] - want_grads[i])));
+    max_grad = std::max(max_grad, double(std::abs(want_grads[i])));
+  }
+  EXPECT_LE(max_err, 1e-5 * max_grad) << "gradients of the padded batch";
 }
 
 }  // namespace

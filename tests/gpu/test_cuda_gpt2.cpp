@@ -263,43 +263,53 @@ TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithFusedAttention) {
   expect_graphs_equal_eager<gpu::bf16>(CudaAttention::kBf16Flash, 0.f);
 }
 
+// Two copies of one tiny fp32 model, one stepped by an eager runner and one by a runner
+// with graphs: step() runs a batch on both and checks that the graphed step gives the
+// eager step's loss and gradients bit for bit.
+struct EagerAndGraphed {
+  explicit EagerAndGraphed(uint64_t seed) : config(tiny_config()), cpu(config), eager_model(config), graph_model(config) {
+    cpu.init_weights(seed);
+    eager_model.set_params(cpu.params());
+    graph_model.set_params(cpu.params());
+    graphed.set_cuda_graphs(true);
+  }
+  void step(const SequenceBatch& batch, float scale, const std::string& what) {
+    eager_model.zero_grads();
+    graph_model.zero_grads();
+    const double want_loss = eager.forward_backward(eager_model, batch, scale);
+    EXPECT_EQ(graphed.forward_backward(graph_model, batch, scale), want_loss) << what;
+    std::vector<float> want(cpu.num_params()), got(cpu.num_params());
+    eager_model.get_grads(want.data());
+    graph_model.get_grads(got.data());
+    EXPECT_EQ(got, want) << "gradients: " << what;
+  }
+  GPT2Config config;
+  GPT2 cpu;
+  CudaGPT2 eager_model, graph_model;
+  CudaMultipassRunner eager, graphed;
+};
+
 // A graph is never replayed after a larger batch moved the step's buffers (the plan key
 // holds their addresses; before it did, the replay wrote to freed memory): the small
 // plan captured and replayed, one larger batch run eagerly (every buffer grows), then the
-// small plan again runs eagerly, is captured anew and replayed. Every step equals an
-// eager runner's bits.
+// small plan again runs eagerly, is captured anew and replayed.
 TEST_F(Gpu, GraphIsNotReplayedAfterItsBuffersMoved) {
-  const GPT2Config config = tiny_config();
-  GPT2 cpu(config);
-  cpu.init_weights(9);
-  CudaGPT2 eager_model(config), graph_model(config);
-  eager_model.set_params(cpu.params());
-  graph_model.set_params(cpu.params());
-  CudaMultipassRunner eager, graphed;
-  graphed.set_cuda_graphs(true);
+  EagerAndGraphed run(9);
   const SequenceBatch small = latent_batch();
   SequenceBatch large;  // 5 sequences of 14 columns, one pass, targets everywhere but the last column
   large.B = 5;
   large.T = 14;
   for (int t = 0; t < large.T; ++t)
     for (int s = 0; s < large.B; ++s) {
-      large.tokens.push_back((3 * t + 5 * s + 2) % config.vocab_size);
-      large.targets.push_back(t + 1 < large.T ? (7 * t + s) % config.vocab_size : -100);
+      large.tokens.push_back((3 * t + 5 * s + 2) % run.config.vocab_size);
+      large.targets.push_back(t + 1 < large.T ? (7 * t + s) % run.config.vocab_size : -100);
       large.pos_ids.push_back(t);
       large.key_mask.push_back(1);
     }
   large.passes = {Pass{0, large.T, {}}};
-  std::vector<float> want(cpu.num_params()), got(cpu.num_params());
   auto step = [&](const SequenceBatch& b, const std::string& what, int captures) {
-    eager_model.zero_grads();
-    graph_model.zero_grads();
-    const float scale = 1.f / float(b.num_targets());
-    const double want_loss = eager.forward_backward(eager_model, b, scale);
-    EXPECT_EQ(graphed.forward_backward(graph_model, b, scale), want_loss) << what;
-    eager_model.get_grads(want.data());
-    graph_model.get_grads(got.data());
-    EXPECT_EQ(got, want) << what;
-    EXPECT_EQ(graphed.graph_captures(), captures) << what;
+    run.step(b, 1.f / float(b.num_targets()), what);
+    EXPECT_EQ(run.graphed.graph_captures(), captures) << what;
   };
   step(small, "small: eager", 0);
   step(small, "small: captured", 1);
@@ -308,6 +318,48 @@ TEST_F(Gpu, GraphIsNotReplayedAfterItsBuffersMoved) {
   step(small, "small again: eager (its graph's buffers moved)", 1);
   step(small, "small again: captured", 2);
   step(small, "small again: replayed", 2);
+}
+
+// Training alternates plans (padded batch shapes) and changes the loss scale every step:
+// the runner keeps a graph per plan and the scale lives in device memory, so plans A and B
+// in turn, with a new scale each step, are captured once each and then replayed.
+TEST_F(Gpu, GraphsArePerPlanAndFollowTheLossScale) {
+  EagerAndGraphed run(13);
+  SequenceBatch a = latent_batch(), b = latent_batch(1);
+  b.passes = {Pass{0, 4, {Feedback{0, 3}}}, Pass{4, 5, {Feedback{0, 4}}}, Pass{5, 10, {}}};
+  const int captures[] = {0, 0, 1, 2, 2, 2, 2, 2}, replays[] = {0, 0, 0, 0, 1, 2, 3, 4};
+  for (int step = 0; step < 8; ++step) {
+    const SequenceBatch& batch = step % 2 == 0 ? a : b;
+    run.step(batch, 1.f / float(batch.num_targets() + step), "step " + std::to_string(step));  // a new scale each step
+    EXPECT_EQ(run.graphed.graph_captures(), captures[step]) << "step " << step;
+    EXPECT_EQ(run.graphed.graph_replays(), replays[step]) << "step " << step;
+  }
+}
+
+// set_target_rows_multiple: the 9 targeted rows of the batch rounded up to 16 with rows
+// that have no target give the same loss and gradients (up to the LM head products'
+// summation order over more rows).
+TEST_F(Gpu, TargetRowsRoundedUpAddNothing) {
+  const GPT2Config config = tiny_config();
+  GPT2 cpu(config);
+  cpu.init_weights(17);
+  CudaGPT2 plain_model(config), rounded_model(config);
+  plain_model.set_params(cpu.params());
+  rounded_model.set_params(cpu.params());
+  CudaMultipassRunner plain, rounded;
+  rounded.set_target_rows_multiple(8);
+  EXPECT_THROW(rounded.set_target_rows_multiple(0), Error);
+  const SequenceBatch batch = latent_batch();
+  ASSERT_EQ(batch.num_targets(), 9);
+  const float scale = 1.f / 9.f;
+  plain_model.zero_grads();
+  rounded_model.zero_grads();
+  const double want = plain.forward_backward(plain_model, batch, scale);
+  EXPECT_NEAR(rounded.forward_backward(rounded_model, batch, scale), want, 1e-6 * std::abs(want));
+  std::vector<float> want_grads(cpu.num_params()), got(cpu.num_params());
+  plain_model.get_grads(want_grads.data());
+  rounded_model.get_grads(got.data());
+  expect_tensors_close(cpu.layout(), got, want_grads, "gradients with rows rounded up", 1e-5);
 }
 
 // The runner's grad_ready calls (what data parallelism sums while the backward goes

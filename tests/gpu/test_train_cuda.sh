@@ -8,7 +8,8 @@
 # precision trains (finite losses, the last epoch's mean below the first's), also with
 # the fused attention (train.attention: fused, on a head-64 model without dropout). Then
 # a run stopped after 7 steps and resumed on the GPU gives the uninterrupted GPU run's
-# losses.
+# losses; and a run with CUDA graphs (train.cuda_graphs, train.pad_columns 32) gives the
+# same padded run's losses without graphs, bit for bit.
 # Label gpu: without a GPU it prints "no CUDA device, skipping" (CTest: skipped), unless
 # COCONUT_REQUIRE_GPU=1 (tests/gpu/run.sh), where that is a failure.
 #   test_train_cuda.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
@@ -90,4 +91,21 @@ train stop --set train.device=cuda --set checkpoint.every_steps=7 --set checkpoi
 train stop --set train.device=cuda --set checkpoint.every_steps=7 --resume auto
 [[ "$(losses "$work/stop/steps.jsonl")" == "$(losses "$work/gpu32/steps.jsonl")" ]] ||
   fail "resumed GPU run: $(losses "$work/stop/steps.jsonl") vs $(losses "$work/gpu32/steps.jsonl")"
-echo "ok: coconut train on the GPU (fp32 = CPU, bf16 learns, resume = uninterrupted)"
+# CUDA graphs in training (train.cuda_graphs with train.pad_columns, so that plans repeat):
+# the same losses, bit for bit, as the same padded run without graphs (a replayed graph
+# runs the eager path's kernels), and the padded run's within 1e-3 of the unpadded one's
+# (summation order, which AdamW amplifies over the steps, as GPU against CPU above).
+train padded --set train.device=cuda --set train.pad_columns=32
+train graphs --set train.device=cuda --set train.pad_columns=32 --set train.cuda_graphs=true
+grep -q "CUDA graphs" "$work/graphs.log" || fail "the graphs run does not say it runs CUDA graphs"
+[[ "$(losses "$work/graphs/steps.jsonl")" == "$(losses "$work/padded/steps.jsonl")" ]] ||
+  fail "CUDA graphs in training: $(losses "$work/graphs/steps.jsonl") vs $(losses "$work/padded/steps.jsonl")"
+python3 - "$work/padded/steps.jsonl" "$work/gpu32/steps.jsonl" <<'PY' || fail "padded GPU run (see above)"
+import json, sys
+a, b = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:])
+assert len(a) == len(b), (len(a), len(b))
+worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+print(f"pad_columns 32 on the GPU vs unpadded: worst relative loss difference {worst:.2e}")
+assert worst <= 1e-3, worst
+PY
+echo "ok: coconut train on the GPU (fp32 = CPU, bf16 learns, resume = uninterrupted, graphs = eager)"

@@ -73,6 +73,10 @@ bad device_cuda_pipeline "train.device: cuda trains data-parallel GPUs .parallel
   train "$tiny" --set run.dir="$work/device_cuda_pipeline" --set train.device=cuda --set parallel.pp=2
 bad gpu_comm "key 'parallel.gpu_comm' expects one of.*got 'gloo'" \
   train "$tiny" --set run.dir="$work/gpu_comm" --set parallel.gpu_comm=gloo
+bad cuda_graphs_cpu "train.cuda_graphs captures the GPU's training steps: it needs train.device: cuda" \
+  train "$tiny" --set run.dir="$work/cuda_graphs_cpu" --set train.cuda_graphs=true
+bad pad_columns "train.pad_columns" \
+  train "$tiny" --set run.dir="$work/pad_columns" --set train.pad_columns=-4
 bad device_tpu "key 'train.device' expects one of.*got 'tpu'" \
   train "$tiny" --set run.dir="$work/device_tpu" --set train.device=tpu
 bad attention_fp32 "train.attention: fused needs train.precision: bf16" \
