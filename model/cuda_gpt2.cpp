@@ -521,7 +521,8 @@ void CudaGPT2Of<Act>::ensure_padded_wte() {
 template <typename Act>
 std::vector<const void*> CudaGPT2Of<Act>::buffer_addresses() const {
   std::vector<const void*> at = scratch_addresses_;
-  at.insert(at.end(), {wte_padded_.data(), logits_.data(), row_loss_.data(), dlogits_bf16_.data()});
+  at.insert(at.end(), {wte_padded_.data(), logits_.data(), row_loss_.data(), dlogits_bf16_.data(),
+                       loss_scale_.data(), params_.data(), grads_.data(), params_bf16_.data(), cublas_.workspace()});
   return at;
 }
 

@@ -138,9 +138,9 @@ class CudaGPT2Of {
   // Sizes the LM head's buffers for n rows (with_grad: and the bf16 logits' gradient),
   // as queue_lm_head_loss does: the runner calls it before it takes its plan key.
   void ensure_lm_head(int n, bool with_grad);
-  // Where the buffers a step writes besides the activations are now: the backward scratch
-  // and the LM head's (the runner's plan key holds them, so that a graph captured before
-  // one of them moved is never replayed).
+  // Where the buffers a step uses besides the activations are now: the backward scratch,
+  // the LM head's, the parameters and gradients, cuBLAS's workspace (the runner's plan
+  // key holds them, so that a graph captured before one of them moved is never replayed).
   std::vector<const void*> buffer_addresses() const;
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }

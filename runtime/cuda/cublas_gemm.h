@@ -27,6 +27,7 @@ class CublasContext {
   CublasContext& operator=(const CublasContext&) = delete;
 
   cublasHandle_t handle() const { return handle_; }
+  const void* workspace() const { return workspace_.data(); }  // captured graphs hold its address
   // Later calls are queued on `stream` (nullptr: the legacy default stream).
   void set_stream(cudaStream_t stream);
 
