@@ -58,7 +58,6 @@ class CudaStep final : public DeviceStep {
     COCONUT_CHECK(!c.cuda_graphs || !exchange_,
                   "train.cuda_graphs: not yet with data-parallel GPU ranks (one process only)");
     runner_.set_cuda_graphs(c.cuda_graphs);
-    graphs_ = c.cuda_graphs;
     // Padded batches (train.pad_columns) also round their targeted rows, so that their
     // plans repeat; with or without graphs, so that both give the same bits.
     if (c.pad_columns > 0) runner_.set_target_rows_multiple(64);
@@ -126,7 +125,7 @@ class CudaStep final : public DeviceStep {
     const model::CudaAttention with_dropout = model_.pass_attention(true);
     if (model_.config().dropout > 0.f && with_dropout != runs)
       d += std::string(" (") + model::attention_name(with_dropout) + " in steps with attention dropout)";
-    if (graphs_) d += "; CUDA graphs (a graph per batch shape, captured on its second step)";
+    if (runner_.cuda_graphs()) d += "; CUDA graphs (a graph per batch shape, captured on its second step)";
     if (exchange_)
       d += fmt::format("; data-parallel rank {} of {}, gradients summed {}", exchange_->rank(), exchange_->size(),
                        exchange_->overlaps_backward() ? "by NCCL layer by layer during the backward"
@@ -174,7 +173,6 @@ class CudaStep final : public DeviceStep {
   uint64_t seed_;
   std::vector<parallel::ParamSlice> buckets_;
   int64_t adam_step_ = 0;
-  bool graphs_ = false;
 };
 
 // A CUDA model of its own, loaded once from the host weights, and its decoder.

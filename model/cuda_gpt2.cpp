@@ -300,11 +300,6 @@ void CudaGPT2Of<Act>::ensure_scratch(int rows, int B, int T) {
   ensure(attention_ws_, ws);
   ensure(embedding_ws_, gpu::embedding_backward_workspace_bytes(rows));
   ensure(colsum_ws_, gpu::column_sums_scratch_floats(4 * int(C)));  // the widest bias: fc's 4C
-  const std::vector<const void*> now = {dres_.data(), dln_.data(),  datt_.data(),   dfc_.data(),
-                                        dgelu_.data(), ddrop_.data(), att32_.data(), datt32_.data(),
-                                        dqkv_act_.data(), attention_ws_.data(), embedding_ws_.data(),
-                                        colsum_ws_.data()};
-  if (now != scratch_addresses_) scratch_addresses_ = now, ++scratch_generation_;
 }
 
 // ---------------------------------------------------------------- forward
@@ -520,10 +515,11 @@ void CudaGPT2Of<Act>::ensure_padded_wte() {
 
 template <typename Act>
 std::vector<const void*> CudaGPT2Of<Act>::buffer_addresses() const {
-  std::vector<const void*> at = scratch_addresses_;
-  at.insert(at.end(), {wte_padded_.data(), logits_.data(), row_loss_.data(), dlogits_bf16_.data(),
-                       loss_scale_.data(), params_.data(), grads_.data(), params_bf16_.data(), cublas_.workspace()});
-  return at;
+  return {dres_.data(),        dln_.data(),       datt_.data(),          dfc_.data(),     dgelu_.data(),
+          ddrop_.data(),       att32_.data(),     datt32_.data(),        dqkv_act_.data(), attention_ws_.data(),
+          embedding_ws_.data(), colsum_ws_.data(), wte_padded_.data(),    logits_.data(),   row_loss_.data(),
+          dlogits_bf16_.data(), loss_scale_.data(), params_.data(),       grads_.data(),    params_bf16_.data(),
+          cublas_.workspace()};
 }
 
 template <typename Act>

@@ -126,10 +126,6 @@ class CudaGPT2Of {
   // keep for attention at T columns (CudaActivationsOf::resize).
   bool saves_attention_probabilities() const;
   AttentionStorage attention_storage(int T) const;
-  // Counts the times the scratch buffers moved (they grow when a pass larger than any
-  // before comes through, a decoder's included): a captured CUDA graph holds their
-  // addresses, so the runner's plan key includes it.
-  uint64_t scratch_generation() const { return scratch_generation_; }
   // Sizes the backward scratch and attention workspace for B x T (rows of the largest
   // pass). The passes call it themselves; the runner calls it first, before it takes its
   // plan key, so that the key of a step's first run already holds the grown buffers and
@@ -138,9 +134,10 @@ class CudaGPT2Of {
   // Sizes the LM head's buffers for n rows (with_grad: and the bf16 logits' gradient),
   // as queue_lm_head_loss does: the runner calls it before it takes its plan key.
   void ensure_lm_head(int n, bool with_grad);
-  // Where the buffers a step uses besides the activations are now: the backward scratch,
-  // the LM head's, the parameters and gradients, cuBLAS's workspace (the runner's plan
-  // key holds them, so that a graph captured before one of them moved is never replayed).
+  // Where the buffers a step uses besides the activations are now: the backward scratch
+  // (it grows when a pass larger than any before comes through, a decoder's included),
+  // the LM head's, the parameters and gradients, cuBLAS's workspace. The runner's plan
+  // key holds them, so that a graph captured before one of them moved is never replayed.
   std::vector<const void*> buffer_addresses() const;
   Act* wte() { return w_.wte; }  // the compute copy of the token embedding
   float* wte_grad() { return g_.wte; }
@@ -206,8 +203,6 @@ class CudaGPT2Of {
   DeviceBuffer<float> att32_, datt32_;  // bf16 only: fp32 attention output / its gradient
   DeviceBuffer<char> attention_ws_, embedding_ws_;
   DeviceBuffer<float> colsum_ws_;  // the column sums' per-chunk partials (bias and layer-norm gradients)
-  std::vector<const void*> scratch_addresses_;  // the scratch buffers' addresses after the last ensure_scratch
-  uint64_t scratch_generation_ = 0;
   DeviceBuffer<Act> wte_padded_;  // the LM head's copy of wte, vocabulary padded with zero rows
   DeviceBuffer<float> logits_, row_loss_;
   DeviceBuffer<float> loss_scale_{1};  // the loss scale the LM head's kernel reads

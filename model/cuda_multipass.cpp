@@ -45,10 +45,13 @@ void CudaMultipassRunnerOf<Act>::set_cuda_graphs(bool on, int max_graphs) {
   use_graphs_ = on;
   max_graphs_ = size_t(max_graphs);
   if (!on) drop_graphs();
-  while (graphs_.size() > max_graphs_) {
-    (void)cudaGraphExecDestroy(graphs_.front().exec);
-    graphs_.erase(graphs_.begin());
-  }
+  while (graphs_.size() > max_graphs_) drop_oldest_graph();
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::drop_oldest_graph() {
+  (void)cudaGraphExecDestroy(graphs_.front().exec);  // best effort, as drop_graphs
+  graphs_.erase(graphs_.begin());
 }
 
 template <typename Act>
@@ -177,14 +180,13 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
   if (grad_ready_) grad_ready_(0);  // layer 0, wte and wpe
 }
 
-// What a captured step depends on besides the uploaded data: the buffers (the model and
-// where its scratch buffers are, the batch shape, the number of targets) and the order
-// of the kernels (the passes, the feedback, dropout on or off, the attention's precision).
+// What a captured step depends on besides the uploaded data: the buffers (the model, the
+// batch shape, the number of targets, where every buffer is) and the order of the
+// kernels (the passes, the feedback, dropout on or off, the attention's precision).
 template <typename Act>
 std::vector<int64_t> CudaMultipassRunnerOf<Act>::plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch,
                                                           int n) const {
-  std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), int64_t(model.scratch_generation()),
-                              batch.B, batch.T, n,
+  std::vector<int64_t> key = {int64_t(reinterpret_cast<uintptr_t>(&model)), batch.B, batch.T, n,
                               acts_.dropout_enabled ? 1 : 0, int64_t(model.attention()), grad_ready_ ? 1 : 0};
   // Every buffer's address: a graph captured before a larger batch moved one of them
   // would write to freed memory. (Equal addresses are safe: buffers only grow.)
@@ -241,10 +243,7 @@ void CudaMultipassRunnerOf<Act>::queue_graphed_step(CudaGPT2Of<Act>& model, cons
   // Second step of this plan: every buffer has its size, so the capture allocates
   // nothing. A failure mid-capture ends the capture before it propagates.
   seen_.erase(seen);
-  if (graphs_.size() == max_graphs_) {
-    (void)cudaGraphExecDestroy(graphs_.front().exec);
-    graphs_.erase(graphs_.begin());
-  }
+  if (graphs_.size() == max_graphs_) drop_oldest_graph();
   CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   cudaGraph_t graph = nullptr;
   try {

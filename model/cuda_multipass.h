@@ -56,6 +56,7 @@ class CudaMultipassRunnerOf {
   // target, which add no loss and no gradient), so that padded batches share plans.
   // 1 (the default): the rows as they are.
   void set_target_rows_multiple(int multiple);
+  bool cuda_graphs() const { return use_graphs_; }
   int graph_captures() const { return graph_captures_; }
   int graph_replays() const { return graph_replays_; }  // steps run as a launch of a kept graph
   // As MultipassRunner::set_dropout: needed before each forward_backward when
@@ -71,6 +72,7 @@ class CudaMultipassRunnerOf {
   void queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets);
   std::vector<int64_t> plan_key(const CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n_targets) const;
   void drop_graphs();
+  void drop_oldest_graph();  // the least recently used (graphs_ is not empty)
 
   struct Graph {
     std::vector<int64_t> key;  // plan_key of the captured step

@@ -85,6 +85,14 @@ void gemm_ex(CublasContext& cublas, bool trans_a, bool trans_b, int m, int n, in
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// The parameter half of a bf16 linear layer's backward: dw += inp^T dout (fp32) and
+// dbias += column sums of dout.
+void weight_and_bias_grads(CublasContext& cublas, float* dw, float* dbias, const bf16* dout, const bf16* inp, int N,
+                           int IC, int OC, float* scratch) {
+  gemm_bf16(cublas, true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);
+  if (dbias) column_sums(dbias, dout, N, OC, scratch, stream_of(cublas));
+}
+
 }  // namespace
 
 void detail::add_column_partials(float* acc, const float* partial, int splits, int C, cudaStream_t stream) {
@@ -128,8 +136,7 @@ void linear_backward(CublasContext& cublas, bf16* dinp, float* dw, float* dbias,
                      const bf16* w, int N, int IC, int OC, float* scratch) {
   if (N == 0) return;
   gemm_bf16(cublas, false, true, N, IC, OC, 1.f, dout, OC, w, OC, 0.f, dinp, IC);  // dinp = dout W^T
-  gemm_bf16(cublas, true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout (fp32)
-  if (dbias) column_sums(dbias, dout, N, OC, scratch, stream_of(cublas));
+  weight_and_bias_grads(cublas, dw, dbias, dout, inp, N, IC, OC, scratch);
 }
 
 void linear_gelu_forward(CublasContext& cublas, float* out, float* pre, const float* inp, const float* w,
@@ -158,8 +165,7 @@ void linear_backward_gelu(CublasContext& cublas, bf16* dpre, float* dw, float* d
                           bf16* dgelu) {
   if (N == 0) return;
   if (cublas.linear_dgelu_bf16(dout, w, pre, dpre, N, IC, OC)) {
-    gemm_bf16(cublas, true, false, IC, OC, N, 1.f, inp, IC, dout, OC, 1.f, dw, OC);  // dW += inp^T dout (fp32)
-    if (dbias) column_sums(dbias, dout, N, OC, scratch, stream_of(cublas));
+    weight_and_bias_grads(cublas, dw, dbias, dout, inp, N, IC, OC, scratch);
     return;
   }
   linear_backward(cublas, dgelu, dw, dbias, dout, inp, w, N, IC, OC, scratch);
