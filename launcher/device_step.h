@@ -36,8 +36,9 @@ class DeviceStep {
                       const std::vector<std::vector<int64_t>>& micro_ids, float loss_scale, int64_t step) = 0;
   // Zero both moments and the step count (the curriculum's optimizer resets).
   virtual void reset_optimizer() = 0;
-  // Weights, both moments and the step count into the host model and optimizer (the
-  // whole model's; only optimizer_shard() of the moments when data-parallel).
+  // Weights, both moments and the step count into the host model and optimizer. `opt`
+  // covers optimizer_shard() (the whole model in one process): a data-parallel rank
+  // keeps host moments for its shard only.
   virtual void sync_to_host(model::GPT2& gpt, model::AdamW& opt) = 0;
   // The reverse: after a resume has loaded them on the host.
   virtual void load_from_host(const model::GPT2& gpt, const model::AdamW& opt) = 0;
@@ -60,8 +61,17 @@ struct DevicePlacement {
   int local_rank = 0, local_size = 1;       // this rank's place on its node: which GPU it takes
 };
 
+// The elements whose AdamW moments a device step over `placement` keeps: the whole
+// model in one process, this rank's ZeRO-1 shard when data-parallel (the host optimizer
+// given to make_device_step covers exactly these).
+inline parallel::ShardRange device_optimizer_shard(size_t num_params, const DevicePlacement& placement) {
+  if (!placement.world) return {0, num_params};
+  return parallel::shard_range(0, num_params, placement.world->size(), placement.world->rank());
+}
+
 // The device trainer for c.device == "cuda" (c.precision fp32 or bf16), starting from the
-// host model's weights and the optimizer's state. Data-parallel over placement.world
+// host model's weights and the state of `opt`, an optimizer over
+// device_optimizer_shard(gpt.num_params(), placement). Data-parallel over placement.world
 // when given (collective; c.gpu_comm says how the ranks exchange; the trainer gives it
 // only to jobs of several ranks, a test may give a 1-rank world: the exchange then runs
 // and the result equals the one-process step's bit for bit).

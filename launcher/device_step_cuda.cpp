@@ -46,12 +46,9 @@ class CudaStep final : public DeviceStep {
         clip_(c.grad_clip),
         seed_(c.seed),
         buckets_(parallel::layer_gradient_buckets(gpt.layout(), gpt.config().n_layer)) {
-    COCONUT_CHECK(opt.begin() == 0 && opt.end() == model_.num_params(),
-                  "the device step needs the whole model's optimizer (got elements [{}, {}) of {})", opt.begin(),
-                  opt.end(), model_.num_params());
-    // The decay segments of this rank's shard: those of an optimizer over the shard.
-    const model::AdamW shard_opt(opt.config(), gpt.layout(), shard_.begin, shard_.end);
-    for (const auto& s : shard_opt.segments()) segments_.push_back({s.begin, s.end, s.decay});
+    check_covers_shard(opt);
+    // The decay segments of this rank's shard: those of the host optimizer over it.
+    for (const auto& s : opt.segments()) segments_.push_back({s.begin, s.end, s.decay});
     const model::AdamWConfig& a = opt.config();
     hyper_ = {a.lr, a.beta1, a.beta2, a.eps, a.weight_decay};
     model_.set_attention(attention_kind(c));
@@ -144,24 +141,33 @@ class CudaStep final : public DeviceStep {
   }
 
   void sync_to_host(model::GPT2& gpt, model::AdamW& opt) override {
+    check_covers_shard(opt);
     CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
     model_.get_params(gpt.params());
-    m_.copy_to_host(opt.m().data() + shard_.begin, m_.size());
-    v_.copy_to_host(opt.v().data() + shard_.begin, v_.size());
+    m_.copy_to_host(opt.m().data(), m_.size());
+    v_.copy_to_host(opt.v().data(), v_.size());
     opt.set_step_count(adam_step_);
   }
 
   void load_from_host(const model::GPT2& gpt, const model::AdamW& opt) override {
+    check_covers_shard(opt);
     CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
     model_.set_params(gpt.params());
-    m_.copy_from_host(opt.m().data() + shard_.begin, m_.size());
-    v_.copy_from_host(opt.v().data() + shard_.begin, v_.size());
+    m_.copy_from_host(opt.m().data(), m_.size());
+    v_.copy_from_host(opt.v().data(), v_.size());
     adam_step_ = opt.step_count();
   }
 
   parallel::ShardRange optimizer_shard() const override { return shard_; }
 
  private:
+  // The host optimizer holds this rank's moments only (device_optimizer_shard).
+  void check_covers_shard(const model::AdamW& opt) const {
+    COCONUT_CHECK(opt.begin() == shard_.begin && opt.end() == shard_.end,
+                  "the device step keeps the moments of elements [{}, {}) of {}; the host optimizer covers [{}, {})",
+                  shard_.begin, shard_.end, model_.num_params(), opt.begin(), opt.end());
+  }
+
   model::CudaGPT2Of<Act> model_;
   model::CudaMultipassRunnerOf<Act> runner_;
   std::unique_ptr<parallel::DeviceExchange> exchange_;

@@ -56,12 +56,6 @@ double number(const json& j, const char* key) {
   return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
 }
 
-// The elements of ctx.opt's moments that this rank holds without an executor: all of
-// them, or the device step's shard (data-parallel GPUs).
-parallel::ShardRange host_optimizer_shard(const TrainContext& ctx) {
-  return ctx.device ? ctx.device->optimizer_shard() : parallel::ShardRange{0, ctx.gpt.num_params()};
-}
-
 // This rank's part of the run's state (see the top of train_checkpoint.h).
 std::vector<parallel::StateSlice> state_slices(TrainContext& ctx) {
   const uint64_t n = ctx.gpt.num_params();
@@ -78,12 +72,11 @@ std::vector<parallel::StateSlice> state_slices(TrainContext& ctx) {
     add("adam.v", n, b, count, sh.v().data());
   } else {
     // One process: the whole buffer. Data-parallel GPUs: as the replicas above, each rank
-    // its ZeRO-1 shard, whose moments sync_to_host put at their place in ctx.opt.
-    const parallel::ShardRange sh = host_optimizer_shard(ctx);
-    const uint64_t b = sh.begin, count = sh.end - sh.begin;
+    // its ZeRO-1 shard, the range of ctx.opt (sync_to_host put its moments there).
+    const uint64_t b = ctx.opt.begin(), count = ctx.opt.end() - ctx.opt.begin();
     add("params", n, b, count, ctx.gpt.params() + b);
-    add("adam.m", n, b, count, ctx.opt.m().data() + b);
-    add("adam.v", n, b, count, ctx.opt.v().data() + b);
+    add("adam.m", n, b, count, ctx.opt.m().data());
+    add("adam.v", n, b, count, ctx.opt.v().data());
   }
   // Every rank holds the same <eot> classifier (launcher/train_loop.cpp): rank 0 writes it.
   if (ctx.eot && (!ctx.world || ctx.world->rank() == 0)) {
@@ -246,10 +239,9 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
     sh.set_step_count(adam_step);
   } else {
     // The device step's shard (all of it in one process); load_from_host takes it from here.
-    const parallel::ShardRange sh = host_optimizer_shard(ctx);
-    const uint64_t b = sh.begin, count = sh.end - sh.begin;
-    read_range(dir, man, "adam.m", n, b, count, ctx.opt.m().data() + b);
-    read_range(dir, man, "adam.v", n, b, count, ctx.opt.v().data() + b);
+    const uint64_t b = ctx.opt.begin(), count = ctx.opt.end() - ctx.opt.begin();
+    read_range(dir, man, "adam.m", n, b, count, ctx.opt.m().data());
+    read_range(dir, man, "adam.v", n, b, count, ctx.opt.v().data());
     ctx.opt.set_step_count(adam_step);
   }
   if (ctx.eot) {

@@ -54,7 +54,8 @@ struct TrainContext {
   const model::GPT2Config& mc;  // the model's shape (vocabulary from the tokenizer)
   model::GPT2& gpt;
   const std::vector<curriculum::TokenizedSample>& train_tok;
-  model::AdamW& opt;                // the whole model's optimizer in one process
+  model::AdamW& opt;                // this rank's moments: the whole model in one process, none
+                                    // beside an executor, the device step's shard on DP GPUs
   model::MultipassRunner& runner;
   Distributed& dist;                // executor == nullptr in one process
   curriculum::EotClassifier* eot;   // nullptr unless curriculum.eot_classifier

@@ -72,6 +72,31 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
   return std::make_unique<curriculum::WordTokenizer>(curriculum::WordTokenizer::build(texts));
 }
 
+namespace {
+
+// Logs the AdamW moments each rank holds, so that a run shows its optimizer state
+// sharded (the executor's ZeRO-1 shard plus the host optimizer's range; rank 0 logs
+// every rank's count; collective under mpirun).
+void log_optimizer_moments(const Distributed& dist, const model::AdamW& opt, size_t num_params,
+                           parallel::Communicator* world) {
+  size_t held = opt.end() - opt.begin();
+  if (dist.executor) held += dist.executor->optimizer().shard_end() - dist.executor->optimizer().shard_begin();
+  const auto mib = [](double elements) { return 2 * elements * sizeof(float) / double(1 << 20); };
+  if (!world || world->size() == 1) {
+    spdlog::info("optimizer: AdamW moments of {} of the {} parameters ({:.1f} MiB)", held, num_params, mib(held));
+    return;
+  }
+  std::vector<double> counts(size_t(world->size()), 0.0);
+  counts[size_t(world->rank())] = double(held);
+  world->all_reduce_sum(counts.data(), counts.size());
+  std::string per_rank;
+  for (size_t r = 0; r < counts.size(); ++r)
+    per_rank += fmt::format(" rank {}: {} ({:.1f} MiB);", r, int64_t(counts[r]), mib(counts[r]));
+  spdlog::info("optimizer: AdamW moments held per rank, of {} parameters:{}", num_params, per_rank);
+}
+
+}  // namespace
+
 TrainSummary run_training(const TrainConfig& given, parallel::Communicator* world, int local_rank, int local_size) {
   Timer wall;
   const bool distributed = world && world->size() > 1;
@@ -140,7 +165,6 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   train_tok.reserve(data.train.size());
   for (const Sample& s : data.train) train_tok.push_back(curriculum::tokenize_sample(s, *tok));
 
-  model::AdamW opt(c.adamw, gpt.layout(), 0, gpt.num_params());
   model::MultipassRunner runner;
   runner.set_activation_policy(model::parse_activation_policy(c.activations));
   Distributed dist;
@@ -177,13 +201,21 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   // decision rows of every batch through the runner's hidden-state loss hook.
   std::unique_ptr<curriculum::EotClassifier> eot;
   if (c.eot_classifier) eot = std::make_unique<curriculum::EotClassifier>(mc.d_model, c.adamw);
+  // The host AdamW holds the moments this rank updates and nothing more (ZeRO-1): the
+  // whole model in one process; none beside a pipeline executor, which keeps its own
+  // shard; the device step's shard on data-parallel GPUs.
+  DevicePlacement placement;
+  if (gpu_replicas) placement = {world, local_rank, local_size};
+  const parallel::ShardRange host_moments = dist.executor ? parallel::ShardRange{0, 0}
+                                            : c.device == "cuda" ? device_optimizer_shard(gpt.num_params(), placement)
+                                                                 : parallel::ShardRange{0, gpt.num_params()};
+  model::AdamW opt(c.adamw, gpt.layout(), host_moments.begin, host_moments.end);
+  log_optimizer_moments(dist, opt, gpt.num_params(), world);
   // train.device: cuda: the steps run on the GPU from the host model's weights.
   std::unique_ptr<DeviceStep> device;
   if (c.device == "cuda") {
     COCONUT_CHECK(!c.eot_classifier, "train.device: cuda does not train the <eot> classifier yet");
     COCONUT_CHECK(c.activations == "keep", "train.device: cuda keeps activations (parallel.activations: keep)");
-    DevicePlacement placement;
-    if (gpu_replicas) placement = {world, local_rank, local_size};
     device = make_device_step(c, gpt, opt, placement);
     spdlog::info("device: cuda, {} ({}), {}; evaluation on the GPU", c.precision,
                  c.precision == "bf16" ? "bf16 activations and weight copy, fp32 master weights and moments" : "fp32",

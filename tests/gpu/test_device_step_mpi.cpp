@@ -51,12 +51,12 @@ Trained train(DeviceStep& step, const model::GPT2Config& config, const model::Ad
   Trained t;
   for (int s = 0; s < 3; ++s) t.losses.push_back(step.step(micro, ids, 1.f / float(targets), s));
   model::GPT2 host(config);
-  model::AdamW opt(adam, host.layout(), 0, host.num_params());
+  t.shard = step.optimizer_shard();
+  model::AdamW opt(adam, host.layout(), t.shard.begin, t.shard.end);  // the host keeps the shard's moments only
   step.sync_to_host(host, opt);
   t.params.assign(host.params(), host.params() + host.num_params());
-  t.shard = step.optimizer_shard();
-  t.m.assign(opt.m().begin() + long(t.shard.begin), opt.m().begin() + long(t.shard.end));
-  t.v.assign(opt.v().begin() + long(t.shard.begin), opt.v().begin() + long(t.shard.end));
+  t.m = opt.m();
+  t.v = opt.v();
   return t;
 }
 
@@ -95,15 +95,20 @@ TEST_P(DeviceStepDataParallel, EqualsTheOneProcessStep) {
   c.gpu_comm = k.comm;
   c.grad_clip = 0.5;  // small enough to clip: the norm is summed over the shards
   c.adamw.lr = 1e-2f;
-  model::AdamW opt(c.adamw, gpt.layout(), 0, gpt.num_params());
+  const DevicePlacement placement{&world, local_rank, local_size};
+  const parallel::ShardRange shard = device_optimizer_shard(gpt.num_params(), placement);
+  const model::AdamW shard_opt(c.adamw, gpt.layout(), shard.begin, shard.end);
+  const model::AdamW whole_opt(c.adamw, gpt.layout(), 0, gpt.num_params());
 
   // The exchange picks this rank's GPU; the one-process reference then runs on it too.
-  const std::unique_ptr<DeviceStep> dp = make_device_step(c, gpt, opt, {&world, local_rank, local_size});
-  const std::unique_ptr<DeviceStep> one = make_device_step(c, gpt, opt);
+  const std::unique_ptr<DeviceStep> dp = make_device_step(c, gpt, shard_opt, placement);
+  const std::unique_ptr<DeviceStep> one = make_device_step(c, gpt, whole_opt);
   const Trained got = train(*dp, config, c.adamw, k.micro_batches);
   const Trained want = train(*one, config, c.adamw, k.micro_batches);
 
-  const parallel::ShardRange shard = parallel::shard_range(0, gpt.num_params(), world.size(), world.rank());
+  const parallel::ShardRange expected = parallel::shard_range(0, gpt.num_params(), world.size(), world.rank());
+  EXPECT_EQ(shard.begin, expected.begin);
+  EXPECT_EQ(shard.end, expected.end);
   EXPECT_EQ(got.shard.begin, shard.begin);
   EXPECT_EQ(got.shard.end, shard.end);
   ASSERT_EQ(want.shard.begin, 0u);

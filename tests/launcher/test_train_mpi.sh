@@ -102,6 +102,20 @@ def weights(name):
 w, w1 = weights("pp2_dp2_eot"), weights("single_eot")
 print(f"eot classifier: {len(w)} values, largest difference {max(abs(a - b) for a, b in zip(w, w1)):.2e}")
 ok &= len(w) == len(w1) > 0 and max(abs(a - b) for a, b in zip(w, w1)) <= 1e-6 and any(v != 0 for v in w)
+# ZeRO-1: the ranks' AdamW moments partition the parameters (each held once), and one
+# process holds them all. A rank that also kept a whole-model optimizer would add n.
+import re
+def moments(name):
+    text = open(f"{tmp}/{name}.log").read()
+    one = re.search(r"optimizer: AdamW moments of (\d+) of the (\d+) parameters", text)
+    if one:
+        return int(one.group(2)), [int(one.group(1))]
+    many = re.search(r"optimizer: AdamW moments held per rank, of (\d+) parameters:(.*)", text)
+    return int(many.group(1)), [int(c) for c in re.findall(r"rank \d+: (\d+) \(", many.group(2))]
+for name, ranks in [("single", 1), ("pp2_ring", 2), ("dp2", 2), ("pp2_dp2_1f1b", 4)]:
+    n, held = moments(name)
+    print(f"{name}: AdamW moments per rank {held} of {n} parameters")
+    ok &= len(held) == ranks and sum(held) == n and (ranks == 1 or max(held) < n)
 same = losses("pp2_ring") == losses("pp2_ring_again")
 print("pp2_ring twice identical:", same)
 sys.exit(0 if ok and same else 1)
