@@ -87,9 +87,13 @@ uint64_t dropout_site_first(int layer, int site) { return site_first(layer, stat
 // ---------------------------------------------------------------- parameters
 
 GPT2::GPT2(const GPT2Config& config)
-    : config_(config), layout_(config), params_(layout_.total(), 0.f), grads_(layout_.total(), 0.f) {
+    : config_(config),
+      layout_(config),
+      params_(layout_.total(), 0.f),
+      grads_(static_cast<float*>(std::calloc(layout_.total(), sizeof(float)))) {
+  COCONUT_CHECK(grads_ != nullptr, "cannot allocate the gradients of {} parameters", layout_.total());
   w_ = bind_params(config_, params_.data());
-  g_ = bind_params(config_, grads_.data());
+  g_ = bind_params(config_, grads_.get());
 }
 
 void GPT2::init_weights(uint64_t seed) {
@@ -113,7 +117,13 @@ void GPT2::init_weights(uint64_t seed) {
   }
 }
 
-void GPT2::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.f); }
+void GPT2::zero_grads() { zero_grads(0, num_params()); }
+
+void GPT2::zero_grads(size_t begin, size_t end) {
+  COCONUT_CHECK(begin <= end && end <= num_params(), "zero_grads: elements [{}, {}) outside the {} parameters", begin,
+                end, num_params());
+  std::fill(grads_.get() + begin, grads_.get() + end, 0.f);
+}
 
 void GPT2::embed_tokens(const int* tokens, int n, float* out) const {
   const int C = config_.d_model;

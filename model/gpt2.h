@@ -18,6 +18,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -212,9 +214,11 @@ struct BackwardScratch {
 };
 
 // The decoder: parameters and their gradients as flat buffers with named views.
-// Under pipeline parallelism every rank still holds the whole flat buffer (simplest,
-// and the model is small next to its activations); a stage reads and updates only its
-// own slice (parallel/partition.h), so the rest of the buffer goes stale there.
+// Under pipeline parallelism every rank still holds the whole parameter buffer (the
+// evaluation gathers the whole model on every rank); a stage reads and updates only its
+// own slice (parallel/partition.h), so the rest of the buffer goes stale there. The
+// gradient buffer starts as untouched zero pages and a stage zeroes and writes only its
+// slice, so the other stages' gradients take no memory there.
 class GPT2 {
  public:
   explicit GPT2(const GPT2Config& config);
@@ -225,8 +229,8 @@ class GPT2 {
   const ParamLayout& layout() const { return layout_; }
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
-  float* grads() { return grads_.data(); }
-  const float* grads() const { return grads_.data(); }
+  float* grads() { return grads_.get(); }
+  const float* grads() const { return grads_.get(); }
   size_t num_params() const { return params_.size(); }
   const ParamView& weights() const { return w_; }
   const ParamView& grad_view() const { return g_; }
@@ -236,6 +240,8 @@ class GPT2 {
   // Values come from a counter-based generator keyed by (seed, tensor index, element).
   void init_weights(uint64_t seed);
   void zero_grads();
+  // Zero the gradients of elements [begin, end) only (a pipeline stage's slice).
+  void zero_grads(size_t begin, size_t end);
 
   // out[r] = wte[tokens[r]] for n rows; backward accumulates d_embeds into wte's grad.
   void embed_tokens(const int* tokens, int n, float* out) const;
@@ -289,7 +295,12 @@ class GPT2 {
  private:
   GPT2Config config_;
   ParamLayout layout_;
-  std::vector<float> params_, grads_;
+  std::vector<float> params_;
+  // From calloc: a large block is fresh zero pages that take memory only once written.
+  struct FreeFloats {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float[], FreeFloats> grads_;
   ParamView w_, g_;
 };
 

@@ -114,7 +114,13 @@ double PipelineExecutor::forward_backward(const std::vector<model::SequenceBatch
                     batches[m].B);
     dropout_pending_ = false;
   }
-  model_.zero_grads();
+  // Only this stage's gradients (and the tied LM head's wte on the last stage): the
+  // rest of the buffer is never written here, and stays untouched memory.
+  model_.zero_grads(slice_.begin, slice_.end);
+  if (last_ && stages_ > 1) {
+    const ParamSlice wte = wte_slice(model_.layout());
+    model_.zero_grads(wte.begin, wte.end);
+  }
   losses_.assign(M, 0.0);
   ops_.clear();
   // A replica without data this step (the end of an epoch) still joins the collectives.
