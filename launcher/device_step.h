@@ -28,14 +28,17 @@ class DeviceStep {
  public:
   virtual ~DeviceStep() = default;
   // One optimizer step over the micro-batches, as the CPU's local step: gradients summed
-  // over them (each scaled by loss_scale), global-norm clipping, AdamW. Dropout draws the
+  // over them (each scaled by loss_scale), global-norm clipping, AdamW at rate lr. Dropout draws the
   // CPU's masks for (seed, step, sample ids). Returns the summed loss. Data-parallel:
   // every rank passes the whole batch's micro-batches and runs micro-batch m when m
   // modulo the ranks is its rank (as the CPU executor); the loss is the whole batch's.
   virtual double step(const std::vector<model::SequenceBatch>& micro,
-                      const std::vector<std::vector<int64_t>>& micro_ids, float loss_scale, int64_t step) = 0;
+                      const std::vector<std::vector<int64_t>>& micro_ids, float loss_scale, int64_t step,
+                      float lr) = 0;
   // Zero both moments and the step count (the curriculum's optimizer resets).
   virtual void reset_optimizer() = 0;
+  // AdamW steps since the last reset (or the resumed count).
+  virtual int64_t optimizer_steps() const = 0;
   // Weights, both moments and the step count into the host model and optimizer. `opt`
   // covers optimizer_shard() (the whole model in one process): a data-parallel rank
   // keeps host moments for its shard only.

@@ -62,7 +62,7 @@ class CudaStep final : public DeviceStep {
   }
 
   double step(const std::vector<model::SequenceBatch>& micro, const std::vector<std::vector<int64_t>>& micro_ids,
-              float loss_scale, int64_t step) override {
+              float loss_scale, int64_t step, float lr) override {
     model_.zero_grads();
     const int ranks = exchange_ ? exchange_->size() : 1, rank = exchange_ ? exchange_->rank() : 0;
     // With NCCL the last micro-batch's backward hands each finished layer to the
@@ -101,6 +101,7 @@ class CudaStep final : public DeviceStep {
       gpu::clip_grads(grads + shard_.begin, count, std::sqrt(squares), static_cast<float>(clip_), model_.stream());
     }
     ++adam_step_;
+    hyper_.lr = lr;
     // The bf16 weights the forward reads: the update refreshes them in one process; with
     // several ranks they are converted once all the shards have arrived.
     gpu::bf16* copy = nullptr;
@@ -159,6 +160,7 @@ class CudaStep final : public DeviceStep {
   }
 
   parallel::ShardRange optimizer_shard() const override { return shard_; }
+  int64_t optimizer_steps() const override { return adam_step_; }
 
  private:
   // The host optimizer holds this rank's moments only (device_optimizer_shard).

@@ -167,8 +167,12 @@ int print_dry_run(const TrainConfig& c) {
                             : c.dp > 0 ? fmt::format("{} (default for pp {} x dp {})", default_micro_batch_size(
                                                          c.batch_size, c.pp, c.dp), c.pp, c.dp)
                                        : fmt::format("{} (the default in one process; under mpirun, chosen for the ranks)", c.batch_size);
-  fmt::print("batch: {} samples per step in micro-batches of {}; AdamW lr {}, weight decay {}; reset optimizer: {}\n",
-             c.batch_size, micro, c.adamw.lr, c.adamw.weight_decay, c.reset_optimizer);
+  const LrSchedule& ls = c.lr_schedule;
+  const std::string schedule =
+      (ls.kind == "cosine" ? fmt::format("cosine to {}", ls.min_lr) : std::string("constant")) +
+      (ls.warmup_steps > 0 ? fmt::format(", warmup {} steps after each reset", ls.warmup_steps) : std::string());
+  fmt::print("batch: {} samples per step in micro-batches of {}; AdamW lr {} ({}), weight decay {}; reset optimizer: "
+             "{}\n", c.batch_size, micro, c.adamw.lr, schedule, c.adamw.weight_decay, c.reset_optimizer);
   const std::string dp = c.dp > 0 ? std::to_string(c.dp) : "ranks / pp";
   fmt::print("parallel: pp {} x dp {} ({} schedule){}\n", c.pp, dp, c.schedule,
              c.dp > 0 ? fmt::format(": run with mpirun -np {}", c.pp * c.dp) : "");

@@ -59,6 +59,11 @@ TrainConfig read_train_config(Config& c) {
   t.micro_batch_size = c.get_int("train.micro_batch_size", 0, 0, 1 << 20);  // 0: default_micro_batch_size
   t.adamw.lr = static_cast<float>(c.get_double("train.lr", 1e-4, 0.0, 10.0));
   t.adamw.weight_decay = static_cast<float>(c.get_double("train.weight_decay", 0.01, 0.0, 10.0));
+  t.lr_schedule.kind = c.get_string("train.lr_schedule", "constant", {"constant", "cosine"});
+  t.lr_schedule.warmup_steps = c.get_int64("train.warmup_steps", 0, 0, INT64_MAX);
+  t.lr_schedule.min_lr = c.get_double("train.min_lr", 0.0, 0.0, 10.0);
+  COCONUT_CHECK(t.lr_schedule.min_lr <= t.adamw.lr, "{}: train.min_lr {} is above train.lr {}", c.source(),
+                t.lr_schedule.min_lr, t.adamw.lr);
   t.adamw.beta1 = static_cast<float>(c.get_double("train.beta1", 0.9, 0.0, 0.999999));
   t.adamw.beta2 = static_cast<float>(c.get_double("train.beta2", 0.999, 0.0, 0.999999999));
   t.adamw.eps = static_cast<float>(c.get_double("train.eps", 1e-8, 0.0, 1.0));

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "curriculum/samples.h"
+#include "launcher/lr_schedule.h"
 #include "model/adamw.h"
 #include "model/gpt2.h"
 #include "runtime/config.h"
@@ -55,7 +56,8 @@ struct TrainConfig {
   // Gradient accumulation when smaller than batch_size; 0 (the default) = chosen by
   // run_training for the topology (default_micro_batch_size).
   int micro_batch_size = 0;
-  model::AdamWConfig adamw;
+  model::AdamWConfig adamw;   // adamw.lr: the peak rate of lr_schedule
+  LrSchedule lr_schedule;
   double grad_clip = 0;       // global-norm clipping; 0 = off
   // Where one process trains: cpu, or cuda (the model, its gradients and AdamW's moments
   // on the GPU; launcher/device_step.h) in fp32 or bf16 mixed precision.

@@ -83,7 +83,7 @@ void sum_eot_over_ranks(parallel::Communicator& world, curriculum::EotClassifier
 
 // Under mpirun: micro-batches go round-robin to the replicas; every stage of a replica
 // runs the same ones. Returns the global loss.
-double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b) {
+double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b, float lr) {
   const TrainConfig& c = ctx.config;
   Distributed& dist = ctx.dist;
   std::vector<model::SequenceBatch> mine;
@@ -107,11 +107,11 @@ double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b) {
                                return eot_losses[m](acts, d_hidden);
                              });
   }
-  const double loss = dist.executor->train_step(mine, 1.f / b.targets, c.adamw.lr).loss;
+  const double loss = dist.executor->train_step(mine, 1.f / b.targets, lr).loss;
   if (eot) {
     dist.executor->set_hidden_loss({});  // it refers to this step's targets
     sum_eot_over_ranks(*ctx.world, *eot, eot_before);
-    if (b.eot_rows > 0) eot->step(c.adamw.lr);
+    if (b.eot_rows > 0) eot->step(lr);
   }
   const parallel::StepTiming& t = dist.executor->last_timing();
   st.busy += t.busy_seconds;
@@ -123,9 +123,9 @@ double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b) {
 
 // One process: MultipassRunner over the micro-batches, clipping, AdamW; on the GPU
 // with train.device: cuda.
-double local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b) {
+double local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b, float lr) {
   const TrainConfig& c = ctx.config;
-  if (ctx.device) return ctx.device->step(b.micro, b.micro_ids, 1.f / b.targets, st.step);
+  if (ctx.device) return ctx.device->step(b.micro, b.micro_ids, 1.f / b.targets, st.step, lr);
   model::GPT2& gpt = ctx.gpt;
   curriculum::EotClassifier* eot = ctx.eot;
   double loss = 0;
@@ -143,9 +143,19 @@ double local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b) {
     const double norm = std::sqrt(model::sum_of_squares(gpt.grads(), gpt.num_params()));
     model::clip_grads(gpt.grads(), gpt.num_params(), norm, static_cast<float>(c.grad_clip));
   }
-  ctx.opt.step(gpt.params(), gpt.grads(), c.adamw.lr);
-  if (eot && b.eot_rows > 0) eot->step(c.adamw.lr);
+  ctx.opt.step(gpt.params(), gpt.grads(), lr);
+  if (eot && b.eot_rows > 0) eot->step(lr);
   return loss;
+}
+
+// This step's learning rate (launcher/lr_schedule.h): from the run's step count and the
+// model optimizer's own, which a reset zeroes and a checkpoint keeps.
+float step_lr(const TrainContext& ctx, const TrainState& st) {
+  const int64_t since_reset = ctx.dist.executor ? ctx.dist.executor->optimizer().step_count()
+                              : ctx.device      ? ctx.device->optimizer_steps()
+                                                : ctx.opt.step_count();
+  return scheduled_lr(ctx.config.lr_schedule, ctx.config.adamw.lr, st.step, std::max<int64_t>(1, ctx.total_steps),
+                      since_reset);
 }
 
 }  // namespace
@@ -234,14 +244,15 @@ void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   ++st.batch_in_epoch;
   st.tokens += b.tokens;
   if (b.targets == 0) return;
-  const double loss = ctx.dist.executor ? distributed_step(ctx, st, b) : local_step(ctx, st, b);
+  const float lr = step_lr(ctx, st);
+  const double loss = ctx.dist.executor ? distributed_step(ctx, st, b, lr) : local_step(ctx, st, b, lr);
   ++st.step;
   ++st.batches;
   st.loss_sum += loss;
-  emit_step(ctx, st, plan.stage, loss);
+  emit_step(ctx, st, plan.stage, loss, lr);
 }
 
-void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss) {
+void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss, float lr) {
   const double tokens_per_s = st.tokens / st.epoch_seconds();
   if (st.step % ctx.config.log_every == 0) {
     Progress p;
@@ -257,10 +268,11 @@ void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double 
     spdlog::info("{}", format_progress(p));
   }
   if (!ctx.output) return;
-  ctx.output->log_step({st.epoch, stage, st.step, loss, ctx.config.adamw.lr, tokens_per_s});
+  ctx.output->log_step({st.epoch, stage, st.step, loss, lr, tokens_per_s});
   // Every step's exact loss (JSON keeps doubles round-trip exact): what a resumed run is
-  // compared with.
-  append_jsonl(ctx.dir / "steps.jsonl", {{"step", st.step}, {"epoch", st.epoch}, {"stage", stage}, {"loss", loss}});
+  // compared with; and the learning rate it took.
+  append_jsonl(ctx.dir / "steps.jsonl",
+               {{"step", st.step}, {"epoch", st.epoch}, {"stage", stage}, {"loss", loss}, {"lr", lr}});
 }
 
 void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row) {

@@ -139,7 +139,7 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
 void sync_host(TrainContext& ctx);
 
 // The two reporting points (rank 0 writes; see the top of this file).
-void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss);
+void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss, float lr);
 void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row);
 
 }  // namespace coconut::launcher

@@ -16,3 +16,15 @@ expect() {
   [[ $rc == "$code" ]] || fail "'$*' exited $rc, expected $code; stderr: $(cat "$work/err.txt")"
   grep -q -- "$pattern" "$work/err.txt" || fail "'$*': stderr lacks '$pattern': $(cat "$work/err.txt")"
 }
+
+# train_run NAME NP [OPTIONS...]: `coconut train` with the caller's $bin and "${args[@]}",
+# run.dir $tmp/NAME, as one process (NP 1) or NP ranks under mpirun; its output is
+# appended to $tmp/NAME.log (a resumed run continues it). Fails the test, with the log's
+# tail, when it exits non-zero.
+train_run() {
+  local name=$1 np=$2
+  shift 2
+  if [ "$np" = 1 ]; then "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" >>"$tmp/$name.log" 2>&1
+  else mpirun --oversubscribe -np "$np" "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" >>"$tmp/$name.log" 2>&1
+  fi || fail "run $name ($*) exited non-zero: $(tail -n 20 "$tmp/$name.log")"
+}

@@ -5,6 +5,7 @@
 # the same topology twice must give identical bits.
 # usage: test_train_mpi.sh COCONUT_BINARY CONFIG_DIR TMP_DIR
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 bin=$1 configs=$2 tmp=$3/train_mpi
 rm -rf "$tmp" && mkdir -p "$tmp"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
@@ -12,25 +13,18 @@ args=("$configs/prosqa_tiny.yaml" --set train.epochs=3 --set curriculum.epochs_p
       --set data.generate_train=48 --set data.generate_valid=4 --set train.batch_size=16
       --set train.micro_batch_size=4 --set model.dropout=0.1 --set eval.every_epochs=0 --set run.threads=1)
 
-run() {  # run NAME NP [overrides...]
-  local name=$1 np=$2; shift 2
-  if [ "$np" = 1 ]; then "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1
-  else mpirun --oversubscribe -np "$np" "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1
-  fi || { echo "FAIL: run $name exited non-zero"; tail -n 20 "$tmp/$name.log"; exit 1; }
-}
-
-run single 1
-run pp2_ring 2 --set parallel.pp=2 --set parallel.schedule=ring
-run pp2_ring_again 2 --set parallel.pp=2 --set parallel.schedule=ring
-run pp2_gpipe 2 --set parallel.pp=2 --set parallel.schedule=gpipe
-run dp2 2 --set parallel.pp=1
-run pp2_dp2_1f1b 4 --set parallel.pp=2 --set parallel.schedule=1f1b
+train_run single 1
+train_run pp2_ring 2 --set parallel.pp=2 --set parallel.schedule=ring
+train_run pp2_ring_again 2 --set parallel.pp=2 --set parallel.schedule=ring
+train_run pp2_gpipe 2 --set parallel.pp=2 --set parallel.schedule=gpipe
+train_run dp2 2 --set parallel.pp=1
+train_run pp2_dp2_1f1b 4 --set parallel.pp=2 --set parallel.schedule=1f1b
 # train.micro_batch_size left to its default (0): batch 16 cut for the topology, logged.
-run dp2_default 2 --set parallel.pp=1 --set train.micro_batch_size=0
+train_run dp2_default 2 --set parallel.pp=1 --set train.micro_batch_size=0
 # Evaluation under mpirun: 4 ranks share 7 batches of 3 items; `coconut eval` of the
 # saved model in one process must give the same items bit for bit, with every thought's
 # two most probable tokens (eval.thought_tokens, carried between the ranks).
-run pp2_dp2_eval 4 --set parallel.pp=2 --set data.generate_valid=20 --set eval.batch_size=3 --set eval.every_epochs=1 \
+train_run pp2_dp2_eval 4 --set parallel.pp=2 --set data.generate_valid=20 --set eval.batch_size=3 --set eval.every_epochs=1 \
   --set eval.thought_tokens=2
 "$bin" eval "$tmp/pp2_dp2_eval" --out "$tmp/pp2_dp2_eval/eval_one_process.json" > "$tmp/pp2_dp2_eval_eval.log" 2>&1 ||
   { echo "FAIL: coconut eval of pp2_dp2_eval"; cat "$tmp/pp2_dp2_eval_eval.log"; exit 1; }
@@ -47,9 +41,9 @@ PY
 # The learned <eot> classifier: its loss joins the model's on the last stage, its
 # gradient and statistics are summed over the ranks.
 eot=(--set curriculum.eot_classifier=true)
-run single_eot 1 "${eot[@]}"
-run pp2_dp2_eot 4 "${eot[@]}" --set parallel.pp=2 --set parallel.schedule=ring
-run pp2_default 2 --set parallel.pp=2 --set train.micro_batch_size=0
+train_run single_eot 1 "${eot[@]}"
+train_run pp2_dp2_eot 4 "${eot[@]}" --set parallel.pp=2 --set parallel.schedule=ring
+train_run pp2_default 2 --set parallel.pp=2 --set train.micro_batch_size=0
 for case in "dp2_default 8" "pp2_default 4"; do
   set -- $case
   grep -q "micro-batches of $2 (train.micro_batch_size's default for this topology)" "$tmp/$1.log" ||

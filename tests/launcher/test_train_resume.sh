@@ -13,6 +13,7 @@
 #                  (saved between epochs 0 and 1) of a run that went on to step 5
 # usage: test_train_resume.sh COCONUT_BINARY CONFIG_DIR TMP_DIR
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 bin=$1 configs=$2 tmp=$3/train_resume
 rm -rf "$tmp" && mkdir -p "$tmp"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
@@ -20,36 +21,30 @@ args=("$configs/prosqa_tiny.yaml" --set train.epochs=2 --set curriculum.epochs_p
       --set data.generate_train=48 --set data.generate_valid=4 --set train.batch_size=16
       --set train.micro_batch_size=4 --set model.dropout=0.1 --set eval.every_epochs=0 --set run.threads=1)
 
-run() {  # run NAME NP [options...]: the log is appended to (a resumed run continues it)
-  local name=$1 np=$2; shift 2
-  if [ "$np" = 1 ]; then "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1
-  else mpirun --oversubscribe -np "$np" "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1
-  fi || { echo "FAIL: run $name ($*) exited non-zero"; tail -n 20 "$tmp/$name.log"; exit 1; }
-}
 grid=(--set parallel.pp=2 --set parallel.dp=2 --set parallel.schedule=1f1b)
 
-run full 1
-run mid 1 --set checkpoint.every_steps=2 --set checkpoint.stop_after_steps=4
-run mid 1 --set checkpoint.every_steps=2 --resume auto
-run boundary 1 --set checkpoint.stop_after_steps=3
-run boundary 1 --resume auto
-run epochend 1 --set checkpoint.at_epoch_end=true --set checkpoint.stop_after_steps=5
-run epochend 1 --set checkpoint.at_epoch_end=true --resume "$tmp/epochend/checkpoints/step-00000003"
+train_run full 1
+train_run mid 1 --set checkpoint.every_steps=2 --set checkpoint.stop_after_steps=4
+train_run mid 1 --set checkpoint.every_steps=2 --resume auto
+train_run boundary 1 --set checkpoint.stop_after_steps=3
+train_run boundary 1 --resume auto
+train_run epochend 1 --set checkpoint.at_epoch_end=true --set checkpoint.stop_after_steps=5
+train_run epochend 1 --set checkpoint.at_epoch_end=true --resume "$tmp/epochend/checkpoints/step-00000003"
 # The learned <eot> classifier (one process): its weights, moments and statistics too.
 eot=(--set curriculum.eot_classifier=true)
-run full_eot 1 "${eot[@]}"
-run mid_eot 1 "${eot[@]}" --set checkpoint.stop_after_steps=4
-run mid_eot 1 "${eot[@]}" --resume auto
-run full_grid 4 "${grid[@]}"
-run mid_grid 4 "${grid[@]}" --set checkpoint.stop_after_steps=4
-run mid_grid 4 "${grid[@]}" --resume auto
-run boundary_grid 4 "${grid[@]}" --set checkpoint.async=true --set checkpoint.stop_after_steps=3
-run boundary_grid 4 "${grid[@]}" --set checkpoint.async=true --resume auto
-run full_grid_eot 4 "${grid[@]}" "${eot[@]}"
-run mid_grid_eot 4 "${grid[@]}" "${eot[@]}" --set checkpoint.stop_after_steps=4
-run mid_grid_eot 4 "${grid[@]}" "${eot[@]}" --resume auto
+train_run full_eot 1 "${eot[@]}"
+train_run mid_eot 1 "${eot[@]}" --set checkpoint.stop_after_steps=4
+train_run mid_eot 1 "${eot[@]}" --resume auto
+train_run full_grid 4 "${grid[@]}"
+train_run mid_grid 4 "${grid[@]}" --set checkpoint.stop_after_steps=4
+train_run mid_grid 4 "${grid[@]}" --resume auto
+train_run boundary_grid 4 "${grid[@]}" --set checkpoint.async=true --set checkpoint.stop_after_steps=3
+train_run boundary_grid 4 "${grid[@]}" --set checkpoint.async=true --resume auto
+train_run full_grid_eot 4 "${grid[@]}" "${eot[@]}"
+train_run mid_grid_eot 4 "${grid[@]}" "${eot[@]}" --set checkpoint.stop_after_steps=4
+train_run mid_grid_eot 4 "${grid[@]}" "${eot[@]}" --resume auto
 # ... and onto one process: rank 0's copy of the classifier serves any topology.
-run one_from_grid_eot 1 "${eot[@]}" --resume "$tmp/mid_grid_eot/checkpoints/step-00000004"
+train_run one_from_grid_eot 1 "${eot[@]}" --resume "$tmp/mid_grid_eot/checkpoints/step-00000004"
 
 python3 - "$tmp" <<'PY'
 import json, re, sys
