@@ -28,10 +28,11 @@ class DeviceStep {
  public:
   virtual ~DeviceStep() = default;
   // One optimizer step over the micro-batches, as the CPU's local step: gradients summed
-  // over them (each scaled by loss_scale), global-norm clipping, AdamW at rate lr. Dropout draws the
-  // CPU's masks for (seed, step, sample ids). Returns the summed loss. Data-parallel:
-  // every rank passes the whole batch's micro-batches and runs micro-batch m when m
-  // modulo the ranks is its rank (as the CPU executor); the loss is the whole batch's.
+  // over them (each scaled by loss_scale), global-norm clipping, AdamW at rate lr.
+  // Dropout draws the CPU's masks for (seed, step, sample ids). Returns the summed loss.
+  // Data-parallel: every rank passes the whole batch's micro-batches and runs micro-batch
+  // m when m modulo the ranks is its rank (as the CPU executor); the loss is the whole
+  // batch's.
   virtual double step(const std::vector<model::SequenceBatch>& micro,
                       const std::vector<std::vector<int64_t>>& micro_ids, float loss_scale, int64_t step,
                       float lr) = 0;

@@ -201,14 +201,13 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   // decision rows of every batch through the runner's hidden-state loss hook.
   std::unique_ptr<curriculum::EotClassifier> eot;
   if (c.eot_classifier) eot = std::make_unique<curriculum::EotClassifier>(mc.d_model, c.adamw);
-  // The host AdamW holds the moments this rank updates and nothing more (ZeRO-1): the
-  // whole model in one process; none beside a pipeline executor, which keeps its own
-  // shard; the device step's shard on data-parallel GPUs.
+  // The host AdamW holds the moments this rank updates and nothing more (ZeRO-1): none
+  // beside a pipeline executor, which keeps its own shard; else the whole model in one
+  // process (the placement is empty), the device step's shard on data-parallel GPUs.
   DevicePlacement placement;
   if (gpu_replicas) placement = {world, local_rank, local_size};
-  const parallel::ShardRange host_moments = dist.executor ? parallel::ShardRange{0, 0}
-                                            : c.device == "cuda" ? device_optimizer_shard(gpt.num_params(), placement)
-                                                                 : parallel::ShardRange{0, gpt.num_params()};
+  const parallel::ShardRange host_moments =
+      dist.executor ? parallel::ShardRange{0, 0} : device_optimizer_shard(gpt.num_params(), placement);
   model::AdamW opt(c.adamw, gpt.layout(), host_moments.begin, host_moments.end);
   log_optimizer_moments(dist, opt, gpt.num_params(), world);
   // train.device: cuda: the steps run on the GPU from the host model's weights.
