@@ -226,9 +226,11 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
     COCONUT_FAIL("checkpoint '{}': malformed trainer state in manifest.pb ({})", dir, e.what());
   }
 
-  // Weights: every rank keeps the whole buffer. Moments: this rank's shard.
+  // Weights: the slices this rank holds (all of them but on pipeline stages). Moments:
+  // this rank's shard.
   const uint64_t n = ctx.gpt.num_params();
-  read_range(dir, man, "params", n, 0, n, ctx.gpt.params());
+  for (const parallel::ParamSlice& h : ctx.dist.held_slices(ctx.gpt))
+    read_range(dir, man, "params", n, h.begin, h.size(), ctx.gpt.params() + h.begin);
   if (ctx.dist.executor) {
     parallel::ShardedAdamW& sh = ctx.dist.executor->optimizer();
     const uint64_t b = sh.shard_begin(), count = sh.shard_end() - sh.shard_begin();

@@ -11,6 +11,8 @@
 #include <numeric>
 
 #include "curriculum/batching.h"
+#include "model/hf_weights.h"
+#include "parallel/pipeline_decoder.h"
 #include "runtime/check.h"
 #include "runtime/hash.h"
 #include "runtime/memory_meter.h"
@@ -160,11 +162,37 @@ float step_lr(const TrainContext& ctx, const TrainState& st) {
 
 }  // namespace
 
-void Distributed::gather_model(model::GPT2& gpt) {
-  for (int s = 0; s < grid->pp(); ++s) {
-    const parallel::ParamSlice slice = parallel::stage_param_slice(gpt.layout(), partition, s);
-    grid->pipeline().broadcast(gpt.params() + slice.begin, slice.size(), s);
+std::vector<parallel::ParamSlice> Distributed::held_slices(const model::GPT2& gpt) const {
+  if (partition.empty()) return {{0, gpt.num_params()}};
+  return parallel::held_param_slices(gpt.layout(), partition, grid->stage());
+}
+
+void Distributed::export_model(const std::string& out_dir, const model::GPT2& gpt) const {
+  if (grid->dp_index() != 0) return;
+  COCONUT_CHECK(grid->rank_of(0, 0) == 0, "the writer (world rank 0) is not stage 0 of replica 0");
+  constexpr int kExportTag = 0x6A7;
+  // Each tensor lies in one stage's slice: that stage sends it (wte: stage 0, its owner).
+  std::vector<parallel::ParamSlice> slices;
+  for (int s = 0; s < grid->pp(); ++s) slices.push_back(parallel::stage_param_slice(gpt.layout(), partition, s));
+  auto owner = [&](const model::TensorSpec& t) {
+    int s = 0;
+    while (t.offset >= slices[s].end) ++s;
+    return s;
+  };
+  parallel::Communicator& pipe = grid->pipeline();
+  if (!grid->first_stage()) {
+    for (const model::TensorSpec& t : gpt.layout().tensors())
+      if (owner(t) == grid->stage()) pipe.send(gpt.params() + t.offset, t.numel, 0, kExportTag);
+    return;
   }
+  std::vector<float> received;  // one tensor of another stage
+  model::export_hf_gpt2(out_dir, gpt.config(), [&](const model::TensorSpec& t) -> const float* {
+    const int from = owner(t);
+    if (from == 0) return gpt.params() + t.offset;
+    received.resize(t.numel);
+    pipe.recv(received.data(), t.numel, from, kExportTag);
+    return received.data();
+  });
 }
 
 std::vector<size_t> epoch_order(size_t n, uint64_t seed, int epoch) {
@@ -281,30 +309,51 @@ void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row) {
 
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device, const curriculum::Tokenizer& tok,
                                       const std::vector<Sample>& split, const TrainConfig& c, int stage,
-                                      const curriculum::EotClassifier* eot, parallel::Communicator* world) {
+                                      const curriculum::EotClassifier* eot, Distributed* dist) {
   std::vector<Sample> head;  // a copy only when truncating
   if (c.eval_max_items > 0 && static_cast<int>(split.size()) > c.eval_max_items)
     head.assign(split.begin(), split.begin() + c.eval_max_items);
   const std::vector<Sample>& items = head.empty() ? split : head;
-  const int ranks = world ? world->size() : 1, rank = world ? world->rank() : 0;
-  std::unique_ptr<model::Decoder> decoder =
-      device ? device->decoder() : std::make_unique<model::CpuDecoder>(gpt);
-  // Thoughts are read through the host model's LM head (up to date: synced or gathered).
+  parallel::Communicator* world = dist ? dist->world : nullptr;
+  const bool stages = dist && dist->executor && dist->grid->pp() > 1;
+  // The ranks that each evaluate a share, by world rank; with pipeline stages the first
+  // stage of each replica speaks for it (every stage of a replica decodes its share).
+  std::vector<int> speakers;
+  int share = 0;
+  if (stages) {
+    for (int r = 0; r < dist->grid->dp(); ++r) speakers.push_back(dist->grid->rank_of(0, r));
+    share = dist->grid->dp_index();
+  } else {
+    for (int r = 0; r < (world ? world->size() : 1); ++r) speakers.push_back(r);
+    share = world ? world->rank() : 0;
+  }
+  const int shares_count = static_cast<int>(speakers.size());
+  std::unique_ptr<model::Decoder> decoder;
+  if (device)
+    decoder = device->decoder();
+  else if (stages)
+    decoder = std::make_unique<parallel::PipelineDecoder>(gpt, dist->grid->pipeline(), dist->partition);
+  else
+    decoder = std::make_unique<model::CpuDecoder>(gpt);
+  // Thoughts are read through the host model's LM head (up to date: synced; with
+  // stages, stage 0 holds wte and speaks for its replica).
   curriculum::ThoughtDecoder decode_thought;
-  if (c.eval_thought_tokens > 0 && c.curriculum.feeds_back())
+  if (c.eval_thought_tokens > 0 && c.curriculum.feeds_back() && (!stages || dist->grid->first_stage()))
     decode_thought = curriculum::top_thought_tokens(gpt, tok, c.eval_thought_tokens);
   curriculum::EvalResult mine = curriculum::evaluate(*decoder, tok, items, c.curriculum, stage, c.eval_batch_size,
-                                                     c.max_new_tokens, eot, {rank, ranks}, decode_thought);
-  if (ranks == 1) return mine;
-  // Each rank's share to every rank (a few hundred bytes per item), then joined.
-  std::vector<curriculum::EvalResult> shares(ranks);
-  for (int from = 0; from < ranks; ++from) {
-    std::string text = from == rank ? curriculum::eval_result_to_json(mine) : std::string();
+                                                     c.max_new_tokens, eot, {share, shares_count}, decode_thought);
+  if (!world || world->size() == 1) return mine;
+  // Each share to every rank (a few hundred bytes per item), then joined.
+  std::vector<curriculum::EvalResult> shares(shares_count);
+  for (int k = 0; k < shares_count; ++k) {
+    const int from = speakers[k];
+    const bool me = from == world->rank();
+    std::string text = me ? curriculum::eval_result_to_json(mine) : std::string();
     int64_t bytes = static_cast<int64_t>(text.size());
     world->broadcast_bytes(&bytes, sizeof bytes, from);
     text.resize(static_cast<size_t>(bytes));
     world->broadcast_bytes(text.data(), text.size(), from);
-    shares[from] = from == rank ? std::move(mine) : curriculum::eval_result_from_json(text);
+    shares[k] = me ? std::move(mine) : curriculum::eval_result_from_json(text);
   }
   return curriculum::merge_eval_shards(shares);
 }
@@ -373,12 +422,12 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   st.batches = 0;
   const bool last = epoch + 1 == c.epochs || st.out_of_time;
   const bool eval_now = !ctx.data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);
-  if (ctx.dist.executor && (eval_now || last)) ctx.dist.gather_model(ctx.gpt);
-  // Every rank evaluates a share of the batches (collective under mpirun); rank 0 reports.
+  // Every rank or replica evaluates a share of the batches (collective under mpirun);
+  // rank 0 reports.
   curriculum::EvalResult r;
   if (eval_now)
     r = evaluate_split(ctx.gpt, ctx.device, ctx.tok, ctx.data.valid, c, stage, ctx.eot,
-                       ctx.dist.executor ? ctx.world : nullptr);
+                       ctx.dist.executor ? &ctx.dist : nullptr);
   if (!ctx.writer) return;
   if (eval_now) {
     row["valid_accuracy"] = r.accuracy();

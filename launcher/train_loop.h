@@ -41,9 +41,15 @@ struct Distributed {
   std::vector<parallel::StageLayers> partition;
   std::unique_ptr<parallel::PipelineExecutor> executor;
 
-  // Every rank gets the whole model: each stage broadcasts its slice along its pipeline
-  // (replicas hold identical weights after the ZeRO all-gather).
-  void gather_model(model::GPT2& gpt);
+  // A pipeline rank holds only its stage's slices of the model (held_param_slices); the
+  // rest of its buffer stays untouched. These are what it holds, in buffer order (the
+  // whole buffer without a partition: one process, data-parallel GPUs).
+  std::vector<parallel::ParamSlice> held_slices(const model::GPT2& gpt) const;
+  // Writes the model as Hugging Face safetensors to out_dir (model/hf_weights.h) from
+  // world rank 0, stage 0 of replica 0. Collective over the grid: replica 0's other
+  // stages send rank 0 their tensors one at a time, as the file is written, so that no
+  // rank ever holds the whole model.
+  void export_model(const std::string& out_dir, const model::GPT2& gpt) const;
 };
 
 // What a run trains with; the objects are owned by run_training.
@@ -127,12 +133,14 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 
 // Accuracy on a split (its first eval.max_items items when set) at `stage`, on the
 // device model when there is one (train.device: cuda), else on the host model. With
-// `world` (under mpirun; collective, every rank holding the whole model) the ranks
-// share the evaluation batches and every rank returns the joined result: the same
-// items, bit for bit, as one process evaluating alone, in about 1/ranks of its time.
+// `dist` (under mpirun; collective) the ranks share the evaluation batches and every
+// rank returns the joined result: the same items, bit for bit, as one process
+// evaluating alone. Ranks that hold the whole model (data parallelism) each take a
+// share; pipeline stages hold only their layers, so each replica takes a share and
+// decodes it through its stages (parallel/pipeline_decoder.h).
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device, const curriculum::Tokenizer& tok,
                                       const std::vector<curriculum::Sample>& split, const TrainConfig& c, int stage,
-                                      const curriculum::EotClassifier* eot, parallel::Communicator* world = nullptr);
+                                      const curriculum::EotClassifier* eot, Distributed* dist = nullptr);
 
 // train.device: cuda: the host model and optimizer brought up to date from the GPU
 // before the host reads them (evaluation, checkpoints, the export). No-op on the CPU.

@@ -29,6 +29,7 @@
 #include "runtime/check.h"
 #include "runtime/threads.h"
 #include "runtime/timer.h"
+#include "runtime/zero_pages.h"
 
 namespace coconut::launcher {
 
@@ -95,6 +96,49 @@ void log_optimizer_moments(const Distributed& dist, const model::AdamW& opt, siz
   spdlog::info("optimizer: AdamW moments held per rank, of {} parameters:{}", num_params, per_rank);
 }
 
+// The model's weights: fresh from run.seed, then the pretrained tensors of
+// model.init_from (the added special tokens keep their fresh rows). Only the slices in
+// `held` are written (a pipeline rank's; each element as the whole model's init sets it).
+void init_model_weights(model::GPT2& gpt, const TrainConfig& c, int pretrained_vocab,
+                        const std::vector<parallel::ParamSlice>& held) {
+  for (const parallel::ParamSlice& h : held) gpt.init_weights(c.seed, h.begin, h.end);
+  if (c.init_from.empty()) return;
+  model::GPT2Config pc = gpt.config();
+  pc.vocab_size = pretrained_vocab;
+  model::GPT2 pretrained(pc);  // the whole pretrained model, for the time of the copy
+  model::import_hf_gpt2(c.init_from + "/model.safetensors", pc, pretrained.params());
+  for (const auto& t : gpt.layout().tensors()) {
+    const auto& s = pretrained.layout().find(t.name);
+    const size_t count = std::min(s.numel, t.numel);
+    for (const parallel::ParamSlice& h : held) {  // [t.offset, t.offset + count) within h
+      const size_t b = std::max(h.begin, t.offset), e = std::min(h.end, t.offset + count);
+      if (b < e) std::copy(pretrained.params() + s.offset + (b - t.offset), pretrained.params() + s.offset + (e - t.offset),
+                           gpt.params() + b);
+    }
+  }
+}
+
+// Logs the parameters each rank holds and the memory its parameter and gradient
+// buffers take, measured (resident pages, runtime/zero_pages.h): a pipeline rank's
+// should be its stages' share of the model. Collective under mpirun; rank 0 logs.
+void log_parameter_memory(const model::GPT2& gpt, const Distributed& dist, parallel::Communicator* world) {
+  size_t held = 0;
+  for (const parallel::ParamSlice& h : dist.held_slices(gpt)) held += h.size();
+  const size_t bytes = gpt.num_params() * sizeof(float);
+  const int W = world ? world->size() : 1, r = world ? world->rank() : 0;
+  std::vector<double> v(3 * size_t(W), 0.0);
+  v[r] = double(held);
+  v[W + r] = double(resident_bytes(gpt.params(), bytes)) / (1 << 20);
+  v[2 * W + r] = double(resident_bytes(gpt.grads(), bytes)) / (1 << 20);
+  if (W > 1) world->all_reduce_sum(v.data(), v.size());
+  std::string per_rank;
+  for (int k = 0; k < W; ++k)
+    per_rank += fmt::format(" rank {}: {} (params {:.3f} MiB, grads {:.3f} MiB);", k, int64_t(v[k]), v[W + k],
+                            v[2 * W + k]);
+  spdlog::info("parameters held per rank, of {} ({:.3f} MiB), with the resident memory of their buffers:{}",
+               gpt.num_params(), bytes / double(1 << 20), per_rank);
+}
+
 }  // namespace
 
 TrainSummary run_training(const TrainConfig& given, parallel::Communicator* world, int local_rank, int local_size) {
@@ -142,19 +186,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   }
   const int pretrained_vocab = mc.vocab_size;
   mc.vocab_size = tok->vocab_size();
-  model::GPT2 gpt(mc);
-  gpt.init_weights(c.seed);
-  if (!c.init_from.empty()) {
-    // Pretrained rows are imported; the added special tokens keep their fresh init.
-    model::GPT2Config pc = mc;
-    pc.vocab_size = pretrained_vocab;
-    model::GPT2 pretrained(pc);
-    model::import_hf_gpt2(c.init_from + "/model.safetensors", pc, pretrained.params());
-    for (const auto& t : gpt.layout().tensors()) {
-      const auto& s = pretrained.layout().find(t.name);
-      std::copy_n(pretrained.params() + s.offset, std::min(s.numel, t.numel), gpt.params() + t.offset);
-    }
-  }
+  model::GPT2 gpt(mc);  // untouched zero pages until the weights below are written
   spdlog::info("model: {} layers, d_model {}, {} heads, vocab {}, {:.2f}M parameters; method {}, c={}",
                mc.n_layer, mc.d_model, mc.n_head, mc.vocab_size, gpt.num_params() / 1e6,
                curriculum::method_name(c.curriculum.method), c.curriculum.c_thought);
@@ -173,12 +205,15 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   if (distributed) {
     dist.world = world;
     dist.grid = std::make_unique<parallel::ProcessGrid>(*world, c.pp, dp);
+    if (!gpu_replicas) dist.partition = parallel::partition_layers(mc.n_layer, c.pp, parallel::stage_costs(mc));
+  }
+  init_model_weights(gpt, c, pretrained_vocab, dist.held_slices(gpt));
+  if (distributed) {
     if (gpu_replicas) {  // parallel.pp is 1 (read_train_config)
       spdlog::info("parallel: {} data-parallel GPU ranks ({}); micro-batches of {}{}", world->size(), c.gpu_comm,
                    c.micro_batch_size,
                    given.micro_batch_size == 0 ? " (train.micro_batch_size's default for this topology)" : "");
     } else {
-      dist.partition = parallel::partition_layers(mc.n_layer, c.pp, parallel::stage_costs(mc));
       parallel::ExecutorConfig ec;
       ec.schedule = parallel::parse_schedule_kind(c.schedule);
       ec.max_in_flight = c.max_in_flight;
@@ -265,6 +300,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     if (st.out_of_time) break;
   }
   if (!stopped) checkpoints.finish();
+  log_parameter_memory(gpt, dist, distributed ? world : nullptr);
   TrainSummary summary = st.summary;
   summary.stopped = stopped;
   if (stopped) {
@@ -275,7 +311,13 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   curriculum::EvalResult test;
   if (!data.test.empty())
     test = evaluate_split(gpt, device.get(), *tok, data.test, c, summary.final_stage, eot.get(),
-                          distributed ? world : nullptr);
+                          distributed ? &dist : nullptr);
+  // The model as Hugging Face safetensors (rank 0 writes; pipeline stages stream it their
+  // tensors).
+  if (dist.executor)
+    dist.export_model((dir / "model").string(), gpt);
+  else if (writer)
+    model::export_hf_gpt2((dir / "model").string(), mc, gpt.params());
   if (distributed) world->barrier();  // the other ranks wait while rank 0 writes
   if (!writer) {
     summary.seconds = wall.seconds();
@@ -287,7 +329,6 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     curriculum::write_eval_report((dir / "eval_test.json").string(), r, data.test_name);
     spdlog::info("{} accuracy {:.3f} ({}/{})", data.test_name, r.accuracy(), r.correct, r.total);
   }
-  model::export_hf_gpt2((dir / "model").string(), mc, gpt.params());
   if (eot) eot->save((dir / "eot_classifier.txt").string());
   summary.seconds = wall.seconds();
   return summary;

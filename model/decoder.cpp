@@ -15,15 +15,21 @@ void CpuDecoder::begin(int B, int T) {
   end_ = 0;
 }
 
+void take_decoder_columns(Activations& acts, int end, int a, int b, const int* pos_ids, const uint8_t* key_mask,
+                          bool thought) {
+  COCONUT_CHECK(a == end && a < b && b <= acts.T, "decoder columns [{}, {}) do not continue [0, {}) within {}", a, b,
+                end, acts.T);
+  COCONUT_CHECK(!thought || a > 0, "a continuous thought needs a column before it");
+  const size_t n = static_cast<size_t>(b - a) * acts.B;
+  std::copy_n(pos_ids, n, acts.pos_ids.begin() + static_cast<std::ptrdiff_t>(a) * acts.B);
+  std::copy_n(key_mask, n, acts.key_mask.begin() + static_cast<std::ptrdiff_t>(a) * acts.B);
+}
+
 void CpuDecoder::forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                          const uint8_t* thought) {
   const int B = acts_.B, C = model_.config().d_model;
-  COCONUT_CHECK(a == end_ && a < b && b <= acts_.T, "decoder columns [{}, {}) do not continue [0, {}) within {}", a, b,
-                end_, acts_.T);
-  COCONUT_CHECK(!thought || a > 0, "a continuous thought needs a column before it");
+  take_decoder_columns(acts_, end_, a, b, pos_ids, key_mask, thought != nullptr);
   const size_t n = static_cast<size_t>(b - a) * B;
-  std::copy_n(pos_ids, n, acts_.pos_ids.begin() + static_cast<std::ptrdiff_t>(a) * B);
-  std::copy_n(key_mask, n, acts_.key_mask.begin() + static_cast<std::ptrdiff_t>(a) * B);
   in_.resize(n * C);
   model_.embed_tokens(tokens, static_cast<int>(n), in_.data());
   if (thought) {

@@ -33,6 +33,12 @@ class Decoder {
   virtual const float* hidden() = 0;
 };
 
+// For Decoder implementations: checks that columns [a, b) continue the `end` columns run
+// so far within acts.T (and that a thought has a column before it), then copies their
+// position ids and key mask into acts.
+void take_decoder_columns(Activations& acts, int end, int a, int b, const int* pos_ids, const uint8_t* key_mask,
+                          bool thought);
+
 // The CPU model's decoder: the model's forward_range over inference activations.
 class CpuDecoder final : public Decoder {
  public:

@@ -89,30 +89,39 @@ uint64_t dropout_site_first(int layer, int site) { return site_first(layer, stat
 GPT2::GPT2(const GPT2Config& config)
     : config_(config),
       layout_(config),
-      params_(layout_.total(), 0.f),
-      grads_(static_cast<float*>(std::calloc(layout_.total(), sizeof(float)))) {
-  COCONUT_CHECK(grads_ != nullptr, "cannot allocate the gradients of {} parameters", layout_.total());
+      params_(layout_.total()),
+      grads_(layout_.total()) {
   w_ = bind_params(config_, params_.data());
-  g_ = bind_params(config_, grads_.get());
+  g_ = bind_params(config_, grads_.data());
 }
 
-void GPT2::init_weights(uint64_t seed) {
+void GPT2::init_weights(uint64_t seed, size_t begin, size_t end) {
+  COCONUT_CHECK(begin <= end && end <= num_params(), "init_weights: elements [{}, {}) outside the {} parameters",
+                begin, end, num_params());
   const float residual_std = 0.02f / std::sqrt(2.f * config_.n_layer);
   const auto& tensors = layout_.tensors();
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorSpec& t = tensors[i];
+    // The tensor's elements [k0, k1) that lie in [begin, end).
+    const size_t k0 = std::max(begin, t.offset) - t.offset;
+    const size_t k1 = std::min(end, t.offset + t.numel);
+    if (t.offset + k0 >= k1) continue;
+    const size_t count = k1 - t.offset;
     float* p = params_.data() + t.offset;
     const bool is_bias = t.name.ends_with(".bias");
     const bool is_norm = t.name.find("ln_") != std::string::npos;
     if (is_norm) {
-      std::fill(p, p + t.numel, is_bias ? 0.f : 1.f);
+      std::fill(p + k0, p + count, is_bias ? 0.f : 1.f);
     } else if (is_bias) {
-      std::fill(p, p + t.numel, 0.f);
+      std::fill(p + k0, p + count, 0.f);
     } else {
       const bool residual_out = t.name.ends_with("c_proj.weight");
       const float std = residual_out ? residual_std : 0.02f;
       CounterRng rng(seed, {0x1417u, i});  // one stream per tensor: independent of layout
-      for (size_t k = 0; k < t.numel; ++k) p[k] = std * rng.normal();
+      for (size_t k = 0; k < count; ++k) {  // drawn from the tensor's start, kept from k0
+        const float v = std * rng.normal();
+        if (k >= k0) p[k] = v;
+      }
     }
   }
 }
@@ -122,7 +131,7 @@ void GPT2::zero_grads() { zero_grads(0, num_params()); }
 void GPT2::zero_grads(size_t begin, size_t end) {
   COCONUT_CHECK(begin <= end && end <= num_params(), "zero_grads: elements [{}, {}) outside the {} parameters", begin,
                 end, num_params());
-  std::fill(grads_.get() + begin, grads_.get() + end, 0.f);
+  std::fill(grads_.data() + begin, grads_.data() + end, 0.f);
 }
 
 void GPT2::embed_tokens(const int* tokens, int n, float* out) const {

@@ -18,12 +18,12 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "runtime/memory_meter.h"
+#include "runtime/zero_pages.h"
 
 namespace coconut {
 class CounterRng;
@@ -214,11 +214,10 @@ struct BackwardScratch {
 };
 
 // The decoder: parameters and their gradients as flat buffers with named views.
-// Under pipeline parallelism every rank still holds the whole parameter buffer (the
-// evaluation gathers the whole model on every rank); a stage reads and updates only its
-// own slice (parallel/partition.h), so the rest of the buffer goes stale there. The
-// gradient buffer starts as untouched zero pages and a stage zeroes and writes only its
-// slice, so the other stages' gradients take no memory there.
+// Both buffers start as untouched zero pages (runtime/zero_pages.h). Under pipeline
+// parallelism a rank inits, loads, reads and updates only its stage's slices
+// (parallel/partition.h), so the other stages' parameters and gradients take no
+// memory there, while every rank keeps the same offsets.
 class GPT2 {
  public:
   explicit GPT2(const GPT2Config& config);
@@ -229,8 +228,8 @@ class GPT2 {
   const ParamLayout& layout() const { return layout_; }
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
-  float* grads() { return grads_.get(); }
-  const float* grads() const { return grads_.get(); }
+  float* grads() { return grads_.data(); }
+  const float* grads() const { return grads_.data(); }
   size_t num_params() const { return params_.size(); }
   const ParamView& weights() const { return w_; }
   const ParamView& grad_view() const { return g_; }
@@ -238,7 +237,10 @@ class GPT2 {
   // GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, residual output
   // projections N(0, 0.02 / sqrt(2 n_layer)), biases 0, layer norms 1 and 0.
   // Values come from a counter-based generator keyed by (seed, tensor index, element).
-  void init_weights(uint64_t seed);
+  void init_weights(uint64_t seed) { init_weights(seed, 0, num_params()); }
+  // Only elements [begin, end) (what a pipeline rank holds); each takes the value the
+  // whole model's init gives it.
+  void init_weights(uint64_t seed, size_t begin, size_t end);
   void zero_grads();
   // Zero the gradients of elements [begin, end) only (a pipeline stage's slice).
   void zero_grads(size_t begin, size_t end);
@@ -295,12 +297,9 @@ class GPT2 {
  private:
   GPT2Config config_;
   ParamLayout layout_;
-  std::vector<float> params_;
-  // From calloc: a large block is fresh zero pages that take memory only once written.
-  struct FreeFloats {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float[], FreeFloats> grads_;
+  // Fresh zero pages, backed by memory only where written: a pipeline rank inits, loads,
+  // updates and differentiates only the slices it holds, so only those take memory.
+  ZeroPageFloats params_, grads_;
   ParamView w_, g_;
 };
 

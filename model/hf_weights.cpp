@@ -136,14 +136,21 @@ void import_hf_gpt2(const std::string& safetensors_path, const GPT2Config& confi
 }
 
 void export_hf_gpt2(const std::string& out_dir, const GPT2Config& config, const float* params) {
+  export_hf_gpt2(out_dir, config, [params](const TensorSpec& t) { return params + t.offset; });
+}
+
+void export_hf_gpt2(const std::string& out_dir, const GPT2Config& config, const TensorSource& tensor_data) {
   const ParamLayout layout(config);
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   COCONUT_CHECK(!ec, "cannot create directory {}: {}", out_dir, ec.message());
 
   std::vector<NamedTensor> tensors;
-  for (const TensorSpec& t : layout.tensors())
-    tensors.push_back(NamedTensor::f32(kPrefix + t.name, t.shape, params + t.offset));
+  for (const TensorSpec& t : layout.tensors()) {
+    NamedTensor named = NamedTensor::f32(kPrefix + t.name, t.shape, nullptr);
+    named.fetch = [&tensor_data, &t] { return static_cast<const void*>(tensor_data(t)); };
+    tensors.push_back(std::move(named));
+  }
   // transformers refuses safetensors files whose metadata lacks a known "format".
   write_safetensors(out_dir + "/model.safetensors", tensors, {{"format", "pt"}});
 

@@ -4,6 +4,7 @@
 // export are pure copies by name, no transposes.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "model/gpt2.h"
@@ -29,5 +30,9 @@ void import_hf_gpt2(const std::string& safetensors_path, const GPT2Config& confi
 // transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads the model. Creates out_dir
 // if needed.
 void export_hf_gpt2(const std::string& out_dir, const GPT2Config& config, const float* params);
+// The same, each tensor's data asked for in the layout's order when it is written (valid
+// until the next call): a pipeline's rank 0 receives each stage's tensors one at a time.
+using TensorSource = std::function<const float*(const TensorSpec& tensor)>;
+void export_hf_gpt2(const std::string& out_dir, const GPT2Config& config, const TensorSource& tensor_data);
 
 }  // namespace coconut::model

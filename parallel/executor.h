@@ -34,11 +34,13 @@
 // wte to the last stage. With one stage and one replica this is exactly
 // MultipassRunner over the micro-batches followed by model::AdamW.
 //
-// Parameters: every rank keeps the whole flat buffer of the model (simplest; the model
-// is small next to the activations of a long latent recurrence), but a stage reads only
-// its layers (plus wpe on stage 0, ln_f and wte on the last stage) and updates only its
-// slice (parallel/partition.h). The rest of the buffer is stale on that rank after the
-// first step: to save or evaluate the whole model, gather the slices.
+// Parameters: every rank keeps the model's flat buffers at the same offsets, but a stage
+// reads only its layers (plus wte and wpe on stage 0, ln_f and wte on the last stage),
+// and updates and differentiates only those (parallel/partition.h held_param_slices).
+// The buffers are zero pages until written (model::GPT2), so the rest of the model takes
+// no memory on that rank, provided the caller too writes only the held slices (the
+// trainer's init and checkpoint load do). Evaluation decodes through the stages
+// (parallel/pipeline_decoder.h); to export the whole model, gather the slices.
 #pragma once
 
 #include <cstdint>

@@ -100,6 +100,15 @@ ParamSlice wte_slice(const model::ParamLayout& layout) {
   return {t.offset, t.offset + t.numel};
 }
 
+std::vector<ParamSlice> held_param_slices(const model::ParamLayout& layout, const std::vector<StageLayers>& partition,
+                                          int stage) {
+  const bool tied_head = stage > 0 && stage + 1 == static_cast<int>(partition.size());
+  std::vector<ParamSlice> held;
+  if (tied_head) held.push_back(wte_slice(layout));  // wte comes first in the buffer
+  held.push_back(stage_param_slice(layout, partition, stage));
+  return held;
+}
+
 std::vector<ParamSlice> layer_gradient_buckets(const model::ParamLayout& layout, int n_layer) {
   std::vector<StageLayers> one_per_stage;
   for (int l = 0; l < n_layer; ++l) one_per_stage.push_back({l, l + 1});

@@ -64,6 +64,12 @@ ParamSlice stage_param_slice(const model::ParamLayout& layout, const std::vector
 // The tied token embedding wte in the flat buffer (owned by stage 0, read by the last).
 ParamSlice wte_slice(const model::ParamLayout& layout);
 
+// The parameters stage `stage` holds in memory: its own slice, and on the last of
+// several stages wte as well (the tied LM head), in buffer order. The rest of the
+// buffer stays untouched on that rank (model::GPT2's zero pages take no memory).
+std::vector<ParamSlice> held_param_slices(const model::ParamLayout& layout, const std::vector<StageLayers>& partition,
+                                          int stage);
+
 // The buckets in which data-parallel GPU ranks sum their gradients while the backward
 // runs (parallel/device_exchange.h): bucket l holds layer l's parameters, bucket 0 also
 // wte and wpe, bucket n_layer - 1 also ln_f: the slices of a one-layer-per-stage

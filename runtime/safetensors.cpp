@@ -299,7 +299,7 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
       numel *= static_cast<size_t>(d);
     }
     const size_t bytes = numel * dtype_size(t.dtype);
-    COCONUT_CHECK(bytes == 0 || t.data != nullptr, "{}: tensor '{}' has no data", path, t.name);
+    COCONUT_CHECK(bytes == 0 || t.data != nullptr || t.fetch, "{}: tensor '{}' has no data", path, t.name);
     header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     sizes.push_back(bytes);
     offset += bytes;
@@ -322,7 +322,19 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
   if (std::fwrite(len_bytes, 1, 8, f) != 8) fail("header length");
   if (std::fwrite(header_text.data(), 1, header_text.size(), f) != header_text.size()) fail("header");
   for (size_t i = 0; i < tensors.size(); ++i) {
-    if (sizes[i] && std::fwrite(tensors[i].data, 1, sizes[i], f) != sizes[i]) fail("tensor " + tensors[i].name);
+    if (!sizes[i]) continue;
+    const void* data = tensors[i].data;
+    if (!data) {
+      try {
+        data = tensors[i].fetch();
+      } catch (...) {
+        std::fclose(f);
+        std::remove(tmp.c_str());
+        throw;
+      }
+      COCONUT_CHECK(data != nullptr, "{}: tensor '{}': its fetch gave no data", path, tensors[i].name);
+    }
+    if (std::fwrite(data, 1, sizes[i], f) != sizes[i]) fail("tensor " + tensors[i].name);
   }
   if (std::fflush(f) != 0) fail("flush");
   if (::fsync(fileno(f)) != 0) fail("fsync");

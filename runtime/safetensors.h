@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -64,18 +65,22 @@ class SafetensorsFile {
 };
 
 // A tensor to write; the data is borrowed (numel elements of dtype, which must be F32
-// or I64) and must stay alive during write_safetensors.
+// or I64) and must stay alive during write_safetensors. Without data, fetch is called
+// once, when the tensor's turn to be written comes (tensors in order), and returns its
+// data, valid until the next fetch: a file can be written from parts that arrive one
+// tensor at a time (a pipeline's stages).
 struct NamedTensor {
   std::string name;
   std::vector<int64_t> shape;
   DType dtype = DType::F32;
   const void* data = nullptr;
+  std::function<const void*()> fetch;
 
   static NamedTensor f32(std::string name, std::vector<int64_t> shape, const float* data) {
-    return {std::move(name), std::move(shape), DType::F32, data};
+    return {std::move(name), std::move(shape), DType::F32, data, {}};
   }
   static NamedTensor i64(std::string name, std::vector<int64_t> shape, const int64_t* data) {
-    return {std::move(name), std::move(shape), DType::I64, data};
+    return {std::move(name), std::move(shape), DType::I64, data, {}};
   }
 };
 

@@ -3,8 +3,9 @@
 of tests/fixtures/gpt2_tiny, written by transformers) and the BPE tokenizer fixture.
 With lr 0 nothing moves, so the exported model must hold the fixture's tensors bit for
 bit (the pretrained rows of wte; the added special-token rows are fresh); the model's
-shape comes from the fixture's config.json; and model.dropout still applies (dropout
-0.1 changes the training losses, dropout 0 reproduces them). safetensors is read with the
+shape comes from the fixture's config.json; model.dropout still applies (dropout
+0.1 changes the training losses, dropout 0 reproduces them); and two pipeline ranks, each
+importing only its stage, export the same file byte for byte. safetensors is read with the
 standard library (8-byte header length, JSON header, raw little-endian data).
 
 Usage: test_init_from.py COCONUT_BINARY SOURCE_DIR TEMP_DIR
@@ -51,9 +52,10 @@ items = [{"question": f"Is {a} bigger than {b}?", "steps": [f"{a} minus {b}."], 
 json.dump(items, open(data_file, "w"))
 
 
-def train(name, *sets):
+def train(name, *sets, ranks=1):
     run_dir = os.path.join(work, name)
-    cmd = [coconut, "train", os.path.join(src, "configs/prosqa_tiny.yaml"), "--set", f"run.dir={run_dir}",
+    launch = [] if ranks == 1 else ["mpirun", "--oversubscribe", "-np", str(ranks)]
+    cmd = launch + [coconut, "train", os.path.join(src, "configs/prosqa_tiny.yaml"), "--set", f"run.dir={run_dir}",
            "--set", f"model.init_from={fixture}", "--set", "data.tokenizer=bpe",
            "--set", f"data.bpe_dir={os.path.join(src, 'tests/fixtures/tokenizer')}", "--set", "train.epochs=2",
            "--set", "data.kind=file", "--set", f"data.train_file={data_file}", "--set", f"data.valid_file={data_file}",
@@ -61,7 +63,8 @@ def train(name, *sets):
            "--set", "eval.max_new_tokens=4", "--set", "run.threads=1", "--set", "train.lr=0"]
     for s in sets:
         cmd += ["--set", s]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     check(out.returncode == 0, f"{name}: exit {out.returncode}: {out.stderr[-2000:]}")
     return run_dir
 
@@ -69,6 +72,9 @@ def train(name, *sets):
 plain = train("plain")
 again = train("again")
 dropped = train("dropout", "model.dropout=0.1")
+# Two pipeline stages: each rank initialises and imports only the slices it holds, and
+# rank 0 gathers them for the export, which must equal the one-process run's file.
+staged = train("pp2", "parallel.pp=2", "train.micro_batch_size=2", ranks=2)
 if not failures:
     ref = read_safetensors(os.path.join(fixture, "model.safetensors"))
     got = read_safetensors(os.path.join(plain, "model/model.safetensors"))
@@ -93,6 +99,8 @@ if not failures:
     losses = lambda d: [json.loads(l)["loss"] for l in open(os.path.join(d, "steps.jsonl"))]
     check(losses(plain) == losses(again), "the same run twice gave different losses")
     check(losses(plain) != losses(dropped), "model.dropout=0.1 did not change the losses (dropout ignored)")
+    exported = lambda d: open(os.path.join(d, "model/model.safetensors"), "rb").read()
+    check(exported(staged) == exported(plain), "pp=2: the exported model differs from the one-process run's")
 if failures:
     print(f"{len(failures)} failure(s); files kept in {work}")
     sys.exit(1)

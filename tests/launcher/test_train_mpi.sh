@@ -110,6 +110,25 @@ for name, ranks in [("single", 1), ("pp2_ring", 2), ("dp2", 2), ("pp2_dp2_1f1b",
     n, held = moments(name)
     print(f"{name}: AdamW moments per rank {held} of {n} parameters")
     ok &= len(held) == ranks and sum(held) == n and (ranks == 1 or max(held) < n)
+# Pipeline stages hold only their slices of the model (parallel/partition.h
+# held_param_slices): the measured resident memory of each rank's parameter and
+# gradient buffers stays within its held count (a page or so at the slices' ends), a
+# stage holds well under the whole model, and one process holds all of it. A rank that
+# initialised, loaded or gathered the whole model would show all of it resident.
+def param_memory(name):
+    text = open(f"{tmp}/{name}.log").read()
+    m = re.search(r"parameters held per rank, of (\d+) \(([\d.]+) MiB\), with the resident memory of their buffers:(.*)", text)
+    rows = re.findall(r"rank \d+: (\d+) \(params ([\d.]+) MiB, grads ([\d.]+) MiB\)", m.group(3))
+    return int(m.group(1)), [(int(h), float(p), float(g)) for h, p, g in rows]
+for name, ranks, pp in [("single", 1, 1), ("pp2_ring", 2, 2), ("dp2", 2, 1), ("pp2_dp2_1f1b", 4, 2), ("pp2_dp2_eval", 4, 2)]:
+    n, rows = param_memory(name)
+    print(f"{name}: parameters held per rank (held, params MiB, grads MiB) {rows} of {n}")
+    full = n * 4 / 2**20
+    ok &= len(rows) == ranks
+    for held, params, grads in rows:
+        bound = held * 4 / 2**20 + 4 * 4096 / 2**20 + 0.001
+        ok &= params <= bound and grads <= bound
+        ok &= (held == n and params >= full - 0.01) if pp == 1 else (held < 0.8 * n and params < 0.8 * full)
 same = losses("pp2_ring") == losses("pp2_ring_again")
 print("pp2_ring twice identical:", same)
 sys.exit(0 if ok and same else 1)

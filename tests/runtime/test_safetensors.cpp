@@ -189,10 +189,52 @@ TEST_F(SafetensorsTest, WriterRejectsBadInput) {
   expect_error([&] { coconut::write_safetensors(p, {NamedTensor::f32("a", {1}, &x), NamedTensor::f32("a", {1}, &x)}); },
                {"'a'", "twice"});
   expect_error([&] { coconut::write_safetensors(p, {NamedTensor::f32("__metadata__", {1}, &x)}); }, {"__metadata__"});
-  expect_error([&] { coconut::write_safetensors(p, {NamedTensor{"h", {1}, DType::F16, &x}}); }, {"'h'", "F16"});
+  expect_error([&] { coconut::write_safetensors(p, {NamedTensor{"h", {1}, DType::F16, &x, {}}}); }, {"'h'", "F16"});
   expect_error([&] { coconut::write_safetensors(path("no/such/dir/x.safetensors"), {}); }, {"no/such/dir"});
   EXPECT_FALSE(fs::exists(p));
   EXPECT_FALSE(fs::exists(p + ".tmp"));
+}
+
+TEST_F(SafetensorsTest, FetchedTensorsAreAskedForInOrderAndWriteTheSameFile) {
+  // Tensors given by fetch (a pipeline's stages sending theirs one at a time) write the
+  // same bytes as tensors given by pointer; each fetch is called once, in file order,
+  // and may reuse the buffer of the previous one.
+  const std::vector<float> a = {1.5f, -2.f, 3.25f}, b = {7.f, 8.f};
+  const std::string direct = path("direct.safetensors"), fetched = path("fetched.safetensors");
+  coconut::write_safetensors(direct, {NamedTensor::f32("a", {3}, a.data()), NamedTensor::f32("b", {1, 2}, b.data())},
+                             {{"format", "pt"}});
+  std::vector<std::string> calls;
+  std::vector<float> buffer;
+  auto from = [&](const char* name, const std::vector<float>& src) {
+    NamedTensor t = NamedTensor::f32(name, src.size() == 3 ? std::vector<int64_t>{3} : std::vector<int64_t>{1, 2},
+                                     nullptr);
+    t.fetch = [&calls, &buffer, &src, name]() -> const void* {
+      calls.push_back(name);
+      buffer = src;
+      return buffer.data();
+    };
+    return t;
+  };
+  coconut::write_safetensors(fetched, {from("a", a), from("b", b)}, {{"format", "pt"}});
+  EXPECT_EQ(calls, (std::vector<std::string>{"a", "b"}));
+  auto bytes = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(bytes(fetched), bytes(direct));
+  EXPECT_FALSE(bytes(direct).empty());
+}
+
+TEST_F(SafetensorsTest, AFailingFetchLeavesNoFile) {
+  const float x = 1.f;
+  const std::string p = path("failing.safetensors");
+  NamedTensor broken = NamedTensor::f32("b", {1}, nullptr);
+  broken.fetch = []() -> const void* { COCONUT_FAIL("stage 1 is gone"); };
+  expect_error([&] { coconut::write_safetensors(p, {NamedTensor::f32("a", {1}, &x), broken}); }, {"stage 1 is gone"});
+  EXPECT_FALSE(fs::exists(p));
+  EXPECT_FALSE(fs::exists(p + ".tmp"));
+  NamedTensor empty = NamedTensor::f32("e", {1}, nullptr);  // neither data nor fetch
+  expect_error([&] { coconut::write_safetensors(p, {empty}); }, {"'e'", "no data"});
 }
 
 }  // namespace

@@ -1,0 +1,148 @@
+// PipelineDecoder (parallel/pipeline_decoder.h) under real mpirun processes: greedy
+// decoding through pipeline stages, each rank holding only its stage's parameters,
+// equals CpuDecoder over the whole model bit for bit (tokens and hidden states, with
+// continuous thoughts fed back and padded samples), and the parameters a rank does not
+// hold are never touched: their pages of the model's buffers stay out of memory.
+// Registered for 1, 2 and 4 ranks: pp = ranks, and with 4 ranks also 2 stages x 2
+// replicas. Collectives are never placed behind an assertion that could return early.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "model/decoder.h"
+#include "model/gpt2.h"
+#include "parallel/grid.h"
+#include "parallel/partition.h"
+#include "parallel/pipeline_decoder.h"
+#include "runtime/zero_pages.h"
+#include "tests/parallel/mpi_test_main.h"
+
+namespace coconut::parallel {
+namespace {
+
+constexpr uint64_t kSeed = 1234;
+
+model::GPT2Config small_config() {
+  model::GPT2Config c;
+  c.vocab_size = 50;
+  c.max_positions = 24;
+  c.n_layer = 4;
+  c.n_head = 4;
+  c.d_model = 64;  // about 0.2M parameters: every stage spans many pages
+  return c;
+}
+
+// The parts of [0, n) outside the held slices (sorted, disjoint).
+std::vector<ParamSlice> not_held(const std::vector<ParamSlice>& held, size_t n) {
+  std::vector<ParamSlice> gaps;
+  size_t at = 0;
+  for (const ParamSlice& h : held) {
+    if (h.begin > at) gaps.push_back({at, h.begin});
+    at = std::max(at, h.end);
+  }
+  if (at < n) gaps.push_back({at, n});
+  return gaps;
+}
+
+// Decodes B = 3 samples of up to T = 14 columns with both decoders in step: a 5-column
+// prefix (sample 2 left-padded by 2), then one column at a time, samples 0 and 1
+// thinking (the previous column's hidden state fed back) in columns 5-7, every other
+// column taking the greedy tokens. Returns the number of columns compared.
+int decode_and_compare(model::Decoder& reference, model::Decoder& pipelined, const std::string& what) {
+  const int B = 3, T = 14, prefix = 5;
+  reference.begin(B, T);
+  pipelined.begin(B, T);
+  std::vector<int> tokens(prefix * B), pos(prefix * B);
+  std::vector<uint8_t> mask(prefix * B, 1);
+  for (int t = 0; t < prefix; ++t)
+    for (int s = 0; s < B; ++s) {
+      const size_t r = static_cast<size_t>(t) * B + s;
+      tokens[r] = 7 + (11 * t + 5 * s) % 40;
+      const bool pad = s == 2 && t < 2;
+      mask[r] = pad ? 0 : 1;
+      pos[r] = s == 2 ? std::max(0, t - 2) : t;
+    }
+  reference.forward(0, prefix, tokens.data(), pos.data(), mask.data(), nullptr);
+  pipelined.forward(0, prefix, tokens.data(), pos.data(), mask.data(), nullptr);
+  const int C = reference.config().d_model;
+  std::vector<int> ref_tok(B), pipe_tok(B), next(B), next_pos(B);
+  std::vector<uint8_t> ones(B, 1);
+  int compared = 0;
+  for (int col = prefix;; ++col) {
+    reference.greedy_tokens(ref_tok.data());
+    pipelined.greedy_tokens(pipe_tok.data());
+    EXPECT_EQ(ref_tok, pipe_tok) << what << ": greedy tokens of column " << col - 1;
+    EXPECT_EQ(std::memcmp(reference.hidden(), pipelined.hidden(), sizeof(float) * B * C), 0)
+        << what << ": hidden states of column " << col - 1;
+    ++compared;
+    if (col == T) break;
+    const uint8_t thinking[3] = {1, 1, 0};
+    const bool thoughts = col >= prefix && col < prefix + 3;
+    for (int s = 0; s < B; ++s) {
+      next[s] = ref_tok[s];  // a thought's token is ignored
+      next_pos[s] = s == 2 ? col - 2 : col;
+    }
+    reference.forward(col, col + 1, next.data(), next_pos.data(), ones.data(), thoughts ? thinking : nullptr);
+    pipelined.forward(col, col + 1, next.data(), next_pos.data(), ones.data(), thoughts ? thinking : nullptr);
+  }
+  return compared;
+}
+
+void check_grid(int pp, int dp) {
+  Communicator& world = test_world();
+  ASSERT_EQ(world.size(), pp * dp);
+  const std::string what = "pp=" + std::to_string(pp) + " dp=" + std::to_string(dp);
+  ProcessGrid grid(world, pp, dp);
+  const model::GPT2Config cfg = small_config();
+  const std::vector<StageLayers> partition = partition_layers(cfg.n_layer, pp, stage_costs(cfg));
+  model::GPT2 whole(cfg);
+  whole.init_weights(kSeed);
+  model::GPT2 mine(cfg);  // only this stage's slices written
+  const std::vector<ParamSlice> held = held_param_slices(mine.layout(), partition, grid.stage());
+  for (const ParamSlice& h : held) mine.init_weights(kSeed, h.begin, h.end);
+  for (const ParamSlice& h : held)
+    EXPECT_EQ(std::memcmp(whole.params() + h.begin, mine.params() + h.begin, h.size() * sizeof(float)), 0)
+        << what << ": a held slice's init differs from the whole model's";
+
+  model::CpuDecoder reference(whole);
+  PipelineDecoder pipelined(mine, grid.pipeline(), partition);
+  EXPECT_EQ(decode_and_compare(reference, pipelined, what), 14 - 5 + 1);
+
+  // The parameters and gradients this rank does not hold were never touched.
+  const size_t n = mine.num_params();
+  size_t held_count = 0, outside = 0;
+  for (const ParamSlice& h : held) held_count += h.size();
+  for (const ParamSlice& g : not_held(held, n)) {
+    outside += g.size();
+    EXPECT_EQ(resident_bytes(mine.params() + g.begin, g.size() * sizeof(float)), 0u)
+        << what << ": parameters [" << g.begin << ", " << g.end << ") are in memory on stage " << grid.stage();
+  }
+  EXPECT_EQ(resident_bytes(mine.grads(), n * sizeof(float)), 0u) << what << ": decoding touched the gradients";
+  EXPECT_EQ(held_count + outside, n);
+  if (pp > 1) {
+    EXPECT_GT(outside, n / 4) << what << ": a stage should leave much of the model out";
+  }
+  EXPECT_GT(resident_bytes(mine.params() + held.back().begin, held.back().size() * sizeof(float)), 0u) << what;
+}
+
+TEST(PipelineDecoder, EqualsTheWholeModelAndTouchesOnlyItsStage) {
+  const int n = test_world().size();
+  check_grid(n, 1);
+  if (n == 4) check_grid(2, 2);
+}
+
+TEST(PipelineDecoder, APartitionForAnotherPipelineIsRefused) {
+  Communicator& world = test_world();
+  ProcessGrid grid(world, world.size(), 1);
+  const model::GPT2Config cfg = small_config();
+  model::GPT2 model(cfg);
+  const std::vector<StageLayers> wrong = world.size() == 1 ? std::vector<StageLayers>{{0, 2}, {2, 4}}
+                                                           : std::vector<StageLayers>{{0, 4}};
+  EXPECT_THROW(PipelineDecoder(model, grid.pipeline(), wrong), std::exception);
+}
+
+}  // namespace
+}  // namespace coconut::parallel
