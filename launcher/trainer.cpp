@@ -98,24 +98,22 @@ void log_optimizer_moments(const Distributed& dist, const model::AdamW& opt, siz
 
 // The model's weights: fresh from run.seed, then the pretrained tensors of
 // model.init_from (the added special tokens keep their fresh rows). Only the slices in
-// `held` are written (a pipeline rank's; each element as the whole model's init sets it).
+// `held` are written (a pipeline rank's; each element as the whole model's init sets
+// it), and the pretrained file is read one tensor at a time.
 void init_model_weights(model::GPT2& gpt, const TrainConfig& c, int pretrained_vocab,
                         const std::vector<parallel::ParamSlice>& held) {
   for (const parallel::ParamSlice& h : held) gpt.init_weights(c.seed, h.begin, h.end);
   if (c.init_from.empty()) return;
   model::GPT2Config pc = gpt.config();
   pc.vocab_size = pretrained_vocab;
-  model::GPT2 pretrained(pc);  // the whole pretrained model, for the time of the copy
-  model::import_hf_gpt2(c.init_from + "/model.safetensors", pc, pretrained.params());
-  for (const auto& t : gpt.layout().tensors()) {
-    const auto& s = pretrained.layout().find(t.name);
-    const size_t count = std::min(s.numel, t.numel);
+  model::import_hf_gpt2(c.init_from + "/model.safetensors", pc, [&](const model::TensorSpec& p, const float* data) {
+    const model::TensorSpec& t = gpt.layout().find(p.name);  // wte: the pretrained rows come first
+    const size_t count = std::min(p.numel, t.numel);
     for (const parallel::ParamSlice& h : held) {  // [t.offset, t.offset + count) within h
       const size_t b = std::max(h.begin, t.offset), e = std::min(h.end, t.offset + count);
-      if (b < e) std::copy(pretrained.params() + s.offset + (b - t.offset), pretrained.params() + s.offset + (e - t.offset),
-                           gpt.params() + b);
+      if (b < e) std::copy(data + (b - t.offset), data + (e - t.offset), gpt.params() + b);
     }
-  }
+  });
 }
 
 // Logs the parameters each rank holds and the memory its parameter and gradient

@@ -89,7 +89,13 @@ GPT2Config read_hf_config(const std::string& config_json_path) {
 }
 
 void import_hf_gpt2(const std::string& safetensors_path, const GPT2Config& config, float* params) {
+  import_hf_gpt2(safetensors_path, config,
+                 [params](const TensorSpec& t, const float* data) { std::copy_n(data, t.numel, params + t.offset); });
+}
+
+void import_hf_gpt2(const std::string& safetensors_path, const GPT2Config& config, const TensorSink& take) {
   const ParamLayout layout(config);
+  std::vector<float> buffer;  // one tensor at a time
   const SafetensorsFile file = SafetensorsFile::open(safetensors_path);
   std::map<std::string, std::string> source_of;  // our name -> name in the file (catches duplicates)
   std::string lm_head_name;
@@ -114,7 +120,9 @@ void import_hf_gpt2(const std::string& safetensors_path, const GPT2Config& confi
     const TensorInfo& info = file.info(file_name);
     COCONUT_CHECK(info.shape == spec->shape, "{}: tensor '{}' has shape {}, but the config needs {}",
                   safetensors_path, file_name, shape_str(info.shape), shape_str(spec->shape));
-    file.read_f32_into(file_name, params + spec->offset, spec->numel);
+    buffer.resize(spec->numel);
+    file.read_f32_into(file_name, buffer.data(), spec->numel);
+    take(*spec, buffer.data());
     source_of[name] = file_name;
   }
 
@@ -129,7 +137,9 @@ void import_hf_gpt2(const std::string& safetensors_path, const GPT2Config& confi
     COCONUT_CHECK(info.shape == wte.shape, "{}: '{}' has shape {}, but wte is {}; untied LM heads are not supported",
                   safetensors_path, lm_head_name, shape_str(info.shape), shape_str(wte.shape));
     const std::vector<float> head = file.read_f32(lm_head_name);
-    COCONUT_CHECK(std::memcmp(head.data(), params + wte.offset, wte.numel * sizeof(float)) == 0,
+    buffer.resize(wte.numel);
+    file.read_f32_into(source_of.at("wte.weight"), buffer.data(), wte.numel);  // wte, as imported
+    COCONUT_CHECK(std::memcmp(head.data(), buffer.data(), wte.numel * sizeof(float)) == 0,
                   "{}: '{}' differs from wte.weight; untied LM heads are not supported", safetensors_path,
                   lm_head_name);
   }

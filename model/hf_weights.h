@@ -24,6 +24,11 @@ GPT2Config read_hf_config(const std::string& config_json_path);
 // widened to float. Fails on a missing, duplicated or unknown tensor and on a shape
 // mismatch, naming the tensor and both shapes.
 void import_hf_gpt2(const std::string& safetensors_path, const GPT2Config& config, float* params);
+// The same checks, each tensor handed to `take` as it is read (its spec in
+// ParamLayout(config) and its numel floats, valid during the call), so that a caller can
+// keep parts of the model without a buffer for all of it (a pipeline stage's slices).
+using TensorSink = std::function<void(const TensorSpec& tensor, const float* data)>;
+void import_hf_gpt2(const std::string& safetensors_path, const GPT2Config& config, const TensorSink& take);
 
 // Writes out_dir/model.safetensors (names prefixed with "transformer.", as save_pretrained
 // does; the tied lm_head.weight is left out) and out_dir/config.json, so that
