@@ -10,6 +10,7 @@
 
 #include "curriculum/dataset.h"
 #include "curriculum/eot_classifier.h"
+#include "curriculum/generate.h"
 #include "curriculum/samples.h"
 #include "model/decoder.h"
 #include "model/gpt2.h"
@@ -69,6 +70,18 @@ EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::v
 // decode_thought (optional): each item's continuous thoughts through it into
 // EvalItem::thought_tokens (written by write_eval_report).
 EvalResult evaluate(model::Decoder& decoder, const Tokenizer& tok, const std::vector<Sample>& samples,
+                    const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
+                    const EotClassifier* eot_classifier = nullptr, EvalShard shard = {},
+                    const ThoughtDecoder& decode_thought = {});
+
+// The third form hands this shard's batches to `generate` all at once (each batch the
+// prompts of its items, in order) and scores what it returns, one list of generations
+// per batch: a driver that decodes several batches at a time (the stages of a pipeline,
+// launcher/staged_generation.h). The second form is the third with one decoder
+// generating the batches one after another.
+using BatchGenerator = std::function<std::vector<std::vector<Generation>>(
+    const std::vector<std::vector<const BuiltSample*>>& batches, const GenerateOptions& options)>;
+EvalResult evaluate(const BatchGenerator& generate, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
                     const EotClassifier* eot_classifier = nullptr, EvalShard shard = {},
                     const ThoughtDecoder& decode_thought = {});

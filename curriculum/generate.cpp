@@ -9,15 +9,11 @@
 
 namespace coconut::curriculum {
 
-namespace {
-
-enum class Mode : uint8_t {
+enum class BatchDecoding::Mode : uint8_t {
   latent,  // the hidden state of this column decides: another thought, or <eot>
   text,    // this column's hidden state gives the next token
   done,    // <eos> seen (or nothing left to do); its columns are computed but ignored
 };
-
-}  // namespace
 
 std::vector<Generation> generate_greedy(const model::GPT2& model, const std::vector<const BuiltSample*>& prompts,
                                         const Tokenizer& tok, const GenerateOptions& opt) {
@@ -27,16 +23,28 @@ std::vector<Generation> generate_greedy(const model::GPT2& model, const std::vec
 
 std::vector<Generation> generate_greedy(model::Decoder& decoder, const std::vector<const BuiltSample*>& prompts,
                                         const Tokenizer& tok, const GenerateOptions& opt) {
-  const model::GPT2Config& cfg = decoder.config();
-  const int B = static_cast<int>(prompts.size()), C = cfg.d_model;
+  BatchDecoding d(prompts, tok, opt, decoder.config());
+  decoder.begin(d.batch_size(), d.max_columns());
+  BatchDecoding::Forward f;
+  do {
+    f = d.next_forward();
+    decoder.forward(f.a, f.b, f.tokens, f.pos_ids, f.key_mask, f.thought);
+  } while (d.take(decoder));
+  return std::move(d.generations());
+}
+
+BatchDecoding::BatchDecoding(const std::vector<const BuiltSample*>& prompts, const Tokenizer& tok,
+                             const GenerateOptions& opt, const model::GPT2Config& cfg)
+    : tok_(tok), opt_(opt), B_(static_cast<int>(prompts.size())), C_(cfg.d_model) {
+  const int B = B_;
   COCONUT_CHECK(B > 0, "generation needs at least one prompt");
   COCONUT_CHECK(opt.max_new_tokens >= 1, "max_new_tokens must be >= 1 (got {})", opt.max_new_tokens);
 
   // Split each prompt into the prefix run in one pass and what decoding does after it:
   // with feedback, the prefix ends at <bot> and K = the latents that follow (the cap).
   std::vector<BuiltSample> prefix(B);
-  std::vector<int> cap(B, 0);
-  std::vector<Mode> mode(B, Mode::text);
+  cap_.assign(B, 0);
+  mode_.assign(B, Mode::text);
   int after_prefix = 0;  // columns a prompt occupies after its prefix (K + 1 with <eot>)
   for (int s = 0; s < B; ++s) {
     const std::vector<int>& t = prompts[s]->tokens;
@@ -49,8 +57,8 @@ std::vector<Generation> generate_greedy(model::Decoder& decoder, const std::vect
       bool ok = K >= 0 && t.back() == tok.end_latent_id();
       for (int i = 0; ok && i < K; ++i) ok = t[keep + i] == tok.latent_id();
       COCONUT_CHECK(ok, "prompt {} of the generation batch: after <bot> expected <latent>*K <eot> and nothing else", s);
-      cap[s] = K;
-      mode[s] = Mode::latent;
+      cap_[s] = K;
+      mode_[s] = Mode::latent;
       after_prefix = std::max(after_prefix, K + 1);
     }
     prefix[s].tokens.assign(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(keep));
@@ -63,99 +71,102 @@ std::vector<Generation> generate_greedy(model::Decoder& decoder, const std::vect
   const int P = batch.T;
   COCONUT_CHECK(P + after_prefix < cfg.max_positions, "prompt of {} tokens leaves no room to generate (max_positions {})",
                 P + after_prefix, cfg.max_positions);
-  const int T = std::min(P + after_prefix + opt.max_new_tokens, cfg.max_positions);
+  T_ = std::min(P + after_prefix + opt.max_new_tokens, cfg.max_positions);
 
-  decoder.begin(B, T);
   // Positions and key mask of every column (the prefixes', then one column per step),
   // and the tokens of the columns [a, b) the next forward runs: first the prefixes.
-  std::vector<int> pos_ids(static_cast<size_t>(T) * B, 0);
-  std::vector<uint8_t> key_mask(static_cast<size_t>(T) * B, 0);
-  std::copy(batch.pos_ids.begin(), batch.pos_ids.end(), pos_ids.begin());
-  std::copy(batch.key_mask.begin(), batch.key_mask.end(), key_mask.begin());
-  std::vector<int> tokens = batch.tokens;
-  int a = 0, b = P;
+  pos_ids_.assign(static_cast<size_t>(T_) * B, 0);
+  key_mask_.assign(static_cast<size_t>(T_) * B, 0);
+  std::copy(batch.pos_ids.begin(), batch.pos_ids.end(), pos_ids_.begin());
+  std::copy(batch.key_mask.begin(), batch.key_mask.end(), key_mask_.begin());
+  tokens_ = batch.tokens;
+  a_ = 0, b_ = P;
+  out_.assign(B, Generation{});
+  next_.assign(B, tok.pad_id());
+  thought_.assign(B, 0);
+}
 
-  std::vector<Generation> out(B);
-  std::vector<int> next(B, tok.pad_id());
-  std::vector<uint8_t> thought(B, 0);
-  bool thoughts_in = false;  // some sample's input at column a is a thought
-  auto open_column = [&](int t) {  // column t continues every sequence
-    for (int s = 0; s < B; ++s) {
-      pos_ids[static_cast<size_t>(t) * B + s] = pos_ids[static_cast<size_t>(t - 1) * B + s] + 1;
-      key_mask[static_cast<size_t>(t) * B + s] = 1;
-    }
-  };
-  for (;;) {
-    // When every sample has used its last allowed thought at column b - 1, the <eot> at
-    // column b needs no hidden state: it joins this forward, as the last thought and
-    // <eot> (or, with no thoughts, the whole prompt) were one pass of the prompt's plan
-    // before. Same columns per call, same sums: the fixed count stays bit for bit.
-    bool all_capped = true;
-    for (int s = 0; s < B; ++s) all_capped = all_capped && mode[s] == Mode::latent && out[s].thoughts == cap[s];
-    if (all_capped && b < T) {
-      open_column(b);
-      tokens.insert(tokens.end(), static_cast<size_t>(B), tok.end_latent_id());
-      std::fill(mode.begin(), mode.end(), Mode::text);  // <eot>'s hidden state gives the first token
-      ++b;
-    }
-    const size_t first = static_cast<size_t>(a) * B;
-    decoder.forward(a, b, tokens.data(), pos_ids.data() + first, key_mask.data() + first,
-                    thoughts_in ? thought.data() : nullptr);
-    const int t = b - 1;
-    if (t >= T - 1) break;
+void BatchDecoding::open_column(int t) {  // column t continues every sequence
+  for (int s = 0; s < B_; ++s) {
+    pos_ids_[static_cast<size_t>(t) * B_ + s] = pos_ids_[static_cast<size_t>(t - 1) * B_ + s] + 1;
+    key_mask_[static_cast<size_t>(t) * B_ + s] = 1;
+  }
+}
 
-    // Decide every sample's input of column t + 1 from its state at column t: the
-    // hidden states only where the classifier reads them (or thoughts are kept), the
-    // greedy tokens only where some sample writes text.
-    const float* h = nullptr;
-    const bool any_text = std::find(mode.begin(), mode.end(), Mode::text) != mode.end();
-    if (any_text) decoder.greedy_tokens(next.data());
-    bool all_done = true;
-    thoughts_in = false;
-    for (int s = 0; s < B; ++s) {
-      thought[s] = 0;
-      if (mode[s] == Mode::latent) {
-        Generation& g = out[s];
-        bool stop = g.thoughts == cap[s];
-        if (!stop && opt.eot_classifier) {
-          if (!h) h = decoder.hidden();
-          stop = opt.eot_classifier->stops(h + static_cast<size_t>(s) * C);
-        }
-        if (stop) {
-          next[s] = tok.end_latent_id();
-          mode[s] = Mode::text;  // the <eot> column's hidden state gives the first token
-        } else {
-          next[s] = tok.latent_id();
-          thought[s] = 1;
-          thoughts_in = true;
-          ++g.thoughts;
-          if (opt.keep_thought_states) {
-            if (!h) h = decoder.hidden();
-            g.thought_states.emplace_back(h + static_cast<size_t>(s) * C, h + static_cast<size_t>(s + 1) * C);
-          }
-        }
-      } else if (any_text) {
-        // Finished samples keep taking their greedy token as input (any token would do:
-        // a sample's columns never reach another sample).
-        if (mode[s] == Mode::text) {
-          if (next[s] == tok.eos_id()) {
-            mode[s] = Mode::done;
-          } else {
-            out[s].ids.push_back(next[s]);
-            // A sample that left latent mode early has columns to spare; its budget is the same.
-            if (static_cast<int>(out[s].ids.size()) == opt.max_new_tokens) mode[s] = Mode::done;
-          }
+BatchDecoding::Forward BatchDecoding::next_forward() {
+  // When every sample has used its last allowed thought at column b - 1, the <eot> at
+  // column b needs no hidden state: it joins this forward, as the last thought and
+  // <eot> (or, with no thoughts, the whole prompt) were one pass of the prompt's plan
+  // before. Same columns per call, same sums: the fixed count stays bit for bit.
+  bool all_capped = true;
+  for (int s = 0; s < B_; ++s) all_capped = all_capped && mode_[s] == Mode::latent && out_[s].thoughts == cap_[s];
+  if (all_capped && b_ < T_) {
+    open_column(b_);
+    tokens_.insert(tokens_.end(), static_cast<size_t>(B_), tok_.end_latent_id());
+    std::fill(mode_.begin(), mode_.end(), Mode::text);  // <eot>'s hidden state gives the first token
+    ++b_;
+  }
+  const size_t first = static_cast<size_t>(a_) * B_;
+  return {a_, b_, tokens_.data(), pos_ids_.data() + first, key_mask_.data() + first,
+          thoughts_in_ ? thought_.data() : nullptr};
+}
+
+bool BatchDecoding::take(model::ColumnOutput& column) {
+  const int B = B_, C = C_;
+  const int t = b_ - 1;
+  if (t >= T_ - 1) return false;
+
+  // Decide every sample's input of column t + 1 from its state at column t: the
+  // hidden states only where the classifier reads them (or thoughts are kept), the
+  // greedy tokens only where some sample writes text.
+  const float* h = nullptr;
+  const bool any_text = std::find(mode_.begin(), mode_.end(), Mode::text) != mode_.end();
+  if (any_text) column.greedy_tokens(next_.data());
+  bool all_done = true;
+  thoughts_in_ = false;
+  for (int s = 0; s < B; ++s) {
+    thought_[s] = 0;
+    if (mode_[s] == Mode::latent) {
+      Generation& g = out_[s];
+      bool stop = g.thoughts == cap_[s];
+      if (!stop && opt_.eot_classifier) {
+        if (!h) h = column.hidden();
+        stop = opt_.eot_classifier->stops(h + static_cast<size_t>(s) * C);
+      }
+      if (stop) {
+        next_[s] = tok_.end_latent_id();
+        mode_[s] = Mode::text;  // the <eot> column's hidden state gives the first token
+      } else {
+        next_[s] = tok_.latent_id();
+        thought_[s] = 1;
+        thoughts_in_ = true;
+        ++g.thoughts;
+        if (opt_.keep_thought_states) {
+          if (!h) h = column.hidden();
+          g.thought_states.emplace_back(h + static_cast<size_t>(s) * C, h + static_cast<size_t>(s + 1) * C);
         }
       }
-      all_done = all_done && mode[s] == Mode::done;
+    } else if (any_text) {
+      // Finished samples keep taking their greedy token as input (any token would do:
+      // a sample's columns never reach another sample).
+      if (mode_[s] == Mode::text) {
+        if (next_[s] == tok_.eos_id()) {
+          mode_[s] = Mode::done;
+        } else {
+          out_[s].ids.push_back(next_[s]);
+          // A sample that left latent mode early has columns to spare; its budget is the same.
+          if (static_cast<int>(out_[s].ids.size()) == opt_.max_new_tokens) mode_[s] = Mode::done;
+        }
+      }
     }
-    if (all_done) break;
-    a = t + 1;
-    b = t + 2;
-    open_column(a);
-    tokens = next;
+    all_done = all_done && mode_[s] == Mode::done;
   }
-  return out;
+  if (all_done) return false;
+  a_ = t + 1;
+  b_ = t + 2;
+  open_column(a_);
+  tokens_ = next_;
+  return true;
 }
 
 std::string extract_answer(const std::string& text) {

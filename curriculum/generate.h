@@ -40,6 +40,50 @@ struct Generation {
   std::vector<std::vector<float>> thought_states;
 };
 
+// One batch's greedy decoding as a sequence of forwards, so that a driver can interleave
+// several batches, each on its own decoder (launcher/staged_generation.h: the stages of
+// a pipeline each working on another batch). generate_greedy is
+//   decoder.begin(d.batch_size(), d.max_columns());
+//   do { f = d.next_forward(); decoder.forward(f...); } while (d.take(decoder));
+class BatchDecoding {
+ public:
+  // prompts and tok must outlive it; see generate_greedy for the prompts' form.
+  BatchDecoding(const std::vector<const BuiltSample*>& prompts, const Tokenizer& tok, const GenerateOptions& options,
+                const model::GPT2Config& config);
+  int batch_size() const { return B_; }
+  int max_columns() const { return T_; }  // the T of the decoder's begin
+
+  // The next forward's columns [a, b) and their inputs ((b - a) * B entries, column by
+  // column; thought: per sample, or null when no input is a thought), valid until take().
+  struct Forward {
+    int a = 0, b = 0;
+    const int* tokens = nullptr;
+    const int* pos_ids = nullptr;
+    const uint8_t* key_mask = nullptr;
+    const uint8_t* thought = nullptr;
+  };
+  Forward next_forward();
+  // After that forward ran: reads its last column's greedy tokens and hidden states
+  // where it needs them and decides every sample's next input. False when the batch is
+  // done (then generations() holds the result).
+  bool take(model::ColumnOutput& out);
+  std::vector<Generation>& generations() { return out_; }
+
+ private:
+  void open_column(int t);
+  enum class Mode : uint8_t;
+  const Tokenizer& tok_;
+  GenerateOptions opt_;
+  int B_ = 0, C_ = 0, T_ = 0;
+  std::vector<int> cap_;
+  std::vector<Mode> mode_;
+  std::vector<int> pos_ids_, tokens_, next_;
+  std::vector<uint8_t> key_mask_, thought_;
+  bool thoughts_in_ = false;  // some sample's input at column a is a thought
+  int a_ = 0, b_ = 0;
+  std::vector<Generation> out_;
+};
+
 // prompts: evaluation prompts as build_eval_prompt makes them; with feed_back each
 // one's part after <bot> must be <latent>*K <eot>. On any model through its decoder
 // (model/decoder.h: the CPU model's, or a GPU model's); the first form is the CPU's.

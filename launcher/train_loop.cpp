@@ -11,8 +11,8 @@
 #include <numeric>
 
 #include "curriculum/batching.h"
+#include "launcher/staged_generation.h"
 #include "model/hf_weights.h"
-#include "parallel/pipeline_decoder.h"
 #include "runtime/check.h"
 #include "runtime/hash.h"
 #include "runtime/memory_meter.h"
@@ -328,20 +328,25 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
     share = world ? world->rank() : 0;
   }
   const int shares_count = static_cast<int>(speakers.size());
-  std::unique_ptr<model::Decoder> decoder;
-  if (device)
-    decoder = device->decoder();
-  else if (stages)
-    decoder = std::make_unique<parallel::PipelineDecoder>(gpt, dist->grid->pipeline(), dist->partition);
-  else
-    decoder = std::make_unique<model::CpuDecoder>(gpt);
   // Thoughts are read through the host model's LM head (up to date: synced; with
   // stages, stage 0 holds wte and speaks for its replica).
   curriculum::ThoughtDecoder decode_thought;
   if (c.eval_thought_tokens > 0 && c.curriculum.feeds_back() && (!stages || dist->grid->first_stage()))
     decode_thought = curriculum::top_thought_tokens(gpt, tok, c.eval_thought_tokens);
-  curriculum::EvalResult mine = curriculum::evaluate(*decoder, tok, items, c.curriculum, stage, c.eval_batch_size,
-                                                     c.max_new_tokens, eot, {share, shares_count}, decode_thought);
+  const curriculum::EvalShard shard{share, shares_count};
+  curriculum::EvalResult mine;
+  if (stages) {  // a batch in flight on every stage of the replica
+    auto through_stages = [&](const std::vector<std::vector<const curriculum::BuiltSample*>>& batches,
+                              const curriculum::GenerateOptions& options) {
+      return generate_through_stages(gpt, dist->grid->pipeline(), dist->partition, batches, tok, options);
+    };
+    mine = curriculum::evaluate(through_stages, tok, items, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens,
+                                eot, shard, decode_thought);
+  } else {
+    std::unique_ptr<model::Decoder> decoder = device ? device->decoder() : std::make_unique<model::CpuDecoder>(gpt);
+    mine = curriculum::evaluate(*decoder, tok, items, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot,
+                                shard, decode_thought);
+  }
   if (!world || world->size() == 1) return mine;
   // Each share to every rank (a few hundred bytes per item), then joined.
   std::vector<curriculum::EvalResult> shares(shares_count);

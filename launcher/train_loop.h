@@ -137,7 +137,8 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 // rank returns the joined result: the same items, bit for bit, as one process
 // evaluating alone. Ranks that hold the whole model (data parallelism) each take a
 // share; pipeline stages hold only their layers, so each replica takes a share and
-// decodes it through its stages (parallel/pipeline_decoder.h).
+// decodes it through its stages, a batch in flight on every stage
+// (launcher/staged_generation.h).
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device, const curriculum::Tokenizer& tok,
                                       const std::vector<curriculum::Sample>& split, const TrainConfig& c, int stage,
                                       const curriculum::EotClassifier* eot, Distributed* dist = nullptr);

@@ -13,9 +13,20 @@
 
 namespace coconut::model {
 
-class Decoder {
+// What a forward leaves for the decoding loop to read about the last column run.
+class ColumnOutput {
  public:
-  virtual ~Decoder() = default;
+  virtual ~ColumnOutput() = default;
+  // The greedy token of every sample at the last column run: the first maximum of its
+  // logits (out: B entries).
+  virtual void greedy_tokens(int* out) = 0;
+  // The final-norm hidden states [B, C] of the last column run, on the host; valid
+  // until the next call.
+  virtual const float* hidden() = 0;
+};
+
+class Decoder : public ColumnOutput {
+ public:
   virtual const GPT2Config& config() const = 0;
   // Starts B empty sequences of at most T columns (the previous ones are forgotten).
   virtual void begin(int B, int T) = 0;
@@ -25,12 +36,7 @@ class Decoder {
   // hidden state of its column a - 1 (a continuous thought) instead of its token.
   virtual void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                        const uint8_t* thought) = 0;
-  // The greedy token of every sample at the last column run: the first maximum of its
-  // logits (out: B entries).
-  virtual void greedy_tokens(int* out) = 0;
-  // The final-norm hidden states [B, C] of the last column run, on the host; valid
-  // until the next call.
-  virtual const float* hidden() = 0;
+  // greedy_tokens() and hidden() (ColumnOutput) read the last forward's column.
 };
 
 // For Decoder implementations: checks that columns [a, b) continue the `end` columns run

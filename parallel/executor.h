@@ -40,7 +40,7 @@
 // The buffers are zero pages until written (model::GPT2), so the rest of the model takes
 // no memory on that rank, provided the caller too writes only the held slices (the
 // trainer's init and checkpoint load do). Evaluation decodes through the stages
-// (parallel/pipeline_decoder.h); to export the whole model, gather the slices.
+// (launcher/staged_generation.h); the export streams the slices to rank 0.
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,8 @@
 // equals CpuDecoder over the whole model bit for bit (tokens and hidden states, with
 // continuous thoughts fed back and padded samples), and the parameters a rank does not
 // hold are never touched: their pages of the model's buffers stay out of memory.
+// And the staged generation of launcher/staged_generation.h (a batch in flight on every
+// stage) equals generate_greedy on the whole model, batch for batch, bit for bit.
 // Registered for 1, 2 and 4 ranks: pp = ranks, and with 4 ranks also 2 stages x 2
 // replicas. Collectives are never placed behind an assertion that could return early.
 #include <gtest/gtest.h>
@@ -12,6 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "curriculum/eot_classifier.h"
+#include "curriculum/generate.h"
+#include "curriculum/prosqa_generator.h"
+#include "curriculum/samples.h"
+#include "curriculum/word_tokenizer.h"
+#include "launcher/staged_generation.h"
 #include "model/decoder.h"
 #include "model/gpt2.h"
 #include "parallel/grid.h"
@@ -142,6 +150,99 @@ TEST(PipelineDecoder, APartitionForAnotherPipelineIsRefused) {
   const std::vector<StageLayers> wrong = world.size() == 1 ? std::vector<StageLayers>{{0, 2}, {2, 4}}
                                                            : std::vector<StageLayers>{{0, 4}};
   EXPECT_THROW(PipelineDecoder(model, grid.pipeline(), wrong), std::exception);
+}
+
+// ProsQA items, a word tokenizer over them and their evaluation prompts at stage 2
+// (two thoughts each, fed back), in batches of 3 (the last one of 2).
+struct Prompts {
+  std::vector<curriculum::Sample> samples = curriculum::generate_prosqa(17, 11);
+  curriculum::WordTokenizer tok = [this] {
+    std::vector<std::string> texts = {"\n", "### "};
+    for (const curriculum::Sample& s : samples) {
+      texts.push_back(s.question);
+      texts.insert(texts.end(), s.steps.begin(), s.steps.end());
+      texts.push_back(s.answer);
+    }
+    return curriculum::WordTokenizer::build(texts);
+  }();
+  std::vector<curriculum::BuiltSample> built;
+  std::vector<std::vector<const curriculum::BuiltSample*>> batches;
+  Prompts() {
+    curriculum::CurriculumConfig cc;  // coconut, c = 1
+    for (const curriculum::Sample& s : samples)
+      built.push_back(curriculum::build_eval_prompt(curriculum::tokenize_sample(s, tok), cc, 2, tok));
+    for (size_t i = 0; i < built.size(); i += 3) {
+      batches.emplace_back();
+      for (size_t k = i; k < std::min(built.size(), i + 3); ++k) batches.back().push_back(&built[k]);
+    }
+  }
+};
+
+void expect_same_generations(const std::vector<std::vector<curriculum::Generation>>& got,
+                             const std::vector<std::vector<curriculum::Generation>>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t b = 0; b < want.size(); ++b) {
+    ASSERT_EQ(got[b].size(), want[b].size()) << what << ": batch " << b;
+    for (size_t i = 0; i < want[b].size(); ++i) {
+      EXPECT_EQ(got[b][i].ids, want[b][i].ids) << what << ": batch " << b << " item " << i;
+      EXPECT_EQ(got[b][i].thoughts, want[b][i].thoughts) << what << ": batch " << b << " item " << i;
+      EXPECT_EQ(got[b][i].thought_states, want[b][i].thought_states) << what << ": batch " << b << " item " << i;
+    }
+  }
+}
+
+TEST(StagedGeneration, EqualsGenerateGreedyOnTheWholeModelForAnyNumberOfBatches) {
+  Communicator& world = test_world();
+  const int S = world.size();
+  ProcessGrid grid(world, S, 1);
+  const Prompts p;
+  model::GPT2Config cfg = small_config();
+  cfg.vocab_size = p.tok.vocab_size();
+  cfg.max_positions = 512;
+  const std::vector<StageLayers> partition = partition_layers(cfg.n_layer, S, stage_costs(cfg));
+  model::GPT2 whole(cfg);
+  whole.init_weights(kSeed);
+  model::GPT2 mine(cfg);
+  const std::vector<ParamSlice> held = held_param_slices(mine.layout(), partition, grid.stage());
+  for (const ParamSlice& h : held) mine.init_weights(kSeed, h.begin, h.end);
+  // The <eot> classifier (random weights) ends some samples' thoughts early, so that
+  // the batches' lengths differ; the thoughts are kept and compared.
+  curriculum::EotClassifier eot(cfg.d_model, model::AdamWConfig{});
+  for (size_t i = 0; i < eot.num_params(); ++i) eot.params()[i] = 0.5f * std::sin(1.7f * static_cast<float>(i));
+  for (const bool classifier : {false, true}) {
+    curriculum::GenerateOptions opt;
+    opt.feed_back = true;
+    opt.max_new_tokens = 10;
+    opt.keep_thought_states = true;
+    opt.eot_classifier = classifier ? &eot : nullptr;
+    // 0 batches, fewer batches than stages, and all of them (4, the last one smaller).
+    for (size_t n : {size_t(0), size_t(1), p.batches.size()}) {
+      const std::string what = "S=" + std::to_string(S) + " batches=" + std::to_string(n) +
+                               (classifier ? " classifier" : " fixed");
+      const std::vector<std::vector<const curriculum::BuiltSample*>> batches(p.batches.begin(),
+                                                                           p.batches.begin() + n);
+      std::vector<std::vector<curriculum::Generation>> want;
+      for (const auto& batch : batches) want.push_back(curriculum::generate_greedy(whole, batch, p.tok, opt));
+      const auto got = launcher::generate_through_stages(mine, grid.pipeline(), partition, batches, p.tok, opt);
+      expect_same_generations(got, want, what);
+      if (n == p.batches.size()) {  // what is compared is not trivial
+        int thoughts = 0, early = 0, samples = 0;
+        for (const auto& batch : want)
+          for (const curriculum::Generation& g : batch) thoughts += g.thoughts, early += g.thoughts < 2, ++samples;
+        EXPECT_EQ(samples, 11) << what;
+        EXPECT_GT(thoughts, 0) << what;
+        if (classifier) {
+          EXPECT_GT(early, 0) << what << ": the classifier should end some thoughts early";
+        } else {
+          EXPECT_EQ(thoughts, 2 * samples) << what;
+        }
+      }
+    }
+  }
+  size_t outside = 0;  // staged generation too leaves the other stages' parameters alone
+  for (const ParamSlice& g : not_held(held, mine.num_params()))
+    outside += resident_bytes(mine.params() + g.begin, g.size() * sizeof(float));
+  EXPECT_EQ(outside, 0u);
 }
 
 }  // namespace
