@@ -25,9 +25,8 @@ std::vector<Generation> generate_greedy(model::Decoder& decoder, const std::vect
                                         const Tokenizer& tok, const GenerateOptions& opt) {
   BatchDecoding d(prompts, tok, opt, decoder.config());
   decoder.begin(d.batch_size(), d.max_columns());
-  BatchDecoding::Forward f;
   do {
-    f = d.next_forward();
+    const BatchDecoding::Forward f = d.next_forward();
     decoder.forward(f.a, f.b, f.tokens, f.pos_ids, f.key_mask, f.thought);
   } while (d.take(decoder));
   return std::move(d.generations());

@@ -14,11 +14,10 @@ constexpr int kLaneTag = 0x5700;  // + lane: a lane's rows from one stage to the
 
 // One batch at a time in flight through the stages; see the top of the header.
 struct Lane {
-  explicit Lane(parallel::StageDecoder stage) : stage(std::move(stage)) {}
-  parallel::StageDecoder stage;                          // this rank's stage of the lane's batch
+  explicit Lane(model::StageDecoder stage) : stage(std::move(stage)) {}
+  model::StageDecoder stage;                          // this rank's stage of the lane's batch
   std::unique_ptr<curriculum::BatchDecoding> decoding;  // null: no batch
   size_t batch = 0;                                      // which one
-  bool starting = false;      // the next forward to enter is the batch's first
   bool in_flight = false;     // a forward is on its way through the stages
   bool first_forward = false; // ... and it is the batch's first: each stage begins the batch
   long long entered = -1;     // the tick it entered stage 0
@@ -45,12 +44,12 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
     const model::GPT2& model, parallel::Communicator& pipeline, const std::vector<parallel::StageLayers>& partition,
     const std::vector<std::vector<const curriculum::BuiltSample*>>& batches, const curriculum::Tokenizer& tok,
     const curriculum::GenerateOptions& options) {
-  parallel::checked_decoding_partition(model, pipeline, partition);
+  const parallel::StageLayers mine = parallel::decoding_stage(model, pipeline, partition);
   const int S = pipeline.size(), stage = pipeline.rank(), C = model.config().d_model;
   const bool first = stage == 0, last = stage == S - 1;
   std::vector<Lane> lanes;
   lanes.reserve(S);  // never moved once a lane's decoder has begun
-  for (int k = 0; k < S; ++k) lanes.emplace_back(parallel::StageDecoder(model, partition, stage));
+  for (int k = 0; k < S; ++k) lanes.emplace_back(model::StageDecoder(model, mine.begin, mine.end));
   auto lane_at = [&](long long tick) -> Lane* {  // the lane that entered stage 0 at `tick`
     if (tick < 0) return nullptr;
     Lane& lane = lanes[static_cast<size_t>(tick % S)];
@@ -63,10 +62,10 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
     // 1. A lane enters stage 0 (every rank decides alike): its batch's next forward, or
     // a new batch's first. Its previous forward left the last stage at tick t - 1.
     Lane& entering = lanes[static_cast<size_t>(t % S)];
-    if (!entering.decoding && next_batch < batches.size()) {
+    const bool new_batch = !entering.decoding && next_batch < batches.size();
+    if (new_batch) {
       entering.decoding = std::make_unique<curriculum::BatchDecoding>(batches[next_batch], tok, options, model.config());
       entering.batch = next_batch++;
-      entering.starting = true;
       const int B = entering.decoding->batch_size();
       entering.hidden.assign(static_cast<size_t>(B) * C, 0.f);
       entering.tokens.assign(B, 0);
@@ -74,8 +73,7 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
     if (entering.decoding) {
       entering.forward = entering.decoding->next_forward();
       entering.in_flight = true;
-      entering.first_forward = entering.starting;
-      entering.starting = false;
+      entering.first_forward = new_batch;
       entering.entered = t;
     }
     bool any_in_flight = false;
@@ -87,7 +85,7 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
       const curriculum::BatchDecoding::Forward& f = w->forward;
       const int B = w->decoding->batch_size();
       const size_t count = static_cast<size_t>(f.b - f.a) * B * C;
-      const int tag = kLaneTag + static_cast<int>(&*w - lanes.data());
+      const int tag = kLaneTag + static_cast<int>(w - lanes.data());
       parallel::Request received;
       if (!first) {
         w->in.resize(count);
@@ -98,10 +96,12 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
       if (w->first_forward) w->stage.begin(B, w->decoding->max_columns());
       const float* rows = w->stage.forward(f.a, f.b, f.tokens, f.pos_ids, f.key_mask, f.thought, w->hidden.data(),
                                            w->in.data());
-      if (!last)
+      if (!last) {
         sent = pipeline.isend(rows, count, stage + 1, tag);  // its rows stay put: waited for next tick
-      else
-        w->stage.last_column(w->tokens.data(), w->hidden.data());
+      } else {
+        w->stage.greedy_tokens(w->tokens.data());
+        std::copy_n(w->stage.last_hidden(), w->hidden.size(), w->hidden.begin());
+      }
     }
 
     // 3. The lane leaving the last stage: its outputs to every rank, then its decisions.

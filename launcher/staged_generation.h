@@ -4,7 +4,7 @@
 //
 // The replica's S ranks run the same driver in lockstep, tick by tick, over S lanes,
 // each lane decoding one batch (curriculum::BatchDecoding) on its own per-stage KV
-// caches (parallel::StageDecoder). At tick t lane t mod S enters stage 0 with its next
+// caches (model::StageDecoder). At tick t lane t mod S enters stage 0 with its next
 // forward (a new batch when it has none), and stage s works on the lane that entered
 // s ticks before, taking its rows from stage s - 1 and sending its own to stage s + 1.
 // The lane that leaves the last stage at tick t has its greedy tokens and final hidden

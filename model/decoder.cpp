@@ -1,5 +1,5 @@
-// CpuDecoder (see decoder.h): the CPU model's forward over a KV cache, one decoding
-// column at a time.
+// StageDecoder and CpuDecoder (see decoder.h): the CPU model's layers over a KV cache,
+// one decoding step at a time.
 #include "model/decoder.h"
 
 #include <algorithm>
@@ -9,14 +9,12 @@
 
 namespace coconut::model {
 
-void CpuDecoder::begin(int B, int T) {
-  COCONUT_CHECK(B > 0 && T > 0, "a decoder needs B > 0 and T > 0 (got {} x {})", B, T);
-  acts_.resize(model_.config(), B, T, /*training=*/false);
-  end_ = 0;
-}
+namespace {
 
-void take_decoder_columns(Activations& acts, int end, int a, int b, const int* pos_ids, const uint8_t* key_mask,
-                          bool thought) {
+// Checks that columns [a, b) continue the `end` columns run so far within acts.T (and
+// that a thought has a column before it), then copies their position ids and key mask.
+void take_columns(Activations& acts, int end, int a, int b, const int* pos_ids, const uint8_t* key_mask,
+                  bool thought) {
   COCONUT_CHECK(a == end && a < b && b <= acts.T, "decoder columns [{}, {}) do not continue [0, {}) within {}", a, b,
                 end, acts.T);
   COCONUT_CHECK(!thought || a > 0, "a continuous thought needs a column before it");
@@ -25,37 +23,62 @@ void take_decoder_columns(Activations& acts, int end, int a, int b, const int* p
   std::copy_n(key_mask, n, acts.key_mask.begin() + static_cast<std::ptrdiff_t>(a) * acts.B);
 }
 
-void CpuDecoder::forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
-                         const uint8_t* thought) {
-  const int B = acts_.B, C = model_.config().d_model;
-  take_decoder_columns(acts_, end_, a, b, pos_ids, key_mask, thought != nullptr);
-  const size_t n = static_cast<size_t>(b - a) * B;
-  in_.resize(n * C);
-  model_.embed_tokens(tokens, static_cast<int>(n), in_.data());
-  if (thought) {
-    const float* previous = acts_.lnf + static_cast<size_t>(a - 1) * B * C;
-    for (int s = 0; s < B; ++s)
-      if (thought[s])
-        std::memcpy(in_.data() + static_cast<size_t>(s) * C, previous + static_cast<size_t>(s) * C, sizeof(float) * C);
-  }
-  model_.forward_range(acts_, a, b, in_.data());
-  end_ = b;
+}  // namespace
+
+StageDecoder::StageDecoder(const GPT2& model, int first_layer, int end_layer)
+    : model_(model), first_layer_(first_layer), end_layer_(end_layer) {
+  COCONUT_CHECK(0 <= first_layer && first_layer < end_layer && end_layer <= model.config().n_layer,
+                "a decoder stage of layers [{}, {}) in a model of {}", first_layer, end_layer, model.config().n_layer);
 }
 
-void CpuDecoder::greedy_tokens(int* out) {
+void StageDecoder::begin(int B, int T) {
+  COCONUT_CHECK(B > 0 && T > 0, "a decoder needs B > 0 and T > 0 (got {} x {})", B, T);
+  acts_.resize(model_.config(), B, T, /*training=*/false, first_layer_, end_layer_);
+  end_ = 0;
+}
+
+const float* StageDecoder::forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
+                                   const uint8_t* thought, const float* thoughts, const float* in) {
+  const int B = acts_.B, C = model_.config().d_model;
+  take_columns(acts_, end_, a, b, pos_ids, key_mask, thought != nullptr);
+  const size_t n = static_cast<size_t>(b - a) * B;
+  if (first()) {
+    in_.resize(n * C);
+    model_.embed_tokens(tokens, static_cast<int>(n), in_.data());
+    if (thought)
+      for (int s = 0; s < B; ++s)
+        if (thought[s])
+          std::memcpy(in_.data() + static_cast<size_t>(s) * C, thoughts + static_cast<size_t>(s) * C,
+                      sizeof(float) * C);
+    in = in_.data();
+  }
+  model_.forward_stage(acts_, a, b, first_layer_, end_layer_, in, first(), last());
+  end_ = b;
+  const float* out = last() ? acts_.lnf : acts_.layers[end_layer_ - 1].res_out;
+  return out + static_cast<size_t>(a) * B * C;
+}
+
+const float* StageDecoder::last_hidden() const {
+  COCONUT_CHECK(last() && end_ > 0, "hidden states: on the last stage, after a forward");
+  return acts_.lnf + static_cast<size_t>(end_ - 1) * acts_.B * model_.config().d_model;
+}
+
+void StageDecoder::greedy_tokens(int* out) {
   const int B = acts_.B, V = model_.config().vocab_size;
-  COCONUT_CHECK(end_ > 0, "greedy_tokens before any forward");
+  const float* h = last_hidden();
   logits_.resize(static_cast<size_t>(B) * V);
-  model_.lm_head_logits(hidden(), B, logits_.data());
+  model_.lm_head_logits(h, B, logits_.data());
   for (int s = 0; s < B; ++s) {
     const float* z = logits_.data() + static_cast<size_t>(s) * V;
     out[s] = static_cast<int>(std::max_element(z, z + V) - z);
   }
 }
 
-const float* CpuDecoder::hidden() {
-  COCONUT_CHECK(end_ > 0, "hidden states before any forward");
-  return acts_.lnf + static_cast<size_t>(end_ - 1) * acts_.B * model_.config().d_model;
+void CpuDecoder::forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
+                         const uint8_t* thought) {
+  // A thought is the previous column's final hidden state (stage_ checks there is one).
+  const float* previous = thought && a > 0 ? stage_.last_hidden() : nullptr;
+  stage_.forward(a, b, tokens, pos_ids, key_mask, thought, previous, nullptr);
 }
 
 }  // namespace coconut::model

@@ -39,28 +39,58 @@ class Decoder : public ColumnOutput {
   // greedy_tokens() and hidden() (ColumnOutput) read the last forward's column.
 };
 
-// For Decoder implementations: checks that columns [a, b) continue the `end` columns run
-// so far within acts.T (and that a thought has a column before it), then copies their
-// position ids and key mask into acts.
-void take_decoder_columns(Activations& acts, int end, int a, int b, const int* pos_ids, const uint8_t* key_mask,
-                          bool thought);
-
-// The CPU model's decoder: the model's forward_range over inference activations.
-class CpuDecoder final : public Decoder {
+// One stage's part of decoding a batch: layers [first_layer, end_layer) over their own
+// KV cache, without communication. The stage with layer 0 embeds tokens (and takes the
+// thoughts fed back); the one with the last layer applies the final norm and the tied
+// LM head. CpuDecoder is the one-stage case; parallel/pipeline_decoder.h and
+// launcher/staged_generation.h move the rows between the stages of a pipeline.
+class StageDecoder {
  public:
-  explicit CpuDecoder(const GPT2& model) : model_(model) {}
-  const GPT2Config& config() const override { return model_.config(); }
-  void begin(int B, int T) override;
-  void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
-               const uint8_t* thought) override;
-  void greedy_tokens(int* out) override;
-  const float* hidden() override;
+  // The model must hold this stage's parameters and outlive it.
+  StageDecoder(const GPT2& model, int first_layer, int end_layer);
+  bool first() const { return first_layer_ == 0; }
+  bool last() const { return end_layer_ == model_.config().n_layer; }
+  int batch_size() const { return acts_.B; }
+
+  // Starts B empty sequences of at most T columns (this stage's layers only).
+  void begin(int B, int T);
+  // Runs columns [a, b) (a: where the previous forward ended; tokens, pos_ids and
+  // key_mask as in Decoder::forward). The first stage embeds `tokens`, and where
+  // thought[s] != 0 takes sample s's input at column a from `thoughts` ([B, C]: the
+  // final hidden states of column a - 1); a later stage takes `in`, the (b - a) * B rows
+  // the previous stage returned. Returns this stage's output rows of the columns
+  // ((b - a) * B rows of C, valid until the next forward): the residual stream for the
+  // next stage, or on the last stage the final-norm states.
+  const float* forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
+                       const uint8_t* thought, const float* thoughts, const float* in);
+  // Last stage, after a forward: the final hidden states [B, C] of the last column run
+  // (valid until the next forward), and the greedy token of every sample there (the
+  // first maximum of its logits).
+  const float* last_hidden() const;
+  void greedy_tokens(int* out);
 
  private:
   const GPT2& model_;
+  int first_layer_, end_layer_;
   Activations acts_;
   std::vector<float> in_, logits_;
   int end_ = 0;  // columns run so far
+};
+
+// The CPU model's decoder: the whole model as one StageDecoder.
+class CpuDecoder final : public Decoder {
+ public:
+  explicit CpuDecoder(const GPT2& model) : model_(model), stage_(model, 0, model.config().n_layer) {}
+  const GPT2Config& config() const override { return model_.config(); }
+  void begin(int B, int T) override { stage_.begin(B, T); }
+  void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
+               const uint8_t* thought) override;
+  void greedy_tokens(int* out) override { stage_.greedy_tokens(out); }
+  const float* hidden() override { return stage_.last_hidden(); }
+
+ private:
+  const GPT2& model_;
+  StageDecoder stage_;
 };
 
 }  // namespace coconut::model

@@ -311,10 +311,13 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   COCONUT_CHECK(f != nullptr, "cannot create {}: {}", tmp, std::strerror(errno));
-  auto fail = [&](const std::string& what) {
-    const std::string reason = std::strerror(errno);
+  auto discard = [&] {  // nothing of a failed write is left
     std::fclose(f);
     std::remove(tmp.c_str());
+  };
+  auto fail = [&](const std::string& what) {
+    const std::string reason = std::strerror(errno);
+    discard();
     COCONUT_FAIL("writing {} failed ({}): {}", tmp, what, reason);
   };
   unsigned char len_bytes[8];
@@ -328,8 +331,7 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
       try {
         data = tensors[i].fetch();
       } catch (...) {
-        std::fclose(f);
-        std::remove(tmp.c_str());
+        discard();
         throw;
       }
       COCONUT_CHECK(data != nullptr, "{}: tensor '{}': its fetch gave no data", path, tensors[i].name);
