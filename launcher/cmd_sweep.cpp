@@ -13,6 +13,7 @@
 #include "launcher/train_config.h"
 #include "runtime/check.h"
 #include "runtime/process.h"
+#include "runtime/stop_signals.h"
 #include "runtime/timer.h"
 
 namespace coconut::launcher {
@@ -32,7 +33,9 @@ const char* kHelp =
     "  --np N     ranks per run (overrides launch.np)\n"
     "  --out DIR  output folder (overrides out)\n"
     "  --set k=v  one more override for every run (after the sweep file's `set`)\n"
-    "  The sweep file format is in docs/cli.md; example: configs/sweeps/c_thought.yaml.\n";
+    "  The sweep file format is in docs/cli.md; example: configs/sweeps/c_thought.yaml.\n"
+    "  SIGTERM or SIGUSR1 go to the running run, which saves a checkpoint and stops; the sweep\n"
+    "  then stops with exit code 75, and the same command continues it.\n";
 
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
@@ -49,7 +52,7 @@ int run_logged(const std::vector<std::string>& cmd, const std::string& log_path)
     log << "# coconut sweep " << utc_now() << ": " << shell_line(cmd) << "\n";
     COCONUT_CHECK(log.good(), "cannot write '{}'", log_path);
   }
-  return run_to_log(cmd, log_path);
+  return run_to_log(cmd, log_path, /*forward_stop_signals=*/true);
 }
 
 // Every run's configuration is read and checked before the first run starts, so a typo
@@ -126,6 +129,10 @@ int cmd_sweep(const std::vector<std::string>& args) {
   }
 
   fs::create_directories(spec.out_dir);
+  // SIGTERM / SIGUSR1 to the sweep go on to the running `coconut train`, which saves a
+  // checkpoint and exits with kExitStoppedBySignal; the sweep then stops too, so that a
+  // job that runs it can be requeued and resume (runtime/stop_signals.h).
+  StopSignals signals;
   std::vector<RunResult> results;
   for (const SweepRun& run : runs) results.push_back(read_run_result(run.dir, "pending"));
   int failed = 0;
@@ -151,11 +158,15 @@ int cmd_sweep(const std::vector<std::string>& args) {
     note_attempt_end(run.dir, seconds, code);
     // Exit 0 without the final model means the run stopped early (checkpoint.stop_after_steps).
     const bool complete = code == 0 && fs::exists(fs::path(run.dir) / "model" / "model.safetensors");
+    const bool stopped = code == kExitStoppedBySignal;
     if (complete) {
       write_done_marker(run.dir, seconds, resume, cmd);
       results[i] = read_run_result(run.dir, resume ? "resumed" : "trained");
       fmt::print("{}: finished in {:.1f} s, valid accuracy {}\n", tag, seconds,
                  results[i].valid_accuracy < 0 ? std::string("-") : fmt::format("{:.4f}", results[i].valid_accuracy));
+    } else if (stopped) {
+      results[i] = read_run_result(run.dir, "stopped by a signal");
+      fmt::print(stderr, "{}: stopped by a signal after a checkpoint; see {}\n", tag, log);
     } else {
       ++failed;
       const std::string why = code != 0 ? fmt::format("exit {}", code) : "no final model";
@@ -163,6 +174,13 @@ int cmd_sweep(const std::vector<std::string>& args) {
       fmt::print(stderr, "{}: failed ({}); see {}\n", tag, why, log);
     }
     write_results(spec, runs, results);  // the table so far, in case the sweep is interrupted
+    if (stopped || StopSignals::received() != 0) {
+      fmt::print(stderr, "sweep stopped by {} after run {} of {}; rerun the same command to continue: finished runs "
+                 "are skipped, a stopped one resumes from its checkpoint (exit code {})\n",
+                 stop_signal_name(StopSignals::received()), i + 1,
+                 runs.size(), kExitStoppedBySignal);
+      return kExitStoppedBySignal;
+    }
   }
   write_results(spec, runs, results);
   fmt::print("results: {}, {}\n", (fs::path(spec.out_dir) / "results.md").string(),

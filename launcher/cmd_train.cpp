@@ -10,6 +10,7 @@
 #include "parallel/comm.h"
 #include "runtime/check.h"
 #include "runtime/log.h"
+#include "runtime/stop_signals.h"
 
 namespace coconut::launcher {
 
@@ -53,7 +54,9 @@ int cmd_train(const std::vector<std::string>& args) {
       "  --resume auto|PATH: continue from the newest committed checkpoint under\n"
       "             checkpoint.dir (auto) or from PATH (same as --set checkpoint.resume=...)\n"
       "  --dry-run: check the config (files may be missing), print the effective config and\n"
-      "             the model size, and exit without training or writing anything\n";
+      "             the model size, and exit without training or writing anything\n"
+      "  SIGTERM or SIGUSR1 (to any rank, or to mpirun for SIGUSR1): every rank stops after the\n"
+      "  current step, saves a checkpoint and exits with code 75; --resume auto continues.\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
@@ -89,6 +92,14 @@ int cmd_train(const std::vector<std::string>& args) {
     // One rank's failure must stop every rank rather than leave them waiting.
     if (world->size() > 1) parallel::abort_all(e.what());
     throw;
+  }
+  // Every rank of a run stopped by a signal exits with kExitStoppedBySignal (mpirun and
+  // srun pass it on): the job script can requeue it (cluster/slurm/train.sbatch).
+  if (s.stop_signal != 0) {
+    if (world->rank() == 0)
+      fmt::print("stopped by {} after a checkpoint; rerun with --resume auto to continue (exit code {})\n",
+                 stop_signal_name(s.stop_signal), kExitStoppedBySignal);
+    return kExitStoppedBySignal;
   }
   if (world->rank() != 0) return 0;
   if (s.stopped) {  // checkpoint.stop_after_steps: no final evaluation to report

@@ -17,6 +17,7 @@
 #include "runtime/hash.h"
 #include "runtime/memory_meter.h"
 #include "runtime/rng.h"
+#include "runtime/stop_signals.h"
 
 namespace coconut::launcher {
 
@@ -369,6 +370,17 @@ bool out_of_time(const TrainContext& ctx, const TrainState& st) {
   double stop = ctx.writer && ctx.clock.seconds() + st.epoch_seconds() > limit ? 1.0 : 0.0;
   if (ctx.world && ctx.world->size() > 1) ctx.world->all_reduce_sum(&stop, 1);  // only rank 0's clock counts
   return stop > 0;
+}
+
+int agreed_stop_signal(const TrainContext& ctx) {
+  const int mine = StopSignals::received();
+  if (!ctx.world || ctx.world->size() == 1) return mine;
+  std::vector<int64_t> by_rank(ctx.world->size(), 0);
+  by_rank[ctx.world->rank()] = mine;
+  ctx.world->all_reduce_sum(by_rank.data(), by_rank.size());
+  for (const int64_t signal : by_rank)
+    if (signal != 0) return static_cast<int>(signal);
+  return 0;
 }
 
 void sync_host(TrainContext& ctx) {

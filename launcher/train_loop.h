@@ -127,6 +127,11 @@ void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 // decides for every rank (collective under mpirun), so they all stop together.
 bool out_of_time(const TrainContext& ctx, const TrainState& st);
 
+// The stop signal (runtime/stop_signals.h) that any rank has received, the same on every
+// rank (the lowest rank's that has one), or 0: a signal reaches the ranks at different
+// moments, so they agree after each step on whether to stop there. Collective under mpirun.
+int agreed_stop_signal(const TrainContext& ctx);
+
 // The epoch's row (mean loss, throughput, <eot> statistics, bubble), evaluation when
 // due, then the state moves to the next epoch. Collective under mpirun.
 void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);

@@ -27,6 +27,7 @@
 #include "parallel/grid.h"
 #include "parallel/partition.h"
 #include "runtime/check.h"
+#include "runtime/stop_signals.h"
 #include "runtime/threads.h"
 #include "runtime/timer.h"
 #include "runtime/zero_pages.h"
@@ -274,6 +275,19 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     spdlog::info("stopped after step {} (checkpoint.stop_after_steps): {}", st.step, checkpoints.finish());
     return true;
   };
+  // A stop signal on any rank (SIGTERM, SIGUSR1: runtime/stop_signals.h) stops every rank
+  // after the same step, with a checkpoint of it.
+  StopSignals signals;
+  int stop_signal = 0;
+  auto stop_on_signal = [&] {
+    stop_signal = agreed_stop_signal(ctx);
+    if (stop_signal == 0) return false;
+    checkpoints.save(st, false);
+    spdlog::warn("{} received: stopped after step {} (epoch {}, batch {}), checkpoint {}; rerun with --resume auto "
+                 "to continue", stop_signal_name(stop_signal), st.step, st.epoch, st.batch_in_epoch,
+                 checkpoints.finish());
+    return true;
+  };
   bool stopped = stop_now();
   while (!stopped && st.epoch < c.epochs) {
     const EpochPlan plan = plan_epoch(ctx, st.epoch);
@@ -283,7 +297,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
       const int64_t steps_before = st.step;
       run_batch(ctx, st, plan);
       if (st.step == steps_before) continue;  // a batch without labelled tokens takes no step
-      stopped = stop_now();
+      stopped = stop_now() || stop_on_signal();
       // An every_steps point at the epoch's last batch is left to the epoch-end save.
       const bool epoch_save_follows = st.batch_in_epoch == batches && checkpoints.epoch_end_due(plan.epoch);
       if (!stopped && checkpoints.step_due(st) && !epoch_save_follows) checkpoints.save(st, false);
@@ -301,6 +315,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   log_parameter_memory(gpt, dist, distributed ? world : nullptr);
   TrainSummary summary = st.summary;
   summary.stopped = stopped;
+  summary.stop_signal = stop_signal;
   if (stopped) {
     summary.seconds = wall.seconds();
     return summary;

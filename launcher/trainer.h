@@ -22,7 +22,8 @@ struct TrainSummary {
   int final_stage = 0;
   double seconds = 0;
   std::vector<double> epoch_losses;  // mean training loss per epoch
-  bool stopped = false;  // checkpoint.stop_after_steps ended the run early (no final evaluation)
+  bool stopped = false;  // checkpoint.stop_after_steps or a stop signal ended the run early (no final evaluation)
+  int stop_signal = 0;   // the signal that stopped it (runtime/stop_signals.h), or 0
 };
 
 // The datasets of a run: loaded from files or generated, per DataConfig.

@@ -2,6 +2,7 @@
 #include "runtime/process.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <filesystem>
 
 #include "runtime/check.h"
+#include "runtime/stop_signals.h"
 
 extern char** environ;
 
@@ -56,7 +58,7 @@ int wait_exit_code(pid_t pid) {
 
 }  // namespace
 
-int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path) {
+int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path, bool forward_stop_signals) {
   COCONUT_CHECK(!cmd.empty(), "run_to_log: empty command");
   posix_spawn_file_actions_t actions;
   COCONUT_CHECK(posix_spawn_file_actions_init(&actions) == 0, "posix_spawn_file_actions_init failed");
@@ -66,7 +68,12 @@ int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path)
   pid_t pid = 0;
   const int err = spawn(cmd, &actions, &pid);
   COCONUT_CHECK(err == 0, "cannot start '{}': {}", cmd[0], std::strerror(err));
-  return wait_exit_code(pid);
+  if (!forward_stop_signals) return wait_exit_code(pid);
+  StopSignals::forward_to(pid);
+  if (const int early = StopSignals::received(); early != 0) ::kill(pid, early);  // came before forward_to
+  const int code = wait_exit_code(pid);
+  StopSignals::forward_to(0);
+  return code;
 }
 
 LineChild::LineChild(const std::vector<std::string>& cmd) {

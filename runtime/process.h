@@ -17,8 +17,10 @@ std::string shell_line(const std::vector<std::string>& cmd);
 
 // Starts cmd (argv[0] looked up in PATH) with stdout and stderr appended to log_path and
 // stdin from /dev/null, waits for it; returns its exit code (128 + signal when a signal
-// ended it). Throws coconut::Error when it cannot be started.
-int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path);
+// ended it). Throws coconut::Error when it cannot be started. forward_stop_signals: while
+// it runs, the stop signals this process receives (runtime/stop_signals.h, installed by
+// the caller) go to the child too, and one received before it started is sent to it.
+int run_to_log(const std::vector<std::string>& cmd, const std::string& log_path, bool forward_stop_signals = false);
 
 // A child that talks in lines over its stdin and stdout (stderr passes through): a
 // peer that takes requests one at a time (the PyTorch peer of `coconut bench coconut`).

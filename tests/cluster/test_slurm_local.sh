@@ -4,7 +4,8 @@
 # folder; then cluster/slurm/train.sbatch trains the tiny config with 2 tasks as two
 # pipeline stages, once through `srun --mpi=pmix` and once through `mpirun` inside the
 # allocation; each job must complete with both ranks (exit state, coconut's launcher
-# line, the 2-rank layout, the final table, the run folder). Everything started here is
+# line, the 2-rank layout, the final table, the run folder). A third job is stopped by
+# `scancel --signal=USR1`, requeued by train.sbatch and resumed to its end. Everything started here is
 # stopped at the end, by its pid file.
 #
 #   usage: tests/cluster/test_slurm_local.sh COCONUT_BINARY REPO_ROOT WORK_DIR
@@ -135,6 +136,49 @@ run_job() {  # run_job NAME LAUNCH
   grep "launcher:" "$out" | sed 's/^/  /'
 }
 
+# A job stopped by `scancel --signal=USR1` (what `sbatch --signal=USR1@T` sends T seconds
+# before a time limit): the ranks save a checkpoint and exit 75, train.sbatch requeues the
+# job, and the restarted job resumes (--resume auto) and completes every step.
+preempt_job() {
+  local name=preempt t0 job state steps
+  t0=$(date +%s)
+  sbatch --parsable --ntasks=2 --requeue --job-name="coconut-$name" --chdir="$repo" \
+    --output="$tmp/$name.out" --open-mode=append \
+    --export=ALL,COCONUT_BIN="$bin",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    "$repo/cluster/slurm/train.sbatch" configs/prosqa_tiny.yaml \
+    --set train.epochs=2 --set data.generate_train=240 --set data.generate_valid=4 --set train.batch_size=4 \
+    --set eval.every_epochs=0 --set run.threads=1 --set parallel.pp=2 --set train.micro_batch_size=2 \
+    --set run.dir="$tmp/run_$name" --resume auto > "$tmp/$name.sbatch" || fail "$name: sbatch failed"
+  job=$(head -n 1 "$tmp/$name.sbatch" | cut -d';' -f1)
+  for _ in $(seq 600); do
+    [ -f "$tmp/run_$name/steps.jsonl" ] && [ "$(wc -l < "$tmp/run_$name/steps.jsonl")" -ge 10 ] && break
+    sleep 0.1
+  done
+  [ -f "$tmp/run_$name/steps.jsonl" ] || fail "$name: job $job wrote no steps in 60 s"
+  scancel --signal=USR1 "$job" || fail "$name: scancel --signal=USR1 $job failed"
+  for _ in $(seq 600); do
+    state=$(scontrol show job "$job" | tr ' ' '\n' | grep -E '^(JobState|ExitCode|Restarts)=' | tr '\n' ' ')
+    [[ $state == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING|REQUEUED)* ]] || break
+    # slurmctld holds a requeued job about two minutes before it may start again; the
+    # test lets it start at once.
+    [[ $state == *JobState=PENDING*Restarts=1* ]] && { scontrol update JobId="$job" StartTime=now 2>/dev/null || true; }
+    sleep 0.5
+  done
+  echo "$name: job $job ($state) in $(( $(date +%s) - t0 )) s"
+  [[ $state == *"JobState=COMPLETED"*"ExitCode=0:0"* ]] || fail "$name: job $job ended as $state"
+  [[ $state == *"Restarts=1"* ]] || fail "$name: job $job was not requeued once ($state)"
+  local out="$tmp/$name.out"
+  steps=$(grep -o "SIGUSR1 received: stopped after step [0-9]*" "$out" | grep -o "[0-9]*$" | sort -u)
+  [ "$(grep -c "SIGUSR1 received: stopped after step" "$out")" = 2 ] && [ "$(echo "$steps" | wc -l)" = 1 ] ||
+    fail "$name: both ranks must report one stop step: $(grep received "$out")"
+  grep -q "requeueing it" "$out" || fail "$name: train.sbatch did not requeue the job"
+  grep -q "resumed from .*step-$(printf %08d "$steps")" "$out" || fail "$name: the restart did not resume from step $steps"
+  [ "$(wc -l < "$tmp/run_$name/steps.jsonl")" = 120 ] || fail "$name: the run did not end with all 120 steps"
+  grep -q "^| $tmp/run_$name | coconut | 1 |" "$out" || fail "$name: no final table in $out"
+  echo "  stopped after step $steps by SIGUSR1, requeued, resumed and completed 120 steps"
+}
+
 run_job srun srun
 run_job mpirun mpirun
+preempt_job
 echo "PASS"
