@@ -311,6 +311,9 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     if (checkpoints.epoch_end_due(plan.epoch)) checkpoints.save(st, checkpoints.stage_ends(plan.epoch));
     if (st.out_of_time) break;
   }
+  // A signal during the last epoch's evaluation: the finished state is saved, so that the
+  // rerun only evaluates the test split and exports the model.
+  if (!stopped) stopped = stop_on_signal();
   if (!stopped) checkpoints.finish();
   log_parameter_memory(gpt, dist, distributed ? world : nullptr);
   TrainSummary summary = st.summary;

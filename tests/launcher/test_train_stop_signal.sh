@@ -8,6 +8,9 @@
 #   grid     mpirun -np 2 (pp 2), SIGUSR1 to mpirun, which forwards it to both ranks
 #   rank1    mpirun -np 2 (pp 2), SIGTERM to rank 1's process only: rank 0 learns it from
 #            the agreement after the step and stops with it
+#   end      one process, SIGTERM after the last step, during the final evaluation (200
+#            items): the checkpoint of the last step is saved, and the rerun evaluates
+#            and exports what the uninterrupted run did
 # and `coconut sweep`: SIGTERM to the sweep reaches its running child, the sweep stops
 # with code 75 without starting the next run, and a rerun resumes and finishes both.
 # The signal is sent once the run has written a few steps, so it lands mid-epoch.
@@ -73,8 +76,8 @@ train_run full 1
 stopped_run one 1 TERM self
 train_run one 1 --resume auto
 train_run full_grid 2 "${grid[@]}"
-stopped_run grid 2 USR1 self "${grid[@]}"
-train_run grid 2 "${grid[@]}" --resume auto
+stopped_run grid 2 USR1 self "${grid[@]}" --set checkpoint.async=true
+train_run grid 2 "${grid[@]}" --set checkpoint.async=true --resume auto
 stopped_run rank1 2 TERM rank1 "${grid[@]}"
 train_run rank1 2 "${grid[@]}" --resume auto
 
@@ -96,6 +99,24 @@ PY
   grep -q "resumed from" "$tmp/$name.log" || fail "$name: the second run did not resume"
   pass "$name: resumed to the end, 120 per-step losses, 2 epoch means and the model equal $ref's bit for bit"
 done
+
+# end: the signal once every step is done, while the final evaluation decodes.
+end=(--set data.generate_valid=200 --set eval.max_new_tokens=64)
+train_run full_end 1 "${end[@]}"
+start_run end 1 "${end[@]}"
+wait_steps "$tmp/end/steps.jsonl" 120
+sleep 0.3
+kill -TERM "$run_pid"
+rc=0
+wait "$run_pid" || rc=$?
+[ "$rc" = 75 ] || fail "end: exit code $rc after SIGTERM, expected 75: $(tail -n 20 "$tmp/end.log")"
+[ "$(cat "$tmp/end/checkpoints/latest")" = step-00000120 ] || fail "end: the latest checkpoint is not that of step 120"
+[ ! -e "$tmp/end/model" ] || fail "end: a stopped run must not export a model"
+train_run end 1 "${end[@]}" --resume auto
+cmp -s "$tmp/end/model/model.safetensors" "$tmp/full_end/model/model.safetensors" || fail "end: the model differs"
+cmp -s "$tmp/end/eval_valid.json" "$tmp/full_end/eval_valid.json" || fail "end: eval_valid.json differs"
+cmp -s "$tmp/end/steps.jsonl" "$tmp/full_end/steps.jsonl" || fail "end: steps.jsonl differs"
+pass "end: stopped after the last step ($(grep -o "SIGTERM received: stopped after step [0-9]* (epoch [0-9]*" "$tmp/end.log")), the rerun exported the same model and evaluation"
 
 # coconut sweep: two runs; SIGTERM to the sweep while its first run trains.
 cat >"$tmp/sweep.yaml" <<EOF

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Data for the session-13 pilots of docs/results.md ("The graph form and a copying
+pre-training"): does a small model from scratch learn ProsQA when the question is the bare
+graph, or when it first learns to copy? Four subcommands:
+
+  graph-form IN.json OUT.json
+      ProsQA items with the question rendered as its graph, the facts in the question's
+      order: "u v | u v | ... Q option option R subject" (one word per node), the steps as
+      the nodes of the reference path, the answer as the target node.
+  copy TOKENIZER.txt COUNT OUT.json SEED [MIN MAX]
+      Copy-task items over a run's word vocabulary (RUN_DIR/tokenizer.txt): a random run of
+      MIN..MAX words (default 20..60) as the question, the same words as the one step.
+      The first item lists every word once, so that a run trained on the file builds the
+      same vocabulary (the word tokenizer sorts its words) and can be the
+      model.init_from of a run on the dataset.
+  recall TOKENIZER.txt COUNT OUT.json SEED
+      Associative-recall items over the same words: "k v | k v | ... R k" (each key once),
+      the steps follow the pointers 1-5 hops.
+  edge-steps GRAPH_ITEMS.json EVAL_REPORT.json
+      For a CoT run on graph-form items: the share of generated steps that are edges of
+      the item's graph (from the subject on), chains equal to the reference, answers that
+      are one of the two options.
+"""
+import json
+import random
+import re
+import sys
+
+
+def graph_form(src, dst):
+    out = []
+    for x in json.load(open(src)):
+        edges, query = [], None
+        for s in re.split(r"(?<=[.?])\s+", x["question"].strip()):
+            m = re.fullmatch(r"(?:Every )?(\w+) is an? (\w+)\.", s)
+            if m:
+                edges.append(f"{m.group(1)} {m.group(2)}")
+                continue
+            m = re.fullmatch(r"Is (\w+) an? (\w+) or (?:an? )?(\w+)\?", s)
+            if not m:
+                sys.exit(f"graph-form: unexpected sentence {s!r}")
+            query = m.groups()
+        path = [re.search(r"(\w+)\.$", step).group(1) for step in x["steps"]]
+        target = re.search(r"(\w+)\.$", x["answer"]).group(1)
+        question = " | ".join(edges) + f" Q {query[1]} {query[2]} R {query[0]}"
+        out.append({"question": question, "steps": path, "answer": target})
+    json.dump(out, open(dst, "w"), indent=0)
+    print(f"{len(out)} items -> {dst}")
+
+
+def vocabulary(tokenizer_file):
+    lines = open(tokenizer_file).read().split("\n")[2:]
+    words = [l.split(" ", 1)[1] for l in lines if " " in l]
+    return [w for w in words if not w.startswith("<") and w not in ("\\n", "#")]
+
+
+def copy_items(tokenizer_file, count, dst, seed, lo=20, hi=60):
+    words = vocabulary(tokenizer_file)
+    rng = random.Random(seed)
+    out = [{"question": " ".join(words), "steps": [" ".join(words)], "answer": words[-1]}]
+    for _ in range(count):
+        seq = [rng.choice(words) for _ in range(rng.randint(lo, hi))]
+        out.append({"question": " ".join(seq), "steps": [" ".join(seq)], "answer": seq[-1]})
+    json.dump(out, open(dst, "w"))
+    print(f"{len(out)} items over {len(words)} words -> {dst}")
+
+
+def recall_items(tokenizer_file, count, dst, seed):
+    words = vocabulary(tokenizer_file)
+    nodes = [w for w in words if w not in ("|", "Q", "R")]
+    rng = random.Random(seed)
+    out = [{"question": " ".join(words), "steps": [" ".join(words)], "answer": words[-1]}]
+    while len(out) <= count:
+        keys = rng.sample(nodes, rng.randint(15, 40))
+        value = {k: rng.choice(nodes) for k in keys}
+        start = cur = rng.choice(keys)
+        path = []
+        for _ in range(rng.randint(1, 5)):
+            if cur not in value:
+                break
+            cur = value[cur]
+            path.append(cur)
+        pairs = [f"{k} {value[k]}" for k in keys]
+        rng.shuffle(pairs)
+        out.append({"question": " | ".join(pairs) + " R " + start, "steps": path, "answer": path[-1]})
+    json.dump(out, open(dst, "w"))
+    print(f"{len(out)} items -> {dst}")
+
+
+def edge_steps(items_file, report_file):
+    items = json.load(open(items_file))
+    report = json.load(open(report_file))["items"]
+    ok = total = exact = option = 0
+    for r in report:
+        x = items[r["index"]]
+        edges_text, rest = x["question"].split(" Q ")
+        options, subject = rest.split(" R ")
+        edges = {tuple(e.split()) for e in edges_text.split(" | ")}
+        lines = [l.strip() for l in r["generated"].split("\n") if l.strip() and not l.startswith("#")]
+        cur = subject.strip()
+        for node in lines:
+            total += 1
+            ok += (cur, node) in edges
+            cur = node
+        exact += lines == x["steps"]
+        option += r["prediction"] in options.split()
+    correct = sum(r["correct"] for r in report)
+    print(f"accuracy {correct}/{len(report)}; steps that are edges {ok}/{total} = {100 * ok / max(1, total):.1f}%; "
+          f"chains equal to the reference {exact}; answers that are one of the two options {option}")
+
+
+if __name__ == "__main__":
+    cmd, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if cmd == "graph-form" and len(args) == 2:
+        graph_form(*args)
+    elif cmd == "copy" and len(args) in (4, 6):
+        copy_items(args[0], int(args[1]), args[2], int(args[3]), *map(int, args[4:]))
+    elif cmd == "recall" and len(args) == 4:
+        recall_items(args[0], int(args[1]), args[2], int(args[3]))
+    elif cmd == "edge-steps" and len(args) == 2:
+        edge_steps(*args)
+    else:
+        sys.exit(__doc__)
