@@ -23,9 +23,7 @@ bool preflight_ok(const TrainConfig& config, parallel::Communicator& world) {
   PreflightOptions options;
   options.world_size = world.size();
   const std::vector<std::string> problems = preflight_problems(config, options);
-  std::vector<int64_t> failed(world.size(), 0);
-  failed[world.rank()] = problems.empty() ? 0 : 1;
-  world.all_reduce_sum(failed.data(), failed.size());
+  const std::vector<int64_t> failed = parallel::gather_to_all(world, problems.empty() ? 0 : 1);
   int first = -1;
   for (int r = 0; r < world.size() && first < 0; ++r)
     if (failed[r]) first = r;

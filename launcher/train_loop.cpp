@@ -13,6 +13,7 @@
 #include "curriculum/batching.h"
 #include "launcher/staged_generation.h"
 #include "model/hf_weights.h"
+#include "parallel/comm.h"
 #include "runtime/check.h"
 #include "runtime/hash.h"
 #include "runtime/memory_meter.h"
@@ -375,10 +376,7 @@ bool out_of_time(const TrainContext& ctx, const TrainState& st) {
 int agreed_stop_signal(const TrainContext& ctx) {
   const int mine = StopSignals::received();
   if (!ctx.world || ctx.world->size() == 1) return mine;
-  std::vector<int64_t> by_rank(ctx.world->size(), 0);
-  by_rank[ctx.world->rank()] = mine;
-  ctx.world->all_reduce_sum(by_rank.data(), by_rank.size());
-  for (const int64_t signal : by_rank)
+  for (const int64_t signal : parallel::gather_to_all(*ctx.world, mine))
     if (signal != 0) return static_cast<int>(signal);
   return 0;
 }

@@ -57,9 +57,7 @@ std::string agree_nonce(Communicator& world) {
 // Collective. Every rank passes its error ("" = success); returns "" when all succeeded,
 // else the same message on every rank: how many ranks failed and the first one's error.
 std::string agree(Communicator& world, const std::string& my_error) {
-  std::vector<int64_t> failed(world.size(), 0);
-  failed[world.rank()] = my_error.empty() ? 0 : 1;
-  world.all_reduce_sum(failed.data(), failed.size());
+  const std::vector<int64_t> failed = gather_to_all(world, my_error.empty() ? 0 : 1);
   const auto first = std::find(failed.begin(), failed.end(), int64_t(1));
   if (first == failed.end()) return "";
   const int root = static_cast<int>(first - failed.begin());
@@ -74,9 +72,7 @@ std::string agree(Communicator& world, const std::string& my_error) {
 // own region of a zeroed buffer and a sum all-reduce assembles them (x + 0 == x exactly).
 std::vector<std::string> all_gather_bytes(Communicator& world, const std::string& mine) {
   const int n = world.size();
-  std::vector<int64_t> sizes(n, 0);
-  sizes[world.rank()] = static_cast<int64_t>(mine.size());
-  world.all_reduce_sum(sizes.data(), sizes.size());
+  const std::vector<int64_t> sizes = gather_to_all(world, static_cast<int64_t>(mine.size()));
   std::vector<size_t> word_offset(n + 1, 0);
   for (int r = 0; r < n; ++r) word_offset[r + 1] = word_offset[r] + (static_cast<size_t>(sizes[r]) + 7) / 8;
   std::vector<int64_t> words(word_offset[n], 0);

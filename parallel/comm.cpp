@@ -256,4 +256,11 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) {
   return std::make_unique<MpiCommunicator>(part);
 }
 
+std::vector<int64_t> gather_to_all(Communicator& comm, int64_t mine) {
+  std::vector<int64_t> all(static_cast<size_t>(comm.size()), 0);
+  all[static_cast<size_t>(comm.rank())] = mine;
+  comm.all_reduce_sum(all.data(), all.size());
+  return all;
+}
+
 }  // namespace coconut::parallel

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/launch_env.h"
 #include "runtime/check.h"
@@ -115,6 +116,10 @@ class Communicator {
 // Prints "coconut: fatal error on rank R of N: msg" once to stderr and aborts every
 // rank (MPI_Abort on MPI_COMM_WORLD, exit code 1). Without MPI running it just exits(1).
 [[noreturn]] void abort_all(const std::string& message);
+
+// Collective: every rank's value, in rank order, on every rank (each rank fills its own
+// entry of a zeroed vector and a sum all-reduce assembles them).
+std::vector<int64_t> gather_to_all(Communicator& comm, int64_t mine);
 
 // MPI_Init_thread / MPI_Finalize for the life of the object: one per process, first
 // thing in main. Rank and size come from MPI, so it works the same under mpirun and
