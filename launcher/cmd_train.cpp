@@ -111,6 +111,9 @@ int cmd_train(const std::vector<std::string>& args) {
   fmt::print("| {} | {} | {} | {} | {:.4f} | {} | {} | {:.1f} |\n", config.run_dir,
              curriculum::method_name(config.curriculum.method), config.curriculum.c_thought, s.final_stage,
              s.final_loss, acc(s.valid_accuracy), acc(s.test_accuracy), s.seconds);
+  if (s.attempts > 1)
+    fmt::print("(wall s over {} attempts: this one {:.1f} s, the earlier ones {:.1f} s, each until the checkpoint the "
+               "next one started from)\n", s.attempts, s.attempt_seconds, s.seconds - s.attempt_seconds);
   return 0;
 }
 

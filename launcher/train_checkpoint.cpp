@@ -98,6 +98,8 @@ json trainer_state(const TrainContext& ctx, const TrainState& st) {
             {"epoch_tokens", st.tokens},
             {"epoch_batches", st.batches},
             {"epoch_seconds", st.batch_in_epoch > 0 ? st.epoch_seconds() : 0.0},
+            {"run_seconds", st.run_seconds(ctx)},
+            {"attempts", st.earlier_attempts + 1},
             {"epoch_losses", st.summary.epoch_losses},
             {"final_loss", st.summary.final_loss},
             {"valid_accuracy", st.summary.valid_accuracy},
@@ -200,6 +202,9 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
     st.tokens = number(j, "epoch_tokens");
     st.batches = j.at("epoch_batches").get<int64_t>();
     st.seconds_before = number(j, "epoch_seconds");
+    // Checkpoints written before session 14 have no wall time of their own.
+    st.earlier_seconds = j.contains("run_seconds") ? number(j, "run_seconds") : 0.0;
+    st.earlier_attempts = j.value("attempts", 1);
     st.summary.epoch_losses = j.at("epoch_losses").get<std::vector<double>>();
     st.summary.final_loss = number(j, "final_loss");
     st.summary.valid_accuracy = number(j, "valid_accuracy");

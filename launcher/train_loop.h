@@ -74,6 +74,9 @@ struct TrainContext {
   // done when this process started (a resumed run), and this process's training clock.
   int64_t total_steps = 0, first_step = 0;
   Timer clock;
+  // This attempt's wall clock, from the start of run_training: a checkpoint saves the
+  // run's wall time so far (TrainState::earlier_seconds + this).
+  Timer attempt;
 };
 
 struct TrainState {
@@ -85,6 +88,12 @@ struct TrainState {
   double loss_sum = 0, tokens = 0;
   int64_t batches = 0;         // batches that took a step
   double seconds_before = 0;   // time spent in this epoch before a resume
+  // The wall time of the earlier attempts of this run (processes that stopped, were
+  // killed or requeued), each up to the checkpoint the next one resumed from, and their
+  // number: a resumed run reports its wall time over every attempt.
+  double earlier_seconds = 0;
+  int earlier_attempts = 0;
+  double run_seconds(const TrainContext& ctx) const { return earlier_seconds + ctx.attempt.seconds(); }
   TrainSummary summary;        // per-epoch results so far
   // This process only, not saved: pipeline time this epoch (measured bubble), the
   // simulator's largest per-micro-batch activation bytes of a step, and the clock.

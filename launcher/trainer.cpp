@@ -255,7 +255,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
                  device->describe());
   }
   TrainContext ctx{c, data, *tok, mc, gpt, train_tok, opt, runner, dist, eot.get(), device.get(), world, dir, writer,
-                   output.get(), 0, 0, Timer()};
+                   output.get(), 0, 0, Timer(), wall};
   ctx.total_steps = c.epochs * static_cast<int64_t>((train_tok.size() + c.batch_size - 1) / c.batch_size);
   RunCheckpointer checkpoints(ctx);
   TrainState st;
@@ -283,9 +283,10 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     stop_signal = agreed_stop_signal(ctx);
     if (stop_signal == 0) return false;
     checkpoints.save(st, false);
-    spdlog::warn("{} received: stopped after step {} (epoch {}, batch {}), checkpoint {}; rerun with --resume auto "
-                 "to continue", stop_signal_name(stop_signal), st.step, st.epoch, st.batch_in_epoch,
-                 checkpoints.finish());
+    const std::string saved = checkpoints.finish();
+    spdlog::warn("{} received: stopped after step {} (epoch {}, batch {}) at {:.1f} s of the run's wall time, "
+                 "checkpoint {}; rerun with --resume auto to continue", stop_signal_name(stop_signal), st.step, st.epoch,
+                 st.batch_in_epoch, st.run_seconds(ctx), saved);
     return true;
   };
   bool stopped = stop_now();
@@ -317,12 +318,15 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   if (!stopped) checkpoints.finish();
   log_parameter_memory(gpt, dist, distributed ? world : nullptr);
   TrainSummary summary = st.summary;
+  summary.attempts = st.earlier_attempts + 1;
+  auto timed = [&](TrainSummary& done) {
+    done.seconds = st.run_seconds(ctx);
+    done.attempt_seconds = wall.seconds();
+    return done;
+  };
   summary.stopped = stopped;
   summary.stop_signal = stop_signal;
-  if (stopped) {
-    summary.seconds = wall.seconds();
-    return summary;
-  }
+  if (stopped) return timed(summary);
   // The test split: every rank evaluates a share (collective under mpirun); rank 0 writes.
   curriculum::EvalResult test;
   if (!data.test.empty())
@@ -335,10 +339,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   else if (writer)
     model::export_hf_gpt2((dir / "model").string(), mc, gpt.params());
   if (distributed) world->barrier();  // the other ranks wait while rank 0 writes
-  if (!writer) {
-    summary.seconds = wall.seconds();
-    return summary;
-  }
+  if (!writer) return timed(summary);
   if (!data.test.empty()) {
     const curriculum::EvalResult& r = test;
     summary.test_accuracy = r.accuracy();
@@ -346,8 +347,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     spdlog::info("{} accuracy {:.3f} ({}/{})", data.test_name, r.accuracy(), r.correct, r.total);
   }
   if (eot) eot->save((dir / "eot_classifier.txt").string());
-  summary.seconds = wall.seconds();
-  return summary;
+  return timed(summary);
 }
 
 LoadedRun load_run(const std::string& run_dir) {

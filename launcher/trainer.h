@@ -20,7 +20,10 @@ struct TrainSummary {
   double final_loss = 0;
   double valid_accuracy = -1, test_accuracy = -1;  // -1: not evaluated
   int final_stage = 0;
-  double seconds = 0;
+  // Wall seconds of the run: this process's, plus those of the earlier attempts that a
+  // resumed run continues (each up to the checkpoint resumed from); attempts counts them all.
+  double seconds = 0, attempt_seconds = 0;
+  int attempts = 1;
   std::vector<double> epoch_losses;  // mean training loss per epoch
   bool stopped = false;  // checkpoint.stop_after_steps or a stop signal ended the run early (no final evaluation)
   int stop_signal = 0;   // the signal that stopped it (runtime/stop_signals.h), or 0

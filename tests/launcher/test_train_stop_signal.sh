@@ -99,6 +99,20 @@ PY
   grep -q "resumed from" "$tmp/$name.log" || fail "$name: the second run did not resume"
   pass "$name: resumed to the end, 120 per-step losses, 2 epoch means and the model equal $ref's bit for bit"
 done
+# The resumed run's wall time covers both attempts: the stopped one up to its checkpoint
+# (the time the stop message names) and the resumed one.
+python3 - "$tmp/one.log" "$tmp/one" <<'PY' || fail "one: the resumed run's wall time does not cover both attempts"
+import re, sys
+log, run = open(sys.argv[1]).read(), sys.argv[2]
+stop = float(re.search(r"SIGTERM received: stopped after step \d+ \(epoch \d+, batch \d+\) at ([\d.]+) s", log)[1])
+row = [l for l in log.splitlines() if l.startswith(f"| {run} |")][-1]
+wall = float(row.strip("| ").split("|")[-1])
+m = re.search(r"\(wall s over (\d+) attempts: this one ([\d.]+) s, the earlier ones ([\d.]+) s", log)
+attempts, this, earlier = int(m[1]), float(m[2]), float(m[3])
+print(f"stopped at {stop} s; resumed: wall {wall} s = {this} + {earlier} over {attempts} attempts")
+sys.exit(0 if attempts == 2 and stop > 0 and abs(earlier - stop) <= 0.2 and abs(wall - this - earlier) <= 0.15 else 1)
+PY
+pass "one: the resumed run's wall time counts the stopped attempt up to its checkpoint"
 
 # end: the signal once every step is done, while the final evaluation decodes.
 end=(--set data.generate_valid=200 --set eval.max_new_tokens=64)
