@@ -107,7 +107,11 @@ BatchDecoding::Forward BatchDecoding::next_forward() {
   }
   const size_t first = static_cast<size_t>(a_) * B_;
   return {a_, b_, tokens_.data(), pos_ids_.data() + first, key_mask_.data() + first,
-          thoughts_in_ ? thought_.data() : nullptr};
+          thoughts_in_ ? thought_.data() : nullptr, any_text()};
+}
+
+bool BatchDecoding::any_text() const {
+  return std::find(mode_.begin(), mode_.end(), Mode::text) != mode_.end();
 }
 
 bool BatchDecoding::take(model::ColumnOutput& column) {
@@ -119,8 +123,8 @@ bool BatchDecoding::take(model::ColumnOutput& column) {
   // hidden states only where the classifier reads them (or thoughts are kept), the
   // greedy tokens only where some sample writes text.
   const float* h = nullptr;
-  const bool any_text = std::find(mode_.begin(), mode_.end(), Mode::text) != mode_.end();
-  if (any_text) column.greedy_tokens(next_.data());
+  const bool text = any_text();  // as next_forward told the driver
+  if (text) column.greedy_tokens(next_.data());
   bool all_done = true;
   thoughts_in_ = false;
   for (int s = 0; s < B; ++s) {
@@ -145,7 +149,7 @@ bool BatchDecoding::take(model::ColumnOutput& column) {
           g.thought_states.emplace_back(h + static_cast<size_t>(s) * C, h + static_cast<size_t>(s + 1) * C);
         }
       }
-    } else if (any_text) {
+    } else if (text) {
       // Finished samples keep taking their greedy token as input (any token would do:
       // a sample's columns never reach another sample).
       if (mode_[s] == Mode::text) {

@@ -61,6 +61,9 @@ class BatchDecoding {
     const int* pos_ids = nullptr;
     const uint8_t* key_mask = nullptr;
     const uint8_t* thought = nullptr;
+    // Whether take() will read this forward's greedy tokens: some sample writes text.
+    // A forward of thoughts only needs no LM head (the staged decoding skips it there).
+    bool needs_tokens = true;
   };
   Forward next_forward();
   // After that forward ran: reads its last column's greedy tokens and hidden states
@@ -71,6 +74,7 @@ class BatchDecoding {
 
  private:
   void open_column(int t);
+  bool any_text() const;
   enum class Mode : uint8_t;
   const Tokenizer& tok_;
   GenerateOptions opt_;

@@ -31,7 +31,11 @@ struct Lane {
 class Broadcast final : public model::ColumnOutput {
  public:
   explicit Broadcast(Lane& lane) : lane_(lane) {}
-  void greedy_tokens(int* out) override { std::copy(lane_.tokens.begin(), lane_.tokens.end(), out); }
+  void greedy_tokens(int* out) override {
+    COCONUT_CHECK(lane_.forward.needs_tokens, "staged decoding: greedy tokens of a forward that computed none "
+                  "(internal error)");
+    std::copy(lane_.tokens.begin(), lane_.tokens.end(), out);
+  }
   const float* hidden() override { return lane_.hidden.data(); }
 
  private:
@@ -99,7 +103,7 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
       if (!last) {
         sent = pipeline.isend(rows, count, stage + 1, tag);  // its rows stay put: waited for next tick
       } else {
-        w->stage.greedy_tokens(w->tokens.data());
+        if (f.needs_tokens) w->stage.greedy_tokens(w->tokens.data());  // no LM head for thoughts only
         std::copy_n(w->stage.last_hidden(), w->hidden.size(), w->hidden.begin());
       }
     }
@@ -107,7 +111,8 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
     // 3. The lane leaving the last stage: its outputs to every rank, then its decisions.
     if (Lane* x = lane_at(t - (S - 1))) {
       pipeline.broadcast(x->hidden.data(), x->hidden.size(), S - 1);
-      pipeline.broadcast_bytes(x->tokens.data(), x->tokens.size() * sizeof(int), S - 1);
+      if (x->forward.needs_tokens)
+        pipeline.broadcast_bytes(x->tokens.data(), x->tokens.size() * sizeof(int), S - 1);
       x->in_flight = false;
       Broadcast column(*x);
       if (!x->decoding->take(column)) {

@@ -38,6 +38,12 @@ struct Fixture {
   model::GPT2 model{config(tok.vocab_size())};
   CurriculumConfig cc;  // coconut, c = 1
   Fixture() { model.init_weights(3); }
+  // Evaluation prompts of the first four samples at stage 3 (three thoughts each).
+  std::vector<BuiltSample> stage3_prompts() const {
+    std::vector<BuiltSample> prompts;
+    for (int i = 0; i < 4; ++i) prompts.push_back(build_eval_prompt(tokenize_sample(samples[i], tok), cc, 3, tok));
+    return prompts;
+  }
   static model::GPT2Config config(int vocab) {
     model::GPT2Config c;
     c.vocab_size = vocab, c.max_positions = 512, c.n_layer = 2, c.n_head = 2, c.d_model = 32;
@@ -163,6 +169,43 @@ TEST(Evaluation, DecodingAsksTheDecoderOnlyForWhatItUses) {
   EXPECT_THROW(d.forward(2, 9, tokens.data(), pos.data(), mask.data(), nullptr), Error);  // past T
 }
 
+// BatchDecoding::Forward::needs_tokens tells a driver before the forward whether take()
+// will read its greedy tokens (the staged decoding computes and broadcasts them only
+// then): it must be exactly the forwards after which take() asks, with the fixed count
+// and with the classifier, and false for the prefix and the thought-only forwards.
+TEST(Evaluation, NeedsTokensAnnouncesTheGreedyReads) {
+  Fixture f;
+  model::AdamWConfig adam;
+  const EotClassifier classifier(f.model.config().d_model, adam);
+  for (const EotClassifier* eot : {static_cast<const EotClassifier*>(nullptr), &classifier}) {
+    const std::vector<BuiltSample> prompts = f.stage3_prompts();
+    std::vector<const BuiltSample*> ptrs;
+    for (const BuiltSample& p : prompts) ptrs.push_back(&p);
+    GenerateOptions opt;
+    opt.feed_back = true;
+    opt.max_new_tokens = 6;
+    opt.eot_classifier = eot;
+    CountingDecoder decoder(f.model);
+    BatchDecoding d(ptrs, f.tok, opt, f.model.config());
+    decoder.begin(d.batch_size(), d.max_columns());
+    int without_tokens = 0;
+    bool more = true;
+    while (more) {
+      const BatchDecoding::Forward fw = d.next_forward();
+      decoder.forward(fw.a, fw.b, fw.tokens, fw.pos_ids, fw.key_mask, fw.thought);
+      const int before = decoder.greedy;
+      more = d.take(decoder);
+      EXPECT_EQ(decoder.greedy - before, fw.needs_tokens ? 1 : 0) << "forward " << decoder.forwards;
+      without_tokens += !fw.needs_tokens;
+    }
+    EXPECT_EQ(without_tokens, 3) << "the prefix and the first two thoughts";
+    std::vector<Generation> want = generate_greedy(f.model, ptrs, f.tok, opt);
+    std::vector<Generation> got = std::move(d.generations());
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t s = 0; s < want.size(); ++s) EXPECT_EQ(got[s].ids, want[s].ids) << "sample " << s;
+  }
+}
+
 // The thoughts kept for --thought-tokens are the hidden states fed back: the whole
 // prompts (question <bot> <latent>*K <eot>) through their pass plan with feedback
 // (model::forward_passes, not the decoding loop) give, at the column before each
@@ -170,9 +213,7 @@ TEST(Evaluation, DecodingAsksTheDecoderOnlyForWhatItUses) {
 // probable ones, with softmax probabilities.
 TEST(Evaluation, ThoughtStatesAreTheFedBackHiddenStatesAndDecodeThroughTheLmHead) {
   Fixture f;
-  std::vector<BuiltSample> prompts;
-  for (int i = 0; i < 4; ++i)
-    prompts.push_back(build_eval_prompt(tokenize_sample(f.samples[i], f.tok), f.cc, 3, f.tok));
+  const std::vector<BuiltSample> prompts = f.stage3_prompts();
   std::vector<const BuiltSample*> ptrs;
   for (const BuiltSample& p : prompts) ptrs.push_back(&p);
   GenerateOptions opt;
