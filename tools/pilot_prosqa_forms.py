@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Data for the session-13 pilots of docs/results.md ("The graph form and a copying
 pre-training"): does a small model from scratch learn ProsQA when the question is the bare
-graph, or when it first learns to copy? Four subcommands:
+graph, or when it first learns to copy? Six subcommands:
 
-  graph-form IN.json OUT.json
+  graph-form IN.json OUT.json [edges]
       ProsQA items with the question rendered as its graph, the facts in the question's
       order: "u v | u v | ... Q option option R subject" (one word per node), the steps as
-      the nodes of the reference path, the answer as the target node.
+      the nodes of the reference path, the answer as the target node. With `edges`
+      (session 14) each step is the edge "u v" of the path, from the subject on.
   copy TOKENIZER.txt COUNT OUT.json SEED [MIN MAX]
       Copy-task items over a run's word vocabulary (RUN_DIR/tokenizer.txt): a random run of
       MIN..MAX words (default 20..60) as the question, the same words as the one step.
@@ -16,6 +17,14 @@ graph, or when it first learns to copy? Four subcommands:
   recall TOKENIZER.txt COUNT OUT.json SEED
       Associative-recall items over the same words: "k v | k v | ... R k" (each key once),
       the steps follow the pointers 1-5 hops.
+  lookup TOKENIZER.txt COUNT OUT.json SEED QUERIES MIN MAX
+      Session 14: dense associative recall over the same words: "k v | k v | ..." (MIN..MAX
+      distinct keys, random values), and QUERIES steps "k v", each a random key of the
+      question with its value: every step's value is a lookup, and every item has
+      QUERIES of them (recall above has one chain of 1-5).
+  lookup-score ITEMS.json EVAL_REPORT.json
+      For a run on lookup items: the share of generated "k v" steps that are pairs of
+      the question, overall and among those whose key is in the question.
   edge-steps GRAPH_ITEMS.json EVAL_REPORT.json
       For a CoT run on graph-form items: the share of generated steps that are edges of
       the item's graph (from the subject on), chains equal to the reference, answers that
@@ -27,7 +36,7 @@ import re
 import sys
 
 
-def graph_form(src, dst):
+def graph_form(src, dst, edge_steps=False):
     out = []
     for x in json.load(open(src)):
         edges, query = [], None
@@ -43,6 +52,9 @@ def graph_form(src, dst):
         path = [re.search(r"(\w+)\.$", step).group(1) for step in x["steps"]]
         target = re.search(r"(\w+)\.$", x["answer"]).group(1)
         question = " | ".join(edges) + f" Q {query[1]} {query[2]} R {query[0]}"
+        if edge_steps:
+            nodes = [query[0]] + path
+            path = [f"{u} {v}" for u, v in zip(nodes, nodes[1:])]
         out.append({"question": question, "steps": path, "answer": target})
     json.dump(out, open(dst, "w"), indent=0)
     print(f"{len(out)} items -> {dst}")
@@ -87,6 +99,42 @@ def recall_items(tokenizer_file, count, dst, seed):
     print(f"{len(out)} items -> {dst}")
 
 
+def lookup_items(tokenizer_file, count, dst, seed, queries, lo, hi):
+    words = vocabulary(tokenizer_file)
+    nodes = [w for w in words if w not in ("|", "Q", "R")]
+    rng = random.Random(seed)
+    out = [{"question": " ".join(words), "steps": [" ".join(words)], "answer": words[-1]}]
+    while len(out) <= count:
+        keys = rng.sample(nodes, rng.randint(lo, hi))
+        value = {k: rng.choice(nodes) for k in keys}
+        pairs = [f"{k} {value[k]}" for k in keys]
+        rng.shuffle(pairs)
+        asked = [rng.choice(keys) for _ in range(queries)]
+        out.append({"question": " | ".join(pairs), "steps": [f"{k} {value[k]}" for k in asked],
+                    "answer": value[asked[-1]]})
+    json.dump(out, open(dst, "w"))
+    print(f"{len(out)} items over {len(nodes)} nodes -> {dst}")
+
+
+def lookup_score(items_file, report_file):
+    items = json.load(open(items_file))
+    ok = total = keyed = keyed_ok = 0
+    for r in json.load(open(report_file))["items"]:
+        pairs = {tuple(p.split()) for p in items[r["index"]]["question"].split(" | ")}
+        keys = {p[0] for p in pairs if len(p) == 2}
+        for line in r["generated"].split("\n"):
+            w = tuple(line.split())
+            if len(w) != 2 or line.startswith("#"):
+                continue
+            total += 1
+            ok += w in pairs
+            if w[0] in keys:
+                keyed += 1
+                keyed_ok += w in pairs
+    print(f"generated pairs in the question: {ok}/{total} = {100 * ok / max(1, total):.1f}%; of those whose key is "
+          f"in the question: {keyed_ok}/{keyed} = {100 * keyed_ok / max(1, keyed):.1f}%")
+
+
 def edge_steps(items_file, report_file):
     items = json.load(open(items_file))
     report = json.load(open(report_file))["items"]
@@ -98,10 +146,12 @@ def edge_steps(items_file, report_file):
         edges = {tuple(e.split()) for e in edges_text.split(" | ")}
         lines = [l.strip() for l in r["generated"].split("\n") if l.strip() and not l.startswith("#")]
         cur = subject.strip()
-        for node in lines:
+        for line in lines:  # a node, or an edge "u v" (graph-form ... edges)
+            words = line.split()
+            edge = tuple(words) if len(words) == 2 else (cur, words[-1])
             total += 1
-            ok += (cur, node) in edges
-            cur = node
+            ok += edge in edges
+            cur = words[-1]
         exact += lines == x["steps"]
         option += r["prediction"] in options.split()
     correct = sum(r["correct"] for r in report)
@@ -111,12 +161,16 @@ def edge_steps(items_file, report_file):
 
 if __name__ == "__main__":
     cmd, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
-    if cmd == "graph-form" and len(args) == 2:
-        graph_form(*args)
+    if cmd == "graph-form" and (len(args) == 2 or len(args) == 3 and args[2] == "edges"):
+        graph_form(args[0], args[1], len(args) == 3)
     elif cmd == "copy" and len(args) in (4, 6):
         copy_items(args[0], int(args[1]), args[2], int(args[3]), *map(int, args[4:]))
     elif cmd == "recall" and len(args) == 4:
         recall_items(args[0], int(args[1]), args[2], int(args[3]))
+    elif cmd == "lookup" and len(args) == 7:
+        lookup_items(args[0], int(args[1]), args[2], *map(int, args[3:]))
+    elif cmd == "lookup-score" and len(args) == 2:
+        lookup_score(*args)
     elif cmd == "edge-steps" and len(args) == 2:
         edge_steps(*args)
     else:
