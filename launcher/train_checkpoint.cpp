@@ -99,7 +99,7 @@ json trainer_state(const TrainContext& ctx, const TrainState& st) {
             {"epoch_batches", st.batches},
             {"epoch_seconds", st.batch_in_epoch > 0 ? st.epoch_seconds() : 0.0},
             {"run_seconds", st.run_seconds(ctx)},
-            {"attempts", st.earlier_attempts + 1},
+            {"attempts", st.attempts()},
             {"epoch_losses", st.summary.epoch_losses},
             {"final_loss", st.summary.final_loss},
             {"valid_accuracy", st.summary.valid_accuracy},

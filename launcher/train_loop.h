@@ -94,6 +94,7 @@ struct TrainState {
   double earlier_seconds = 0;
   int earlier_attempts = 0;
   double run_seconds(const TrainContext& ctx) const { return earlier_seconds + ctx.attempt.seconds(); }
+  int attempts() const { return earlier_attempts + 1; }  // this process's included
   TrainSummary summary;        // per-epoch results so far
   // This process only, not saved: pipeline time this epoch (measured bubble), the
   // simulator's largest per-micro-batch activation bytes of a step, and the clock.

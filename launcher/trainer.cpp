@@ -141,7 +141,7 @@ void log_parameter_memory(const model::GPT2& gpt, const Distributed& dist, paral
 }  // namespace
 
 TrainSummary run_training(const TrainConfig& given, parallel::Communicator* world, int local_rank, int local_size) {
-  Timer wall;
+  Timer attempt;  // this process's wall clock (TrainContext::attempt), from before the data loads
   const bool distributed = world && world->size() > 1;
   // Data-parallel replicas of this run (1 in one process).
   const int dp = !distributed ? 1 : given.dp > 0 ? given.dp : parallel::data_parallel_size(world->size(), given.pp);
@@ -255,7 +255,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
                  device->describe());
   }
   TrainContext ctx{c, data, *tok, mc, gpt, train_tok, opt, runner, dist, eot.get(), device.get(), world, dir, writer,
-                   output.get(), 0, 0, Timer(), wall};
+                   output.get(), 0, 0, Timer(), attempt};
   ctx.total_steps = c.epochs * static_cast<int64_t>((train_tok.size() + c.batch_size - 1) / c.batch_size);
   RunCheckpointer checkpoints(ctx);
   TrainState st;
@@ -318,10 +318,10 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   if (!stopped) checkpoints.finish();
   log_parameter_memory(gpt, dist, distributed ? world : nullptr);
   TrainSummary summary = st.summary;
-  summary.attempts = st.earlier_attempts + 1;
+  summary.attempts = st.attempts();
   auto timed = [&](TrainSummary& done) {
     done.seconds = st.run_seconds(ctx);
-    done.attempt_seconds = wall.seconds();
+    done.attempt_seconds = ctx.attempt.seconds();
     return done;
   };
   summary.stopped = stopped;
