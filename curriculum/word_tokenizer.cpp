@@ -105,15 +105,32 @@ std::vector<std::string> WordTokenizer::split(std::string_view text) {
   return out;
 }
 
-WordTokenizer WordTokenizer::build(const std::vector<std::string>& texts) {
+namespace {
+
+// Every word of texts that is not a special token, in byte order.
+std::set<std::string> words_of(const std::vector<std::string>& texts) {
   std::set<std::string> words;  // ordered: ids do not depend on the order of texts
   for (const std::string& text : texts) {
-    for (std::string& w : split(text)) {
+    for (std::string& w : WordTokenizer::split(text)) {
       if (std::find(kSpecials.begin(), kSpecials.end(), w) == kSpecials.end()) words.insert(std::move(w));
     }
   }
+  return words;
+}
+
+}  // namespace
+
+WordTokenizer WordTokenizer::build(const std::vector<std::string>& texts) {
+  const std::set<std::string> words = words_of(texts);
   std::vector<std::string> tokens(kSpecials.begin(), kSpecials.end());
   tokens.insert(tokens.end(), words.begin(), words.end());
+  return WordTokenizer(std::move(tokens));
+}
+
+WordTokenizer WordTokenizer::extend(const WordTokenizer& base, const std::vector<std::string>& texts) {
+  std::vector<std::string> tokens = base.tokens_;
+  for (const std::string& w : words_of(texts))
+    if (!base.find_token(w)) tokens.push_back(w);
   return WordTokenizer(std::move(tokens));
 }
 

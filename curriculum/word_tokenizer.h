@@ -28,6 +28,11 @@ class WordTokenizer final : public Tokenizer {
  public:
   // The vocabulary of every word in texts (the special tokens first).
   static WordTokenizer build(const std::vector<std::string>& texts);
+  // The vocabulary of `base` with its ids unchanged, then the words of texts that base
+  // lacks, in byte order. A run that starts from a model trained with `base`
+  // (model.init_from) must use this: build() sorts the words, so new words would
+  // otherwise move old ones to other ids and every learned embedding row to another word.
+  static WordTokenizer extend(const WordTokenizer& base, const std::vector<std::string>& texts);
   // File format (text):
   //   coconut-word-tokenizer v1
   //   size <N>

@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "curriculum/bpe_tokenizer.h"
+#include "launcher/trainer.h"
 #include "model/gpt2.h"
 #include "model/hf_weights.h"
 #include "runtime/check.h"
@@ -31,6 +32,11 @@ std::vector<std::pair<std::string, std::string>> input_files(const TrainConfig& 
   if (!c.init_from.empty()) {
     files.emplace_back("model.init_from", (fs::path(c.init_from) / "config.json").string());
     files.emplace_back("model.init_from", (fs::path(c.init_from) / "model.safetensors").string());
+    // The vocabulary the model was trained with: a word-tokenizer run extends it
+    // (make_tokenizer). `coconut train` writes it beside the exported model.
+    if (c.data.tokenizer == "word")
+      files.emplace_back("model.init_from (the word vocabulary of the run that trained it)",
+                         (fs::path(c.init_from) / kWordVocabularyFile).string());
   }
   return files;
 }

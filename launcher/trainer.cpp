@@ -62,7 +62,8 @@ RunData load_run_data(const DataConfig& d) {
   return r;
 }
 
-std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const RunData& data) {
+std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const RunData& data,
+                                                      const std::string& init_from) {
   if (d.tokenizer == "bpe") return curriculum::BpeTokenizer::from_dir(d.bpe_dir);
   std::vector<std::string> texts = {"\n", "### "};
   for (const auto* split : {&data.train, &data.valid, &data.test})
@@ -71,7 +72,15 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
       texts.insert(texts.end(), s.steps.begin(), s.steps.end());
       texts.push_back(s.answer);
     }
-  return std::make_unique<curriculum::WordTokenizer>(curriculum::WordTokenizer::build(texts));
+  if (init_from.empty())
+    return std::make_unique<curriculum::WordTokenizer>(curriculum::WordTokenizer::build(texts));
+  const std::string base_file = (fs::path(init_from) / kWordVocabularyFile).string();
+  const auto base = curriculum::WordTokenizer::load(base_file);
+  const int rows = model::read_hf_config((fs::path(init_from) / "config.json").string()).vocab_size;
+  COCONUT_CHECK(base.vocab_size() == rows,
+                "'{}' has {} words but the model's embedding has {} rows: they are not from the same run", base_file,
+                base.vocab_size(), rows);
+  return std::make_unique<curriculum::WordTokenizer>(curriculum::WordTokenizer::extend(base, texts));
 }
 
 namespace {
@@ -171,9 +180,9 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   if (writer) output = std::make_unique<RunOutput>(dir.string(), /*fresh=*/resume_dir.empty());
 
   const RunData data = load_run_data(c.data);
-  const auto tok = make_tokenizer(c.data, data);
-  if (auto* word = dynamic_cast<const curriculum::WordTokenizer*>(tok.get()); word && writer)
-    word->save((dir / "tokenizer.txt").string());
+  const auto tok = make_tokenizer(c.data, data, c.init_from);
+  const auto* word_tokenizer = dynamic_cast<const curriculum::WordTokenizer*>(tok.get());
+  if (word_tokenizer && writer) word_tokenizer->save((dir / kWordVocabularyFile).string());
 
   model::GPT2Config mc = c.model;
   if (!c.init_from.empty()) {
@@ -182,6 +191,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     COCONUT_CHECK(mc.vocab_size <= tok->vocab_size(),
                   "{}: the pretrained vocabulary ({}) is larger than the tokenizer's ({}): wrong data.bpe_dir?",
                   c.init_from, mc.vocab_size, tok->vocab_size());
+
   }
   const int pretrained_vocab = mc.vocab_size;
   mc.vocab_size = tok->vocab_size();
@@ -338,6 +348,8 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     dist.export_model((dir / "model").string(), gpt);
   else if (writer)
     model::export_hf_gpt2((dir / "model").string(), mc, gpt.params());
+  // A word-tokenizer model carries its vocabulary, so that a run can start from it.
+  if (word_tokenizer && writer) word_tokenizer->save((dir / "model" / kWordVocabularyFile).string());
   if (distributed) world->barrier();  // the other ranks wait while rank 0 writes
   if (!writer) return timed(summary);
   if (!data.test.empty()) {

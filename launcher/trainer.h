@@ -36,8 +36,13 @@ struct RunData {
 };
 RunData load_run_data(const DataConfig& d);
 
-// Word tokenizer built from the data (or GPT-2 BPE from bpe_dir).
-std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const RunData& data);
+// Word tokenizer built from the data (or GPT-2 BPE from bpe_dir). With init_from (a
+// model directory), the word vocabulary extends the one the model was trained with, read
+// from INIT_FROM/tokenizer.txt (kWordVocabularyFile), so that every pretrained
+// embedding row keeps its word.
+inline constexpr const char* kWordVocabularyFile = "tokenizer.txt";
+std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const RunData& data,
+                                                      const std::string& init_from = "");
 
 // world: the job's communicator under mpirun/srun (nullptr or size 1: one process).
 // With several ranks the unrolled recurrence runs on parallel.pp pipeline stages x

@@ -331,6 +331,25 @@ TEST(WordTokenizer, VocabularyIsSpecialTokensThenSortedWords) {
   for (int id = 0; id < tok.vocab_size(); ++id) EXPECT_EQ(other.id_to_token(id), expected[id]);
 }
 
+// extend keeps every id of the base vocabulary (a pretrained model's embedding rows stay
+// at their words) and appends only the words the base lacks, sorted. build over the same
+// texts would move "brimpus" and every word after it.
+TEST(WordTokenizer, ExtendKeepsTheBaseIdsAndAppendsNewWordsSorted) {
+  const WordTokenizer base = WordTokenizer::build({"Every shumpus is a rempus."});
+  const WordTokenizer ext = WordTokenizer::extend(base, {"Is Tom a zhorpus or a brimpus?", "Every wumpus is a rempus."});
+  ASSERT_EQ(base.vocab_size(), 11);
+  for (int id = 0; id < base.vocab_size(); ++id) EXPECT_EQ(ext.id_to_token(id), base.id_to_token(id)) << "id " << id;
+  const std::vector<std::string> added = {"?", "Is", "Tom", "brimpus", "or", "wumpus", "zhorpus"};
+  ASSERT_EQ(ext.vocab_size(), base.vocab_size() + static_cast<int>(added.size()));
+  for (size_t k = 0; k < added.size(); ++k) EXPECT_EQ(ext.id_to_token(base.vocab_size() + int(k)), added[k]);
+  EXPECT_EQ(ext.encode("Every shumpus is a rempus."), base.encode("Every shumpus is a rempus."));
+  const WordTokenizer rebuilt = WordTokenizer::build({"Every shumpus is a rempus.", "Is Tom a zhorpus or a brimpus?"});
+  EXPECT_NE(rebuilt.find_token("shumpus"), base.find_token("shumpus"));  // what extend avoids
+  // Nothing new: the same vocabulary.
+  const WordTokenizer same = WordTokenizer::extend(base, {"Every rempus is a shumpus."});
+  ASSERT_EQ(same.vocab_size(), base.vocab_size());
+}
+
 TEST(WordTokenizer, EncodesDecodesAndMapsUnknownWordsToUnk) {
   WordTokenizer tok = WordTokenizer::build({"Every shumpus is a rempus.", "Is Tom a zhorpus or a brimpus?",
                                             "Tom is a brimpus.\n### Tom is a zhorpus."});

@@ -5,7 +5,12 @@ With lr 0 nothing moves, so the exported model must hold the fixture's tensors b
 bit (the pretrained rows of wte; the added special-token rows are fresh); the model's
 shape comes from the fixture's config.json; model.dropout still applies (dropout
 0.1 changes the training losses, dropout 0 reproduces them); and two pipeline ranks, each
-importing only its stage, export the same file byte for byte. safetensors is read with the
+importing only its stage, export the same file byte for byte.
+
+With the word tokenizer, a run started from a model trained on other words keeps the
+model's vocabulary (RUN/model/tokenizer.txt) at its ids and appends the new words, so
+every pretrained embedding row stays with its word; a model directory without its
+vocabulary, or with another run's, is refused. safetensors is read with the
 standard library (8-byte header length, JSON header, raw little-endian data).
 
 Usage: test_init_from.py COCONUT_BINARY SOURCE_DIR TEMP_DIR
@@ -101,8 +106,63 @@ if not failures:
     check(losses(plain) != losses(dropped), "model.dropout=0.1 did not change the losses (dropout ignored)")
     exported = lambda d: open(os.path.join(d, "model/model.safetensors"), "rb").read()
     check(exported(staged) == exported(plain), "pp=2: the exported model differs from the one-process run's")
+
+
+# ---- the word tokenizer: the pretrained vocabulary keeps its ids ----
+def word_run(name, items, *sets, expect_exit=0):
+    data = os.path.join(work, name + ".json")
+    json.dump(items, open(data, "w"))
+    run_dir = os.path.join(work, name)
+    cmd = [coconut, "train", os.path.join(src, "configs/prosqa_tiny.yaml"), "--set", f"run.dir={run_dir}",
+           "--set", "data.kind=file", "--set", f"data.train_file={data}", "--set", f"data.valid_file={data}",
+           "--set", "train.epochs=1", "--set", "train.batch_size=4", "--set", "curriculum.method=cot",
+           "--set", "eval.max_new_tokens=4", "--set", "run.threads=1", "--set", "model.max_positions=64"]
+    for s in sets:
+        cmd += ["--set", s]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    check(out.returncode == expect_exit, f"{name}: exit {out.returncode}, expected {expect_exit}: {out.stderr[-2000:]}")
+    return run_dir, out.stderr
+
+
+def tokens(path):
+    return open(path).read().splitlines()[2:]  # after the magic and size lines
+
+
+first_items = [{"question": f"Is {a} bigger than {b}?", "steps": [f"{a} minus {b}."], "answer": "yes" if a > b else "no"}
+               for a, b in [(3, 1), (2, 5), (7, 4), (1, 9)]]
+# New words that sort before and among the old ones ("Are", "2", "less"): a vocabulary
+# built afresh would move every old word.
+second_items = [{"question": f"Are {a} and {b} less than 2?", "steps": [f"{a} plus {b}."], "answer": "no"}
+                for a, b in [(0, 8), (2, 6)]]
+base, _ = word_run("word_base", first_items)
+if not failures:
+    check(open(os.path.join(base, "model/tokenizer.txt")).read() == open(os.path.join(base, "tokenizer.txt")).read(),
+          "the exported model's tokenizer.txt differs from the run's")
+    ext, _ = word_run("word_ext", second_items, f"model.init_from={base}/model", "train.lr=0")
+if not failures:
+    old_tok, new_tok = tokens(os.path.join(base, "tokenizer.txt")), tokens(os.path.join(ext, "tokenizer.txt"))
+    check(new_tok[:len(old_tok)] == old_tok, "the extended vocabulary moved a pretrained word")
+    added = [t.split(" ", 1)[1] for t in new_tok[len(old_tok):]]
+    check(added == sorted(added) and "Are" in added and "less" in added and "bigger" not in added,
+          f"added words {added}")
+    w_old = read_safetensors(os.path.join(base, "model/model.safetensors"))["transformer.wte.weight"]
+    w_new = read_safetensors(os.path.join(ext, "model/model.safetensors"))["transformer.wte.weight"]
+    check(w_new[1] == [len(new_tok), w_old[1][1]], f"wte shape {w_new[1]} for {len(new_tok)} words")
+    check(w_new[2][:len(w_old[2])] == w_old[2], "lr 0: the pretrained rows of wte moved")
+    # Without the vocabulary beside the model: refused before anything is written.
+    bare = os.path.join(work, "bare_model")
+    shutil.copytree(os.path.join(base, "model"), bare)
+    os.remove(os.path.join(bare, "tokenizer.txt"))
+    run_dir, err = word_run("word_bare", second_items, f"model.init_from={bare}", expect_exit=2)
+    check("tokenizer.txt" in err and "does not exist" in err, f"no tokenizer.txt: message {err[-500:]!r}")
+    check(not os.path.exists(run_dir), "no tokenizer.txt: the run directory was created")
+    # Another run's vocabulary (other words, another size): refused, naming both sizes.
+    shutil.copy(os.path.join(ext, "tokenizer.txt"), os.path.join(bare, "tokenizer.txt"))
+    _, err = word_run("word_other", second_items, f"model.init_from={bare}", expect_exit=1)
+    check("not from the same run" in err, f"another run's tokenizer.txt: message {err[-500:]!r}")
+
 if failures:
     print(f"{len(failures)} failure(s); files kept in {work}")
     sys.exit(1)
 shutil.rmtree(work)
-print("ok: init_from imports the fixture's weights, takes its shape, keeps model.dropout")
+print("ok: init_from imports the fixture's weights, takes its shape, keeps model.dropout, extends a word vocabulary")
