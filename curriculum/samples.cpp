@@ -116,9 +116,13 @@ BuiltSample build_training_sample(const TokenizedSample& s, const CurriculumConf
 }
 
 BuiltSample build_eval_prompt(const TokenizedSample& s, const CurriculumConfig& cc, int stage, const Tokenizer& tok) {
-  int k = 0;
-  if (cc.has_markers()) k = (cc.pad_latent_to_max ? cc.max_latent_stage : std::min(stage, cc.max_latent_stage)) *
-                            cc.c_thought;
+  // The thoughts of the stage, capped at max_latent_stage, whether or not training pads
+  // past the last stage: a stage-2 model is evaluated with the 2 thoughts it was trained
+  // with (as the official get_question_latent_dataset). Without padding the official
+  // evaluation also caps them at the sample's number of steps, read from the reference;
+  // ours does not read the reference, so every prompt of a stage has the same count and
+  // a generation batch stays aligned (the <eot> classifier varies it per sample).
+  const int k = cc.has_markers() ? std::min(stage, cc.max_latent_stage) * cc.c_thought : 0;
   return assemble(s, cc.has_markers(), k, {}, tok);
 }
 

@@ -58,7 +58,9 @@ struct BuiltSample {
 // icot uses `epoch` instead of the stage).
 BuiltSample build_training_sample(const TokenizedSample& s, const CurriculumConfig& cc, int stage, int epoch,
                                   const Tokenizer& tok);
-// The evaluation prompt: question "\n" <bot> <latent>*K <eot> with K = min(stage, max) * c.
+// The evaluation prompt: question "\n" <bot> <latent>*K <eot> with K = min(stage, max) * c,
+// with and without pad_latent_to_max (samples.cpp says how this differs from the official
+// code without padding).
 BuiltSample build_eval_prompt(const TokenizedSample& s, const CurriculumConfig& cc, int stage, const Tokenizer& tok);
 
 }  // namespace coconut::curriculum

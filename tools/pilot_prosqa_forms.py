@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Data for the session-13 pilots of docs/results.md ("The graph form and a copying
 pre-training"): does a small model from scratch learn ProsQA when the question is the bare
-graph, or when it first learns to copy? Six subcommands:
+graph, or when it first learns to copy? Eight subcommands:
 
   graph-form IN.json OUT.json [edges]
       ProsQA items with the question rendered as its graph, the facts in the question's
@@ -25,6 +25,15 @@ graph, or when it first learns to copy? Six subcommands:
   lookup-score ITEMS.json EVAL_REPORT.json
       For a run on lookup items: the share of generated "k v" steps that are pairs of
       the question, overall and among those whose key is in the question.
+  prontoqa-form IN.json OUT.json
+      Session 15: ProntoQA items in the same edge form. Each rule is "x y" (every x is a y)
+      or "x P" / "x not P" (property P), each fact about the entity "Name x"; the
+      question is the facts in their order, " | "-separated, then "Q Name [not] P"; the
+      steps are the reference chain's edges ("Max dumpus", "dumpus impus", ...,
+      "zumpus not snowy"); the answer stays True or False.
+  prontoqa-score ITEMS.json EVAL_REPORT.json
+      For a CoT run on prontoqa-form items: the share of generated steps that are facts
+      of the question, chains equal to the reference, answers "True".
   edge-steps GRAPH_ITEMS.json EVAL_REPORT.json
       For a CoT run on graph-form items: the share of generated steps that are edges of
       the item's graph (from the subject on), chains equal to the reference, answers that
@@ -135,6 +144,53 @@ def lookup_score(items_file, report_file):
           f"in the question: {keyed_ok}/{keyed} = {100 * keyed_ok / max(1, keyed):.1f}%")
 
 
+def prontoqa_edge(sentence):
+    """A ProntoQA rule or fact as an edge: "Every dumpus is an impus." -> "dumpus impus",
+    "Zumpuses are not snowy." -> "zumpus not snowy", "Max is a dumpus." -> "Max dumpus"."""
+    m = (re.fullmatch(r"(?:Every|Each) (\w+) is (not )?(?:an? )?(\w+)\.", sentence)
+         or re.fullmatch(r"(\w+) are (not )?(\w+)\.", sentence)
+         or re.fullmatch(r"(\w+) is (not )?(?:an? )?(\w+)\.", sentence))
+    if not m:
+        sys.exit(f"prontoqa-form: unexpected sentence {sentence!r}")
+    singular = lambda w: w.lower()[:-2] if w.lower().endswith("uses") else w
+    subject = m.group(1) if re.fullmatch(r"[A-Z][a-z]+", m.group(1)) and not m.group(1).endswith("uses") \
+        else singular(m.group(1)).lower()
+    return f"{subject} {m.group(2) or ''}{singular(m.group(3))}"
+
+
+def prontoqa_form(src, dst):
+    out = []
+    for x in json.load(open(src)):
+        sentences = re.split(r"(?<=[.?])\s+", x["question"].strip())
+        claim = re.fullmatch(r"True or false: (.*)", sentences[-1]).group(1)
+        question = " | ".join(prontoqa_edge(s) for s in sentences[:-1]) + " Q " + prontoqa_edge(claim)
+        steps = []  # "Max is a dumpus. Every dumpus is an impus." then "Max is an impus. Each impus ..."
+        for k, step in enumerate(x["steps"]):
+            parts = re.split(r"(?<=\.)\s+", step.strip())
+            steps += [prontoqa_edge(p) for p in (parts if k == 0 else parts[1:])]
+        out.append({"question": question, "steps": steps, "answer": x["answer"]})
+    json.dump(out, open(dst, "w"), indent=0)
+    print(f"{len(out)} items -> {dst}")
+
+
+def prontoqa_score(items_file, report_file):
+    items = json.load(open(items_file))
+    report = json.load(open(report_file))["items"]
+    facts_ok = total = exact = says_true = 0
+    for r in report:
+        x = items[r["index"]]
+        facts = set(x["question"].split(" Q ")[0].split(" | "))
+        lines = [l.strip() for l in r["generated"].split("\n") if l.strip() and not l.startswith("#")]
+        total += len(lines)
+        facts_ok += sum(line in facts for line in lines)
+        exact += lines == x["steps"]
+        says_true += r["prediction"] == "True"
+    correct = sum(r["correct"] for r in report)
+    print(f"accuracy {correct}/{len(report)} = {100 * correct / len(report):.1f}%; steps that are facts "
+          f"{facts_ok}/{total} = {100 * facts_ok / max(1, total):.1f}%; chains equal to the reference {exact}; "
+          f"says True {says_true}")
+
+
 def edge_steps(items_file, report_file):
     items = json.load(open(items_file))
     report = json.load(open(report_file))["items"]
@@ -171,6 +227,10 @@ if __name__ == "__main__":
         lookup_items(args[0], int(args[1]), args[2], *map(int, args[3:]))
     elif cmd == "lookup-score" and len(args) == 2:
         lookup_score(*args)
+    elif cmd == "prontoqa-form" and len(args) == 2:
+        prontoqa_form(*args)
+    elif cmd == "prontoqa-score" and len(args) == 2:
+        prontoqa_score(*args)
     elif cmd == "edge-steps" and len(args) == 2:
         edge_steps(*args)
     else:

@@ -152,6 +152,24 @@ TEST_F(SamplesTest, EvalPrompt) {
   cc.c_thought = 2;
   cc.max_latent_stage = 1;
   EXPECT_EQ(build_eval_prompt(ts, cc, 3, tok).tokens, ids("q NL BOT LAT LAT EOT"));
+  // K = min(stage, max) * c, as the official get_question_latent_dataset with padding:
+  // padding does not give an early stage more thoughts than it was trained with (this
+  // used to give every stage max * c).
+  cc.c_thought = 1;
+  cc.max_latent_stage = 6;
+  cc.pad_latent_to_max = true;
+  EXPECT_EQ(build_eval_prompt(ts, cc, 0, tok).tokens, ids("q NL BOT EOT"));
+  EXPECT_EQ(build_eval_prompt(ts, cc, 2, tok).tokens, ids("q NL BOT LAT LAT EOT"));
+  EXPECT_EQ(build_eval_prompt(ts, cc, 5, tok).tokens, ids("q NL BOT LAT LAT LAT LAT LAT EOT"));
+  EXPECT_EQ(build_eval_prompt(ts, cc, 9, tok).tokens, ids("q NL BOT LAT LAT LAT LAT LAT LAT EOT"));
+  // Each stage's prompt has as many thoughts as its training sample (the 3 steps of ts
+  // are gone by stage 3, the thoughts stay), so evaluation sees what training saw.
+  for (int stage = 0; stage <= 9; ++stage)
+    EXPECT_EQ(build_eval_prompt(ts, cc, stage, tok).n_latents, build_training_sample(ts, cc, stage, 0, tok).n_latents)
+        << "stage " << stage;
+  // Without padding: not capped at the sample's 3 steps (the reference is not read).
+  cc.pad_latent_to_max = false;
+  EXPECT_EQ(build_eval_prompt(ts, cc, 5, tok).tokens, ids("q NL BOT LAT LAT LAT LAT LAT EOT"));
   cc.method = Method::cot;
   EXPECT_EQ(build_eval_prompt(ts, cc, 0, tok).tokens, ids("q NL"));
 }
