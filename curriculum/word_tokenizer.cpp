@@ -6,6 +6,9 @@
 #include <charconv>
 #include <fstream>
 #include <set>
+#include <sstream>
+
+#include <fmt/format.h>
 
 namespace coconut::curriculum {
 
@@ -185,11 +188,16 @@ std::string WordTokenizer::id_to_token(int id) const {
 // ---------------------------------------------------------------------------------------
 // File format
 
+std::string WordTokenizer::file_text() const {
+  std::string text = fmt::format("{}\nsize {}\n", kMagic, tokens_.size());
+  for (size_t id = 0; id < tokens_.size(); ++id) text += fmt::format("{} {}\n", id, escape(tokens_[id]));
+  return text;
+}
+
 void WordTokenizer::save(const std::string& path) const {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   COCONUT_CHECK(out.good(), "cannot open '{}' to write the word tokenizer", path);
-  out << kMagic << "\nsize " << tokens_.size() << "\n";
-  for (size_t id = 0; id < tokens_.size(); ++id) out << id << ' ' << escape(tokens_[id]) << '\n';
+  out << file_text();
   out.close();
   COCONUT_CHECK(!out.fail(), "error writing the word tokenizer to '{}'", path);
 }
@@ -197,6 +205,16 @@ void WordTokenizer::save(const std::string& path) const {
 WordTokenizer WordTokenizer::load(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   COCONUT_CHECK(in.good(), "cannot open word tokenizer file '{}'", path);
+  return read(in, path);
+}
+
+WordTokenizer WordTokenizer::from_file_text(const std::string& text, const std::string& where) {
+  std::istringstream in(text);
+  return read(in, where);
+}
+
+// `path` names the source in messages: a file, or where a file's text was kept.
+WordTokenizer WordTokenizer::read(std::istream& in, const std::string& path) {
   std::string line;
   int line_no = 0;
   auto next_line = [&]() {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <functional>
+#include <istream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -40,6 +41,11 @@ class WordTokenizer final : public Tokenizer {
   // load throws coconut::Error naming the file and line on anything else.
   static WordTokenizer load(const std::string& path);
   void save(const std::string& path) const;
+  // The file's text, as save writes it, and back (`where` names it in errors): a
+  // checkpoint keeps it in its trainer state, so that `coconut ckpt export` can write
+  // the vocabulary beside the weights.
+  std::string file_text() const;
+  static WordTokenizer from_file_text(const std::string& text, const std::string& where);
 
   // The tokens of a text as strings: what encode looks up.
   static std::vector<std::string> split(std::string_view text);
@@ -58,6 +64,7 @@ class WordTokenizer final : public Tokenizer {
   };
 
   explicit WordTokenizer(std::vector<std::string> tokens);
+  static WordTokenizer read(std::istream& in, const std::string& path);
 
   std::vector<std::string> tokens_;
   std::unordered_map<std::string, int, StringHash, std::equal_to<>> ids_;

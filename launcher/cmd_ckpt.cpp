@@ -11,11 +11,14 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "curriculum/word_tokenizer.h"
 #include "launcher/commands.h"
+#include "launcher/trainer.h"
 #include "model/gpt2.h"
 #include "model/hf_weights.h"
 #include "parallel/checkpoint.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 
 namespace coconut::launcher {
 
@@ -32,7 +35,9 @@ const char* kHelp =
     "  Writes the checkpoint's model weights (tensor \"params\") as Hugging Face GPT-2:\n"
     "  --to NAME.safetensors writes that file and config.json beside it; --to DIR (anything\n"
     "  else) writes DIR/model.safetensors and DIR/config.json, loadable with\n"
-    "  transformers.GPT2LMHeadModel.from_pretrained(DIR).\n"
+    "  transformers.GPT2LMHeadModel.from_pretrained(DIR). A checkpoint of a run with the word\n"
+    "  tokenizer also gives tokenizer.txt beside config.json: the vocabulary the weights'\n"
+    "  rows belong to, which model.init_from needs.\n"
     "DIR is a committed checkpoint (ROOT/step-XXXXXXXX) or a checkpoint root, whose newest\n"
     "committed checkpoint is used (`latest`).\n";
 
@@ -59,7 +64,17 @@ int inspect(const std::string& dir) {
   fmt::print("  topology         {} ranks (pp {} x dp {})\n", m.world_size, meta.pp, meta.dp);
   fmt::print("  config digest    {}\n", meta.config_digest.empty() ? "-" : meta.config_digest);
   fmt::print("  model digest     {}\n", meta.model_digest.empty() ? "-" : meta.model_digest);
-  fmt::print("  trainer state    {}\n", meta.trainer_state.empty() ? "-" : meta.trainer_state);
+  // The word vocabulary is shown by its size: its text would bury the rest.
+  nlohmann::json state = nlohmann::json::parse(meta.trainer_state, nullptr, /*allow_exceptions=*/false);
+  std::string vocabulary = "-";
+  if (state.is_object() && state.contains("word_tokenizer") && state["word_tokenizer"].is_string()) {
+    const std::string text = state["word_tokenizer"].get<std::string>();
+    vocabulary = fmt::format("{} bytes (export writes it as tokenizer.txt)", text.size());
+    state.erase("word_tokenizer");
+  }
+  fmt::print("  trainer state    {}\n",
+             meta.trainer_state.empty() ? "-" : state.is_discarded() ? meta.trainer_state : state.dump());
+  fmt::print("  word vocabulary  {}\n", vocabulary);
   uint64_t total = 0;
   for (uint64_t b : m.file_bytes) total += b;
   fmt::print("shard files: {} ({})\n", m.files.size(), megabytes(total));
@@ -83,10 +98,15 @@ int inspect(const std::string& dir) {
 }
 
 // The model shape the trainer stores in trainer_state["model"].
-model::GPT2Config model_shape(const std::string& dir, const parallel::Manifest& m) {
-  const std::string where = dir + "/manifest.pb";
+nlohmann::json trainer_state(const std::string& dir, const parallel::Manifest& m) {
   const nlohmann::json j = nlohmann::json::parse(m.meta.trainer_state, nullptr, /*allow_exceptions=*/false);
-  COCONUT_CHECK(!j.is_discarded() && j.is_object() && j.contains("model") && j["model"].is_object(),
+  COCONUT_CHECK(!j.is_discarded() && j.is_object(), "{}/manifest.pb: the trainer state is not a JSON object", dir);
+  return j;
+}
+
+model::GPT2Config model_shape(const std::string& dir, const nlohmann::json& j) {
+  const std::string where = dir + "/manifest.pb";
+  COCONUT_CHECK(j.contains("model") && j["model"].is_object(),
                 "{}: the trainer state has no \"model\" object (n_layer, n_head, d_model, vocab_size, "
                 "max_positions), so the weights cannot be laid out",
                 where);
@@ -107,9 +127,24 @@ model::GPT2Config model_shape(const std::string& dir, const parallel::Manifest& 
   return c;
 }
 
+// The word vocabulary the trainer keeps in the trainer state (checked by loading it back
+// and against the model's vocabulary size), or "" for a BPE run or an older checkpoint.
+std::string word_vocabulary(const std::string& dir, const nlohmann::json& j, const model::GPT2Config& config) {
+  if (!j.contains("word_tokenizer")) return "";
+  COCONUT_CHECK(j["word_tokenizer"].is_string(), "{}/manifest.pb: trainer state word_tokenizer is not a string", dir);
+  const std::string text = j["word_tokenizer"].get<std::string>();
+  const curriculum::WordTokenizer words =
+      curriculum::WordTokenizer::from_file_text(text, dir + "/manifest.pb (trainer state word_tokenizer)");
+  COCONUT_CHECK(words.vocab_size() == config.vocab_size,
+                "{}/manifest.pb: the word vocabulary has {} tokens, the model {} rows", dir, words.vocab_size(),
+                config.vocab_size);
+  return text;
+}
+
 int export_model(const std::string& dir, const std::string& to) {
   const parallel::Manifest m = parallel::read_manifest(dir);
-  const model::GPT2Config config = model_shape(dir, m);
+  const nlohmann::json state = trainer_state(dir, m);
+  const model::GPT2Config config = model_shape(dir, state);
   const model::ParamLayout layout(config);
   const parallel::TensorInfo& params = m.tensor("params");
   COCONUT_CHECK(params.global_size == layout.total(),
@@ -118,24 +153,31 @@ int export_model(const std::string& dir, const std::string& to) {
   std::vector<float> weights(layout.total());
   parallel::read_tensor_range(dir, m, "params", 0, weights.size(), weights.data());
 
+  const std::string vocabulary = word_vocabulary(dir, state, config);
+
+  // Into a folder: TO itself, or for a file name the folder holding it. For a file name,
+  // export into a temporary folder beside it, then move both files out, so that neither
+  // an existing model.safetensors nor a half-written file is left behind.
   const fs::path out(to);
-  if (out.extension() != ".safetensors") {
+  const bool to_file = out.extension() == ".safetensors";
+  const fs::path folder = !to_file ? out : out.has_parent_path() ? out.parent_path() : fs::path(".");
+  if (!to_file) {
     model::export_hf_gpt2(to, config, weights.data());
-    fmt::print("exported {} parameters of {} to {}/model.safetensors and {}/config.json\n", weights.size(), dir, to,
-               to);
-    return 0;
+  } else {
+    const fs::path tmp = folder / (out.filename().string() + ".tmp-export");
+    fs::remove_all(tmp);
+    model::export_hf_gpt2(tmp.string(), config, weights.data());
+    fs::rename(tmp / "model.safetensors", out);
+    fs::rename(tmp / "config.json", folder / "config.json");
+    fs::remove_all(tmp);
   }
-  // A file name: export into a temporary folder beside it, then move both files out, so
-  // that neither an existing model.safetensors nor a half-written file is left behind.
-  const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
-  const fs::path tmp = parent / (out.filename().string() + ".tmp-export");
-  fs::remove_all(tmp);
-  model::export_hf_gpt2(tmp.string(), config, weights.data());
-  fs::rename(tmp / "model.safetensors", out);
-  fs::rename(tmp / "config.json", parent / "config.json");
-  fs::remove_all(tmp);
-  fmt::print("exported {} parameters of {} to {} and {}\n", weights.size(), dir, out.string(),
-             (parent / "config.json").string());
+  std::string written = fmt::format("{} and {}", to_file ? out.string() : (folder / "model.safetensors").string(),
+                                    (folder / "config.json").string());
+  if (!vocabulary.empty()) {
+    write_file_atomic((folder / kWordVocabularyFile).string(), vocabulary);
+    written += fmt::format(" (and its word vocabulary, {})", (folder / kWordVocabularyFile).string());
+  }
+  fmt::print("exported {} parameters of {} to {}\n", weights.size(), dir, written);
   return 0;
 }
 

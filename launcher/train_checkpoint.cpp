@@ -8,6 +8,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "curriculum/word_tokenizer.h"
 #include "runtime/check.h"
 #include "runtime/hash.h"
 
@@ -114,6 +115,10 @@ json trainer_state(const TrainContext& ctx, const TrainState& st) {
               {"d_model", ctx.mc.d_model},
               {"vocab_size", ctx.mc.vocab_size},
               {"max_positions", ctx.mc.max_positions}}}};
+  // The word vocabulary travels with the weights: without it an exported model's
+  // embedding rows have no words (a BPE run's vocabulary is its data.bpe_dir).
+  if (const auto* words = dynamic_cast<const curriculum::WordTokenizer*>(&ctx.tok))
+    j["word_tokenizer"] = words->file_text();
   if (ctx.eot) {
     const curriculum::EotClassifier::Stats& s = ctx.eot->stats();
     j["eot_adam_step"] = ctx.eot->optimizer().step_count();

@@ -396,6 +396,13 @@ TEST(WordTokenizer, RoundTripsThroughAFile) {
   for (int id = 0; id < tok.vocab_size(); ++id) EXPECT_EQ(back.id_to_token(id), tok.id_to_token(id));
   std::string s = "Is Tom a shumpus or a rempus?\n<|latent|> back\\slash";
   EXPECT_EQ(back.encode(s), tok.encode(s));
+  // The same text without a file (what a checkpoint's trainer state keeps).
+  EXPECT_EQ(tok.file_text(), text);
+  WordTokenizer kept = WordTokenizer::from_file_text(text, "the kept text");
+  ASSERT_EQ(kept.vocab_size(), tok.vocab_size());
+  EXPECT_EQ(kept.encode(s), tok.encode(s));
+  const std::string msg = error_of([] { WordTokenizer::from_file_text("coconut-word-tokenizer v1\nsize 3\n", "kept"); });
+  EXPECT_NE(msg.find("word tokenizer 'kept' line 2"), std::string::npos) << msg;
 }
 
 TEST(WordTokenizer, MalformedFilesNameTheLine) {

@@ -10,7 +10,8 @@ importing only its stage, export the same file byte for byte.
 With the word tokenizer, a run started from a model trained on other words keeps the
 model's vocabulary (RUN/model/tokenizer.txt) at its ids and appends the new words, so
 every pretrained embedding row stays with its word; a model directory without its
-vocabulary, or with another run's, is refused. safetensors is read with the
+vocabulary, or with another run's, is refused; `coconut ckpt export` of a word run's
+checkpoint writes the vocabulary beside the weights. safetensors is read with the
 standard library (8-byte header length, JSON header, raw little-endian data).
 
 Usage: test_init_from.py COCONUT_BINARY SOURCE_DIR TEMP_DIR
@@ -134,7 +135,7 @@ first_items = [{"question": f"Is {a} bigger than {b}?", "steps": [f"{a} minus {b
 # built afresh would move every old word.
 second_items = [{"question": f"Are {a} and {b} less than 2?", "steps": [f"{a} plus {b}."], "answer": "no"}
                 for a, b in [(0, 8), (2, 6)]]
-base, _ = word_run("word_base", first_items)
+base, _ = word_run("word_base", first_items, "checkpoint.at_epoch_end=true")
 if not failures:
     check(open(os.path.join(base, "model/tokenizer.txt")).read() == open(os.path.join(base, "tokenizer.txt")).read(),
           "the exported model's tokenizer.txt differs from the run's")
@@ -149,6 +150,26 @@ if not failures:
     w_new = read_safetensors(os.path.join(ext, "model/model.safetensors"))["transformer.wte.weight"]
     check(w_new[1] == [len(new_tok), w_old[1][1]], f"wte shape {w_new[1]} for {len(new_tok)} words")
     check(w_new[2][:len(w_old[2])] == w_old[2], "lr 0: the pretrained rows of wte moved")
+    # `coconut ckpt export` of the base run's last checkpoint writes the vocabulary beside
+    # the weights (the checkpoint keeps it), and a run starts from that export exactly as
+    # from RUN/model.
+    hf = os.path.join(work, "exported")
+    out = subprocess.run([coconut, "ckpt", "export", os.path.join(base, "checkpoints"), "--to", hf],
+                         capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0, f"ckpt export: exit {out.returncode}: {out.stderr[-1000:]}")
+    check(os.path.exists(os.path.join(hf, "tokenizer.txt")) and
+          open(os.path.join(hf, "tokenizer.txt")).read() == open(os.path.join(base, "tokenizer.txt")).read(),
+          "ckpt export: no tokenizer.txt, or not the run's")
+    check("word vocabulary" in out.stdout, f"ckpt export does not say it wrote the vocabulary: {out.stdout!r}")
+    same_bytes = lambda a, b: open(a, "rb").read() == open(b, "rb").read()
+    check(same_bytes(os.path.join(hf, "model.safetensors"), os.path.join(base, "model/model.safetensors")),
+          "ckpt export: the weights differ from the run's exported model")
+    ext2, _ = word_run("word_ext_from_ckpt", second_items, f"model.init_from={hf}", "train.lr=0")
+    if not failures:
+        check(tokens(os.path.join(ext2, "tokenizer.txt")) == tokens(os.path.join(ext, "tokenizer.txt")),
+              "from the checkpoint's export: another vocabulary than from RUN/model")
+        check(same_bytes(os.path.join(ext2, "model/model.safetensors"), os.path.join(ext, "model/model.safetensors")),
+              "from the checkpoint's export: another model than from RUN/model")
     # Without the vocabulary beside the model: refused before anything is written.
     bare = os.path.join(work, "bare_model")
     shutil.copytree(os.path.join(base, "model"), bare)
