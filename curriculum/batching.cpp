@@ -37,9 +37,10 @@ model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, 
     T = 0;
     for (int s = 0; s < B; ++s) T = std::max(T, static_cast<int>(samples[s]->tokens.size()));
     for (int s = 0; s < B; ++s) pad_left[s] = T - static_cast<int>(samples[s]->tokens.size());
-    // Re-derive f from the end-aligned layout; every sample with latents must agree.
+    // Re-derive f from the end-aligned layout; with feedback every sample with latents
+    // must agree (one pass plan), without it (pause tokens) they need not.
     f = -1;
-    for (int s = 0; s < B; ++s) {
+    for (int s = 0; feed_back && s < B; ++s) {
       if (first[s] < 0) continue;
       const int col = first[s] + pad_left[s];
       COCONUT_CHECK(f < 0 || f == col,

@@ -116,13 +116,18 @@ BuiltSample build_training_sample(const TokenizedSample& s, const CurriculumConf
 }
 
 BuiltSample build_eval_prompt(const TokenizedSample& s, const CurriculumConfig& cc, int stage, const Tokenizer& tok) {
-  // The thoughts of the stage, capped at max_latent_stage, whether or not training pads
-  // past the last stage: a stage-2 model is evaluated with the 2 thoughts it was trained
-  // with (as the official get_question_latent_dataset). Without padding the official
-  // evaluation also caps them at the sample's number of steps, read from the reference;
-  // ours does not read the reference, so every prompt of a stage has the same count and
-  // a generation batch stays aligned (the <eot> classifier varies it per sample).
-  const int k = cc.has_markers() ? std::min(stage, cc.max_latent_stage) * cc.c_thought : 0;
+  // The official get_question_latent_dataset: min(stage, max_latent_stage) thoughts of c,
+  // and without padding also at most the sample's number of steps (read from the
+  // reference, as the official does). So a model is evaluated with the thoughts it was
+  // trained with: a stage-2 model with 2 (padding does not give an early stage more), and
+  // past the last stage a sample with fewer steps than max_latent_stage with as many as
+  // its training sample had. Only at stages <= max_latent_stage without padding does a
+  // sample with fewer steps than the stage get fewer thoughts than in training (stage *
+  // c there), as in the official code. Batches may then mix counts; the generator caps
+  // each sample at its own.
+  const int n_steps = static_cast<int>(s.steps.size());
+  const int cap = cc.pad_latent_to_max ? cc.max_latent_stage : std::min(cc.max_latent_stage, n_steps);
+  const int k = cc.has_markers() ? std::min(stage, cap) * cc.c_thought : 0;
   return assemble(s, cc.has_markers(), k, {}, tok);
 }
 

@@ -107,6 +107,9 @@ class EotTest : public ::testing::Test {
   EotTest() : tok(WordTokenizer::build({"q r s t u v w x y z a b c ans s1 s2 s3 s4 ###\n"})) {
     cc.c_thought = 1;
     cc.max_latent_stage = 4;
+    // Every prompt of a stage has the stage's thoughts, whatever its number of steps (the
+    // reference implementation below needs one count per batch).
+    cc.pad_latent_to_max = true;
   }
   BuiltSample train(const Sample& s, int stage) { return build_training_sample(tokenize_sample(s, tok), cc, stage, 0, tok); }
   BuiltSample prompt(const Sample& s, int stage) { return build_eval_prompt(tokenize_sample(s, tok), cc, stage, tok); }
@@ -280,6 +283,32 @@ TEST_F(EotTest, FixedCountColumnByColumnEqualsThePromptPassImplementation) {
   }
   // Feeding thoughts back changes what the model says (the test can tell them apart).
   EXPECT_GT(differing, 0);
+}
+
+// Without padding a prompt's thoughts are capped at its own number of steps, so one
+// batch mixes counts: each sample must say what it says alone, with and without feedback.
+TEST_F(EotTest, UnpaddedPromptsOfOneBatchKeepTheirOwnCounts) {
+  auto m = tiny_model(tok.vocab_size(), 6.f);
+  cc.pad_latent_to_max = false;
+  const std::vector<Sample> items = {make_sample("q r s", 3), make_sample("t", 2), make_sample("u v w x y z a", 1),
+                                     make_sample("b c", 4)};
+  const std::vector<int> counts = {3, 2, 1, 3};  // min(stage 3, steps, max 4)
+  for (const bool feed_back : {true, false}) {
+    cc.method = feed_back ? Method::coconut : Method::pause_as_thought;
+    std::vector<BuiltSample> prompts;
+    for (const Sample& s : items) prompts.push_back(prompt(s, 3));
+    GenerateOptions opt;
+    opt.feed_back = feed_back;
+    opt.max_new_tokens = 10;
+    const std::vector<Generation> got = generate_greedy(*m, ptrs(prompts), tok, opt);
+    ASSERT_EQ(got.size(), items.size());
+    for (size_t s = 0; s < items.size(); ++s) {
+      EXPECT_EQ(prompts[s].n_latents, counts[s]) << "sample " << s;
+      EXPECT_EQ(got[s].thoughts, feed_back ? counts[s] : 0) << "sample " << s;
+      EXPECT_EQ(got[s].ids, prompt_pass_generate(*m, {&prompts[s]}, tok, feed_back, 10)[0])
+          << "feed_back " << feed_back << " sample " << s;
+    }
+  }
 }
 
 // A classifier trained on the model's own hidden states (separable: a few points in 16

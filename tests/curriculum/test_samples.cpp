@@ -167,9 +167,17 @@ TEST_F(SamplesTest, EvalPrompt) {
   for (int stage = 0; stage <= 9; ++stage)
     EXPECT_EQ(build_eval_prompt(ts, cc, stage, tok).n_latents, build_training_sample(ts, cc, stage, 0, tok).n_latents)
         << "stage " << stage;
-  // Without padding: not capped at the sample's 3 steps (the reference is not read).
+  // Without padding: also capped at the sample's 3 steps (the official
+  // get_question_latent_dataset), so past the last stage evaluation again has the
+  // training sample's thoughts: min(steps, max) * c.
   cc.pad_latent_to_max = false;
-  EXPECT_EQ(build_eval_prompt(ts, cc, 5, tok).tokens, ids("q NL BOT LAT LAT LAT LAT LAT EOT"));
+  EXPECT_EQ(build_eval_prompt(ts, cc, 2, tok).tokens, ids("q NL BOT LAT LAT EOT"));
+  EXPECT_EQ(build_eval_prompt(ts, cc, 5, tok).tokens, ids("q NL BOT LAT LAT LAT EOT"));
+  for (int stage = cc.max_latent_stage + 1; stage <= 9; ++stage)
+    EXPECT_EQ(build_eval_prompt(ts, cc, stage, tok).n_latents, build_training_sample(ts, cc, stage, 0, tok).n_latents)
+        << "stage " << stage;
+  cc.c_thought = 2;
+  EXPECT_EQ(build_eval_prompt(ts, cc, 9, tok).n_latents, 6);
   cc.method = Method::cot;
   EXPECT_EQ(build_eval_prompt(ts, cc, 0, tok).tokens, ids("q NL"));
 }
