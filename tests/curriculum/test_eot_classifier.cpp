@@ -113,6 +113,14 @@ class EotTest : public ::testing::Test {
   }
   BuiltSample train(const Sample& s, int stage) { return build_training_sample(tokenize_sample(s, tok), cc, stage, 0, tok); }
   BuiltSample prompt(const Sample& s, int stage) { return build_eval_prompt(tokenize_sample(s, tok), cc, stage, tok); }
+  // Generation with the fixed count of thoughts (no classifier).
+  static std::vector<Generation> generate_fixed(const model::GPT2& m, const std::vector<BuiltSample>& prompts,
+                                                const Tokenizer& tok, bool feed_back, int max_new_tokens) {
+    GenerateOptions opt;
+    opt.feed_back = feed_back;
+    opt.max_new_tokens = max_new_tokens;
+    return generate_greedy(m, ptrs(prompts), tok, opt);
+  }
   static std::vector<const BuiltSample*> ptrs(const std::vector<BuiltSample>& v) {
     std::vector<const BuiltSample*> p;
     for (const BuiltSample& b : v) p.push_back(&b);
@@ -269,10 +277,7 @@ TEST_F(EotTest, FixedCountColumnByColumnEqualsThePromptPassImplementation) {
       std::vector<BuiltSample> prompts;
       for (const Sample& s : items) prompts.push_back(prompt(s, stage));
       const auto want = prompt_pass_generate(*m, ptrs(prompts), tok, feed_back, 10);
-      GenerateOptions opt;
-      opt.feed_back = feed_back;
-      opt.max_new_tokens = 10;
-      const std::vector<Generation> got = generate_greedy(*m, ptrs(prompts), tok, opt);
+      const std::vector<Generation> got = generate_fixed(*m, prompts, tok, feed_back, 10);
       ASSERT_EQ(got.size(), want.size());
       for (size_t s = 0; s < got.size(); ++s) {
         EXPECT_EQ(got[s].ids, want[s]) << "feed_back " << feed_back << " stage " << stage << " sample " << s;
@@ -297,10 +302,7 @@ TEST_F(EotTest, UnpaddedPromptsOfOneBatchKeepTheirOwnCounts) {
     cc.method = feed_back ? Method::coconut : Method::pause_as_thought;
     std::vector<BuiltSample> prompts;
     for (const Sample& s : items) prompts.push_back(prompt(s, 3));
-    GenerateOptions opt;
-    opt.feed_back = feed_back;
-    opt.max_new_tokens = 10;
-    const std::vector<Generation> got = generate_greedy(*m, ptrs(prompts), tok, opt);
+    const std::vector<Generation> got = generate_fixed(*m, prompts, tok, feed_back, 10);
     ASSERT_EQ(got.size(), items.size());
     for (size_t s = 0; s < items.size(); ++s) {
       EXPECT_EQ(prompts[s].n_latents, counts[s]) << "sample " << s;
