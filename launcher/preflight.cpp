@@ -125,6 +125,9 @@ std::vector<std::string> preflight_problems(const TrainConfig& c, const Prefligh
       problems.push_back(fmt::format("{}: train.device: cuda does not train the <eot> classifier yet", c.source));
     if (c.activations != "keep")
       problems.push_back(fmt::format("{}: train.device: cuda needs parallel.activations: keep", c.source));
+    if (c.model.thought_scale != 1.f)
+      problems.push_back(fmt::format("{}: train.device: cuda feeds thoughts back unscaled: model.thought_scale {} "
+                                     "needs train.device: cpu", c.source, c.model.thought_scale));
   }
   check_output_dir(c, "run.dir", c.run_dir, &problems);
   if (!c.checkpoint.dir.empty()) check_output_dir(c, "checkpoint.dir", c.checkpoint.dir, &problems);

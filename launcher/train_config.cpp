@@ -19,6 +19,7 @@ TrainConfig read_train_config(Config& c) {
   t.model.d_model = c.get_int("model.d_model", 128, 1, 65536);
   t.model.max_positions = c.get_int("model.max_positions", 512, 1, 1 << 20);
   t.model.dropout = static_cast<float>(c.get_double("model.dropout", 0.0, 0.0, 0.99));
+  t.model.thought_scale = static_cast<float>(c.get_double("model.thought_scale", 1.0, 1e-6, 1000.0));
   t.model.vocab_size = 0;  // from the tokenizer (or the pretrained model)
   t.init_from = c.get_string("model.init_from", "");
 

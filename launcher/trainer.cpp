@@ -188,6 +188,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   if (!c.init_from.empty()) {
     mc = model::read_hf_config(c.init_from + "/config.json");
     mc.dropout = c.model.dropout;  // the shape comes from the checkpoint, the dropout from this run
+    mc.thought_scale = c.model.thought_scale;
     COCONUT_CHECK(mc.vocab_size <= tok->vocab_size(),
                   "{}: the pretrained vocabulary ({}) is larger than the tokenizer's ({}): wrong data.bpe_dir?",
                   c.init_from, mc.vocab_size, tok->vocab_size());
@@ -378,7 +379,8 @@ LoadedRun load_run(const std::string& run_dir) {
     r.tokenizer = std::make_unique<curriculum::WordTokenizer>(
         curriculum::WordTokenizer::load((dir / "tokenizer.txt").string()));
   }
-  const model::GPT2Config mc = model::read_hf_config((dir / "model/config.json").string());
+  model::GPT2Config mc = model::read_hf_config((dir / "model/config.json").string());
+  mc.thought_scale = r.config.model.thought_scale;  // how the run fed its thoughts back
   COCONUT_CHECK(mc.vocab_size == r.tokenizer->vocab_size(), "run '{}': model vocabulary {} != tokenizer's {}", run_dir,
                 mc.vocab_size, r.tokenizer->vocab_size());
   r.model = std::make_unique<model::GPT2>(mc);

@@ -53,6 +53,7 @@ void CudaDecoderOf<Act>::forward(int a, int b, const int* tokens, const int* pos
   upload(tokens_.data(), tokens, n);
   gpu::embed_tokens(in_.data(), model_.wte(), tokens_.data(), int(n), C, s);
   if (thought) {
+    COCONUT_CHECK(cfg.thought_scale == 1.f, "model.thought_scale {} is not implemented on the GPU", cfg.thought_scale);
     const Act* previous = acts_.lnf + size_t(a - 1) * B * C;
     for (int i = 0; i < B; ++i)
       if (thought[i])

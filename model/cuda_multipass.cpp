@@ -130,6 +130,8 @@ template <typename Act>
 void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n) {
   const GPT2Config& cfg = model.config();
   const int B = batch.B, T = batch.T, C = cfg.d_model, L = cfg.n_layer;
+  COCONUT_CHECK(cfg.thought_scale == 1.f, "model.thought_scale {} is not implemented on the GPU (train.device=cpu)",
+                cfg.thought_scale);
   const size_t R = size_t(B) * T;
   const cudaStream_t s = model.stream();
   gpu::embed_tokens(embeds_.data(), model.wte(), tokens_.data(), int(R), C, s);

@@ -42,6 +42,10 @@ struct GPT2Config {
   // (one value for all three, as the Coconut reference uses), in [0, 1). Applied only
   // in forwards whose Activations enable it (training), never at evaluation.
   float dropout = 0;
+  // A continuous thought enters the next pass as thought_scale times the final-norm
+  // hidden state it comes from (the paper: 1). Not part of the weights' file: the run's
+  // configuration (model.thought_scale) sets it, as it does the dropout.
+  float thought_scale = 1;
 
   void validate() const;  // throws coconut::Error naming the bad field
   int head_dim() const { return d_model / n_head; }

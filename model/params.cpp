@@ -14,6 +14,8 @@ void GPT2Config::validate() const {
                 n_head);
   COCONUT_CHECK(layer_norm_eps > 0, "model.layer_norm_eps must be > 0 (got {})", layer_norm_eps);
   COCONUT_CHECK(dropout >= 0 && dropout < 1, "model.dropout must be in [0, 1) (got {})", dropout);
+  COCONUT_CHECK(thought_scale > 0 && thought_scale <= 1000, "model.thought_scale must be in (0, 1000] (got {})",
+                thought_scale);
 }
 
 ParamLayout::ParamLayout(const GPT2Config& config) {

@@ -335,9 +335,11 @@ void PipelineExecutor::forward(int m, int p, const model::SequenceBatch& b) {
   if (!last_) return;
   if (p + 1 < P) {
     const std::vector<model::Feedback>& fb = pass.feedback;
-    for (size_t i = 0; i < fb.size(); ++i)
-      std::memcpy(x.thoughts[p].data() + i * C, x.acts.lnf + (static_cast<size_t>(fb[i].from) * B + fb[i].sample) * C,
-                  sizeof(float) * C);
+    const float scale = model_.config().thought_scale;
+    for (size_t i = 0; i < fb.size(); ++i) {
+      const float* h = x.acts.lnf + (static_cast<size_t>(fb[i].from) * B + fb[i].sample) * C;
+      for (int c = 0; c < C; ++c) x.thoughts[p][i * C + c] = scale * h[c];
+    }
   } else {
     lm_head(m, b);
   }
@@ -384,7 +386,7 @@ void PipelineExecutor::backward(int m, int p, const model::SequenceBatch& b) {
     for (size_t i = 0; i < fb.size(); ++i) {
       float* dh = x.d_out.data() + (static_cast<size_t>(fb[i].from) * B + fb[i].sample) * C;
       const float* de = x.thought_grads[p + 1].data() + i * C;
-      for (int c = 0; c < C; ++c) dh[c] += de[c];
+      for (int c = 0; c < C; ++c) dh[c] += model_.config().thought_scale * de[c];
     }
   }
   model_.backward_stage(x.acts, pass.begin, pass.end, mine.begin, mine.end, x.d_out.data() + r0 * C,

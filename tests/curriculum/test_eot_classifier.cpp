@@ -25,8 +25,9 @@
 namespace coconut::curriculum {
 namespace {
 
-std::unique_ptr<model::GPT2> tiny_model(int vocab, float scale, uint64_t seed = 3) {
+std::unique_ptr<model::GPT2> tiny_model(int vocab, float scale, uint64_t seed = 3, float thought_scale = 1.f) {
   model::GPT2Config c;
+  c.thought_scale = thought_scale;
   c.vocab_size = vocab;
   c.max_positions = 64;
   c.n_layer = 2;
@@ -288,6 +289,27 @@ TEST_F(EotTest, FixedCountColumnByColumnEqualsThePromptPassImplementation) {
   }
   // Feeding thoughts back changes what the model says (the test can tell them apart).
   EXPECT_GT(differing, 0);
+}
+
+// model.thought_scale: decoding feeds back the scaled state, as the prompt passes do.
+TEST_F(EotTest, ScaledThoughtsColumnByColumnEqualThePromptPassImplementation) {
+  auto plain = tiny_model(tok.vocab_size(), 6.f);
+  auto scaled = tiny_model(tok.vocab_size(), 6.f, 3, 0.3f);  // the same weights
+  cc.method = Method::coconut;
+  const std::vector<Sample> items = {make_sample("q r s", 3), make_sample("t", 2), make_sample("b c", 4)};
+  int differing = 0;
+  for (int stage = 1; stage <= 3; ++stage) {
+    std::vector<BuiltSample> prompts;
+    for (const Sample& s : items) prompts.push_back(prompt(s, stage));
+    const auto want = prompt_pass_generate(*scaled, ptrs(prompts), tok, true, 10);
+    const std::vector<Generation> got = generate_fixed(*scaled, prompts, tok, true, 10);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t s = 0; s < got.size(); ++s) {
+      EXPECT_EQ(got[s].ids, want[s]) << "stage " << stage << " sample " << s;
+      differing += got[s].ids != generate_fixed(*plain, prompts, tok, true, 10)[s].ids;
+    }
+  }
+  EXPECT_GT(differing, 0) << "the scale never changed what the model says: the test cannot see it";
 }
 
 // Without padding a prompt's thoughts are capped at its own number of steps, so one

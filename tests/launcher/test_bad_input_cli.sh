@@ -69,6 +69,10 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi >/dev/null 2>&1; then
 fi
 bad device_cuda_recompute "train.device: cuda needs parallel.activations: keep" \
   train "$tiny" --set run.dir="$work/device_cuda_recompute" --set train.device=cuda --set parallel.activations=recompute
+bad device_cuda_thought_scale "train.device: cuda feeds thoughts back unscaled: model.thought_scale 0.5 needs train.device: cpu" \
+  train "$tiny" --set run.dir="$work/device_cuda_thought_scale" --set train.device=cuda --set model.thought_scale=0.5
+bad thought_scale_zero "key 'model.thought_scale' expects a finite number in .*got '0'" \
+  train "$tiny" --set run.dir="$work/thought_scale_zero" --set model.thought_scale=0
 bad device_cuda_pipeline "train.device: cuda trains data-parallel GPUs .parallel.pp 1.; pipeline stages on GPUs are not there yet .got parallel.pp 2." \
   train "$tiny" --set run.dir="$work/device_cuda_pipeline" --set train.device=cuda --set parallel.pp=2
 bad gpu_comm "key 'parallel.gpu_comm' expects one of.*got 'gloo'" \

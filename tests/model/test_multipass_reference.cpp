@@ -286,8 +286,14 @@ BatchMajor collate(const std::vector<std::vector<int>>& questions, const std::ve
   return bm;
 }
 
-TEST(MultipassFiniteDifferences, GradientsThroughThreeLatentPasses) {
-  GPT2 model(fd_config());
+// The parameter: model.thought_scale (1: the paper's thoughts; 0.3: scaled down, which
+// the backward must carry through each fed-back state's gradient).
+class MultipassFiniteDifferences : public ::testing::TestWithParam<float> {};
+
+TEST_P(MultipassFiniteDifferences, GradientsThroughThreeLatentPasses) {
+  GPT2Config cfg = fd_config();
+  cfg.thought_scale = GetParam();
+  GPT2 model(cfg);
   std::mt19937 gen(7);
   std::normal_distribution<float> dist(0.f, 0.4f);
   for (size_t i = 0; i < model.num_params(); ++i) model.params()[i] = dist(gen);
@@ -303,6 +309,22 @@ TEST(MultipassFiniteDifferences, GradientsThroughThreeLatentPasses) {
   for (Pass& p : no_feedback.passes) p.feedback.clear();
   const float scale = 1.f / static_cast<float>(batch.num_targets());
 
+  // The forward feeds back thought_scale x the final-norm state of the column before.
+  {
+    Activations acts;
+    acts.resize(cfg, batch.B, batch.T, false);
+    acts.pos_ids = batch.pos_ids;
+    acts.key_mask = batch.key_mask;
+    std::vector<float> embeds(static_cast<size_t>(batch.B) * batch.T * cfg.d_model);
+    model.embed_tokens(batch.tokens.data(), batch.B * batch.T, embeds.data());
+    forward_passes(model, acts, batch, embeds.data(), nullptr);
+    for (const Pass& p : batch.passes)
+      for (const Feedback& f : p.feedback) {
+        const size_t from = static_cast<size_t>(f.from) * batch.B + f.sample, to = from + batch.B;
+        for (int c = 0; c < cfg.d_model; ++c)
+          ASSERT_EQ(embeds[to * cfg.d_model + c], GetParam() * acts.lnf[from * cfg.d_model + c]) << "row " << to;
+      }
+  }
   MultipassRunner runner;
   model.zero_grads();
   runner.forward_backward(model, batch, scale);
@@ -346,6 +368,8 @@ TEST(MultipassFiniteDifferences, GradientsThroughThreeLatentPasses) {
   EXPECT_GE(feedback_matters, static_cast<int>(elems.size()) / 2)
       << "the chosen elements barely depend on the thoughts: the test would not see a wrong feedback gradient";
 }
+
+INSTANTIATE_TEST_SUITE_P(ThoughtScale, MultipassFiniteDifferences, ::testing::Values(1.f, 0.3f));
 
 }  // namespace
 }  // namespace coconut::model

@@ -498,6 +498,48 @@ TEST(Pipeline, OneStageOneReplicaIsExactlyMultipassRunner) {
   EXPECT_EQ(std::memcmp(model.params(), ref.params(), ref.num_params() * sizeof(float)), 0);
 }
 
+// model.thought_scale: the last stage scales the thoughts it sends around the ring and
+// the gradient it takes back, as MultipassRunner does in one process. (0.01 brings the
+// thoughts of the freshly initialised model nearer its token embeddings' scale.)
+TEST(Pipeline, ScaledThoughtsMatchOneProcess) {
+  const int pp = world().size();
+  if (pp != 1 && pp != 2 && pp != 4) GTEST_SKIP() << "runs with 1, 2 or 4 ranks";
+  const std::vector<model::SequenceBatch> batch = {global_batch(0)[0]};
+  const float scale = loss_scale(batch);
+  auto one_process = [&](float thought_scale, std::vector<float>* grads) {
+    model::GPT2Config cfg = tiny_config();
+    cfg.thought_scale = thought_scale;
+    model::GPT2 ref(cfg);
+    ref.init_weights(kInitSeed);
+    model::MultipassRunner runner;
+    runner.set_dropout(kDropoutSeed, 0, sample_ids(0, 0, batch[0].B));
+    ref.zero_grads();
+    const double loss = runner.forward_backward(ref, batch[0], scale);
+    if (grads) grads->assign(ref.grads(), ref.grads() + ref.num_params());
+    return loss;
+  };
+  std::vector<float> ref_grads;
+  const double ref_loss = one_process(0.01f, &ref_grads);
+  // The scale moves the loss by ten times the comparison's tolerance or more: otherwise
+  // the comparison below would not test it.
+  EXPECT_GT(std::fabs(ref_loss - one_process(1.f, nullptr)), 1e-4 * std::fabs(ref_loss));
+
+  model::GPT2Config cfg = tiny_config();
+  cfg.thought_scale = 0.01f;
+  ProcessGrid grid(world(), pp, 1);
+  model::GPT2 model(cfg);
+  model.init_weights(kInitSeed);
+  ExecutorConfig ec;
+  ec.adam.lr = kLr;
+  PipelineExecutor exe(model, grid, partition_layers(cfg.n_layer, pp, stage_costs(cfg)), ec);
+  exe.set_dropout(kDropoutSeed, 0, {sample_ids(0, 0, batch[0].B)});
+  const double loss = exe.forward_backward(batch, scale);
+  EXPECT_NEAR(loss, ref_loss, 1e-5 * std::fabs(ref_loss));
+  const std::vector<float> grads(model.grads(), model.grads() + model.num_params());
+  const Worst g = compare(grads, ref_grads, exe.slice().begin, exe.slice().end, 1e-5, kFloor, 0);
+  EXPECT_LE(g.ratio, 1.0) << "gradient " << g.at << " is " << grads[g.at] << ", one process " << ref_grads[g.at];
+}
+
 TEST(Pipeline, ResetZeroesTheShardAndKeepsWeights) {
   // Curriculum stage switch: moments and step count go to zero on every shard.
   const int n = world().size();
