@@ -468,6 +468,17 @@ TEST(Batches, HandBuiltCoconutPlansAreValid) {
   EXPECT_EQ(b.key_mask[1], 0);
 }
 
+// One process, one micro-batch (step 0's first), from the initial weights: MultipassRunner's
+// forward and backward on `ref`, which keeps the gradient.
+double one_process_micro_batch(model::GPT2& ref) {
+  const std::vector<model::SequenceBatch> batch = {global_batch(0)[0]};
+  ref.init_weights(kInitSeed);
+  model::MultipassRunner runner;
+  runner.set_dropout(kDropoutSeed, 0, sample_ids(0, 0, batch[0].B));
+  ref.zero_grads();
+  return runner.forward_backward(ref, batch[0], loss_scale(batch));
+}
+
 TEST(Pipeline, OneStageOneReplicaIsExactlyMultipassRunner) {
   if (world().size() != 1) GTEST_SKIP() << "runs with 1 rank";
   // One micro-batch: the same operations in the same order, so the same bits.
@@ -475,11 +486,7 @@ TEST(Pipeline, OneStageOneReplicaIsExactlyMultipassRunner) {
   const std::vector<model::SequenceBatch> batch = {global_batch(0)[0]};
   const float scale = loss_scale(batch);
   model::GPT2 ref(cfg);
-  ref.init_weights(kInitSeed);
-  model::MultipassRunner runner;
-  runner.set_dropout(kDropoutSeed, 0, sample_ids(0, 0, batch[0].B));
-  ref.zero_grads();
-  const double ref_loss = runner.forward_backward(ref, batch[0], scale);
+  const double ref_loss = one_process_micro_batch(ref);
   const std::vector<float> ref_grads(ref.grads(), ref.grads() + ref.num_params());
   model::AdamW adam({.lr = kLr}, ref.layout(), 0, ref.num_params());
   adam.step(ref.params(), ref.grads(), kLr);
@@ -506,26 +513,15 @@ TEST(Pipeline, ScaledThoughtsMatchOneProcess) {
   if (pp != 1 && pp != 2 && pp != 4) GTEST_SKIP() << "runs with 1, 2 or 4 ranks";
   const std::vector<model::SequenceBatch> batch = {global_batch(0)[0]};
   const float scale = loss_scale(batch);
-  auto one_process = [&](float thought_scale, std::vector<float>* grads) {
-    model::GPT2Config cfg = tiny_config();
-    cfg.thought_scale = thought_scale;
-    model::GPT2 ref(cfg);
-    ref.init_weights(kInitSeed);
-    model::MultipassRunner runner;
-    runner.set_dropout(kDropoutSeed, 0, sample_ids(0, 0, batch[0].B));
-    ref.zero_grads();
-    const double loss = runner.forward_backward(ref, batch[0], scale);
-    if (grads) grads->assign(ref.grads(), ref.grads() + ref.num_params());
-    return loss;
-  };
-  std::vector<float> ref_grads;
-  const double ref_loss = one_process(0.01f, &ref_grads);
-  // The scale moves the loss by ten times the comparison's tolerance or more: otherwise
-  // the comparison below would not test it.
-  EXPECT_GT(std::fabs(ref_loss - one_process(1.f, nullptr)), 1e-4 * std::fabs(ref_loss));
-
   model::GPT2Config cfg = tiny_config();
   cfg.thought_scale = 0.01f;
+  model::GPT2 ref(cfg), unscaled(tiny_config());
+  const double ref_loss = one_process_micro_batch(ref);
+  const std::vector<float> ref_grads(ref.grads(), ref.grads() + ref.num_params());
+  // The scale moves the loss by ten times the comparison's tolerance or more: otherwise
+  // the comparison below would not test it.
+  EXPECT_GT(std::fabs(ref_loss - one_process_micro_batch(unscaled)), 1e-4 * std::fabs(ref_loss));
+
   ProcessGrid grid(world(), pp, 1);
   model::GPT2 model(cfg);
   model.init_weights(kInitSeed);
