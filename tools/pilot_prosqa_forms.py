@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Data for the session-13 pilots of docs/results.md ("The graph form and a copying
 pre-training"): does a small model from scratch learn ProsQA when the question is the bare
-graph, or when it first learns to copy? Eight subcommands:
+graph, or when it first learns to copy? (Later sessions added the lookup and ProntoQA
+forms.) Ten subcommands:
 
   graph-form IN.json OUT.json [edges]
       ProsQA items with the question rendered as its graph, the facts in the question's
@@ -34,6 +35,14 @@ graph, or when it first learns to copy? Eight subcommands:
   prontoqa-score ITEMS.json EVAL_REPORT.json
       For a CoT run on prontoqa-form items: the share of generated steps that are facts
       of the question, chains equal to the reference, answers "True".
+  prontoqa-last IN.json OUT.json
+      Session 17: prontoqa-form items with the last step (the property, "vumpus not loud")
+      moved into the answer ("vumpus not loud # True"), so that a curriculum over the
+      remaining steps makes every hop of the chain latent and the property stays text.
+      (The scoring reads the answer after the last "#", so it is still True or False.)
+  prontoqa-last-score ITEMS.json EVAL_REPORT.json
+      For a run on prontoqa-last items: written property steps equal to the reference's,
+      those answered right, and the accuracy.
   edge-steps GRAPH_ITEMS.json EVAL_REPORT.json
       For a CoT run on graph-form items: the share of generated steps that are edges of
       the item's graph (from the subject on), chains equal to the reference, answers that
@@ -191,6 +200,27 @@ def prontoqa_score(items_file, report_file):
           f"says True {says_true}")
 
 
+def prontoqa_last(src, dst):
+    out = [{"question": x["question"], "steps": x["steps"][:-1], "answer": f"{x['steps'][-1]} # {x['answer']}"}
+           for x in json.load(open(src))]
+    json.dump(out, open(dst, "w"), indent=0)
+    print(f"{len(out)} items -> {dst}")
+
+
+def prontoqa_last_score(items_file, report_file):
+    items = json.load(open(items_file))
+    report = json.load(open(report_file))["items"]
+    step_ok = both = 0
+    for r in report:
+        want = items[r["index"]]["answer"].split(" # ")[0]
+        got = r["generated"].strip().removeprefix("###").split(" # ")[0].strip()
+        step_ok += got == want
+        both += got == want and r["correct"]
+    correct = sum(r["correct"] for r in report)
+    print(f"accuracy {correct}/{len(report)} = {100 * correct / len(report):.1f}%; property step equal to the "
+          f"reference {step_ok}, of those answered right {both}")
+
+
 def edge_steps(items_file, report_file):
     items = json.load(open(items_file))
     report = json.load(open(report_file))["items"]
@@ -231,6 +261,10 @@ if __name__ == "__main__":
         prontoqa_form(*args)
     elif cmd == "prontoqa-score" and len(args) == 2:
         prontoqa_score(*args)
+    elif cmd == "prontoqa-last" and len(args) == 2:
+        prontoqa_last(*args)
+    elif cmd == "prontoqa-last-score" and len(args) == 2:
+        prontoqa_last_score(*args)
     elif cmd == "edge-steps" and len(args) == 2:
         edge_steps(*args)
     else:
