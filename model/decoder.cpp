@@ -48,8 +48,7 @@ const float* StageDecoder::forward(int a, int b, const int* tokens, const int* p
     if (thought)
       for (int s = 0; s < B; ++s)
         if (thought[s])
-          for (int c = 0; c < C; ++c)
-            in_[static_cast<size_t>(s) * C + c] = model_.config().thought_scale * thoughts[static_cast<size_t>(s) * C + c];
+          model_.feed_thought(thoughts + static_cast<size_t>(s) * C, in_.data() + static_cast<size_t>(s) * C);
     in = in_.data();
   }
   model_.forward_stage(acts_, a, b, first_layer_, end_layer_, in, first(), last());

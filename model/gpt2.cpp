@@ -153,6 +153,14 @@ void GPT2::embed_tokens_backward(const int* tokens, int n, const float* d_embeds
   }
 }
 
+void GPT2::feed_thought(const float* hidden, float* input) const {
+  for (int c = 0; c < config_.d_model; ++c) input[c] = config_.thought_scale * hidden[c];
+}
+
+void GPT2::feed_thought_backward(const float* d_input, float* d_hidden) const {
+  for (int c = 0; c < config_.d_model; ++c) d_hidden[c] += config_.thought_scale * d_input[c];
+}
+
 // ---------------------------------------------------------------- forward
 
 namespace {

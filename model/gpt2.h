@@ -252,6 +252,11 @@ class GPT2 {
   // out[r] = wte[tokens[r]] for n rows; backward accumulates d_embeds into wte's grad.
   void embed_tokens(const int* tokens, int n, float* out) const;
   void embed_tokens_backward(const int* tokens, int n, const float* d_embeds);
+  // A continuous thought's input row from the final-norm hidden state it comes from:
+  // input = thought_scale * hidden (one row of C); backward adds thought_scale * d_input
+  // into d_hidden. Every place that feeds a thought back goes through these two.
+  void feed_thought(const float* hidden, float* input) const;
+  void feed_thought_backward(const float* d_input, float* d_hidden) const;
 
   // A pipeline stage: the contiguous layers [l0, l1) over columns [a, b) of every
   // sequence in acts. `in` holds the (b-a)*B input rows in time-major order: with

@@ -38,7 +38,6 @@ void validate_batch(const SequenceBatch& b, const GPT2Config& config) {
 void forward_passes(const GPT2& model, Activations& acts, const SequenceBatch& batch, float* embeds,
                     std::vector<uint8_t>* is_thought) {
   const int B = batch.B, C = model.config().d_model;
-  const float scale = model.config().thought_scale;
   COCONUT_CHECK(acts.B == B && acts.T >= batch.T, "activations ({} x {}) do not fit the batch ({} x {})", acts.B,
                 acts.T, B, batch.T);
   if (is_thought) is_thought->assign(static_cast<size_t>(B) * batch.T, 0);
@@ -47,7 +46,7 @@ void forward_passes(const GPT2& model, Activations& acts, const SequenceBatch& b
     model.forward_range(acts, pass.begin, pass.end, embeds + static_cast<size_t>(pass.begin) * B * C);
     for (const Feedback& f : pass.feedback) {
       const size_t from = static_cast<size_t>(f.from) * B + f.sample, to = from + B;
-      for (int c = 0; c < C; ++c) embeds[to * C + c] = scale * acts.lnf[from * C + c];
+      model.feed_thought(acts.lnf + from * C, embeds + to * C);
       if (is_thought) (*is_thought)[to] = 1;
     }
   }
@@ -126,9 +125,7 @@ double MultipassRunner::run(GPT2& model, const SequenceBatch& batch, float loss_
     const Pass& pass = batch.passes[p];
     for (const Feedback& f : pass.feedback) {
       const size_t from = static_cast<size_t>(f.from) * B + f.sample, to = from + B;
-      float* dh = d_hidden_.data() + from * C;
-      const float* de = d_embeds_.data() + to * C;
-      for (int c = 0; c < C; ++c) dh[c] += cfg.thought_scale * de[c];
+      model.feed_thought_backward(d_embeds_.data() + to * C, d_hidden_.data() + from * C);
     }
     const size_t off = static_cast<size_t>(pass.begin) * B * C;
     model.backward_range(acts_, pass.begin, pass.end, d_hidden_.data() + off, d_embeds_.data() + off, scratch_);

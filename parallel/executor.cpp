@@ -335,11 +335,9 @@ void PipelineExecutor::forward(int m, int p, const model::SequenceBatch& b) {
   if (!last_) return;
   if (p + 1 < P) {
     const std::vector<model::Feedback>& fb = pass.feedback;
-    const float scale = model_.config().thought_scale;
-    for (size_t i = 0; i < fb.size(); ++i) {
-      const float* h = x.acts.lnf + (static_cast<size_t>(fb[i].from) * B + fb[i].sample) * C;
-      for (int c = 0; c < C; ++c) x.thoughts[p][i * C + c] = scale * h[c];
-    }
+    for (size_t i = 0; i < fb.size(); ++i)
+      model_.feed_thought(x.acts.lnf + (static_cast<size_t>(fb[i].from) * B + fb[i].sample) * C,
+                          x.thoughts[p].data() + i * C);
   } else {
     lm_head(m, b);
   }
@@ -383,11 +381,9 @@ void PipelineExecutor::backward(int m, int p, const model::SequenceBatch& b) {
   if (last_ && p + 1 < P) {
     // The gradient of the thoughts this pass fed joins the gradient of their sources.
     const std::vector<model::Feedback>& fb = pass.feedback;
-    for (size_t i = 0; i < fb.size(); ++i) {
-      float* dh = x.d_out.data() + (static_cast<size_t>(fb[i].from) * B + fb[i].sample) * C;
-      const float* de = x.thought_grads[p + 1].data() + i * C;
-      for (int c = 0; c < C; ++c) dh[c] += model_.config().thought_scale * de[c];
-    }
+    for (size_t i = 0; i < fb.size(); ++i)
+      model_.feed_thought_backward(x.thought_grads[p + 1].data() + i * C,
+                                   x.d_out.data() + (static_cast<size_t>(fb[i].from) * B + fb[i].sample) * C);
   }
   model_.backward_stage(x.acts, pass.begin, pass.end, mine.begin, mine.end, x.d_out.data() + r0 * C,
                         x.d_in.data() + r0 * C, scratch_, first_, last_);
