@@ -13,8 +13,10 @@ state at the last latent slot, which no input receives.
 
 Probes (multinomial logistic regression, fitted with L-BFGS on the first --fit training
 items, scored on the test items): from each thought, (a) the concept the reference chain
-reaches after k steps (the last word of step k, "Wren impus" -> impus; the property step
-gives "[not] P"), and (b) the answer (True/False); the majority class of the test items is
+reaches after the step the thought stands for (thought k for step k, or ceil(k / c) with c
+thoughts a step) (the last word of step k, "Wren impus" -> impus; the property step
+gives "[not] P"), and (b) the answer (True/False: the word after the last "#", so that
+prontoqa-last items, whose answer is "vumpus not loud # True", work too); the majority class of the test items is
 the floor each probe is compared against.
 
   usage: tools/thought_probe.py RUN_DIR TRAIN_ITEMS.json TEST_ITEMS.json [--fit 2000] [--thoughts K]
@@ -72,6 +74,7 @@ class Replay:
         cur = cfg["curriculum"]
         if cur["method"] not in ("coconut", "no_curriculum"):
             raise SystemExit(f"{run} is a {cur['method']} run: only coconut and no_curriculum feed thoughts back")
+        self.c = max(1, cur["c_thought"])  # thoughts per step: thought k (0-based) stands for step k // c + 1
         self.default_thoughts = cur["max_latent_stage"] * cur["c_thought"]
 
     def ids(self, text):
@@ -118,10 +121,9 @@ def prediction(text):
 
 
 def chain_labels(item, k):
-    """The concept after step k of the reference chain (1-based), or None past its end."""
-    if k > len(item["steps"]):
-        return None
-    words = item["steps"][k - 1].split()
+    """The concept after step k of the reference chain (1-based); past the chain's end (more
+    thoughts than steps, as with max_latent_stage above the step count), its last step."""
+    words = item["steps"][min(k, len(item["steps"])) - 1].split()
     return " ".join(words[2:]) if len(words) > 2 else words[-1]  # "vumpus not loud" -> "not loud"
 
 
@@ -185,7 +187,7 @@ def main():
     x_fit, _ = states(fit_items)
     x_test, texts = states(test_items)
     same = sum(prediction(t) == r["prediction"] for t, r in zip(texts, report))
-    right = sum(prediction(t) == it["answer"] for t, it in zip(texts, test_items))
+    right = sum(prediction(t) == prediction(it["answer"]) for t, it in zip(texts, test_items))
     print(f"{a.run}: {k_max} thoughts; replayed answers equal to the run's evaluation: {same}/{len(report)}; "
           f"right {right}/{len(test_items)} ({100 * right / len(test_items):.1f}%)")
     if same != len(report):
@@ -196,17 +198,15 @@ def main():
     for k in range(k_max + 1):
         name = f"{k + 1}" if k < k_max else f"after {k_max}"
         cells = []
-        step = k + 1 if k < k_max else k_max  # the state after the last slot is probed for the last step too
-        keep_f = [i for i, it in enumerate(fit_items) if chain_labels(it, step) is not None]
-        keep_t = [i for i, it in enumerate(test_items) if chain_labels(it, step) is not None]
-        if keep_f and keep_t:
-            acc, base = probe(x_fit[keep_f, k], [chain_labels(fit_items[i], step) for i in keep_f],
-                              x_test[keep_t, k], [chain_labels(test_items[i], step) for i in keep_t])
-            cells.append(f"step {step}: {100 * acc:.1f}% ({100 * base:.1f}%)")
-        else:
-            cells.append("-")
-        acc, base = probe(x_fit[:, k], [it["answer"] for it in fit_items], x_test[:, k],
-                          [it["answer"] for it in test_items])
+        # With c thoughts a step, thought k (0-based) stands for step k // c + 1; the state
+        # after the last slot is probed for the last thought's step.
+        step = min(k, k_max - 1) // replay.c + 1
+        acc, base = probe(x_fit[:, k], [chain_labels(it, step) for it in fit_items], x_test[:, k],
+                          [chain_labels(it, step) for it in test_items])
+        shown = min(step, max(len(it["steps"]) for it in test_items))
+        cells.append(f"step {shown}: {100 * acc:.1f}% ({100 * base:.1f}%)")
+        acc, base = probe(x_fit[:, k], [prediction(it["answer"]) for it in fit_items], x_test[:, k],
+                          [prediction(it["answer"]) for it in test_items])
         cells.append(f"{100 * acc:.1f}% ({100 * base:.1f}%)")
         print(f"| {name} | " + " | ".join(cells) + " |")
 

@@ -23,7 +23,7 @@ probe=(python3 "$repo/tools/thought_probe.py")
 items=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$out/data/pqe_test.json")
 grep -q "6 thoughts; replayed answers equal to the run's evaluation: $items/$items;" "$work/probe.txt" ||
   fail "the replay and the run's evaluation differ: $(cat "$work/probe.txt")"
-[[ $(grep -cE '^\| (after 6|[1-6]) \| (step [1-6]: [0-9.]+% \([0-9.]+%\)|-) \| [0-9.]+% \([0-9.]+%\) \|$' "$work/probe.txt") == 7 ]] ||
+[[ $(grep -cE '^\| (after 6|[1-6]) \| step [1-6]: [0-9.]+% \([0-9.]+%\) \| [0-9.]+% \([0-9.]+%\) \|$' "$work/probe.txt") == 7 ]] ||
   fail "expected a probe row for thoughts 1-6 and after 6: $(cat "$work/probe.txt")"
 pass "the replay decodes the run's $items answers; a probe row per thought"
 
