@@ -14,19 +14,15 @@ import sys
 import torch
 import transformers
 
+from thought_probe import load_vocab  # the same directory: tools/
+
 
 def main():
     if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     run, items_file = sys.argv[1], sys.argv[2]
     n = int(sys.argv[3]) if len(sys.argv) == 4 else 20
-    lines = open(f"{run}/tokenizer.txt").read().splitlines()
-    if not lines or lines[0] != "coconut-word-tokenizer v1":
-        sys.exit(f"{run}/tokenizer.txt: not a word tokenizer's vocabulary")
-    vocab = {}
-    for line in lines[2:]:
-        i, word = line.split(" ", 1)
-        vocab[word] = int(i)
+    vocab = load_vocab(run)
     model = transformers.GPT2LMHeadModel.from_pretrained(f"{run}/model")
     model.eval()
     items = json.load(open(items_file))[:n]

@@ -23,37 +23,19 @@ the floor each probe is compared against.
 """
 import argparse
 import json
-import re
+import os
+import sys
 
 import torch
 import transformers
 
-PUNCTUATION = set(".,?:;!'\"()#")
-
-
-def split_words(text):
-    """The word tokenizer's split (curriculum/word_tokenizer.cpp): blanks separate words;
-    a newline and each punctuation mark are tokens of their own; special tokens are not
-    needed here (the prompt's markers are added by id)."""
-    out, word = [], ""
-    for c in text:
-        if c == "\n" or c in PUNCTUATION:
-            if word:
-                out.append(word)
-            out.append(c)
-            word = ""
-        elif c in " \t\r\v\f":
-            if word:
-                out.append(word)
-            word = ""
-        else:
-            word += c
-    if word:
-        out.append(word)
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The word tokenizer's split (curriculum/word_tokenizer.cpp), as the PyTorch control has it.
+from torch_cot_control import split as split_words  # noqa: E402
 
 
 def load_vocab(run):
+    """RUN_DIR/tokenizer.txt as {word: id}, the newline token as "\\n"."""
     lines = open(f"{run}/tokenizer.txt").read().splitlines()
     if not lines or lines[0] != "coconut-word-tokenizer v1":
         raise SystemExit(f"{run}/tokenizer.txt: not a word tokenizer's vocabulary")
