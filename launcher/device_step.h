@@ -20,6 +20,7 @@
 #include "model/decoder.h"
 #include "model/gpt2.h"
 #include "parallel/comm.h"
+#include "parallel/stage_compute.h"
 #include "parallel/zero_adamw.h"
 
 namespace coconut::launcher {
@@ -81,6 +82,12 @@ inline parallel::ShardRange device_optimizer_shard(size_t num_params, const Devi
 // and the result equals the one-process step's bit for bit).
 std::unique_ptr<DeviceStep> make_device_step(const TrainConfig& c, const model::GPT2& gpt, const model::AdamW& opt,
                                              const DevicePlacement& placement = {});
+
+// A pipeline stage on this rank's GPU (train.device: cuda with parallel.pp > 1;
+// parallel/cuda_stage_compute.h) in c.precision with c.attention's kernels, for the
+// PipelineExecutor that owns `gpt`'s weights: GPU local_rank % (visible GPUs).
+std::unique_ptr<parallel::StageCompute> make_device_stage_compute(const TrainConfig& c, model::GPT2& gpt,
+                                                                  const parallel::StagePlace& place, int local_rank);
 
 // Greedy decoding on the GPU (c.precision, c.attention) on a copy of the host model's
 // weights: `coconut eval --device cuda`.

@@ -14,6 +14,7 @@
 #include "model/cuda_decoder.h"
 #include "model/cuda_gpt2.h"
 #include "model/cuda_multipass.h"
+#include "parallel/cuda_stage_compute.h"
 #include "parallel/device_exchange.h"
 #include "parallel/partition.h"
 #include "runtime/check.h"
@@ -231,6 +232,13 @@ std::unique_ptr<DeviceStep> make_device_step(const TrainConfig& c, const model::
   }
   if (c.precision == "bf16") return std::make_unique<CudaStep<gpu::bf16>>(c, gpt, opt, std::move(exchange));
   return std::make_unique<CudaStep<float>>(c, gpt, opt, std::move(exchange));
+}
+
+std::unique_ptr<parallel::StageCompute> make_device_stage_compute(const TrainConfig& c, model::GPT2& gpt,
+                                                                  const parallel::StagePlace& place, int local_rank) {
+  std::string why;
+  COCONUT_CHECK(device_available(&why), "train.device: cuda: {}", why);
+  return parallel::make_cuda_stage_compute(gpt, place, c.precision == "bf16", attention_kind(c), local_rank);
 }
 
 std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt) {

@@ -18,6 +18,13 @@ std::unique_ptr<DeviceStep> make_device_step(const TrainConfig&, const model::GP
   COCONUT_FAIL("train.device: cuda: {}", why);
 }
 
+std::unique_ptr<parallel::StageCompute> make_device_stage_compute(const TrainConfig&, model::GPT2&,
+                                                                  const parallel::StagePlace&, int) {
+  std::string why;
+  device_available(&why);
+  COCONUT_FAIL("train.device: cuda: {}", why);
+}
+
 std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig&, const model::GPT2&) {
   std::string why;
   device_available(&why);

@@ -105,9 +105,9 @@ TrainConfig read_train_config(Config& c) {
                 "(got precision {}, attention {} on the CPU)", t.source, t.precision, t.attention);
   COCONUT_CHECK(!t.cuda_graphs || t.device == "cuda",
                 "{}: train.cuda_graphs captures the GPU's training steps: it needs train.device: cuda", t.source);
-  COCONUT_CHECK(t.device == "cpu" || t.pp == 1,
-                "{}: train.device: cuda trains data-parallel GPUs (parallel.pp 1); pipeline stages on GPUs are not "
-                "there yet (got parallel.pp {})", t.source, t.pp);
+  COCONUT_CHECK(!t.cuda_graphs || t.pp == 1,
+                "{}: train.cuda_graphs: pipeline stages on GPUs run without CUDA graphs (got parallel.pp {})",
+                t.source, t.pp);
   COCONUT_CHECK(t.attention == "auto" || t.attention == "fp32" || t.precision == "bf16",
                 "{}: train.attention: {} needs train.precision: bf16 (bf16 q|k|v)", t.source, t.attention);
   COCONUT_CHECK(t.micro_batch_size == 0 || t.batch_size % t.micro_batch_size == 0,

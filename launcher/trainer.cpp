@@ -210,8 +210,9 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   model::MultipassRunner runner;
   runner.set_activation_policy(model::parse_activation_policy(c.activations));
   Distributed dist;
-  // train.device: cuda under mpirun: data-parallel GPUs (pp 1), no pipeline executor.
-  const bool gpu_replicas = distributed && c.device == "cuda";
+  // train.device: cuda under mpirun: data-parallel GPUs with pp 1 (launcher/device_step.h),
+  // else pipeline stages on the GPUs (the executor with parallel/cuda_stage_compute.h).
+  const bool gpu_replicas = distributed && c.device == "cuda" && c.pp == 1;
   if (distributed) {
     dist.world = world;
     dist.grid = std::make_unique<parallel::ProcessGrid>(*world, c.pp, dp);
@@ -219,7 +220,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   }
   init_model_weights(gpt, c, pretrained_vocab, dist.held_slices(gpt));
   if (distributed) {
-    if (gpu_replicas) {  // parallel.pp is 1 (read_train_config)
+    if (gpu_replicas) {
       spdlog::info("parallel: {} data-parallel GPU ranks ({}); micro-batches of {}{}", world->size(), c.gpu_comm,
                    c.micro_batch_size,
                    given.micro_batch_size == 0 ? " (train.micro_batch_size's default for this topology)" : "");
@@ -230,9 +231,20 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
       ec.adam = c.adamw;
       ec.clip_norm = c.grad_clip;
       ec.activations = model::parse_activation_policy(c.activations);
-      dist.executor = std::make_unique<parallel::PipelineExecutor>(gpt, *dist.grid, dist.partition, ec);
-      spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule; micro-batches of {}{}",
-                   world->size(), c.pp, dp, c.schedule, c.micro_batch_size,
+      std::unique_ptr<parallel::StageCompute> compute;  // null: the CPU model
+      if (c.device == "cuda") {
+        COCONUT_CHECK(c.activations == "keep", "train.device: cuda keeps activations (parallel.activations: keep)");
+        const parallel::ProcessGrid& g = *dist.grid;
+        compute = make_device_stage_compute(c, gpt, {dist.partition[g.stage()], g.first_stage(), g.last_stage()},
+                                            local_rank);
+        spdlog::info("device: cuda pipeline stages, {} ({}); the optimizer on the host, evaluation through the "
+                     "stages on the CPU", c.precision, compute->name());
+      }
+      dist.executor = std::make_unique<parallel::PipelineExecutor>(gpt, *dist.grid, dist.partition, ec,
+                                                                   std::move(compute));
+      spdlog::info("parallel: {} ranks = {} pipeline stages x {} replicas, {} schedule, stages on {}; micro-batches "
+                   "of {}{}", world->size(), c.pp, dp, c.schedule, dist.executor->compute().name(),
+                   c.micro_batch_size,
                    given.micro_batch_size == 0 ? " (train.micro_batch_size's default for this topology)" : "");
     }
     // Micro-batches go round-robin to the replicas: with fewer than dp per batch some
@@ -257,7 +269,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   log_optimizer_moments(dist, opt, gpt.num_params(), world);
   // train.device: cuda: the steps run on the GPU from the host model's weights.
   std::unique_ptr<DeviceStep> device;
-  if (c.device == "cuda") {
+  if (c.device == "cuda" && !dist.executor) {
     COCONUT_CHECK(!c.eot_classifier, "train.device: cuda does not train the <eot> classifier yet");
     COCONUT_CHECK(c.activations == "keep", "train.device: cuda keeps activations (parallel.activations: keep)");
     device = make_device_step(c, gpt, opt, placement);

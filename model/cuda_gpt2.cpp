@@ -74,7 +74,8 @@ bf16* bf16_probs(float* probs_words) { return reinterpret_cast<bf16*>(probs_word
 
 template <typename Act>
 void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int columns,
-                                     const AttentionStorage& attention, cudaStream_t stream, bool training) {
+                                     const AttentionStorage& attention, cudaStream_t stream, bool training,
+                                     int l0, int l1) {
   COCONUT_CHECK(batch > 0 && columns > 0 && columns <= config.max_positions,
                 "CUDA activations need 0 < B and 0 < T <= max_positions {} (got B={} T={})", config.max_positions,
                 batch, columns);
@@ -83,12 +84,16 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   T = columns;
   C = config.d_model;
   const int64_t L = config.n_layer, R = int64_t(B) * T;
+  if (l1 < 0) l1 = int(L);
+  COCONUT_CHECK(0 <= l0 && l0 < l1 && l1 <= L && (training || (l0 == 0 && l1 == L)),
+                "CUDA activations: layers [{}, {}) of {} (a layer range only in training)", l0, l1, L);
+  const int64_t nl = l1 - l0;  // layers with buffers
   // Layers with buffers of their own besides q|k|v (training: all; decoding: one set).
-  const int64_t sets = training ? L : 1;
+  const int64_t sets = training ? nl : 1;
   const int64_t per_row = attention.floats_per_row;
   const bool qkv_copy = kBf16 && attention.fp32_qkv_copy;
-  const int64_t act_total = R * C + L * R * 3 * C + sets * R * 13 * C + R * C;  // see the takes below
-  const int64_t f32_total = L * R * (qkv_copy ? 3 * C : 0) + sets * R * (4 + per_row) + 2 * R;
+  const int64_t act_total = R * C + nl * R * 3 * C + sets * R * 13 * C + R * C;  // see the takes below
+  const int64_t f32_total = nl * R * (qkv_copy ? 3 * C : 0) + sets * R * (4 + per_row) + 2 * R;
   // The passes of a step cover all T columns and write every row of these buffers
   // before anything reads it (the softmax writes all T columns of a probability row),
   // so buffers reused from an earlier step are not cleared: that was a memset of every
@@ -97,7 +102,8 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   const bool grown = storage_.size() < size_t(act_total) || storage32_.size() < size_t(f32_total);
   ensure(storage_, size_t(act_total));
   ensure(storage32_, size_t(f32_total));
-  if (training) ensure(dqkv_, size_t(L * R * 3 * C));
+  if (training) ensure(dqkv_, size_t(nl * R * 3 * C));
+  dqkv_layers_ = training ? int(nl) : 0;
   ensure(pos_ids, size_t(R));
   ensure(key_mask, size_t(R));
   if (grown) {
@@ -111,12 +117,12 @@ void CudaActivationsOf<Act>::resize(const GPT2Config& config, int batch, int col
   auto take32 = [&](int64_t n) { return std::exchange(cursor32, cursor32 + n); };
   x0 = take(R * C);
   layers.assign(L, {});
-  for (int l = 0; l < L; ++l) {
+  for (int l = l0; l < l1; ++l) {
     Layer& A = layers[l];
     A.qkv = take(R * 3 * C);
     if constexpr (kBf16) A.qkv32 = qkv_copy ? take32(R * 3 * C) : nullptr;
     else A.qkv32 = A.qkv;
-    A.dqkv = training ? dqkv_.data() + l * R * 3 * C : nullptr;
+    A.dqkv = training ? dqkv_.data() + (l - l0) * R * 3 * C : nullptr;
     if (l > 0 && !training) {  // decoding: the shared set of layer 0
       const Layer& S = layers[0];
       A.ln1 = S.ln1, A.att_out = S.att_out, A.res_mid = S.res_mid, A.ln2 = S.ln2, A.fc = S.fc, A.gelu = S.gelu,
@@ -159,7 +165,7 @@ std::vector<const void*> CudaActivationsOf<Act>::buffer_addresses() const {
 
 template <typename Act>
 void CudaActivationsOf<Act>::zero_grads(cudaStream_t stream) {
-  zero(dqkv_.data(), layers.size() * size_t(B) * T * 3 * C, stream);
+  zero(dqkv_.data(), size_t(dqkv_layers_) * B * T * 3 * C, stream);
 }
 
 // ---------------------------------------------------------------- parameters
@@ -275,6 +281,26 @@ template <typename Act>
 void CudaGPT2Of<Act>::set_params(const float* host) {
   params_.copy_from_host(host, params_.size());
   if constexpr (std::is_same_v<Act, bf16>) gpu::convert(params_bf16_.data(), params_.data(), params_.size(), stream());
+}
+template <typename Act>
+void CudaGPT2Of<Act>::set_params(const float* host, size_t begin, size_t end) {
+  COCONUT_CHECK(begin <= end && end <= params_.size(), "set_params: range [{}, {}) outside the {} parameters", begin,
+                end, params_.size());
+  if (begin == end) return;
+  // On the model's stream (blocking with respect to the host copy): later work sees it.
+  CUDA_CHECK(cudaMemcpyAsync(params_.data() + begin, host + begin, (end - begin) * sizeof(float),
+                             cudaMemcpyHostToDevice, stream()));
+  if constexpr (std::is_same_v<Act, bf16>)
+    gpu::convert(params_bf16_.data() + begin, params_.data() + begin, int64_t(end - begin), stream());
+}
+template <typename Act>
+void CudaGPT2Of<Act>::get_grads(float* host, size_t begin, size_t end) const {
+  COCONUT_CHECK(begin <= end && end <= grads_.size(), "get_grads: range [{}, {}) outside the {} parameters", begin,
+                end, grads_.size());
+  if (begin == end) return;
+  CUDA_CHECK(cudaMemcpyAsync(host + begin, grads_.data() + begin, (end - begin) * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream()));
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 template <typename Act>
 void CudaGPT2Of<Act>::get_params(float* host) const { params_.copy_to_host(host, params_.size()); }

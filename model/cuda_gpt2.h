@@ -63,8 +63,10 @@ class CudaActivationsOf {
   // fp32 copy where the fp32 attention reads one); the other per-layer buffers are one
   // set that every layer overwrites (the forward reads a layer's input before it writes
   // that layer's output), and there is no dqkv.
+  // Training may lay out only the layers [l0, l1) of a pipeline stage (l1 -1: the last
+  // layer); the other layers' pointers are null.
   void resize(const GPT2Config& config, int B, int T, const AttentionStorage& attention, cudaStream_t stream,
-              bool training = true);
+              bool training = true, int l0 = 0, int l1 = -1);
   void zero_grads(cudaStream_t stream);  // the dqkv that later passes accumulate into
   // Where the buffers are now (a captured CUDA graph holds these addresses).
   std::vector<const void*> buffer_addresses() const;
@@ -96,6 +98,7 @@ class CudaActivationsOf {
   DeviceBuffer<Act> storage_;
   DeviceBuffer<float> storage32_;  // statistics, probabilities, fp32 q|k|v
   DeviceBuffer<float> dqkv_;       // all layers' dqkv, zeroed in one call
+  int dqkv_layers_ = 0;            // how many layers dqkv_ serves now
 };
 
 template <typename Act>
@@ -143,6 +146,10 @@ class CudaGPT2Of {
   float* wte_grad() { return g_.wte; }
 
   void set_params(const float* host);  // num_params() floats from the host (refreshes the copy)
+  // host[begin, end) of a host buffer laid out as the model's into the same range of the
+  // master weights (and the bf16 copy); get_grads(host, begin, end) the other way.
+  void set_params(const float* host, size_t begin, size_t end);
+  void get_grads(float* host, size_t begin, size_t end) const;
   void get_params(float* host) const;
   void get_grads(float* host) const;
   void zero_grads();

@@ -130,10 +130,7 @@ std::unique_ptr<DeviceExchange> make_nccl_exchange(MpiCommunicator& world, int l
 }
 
 std::unique_ptr<DeviceExchange> make_host_exchange(Communicator& world, int local_rank) {
-  std::string why;
-  const int count = cuda_device_count(&why);
-  COCONUT_CHECK(count > 0, "rank {}: no CUDA device ({})", world.rank(), why);
-  CUDA_CHECK(cudaSetDevice(local_rank % count));
+  select_shared_device(local_rank);
   return std::make_unique<HostExchange>(world);
 }
 

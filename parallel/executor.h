@@ -21,6 +21,10 @@
 //   Send* / Recv*      non-blocking sends (kept alive until their micro-batch is done);
 //                      receives are posted when a micro-batch becomes live on the stage
 //                      and waited for in op-list order. Tags come from (kind, micro, pass).
+// The ops that touch tensors run on a StageCompute (parallel/stage_compute.h): the CPU
+// model by default, or this rank's GPU (parallel/cuda_stage_compute.h), whose messages
+// are staged through host memory; the schedule, the messages and the optimizer are this
+// file's either way.
 // A micro-batch's buffers live from its first to its last op on the stage, so the
 // activation memory follows the schedule's in-flight cap (1F1B, ring). With
 // ExecutorConfig::activations = Recompute, Backward(m, p, s) re-runs the forward of
@@ -56,6 +60,7 @@
 #include "parallel/micro_buffers.h"
 #include "parallel/partition.h"
 #include "parallel/schedule.h"
+#include "parallel/stage_compute.h"
 #include "parallel/zero_adamw.h"
 
 namespace coconut::parallel {
@@ -103,8 +108,9 @@ class PipelineExecutor {
   // e.g. from partition_layers); this rank runs partition[grid.stage()]. The model must
   // outlive the executor. Makes the weights consistent first: every DP replica takes
   // the stage slice of DP rank 0, and the last stage takes wte from stage 0.
+  // compute: what this stage's ops run on (make_cuda_stage_compute), null: the CPU model.
   PipelineExecutor(model::GPT2& model, ProcessGrid& grid, std::vector<StageLayers> partition,
-                   const ExecutorConfig& config);
+                   const ExecutorConfig& config, std::unique_ptr<StageCompute> compute = nullptr);
   ~PipelineExecutor();
   PipelineExecutor(const PipelineExecutor&) = delete;
   PipelineExecutor& operator=(const PipelineExecutor&) = delete;
@@ -121,8 +127,9 @@ class PipelineExecutor {
   // LM head's gradient), into which it ADDS its own. It returns its loss (scaled), which
   // joins the step's loss. `micro` indexes the micro-batches given to forward_backward.
   // An empty function (the default) changes nothing; it stays set until replaced.
-  using HiddenLoss = std::function<double(int micro, const model::Activations& acts, MeteredVector<float>& d_hidden)>;
-  void set_hidden_loss(HiddenLoss hook) { hidden_loss_ = std::move(hook); }
+  // Only on the CPU compute.
+  using HiddenLoss = parallel::HiddenLoss;
+  void set_hidden_loss(HiddenLoss hook) { compute_->set_hidden_loss(std::move(hook)); }
 
   // Collective over the grid. Zeroes the gradients and runs forward and backward of
   // this replica's micro-batches through the pipeline. Every stage of a replica must be
@@ -143,6 +150,7 @@ class PipelineExecutor {
   ShardedAdamW& optimizer() { return *optimizer_; }
 
   const StageLayers& layers() const { return partition_[stage_]; }
+  const StageCompute& compute() const { return *compute_; }
   const ParamSlice& slice() const { return slice_; }
   // This stage's op list of the last step (for tests and logging).
   const std::vector<Op>& last_ops() const { return ops_; }
@@ -153,11 +161,9 @@ class PipelineExecutor {
   void run_op(size_t index, const Op& op, const std::vector<model::SequenceBatch>& batches);
   void open_micro(int m, const model::SequenceBatch& batch);
   void close_micro(int m);
-  void forward(int m, int p, const model::SequenceBatch& batch);
-  void backward(int m, int p, const model::SequenceBatch& batch);
-  void lm_head(int m, const model::SequenceBatch& batch);
   int tag(OpKind kind, int m, int p) const;
-  StagePlace place() const { return {partition_[stage_], first_, last_}; }
+  // What this stage reads and differentiates: its slice, and wte on the last stage.
+  std::vector<ParamSlice> grad_ranges() const;
   void check_same_batches(const std::vector<model::SequenceBatch>& batches);
   void sum_tied_embedding_grad();
   void sync_tied_embedding();
@@ -170,28 +176,21 @@ class PipelineExecutor {
   bool first_, last_;
   ParamSlice slice_;
   std::unique_ptr<ShardedAdamW> optimizer_;
+  std::unique_ptr<StageCompute> compute_;
 
   // One step's state.
   std::vector<Op> ops_;
   StepTiming timing_;
-  std::vector<std::unique_ptr<MicroBuffers>> micros_;
-  std::vector<Request> recvs_;       // by op index
-  std::vector<size_t> last_op_;      // per micro-batch: index of its last op on this stage
-  std::vector<double> losses_;       // per micro-batch (last stage)
+  std::vector<uint8_t> live_;                // per micro-batch: between its first and last op here
+  std::vector<std::vector<Request>> sends_;  // per micro-batch: its outstanding sends
+  std::vector<Request> recvs_;               // by op index
+  std::vector<size_t> last_op_;              // per micro-batch: index of its last op on this stage
+  std::vector<double> losses_;               // per micro-batch (last stage)
   int max_passes_ = 0;
   float loss_scale_ = 1;
-  HiddenLoss hidden_loss_;
   bool dropout_pending_ = false;
-  uint64_t dropout_seed_ = 0, dropout_step_ = 0;
-  std::vector<std::vector<int64_t>> dropout_ids_;
-
-  // Scratch shared by the micro-batches (used within one op): under Recompute also one
-  // layer's activations of the op that runs.
-  model::ActivationWorkspace workspace_;
-  model::BackwardScratch scratch_;
-  MeteredVector<float> gathered_, d_gathered_, logits_;
+  StepDropout dropout_;
   std::vector<float> wte_grad_;
-  std::vector<int> target_rows_, target_ids_;
 };
 
 }  // namespace coconut::parallel

@@ -1,4 +1,4 @@
-// One micro-batch's buffers on one pipeline stage (used by parallel/executor.cpp), and
+// One micro-batch's buffers on one CPU pipeline stage (parallel/cpu_stage_compute.cpp), and
 // the bytes they hold per row, which is what the scheduler and the simulator are told.
 //
 // Every buffer here is a MeteredVector (runtime/memory_meter.h), so the activation
@@ -13,7 +13,6 @@
 
 #include "model/batch.h"
 #include "model/gpt2.h"
-#include "parallel/comm.h"
 #include "parallel/partition.h"
 #include "runtime/memory_meter.h"
 
@@ -38,7 +37,6 @@ struct MicroBuffers {
   // thought_grads[p]: their gradients as computed by pass p+1's backward on stage 0,
   // indexed by that consuming pass (thought_grads[p+1] answers thoughts[p]).
   std::vector<MeteredVector<float>> thoughts, thought_grads;
-  std::vector<Request> sends;        // outstanding sends from the buffers above
 };
 
 // Bytes a micro-batch of sequences of T columns holds on this stage per row (column of

@@ -28,3 +28,21 @@ train_run() {
   else mpirun --oversubscribe -np "$np" "$bin" train "${args[@]}" --set run.dir="$tmp/$name" "$@" >>"$tmp/$name.log" 2>&1
   fi || fail "run $name ($*) exited non-zero: $(tail -n 20 "$tmp/$name.log")"
 }
+
+# step_losses STEPS_JSONL: every step's loss, exactly (repr), on one line.
+step_losses() { python3 -c "import json,sys; print(' '.join(repr(json.loads(l)['loss']) for l in open(sys.argv[1])))" "$1"; }
+
+# steps_close A B FIRST_TOL ALL_TOL: two steps.jsonl of more than 8 equal-length steps
+# whose losses differ relatively by at most FIRST_TOL at the first step and ALL_TOL at
+# every step; prints both worst differences. Exits non-zero otherwise.
+steps_close() {
+  python3 - "$@" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+first_tol, all_tol = float(sys.argv[3]), float(sys.argv[4])
+assert len(a) == len(b) > 8, (len(a), len(b))
+rel = [abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(a, b)]
+print(f"{sys.argv[1]} vs {sys.argv[2]}: first step {rel[0]:.2e}, worst of {len(rel)} steps {max(rel):.2e}")
+assert rel[0] <= first_tol and max(rel) <= all_tol
+PY
+}

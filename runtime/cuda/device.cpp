@@ -49,6 +49,15 @@ CudaStream::~CudaStream() {
   if (stream_) (void)cudaStreamDestroy(stream_);
 }
 
+int select_shared_device(int local_rank) {
+  std::string why;
+  const int count = cuda_device_count(&why);
+  COCONUT_CHECK(count > 0, "local rank {}: no CUDA device ({})", local_rank, why);
+  const int device = local_rank % count;
+  CUDA_CHECK(cudaSetDevice(device));
+  return device;
+}
+
 ScopedDevice::ScopedDevice(int device) {
   CUDA_CHECK(cudaGetDevice(&previous_));
   CUDA_CHECK(cudaSetDevice(device));

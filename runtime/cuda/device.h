@@ -21,6 +21,11 @@ int cuda_device_count(std::string* why_none = nullptr);
 // the driver and runtime versions. Says why when there is none.
 std::string describe_devices();
 
+// Makes GPU local_rank % (visible GPUs) current and returns it: the ranks of a node
+// spread over its GPUs and may share one (what host-memory messaging allows and NCCL
+// does not: parallel/nccl_comm.h select_device). Throws when there is no GPU.
+int select_shared_device(int local_rank);
+
 // Makes `device` current for a scope and restores the previous one after,
 // since cudaSetDevice is per thread state that callers do not expect to change.
 class ScopedDevice {

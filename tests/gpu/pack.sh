@@ -15,7 +15,7 @@ archive=${2:-.gpurun/gpu-run.tar.gz}
 grep -q '^COCONUT_HAVE_CUDA:INTERNAL=ON\|^COCONUT_CUDA:STRING=ON' "$build/CMakeCache.txt" ||
   echo "pack.sh: warning: $build may not be a CUDA build (configure with -DCOCONUT_CUDA=ON)" >&2
 for bin in tests/gpu/test_cuda tests/gpu/test_cuda_ops tests/gpu/test_cuda_gpt2 tests/gpu/test_cuda_decoder tests/gpu/test_nccl_mpi \
-           tests/gpu/test_device_step_mpi \
+           tests/gpu/test_device_step_mpi tests/gpu/test_pipeline_cuda_mpi \
            bench/coconut_gpu_bench launcher/coconut; do
   [ -x "$build/$bin" ] || { echo "pack.sh: $build/$bin is missing: build it first" >&2; exit 2; }
 done
@@ -27,7 +27,7 @@ bash tools/collect_gpu_libs.sh "$build" .gpulibs --no-cuda --mpi
 mapfile -t files < <(cd "$build" && find . -path ./CMakeFiles -prune -o \
   \( -name CTestTestfile.cmake -o -name '*_tests.cmake' -o -name '*_include.cmake' \) -print)
 files+=(./CMakeCache.txt ./tests/gpu/test_cuda ./tests/gpu/test_cuda_ops ./tests/gpu/test_cuda_gpt2 ./tests/gpu/test_cuda_decoder
-        ./tests/gpu/test_nccl_mpi ./tests/gpu/test_device_step_mpi ./bench/coconut_gpu_bench ./launcher/coconut)
+        ./tests/gpu/test_nccl_mpi ./tests/gpu/test_device_step_mpi ./tests/gpu/test_pipeline_cuda_mpi ./bench/coconut_gpu_bench ./launcher/coconut)
 mkdir -p "$(dirname "$archive")"
 # The ProsQA validation split for tests/gpu/prosqa.sh, where the GPU machine has no ../shared.
 if [ -f ../shared/data/prosqa_valid.json ]; then cp ../shared/data/prosqa_valid.json "$(dirname "$archive")/"; fi

@@ -18,7 +18,7 @@ bin=$1 configs=$2
 mkdir -p "$3"
 work=$(mktemp -d "$3/train_cuda.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect, step_losses
 
 if ! nvidia-smi >/dev/null 2>&1; then
   [[ ${COCONUT_REQUIRE_GPU:-0} == 1 ]] && fail "COCONUT_REQUIRE_GPU=1 but nvidia-smi finds no GPU"
@@ -34,7 +34,6 @@ train() {
     --set train.micro_batch_size=8 --set curriculum.epochs_per_stage=2 --set model.dropout=0.1 \
     --set eval.every_epochs=0 "$@" >"$work/$name.log" 2>&1 || fail "$name: $(tail -n 20 "$work/$name.log")"
 }
-losses() { python3 -c "import json,sys; print(' '.join(repr(json.loads(l)['loss']) for l in open(sys.argv[1])))" "$1"; }
 
 train cpu --set train.device=cpu
 train gpu32 --set train.device=cuda --set train.precision=fp32
@@ -89,8 +88,8 @@ PY
 # Stopped after 7 steps (a checkpoint), resumed: the losses of the uninterrupted run.
 train stop --set train.device=cuda --set checkpoint.every_steps=7 --set checkpoint.stop_after_steps=7
 train stop --set train.device=cuda --set checkpoint.every_steps=7 --resume auto
-[[ "$(losses "$work/stop/steps.jsonl")" == "$(losses "$work/gpu32/steps.jsonl")" ]] ||
-  fail "resumed GPU run: $(losses "$work/stop/steps.jsonl") vs $(losses "$work/gpu32/steps.jsonl")"
+[[ "$(step_losses "$work/stop/steps.jsonl")" == "$(step_losses "$work/gpu32/steps.jsonl")" ]] ||
+  fail "resumed GPU run: $(step_losses "$work/stop/steps.jsonl") vs $(step_losses "$work/gpu32/steps.jsonl")"
 # CUDA graphs in training (train.cuda_graphs with train.pad_columns, so that plans repeat):
 # the same losses, bit for bit, as the same padded run without graphs (a replayed graph
 # runs the eager path's kernels), and the padded run's within 1e-3 of the unpadded one's
@@ -98,8 +97,8 @@ train stop --set train.device=cuda --set checkpoint.every_steps=7 --resume auto
 train padded --set train.device=cuda --set train.pad_columns=32
 train graphs --set train.device=cuda --set train.pad_columns=32 --set train.cuda_graphs=true
 grep -q "CUDA graphs" "$work/graphs.log" || fail "the graphs run does not say it runs CUDA graphs"
-[[ "$(losses "$work/graphs/steps.jsonl")" == "$(losses "$work/padded/steps.jsonl")" ]] ||
-  fail "CUDA graphs in training: $(losses "$work/graphs/steps.jsonl") vs $(losses "$work/padded/steps.jsonl")"
+[[ "$(step_losses "$work/graphs/steps.jsonl")" == "$(step_losses "$work/padded/steps.jsonl")" ]] ||
+  fail "CUDA graphs in training: $(step_losses "$work/graphs/steps.jsonl") vs $(step_losses "$work/padded/steps.jsonl")"
 python3 - "$work/padded/steps.jsonl" "$work/gpu32/steps.jsonl" <<'PY' || fail "padded GPU run (see above)"
 import json, sys
 a, b = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:])

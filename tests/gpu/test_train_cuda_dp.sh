@@ -19,7 +19,7 @@ bin=$1 configs=$2 mpiexec=$4
 mkdir -p "$3"
 work=$(mktemp -d "$3/train_cuda_dp.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, step_losses, steps_close
 
 if ! nvidia-smi >/dev/null 2>&1; then
   [[ ${COCONUT_REQUIRE_GPU:-0} == 1 ]] && fail "COCONUT_REQUIRE_GPU=1 but nvidia-smi finds no GPU"
@@ -40,19 +40,6 @@ train() {
     --set model.dropout=0.1 --set eval.every_epochs=0 --set train.device=cuda "$@" >"$work/$name.log" 2>&1 ||
     fail "$name: $(tail -n 20 "$work/$name.log")"
 }
-losses() { python3 -c "import json,sys; print(' '.join(repr(json.loads(l)['loss']) for l in open(sys.argv[1])))" "$1"; }
-# close A B FIRST_TOL ALL_TOL [FROM]: per-step relative differences of two steps.jsonl.
-close() {
-  python3 - "$@" <<'PY'
-import json, sys
-a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
-first_tol, all_tol = float(sys.argv[3]), float(sys.argv[4])
-assert len(a) == len(b) > 8, (len(a), len(b))
-rel = [abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(a, b)]
-print(f"{sys.argv[1]} vs {sys.argv[2]}: first step {rel[0]:.2e}, worst of {len(rel)} steps {max(rel):.2e}")
-assert rel[0] <= first_tol and max(rel) <= all_tol
-PY
-}
 
 train one 1
 comms=(mpi)
@@ -60,7 +47,7 @@ comms=(mpi)
 for comm in "${comms[@]}"; do
   train "dp_$comm" 2 --set parallel.gpu_comm="$comm"
   grep -q "data-parallel rank 0 of 2" "$work/dp_$comm.log" || fail "$comm: the log does not name the data-parallel ranks"
-  close "$work/dp_$comm/steps.jsonl" "$work/one/steps.jsonl" 1e-5 1e-3 || fail "$comm: 2 ranks differ from one process"
+  steps_close "$work/dp_$comm/steps.jsonl" "$work/one/steps.jsonl" 1e-5 1e-3 || fail "$comm: 2 ranks differ from one process"
   pass "$comm: 2 data-parallel GPU ranks give one process's losses"
 done
 ((gpus >= 2)) || echo "note: 1 GPU, so parallel.gpu_comm: nccl was not run with 2 ranks (gpu_device_step_np1 runs it on 1)"
@@ -69,8 +56,8 @@ done
 train stop 2 --set parallel.gpu_comm=mpi --set checkpoint.every_steps=7 --set checkpoint.stop_after_steps=7
 cp -r "$work/stop" "$work/stop_to_one"
 train stop 2 --set parallel.gpu_comm=mpi --set checkpoint.every_steps=7 --resume auto
-[[ "$(losses "$work/stop/steps.jsonl")" == "$(losses "$work/dp_mpi/steps.jsonl")" ]] ||
-  fail "resumed on 2 ranks: $(losses "$work/stop/steps.jsonl") vs $(losses "$work/dp_mpi/steps.jsonl")"
+[[ "$(step_losses "$work/stop/steps.jsonl")" == "$(step_losses "$work/dp_mpi/steps.jsonl")" ]] ||
+  fail "resumed on 2 ranks: $(step_losses "$work/stop/steps.jsonl") vs $(step_losses "$work/dp_mpi/steps.jsonl")"
 pass "stopped and resumed on 2 GPU ranks = uninterrupted"
 
 # The 2-rank checkpoint resumed by one process.

@@ -73,8 +73,9 @@ bad device_cuda_thought_scale "train.device: cuda feeds thoughts back unscaled: 
   train "$tiny" --set run.dir="$work/device_cuda_thought_scale" --set train.device=cuda --set model.thought_scale=0.5
 bad thought_scale_zero "key 'model.thought_scale' expects a finite number in .*got '0'" \
   train "$tiny" --set run.dir="$work/thought_scale_zero" --set model.thought_scale=0
-bad device_cuda_pipeline "train.device: cuda trains data-parallel GPUs .parallel.pp 1.; pipeline stages on GPUs are not there yet .got parallel.pp 2." \
-  train "$tiny" --set run.dir="$work/device_cuda_pipeline" --set train.device=cuda --set parallel.pp=2
+bad device_cuda_pipeline_graphs "train.cuda_graphs: pipeline stages on GPUs run without CUDA graphs .got parallel.pp 2." \
+  train "$tiny" --set run.dir="$work/device_cuda_pipeline_graphs" --set train.device=cuda --set parallel.pp=2 \
+  --set train.cuda_graphs=true
 bad gpu_comm "key 'parallel.gpu_comm' expects one of.*got 'gloo'" \
   train "$tiny" --set run.dir="$work/gpu_comm" --set parallel.gpu_comm=gloo
 bad cuda_graphs_cpu "train.cuda_graphs captures the GPU's training steps: it needs train.device: cuda" \
