@@ -1,6 +1,7 @@
 // Device-buffer helpers shared by the CUDA model's sources (cuda_gpt2.cpp,
-// cuda_multipass.cpp, cuda_decoder.cpp): growing a buffer, clearing and copying device
-// memory on a stream. Internal to model/.
+// cuda_multipass.cpp, cuda_decoder.cpp) and the pipeline's CUDA stage
+// (parallel/cuda_stage_compute.cpp): growing a buffer, clearing and copying device
+// memory on a stream.
 #pragma once
 
 #include <cstddef>

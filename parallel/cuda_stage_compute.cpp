@@ -3,10 +3,9 @@
 // packing of the thoughts, the same order of additions.
 #include "parallel/cuda_stage_compute.h"
 
-#include <algorithm>
-#include <cstring>
 #include <type_traits>
 
+#include "model/cuda_buffers.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device.h"
@@ -17,20 +16,9 @@ namespace {
 
 using gpu::bf16;
 
-template <typename T>
-void ensure(DeviceBuffer<T>& buffer, size_t n) {  // grows, contents not kept
-  if (buffer.size() < n) buffer = DeviceBuffer<T>(n);
-}
-
-template <typename T>
-void zero(T* p, size_t n, cudaStream_t s) {
-  if (n > 0) CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(T), s));
-}
-
-template <typename T>
-void copy(T* dst, const T* src, size_t n, cudaStream_t s) {
-  if (n > 0) CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToDevice, s));
-}
+using model::cuda_buffers::copy;
+using model::cuda_buffers::ensure;
+using model::cuda_buffers::zero;
 
 template <typename Act>
 class CudaStageCompute final : public StageCompute {
@@ -76,29 +64,16 @@ class CudaStageCompute final : public StageCompute {
   }
 
   std::span<float> message(const Op& op, const model::SequenceBatch& b) override {
-    Micro& x = *micros_[op.micro];
-    const size_t C = dev_.config().d_model;
-    switch (op.kind) {
-      case OpKind::RecvActivation: case OpKind::SendActivation: case OpKind::RecvGrad: case OpKind::SendGrad: {
-        std::vector<float>& rows = x.host_rows[row_message(op.kind)];
-        const model::Pass& pass = b.passes[op.pass];
-        return {rows.data() + first_row(pass, b.B) * C, rows_of(pass, b.B) * C};
-      }
-      case OpKind::SendFeedback: case OpKind::RecvFeedback:
-        return {x.host_thoughts.data() + x.thought_row[op.pass] * C, b.passes[op.pass].feedback.size() * C};
-      case OpKind::SendFeedbackGrad: case OpKind::RecvFeedbackGrad:  // answers the thoughts of pass op.pass - 1
-        return {x.host_thought_grads.data() + x.thought_row[op.pass - 1] * C,
-                b.passes[op.pass - 1].feedback.size() * C};
-      default: COCONUT_FAIL("pipeline: {} carries no message (internal error)", to_string(op));
-    }
+    const MessageRows at = locate(op, b);
+    return {at.host, at.count};
   }
   void before_send(const Op& op, const model::SequenceBatch& b) override {
-    const std::span<float> host = message(op, b);
-    to_host(host.data(), device_rows(op, b), host.size());
+    const MessageRows at = locate(op, b);
+    to_host(at.host, at.device, at.count);
   }
   void after_recv(const Op& op, const model::SequenceBatch& b) override {
-    const std::span<float> host = message(op, b);
-    from_host(device_rows(op, b), host.data(), host.size());
+    const MessageRows at = locate(op, b);
+    from_host(at.device, at.host, at.count);
   }
 
   double forward(int m, int p, const model::SequenceBatch& b) override;
@@ -117,34 +92,37 @@ class CudaStageCompute final : public StageCompute {
     std::vector<size_t> thought_row;
     DeviceBuffer<int> target_rows, target_ids;  // last stage: the LM head's rows
     DeviceBuffer<Act> gathered, d_gathered;
-    // Host memory of the messages: [T*B, C] rows by RowMessage, the packed thoughts.
-    std::vector<float> host_rows[4];
+    // Host memory of the messages: [T*B, C] mirrors of acts.x0 (received), the last
+    // layer's output (sent), d_out (received), d_in (sent), and the packed thoughts.
+    std::vector<float> host_x0, host_out, host_d_out, host_d_in;
     std::vector<float> host_thoughts, host_thought_grads;
   };
-  enum RowMessage { kRecvActivation, kSendActivation, kRecvGrad, kSendGrad };
-  static RowMessage row_message(OpKind kind) {
-    switch (kind) {
-      case OpKind::RecvActivation: return kRecvActivation;
-      case OpKind::SendActivation: return kSendActivation;
-      case OpKind::RecvGrad: return kRecvGrad;
-      default: return kSendGrad;
-    }
-  }
-  // The device rows a message op reads (send) or fills (receive), as message() the host's.
-  Act* device_rows(const Op& op, const model::SequenceBatch& b) {
+  // Where a message op's data is: its host floats and the device rows they mirror.
+  struct MessageRows {
+    float* host;
+    Act* device;
+    size_t count;
+  };
+  MessageRows locate(const Op& op, const model::SequenceBatch& b) {
     Micro& x = *micros_[op.micro];
     const size_t C = dev_.config().d_model;
-    const bool rows = op.kind == OpKind::RecvActivation || op.kind == OpKind::SendActivation ||
-                      op.kind == OpKind::RecvGrad || op.kind == OpKind::SendGrad;
-    const size_t r0 = rows ? first_row(b.passes[op.pass], b.B) * C : 0;
+    auto pass_rows = [&](std::vector<float>& host, Act* device) -> MessageRows {
+      const model::Pass& pass = b.passes[op.pass];
+      const size_t at = first_row(pass, b.B) * C;
+      return {host.data() + at, device + at, rows_of(pass, b.B) * C};
+    };
+    auto packed = [&](std::vector<float>& host, DeviceBuffer<Act>& device, int p) -> MessageRows {
+      const size_t at = x.thought_row[p] * C;
+      return {host.data() + at, device.data() + at, b.passes[p].feedback.size() * C};
+    };
     switch (op.kind) {
-      case OpKind::RecvActivation: return x.acts.x0 + r0;
-      case OpKind::SendActivation: return x.acts.layers[place_.layers.end - 1].res_out + r0;
-      case OpKind::RecvGrad: return x.d_out.data() + r0;
-      case OpKind::SendGrad: return x.d_in.data() + r0;
-      case OpKind::SendFeedback: case OpKind::RecvFeedback: return x.thoughts.data() + x.thought_row[op.pass] * C;
-      case OpKind::SendFeedbackGrad: case OpKind::RecvFeedbackGrad:
-        return x.thought_grads.data() + x.thought_row[op.pass - 1] * C;
+      case OpKind::RecvActivation: return pass_rows(x.host_x0, x.acts.x0);
+      case OpKind::SendActivation: return pass_rows(x.host_out, x.acts.layers[place_.layers.end - 1].res_out);
+      case OpKind::RecvGrad: return pass_rows(x.host_d_out, x.d_out.data());
+      case OpKind::SendGrad: return pass_rows(x.host_d_in, x.d_in.data());
+      case OpKind::SendFeedback: case OpKind::RecvFeedback: return packed(x.host_thoughts, x.thoughts, op.pass);
+      case OpKind::SendFeedbackGrad: case OpKind::RecvFeedbackGrad:  // answers the thoughts of pass op.pass - 1
+        return packed(x.host_thought_grads, x.thought_grads, op.pass - 1);
       default: COCONUT_FAIL("pipeline: {} carries no message (internal error)", to_string(op));
     }
   }
@@ -230,8 +208,8 @@ void CudaStageCompute<Act>::open_micro(int m, const model::SequenceBatch& b) {
   ensure(x.thoughts, thought_floats);
   ensure(x.thought_grads, thought_floats);
   // Host memory for the messages this stage sends or receives.
-  if (!place_.first) x.host_rows[kRecvActivation].resize(R * C), x.host_rows[kSendGrad].resize(R * C);
-  if (!place_.last) x.host_rows[kSendActivation].resize(R * C), x.host_rows[kRecvGrad].resize(R * C);
+  if (!place_.first) x.host_x0.resize(R * C), x.host_d_in.resize(R * C);
+  if (!place_.last) x.host_out.resize(R * C), x.host_d_out.resize(R * C);
   if (place_.first != place_.last) x.host_thoughts.resize(thought_floats), x.host_thought_grads.resize(thought_floats);
   if (micros_.size() <= size_t(m)) micros_.resize(m + 1);
   micros_[m] = std::move(taken);

@@ -29,6 +29,16 @@ train_run() {
   fi || fail "run $name ($*) exited non-zero: $(tail -n 20 "$tmp/$name.log")"
 }
 
+# skip_without_gpu: a GPU test without a GPU (nvidia-smi finds none) prints "no CUDA
+# device, skipping" (CTest: skipped) and exits 0, unless COCONUT_REQUIRE_GPU=1
+# (tests/gpu/run.sh), where that is a failure.
+skip_without_gpu() {
+  nvidia-smi >/dev/null 2>&1 && return 0
+  [[ ${COCONUT_REQUIRE_GPU:-0} == 1 ]] && fail "COCONUT_REQUIRE_GPU=1 but nvidia-smi finds no GPU"
+  echo "no CUDA device, skipping"
+  exit 0
+}
+
 # step_losses STEPS_JSONL: every step's loss, exactly (repr), on one line.
 step_losses() { python3 -c "import json,sys; print(' '.join(repr(json.loads(l)['loss']) for l in open(sys.argv[1])))" "$1"; }
 

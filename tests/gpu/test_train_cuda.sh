@@ -18,13 +18,9 @@ bin=$1 configs=$2
 mkdir -p "$3"
 work=$(mktemp -d "$3/train_cuda.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect, step_losses
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect, step_losses, skip_without_gpu
 
-if ! nvidia-smi >/dev/null 2>&1; then
-  [[ ${COCONUT_REQUIRE_GPU:-0} == 1 ]] && fail "COCONUT_REQUIRE_GPU=1 but nvidia-smi finds no GPU"
-  echo "no CUDA device, skipping"
-  exit 0
-fi
+skip_without_gpu
 
 train() {
   local name=$1

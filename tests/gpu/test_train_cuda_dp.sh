@@ -19,13 +19,9 @@ bin=$1 configs=$2 mpiexec=$4
 mkdir -p "$3"
 work=$(mktemp -d "$3/train_cuda_dp.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, step_losses, steps_close
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, step_losses, steps_close, skip_without_gpu
 
-if ! nvidia-smi >/dev/null 2>&1; then
-  [[ ${COCONUT_REQUIRE_GPU:-0} == 1 ]] && fail "COCONUT_REQUIRE_GPU=1 but nvidia-smi finds no GPU"
-  echo "no CUDA device, skipping"
-  exit 0
-fi
+skip_without_gpu
 gpus=$(nvidia-smi --list-gpus | wc -l)
 
 # train NAME NP [--set ...]: NP 1 runs one process, else mpirun -np NP.
