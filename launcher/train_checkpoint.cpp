@@ -100,6 +100,7 @@ json trainer_state(const TrainContext& ctx, const TrainState& st) {
             {"epoch_batches", st.batches},
             {"epoch_seconds", st.batch_in_epoch > 0 ? st.epoch_seconds() : 0.0},
             {"run_seconds", st.run_seconds(ctx)},
+            {"training_seconds", st.training_seconds(ctx)},
             {"attempts", st.attempts()},
             {"epoch_losses", st.summary.epoch_losses},
             {"final_loss", st.summary.final_loss},
@@ -210,6 +211,8 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
     // Checkpoints written before session 14 have no wall time of their own.
     st.earlier_seconds = j.contains("run_seconds") ? number(j, "run_seconds") : 0.0;
     st.earlier_attempts = j.value("attempts", 1);
+    // ... nor, before session 20, a training time (train.max_minutes then restarted).
+    st.earlier_training_seconds = j.contains("training_seconds") ? number(j, "training_seconds") : 0.0;
     st.summary.epoch_losses = j.at("epoch_losses").get<std::vector<double>>();
     st.summary.final_loss = number(j, "final_loss");
     st.summary.valid_accuracy = number(j, "valid_accuracy");

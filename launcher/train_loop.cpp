@@ -368,7 +368,7 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
 bool out_of_time(const TrainContext& ctx, const TrainState& st) {
   const double limit = ctx.config.max_minutes * 60;
   if (limit <= 0) return false;
-  double stop = ctx.writer && ctx.clock.seconds() + st.epoch_seconds() > limit ? 1.0 : 0.0;
+  double stop = ctx.writer && st.training_seconds(ctx) + st.epoch_seconds() > limit ? 1.0 : 0.0;
   if (ctx.world && ctx.world->size() > 1) ctx.world->all_reduce_sum(&stop, 1);  // only rank 0's clock counts
   return stop > 0;
 }

@@ -94,6 +94,10 @@ struct TrainState {
   double earlier_seconds = 0;
   int earlier_attempts = 0;
   double run_seconds(const TrainContext& ctx) const { return earlier_seconds + ctx.attempt.seconds(); }
+  // The same for the training clock (TrainContext::clock), which train.max_minutes reads:
+  // a resumed run's limit counts the training of its earlier attempts.
+  double earlier_training_seconds = 0;
+  double training_seconds(const TrainContext& ctx) const { return earlier_training_seconds + ctx.clock.seconds(); }
   int attempts() const { return earlier_attempts + 1; }  // this process's included
   TrainSummary summary;        // per-epoch results so far
   // This process only, not saved: pipeline time this epoch (measured bubble), the
@@ -133,7 +137,8 @@ void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 
 // train.max_minutes: whether the run should end after the epoch just trained, because
-// the time so far plus one more epoch as long as it would pass the limit. Rank 0
+// the training time so far (over every attempt) plus one more epoch as long would pass
+// the limit. Rank 0
 // decides for every rank (collective under mpirun), so they all stop together.
 bool out_of_time(const TrainContext& ctx, const TrainState& st);
 

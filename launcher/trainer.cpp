@@ -330,7 +330,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     st.out_of_time = plan.epoch + 1 < c.epochs && out_of_time(ctx, st);
     if (st.out_of_time)
       spdlog::warn("train.max_minutes ({}) reached: epoch {} (stage {}) of {} is the last; {:.1f} min of training",
-                   c.max_minutes, plan.epoch, plan.stage, c.epochs, ctx.clock.seconds() / 60);
+                   c.max_minutes, plan.epoch, plan.stage, c.epochs, st.training_seconds(ctx) / 60);
     finish_epoch(ctx, st, plan);
     if (checkpoints.epoch_end_due(plan.epoch)) checkpoints.save(st, checkpoints.stage_ends(plan.epoch));
     if (st.out_of_time) break;

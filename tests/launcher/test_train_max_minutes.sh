@@ -4,7 +4,11 @@
 #     metrics.jsonl, the final evaluation (eval_valid.json) and the model are written,
 #     the log says why, and the exit code is 0;
 #  2. a limit far away changes nothing: every epoch runs, and the first epoch's step losses
-#     equal those of run 1 (the limit only decides where training ends).
+#     equal those of run 1 (the limit only decides where training ends);
+#  3. the limit counts the training of earlier attempts: a checkpoint saves the training
+#     time so far, a resumed attempt adds to it, and a limit that the first attempt alone
+#     passed ends the resumed run after its first epoch, though its own clock is far
+#     from the limit.
 #   test_train_max_minutes.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
 
@@ -14,11 +18,12 @@ work=$(mktemp -d "$3/max_minutes.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
-train() {  # train RUN_DIR MAX_MINUTES
-  "$bin" train "$configs/prosqa_tiny.yaml" --set run.dir="$1" --set train.max_minutes="$2" \
-    --set train.epochs=3 --set curriculum.epochs_per_stage=1 --set data.generate_train=32 \
+train() {  # train RUN_DIR MAX_MINUTES [EPOCHS [MORE_ARGS...]]
+  local dir=$1 minutes=$2 epochs=${3:-3}
+  "$bin" train "$configs/prosqa_tiny.yaml" --set run.dir="$dir" --set train.max_minutes="$minutes" \
+    --set train.epochs="$epochs" --set curriculum.epochs_per_stage=1 --set data.generate_train=32 \
     --set data.generate_valid=8 --set train.batch_size=16 --set model.d_model=32 \
-    --set eval.max_new_tokens=24 --set run.threads=1 >"$1.log" 2>&1 || fail "train $1: $(tail -n 20 "$1.log")"
+    --set eval.max_new_tokens=24 --set run.threads=1 "${@:4}" >>"$dir.log" 2>&1 || fail "train $dir: $(tail -n 20 "$dir.log")"
 }
 epoch_rows() {  # rows of metrics.jsonl without a "kind" (per-step rows have "kind": "step")
   python3 -c "import json, sys; print(sum('kind' not in json.loads(l) for l in open(sys.argv[1])))" "$1/metrics.jsonl"
@@ -41,3 +46,24 @@ first = [r for r in long if r["epoch"] == 0]
 assert first and [r["loss"] for r in short] == [r["loss"] for r in first], (short, first)
 PY
 pass "a far limit runs every epoch; the limit does not change the training"
+
+# 3. Attempt 1 trains 8.5 of 12 epochs (2 steps each) and stops after step 17; its
+# checkpoint holds its training time t1. Attempt 2 resumes with a limit of 0.9 t1: the
+# time behind it already passes it, so epoch 8 is the last. (A clock that restarted would
+# stop there only if epoch 8 took longer than about 7 of the earlier epochs.)
+training_seconds() {  # training_seconds CHECKPOINT: trainer_state["training_seconds"]
+  "$bin" ckpt inspect "$1" | sed -n 's/^  trainer state *//p' |
+    python3 -c "import json, sys; print(json.load(sys.stdin)['training_seconds'])"
+}
+resumed=(--set eval.every_epochs=0 --set checkpoint.at_epoch_end=true)
+train "$work/resumed" 1000 12 "${resumed[@]}" --set checkpoint.stop_after_steps=17
+t1=$(training_seconds "$work/resumed/checkpoints/step-00000017")
+limit=$(python3 -c "import sys; print(float(sys.argv[1]) * 0.9 / 60)" "$t1")
+train "$work/resumed" "$limit" 12 "${resumed[@]}" --resume auto
+grep -q "reached: epoch 8 (stage .*) of 12 is the last" "$work/resumed.log" ||
+  fail "the resumed run did not stop after epoch 8 (attempt 1 trained ${t1} s, limit ${limit} min): $(grep "train.max_minutes (" "$work/resumed.log")"
+[[ $(epoch_rows "$work/resumed") == 9 ]] || fail "the resumed run has $(epoch_rows "$work/resumed") epoch rows, expected 9"
+t2=$(training_seconds "$work/resumed/checkpoints/step-00000018")
+python3 -c "import sys; t1, t2 = map(float, sys.argv[1:]); assert t2 > t1 > 0, (t1, t2)" "$t1" "$t2" ||
+  fail "the resumed run's checkpoint holds ${t2} s of training, attempt 1's ${t1} s"
+pass "the limit counts the earlier attempt's ${t1} s of training; the resumed run ends after epoch 8"
