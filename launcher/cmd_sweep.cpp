@@ -11,6 +11,7 @@
 #include "launcher/preflight.h"
 #include "launcher/sweep.h"
 #include "launcher/train_config.h"
+#include "launcher/run_output.h"
 #include "runtime/check.h"
 #include "runtime/process.h"
 #include "runtime/stop_signals.h"
@@ -29,6 +30,8 @@ const char* kHelp =
     "  writes OUT/results.md, OUT/results.csv and OUT/accuracy_vs_c.png (when c_thought is a grid key).\n"
     "  A run whose OUT/<run>/sweep_done.json exists is skipped; a run directory without it (an\n"
     "  interrupted run) is restarted with --resume auto. Each run's output goes to OUT/<run>/train.log.\n"
+    "  A run that diverges (a loss that is not finite: `coconut train` exits with code 3 and leaves\n"
+    "  OUT/<run>/diverged.json) is recorded as diverged, not failed, and skipped when the sweep reruns.\n"
     "  --dry-run  check every run's config and print what would run, write nothing\n"
     "  --np N     ranks per run (overrides launch.np)\n"
     "  --out DIR  output folder (overrides out)\n"
@@ -116,8 +119,8 @@ int cmd_sweep(const std::vector<std::string>& args) {
   if (dry_run) {
     for (const SweepRun& run : runs) {
       const RunState state = run_state(run.dir);
-      if (state == RunState::Finished) {
-        fmt::print("{}: skip (finished): {}\n", run.name, run.dir);
+      if (state == RunState::Finished || state == RunState::Diverged) {
+        fmt::print("{}: skip ({}): {}\n", run.name, state == RunState::Finished ? "finished" : "diverged", run.dir);
         continue;
       }
       const bool resume = state == RunState::Interrupted;
@@ -145,6 +148,11 @@ int cmd_sweep(const std::vector<std::string>& args) {
       results[i] = read_run_result(run.dir, "skipped");
       continue;
     }
+    if (state == RunState::Diverged) {
+      fmt::print("{}: skipped, diverged earlier ({})\n", tag, (fs::path(run.dir) / kDivergedFile).string());
+      results[i] = read_run_result(run.dir, diverged_status(run.dir));
+      continue;
+    }
     const bool resume = state == RunState::Interrupted;
     const std::vector<std::string> cmd = train_command(spec, run, bin, resume);
     const std::string log = (fs::path(run.dir) / "train.log").string();
@@ -159,7 +167,11 @@ int cmd_sweep(const std::vector<std::string>& args) {
     // Exit 0 without the final model means the run stopped early (checkpoint.stop_after_steps).
     const bool complete = code == 0 && fs::exists(fs::path(run.dir) / "model" / "model.safetensors");
     const bool stopped = code == kExitStoppedBySignal;
-    if (complete) {
+    if (code == kExitDiverged && run_state(run.dir) == RunState::Diverged) {
+      // A result of the grid point (a learning rate too high, say), not a failure of the sweep.
+      results[i] = read_run_result(run.dir, diverged_status(run.dir));
+      fmt::print(stderr, "{}: {}; see {}\n", tag, results[i].status, log);
+    } else if (complete) {
       write_done_marker(run.dir, seconds, resume, cmd);
       results[i] = read_run_result(run.dir, resume ? "resumed" : "trained");
       fmt::print("{}: finished in {:.1f} s, valid accuracy {}\n", tag, seconds,

@@ -3,9 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "launcher/commands.h"
 #include "launcher/preflight.h"
+#include "launcher/run_output.h"
 #include "launcher/trainer.h"
 #include "parallel/comm.h"
 #include "runtime/check.h"
@@ -90,6 +92,14 @@ int cmd_train(const std::vector<std::string>& args) {
     // One rank's failure must stop every rank rather than leave them waiting.
     if (world->size() > 1) parallel::abort_all(e.what());
     throw;
+  }
+  // Every rank of a diverged run exits with kExitDiverged: a job script must not requeue it
+  // as it is, and `coconut sweep` records it as diverged.
+  if (s.diverged) {
+    if (world->rank() == 0)
+      fmt::print(stderr, "training diverged: {}; nothing of that state was saved ({}, exit code {})\n",
+                 s.diverged_why, (std::filesystem::path(config.run_dir) / kDivergedFile).string(), kExitDiverged);
+    return kExitDiverged;
   }
   // Every rank of a run stopped by a signal exits with kExitStoppedBySignal (mpirun and
   // srun pass it on): the job script can requeue it (cluster/slurm/train.sbatch).

@@ -24,6 +24,13 @@
 
 namespace coconut::launcher {
 
+// A diverged run (a loss or a state that is not finite; launcher/trainer.h): `coconut
+// train` exits with this code on every rank, and rank 0 leaves RUN_DIR/diverged.json
+// (why, the step, the loss, the last committed checkpoint). A later run in the same
+// directory removes the file when it starts; `coconut sweep` skips a run that has it.
+inline constexpr int kExitDiverged = 3;
+inline constexpr const char* kDivergedFile = "diverged.json";
+
 // One optimizer step, as logged.
 struct StepMetrics {
   int epoch = 0, stage = 0;

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "launcher/plot.h"
+#include "launcher/run_output.h"
 #include "runtime/check.h"
 #include "runtime/files.h"
 
@@ -105,7 +106,8 @@ std::vector<SweepRun> expand_grid(const SweepSpec& spec) {
 
 RunState run_state(const std::string& run_dir) {
   if (!fs::is_directory(run_dir)) return RunState::New;
-  return fs::exists(fs::path(run_dir) / kSweepDoneFile) ? RunState::Finished : RunState::Interrupted;
+  if (fs::exists(fs::path(run_dir) / kSweepDoneFile)) return RunState::Finished;
+  return fs::exists(fs::path(run_dir) / kDivergedFile) ? RunState::Diverged : RunState::Interrupted;
 }
 
 std::vector<std::string> run_overrides(const SweepSpec& spec, const SweepRun& run) {
@@ -212,6 +214,14 @@ nlohmann::json read_json_if_present(const fs::path& path) {
 }
 
 }  // namespace
+
+std::string diverged_status(const std::string& run_dir) {
+  const nlohmann::json j = read_json_if_present(fs::path(run_dir) / kDivergedFile);
+  if (!j.is_object()) return "diverged";
+  const nlohmann::json& loss = j.value("loss", nlohmann::json(nullptr));
+  return fmt::format("diverged (step {}, loss {})", j.value("step", int64_t{-1}),
+                     loss.is_string() ? loss.get<std::string>() : loss.dump());
+}
 
 RunResult read_run_result(const std::string& run_dir, const std::string& status) {
   RunResult r;

@@ -57,8 +57,13 @@ std::vector<SweepRun> expand_grid(const SweepSpec& spec);
 // The file a run's directory gets once its training finished successfully.
 constexpr const char* kSweepDoneFile = "sweep_done.json";
 
-enum class RunState { New, Interrupted, Finished };
+// Diverged: the run stopped on a loss or a state that was not finite (its directory has
+// diverged.json, launcher/trainer.h): rerunning it as it is would diverge again, so the
+// sweep skips it as it skips a finished one.
+enum class RunState { New, Interrupted, Finished, Diverged };
 RunState run_state(const std::string& run_dir);
+// "diverged (step S, loss L)" from a diverged run's diverged.json.
+std::string diverged_status(const std::string& run_dir);
 
 // The `coconut train` overrides of a run: the sweep's sets, the grid point, run.dir.
 std::vector<std::string> run_overrides(const SweepSpec& spec, const SweepRun& run);

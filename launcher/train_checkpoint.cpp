@@ -324,6 +324,16 @@ void RunCheckpointer::save(const TrainState& st, bool milestone) {
   meta.trainer_state = trainer_state(ctx_, st).dump();
   meta.milestone = milestone;
   const std::vector<parallel::StateSlice> slices = state_slices(ctx_);
+  // A state with a NaN or an infinity is not saved: it would become the run's latest
+  // checkpoint (retention may then delete the good ones) and resume into NaNs.
+  double bad_ranks = 0;
+  for (const parallel::StateSlice& s : slices)
+    if (!model::all_finite(s.data, s.count)) bad_ranks = 1;
+  if (ctx_.world && ctx_.world->size() > 1) ctx_.world->all_reduce_sum(&bad_ranks, 1);
+  if (bad_ranks > 0)
+    throw TrainingDiverged(fmt::format("the state after step {} (epoch {}, batch {}) holds a NaN or an infinity "
+                                       "(on {} rank(s)), though the step's loss was {}", st.step, st.epoch,
+                                       st.batch_in_epoch, bad_ranks, st.step_loss));
   Timer timer;
   if (async_) {
     async_->snapshot(meta, slices);

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <numeric>
 
 #include "curriculum/batching.h"
@@ -15,6 +17,7 @@
 #include "model/hf_weights.h"
 #include "parallel/comm.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 #include "runtime/hash.h"
 #include "runtime/memory_meter.h"
 #include "runtime/rng.h"
@@ -265,6 +268,32 @@ void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   st.epoch_timer.start();
 }
 
+namespace {
+
+// COCONUT_TRAIN_FAULT=nan_weights@S, for tests: after step S's update, the embedding of
+// position 0 (wpe row 0, which every sequence reads) becomes NaN on the ranks that hold
+// it, as an overflowing update would leave it. The host model's steps only.
+void maybe_poison_weights(TrainContext& ctx, const TrainState& st) {
+  const char* spec = std::getenv("COCONUT_TRAIN_FAULT");
+  if (spec == nullptr || *spec == '\0') return;
+  const std::string s = spec, prefix = "nan_weights@";
+  int64_t step = -1;
+  try {
+    if (s.rfind(prefix, 0) == 0) step = std::stoll(s.substr(prefix.size()));
+  } catch (const std::exception&) {
+  }
+  COCONUT_CHECK(step > 0, "COCONUT_TRAIN_FAULT: expected nan_weights@STEP (STEP > 0), got '{}'", s);
+  if (step != st.step || ctx.device) return;
+  const model::TensorSpec& wpe = ctx.gpt.layout().find("wpe.weight");
+  for (const parallel::ParamSlice& held : ctx.dist.held_slices(ctx.gpt)) {
+    if (wpe.offset < held.begin || wpe.offset >= held.end) continue;
+    std::fill_n(ctx.gpt.params() + wpe.offset, ctx.mc.d_model, std::numeric_limits<float>::quiet_NaN());
+    spdlog::warn("COCONUT_TRAIN_FAULT: wpe row 0 set to NaN after step {}", st.step);
+  }
+}
+
+}  // namespace
+
 void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   const size_t batch_size = static_cast<size_t>(ctx.config.batch_size);
   const size_t begin = static_cast<size_t>(st.batch_in_epoch) * batch_size;
@@ -279,7 +308,14 @@ void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   ++st.step;
   ++st.batches;
   st.loss_sum += loss;
+  st.step_loss = loss;
   emit_step(ctx, st, plan.stage, loss, lr);
+  maybe_poison_weights(ctx, st);
+  // The loss is the global batch's on every rank (summed over stages and replicas), so
+  // every rank throws here or none does.
+  if (!std::isfinite(loss))
+    throw TrainingDiverged(fmt::format("the loss of step {} (epoch {}, stage {}, batch {}) is {} at learning rate {}",
+                                       st.step, st.epoch, plan.stage, st.batch_in_epoch, loss, lr));
 }
 
 void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss, float lr) {
@@ -371,6 +407,22 @@ bool out_of_time(const TrainContext& ctx, const TrainState& st) {
   double stop = ctx.writer && st.training_seconds(ctx) + st.epoch_seconds() > limit ? 1.0 : 0.0;
   if (ctx.world && ctx.world->size() > 1) ctx.world->all_reduce_sum(&stop, 1);  // only rank 0's clock counts
   return stop > 0;
+}
+
+void report_divergence(const TrainContext& ctx, const TrainState& st, const std::string& why,
+                       const std::string& last_checkpoint) {
+  spdlog::error("training diverged: {}. Stopped without saving this state; {}. A lower train.lr, train.grad_clip or "
+                "train.warmup_steps may help (--resume auto continues from that checkpoint with them)",
+                why, last_checkpoint.empty() ? "no checkpoint had been saved" : "the last checkpoint is " + last_checkpoint);
+  if (!ctx.writer) return;
+  nlohmann::json j = {{"why", why},
+                      {"step", st.step},
+                      {"epoch", st.epoch},
+                      {"batch_in_epoch", st.batch_in_epoch},
+                      {"last_checkpoint", last_checkpoint.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_checkpoint)}};
+  // JSON has no NaN or infinity: such a loss is written as text.
+  j["loss"] = std::isfinite(st.step_loss) ? nlohmann::json(st.step_loss) : nlohmann::json(fmt::format("{}", st.step_loss));
+  write_file_atomic((ctx.dir / kDivergedFile).string(), j.dump(1) + "\n");
 }
 
 int agreed_stop_signal(const TrainContext& ctx) {

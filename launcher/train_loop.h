@@ -30,6 +30,7 @@
 #include "parallel/executor.h"
 #include "parallel/grid.h"
 #include "parallel/partition.h"
+#include "runtime/check.h"
 #include "runtime/timer.h"
 
 namespace coconut::launcher {
@@ -99,6 +100,7 @@ struct TrainState {
   double earlier_training_seconds = 0;
   double training_seconds(const TrainContext& ctx) const { return earlier_training_seconds + ctx.clock.seconds(); }
   int attempts() const { return earlier_attempts + 1; }  // this process's included
+  double step_loss = 0;        // the loss of the last step taken (global: the same on every rank)
   TrainSummary summary;        // per-epoch results so far
   // This process only, not saved: pipeline time this epoch (measured bubble), the
   // simulator's largest per-micro-batch activation bytes of a step, and the clock.
@@ -116,6 +118,13 @@ std::vector<size_t> epoch_order(size_t n, uint64_t seed, int epoch);
 // FNV-1a over epoch `epoch`'s order and the token ids of its samples in that order: a
 // resume checks that it would see the same data in the same order.
 std::string data_order_digest(const TrainContext& ctx, int epoch);
+
+// Thrown on every rank alike when a step's loss, or the state about to be saved, is not
+// finite: the trainer stops before any checkpoint of that state (TrainSummary::diverged).
+class TrainingDiverged : public Error {
+ public:
+  using Error::Error;
+};
 
 struct EpochPlan {
   int epoch = 0, stage = 0;
@@ -141,6 +150,11 @@ void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 // the limit. Rank 0
 // decides for every rank (collective under mpirun), so they all stop together.
 bool out_of_time(const TrainContext& ctx, const TrainState& st);
+
+// After TrainingDiverged: logs why and where to resume from (the last committed
+// checkpoint, or none), and rank 0 writes RUN_DIR/diverged.json.
+void report_divergence(const TrainContext& ctx, const TrainState& st, const std::string& why,
+                       const std::string& last_checkpoint);
 
 // The stop signal (runtime/stop_signals.h) that any rank has received, the same on every
 // rank (the lowest rank's that has one), or 0: a signal reaches the ranks at different

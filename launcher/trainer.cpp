@@ -289,6 +289,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     if (writer) trim_run_logs(dir, st);
   }
   ctx.first_step = st.step;
+  if (writer) fs::remove(dir / kDivergedFile);  // an earlier attempt's; this one may end otherwise
   ctx.clock.start();
   // checkpoint.stop_after_steps (for tests): save and stop after that step, as if the
   // job were killed there.
@@ -312,33 +313,41 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
                  st.batch_in_epoch, st.run_seconds(ctx), saved);
     return true;
   };
-  bool stopped = stop_now();
-  while (!stopped && st.epoch < c.epochs) {
-    const EpochPlan plan = plan_epoch(ctx, st.epoch);
-    if (st.batch_in_epoch == 0) start_epoch(ctx, st, plan);
-    const int64_t batches = plan.num_batches(c.batch_size);
-    while (!stopped && st.batch_in_epoch < batches) {
-      const int64_t steps_before = st.step;
-      run_batch(ctx, st, plan);
-      if (st.step == steps_before) continue;  // a batch without labelled tokens takes no step
-      stopped = stop_now() || stop_on_signal();
-      // An every_steps point at the epoch's last batch is left to the epoch-end save.
-      const bool epoch_save_follows = st.batch_in_epoch == batches && checkpoints.epoch_end_due(plan.epoch);
-      if (!stopped && checkpoints.step_due(st) && !epoch_save_follows) checkpoints.save(st, false);
+  // A loss or a state that is not finite (train_loop.h) ends the run without saving it.
+  std::string diverged_why;
+  bool stopped = false;
+  try {
+    stopped = stop_now();
+    while (!stopped && st.epoch < c.epochs) {
+      const EpochPlan plan = plan_epoch(ctx, st.epoch);
+      if (st.batch_in_epoch == 0) start_epoch(ctx, st, plan);
+      const int64_t batches = plan.num_batches(c.batch_size);
+      while (!stopped && st.batch_in_epoch < batches) {
+        const int64_t steps_before = st.step;
+        run_batch(ctx, st, plan);
+        if (st.step == steps_before) continue;  // a batch without labelled tokens takes no step
+        stopped = stop_now() || stop_on_signal();
+        // An every_steps point at the epoch's last batch is left to the epoch-end save.
+        const bool epoch_save_follows = st.batch_in_epoch == batches && checkpoints.epoch_end_due(plan.epoch);
+        if (!stopped && checkpoints.step_due(st) && !epoch_save_follows) checkpoints.save(st, false);
+      }
+      if (stopped) break;
+      st.out_of_time = plan.epoch + 1 < c.epochs && out_of_time(ctx, st);
+      if (st.out_of_time)
+        spdlog::warn("train.max_minutes ({}) reached: epoch {} (stage {}) of {} is the last; {:.1f} min of training",
+                     c.max_minutes, plan.epoch, plan.stage, c.epochs, st.training_seconds(ctx) / 60);
+      finish_epoch(ctx, st, plan);
+      if (checkpoints.epoch_end_due(plan.epoch)) checkpoints.save(st, checkpoints.stage_ends(plan.epoch));
+      if (st.out_of_time) break;
     }
-    if (stopped) break;
-    st.out_of_time = plan.epoch + 1 < c.epochs && out_of_time(ctx, st);
-    if (st.out_of_time)
-      spdlog::warn("train.max_minutes ({}) reached: epoch {} (stage {}) of {} is the last; {:.1f} min of training",
-                   c.max_minutes, plan.epoch, plan.stage, c.epochs, st.training_seconds(ctx) / 60);
-    finish_epoch(ctx, st, plan);
-    if (checkpoints.epoch_end_due(plan.epoch)) checkpoints.save(st, checkpoints.stage_ends(plan.epoch));
-    if (st.out_of_time) break;
+    // A signal during the last epoch's evaluation: the finished state is saved, so that the
+    // rerun only evaluates the test split and exports the model.
+    if (!stopped) stopped = stop_on_signal();
+  } catch (const TrainingDiverged& e) {
+    diverged_why = e.what();
+    stopped = true;
   }
-  // A signal during the last epoch's evaluation: the finished state is saved, so that the
-  // rerun only evaluates the test split and exports the model.
-  if (!stopped) stopped = stop_on_signal();
-  if (!stopped) checkpoints.finish();
+  const std::string last_checkpoint = checkpoints.finish();  // commits an asynchronous save in flight
   log_parameter_memory(gpt, dist, distributed ? world : nullptr);
   TrainSummary summary = st.summary;
   summary.attempts = st.attempts();
@@ -349,6 +358,11 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   };
   summary.stopped = stopped;
   summary.stop_signal = stop_signal;
+  if (!diverged_why.empty()) {
+    summary.diverged = true;
+    summary.diverged_why = diverged_why;
+    report_divergence(ctx, st, diverged_why, last_checkpoint);
+  }
   if (stopped) return timed(summary);
   // The test split: every rank evaluates a share (collective under mpirun); rank 0 writes.
   curriculum::EvalResult test;

@@ -27,7 +27,13 @@ struct TrainSummary {
   std::vector<double> epoch_losses;  // mean training loss per epoch
   bool stopped = false;  // checkpoint.stop_after_steps or a stop signal ended the run early (no final evaluation)
   int stop_signal = 0;   // the signal that stopped it (runtime/stop_signals.h), or 0
+  // The run diverged: a step's loss, or the state a checkpoint was about to save, was not
+  // finite. The run stopped there without saving it (stopped is also set); why says what.
+  // (kExitDiverged, kDivergedFile: launcher/run_output.h.)
+  bool diverged = false;
+  std::string diverged_why;
 };
+
 
 // The datasets of a run: loaded from files or generated, per DataConfig.
 struct RunData {

@@ -70,6 +70,15 @@ double sum_of_squares(const float* x, size_t n) {
   return s;
 }
 
+bool all_finite(const float* x, size_t n) {
+  // x - x is 0 for a finite x and NaN for a NaN or an infinity; a sum keeps a NaN. (The
+  // build does not assume finite math, so the compiler may not fold x - x to 0.)
+  float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+  for (size_t i = 0; i < n; ++i) acc += x[i] - x[i];
+  return acc == 0.f;
+}
+
 void clip_grads(float* grads, size_t n, double global_norm, float max_norm) {
   COCONUT_CHECK(max_norm > 0.f, "gradient clipping needs max_norm > 0 (got {})", max_norm);
   const double coef = std::min(1.0, max_norm / (global_norm + 1e-6));

@@ -62,6 +62,8 @@ class AdamW {
 
 // Sum of squares of x[0, n) in double, summed in a fixed order (reproducible).
 double sum_of_squares(const float* x, size_t n);
+// Whether every element of x[0, n) is finite (no NaN, no infinity).
+bool all_finite(const float* x, size_t n);
 // torch.nn.utils.clip_grad_norm_: scales grads by min(1, max_norm / (norm + 1e-6)).
 // Takes the global norm (all shards, all ranks) so that callers can reduce it first.
 void clip_grads(float* grads, size_t n, double global_norm, float max_norm);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -144,6 +145,25 @@ TEST(AdamW, MatricesOnlyDecayLeavesBiasesAndNormsUndecayed) {
     if (t.is_matrix) EXPECT_FLOAT_EQ(a, b * (1.f - 0.1f * 0.5f)) << t.name;
     else EXPECT_EQ(a, b) << t.name;
   }
+}
+
+TEST(AdamW, AllFiniteFindsEveryNaNAndInfinity) {
+  // Lengths around the vector width, the bad element at every position, and the
+  // extreme finite values (whose x - x is still 0).
+  for (size_t n : {1, 7, 8, 9, 33, 1000}) {
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; ++i) x[i] = i % 2 ? std::numeric_limits<float>::max() : -std::numeric_limits<float>::denorm_min();
+    EXPECT_TRUE(all_finite(x.data(), n)) << n;
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()})
+      for (size_t at = 0; at < n; ++at) {
+        const float keep = x[at];
+        x[at] = bad;
+        EXPECT_FALSE(all_finite(x.data(), n)) << "n " << n << " at " << at << " value " << bad;
+        x[at] = keep;
+      }
+  }
+  EXPECT_TRUE(all_finite(nullptr, 0));
 }
 
 }  // namespace

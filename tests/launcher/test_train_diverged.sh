@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# A run that diverges stops without saving the bad state (launcher/train_loop.h,
+# TrainingDiverged). COCONUT_TRAIN_FAULT=nan_weights@S turns wpe row 0 into NaN after
+# step S, as an overflowing update would; checkpoints every 2 steps:
+#  1. poisoned after step 5: step 6's loss is NaN; exit 3, RUN_DIR/diverged.json names
+#     step 6, loss "nan" and the last checkpoint (step 4); no checkpoint after it, no
+#     model, no evaluation; `--resume auto` without the fault continues from step 4 to
+#     the end with the losses of a run that never diverged, bit for bit, and removes
+#     diverged.json;
+#  2. poisoned after step 6, a checkpoint step: the loss is still finite, but the state
+#     to save holds NaN: exit 3, nothing saved after step 4;
+#  3. two pipeline stages under mpirun: every rank exits 3, diverged.json as in 1;
+#  4. `coconut sweep`: the diverging grid point is recorded as diverged (not failed, exit
+#     0) beside the one that finishes, and a rerun skips it.
+#   test_train_diverged.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
+set -euo pipefail
+
+bin=$1 configs=$(cd "$2" && pwd)  # absolute: the sweep file below names its base config
+mkdir -p "$3"
+work=$(mktemp -d "$3/diverged.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass
+
+# 64 items in batches of 16: 4 steps an epoch, 12 in all.
+args=("$configs/prosqa_tiny.yaml" --set train.epochs=3 --set curriculum.epochs_per_stage=1
+      --set data.generate_train=64 --set data.generate_valid=8 --set train.batch_size=16
+      --set model.d_model=32 --set eval.max_new_tokens=24 --set run.threads=1
+      --set checkpoint.every_steps=2 --set checkpoint.keep_last=0)
+
+# diverge NAME NP FAULT_STEP: a run that must exit 3; its output in $work/NAME.log.
+diverge() {
+  local name=$1 np=$2 step=$3 rc=0
+  local cmd=("$bin" train "${args[@]}" --set run.dir="$work/$name")
+  [[ $np == 1 ]] || cmd=(mpirun --oversubscribe -np "$np" "${cmd[@]}" --set parallel.pp="$np")
+  COCONUT_TRAIN_FAULT=nan_weights@$step "${cmd[@]}" >"$work/$name.log" 2>&1 || rc=$?
+  [[ $rc == 3 ]] || fail "$name exited $rc, expected 3: $(tail -n 20 "$work/$name.log")"
+}
+# field RUN KEY: a field of RUN's diverged.json.
+field() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$work/$1/diverged.json" "$2"; }
+checkpoints() { (cd "$work/$1/checkpoints" && ls -d step-* | tr '\n' ' '); }
+losses() { python3 -c "import json, sys; print([json.loads(l)['loss'] for l in open(sys.argv[1])])" "$1/steps.jsonl"; }
+
+# ---- 1. the loss turns NaN -----------------------------------------------------------
+diverge loss 1 5
+[[ $(field loss step) == 6 && $(field loss loss) == nan && $(field loss last_checkpoint) == */step-00000004 ]] ||
+  fail "loss: diverged.json: $(cat "$work/loss/diverged.json")"
+[[ $(checkpoints loss) == "step-00000002 step-00000004 " ]] || fail "loss: checkpoints $(checkpoints loss)"
+[[ ! -e $work/loss/model && ! -e $work/loss/eval_valid.json ]] || fail "loss: a diverged run exported or evaluated"
+grep -q "training diverged: the loss of step 6 (epoch 1, stage 1, batch 2) is nan" "$work/loss.log" ||
+  fail "loss: no message: $(tail -n 5 "$work/loss.log")"
+"$bin" train "${args[@]}" --set run.dir="$work/loss" --resume auto >>"$work/loss.log" 2>&1 ||
+  fail "resume after divergence: $(tail -n 20 "$work/loss.log")"
+"$bin" train "${args[@]}" --set run.dir="$work/clean" >"$work/clean.log" 2>&1 || fail "clean run: $(tail -n 20 "$work/clean.log")"
+[[ $(losses "$work/loss") == "$(losses "$work/clean")" ]] ||
+  fail "resumed losses $(losses "$work/loss") differ from the clean run's $(losses "$work/clean")"
+[[ ! -e $work/loss/diverged.json && -f $work/loss/model/model.safetensors ]] ||
+  fail "the resumed run left diverged.json or exported no model"
+pass "a NaN loss stops the run at step 6 before any save; resumed from step 4 it equals a clean run"
+
+# ---- 2. the state to save holds NaN, the loss does not ---------------------------------
+diverge state 1 6
+[[ $(field state step) == 6 && $(field state last_checkpoint) == */step-00000004 ]] ||
+  fail "state: diverged.json: $(cat "$work/state/diverged.json")"
+field state why | grep -q "the state after step 6 (epoch 1, batch 2) holds a NaN or an infinity (on 1 rank(s))" ||
+  fail "state: why: $(field state why)"
+[[ $(checkpoints state) == "step-00000002 step-00000004 " ]] || fail "state: checkpoints $(checkpoints state)"
+pass "a state holding NaN is not saved, though its loss was finite"
+
+# ---- 3. two pipeline stages ------------------------------------------------------------
+diverge stages 2 5
+[[ $(field stages step) == 6 && $(field stages loss) == nan && $(checkpoints stages) == "step-00000002 step-00000004 " ]] ||
+  fail "stages: $(cat "$work/stages/diverged.json"); checkpoints $(checkpoints stages)"
+pass "pp 2 under mpirun: every rank exits 3 at step 6"
+
+# ---- 4. a sweep: one grid point diverges, the other finishes ---------------------------
+cat >"$work/sweep.yaml" <<EOF
+base: $configs/prosqa_tiny.yaml
+out: $work/sweep
+grid:
+  - key: train.epochs
+    values: [1, 3]
+set: [curriculum.epochs_per_stage=1, data.generate_train=64, data.generate_valid=8, train.batch_size=16,
+      model.d_model=32, eval.max_new_tokens=24, run.threads=1]
+EOF
+COCONUT_TRAIN_FAULT=nan_weights@5 "$bin" sweep "$work/sweep.yaml" --out "$work/sweep" >"$work/sweep.log" 2>&1 ||
+  fail "sweep exited $?: $(cat "$work/sweep.log")"
+python3 - "$work/sweep/results.csv" <<'PY' || fail "sweep results: $(cat "$work/sweep/results.csv")"
+import csv, sys
+rows = {r["run"]: r["status"] for r in csv.DictReader(open(sys.argv[1]))}
+assert rows == {"epochs-1": "trained", "epochs-3": "diverged (step 6, loss nan)"}, rows
+PY
+COCONUT_TRAIN_FAULT=nan_weights@5 "$bin" sweep "$work/sweep.yaml" --out "$work/sweep" >"$work/sweep2.log" 2>&1 ||
+  fail "second sweep exited $?: $(cat "$work/sweep2.log")"
+grep -q "epochs-3: skipped, diverged earlier" "$work/sweep2.log" || fail "second sweep: $(cat "$work/sweep2.log")"
+grep -q "| diverged (step 6, loss nan) |" "$work/sweep/results.md" || fail "results.md: $(cat "$work/sweep/results.md")"
+pass "a sweep records the diverged point and skips it when rerun"
