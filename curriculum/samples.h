@@ -35,6 +35,9 @@ struct CurriculumConfig {
   // The scheduled stage of an epoch: epoch / epochs_per_stage for curriculum methods,
   // 0 for cot/no_cot, past the last stage for no_curriculum and pause.
   int stage_of_epoch(int epoch) const;
+  // Stages past max_latent_stage all remove every step: they train and evaluate alike.
+  // The stage that stands for its class (min(stage, max_latent_stage + 1)).
+  int effective_stage(int stage) const { return stage < max_latent_stage + 1 ? stage : max_latent_stage + 1; }
   // Whether the <latent> slots are continuous thoughts (fed back) or pause tokens.
   bool feeds_back() const { return method == Method::coconut || method == Method::no_curriculum; }
   bool has_markers() const;

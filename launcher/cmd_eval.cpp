@@ -11,6 +11,7 @@
 #include "curriculum/evaluation.h"
 #include "launcher/commands.h"
 #include "launcher/device_step.h"
+#include "launcher/run_output.h"
 #include "launcher/trainer.h"
 #include "runtime/check.h"
 #include "runtime/log.h"
@@ -21,6 +22,7 @@ namespace coconut::launcher {
 namespace fs = std::filesystem;
 
 int run_final_stage(const LoadedRun& run) {
+  if (run.best) return run.final_stage;  // best.json's
   // config.yaml is the file the run was started from; --set overrides (train.epochs=1)
   // are not in it, so the metrics, which record each epoch's stage, are preferred.
   const fs::path metrics = fs::path(run.config.run_dir) / "metrics.jsonl";
@@ -62,7 +64,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
       "                    [--batch-size N] [--max-new-tokens N] [--max-items N] [--device cpu|cuda]\n"
-      "                    [--thought-tokens K]\n"
+      "                    [--thought-tokens K] [--best]\n"
       "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
@@ -72,7 +74,9 @@ int cmd_eval(const std::vector<std::string>& args) {
       "  --device    where to decode (default: the run's train.device; cuda in its train.precision)\n"
       "  --thought-tokens K  also read every continuous thought through the LM head: its K most\n"
       "              probable tokens go into the report (thought_tokens), the first items' are printed\n"
-      "              (default: the run's eval.thought_tokens)\n";
+      "              (default: the run's eval.thought_tokens)\n"
+      "  --best      the run's best validation model (RUN_DIR/best_model, eval.keep_best) at its stage;\n"
+      "              the report defaults to RUN_DIR/eval_<dataset>_best.json\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
@@ -82,6 +86,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   std::string data_file, out_path;
   std::string device;
   int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = -1;
+  bool best = false;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--data") data_file = option_value(args, i);
@@ -92,13 +97,14 @@ int cmd_eval(const std::vector<std::string>& args) {
     else if (a == "--max-items") max_items = option_int(args, i, 0, 1 << 30);
     else if (a == "--device") device = option_value(args, i);
     else if (a == "--thought-tokens") thought_tokens = option_int(args, i, 1, 1000);
+    else if (a == "--best") best = true;
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
   if (!device.empty() && device != "cpu" && device != "cuda")
     throw UsageError(fmt::format("--device must be cpu or cuda (got '{}')\n{}", device, help));
   init_logging(0, 1, "warn");
-  const LoadedRun run = load_run(run_dir);
+  const LoadedRun run = load_run(run_dir, best);
   const TrainConfig& c = run.config;
   set_num_threads(c.threads);
   if (stage < 0) stage = run_final_stage(run);
@@ -109,7 +115,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   EvalData data = run_eval_data(run, data_file);
   COCONUT_CHECK(!data.samples.empty(), "the evaluation set '{}' is empty", data.name);
   if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);
-  if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("eval_{}.json", data.name)).string();
+  if (out_path.empty())
+    out_path = (fs::path(run_dir) / fmt::format("eval_{}{}.json", data.name, best ? "_best" : "")).string();
 
   if (device.empty()) device = c.device;
   const std::unique_ptr<model::Decoder> decoder =
@@ -123,7 +130,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   const curriculum::EvalResult r = curriculum::evaluate(*decoder, *run.tokenizer, data.samples, c.curriculum, stage,
                                                         batch_size, max_new_tokens, run.eot.get(), {}, decode_thought);
   curriculum::write_eval_report(out_path, r, data.name);
-  fmt::print("run {}: method {}, c={}, stage {}; {} items of {}; decoded on {}\n", run_dir,
+  fmt::print("run {}{}: method {}, c={}, stage {}; {} items of {}; decoded on {}\n", run_dir,
+             best ? fmt::format(" (its best model, {})", kBestModelDir) : std::string(),
              curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total, data.name,
              device == "cuda" ? fmt::format("cuda ({})", c.precision) : std::string("the CPU"));
   fmt::print("accuracy {:.4f} ({}/{}), mean generated tokens {:.2f}\n", r.accuracy(), r.correct, r.total,

@@ -124,6 +124,10 @@ int cmd_train(const std::vector<std::string>& args) {
   if (s.attempts > 1)
     fmt::print("(wall s over {} attempts: this one {:.1f} s, the earlier ones {:.1f} s, each until the checkpoint the "
                "next one started from)\n", s.attempts, s.attempt_seconds, s.seconds - s.attempt_seconds);
+  if (s.best_epoch >= 0)
+    fmt::print("(eval.keep_best: the best valid accuracy at the final stage, {}, was after epoch {}; test accuracy of "
+               "that model {}; {}/{})\n", acc(s.best_valid_accuracy), s.best_epoch, acc(s.best_test_accuracy),
+               config.run_dir, kBestModelDir);
   return 0;
 }
 

@@ -20,6 +20,7 @@
 #include "model/decoder.h"
 #include "model/gpt2.h"
 #include "parallel/comm.h"
+#include "parallel/executor.h"
 #include "parallel/stage_compute.h"
 #include "parallel/zero_adamw.h"
 
@@ -30,11 +31,12 @@ class DeviceStep {
   virtual ~DeviceStep() = default;
   // One optimizer step over the micro-batches, as the CPU's local step: gradients summed
   // over them (each scaled by loss_scale), global-norm clipping, AdamW at rate lr.
-  // Dropout draws the CPU's masks for (seed, step, sample ids). Returns the summed loss.
-  // Data-parallel: every rank passes the whole batch's micro-batches and runs micro-batch
-  // m when m modulo the ranks is its rank (as the CPU executor); the loss is the whole
-  // batch's.
-  virtual double step(const std::vector<model::SequenceBatch>& micro,
+  // Dropout draws the CPU's masks for (seed, step, sample ids). Returns the summed loss
+  // and the global gradient norm before clipping; a norm that is not finite skips the
+  // update. Data-parallel: every rank passes the whole batch's micro-batches and runs
+  // micro-batch m when m modulo the ranks is its rank (as the CPU executor); the loss
+  // and the norm are the whole batch's.
+  virtual parallel::StepStats step(const std::vector<model::SequenceBatch>& micro,
                       const std::vector<std::vector<int64_t>>& micro_ids, float loss_scale, int64_t step,
                       float lr) = 0;
   // Zero both moments and the step count (the curriculum's optimizer resets).

@@ -62,8 +62,9 @@ class CudaStep final : public DeviceStep {
     load_from_host(gpt, opt);
   }
 
-  double step(const std::vector<model::SequenceBatch>& micro, const std::vector<std::vector<int64_t>>& micro_ids,
-              float loss_scale, int64_t step, float lr) override {
+  parallel::StepStats step(const std::vector<model::SequenceBatch>& micro,
+                           const std::vector<std::vector<int64_t>>& micro_ids, float loss_scale, int64_t step,
+                           float lr) override {
     model_.zero_grads();
     const int ranks = exchange_ ? exchange_->size() : 1, rank = exchange_ ? exchange_->rank() : 0;
     // With NCCL the last micro-batch's backward hands each finished layer to the
@@ -94,13 +95,14 @@ class CudaStep final : public DeviceStep {
       }
       loss = exchange_->sum(loss);
     }
-    // Every rank holds the summed gradient; each clips and updates its own shard only.
+    // Every rank holds the summed gradient; each clips and updates its own shard only. A
+    // gradient with a NaN or an infinity is not applied (the trainer then stops the run).
     const size_t count = shard_.end - shard_.begin;
-    if (clip_ > 0) {
-      double squares = gpu::sum_of_squares_host(grads + shard_.begin, count, model_.stream());
-      if (exchange_) squares = exchange_->sum(squares);
-      gpu::clip_grads(grads + shard_.begin, count, std::sqrt(squares), static_cast<float>(clip_), model_.stream());
-    }
+    double squares = gpu::sum_of_squares_host(grads + shard_.begin, count, model_.stream());
+    if (exchange_) squares = exchange_->sum(squares);
+    const parallel::StepStats stats{loss, std::sqrt(squares)};
+    if (!std::isfinite(stats.grad_norm)) return stats;
+    if (clip_ > 0) gpu::clip_grads(grads + shard_.begin, count, stats.grad_norm, static_cast<float>(clip_), model_.stream());
     ++adam_step_;
     hyper_.lr = lr;
     // The bf16 weights the forward reads: the update refreshes them in one process; with
@@ -113,7 +115,7 @@ class CudaStep final : public DeviceStep {
       exchange_->share_shards(model_.params(), n, model_.stream());
       if (copy) gpu::convert(copy, model_.params(), int64_t(n), model_.stream());
     }
-    return loss;
+    return stats;
   }
 
   std::string describe() const override {

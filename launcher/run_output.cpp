@@ -43,12 +43,13 @@ void RunOutput::append_row(const nlohmann::json& row) {
 void RunOutput::log_step(const StepMetrics& m) {
   if (options_.step_rows)
     append_row({{"kind", "step"}, {"epoch", m.epoch}, {"stage", m.stage}, {"step", m.step}, {"loss", m.loss},
-                {"learning_rate", m.learning_rate}, {"tokens_per_s", m.tokens_per_s}});
+                {"learning_rate", m.learning_rate}, {"tokens_per_s", m.tokens_per_s}, {"grad_norm", m.grad_norm}});
   if (!tb_) return;
   const double t = TensorBoardWriter::now();
   tb_->scalar("train/loss", m.step, m.loss, t);
   tb_->scalar("train/learning_rate", m.step, m.learning_rate, t);
   tb_->scalar("train/tokens_per_s", m.step, m.tokens_per_s, t);
+  tb_->scalar("train/grad_norm", m.step, m.grad_norm, t);
   tb_->scalar("train/stage", m.step, m.stage, t);
   tb_->scalar("train/epoch", m.step, m.epoch, t);
   tb_->flush();

@@ -10,7 +10,7 @@
 //   out.log_epoch(row);   // {"epoch":..,"stage":..,"step":..,"loss":..,"valid_accuracy":..}
 //
 // TensorBoard tags: per step "train/loss", "train/learning_rate", "train/tokens_per_s",
-// "train/stage", "train/epoch"; per epoch "epoch/<key>" for every numeric field of the
+// "train/grad_norm", "train/stage", "train/epoch"; per epoch "epoch/<key>" for every numeric field of the
 // row except "epoch" and "step" (arrays of numbers as "epoch/<key>/<i>"), all at x = the
 // row's "step" (the global step count, else the epoch) so both curves share the x axis.
 #pragma once
@@ -31,11 +31,19 @@ namespace coconut::launcher {
 inline constexpr int kExitDiverged = 3;
 inline constexpr const char* kDivergedFile = "diverged.json";
 
+// eval.keep_best: RUN_DIR/best_model/ holds the model of the best validation accuracy at
+// the run's final curriculum stage (Hugging Face safetensors, as RUN_DIR/model/), with
+// best.json saying where it came from ({"valid_accuracy", "epoch", "stage", "step"}); the
+// test split evaluated on it is RUN_DIR/eval_test_best.json.
+inline constexpr const char* kBestModelDir = "best_model";
+inline constexpr const char* kBestModelFile = "best.json";
+
 // One optimizer step, as logged.
 struct StepMetrics {
   int epoch = 0, stage = 0;
   int64_t step = 0;  // global optimizer steps done, this one included
   double loss = 0, learning_rate = 0, tokens_per_s = 0;
+  double grad_norm = 0;  // the model's global gradient norm before clipping
 };
 
 struct RunOutputOptions {

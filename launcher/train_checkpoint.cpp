@@ -101,6 +101,10 @@ json trainer_state(const TrainContext& ctx, const TrainState& st) {
             {"epoch_seconds", st.batch_in_epoch > 0 ? st.epoch_seconds() : 0.0},
             {"run_seconds", st.run_seconds(ctx)},
             {"training_seconds", st.training_seconds(ctx)},
+            {"best", {{"valid_accuracy", st.best.valid_accuracy},
+                      {"epoch", st.best.epoch},
+                      {"stage", st.best.stage},
+                      {"step", st.best.step}}},
             {"attempts", st.attempts()},
             {"epoch_losses", st.summary.epoch_losses},
             {"final_loss", st.summary.final_loss},
@@ -213,6 +217,11 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
     st.earlier_attempts = j.value("attempts", 1);
     // ... nor, before session 20, a training time (train.max_minutes then restarted).
     st.earlier_training_seconds = j.contains("training_seconds") ? number(j, "training_seconds") : 0.0;
+    if (j.contains("best")) {  // eval.keep_best's record (RUN_DIR/best_model holds that model)
+      const json& b = j.at("best");
+      st.best = {number(b, "valid_accuracy"), b.at("epoch").get<int>(), b.at("stage").get<int>(),
+                 b.at("step").get<int64_t>()};
+    }
     st.summary.epoch_losses = j.at("epoch_losses").get<std::vector<double>>();
     st.summary.final_loss = number(j, "final_loss");
     st.summary.valid_accuracy = number(j, "valid_accuracy");

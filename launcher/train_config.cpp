@@ -85,6 +85,7 @@ TrainConfig read_train_config(Config& c) {
   t.eval_max_items = c.get_int("eval.max_items", 0, 0, 1 << 30);
   t.max_new_tokens = c.get_int("eval.max_new_tokens", 64, 1, 1 << 20);
   t.eval_thought_tokens = c.get_int("eval.thought_tokens", 0, 0, 1000);
+  t.eval_keep_best = c.get_bool("eval.keep_best", false);
 
   CheckpointConfig& k = t.checkpoint;
   k.dir = c.get_string("checkpoint.dir", "");

@@ -92,6 +92,10 @@ struct TrainConfig {
   int eval_max_items = 0;     // 0 = all
   int max_new_tokens = 64;
   int eval_thought_tokens = 0;  // > 0: each evaluated thought's most probable tokens in the report
+  // Keep the model of the best validation accuracy among the evaluations at the run's
+  // final curriculum stage in RUN_DIR/best_model/, and evaluate the test split on it too
+  // (the paper's protocol: the checkpoint with the best validation accuracy).
+  bool eval_keep_best = false;
   CheckpointConfig checkpoint;
 };
 

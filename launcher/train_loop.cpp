@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "curriculum/batching.h"
+#include "curriculum/word_tokenizer.h"
 #include "launcher/staged_generation.h"
 #include "model/hf_weights.h"
 #include "parallel/comm.h"
@@ -90,7 +91,33 @@ void sum_eot_over_ranks(parallel::Communicator& world, curriculum::EotClassifier
 
 // Under mpirun: micro-batches go round-robin to the replicas; every stage of a replica
 // runs the same ones. Returns the global loss.
-double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b, float lr) {
+// COCONUT_TRAIN_FAULT=POINT@S, for tests (the host model's steps): the embedding of
+// position 0 (wpe row 0, which every sequence reads) becomes NaN on the ranks that hold
+// it: its weights after step S's update (POINT nan_weights, as an overflowing update
+// would leave them), or its gradient of step S before the optimizer sees it (nan_grads).
+void maybe_fault(TrainContext& ctx, const char* point, int64_t step, float* buffer) {
+  const char* spec = std::getenv("COCONUT_TRAIN_FAULT");
+  if (spec == nullptr || *spec == '\0') return;
+  const std::string s = spec;
+  const size_t at = s.find('@');
+  const std::string name = s.substr(0, at);
+  int64_t fault_step = -1;
+  try {
+    if (at != std::string::npos) fault_step = std::stoll(s.substr(at + 1));
+  } catch (const std::exception&) {
+  }
+  COCONUT_CHECK((name == "nan_weights" || name == "nan_grads") && fault_step > 0,
+                "COCONUT_TRAIN_FAULT: expected nan_weights@STEP or nan_grads@STEP (STEP > 0), got '{}'", s);
+  if (name != point || fault_step != step || ctx.device) return;
+  const model::TensorSpec& wpe = ctx.gpt.layout().find("wpe.weight");
+  for (const parallel::ParamSlice& held : ctx.dist.held_slices(ctx.gpt)) {
+    if (wpe.offset < held.begin || wpe.offset >= held.end) continue;
+    std::fill_n(buffer + wpe.offset, ctx.mc.d_model, std::numeric_limits<float>::quiet_NaN());
+    spdlog::warn("COCONUT_TRAIN_FAULT: {} of wpe row 0 set to NaN at step {}", point, step);
+  }
+}
+
+parallel::StepStats distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b, float lr) {
   const TrainConfig& c = ctx.config;
   Distributed& dist = ctx.dist;
   std::vector<model::SequenceBatch> mine;
@@ -114,7 +141,10 @@ double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b, float l
                                return eot_losses[m](acts, d_hidden);
                              });
   }
-  const double loss = dist.executor->train_step(mine, 1.f / b.targets, lr).loss;
+  parallel::StepStats stats;
+  stats.loss = dist.executor->forward_backward(mine, 1.f / b.targets);
+  maybe_fault(ctx, "nan_grads", st.step + 1, ctx.gpt.grads());
+  stats.grad_norm = dist.executor->optimizer_step(lr);
   if (eot) {
     dist.executor->set_hidden_loss({});  // it refers to this step's targets
     sum_eot_over_ranks(*ctx.world, *eot, eot_before);
@@ -125,12 +155,12 @@ double distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b, float l
   st.op_wall += t.wall_seconds;
   st.simulated_bubble += t.simulated_bubble * t.wall_seconds;  // wall-weighted mean
   st.simulated_peak_bytes = std::max(st.simulated_peak_bytes, t.simulated_peak_bytes);
-  return loss;
+  return stats;
 }
 
 // One process: MultipassRunner over the micro-batches, clipping, AdamW; on the GPU
-// with train.device: cuda.
-double local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b, float lr) {
+// with train.device: cuda. A gradient with a NaN or an infinity is not applied.
+parallel::StepStats local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b, float lr) {
   const TrainConfig& c = ctx.config;
   if (ctx.device) return ctx.device->step(b.micro, b.micro_ids, 1.f / b.targets, st.step, lr);
   model::GPT2& gpt = ctx.gpt;
@@ -146,13 +176,13 @@ double local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b, f
                                                 : model::MultipassRunner::HiddenLoss{});
     loss += ctx.runner.forward_backward(gpt, b.micro[m], 1.f / b.targets);
   }
-  if (c.grad_clip > 0) {
-    const double norm = std::sqrt(model::sum_of_squares(gpt.grads(), gpt.num_params()));
-    model::clip_grads(gpt.grads(), gpt.num_params(), norm, static_cast<float>(c.grad_clip));
-  }
+  maybe_fault(ctx, "nan_grads", st.step + 1, gpt.grads());
+  const parallel::StepStats stats{loss, std::sqrt(model::sum_of_squares(gpt.grads(), gpt.num_params()))};
+  if (!std::isfinite(stats.grad_norm)) return stats;
+  if (c.grad_clip > 0) model::clip_grads(gpt.grads(), gpt.num_params(), stats.grad_norm, static_cast<float>(c.grad_clip));
   ctx.opt.step(gpt.params(), gpt.grads(), lr);
   if (eot && b.eot_rows > 0) eot->step(lr);
-  return loss;
+  return stats;
 }
 
 // This step's learning rate (launcher/lr_schedule.h): from the run's step count and the
@@ -268,31 +298,6 @@ void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   st.epoch_timer.start();
 }
 
-namespace {
-
-// COCONUT_TRAIN_FAULT=nan_weights@S, for tests: after step S's update, the embedding of
-// position 0 (wpe row 0, which every sequence reads) becomes NaN on the ranks that hold
-// it, as an overflowing update would leave it. The host model's steps only.
-void maybe_poison_weights(TrainContext& ctx, const TrainState& st) {
-  const char* spec = std::getenv("COCONUT_TRAIN_FAULT");
-  if (spec == nullptr || *spec == '\0') return;
-  const std::string s = spec, prefix = "nan_weights@";
-  int64_t step = -1;
-  try {
-    if (s.rfind(prefix, 0) == 0) step = std::stoll(s.substr(prefix.size()));
-  } catch (const std::exception&) {
-  }
-  COCONUT_CHECK(step > 0, "COCONUT_TRAIN_FAULT: expected nan_weights@STEP (STEP > 0), got '{}'", s);
-  if (step != st.step || ctx.device) return;
-  const model::TensorSpec& wpe = ctx.gpt.layout().find("wpe.weight");
-  for (const parallel::ParamSlice& held : ctx.dist.held_slices(ctx.gpt)) {
-    if (wpe.offset < held.begin || wpe.offset >= held.end) continue;
-    std::fill_n(ctx.gpt.params() + wpe.offset, ctx.mc.d_model, std::numeric_limits<float>::quiet_NaN());
-    spdlog::warn("COCONUT_TRAIN_FAULT: wpe row 0 set to NaN after step {}", st.step);
-  }
-}
-
-}  // namespace
 
 void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   const size_t batch_size = static_cast<size_t>(ctx.config.batch_size);
@@ -304,21 +309,27 @@ void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   st.tokens += b.tokens;
   if (b.targets == 0) return;
   const float lr = step_lr(ctx, st);
-  const double loss = ctx.dist.executor ? distributed_step(ctx, st, b, lr) : local_step(ctx, st, b, lr);
+  const parallel::StepStats stats =
+      ctx.dist.executor ? distributed_step(ctx, st, b, lr) : local_step(ctx, st, b, lr);
   ++st.step;
   ++st.batches;
-  st.loss_sum += loss;
-  st.step_loss = loss;
-  emit_step(ctx, st, plan.stage, loss, lr);
-  maybe_poison_weights(ctx, st);
-  // The loss is the global batch's on every rank (summed over stages and replicas), so
-  // every rank throws here or none does.
-  if (!std::isfinite(loss))
-    throw TrainingDiverged(fmt::format("the loss of step {} (epoch {}, stage {}, batch {}) is {} at learning rate {}",
-                                       st.step, st.epoch, plan.stage, st.batch_in_epoch, loss, lr));
+  st.loss_sum += stats.loss;
+  st.step_loss = stats.loss;
+  emit_step(ctx, st, plan.stage, stats, lr);
+  maybe_fault(ctx, "nan_weights", st.step, ctx.gpt.params());
+  // The loss and the norm are the global batch's on every rank (summed over stages and
+  // replicas), so every rank throws here or none does.
+  const std::string where = fmt::format("step {} (epoch {}, stage {}, batch {})", st.step, st.epoch, plan.stage,
+                                        st.batch_in_epoch);
+  if (!std::isfinite(stats.loss))
+    throw TrainingDiverged(fmt::format("the loss of {} is {} at learning rate {}", where, stats.loss, lr));
+  if (!std::isfinite(stats.grad_norm))
+    throw TrainingDiverged(fmt::format("the gradient norm of {} is {} (loss {}, learning rate {}); the step was not "
+                                       "applied", where, stats.grad_norm, stats.loss, lr));
 }
 
-void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss, float lr) {
+void emit_step(const TrainContext& ctx, const TrainState& st, int stage, const parallel::StepStats& stats, float lr) {
+  const double loss = stats.loss;
   const double tokens_per_s = st.tokens / st.epoch_seconds();
   if (st.step % ctx.config.log_every == 0) {
     Progress p;
@@ -334,11 +345,15 @@ void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double 
     spdlog::info("{}", format_progress(p));
   }
   if (!ctx.output) return;
-  ctx.output->log_step({st.epoch, stage, st.step, loss, lr, tokens_per_s});
+  ctx.output->log_step({st.epoch, stage, st.step, loss, lr, tokens_per_s, stats.grad_norm});
   // Every step's exact loss (JSON keeps doubles round-trip exact): what a resumed run is
-  // compared with; and the learning rate it took.
-  append_jsonl(ctx.dir / "steps.jsonl",
-               {{"step", st.step}, {"epoch", st.epoch}, {"stage", stage}, {"loss", loss}, {"lr", lr}});
+  // compared with; the learning rate it took and the gradient norm before clipping.
+  append_jsonl(ctx.dir / "steps.jsonl", {{"step", st.step},
+                                         {"epoch", st.epoch},
+                                         {"stage", stage},
+                                         {"loss", loss},
+                                         {"lr", lr},
+                                         {"grad_norm", stats.grad_norm}});
 }
 
 void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row) {
@@ -437,6 +452,38 @@ void sync_host(TrainContext& ctx) {
   if (ctx.device) ctx.device->sync_to_host(ctx.gpt, ctx.opt);
 }
 
+void export_run_model(const TrainContext& ctx, const std::filesystem::path& out_dir) {
+  if (ctx.dist.executor)
+    ctx.dist.export_model(out_dir.string(), ctx.gpt);
+  else if (ctx.writer)
+    model::export_hf_gpt2(out_dir.string(), ctx.mc, ctx.gpt.params());
+  const auto* word = dynamic_cast<const curriculum::WordTokenizer*>(&ctx.tok);
+  if (word && ctx.writer) word->save((out_dir / kWordVocabularyFile).string());
+  if (ctx.world && ctx.world->size() > 1) ctx.world->barrier();  // the other ranks wait while rank 0 writes
+}
+
+namespace {
+
+// eval.keep_best: the model just evaluated is the best so far. Exported next to the run
+// as best_model.tmp, then moved over best_model, so that a run killed meanwhile leaves
+// the previous best whole. Collective.
+void keep_best_model(TrainContext& ctx, TrainState& st, int epoch, int stage, double accuracy) {
+  const fs::path dest = ctx.dir / kBestModelDir, tmp = ctx.dir / (std::string(kBestModelDir) + ".tmp");
+  if (ctx.writer) fs::remove_all(tmp);
+  export_run_model(ctx, tmp);
+  st.best = {accuracy, epoch, stage, st.step};
+  if (!ctx.writer) return;
+  if (ctx.eot) ctx.eot->save((tmp / "eot_classifier.txt").string());
+  const nlohmann::json j = {{"valid_accuracy", accuracy}, {"epoch", epoch}, {"stage", stage}, {"step", st.step}};
+  write_file_atomic((tmp / kBestModelFile).string(), j.dump(1) + "\n");
+  fs::remove_all(dest);
+  fs::rename(tmp, dest);
+  spdlog::info("epoch {} stage {}: the best {} accuracy so far ({:.3f}); its model is in {}", epoch, stage,
+               ctx.data.valid_name, accuracy, dest.string());
+}
+
+}  // namespace
+
 void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   sync_host(ctx);  // the epoch-end checkpoint and the run outputs read the host model
   const TrainConfig& c = ctx.config;
@@ -495,6 +542,11 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   if (eval_now)
     r = evaluate_split(ctx.gpt, ctx.device, ctx.tok, ctx.data.valid, c, stage, ctx.eot,
                        ctx.dist.executor ? &ctx.dist : nullptr);
+  // Every rank holds the merged result, so every rank takes the same branch.
+  const curriculum::CurriculumConfig& cc = c.curriculum;
+  const bool final_stage = cc.effective_stage(stage) == cc.effective_stage(cc.stage_of_epoch(c.epochs - 1));
+  if (eval_now && c.eval_keep_best && final_stage && r.accuracy() > st.best.valid_accuracy)
+    keep_best_model(ctx, st, epoch, stage, r.accuracy());
   if (!ctx.writer) return;
   if (eval_now) {
     row["valid_accuracy"] = r.accuracy();

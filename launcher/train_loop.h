@@ -101,6 +101,13 @@ struct TrainState {
   double training_seconds(const TrainContext& ctx) const { return earlier_training_seconds + ctx.clock.seconds(); }
   int attempts() const { return earlier_attempts + 1; }  // this process's included
   double step_loss = 0;        // the loss of the last step taken (global: the same on every rank)
+  // eval.keep_best: the best validation accuracy so far among the evaluations at the run's
+  // final stage and where it was (epoch -1: none yet); RUN_DIR/best_model/ holds that model.
+  struct Best {
+    double valid_accuracy = -1;
+    int epoch = -1, stage = -1;
+    int64_t step = 0;
+  } best;
   TrainSummary summary;        // per-epoch results so far
   // This process only, not saved: pipeline time this epoch (measured bubble), the
   // simulator's largest per-micro-batch activation bytes of a step, and the clock.
@@ -181,8 +188,13 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
 // before the host reads them (evaluation, checkpoints, the export). No-op on the CPU.
 void sync_host(TrainContext& ctx);
 
+// The model as Hugging Face safetensors in out_dir (rank 0 writes; pipeline stages stream
+// it their tensors), with the word vocabulary when the run has one (a run can start from
+// it: model.init_from). Collective; every rank returns once the files are written.
+void export_run_model(const TrainContext& ctx, const std::filesystem::path& out_dir);
+
 // The two reporting points (rank 0 writes; see the top of this file).
-void emit_step(const TrainContext& ctx, const TrainState& st, int stage, double loss, float lr);
+void emit_step(const TrainContext& ctx, const TrainState& st, int stage, const parallel::StepStats& stats, float lr);
 void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row);
 
 }  // namespace coconut::launcher

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "curriculum/bpe_tokenizer.h"
 #include "curriculum/eot_classifier.h"
@@ -106,17 +107,12 @@ void log_optimizer_moments(const Distributed& dist, const model::AdamW& opt, siz
   spdlog::info("optimizer: AdamW moments held per rank, of {} parameters:{}", num_params, per_rank);
 }
 
-// The model's weights: fresh from run.seed, then the pretrained tensors of
-// model.init_from (the added special tokens keep their fresh rows). Only the slices in
-// `held` are written (a pipeline rank's; each element as the whole model's init sets
-// it), and the pretrained file is read one tensor at a time.
-void init_model_weights(model::GPT2& gpt, const TrainConfig& c, int pretrained_vocab,
-                        const std::vector<parallel::ParamSlice>& held) {
-  for (const parallel::ParamSlice& h : held) gpt.init_weights(c.seed, h.begin, h.end);
-  if (c.init_from.empty()) return;
-  model::GPT2Config pc = gpt.config();
-  pc.vocab_size = pretrained_vocab;
-  model::import_hf_gpt2(c.init_from + "/model.safetensors", pc, [&](const model::TensorSpec& p, const float* data) {
+// The tensors of a Hugging Face GPT-2 file of shape `file_config` into the slices in
+// `held` only (a pipeline rank's), one tensor at a time. A file with a smaller vocabulary
+// fills the first rows of wte (the run's added tokens keep theirs).
+void import_held_weights(model::GPT2& gpt, const std::string& safetensors_path, const model::GPT2Config& file_config,
+                         const std::vector<parallel::ParamSlice>& held) {
+  model::import_hf_gpt2(safetensors_path, file_config, [&](const model::TensorSpec& p, const float* data) {
     const model::TensorSpec& t = gpt.layout().find(p.name);  // wte: the pretrained rows come first
     const size_t count = std::min(p.numel, t.numel);
     for (const parallel::ParamSlice& h : held) {  // [t.offset, t.offset + count) within h
@@ -124,6 +120,18 @@ void init_model_weights(model::GPT2& gpt, const TrainConfig& c, int pretrained_v
       if (b < e) std::copy(data + (b - t.offset), data + (e - t.offset), gpt.params() + b);
     }
   });
+}
+
+// The model's weights: fresh from run.seed, then the pretrained tensors of
+// model.init_from (the added special tokens keep their fresh rows). Only the slices in
+// `held` are written (a pipeline rank's; each element as the whole model's init sets it).
+void init_model_weights(model::GPT2& gpt, const TrainConfig& c, int pretrained_vocab,
+                        const std::vector<parallel::ParamSlice>& held) {
+  for (const parallel::ParamSlice& h : held) gpt.init_weights(c.seed, h.begin, h.end);
+  if (c.init_from.empty()) return;
+  model::GPT2Config pc = gpt.config();
+  pc.vocab_size = pretrained_vocab;
+  import_held_weights(gpt, c.init_from + "/model.safetensors", pc, held);
 }
 
 // Logs the parameters each rank holds and the memory its parameter and gradient
@@ -174,7 +182,10 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   // A resumed run continues metrics.jsonl and steps.jsonl (trimmed to the checkpoint
   // below); a fresh run starts them anew.
   const std::string resume_dir = find_resume_checkpoint(c, world);
-  if (writer && resume_dir.empty()) fs::remove(dir / "steps.jsonl");
+  if (writer && resume_dir.empty()) {
+    fs::remove(dir / "steps.jsonl");
+    fs::remove_all(dir / kBestModelDir);  // an earlier run's (eval.keep_best)
+  }
   // metrics.jsonl and the TensorBoard event files (tensorboard --logdir RUN_DIR).
   std::unique_ptr<RunOutput> output;
   if (writer) output = std::make_unique<RunOutput>(dir.string(), /*fresh=*/resume_dir.empty());
@@ -289,6 +300,11 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     if (writer) trim_run_logs(dir, st);
   }
   ctx.first_step = st.step;
+  if (c.eval_keep_best && st.best.epoch >= 0 && !fs::exists(dir / kBestModelDir / kBestModelFile)) {
+    spdlog::warn("eval.keep_best: the checkpoint records the best model of epoch {}, but {} is missing: the best is "
+                 "chosen anew from here", st.best.epoch, (dir / kBestModelDir).string());
+    st.best = {};
+  }
   if (writer) fs::remove(dir / kDivergedFile);  // an earlier attempt's; this one may end otherwise
   ctx.clock.start();
   // checkpoint.stop_after_steps (for tests): save and stop after that step, as if the
@@ -371,13 +387,27 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
                           distributed ? &dist : nullptr);
   // The model as Hugging Face safetensors (rank 0 writes; pipeline stages stream it their
   // tensors).
-  if (dist.executor)
-    dist.export_model((dir / "model").string(), gpt);
-  else if (writer)
-    model::export_hf_gpt2((dir / "model").string(), mc, gpt.params());
-  // A word-tokenizer model carries its vocabulary, so that a run can start from it.
-  if (word_tokenizer && writer) word_tokenizer->save((dir / "model" / kWordVocabularyFile).string());
-  if (distributed) world->barrier();  // the other ranks wait while rank 0 writes
+  export_run_model(ctx, dir / "model");
+  // eval.keep_best: the test split on the best validation model too, once the final model
+  // is out (its weights replace the final ones in memory).
+  curriculum::EvalResult test_best;
+  const bool best_test = c.eval_keep_best && st.best.epoch >= 0 && !data.test.empty();
+  if (c.eval_keep_best && st.best.epoch >= 0) {
+    summary.best_valid_accuracy = st.best.valid_accuracy;
+    summary.best_epoch = st.best.epoch;
+  }
+  if (best_test) {
+    const fs::path best_dir = dir / kBestModelDir;
+    import_held_weights(gpt, (best_dir / "model.safetensors").string(), mc, dist.held_slices(gpt));
+    if (device) device->load_from_host(gpt, opt);  // decoding reads the device's weights
+    std::unique_ptr<curriculum::EotClassifier> best_eot;
+    if (eot)
+      best_eot = std::make_unique<curriculum::EotClassifier>(
+          curriculum::EotClassifier::load((best_dir / "eot_classifier.txt").string(), c.adamw));
+    test_best = evaluate_split(gpt, device.get(), *tok, data.test, c, st.best.stage, best_eot.get(),
+                               distributed ? &dist : nullptr);
+    summary.best_test_accuracy = test_best.accuracy();
+  }
   if (!writer) return timed(summary);
   if (!data.test.empty()) {
     const curriculum::EvalResult& r = test;
@@ -385,16 +415,25 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     curriculum::write_eval_report((dir / "eval_test.json").string(), r, data.test_name);
     spdlog::info("{} accuracy {:.3f} ({}/{})", data.test_name, r.accuracy(), r.correct, r.total);
   }
+  if (best_test) {
+    curriculum::write_eval_report((dir / "eval_test_best.json").string(), test_best, data.test_name);
+    spdlog::info("{} accuracy of the best {} model (epoch {}, stage {}, {} accuracy {:.3f}): {:.3f} ({}/{})",
+                 data.test_name, data.valid_name, st.best.epoch, st.best.stage, data.valid_name,
+                 st.best.valid_accuracy, test_best.accuracy(), test_best.correct, test_best.total);
+  }
   if (eot) eot->save((dir / "eot_classifier.txt").string());
   return timed(summary);
 }
 
-LoadedRun load_run(const std::string& run_dir) {
+LoadedRun load_run(const std::string& run_dir, bool best) {
   const fs::path dir = run_dir;
   COCONUT_CHECK(fs::is_directory(dir), "run directory '{}' does not exist", run_dir);
-  for (const char* f : {"config.yaml", "model/model.safetensors", "model/config.json"})
-    COCONUT_CHECK(fs::exists(dir / f), "'{}' is not a finished run: {} is missing", run_dir, (dir / f).string());
+  const fs::path model_dir = dir / (best ? kBestModelDir : "model");
+  for (const fs::path& f : {dir / "config.yaml", model_dir / "model.safetensors", model_dir / "config.json"})
+    COCONUT_CHECK(fs::exists(f), "'{}' is not a finished run{}: {} is missing", run_dir,
+                  best ? " with a best model (eval.keep_best)" : "", f.string());
   LoadedRun r;
+  r.best = best;
   Config yaml = Config::load_file((dir / "config.yaml").string());
   r.config = read_train_config(yaml);
   r.config.run_dir = run_dir;
@@ -405,19 +444,29 @@ LoadedRun load_run(const std::string& run_dir) {
     r.tokenizer = std::make_unique<curriculum::WordTokenizer>(
         curriculum::WordTokenizer::load((dir / "tokenizer.txt").string()));
   }
-  model::GPT2Config mc = model::read_hf_config((dir / "model/config.json").string());
+  model::GPT2Config mc = model::read_hf_config((model_dir / "config.json").string());
   mc.thought_scale = r.config.model.thought_scale;  // how the run fed its thoughts back
   COCONUT_CHECK(mc.vocab_size == r.tokenizer->vocab_size(), "run '{}': model vocabulary {} != tokenizer's {}", run_dir,
                 mc.vocab_size, r.tokenizer->vocab_size());
   r.model = std::make_unique<model::GPT2>(mc);
-  model::import_hf_gpt2((dir / "model/model.safetensors").string(), mc, r.model->params());
+  model::import_hf_gpt2((model_dir / "model.safetensors").string(), mc, r.model->params());
   if (r.config.eot_classifier) {
-    COCONUT_CHECK(fs::exists(dir / "eot_classifier.txt"), "run '{}' trained an <eot> classifier but has no {}",
-                  run_dir, (dir / "eot_classifier.txt").string());
+    const fs::path eot_file = (best ? model_dir : dir) / "eot_classifier.txt";
+    COCONUT_CHECK(fs::exists(eot_file), "run '{}' trained an <eot> classifier but has no {}", run_dir,
+                  eot_file.string());
     r.eot = std::make_unique<curriculum::EotClassifier>(
-        curriculum::EotClassifier::load((dir / "eot_classifier.txt").string(), r.config.adamw));
+        curriculum::EotClassifier::load(eot_file.string(), r.config.adamw));
   }
   r.final_stage = r.config.curriculum.stage_of_epoch(r.config.epochs - 1);
+  if (best) {
+    const fs::path where = model_dir / kBestModelFile;
+    try {
+      std::ifstream in(where);
+      r.final_stage = nlohmann::json::parse(in).at("stage").get<int>();
+    } catch (const nlohmann::json::exception& e) {
+      COCONUT_FAIL("{}: not a best-model record ({})", where.string(), e.what());
+    }
+  }
   return r;
 }
 

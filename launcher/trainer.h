@@ -32,6 +32,10 @@ struct TrainSummary {
   // (kExitDiverged, kDivergedFile: launcher/run_output.h.)
   bool diverged = false;
   std::string diverged_why;
+  // eval.keep_best: the best validation accuracy at the final stage, its epoch, and the
+  // test accuracy of that model (-1: none).
+  double best_valid_accuracy = -1, best_test_accuracy = -1;
+  int best_epoch = -1;
 };
 
 
@@ -65,8 +69,10 @@ struct LoadedRun {
   std::unique_ptr<curriculum::Tokenizer> tokenizer;
   std::unique_ptr<model::GPT2> model;
   std::unique_ptr<curriculum::EotClassifier> eot;  // when the run trained one
-  int final_stage = 0;  // the stage of the last training epoch
+  int final_stage = 0;  // the stage of the last training epoch (of the best model's epoch)
+  bool best = false;    // the model is RUN_DIR/best_model (eval.keep_best), not RUN_DIR/model
 };
-LoadedRun load_run(const std::string& run_dir);
+// best: the run's best validation model (RUN_DIR/best_model, its stage from best.json).
+LoadedRun load_run(const std::string& run_dir, bool best = false);
 
 }  // namespace coconut::launcher

@@ -65,8 +65,14 @@ void AdamW::reset() {
 }
 
 double sum_of_squares(const float* x, size_t n) {
+  constexpr size_t kLanes = 8;
+  double lane[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (size_t l = 0; l < kLanes; ++l) lane[l] += static_cast<double>(x[i + l]) * x[i + l];
+  for (; i < n; ++i) lane[i % kLanes] += static_cast<double>(x[i]) * x[i];
   double s = 0.0;
-  for (size_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
+  for (double v : lane) s += v;
   return s;
 }
 

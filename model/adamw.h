@@ -60,7 +60,8 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-// Sum of squares of x[0, n) in double, summed in a fixed order (reproducible).
+// Sum of squares of x[0, n) in double, summed in a fixed order (reproducible): element i
+// into lane i mod 8 (so that the loop vectorises), the lanes added last.
 double sum_of_squares(const float* x, size_t n);
 // Whether every element of x[0, n) is finite (no NaN, no infinity).
 bool all_finite(const float* x, size_t n);

@@ -99,7 +99,7 @@ struct StepTiming {
 
 struct StepStats {
   double loss = 0;       // global-batch loss (sum over all micro-batches of all replicas, scaled)
-  double grad_norm = 0;  // global gradient norm before clipping
+  double grad_norm = 0;  // global gradient norm before clipping (not finite: the update was skipped)
 };
 
 class PipelineExecutor {

@@ -63,6 +63,9 @@ double ShardedAdamW::step(float* params, float* grads, float lr, double clip_nor
   dp_.all_reduce_sum(&sum_sq, 1);
   if (norm_group != nullptr) norm_group->all_reduce_sum(&sum_sq, 1);
   const double norm = std::sqrt(sum_sq);
+  // A gradient with a NaN or an infinity is not applied (every rank sees the same norm):
+  // the weights and moments stay as they were, and the trainer stops the run.
+  if (!std::isfinite(norm)) return norm;
   if (clip_norm > 0) model::clip_grads(grads + shard_.begin, shard_len, norm, static_cast<float>(clip_norm));
 
   // 3. AdamW on the owned shard only.

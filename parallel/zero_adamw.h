@@ -45,7 +45,8 @@ class ShardedAdamW {
   // it was. clip_norm > 0 clips by the global norm (torch's clip_grad_norm_); 0 turns
   // clipping off. norm_group: the ranks holding the other stages of this replica (the
   // grid's pipeline), so the norm covers the whole model; nullptr when this stage is
-  // the whole model. Returns the global gradient norm before clipping.
+  // the whole model. Returns the global gradient norm before clipping. A norm that is
+  // not finite skips the update (weights, moments and step count stay as they were).
   double step(float* params, float* grads, float lr, double clip_norm, Communicator* norm_group);
 
   // Zero the moments and the step count of this rank's shard (every rank calls it, so

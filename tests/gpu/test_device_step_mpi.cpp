@@ -49,7 +49,7 @@ Trained train(DeviceStep& step, const model::GPT2Config& config, const model::Ad
     targets += micro.back().num_targets();
   }
   Trained t;
-  for (int s = 0; s < 3; ++s) t.losses.push_back(step.step(micro, ids, 1.f / float(targets), s, adam.lr));
+  for (int s = 0; s < 3; ++s) t.losses.push_back(step.step(micro, ids, 1.f / float(targets), s, adam.lr).loss);
   model::GPT2 host(config);
   t.shard = step.optimizer_shard();
   model::AdamW opt(adam, host.layout(), t.shard.begin, t.shard.end);  // the host keeps the shard's moments only

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A run that diverges stops without saving the bad state (launcher/train_loop.h,
 # TrainingDiverged). COCONUT_TRAIN_FAULT=nan_weights@S turns wpe row 0 into NaN after
-# step S, as an overflowing update would; checkpoints every 2 steps:
+# step S, as an overflowing update would, nan_grads@S its gradient of step S; checkpoints
+# every 2 steps:
 #  1. poisoned after step 5: step 6's loss is NaN; exit 3, RUN_DIR/diverged.json names
 #     step 6, loss "nan" and the last checkpoint (step 4); no checkpoint after it, no
 #     model, no evaluation; `--resume auto` without the fault continues from step 4 to
@@ -9,8 +10,10 @@
 #     diverged.json;
 #  2. poisoned after step 6, a checkpoint step: the loss is still finite, but the state
 #     to save holds NaN: exit 3, nothing saved after step 4;
-#  3. two pipeline stages under mpirun: every rank exits 3, diverged.json as in 1;
-#  4. `coconut sweep`: the diverging grid point is recorded as diverged (not failed, exit
+#  3. a NaN gradient with a finite loss (nan_grads@6): the step is not applied, exit 3;
+#  4. two pipeline stages under mpirun, with each fault: every rank exits 3; the clean
+#     run's per-step gradient norms (steps.jsonl) equal one process's within 1e-5;
+#  5. `coconut sweep`: the diverging grid point is recorded as diverged (not failed, exit
 #     0) beside the one that finishes, and a rerun skips it.
 #   test_train_diverged.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
@@ -28,12 +31,12 @@ args=("$configs/prosqa_tiny.yaml" --set train.epochs=3 --set curriculum.epochs_p
       --set model.d_model=32 --set eval.max_new_tokens=24 --set run.threads=1
       --set checkpoint.every_steps=2 --set checkpoint.keep_last=0)
 
-# diverge NAME NP FAULT_STEP: a run that must exit 3; its output in $work/NAME.log.
+# diverge NAME NP FAULT: a run that must exit 3; its output in $work/NAME.log.
 diverge() {
-  local name=$1 np=$2 step=$3 rc=0
+  local name=$1 np=$2 fault=$3 rc=0
   local cmd=("$bin" train "${args[@]}" --set run.dir="$work/$name")
   [[ $np == 1 ]] || cmd=(mpirun --oversubscribe -np "$np" "${cmd[@]}" --set parallel.pp="$np")
-  COCONUT_TRAIN_FAULT=nan_weights@$step "${cmd[@]}" >"$work/$name.log" 2>&1 || rc=$?
+  COCONUT_TRAIN_FAULT=$fault "${cmd[@]}" >"$work/$name.log" 2>&1 || rc=$?
   [[ $rc == 3 ]] || fail "$name exited $rc, expected 3: $(tail -n 20 "$work/$name.log")"
 }
 # field RUN KEY: a field of RUN's diverged.json.
@@ -42,7 +45,7 @@ checkpoints() { (cd "$work/$1/checkpoints" && ls -d step-* | tr '\n' ' '); }
 losses() { python3 -c "import json, sys; print([json.loads(l)['loss'] for l in open(sys.argv[1])])" "$1/steps.jsonl"; }
 
 # ---- 1. the loss turns NaN -----------------------------------------------------------
-diverge loss 1 5
+diverge loss 1 nan_weights@5
 [[ $(field loss step) == 6 && $(field loss loss) == nan && $(field loss last_checkpoint) == */step-00000004 ]] ||
   fail "loss: diverged.json: $(cat "$work/loss/diverged.json")"
 [[ $(checkpoints loss) == "step-00000002 step-00000004 " ]] || fail "loss: checkpoints $(checkpoints loss)"
@@ -59,7 +62,7 @@ grep -q "training diverged: the loss of step 6 (epoch 1, stage 1, batch 2) is na
 pass "a NaN loss stops the run at step 6 before any save; resumed from step 4 it equals a clean run"
 
 # ---- 2. the state to save holds NaN, the loss does not ---------------------------------
-diverge state 1 6
+diverge state 1 nan_weights@6
 [[ $(field state step) == 6 && $(field state last_checkpoint) == */step-00000004 ]] ||
   fail "state: diverged.json: $(cat "$work/state/diverged.json")"
 field state why | grep -q "the state after step 6 (epoch 1, batch 2) holds a NaN or an infinity (on 1 rank(s))" ||
@@ -67,13 +70,30 @@ field state why | grep -q "the state after step 6 (epoch 1, batch 2) holds a NaN
 [[ $(checkpoints state) == "step-00000002 step-00000004 " ]] || fail "state: checkpoints $(checkpoints state)"
 pass "a state holding NaN is not saved, though its loss was finite"
 
-# ---- 3. two pipeline stages ------------------------------------------------------------
-diverge stages 2 5
-[[ $(field stages step) == 6 && $(field stages loss) == nan && $(checkpoints stages) == "step-00000002 step-00000004 " ]] ||
-  fail "stages: $(cat "$work/stages/diverged.json"); checkpoints $(checkpoints stages)"
-pass "pp 2 under mpirun: every rank exits 3 at step 6"
+# ---- 3. the gradient turns NaN, the loss does not -------------------------------------
+diverge grads 1 nan_grads@6
+field grads why | grep -q "the gradient norm of step 6 (epoch 1, stage 1, batch 2) is nan (loss [0-9.]*, learning rate 0.001); the step was not applied" ||
+  fail "grads: why: $(field grads why)"
+[[ $(checkpoints grads) == "step-00000002 step-00000004 " ]] || fail "grads: checkpoints $(checkpoints grads)"
+pass "a NaN gradient is not applied and stops the run"
 
-# ---- 4. a sweep: one grid point diverges, the other finishes ---------------------------
+# ---- 4. two pipeline stages -----------------------------------------------------------
+for fault in nan_weights@5 nan_grads@6; do
+  diverge "stages_${fault%@*}" 2 "$fault"
+  [[ $(field "stages_${fault%@*}" step) == 6 && $(checkpoints "stages_${fault%@*}") == "step-00000002 step-00000004 " ]] ||
+    fail "stages, $fault: $(cat "$work/stages_${fault%@*}/diverged.json"); checkpoints $(checkpoints "stages_${fault%@*}")"
+done
+mpirun --oversubscribe -np 2 "$bin" train "${args[@]}" --set parallel.pp=2 --set run.dir="$work/clean2" \
+  >"$work/clean2.log" 2>&1 || fail "clean pp 2 run: $(tail -n 20 "$work/clean2.log")"
+python3 - "$work/clean/steps.jsonl" "$work/clean2/steps.jsonl" <<'PY' || fail "gradient norms of one process and pp 2 differ"
+import json, math, sys
+one, two = ([json.loads(l)["grad_norm"] for l in open(p)] for p in sys.argv[1:])
+assert len(one) == len(two) == 12 and all(math.isfinite(g) and g > 0 for g in one), (one, two)
+assert all(abs(a - b) <= 1e-5 * a for a, b in zip(one, two)), (one, two)
+PY
+pass "pp 2 under mpirun: every rank exits 3 at step 6 with either fault; its gradient norms equal one process's"
+
+# ---- 5. a sweep: one grid point diverges, the other finishes ---------------------------
 cat >"$work/sweep.yaml" <<EOF
 base: $configs/prosqa_tiny.yaml
 out: $work/sweep

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`coconut train` writes TensorBoard event files that the tensorboard pip package reads
 back: per step train/loss equal to the step's exact loss in steps.jsonl (as float32),
-train/stage and train/learning_rate; per epoch epoch/loss equal to metrics.jsonl. Run in
+train/stage, train/learning_rate and train/grad_norm (equal to steps.jsonl's); per epoch
+epoch/loss equal to metrics.jsonl. Run in
 one process and under `mpirun -np 2` with two pipeline stages (rank 0 alone writes one
 event file). Also checks the progress line and the log file of every rank. Exit 77
 (CTest: skipped) when tensorboard cannot be imported.
@@ -56,7 +57,7 @@ def run(name, launcher):
     acc = event_accumulator.EventAccumulator(run_dir, size_guidance={event_accumulator.SCALARS: 0})
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    for t in ["train/loss", "train/stage", "train/learning_rate", "train/tokens_per_s", "epoch/loss"]:
+    for t in ["train/loss", "train/stage", "train/learning_rate", "train/tokens_per_s", "train/grad_norm", "epoch/loss"]:
         check(t in tags, f"{name}: tag {t} missing (have {tags})")
     if "train/loss" not in tags or "epoch/loss" not in tags:
         return
@@ -68,6 +69,10 @@ def run(name, launcher):
     stage = {e.step: e.value for e in acc.Scalars("train/stage")}
     for s in steps:
         check(stage.get(s["step"]) == s["stage"], f"{name}: step {s['step']} stage")
+    norm = {e.step: e.value for e in acc.Scalars("train/grad_norm")} if "train/grad_norm" in tags else {}
+    for s in steps:
+        check(s["grad_norm"] > 0 and s["step"] in norm and f32_close(norm[s["step"]], s["grad_norm"]),
+              f"{name}: step {s['step']} grad_norm")
     rows = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
     ep = {e.step: e.value for e in acc.Scalars("epoch/loss")}
     check(len(ep) == len(rows) == 2, f"{name}: {len(ep)} epoch points, {len(rows)} rows")

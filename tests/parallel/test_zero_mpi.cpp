@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -390,6 +391,28 @@ TEST(Zero, GlobalNormIsReturnedAndMatches) {
   const double want = std::sqrt(model::sum_of_squares(sum.data(), n));
   ASSERT_EQ(norms.size(), 1u);
   EXPECT_NEAR(norms[0], want, 1e-6 * want);
+}
+
+// A gradient with a NaN on one rank only: every rank sees a NaN norm and skips the
+// update, so weights, moments and the step count stay as they were everywhere.
+TEST(Zero, NonFiniteGradientIsNotApplied) {
+  const model::ParamLayout layout(tiny_config());
+  const size_t n = layout.total();
+  std::vector<float> params = random_values(n, 0, 0, 0, 0.05f);
+  ShardedAdamW zero(adam_config(false), layout, 0, n, world());
+  std::vector<float> grads = local_grad(n, world().rank(), 0);
+  zero.step(params.data(), grads.data(), kLr, 1.0, nullptr);
+  const std::vector<float> params_before = params, m_before = zero.m(), v_before = zero.v();
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    grads = local_grad(n, world().rank(), 1);
+    if (world().rank() == world().size() - 1) grads[n / 2] = bad;
+    const double norm = zero.step(params.data(), grads.data(), kLr, 1.0, nullptr);
+    EXPECT_FALSE(std::isfinite(norm)) << bad;
+    EXPECT_EQ(params, params_before) << bad;
+    EXPECT_EQ(zero.m(), m_before) << bad;
+    EXPECT_EQ(zero.v(), v_before) << bad;
+    EXPECT_EQ(zero.step_count(), 1) << bad;
+  }
 }
 
 TEST(Zero, ShardsCoverTheSliceWithPadding) {
