@@ -231,6 +231,13 @@ RunResult read_run_result(const std::string& run_dir, const std::string& status)
     r.valid_accuracy = eval.value("accuracy", -1.0);
     r.mean_generated_tokens = eval.value("mean_generated_tokens", -1.0);
   }
+  auto accuracy = [&](const fs::path& file, const char* key) {
+    const nlohmann::json j = read_json_if_present(fs::path(run_dir) / file);
+    return j.is_object() ? j.value(key, -1.0) : -1.0;
+  };
+  r.test_accuracy = accuracy("eval_test.json", "accuracy");
+  r.best_valid_accuracy = accuracy(fs::path(kBestModelDir) / kBestModelFile, "valid_accuracy");
+  r.best_test_accuracy = accuracy("eval_test_best.json", "accuracy");
   const nlohmann::json done = read_json_if_present(fs::path(run_dir) / kSweepDoneFile);
   if (done.is_object()) r.wall_seconds = done.value("wall_seconds", -1.0);
   const double all = attempts_seconds(run_dir);
@@ -283,10 +290,12 @@ void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, con
     md += fmt::format(" {} |", a.key);
     csv += fmt::format(",{}", csv_field(a.key));
   }
-  md += " status | valid accuracy | mean generated tokens | wall s |\n|---|";
-  csv += ",status,valid_accuracy,mean_generated_tokens,wall_seconds\n";
+  md += " status | valid accuracy | mean generated tokens | wall s | test accuracy | best valid accuracy | "
+        "best model's test accuracy |\n|---|";
+  csv += ",status,valid_accuracy,mean_generated_tokens,wall_seconds,test_accuracy,best_valid_accuracy,"
+         "best_test_accuracy\n";
   for (size_t i = 0; i < spec.grid.size(); ++i) md += "---|";
-  md += "---|---|---|---|\n";
+  md += "---|---|---|---|---|---|---|\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const RunResult& r = results[i];
     md += fmt::format("| {} |", runs[i].name);
@@ -295,12 +304,16 @@ void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, con
       md += fmt::format(" {} |", kv.second);
       csv += fmt::format(",{}", csv_field(kv.second));
     }
-    md += fmt::format(" {} | {} | {} | {} |\n", r.status, number(r.valid_accuracy, "{:.4f}"),
-                      number(r.mean_generated_tokens, "{:.2f}"), number(r.wall_seconds, "{:.1f}"));
+    md += fmt::format(" {} | {} | {} | {} | {} | {} | {} |\n", r.status, number(r.valid_accuracy, "{:.4f}"),
+                      number(r.mean_generated_tokens, "{:.2f}"), number(r.wall_seconds, "{:.1f}"),
+                      number(r.test_accuracy, "{:.4f}"), number(r.best_valid_accuracy, "{:.4f}"),
+                      number(r.best_test_accuracy, "{:.4f}"));
     // CSV: empty cells where a value is missing.
     auto cell = [](double v, const char* f) { return v < 0 ? std::string() : fmt::format(fmt::runtime(f), v); };
-    csv += fmt::format(",{},{},{},{}\n", csv_field(r.status), cell(r.valid_accuracy, "{:.6f}"),
-                       cell(r.mean_generated_tokens, "{:.4f}"), cell(r.wall_seconds, "{:.3f}"));
+    csv += fmt::format(",{},{},{},{},{},{},{}\n", csv_field(r.status), cell(r.valid_accuracy, "{:.6f}"),
+                       cell(r.mean_generated_tokens, "{:.4f}"), cell(r.wall_seconds, "{:.3f}"),
+                       cell(r.test_accuracy, "{:.6f}"), cell(r.best_valid_accuracy, "{:.6f}"),
+                       cell(r.best_test_accuracy, "{:.6f}"));
   }
   // Seeds averaged: the comparison a sweep is usually for.
   if (is_grid_key(spec, "run.seed") && spec.grid.size() > 1) {

@@ -96,6 +96,10 @@ struct RunResult {
   // Of all attempts (sweep_attempts.jsonl); a run from before that file: the attempt
   // that finished (the marker).
   double wall_seconds = -1;
+  // -1 when absent: the test split's accuracy (eval_test.json); with eval.keep_best the
+  // best validation accuracy at the final stage (best_model/best.json) and the test
+  // accuracy of that model (eval_test_best.json).
+  double test_accuracy = -1, best_valid_accuracy = -1, best_test_accuracy = -1;
 };
 // Reads what a run left behind: RUN_DIR/eval_valid.json and the marker.
 RunResult read_run_result(const std::string& run_dir, const std::string& status);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "launcher/run_output.h"
 #include "launcher/sweep.h"
 #include "runtime/check.h"
 
@@ -175,20 +176,33 @@ TEST(Sweep, ResultsTableReadsEachRunsReport) {
           << "{\"accuracy\": " << 0.125 * i << ", \"mean_generated_tokens\": " << 10 + i << "}";
       write_done_marker(runs[i].dir, 2.0 + i, false, {});
     }
+    if (i == 2) {  // a test split, and eval.keep_best's model and its test report
+      std::ofstream(fs::path(runs[i].dir) / "eval_test.json") << "{\"accuracy\": 0.5}";
+      fs::create_directories(fs::path(runs[i].dir) / kBestModelDir);
+      std::ofstream(fs::path(runs[i].dir) / kBestModelDir / kBestModelFile) << "{\"valid_accuracy\": 0.75}";
+      std::ofstream(fs::path(runs[i].dir) / "eval_test_best.json") << "{\"accuracy\": 0.625}";
+    }
     results.push_back(read_run_result(runs[i].dir, i == 1 ? "failed (exit 1)" : "trained"));
   }
   EXPECT_DOUBLE_EQ(results[2].valid_accuracy, 0.25);
   EXPECT_DOUBLE_EQ(results[2].mean_generated_tokens, 12);
   EXPECT_DOUBLE_EQ(results[2].wall_seconds, 4.0);
   EXPECT_LT(results[1].valid_accuracy, 0);
+  EXPECT_DOUBLE_EQ(results[2].test_accuracy, 0.5);
+  EXPECT_DOUBLE_EQ(results[2].best_valid_accuracy, 0.75);
+  EXPECT_DOUBLE_EQ(results[2].best_test_accuracy, 0.625);
+  EXPECT_LT(results[3].best_valid_accuracy, 0);
   write_results(s, runs, results);
   const std::string csv = read_text(dir / "results.csv");
   EXPECT_EQ(csv.substr(0, csv.find('\n')),
-            "run,curriculum.c_thought,run.seed,status,valid_accuracy,mean_generated_tokens,wall_seconds");
-  EXPECT_NE(csv.find("c_thought-1_seed-7,1,7,trained,0.250000,12.0000,4.000\n"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("c_thought-0_seed-8,0,8,failed (exit 1),,,\n"), std::string::npos) << csv;
+            "run,curriculum.c_thought,run.seed,status,valid_accuracy,mean_generated_tokens,wall_seconds,test_accuracy,"
+            "best_valid_accuracy,best_test_accuracy");
+  EXPECT_NE(csv.find("c_thought-1_seed-7,1,7,trained,0.250000,12.0000,4.000,0.500000,0.750000,0.625000\n"),
+            std::string::npos) << csv;
+  EXPECT_NE(csv.find("c_thought-0_seed-8,0,8,failed (exit 1),,,,,,\n"), std::string::npos) << csv;
   const std::string md = read_text(dir / "results.md");
-  EXPECT_NE(md.find("| c_thought-1_seed-7 | 1 | 7 | trained | 0.2500 | 12.00 | 4.0 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| c_thought-1_seed-7 | 1 | 7 | trained | 0.2500 | 12.00 | 4.0 | 0.5000 | 0.7500 | 0.6250 |"),
+            std::string::npos) << md;
   // Seeds averaged: c=1 has runs 2 and 3 (accuracy 0.25 and 0.375); c=0 only run 0.
   EXPECT_NE(md.find("| curriculum.c_thought=1 | 2 | 0.3125 | 0.2500 | 0.3750 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| curriculum.c_thought=0 | 1 | 0.0000 |"), std::string::npos) << md;
