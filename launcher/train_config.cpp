@@ -70,6 +70,7 @@ TrainConfig read_train_config(Config& c) {
   t.adamw.eps = static_cast<float>(c.get_double("train.eps", 1e-8, 0.0, 1.0));
   t.adamw.decay_matrices_only = c.get_bool("train.decay_matrices_only", false);
   t.grad_clip = c.get_double("train.grad_clip", 0.0, 0.0, 1e6);
+  t.skip_nonfinite_steps = c.get_int("train.skip_nonfinite_steps", 0, 0, 1000000);
   t.reset_optimizer = c.get_string("train.reset_optimizer", "stage", {"stage", "epoch", "never"});
   t.log_every = c.get_int("train.log_every", 10, 1, 1 << 30);
 

@@ -59,6 +59,9 @@ struct TrainConfig {
   model::AdamWConfig adamw;   // adamw.lr: the peak rate of lr_schedule
   LrSchedule lr_schedule;
   double grad_clip = 0;       // global-norm clipping; 0 = off
+  // Steps in a row whose gradient is not finite that are skipped (the update is not
+  // applied; an overflow in bf16, a bad batch) before the run stops as diverged.
+  int skip_nonfinite_steps = 0;
   // Where one process trains: cpu, or cuda (the model, its gradients and AdamW's moments
   // on the GPU; launcher/device_step.h) in fp32 or bf16 mixed precision.
   std::string device = "cpu";       // cpu | cuda

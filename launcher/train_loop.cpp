@@ -148,7 +148,7 @@ parallel::StepStats distributed_step(TrainContext& ctx, TrainState& st, StepBatc
   if (eot) {
     dist.executor->set_hidden_loss({});  // it refers to this step's targets
     sum_eot_over_ranks(*ctx.world, *eot, eot_before);
-    if (b.eot_rows > 0) eot->step(lr);
+    if (b.eot_rows > 0 && std::isfinite(stats.grad_norm)) eot->step(lr);  // skipped with the model's step
   }
   const parallel::StepTiming& t = dist.executor->last_timing();
   st.busy += t.busy_seconds;
@@ -321,11 +321,22 @@ void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   // replicas), so every rank throws here or none does.
   const std::string where = fmt::format("step {} (epoch {}, stage {}, batch {})", st.step, st.epoch, plan.stage,
                                         st.batch_in_epoch);
-  if (!std::isfinite(stats.loss))
-    throw TrainingDiverged(fmt::format("the loss of {} is {} at learning rate {}", where, stats.loss, lr));
-  if (!std::isfinite(stats.grad_norm))
-    throw TrainingDiverged(fmt::format("the gradient norm of {} is {} (loss {}, learning rate {}); the step was not "
-                                       "applied", where, stats.grad_norm, stats.loss, lr));
+  const bool loss_ok = std::isfinite(stats.loss), grad_ok = std::isfinite(stats.grad_norm);
+  if (loss_ok && grad_ok) {
+    st.skipped_in_a_row = 0;
+    return;
+  }
+  std::string what = loss_ok ? fmt::format("the gradient norm of {} is {} (loss {}, learning rate {})", where,
+                                           stats.grad_norm, stats.loss, lr)
+                             : fmt::format("the loss of {} is {} at learning rate {}", where, stats.loss, lr);
+  if (grad_ok) throw TrainingDiverged(what);  // a finite gradient was applied: nothing to skip
+  what += "; the step was not applied";
+  if (++st.skipped_in_a_row > ctx.config.skip_nonfinite_steps)
+    throw TrainingDiverged(st.skipped_in_a_row == 1 ? what
+                                                    : fmt::format("{} ({} such steps in a row)", what,
+                                                                  st.skipped_in_a_row));
+  spdlog::warn("{}: skipped ({} in a row, train.skip_nonfinite_steps {})", what, st.skipped_in_a_row,
+               ctx.config.skip_nonfinite_steps);
 }
 
 void emit_step(const TrainContext& ctx, const TrainState& st, int stage, const parallel::StepStats& stats, float lr) {

@@ -101,6 +101,7 @@ struct TrainState {
   double training_seconds(const TrainContext& ctx) const { return earlier_training_seconds + ctx.clock.seconds(); }
   int attempts() const { return earlier_attempts + 1; }  // this process's included
   double step_loss = 0;        // the loss of the last step taken (global: the same on every rank)
+  int skipped_in_a_row = 0;    // steps just before whose gradient was not finite (train.skip_nonfinite_steps)
   // eval.keep_best: the best validation accuracy so far among the evaluations at the run's
   // final stage and where it was (epoch -1: none yet); RUN_DIR/best_model/ holds that model.
   struct Best {

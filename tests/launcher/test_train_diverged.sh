@@ -13,7 +13,11 @@
 #  3. a NaN gradient with a finite loss (nan_grads@6): the step is not applied, exit 3;
 #  4. two pipeline stages under mpirun, with each fault: every rank exits 3; the clean
 #     run's per-step gradient norms (steps.jsonl) equal one process's within 1e-5;
-#  5. `coconut sweep`: the diverging grid point is recorded as diverged (not failed, exit
+#  5. train.skip_nonfinite_steps: with 1, the NaN gradient of step 6 is skipped and the
+#     run finishes: its step-6 checkpoint holds the weights of a clean run's step 5 and
+#     the optimizer's step count of step 5; with 2, weights poisoned after step 5 give NaN
+#     at steps 6, 7 and 8, and the third in a row ends the run;
+#  6. `coconut sweep`: the diverging grid point is recorded as diverged (not failed, exit
 #     0) beside the one that finishes, and a rerun skips it.
 #   test_train_diverged.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
@@ -93,7 +97,37 @@ assert all(abs(a - b) <= 1e-5 * a for a, b in zip(one, two)), (one, two)
 PY
 pass "pp 2 under mpirun: every rank exits 3 at step 6 with either fault; its gradient norms equal one process's"
 
-# ---- 5. a sweep: one grid point diverges, the other finishes ---------------------------
+# ---- 5. skipping steps -----------------------------------------------------------------
+COCONUT_TRAIN_FAULT=nan_grads@6 "$bin" train "${args[@]}" --set run.dir="$work/skip" \
+  --set train.skip_nonfinite_steps=1 >"$work/skip.log" 2>&1 || fail "skip: $(tail -n 20 "$work/skip.log")"
+grep -q "the gradient norm of step 6 (epoch 1, stage 1, batch 2) is nan .*the step was not applied: skipped (1 in a row" \
+  "$work/skip.log" || fail "skip: no warning: $(grep -i skip "$work/skip.log" | head -3)"
+"$bin" train "${args[@]}" --set run.dir="$work/clean5" --set checkpoint.every_steps=1 \
+  --set checkpoint.stop_after_steps=5 >"$work/clean5.log" 2>&1 || fail "clean5: $(tail -n 20 "$work/clean5.log")"
+for run in skip/checkpoints/step-00000006 clean5/checkpoints/step-00000005; do
+  "$bin" ckpt export "$work/$run" --to "$work/export_${run%%/*}" >/dev/null 2>&1 || fail "export $run"
+done
+cmp -s "$work/export_skip/model.safetensors" "$work/export_clean5/model.safetensors" ||
+  fail "skip: the weights after the skipped step 6 are not those after step 5"
+adam_step() { "$bin" ckpt inspect "$work/$1" | sed -n 's/^  trainer state *//p' | python3 -c "import json, sys; print(json.load(sys.stdin)['adam_step'])"; }
+[[ $(adam_step skip/checkpoints/step-00000006) == $(adam_step clean5/checkpoints/step-00000005) ]] ||
+  fail "skip: optimizer steps $(adam_step skip/checkpoints/step-00000006) after the skipped step, $(adam_step clean5/checkpoints/step-00000005) after step 5"
+python3 - "$work/skip/steps.jsonl" "$work/clean/steps.jsonl" <<'PY' || fail "skip: steps.jsonl"
+import json, sys
+skip, clean = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+assert len(skip) == 12 and skip[5]["grad_norm"] is None, skip[5]
+assert [r["loss"] for r in skip[:6]] == [r["loss"] for r in clean[:6]] and skip[6]["loss"] != clean[6]["loss"]
+PY
+[[ -f $work/skip/model/model.safetensors && ! -e $work/skip/diverged.json ]] || fail "skip: the run did not finish"
+rc=0
+COCONUT_TRAIN_FAULT=nan_weights@5 "$bin" train "${args[@]}" --set run.dir="$work/skip3" --set checkpoint.every_steps=0 \
+  --set train.skip_nonfinite_steps=2 >"$work/skip3.log" 2>&1 || rc=$?
+[[ $rc == 3 && $(field skip3 step) == 8 ]] || fail "skip3: exit $rc: $(tail -n 5 "$work/skip3.log")"
+field skip3 why | grep -q "the loss of step 8 .* is nan .*; the step was not applied (3 such steps in a row)" ||
+  fail "skip3: why: $(field skip3 why)"
+pass "train.skip_nonfinite_steps: a skipped step leaves step 5's weights and optimizer count; the third NaN in a row stops"
+
+# ---- 6. a sweep: one grid point diverges, the other finishes ---------------------------
 cat >"$work/sweep.yaml" <<EOF
 base: $configs/prosqa_tiny.yaml
 out: $work/sweep
