@@ -125,6 +125,9 @@ TrainConfig read_train_config(Config& c) {
                 t.source);
   COCONUT_CHECK(d.kind != "file" || !d.train_file.empty(), "{}: data.kind 'file' needs data.train_file", t.source);
   COCONUT_CHECK(d.tokenizer != "bpe" || !d.bpe_dir.empty(), "{}: data.tokenizer 'bpe' needs data.bpe_dir", t.source);
+  COCONUT_CHECK(!t.eval_keep_best || (d.kind == "file" ? !d.valid_file.empty() : d.generate_valid > 0),
+                "{}: eval.keep_best chooses by validation accuracy: it needs a validation split (data.valid_file, or "
+                "data.generate_valid > 0)", t.source);
   t.digest = c.digest();
   t.effective = c.canonical_json();
   return t;

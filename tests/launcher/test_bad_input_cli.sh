@@ -49,6 +49,8 @@ bad pp_gt_layers "parallel.pp \(3\) is larger than model.n_layer \(2\)" \
   train "$tiny" --set run.dir="$work/pp_gt_layers" --set parallel.pp=3
 bad c_negative "key 'curriculum.c_thought' expects an integer in \[0, 64\], got '-1'" \
   train "$tiny" --set run.dir="$work/c_negative" --set curriculum.c_thought=-1
+bad keep_best_no_valid "eval.keep_best chooses by validation accuracy: it needs a validation split" \
+  "$bin" train "$tiny" --set run.dir="$work/keep_best_no_valid" --set eval.keep_best=true --set data.generate_valid=0
 bad micro_split "train.batch_size \(10\) must be a multiple of train.micro_batch_size \(4\)" \
   train "$tiny" --set run.dir="$work/micro_split" --set train.batch_size=10 --set train.micro_batch_size=4
 # Every pipeline schedule accepts fewer micro-batches than stages (docs/config.md); what
