@@ -129,7 +129,8 @@ int cmd_report(const std::vector<std::string>& args) {
       "  best accuracy, epochs per stage).\n"
       "  --out   the PNG to write (default: RUN_DIR/report.png)\n"
       "  --x     x axis: epoch (default; one point per epoch) or step (the global step\n"
-      "          count; also draws per-step rows, \"kind\": \"step\", when the run wrote them)\n";
+      "          count; also draws per-step rows, \"kind\": \"step\", when the run wrote them, and\n"
+      "          a third panel with each step's gradient norm from RUN_DIR/steps.jsonl)\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
@@ -207,9 +208,41 @@ int cmd_report(const std::vector<std::string>& args) {
     loss.series.push_back(series_of(k, false, k == "loss" ? "train loss (epoch mean)" : k));
   PlotPanel acc{"accuracy", x_label, "accuracy", {}, boundaries, true, {0.0, 1.0}};
   for (const std::string& k : keys_ending_with(rows, "accuracy")) acc.series.push_back(series_of(k, false, k));
-  write_plot_png(out_path, {loss, acc});
+  std::vector<PlotPanel> panels = {loss, acc};
+  // On a step axis: every step's gradient norm (before clipping) from steps.jsonl; a
+  // step whose norm was not finite (null: skipped or diverged) leaves a gap.
+  const std::string steps_file = (fs::path(run_dir) / "steps.jsonl").string();
+  std::string norm_summary;
+  if (by_step && fs::exists(steps_file)) {
+    PlotSeries norms{"gradient norm", {}, {}};
+    int gaps = 0;
+    for (const Row& r : read_metrics(steps_file)) {
+      const std::optional<double> step = number(r, "step", steps_file);
+      if (!step || !r.json.contains("grad_norm")) continue;
+      const std::optional<double> g = number(r, "grad_norm", steps_file);
+      gaps += !g;
+      norms.x.push_back(*step);
+      norms.y.push_back(g ? *g : NAN);
+    }
+    std::vector<double> finite;
+    size_t top = 0;  // the step of the largest finite norm
+    for (size_t i = 0; i < norms.y.size(); ++i) {
+      if (!std::isfinite(norms.y[i])) continue;
+      if (finite.empty() || norms.y[i] > norms.y[top]) top = i;
+      finite.push_back(norms.y[i]);
+    }
+    if (!finite.empty()) {
+      std::sort(finite.begin(), finite.end());
+      norm_summary = fmt::format("gradient norm: median {:.4g}, max {:.4g} (step {}); {} of {} steps not finite",
+                                 finite[finite.size() / 2], finite.back(), static_cast<int64_t>(norms.x[top]), gaps,
+                                 norms.x.size());
+      panels.push_back({"gradient norm (before clipping)", x_label, "norm", {std::move(norms)}, boundaries, false, {0.0}});
+    }
+  }
+  write_plot_png(out_path, panels);
 
   print_summary(run_dir, rows, file);
+  if (!norm_summary.empty()) fmt::print("{}\n", norm_summary);
   if (skipped > 0) fmt::print("note: {} rows without '{}' were not drawn\n", skipped, x_axis);
   fmt::print("wrote {}\n", out_path);
   return 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `coconut report RUN_DIR` on a hand-written metrics.jsonl: the text summary, the PNG
 # (signature, size, curve and stage-line colours, decoded with python's zlib), --out,
-# --x step, and the exit codes (2 = usage error, 1 = bad input naming the file/line).
+# --x step (with steps.jsonl's gradient norms), and the exit codes (2 = usage error, 1 = bad input naming the file/line).
 #   test_report_cli.sh COCONUT_BINARY TEMP_DIR
 set -euo pipefail
 
@@ -98,6 +98,21 @@ grep -q "(1 per-step)" "$work/out.txt" || fail "--x step summary: $(cat "$work/o
 # The one per-step row is the first (blue) series of the loss panel: a lone dot.
 check_png "$work/steps.png" 900 720 4 30 || fail "steps.png"
 pass "--out and --x step"
+
+# With steps.jsonl (every step's gradient norm; null where it was not finite), --x step
+# adds a third panel.
+python3 - "$run/steps.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for s in range(1, 61):
+        f.write(json.dumps({"step": s, "epoch": (s - 1) // 10, "loss": 2.0, "grad_norm": None if s == 33 else 1.0 + (s == 45)}) + "\n")
+PY
+"$bin" report "$run" --out "$work/norms.png" --x step >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "--x step with steps.jsonl exited $?: $(cat "$work/err.txt")"
+grep -qF "gradient norm: median 1, max 2 (step 45); 1 of 60 steps not finite" "$work/out.txt" ||
+  fail "gradient norm summary: $(cat "$work/out.txt")"
+check_png "$work/norms.png" 900 1080 4 30 || fail "norms.png"
+pass "--x step draws the gradient norms of steps.jsonl"
 
 # ---- usage errors (exit 2) and bad input (exit 1) ------------------------------------
 rc=0; "$bin" report >"$work/out.txt" 2>&1 || rc=$?
