@@ -236,7 +236,8 @@ int cmd_report(const std::vector<std::string>& args) {
       norm_summary = fmt::format("gradient norm: median {:.4g}, max {:.4g} (step {}); {} of {} steps not finite",
                                  finite[finite.size() / 2], finite.back(), static_cast<int64_t>(norms.x[top]), gaps,
                                  norms.x.size());
-      panels.push_back({"gradient norm (before clipping)", x_label, "norm", {std::move(norms)}, boundaries, false, {0.0}});
+      panels.push_back(
+          {"gradient norm (before clipping)", x_label, "norm", {std::move(norms)}, boundaries, false, {0.0}});
     }
   }
   write_plot_png(out_path, panels);

@@ -102,7 +102,8 @@ class CudaStep final : public DeviceStep {
     if (exchange_) squares = exchange_->sum(squares);
     const parallel::StepStats stats{loss, std::sqrt(squares)};
     if (!std::isfinite(stats.grad_norm)) return stats;
-    if (clip_ > 0) gpu::clip_grads(grads + shard_.begin, count, stats.grad_norm, static_cast<float>(clip_), model_.stream());
+    if (clip_ > 0)
+      gpu::clip_grads(grads + shard_.begin, count, stats.grad_norm, static_cast<float>(clip_), model_.stream());
     ++adam_step_;
     hyper_.lr = lr;
     // The bf16 weights the forward reads: the update refreshes them in one process; with

@@ -89,8 +89,6 @@ void sum_eot_over_ranks(parallel::Communicator& world, curriculum::EotClassifier
                  before.correct + std::llround(sums[n + 2])});
 }
 
-// Under mpirun: micro-batches go round-robin to the replicas; every stage of a replica
-// runs the same ones. Returns the global loss.
 // COCONUT_TRAIN_FAULT=POINT@S, for tests (the host model's steps): the embedding of
 // position 0 (wpe row 0, which every sequence reads) becomes NaN on the ranks that hold
 // it: its weights after step S's update (POINT nan_weights, as an overflowing update
@@ -117,6 +115,9 @@ void maybe_fault(TrainContext& ctx, const char* point, int64_t step, float* buff
   }
 }
 
+// Under mpirun: micro-batches go round-robin to the replicas; every stage of a replica
+// runs the same ones. Returns the global loss and gradient norm (not finite: the update
+// was skipped).
 parallel::StepStats distributed_step(TrainContext& ctx, TrainState& st, StepBatch& b, float lr) {
   const TrainConfig& c = ctx.config;
   Distributed& dist = ctx.dist;
@@ -179,7 +180,8 @@ parallel::StepStats local_step(TrainContext& ctx, const TrainState& st, const St
   maybe_fault(ctx, "nan_grads", st.step + 1, gpt.grads());
   const parallel::StepStats stats{loss, std::sqrt(model::sum_of_squares(gpt.grads(), gpt.num_params()))};
   if (!std::isfinite(stats.grad_norm)) return stats;
-  if (c.grad_clip > 0) model::clip_grads(gpt.grads(), gpt.num_params(), stats.grad_norm, static_cast<float>(c.grad_clip));
+  if (c.grad_clip > 0)
+    model::clip_grads(gpt.grads(), gpt.num_params(), stats.grad_norm, static_cast<float>(c.grad_clip));
   ctx.opt.step(gpt.params(), gpt.grads(), lr);
   if (eot && b.eot_rows > 0) eot->step(lr);
   return stats;
@@ -297,7 +299,6 @@ void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   ActivationMeter::reset_peak();  // the epoch's peak activation bytes, logged at its end
   st.epoch_timer.start();
 }
-
 
 void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   const size_t batch_size = static_cast<size_t>(ctx.config.batch_size);
@@ -438,16 +439,14 @@ bool out_of_time(const TrainContext& ctx, const TrainState& st) {
 void report_divergence(const TrainContext& ctx, const TrainState& st, const std::string& why,
                        const std::string& last_checkpoint) {
   spdlog::error("training diverged: {}. Stopped without saving this state; {}. A lower train.lr, train.grad_clip or "
-                "train.warmup_steps may help (--resume auto continues from that checkpoint with them)",
-                why, last_checkpoint.empty() ? "no checkpoint had been saved" : "the last checkpoint is " + last_checkpoint);
+                "train.warmup_steps may help (--resume auto continues from that checkpoint with them)", why,
+                last_checkpoint.empty() ? "no checkpoint had been saved" : "the last checkpoint is " + last_checkpoint);
   if (!ctx.writer) return;
-  nlohmann::json j = {{"why", why},
-                      {"step", st.step},
-                      {"epoch", st.epoch},
-                      {"batch_in_epoch", st.batch_in_epoch},
-                      {"last_checkpoint", last_checkpoint.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_checkpoint)}};
+  nlohmann::json j = {{"why", why}, {"step", st.step}, {"epoch", st.epoch}, {"batch_in_epoch", st.batch_in_epoch}};
+  j["last_checkpoint"] = last_checkpoint.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_checkpoint);
   // JSON has no NaN or infinity: such a loss is written as text.
-  j["loss"] = std::isfinite(st.step_loss) ? nlohmann::json(st.step_loss) : nlohmann::json(fmt::format("{}", st.step_loss));
+  j["loss"] = std::isfinite(st.step_loss) ? nlohmann::json(st.step_loss)
+                                          : nlohmann::json(fmt::format("{}", st.step_loss));
   write_file_atomic((ctx.dir / kDivergedFile).string(), j.dump(1) + "\n");
 }
 

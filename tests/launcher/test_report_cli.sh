@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `coconut report RUN_DIR` on a hand-written metrics.jsonl: the text summary, the PNG
 # (signature, size, curve and stage-line colours, decoded with python's zlib), --out,
-# --x step (with steps.jsonl's gradient norms), and the exit codes (2 = usage error, 1 = bad input naming the file/line).
+# --x step (with steps.jsonl's gradient norms), and the exit codes (2 = usage error,
+# 1 = bad input naming the file/line).
 #   test_report_cli.sh COCONUT_BINARY TEMP_DIR
 set -euo pipefail
 
@@ -105,7 +106,8 @@ python3 - "$run/steps.jsonl" <<'PY'
 import json, sys
 with open(sys.argv[1], "w") as f:
     for s in range(1, 61):
-        f.write(json.dumps({"step": s, "epoch": (s - 1) // 10, "loss": 2.0, "grad_norm": None if s == 33 else 1.0 + (s == 45)}) + "\n")
+        norm = None if s == 33 else 1.0 + (s == 45)
+        f.write(json.dumps({"step": s, "epoch": (s - 1) // 10, "loss": 2.0, "grad_norm": norm}) + "\n")
 PY
 "$bin" report "$run" --out "$work/norms.png" --x step >"$work/out.txt" 2>"$work/err.txt" ||
   fail "--x step with steps.jsonl exited $?: $(cat "$work/err.txt")"

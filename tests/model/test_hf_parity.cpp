@@ -152,7 +152,8 @@ TEST(AdamW, AllFiniteFindsEveryNaNAndInfinity) {
   // extreme finite values (whose x - x is still 0).
   for (size_t n : {1, 7, 8, 9, 33, 1000}) {
     std::vector<float> x(n);
-    for (size_t i = 0; i < n; ++i) x[i] = i % 2 ? std::numeric_limits<float>::max() : -std::numeric_limits<float>::denorm_min();
+    for (size_t i = 0; i < n; ++i)
+      x[i] = i % 2 ? std::numeric_limits<float>::max() : -std::numeric_limits<float>::denorm_min();
     EXPECT_TRUE(all_finite(x.data(), n)) << n;
     for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                       -std::numeric_limits<float>::infinity()})
