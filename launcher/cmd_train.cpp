@@ -95,7 +95,7 @@ int cmd_train(const std::vector<std::string>& args) {
   }
   // Every rank of a diverged run exits with kExitDiverged: a job script must not requeue it
   // as it is, and `coconut sweep` records it as diverged.
-  if (s.diverged) {
+  if (s.diverged()) {
     if (world->rank() == 0)
       fmt::print(stderr, "training diverged: {}; nothing of that state was saved ({}, exit code {})\n",
                  s.diverged_why, (std::filesystem::path(config.run_dir) / kDivergedFile).string(), kExitDiverged);

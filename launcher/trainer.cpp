@@ -28,6 +28,7 @@
 #include "parallel/grid.h"
 #include "parallel/partition.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 #include "runtime/stop_signals.h"
 #include "runtime/threads.h"
 #include "runtime/timer.h"
@@ -374,11 +375,8 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   };
   summary.stopped = stopped;
   summary.stop_signal = stop_signal;
-  if (!diverged_why.empty()) {
-    summary.diverged = true;
-    summary.diverged_why = diverged_why;
-    report_divergence(ctx, st, diverged_why, last_checkpoint);
-  }
+  summary.diverged_why = diverged_why;
+  if (summary.diverged()) report_divergence(ctx, st, diverged_why, last_checkpoint);
   if (stopped) return timed(summary);
   // The test split: every rank evaluates a share (collective under mpirun); rank 0 writes.
   curriculum::EvalResult test;
@@ -460,9 +458,9 @@ LoadedRun load_run(const std::string& run_dir, bool best) {
   r.final_stage = r.config.curriculum.stage_of_epoch(r.config.epochs - 1);
   if (best) {
     const fs::path where = model_dir / kBestModelFile;
+    const std::string text = read_file(where.string());  // names the file when it cannot be read
     try {
-      std::ifstream in(where);
-      r.final_stage = nlohmann::json::parse(in).at("stage").get<int>();
+      r.final_stage = nlohmann::json::parse(text).at("stage").get<int>();
     } catch (const nlohmann::json::exception& e) {
       COCONUT_FAIL("{}: not a best-model record ({})", where.string(), e.what());
     }

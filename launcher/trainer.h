@@ -27,11 +27,11 @@ struct TrainSummary {
   std::vector<double> epoch_losses;  // mean training loss per epoch
   bool stopped = false;  // checkpoint.stop_after_steps or a stop signal ended the run early (no final evaluation)
   int stop_signal = 0;   // the signal that stopped it (runtime/stop_signals.h), or 0
-  // The run diverged: a step's loss, or the state a checkpoint was about to save, was not
-  // finite. The run stopped there without saving it (stopped is also set); why says what.
-  // (kExitDiverged, kDivergedFile: launcher/run_output.h.)
-  bool diverged = false;
+  // Set when the run diverged: a step's loss or gradient, or the state a checkpoint was
+  // about to save, was not finite; says what. The run stopped there without saving it
+  // (stopped is also set). (kExitDiverged, kDivergedFile: launcher/run_output.h.)
   std::string diverged_why;
+  bool diverged() const { return !diverged_why.empty(); }
   // eval.keep_best: the best validation accuracy at the final stage, its epoch, and the
   // test accuracy of that model (-1: none).
   double best_valid_accuracy = -1, best_test_accuracy = -1;
