@@ -54,6 +54,12 @@ class DeviceStep {
   virtual parallel::ShardRange optimizer_shard() const = 0;
   // What runs, for the log (the attention kernels).
   virtual std::string describe() const = 0;
+  // For tests (COCONUT_TRAIN_FAULT, launcher/train_loop.cpp): the device weights of
+  // elements [range.begin, range.end) become NaN now, in the master weights and the
+  // copy the forward reads (nan_weights); or the gradients of those elements become NaN
+  // in the next step, once they are summed and before the norm (nan_grads).
+  virtual void poison_weights(parallel::ParamSlice range) = 0;
+  virtual void poison_next_gradients(parallel::ParamSlice range) = 0;
   // Greedy decoding on the device model's current weights: evaluation runs where the
   // weights are (valid while this DeviceStep lives).
   virtual std::unique_ptr<model::Decoder> decoder() = 0;

@@ -53,8 +53,8 @@ class CudaStep final : public DeviceStep {
     const model::AdamWConfig& a = opt.config();
     hyper_ = {a.lr, a.beta1, a.beta2, a.eps, a.weight_decay};
     model_.set_attention(attention_kind(c));
-    COCONUT_CHECK(!c.cuda_graphs || !exchange_,
-                  "train.cuda_graphs: not yet with data-parallel GPU ranks (one process only)");
+    // With data-parallel ranks a captured step holds what the backward queues for the
+    // exchange (nccl: each layer's all-reduce); the mpi exchange runs after the runner.
     runner_.set_cuda_graphs(c.cuda_graphs);
     // Padded batches (train.pad_columns) also round their targeted rows, so that their
     // plans repeat; with or without graphs, so that both give the same bits.
@@ -94,6 +94,10 @@ class CudaStep final : public DeviceStep {
         for (int l = int(buckets_.size()) - 1; l >= 0; --l) sum_bucket(l);
       }
       loss = exchange_->sum(loss);
+    }
+    if (poisoned_grads_.size() > 0) {  // COCONUT_TRAIN_FAULT=nan_grads (every rank: all hold the sums)
+      fill_nan(grads + poisoned_grads_.begin, poisoned_grads_.size() * sizeof(float));
+      poisoned_grads_ = {};
     }
     // Every rank holds the summed gradient; each clips and updates its own shard only. A
     // gradient with a NaN or an infinity is not applied (the trainer then stops the run).
@@ -135,6 +139,18 @@ class CudaStep final : public DeviceStep {
     return d;
   }
 
+  void poison_weights(parallel::ParamSlice range) override {
+    check_range(range);
+    fill_nan(model_.params() + range.begin, range.size() * sizeof(float));
+    if constexpr (std::is_same_v<Act, gpu::bf16>)
+      fill_nan(model_.params_for_compute() + range.begin, range.size() * sizeof(gpu::bf16));
+  }
+
+  void poison_next_gradients(parallel::ParamSlice range) override {
+    check_range(range);
+    poisoned_grads_ = range;
+  }
+
   std::unique_ptr<model::Decoder> decoder() override {
     return std::make_unique<model::CudaDecoderOf<Act>>(model_);
   }
@@ -174,6 +190,13 @@ class CudaStep final : public DeviceStep {
                   shard_.begin, shard_.end, model_.num_params(), opt.begin(), opt.end());
   }
 
+  void check_range(parallel::ParamSlice range) const {
+    COCONUT_CHECK(range.begin <= range.end && range.end <= model_.num_params(),
+                  "poisoned elements [{}, {}) outside the model's {}", range.begin, range.end, model_.num_params());
+  }
+  // All bytes 0xFF: a NaN in fp32 and in bf16 alike.
+  void fill_nan(void* device, size_t bytes) { CUDA_CHECK(cudaMemsetAsync(device, 0xFF, bytes, model_.stream())); }
+
   model::CudaGPT2Of<Act> model_;
   model::CudaMultipassRunnerOf<Act> runner_;
   std::unique_ptr<parallel::DeviceExchange> exchange_;
@@ -185,6 +208,7 @@ class CudaStep final : public DeviceStep {
   uint64_t seed_;
   std::vector<parallel::ParamSlice> buckets_;
   int64_t adam_step_ = 0;
+  parallel::ParamSlice poisoned_grads_{};  // poison_next_gradients, until that step
 };
 
 // A CUDA model of its own, loaded once from the host weights, and its decoder.

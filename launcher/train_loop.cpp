@@ -89,10 +89,12 @@ void sum_eot_over_ranks(parallel::Communicator& world, curriculum::EotClassifier
                  before.correct + std::llround(sums[n + 2])});
 }
 
-// COCONUT_TRAIN_FAULT=POINT@S, for tests (the host model's steps): the embedding of
-// position 0 (wpe row 0, which every sequence reads) becomes NaN on the ranks that hold
-// it: its weights after step S's update (POINT nan_weights, as an overflowing update
-// would leave them), or its gradient of step S before the optimizer sees it (nan_grads).
+// COCONUT_TRAIN_FAULT=POINT@S, for tests: the embedding of position 0 (wpe row 0, which
+// every sequence reads) becomes NaN on the ranks that hold it: its weights after step S's
+// update (POINT nan_weights, as an overflowing update would leave them), or its gradient
+// of step S before the optimizer sees it (nan_grads). `buffer` is the host model's; with
+// a device step (train.device: cuda, pp 1) the device model's are poisoned instead, the
+// gradient armed before the step (the device step runs backward and update in one call).
 void maybe_fault(TrainContext& ctx, const char* point, int64_t step, float* buffer) {
   const char* spec = std::getenv("COCONUT_TRAIN_FAULT");
   if (spec == nullptr || *spec == '\0') return;
@@ -106,8 +108,15 @@ void maybe_fault(TrainContext& ctx, const char* point, int64_t step, float* buff
   }
   COCONUT_CHECK((name == "nan_weights" || name == "nan_grads") && fault_step > 0,
                 "COCONUT_TRAIN_FAULT: expected nan_weights@STEP or nan_grads@STEP (STEP > 0), got '{}'", s);
-  if (name != point || fault_step != step || ctx.device) return;
+  if (name != point || fault_step != step) return;
   const model::TensorSpec& wpe = ctx.gpt.layout().find("wpe.weight");
+  if (ctx.device) {
+    const parallel::ParamSlice row{wpe.offset, wpe.offset + static_cast<size_t>(ctx.mc.d_model)};
+    if (name == "nan_weights") ctx.device->poison_weights(row);
+    else ctx.device->poison_next_gradients(row);
+    spdlog::warn("COCONUT_TRAIN_FAULT: {} of wpe row 0 set to NaN at step {} on the device", point, step);
+    return;
+  }
   for (const parallel::ParamSlice& held : ctx.dist.held_slices(ctx.gpt)) {
     if (wpe.offset < held.begin || wpe.offset >= held.end) continue;
     std::fill_n(buffer + wpe.offset, ctx.mc.d_model, std::numeric_limits<float>::quiet_NaN());
@@ -163,7 +172,10 @@ parallel::StepStats distributed_step(TrainContext& ctx, TrainState& st, StepBatc
 // with train.device: cuda. A gradient with a NaN or an infinity is not applied.
 parallel::StepStats local_step(TrainContext& ctx, const TrainState& st, const StepBatch& b, float lr) {
   const TrainConfig& c = ctx.config;
-  if (ctx.device) return ctx.device->step(b.micro, b.micro_ids, 1.f / b.targets, st.step, lr);
+  if (ctx.device) {
+    maybe_fault(ctx, "nan_grads", st.step + 1, nullptr);  // arms the device step's gradients
+    return ctx.device->step(b.micro, b.micro_ids, 1.f / b.targets, st.step, lr);
+  }
   model::GPT2& gpt = ctx.gpt;
   curriculum::EotClassifier* eot = ctx.eot;
   double loss = 0;

@@ -9,7 +9,8 @@
 # the fused attention (train.attention: fused, on a head-64 model without dropout). Then
 # a run stopped after 7 steps and resumed on the GPU gives the uninterrupted GPU run's
 # losses; and a run with CUDA graphs (train.cuda_graphs, train.pad_columns 32) gives the
-# same padded run's losses without graphs, bit for bit.
+# same padded run's losses without graphs, bit for bit; a run whose device weights or
+# gradients turn NaN (COCONUT_TRAIN_FAULT) stops, or skips the step, as on the CPU.
 # Label gpu: without a GPU it prints "no CUDA device, skipping" (CTest: skipped), unless
 # COCONUT_REQUIRE_GPU=1 (tests/gpu/run.sh), where that is a failure.
 #   test_train_cuda.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
@@ -103,4 +104,55 @@ worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
 print(f"pad_columns 32 on the GPU vs unpadded: worst relative loss difference {worst:.2e}")
 assert worst <= 1e-3, worst
 PY
-echo "ok: coconut train on the GPU (fp32 = CPU, bf16 learns, resume = uninterrupted, graphs = eager)"
+pass "CUDA graphs in training give the eager padded run's losses"
+
+# A run that diverges on the GPU (COCONUT_TRAIN_FAULT poisons the device model's wpe row 0,
+# launcher/train_loop.cpp; tests/launcher/test_train_diverged.sh is the CPU's version):
+#   - weights NaN after step 5, in fp32 and in bf16 (where the forward reads the bf16
+#     copy, poisoned too): step 6's loss is NaN, exit 3, diverged.json names step 6 and
+#     the step-4 checkpoint, and nothing later is saved;
+#   - a NaN gradient at step 6 with train.skip_nonfinite_steps 1: the device step does
+#     not apply it (steps.jsonl: no norm for step 6) and the run finishes; its step-6
+#     checkpoint holds the weights of the clean run's step 5, byte for byte.
+diverge() {
+  local name=$1 fault=$2 rc=0
+  shift 2
+  COCONUT_TRAIN_FAULT=$fault OPENBLAS_NUM_THREADS=2 "$bin" train "$configs/prosqa_tiny.yaml" \
+    --set run.dir="$work/$name" --set data.generate_train=160 --set data.generate_valid=16 --set train.epochs=4 \
+    --set train.batch_size=16 --set train.micro_batch_size=8 --set curriculum.epochs_per_stage=2 \
+    --set model.dropout=0.1 --set eval.every_epochs=0 --set train.device=cuda --set checkpoint.every_steps=2 \
+    --set checkpoint.keep_last=0 "$@" >"$work/$name.log" 2>&1 || rc=$?
+  [[ $rc == 3 ]] || fail "$name exited $rc, expected 3: $(tail -n 20 "$work/$name.log")"
+}
+for precision in fp32 bf16; do
+  diverge "nan_$precision" nan_weights@5 --set train.precision=$precision
+  python3 - "$work/nan_$precision/diverged.json" <<'PY' || fail "$precision: diverged.json (see above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["step"] == 6 and d["loss"] == "nan" and d["last_checkpoint"].endswith("/step-00000004"), d
+PY
+  [[ $(cd "$work/nan_$precision/checkpoints" && ls -d step-* | tr '\n' ' ') == "step-00000002 step-00000004 " ]] ||
+    fail "$precision: checkpoints after the NaN: $(ls "$work/nan_$precision/checkpoints")"
+  [[ ! -e $work/nan_$precision/model ]] || fail "$precision: a diverged run exported its model"
+done
+pass "weights turned NaN on the GPU (fp32, bf16): the run stops at step 6 before saving"
+
+COCONUT_TRAIN_FAULT=nan_grads@6 train skip --set train.device=cuda --set train.skip_nonfinite_steps=1 \
+  --set checkpoint.every_steps=1 --set checkpoint.stop_after_steps=6
+train clean5 --set train.device=cuda --set checkpoint.every_steps=1 --set checkpoint.stop_after_steps=5
+grep -q "the gradient norm of step 6 .* is nan .*the step was not applied: skipped (1 in a row" "$work/skip.log" ||
+  fail "skip: no warning: $(grep -i -e skip -e fault "$work/skip.log" | head -3)"
+python3 - "$work/skip/steps.jsonl" "$work/clean5/steps.jsonl" <<'PY' || fail "skip: steps.jsonl (see above)"
+import json, sys
+skip, clean = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+assert len(skip) == 6 and skip[5]["grad_norm"] is None, skip
+assert [r["loss"] for r in skip[:5]] == [r["loss"] for r in clean], "the first 5 steps differ"
+PY
+for run in skip/checkpoints/step-00000006 clean5/checkpoints/step-00000005; do
+  "$bin" ckpt export "$work/$run" --to "$work/export_${run%%/*}" >/dev/null 2>&1 || fail "export $run"
+done
+cmp -s "$work/export_skip/model.safetensors" "$work/export_clean5/model.safetensors" ||
+  fail "skip: the device weights after the skipped step 6 are not those after step 5"
+pass "a NaN gradient on the GPU is not applied: the weights after step 6 are step 5's"
+
+echo "ok: coconut train on the GPU (fp32 = CPU, bf16 learns, resume = uninterrupted, graphs = eager, divergence)"

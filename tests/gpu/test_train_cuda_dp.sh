@@ -10,7 +10,9 @@
 #   - stopped after 7 steps and resumed on 2 ranks: the uninterrupted 2-rank losses, bit
 #     for bit (the checkpoint holds each rank's optimizer shard);
 #   - the same 2-rank checkpoint resumed by one process (another topology): the first 7
-#     steps kept, the rest within 1e-3 of the uninterrupted run.
+#     steps kept, the rest within 1e-3 of the uninterrupted run;
+#   - with CUDA graphs (train.cuda_graphs, train.pad_columns 32) on 2 ranks: the same
+#     padded run's losses without graphs, bit for bit.
 # Label gpu: without a GPU it prints "no CUDA device, skipping" (CTest: skipped), unless
 # COCONUT_REQUIRE_GPU=1 (tests/gpu/run.sh), where that is a failure.
 #   test_train_cuda_dp.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR MPIEXEC
@@ -47,6 +49,17 @@ for comm in "${comms[@]}"; do
   pass "$comm: 2 data-parallel GPU ranks give one process's losses"
 done
 ((gpus >= 2)) || echo "note: 1 GPU, so parallel.gpu_comm: nccl was not run with 2 ranks (gpu_device_step_np1 runs it on 1)"
+
+# CUDA graphs on the data-parallel ranks (train.cuda_graphs with train.pad_columns, so
+# that plans repeat): the losses of the same padded run without graphs, bit for bit.
+for comm in "${comms[@]}"; do
+  train "padded_$comm" 2 --set parallel.gpu_comm="$comm" --set train.pad_columns=32
+  train "graphs_$comm" 2 --set parallel.gpu_comm="$comm" --set train.pad_columns=32 --set train.cuda_graphs=true
+  grep -q "CUDA graphs" "$work/graphs_$comm.log" || fail "$comm: the graphs run does not say it runs CUDA graphs"
+  [[ "$(step_losses "$work/graphs_$comm/steps.jsonl")" == "$(step_losses "$work/padded_$comm/steps.jsonl")" ]] ||
+    fail "$comm: CUDA graphs on 2 ranks: $(step_losses "$work/graphs_$comm/steps.jsonl") vs $(step_losses "$work/padded_$comm/steps.jsonl")"
+  pass "$comm: CUDA graphs on 2 data-parallel ranks = the same run without graphs"
+done
 
 # Stopped after 7 steps, resumed on 2 ranks: the uninterrupted run's bits.
 train stop 2 --set parallel.gpu_comm=mpi --set checkpoint.every_steps=7 --set checkpoint.stop_after_steps=7
