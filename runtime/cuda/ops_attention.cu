@@ -64,34 +64,45 @@ __global__ void rows_to_bf16_kernel(void** ptr, int pairs, int src, int ld, int 
   for (int j = threadIdx.x; j < nk; j += blockDim.x) to[j] = __float2bfloat16_rn(detail::load(from[j]));
 }
 
+// The softmax kernels give each query row one warp (kSoftmaxRows rows a block, grid
+// softmax_grid): the row's maximum and sum are shuffles within the warp, with no shared
+// memory and no barrier, and the keys after the query (half of a causal pass) are not
+// read at all.
+constexpr int kSoftmaxRows = kRowThreads / detail::kWarp;
+dim3 softmax_grid(int nq, int pairs) { return dim3((nq + kSoftmaxRows - 1) / kSoftmaxRows, pairs); }
+
 // Masked causal softmax of query row i (column a + i) of pair blockIdx.y over keys
 // [0, nk): scores from role src (fp32, row stride ld_src), probabilities into role kP
-// (Prob, row stride ld_p; src may be kP itself in fp32). Keys after the query or hidden
-// by the key mask get 0, a row with no visible key is all zeros (as the CPU op). The
-// exponentials are kept in src between the passes. With tail > nk, P's [nk, tail) is
-// zeroed (the saved probabilities' unused columns).
+// (Prob, row stride ld_p; src may be kP itself in fp32: each lane reads a column before
+// it writes it, and no other lane touches it). Keys after the query or hidden by the key
+// mask get 0, a row with no visible key is all zeros (as the CPU op). The exponentials
+// are computed twice (for the sum, then for the output) rather than stored between the
+// passes. With tail > nk, P's [nk, tail) is zeroed (the saved probabilities' unused
+// columns).
 template <typename Prob>
-__global__ void softmax_kernel(void** ptr, int pairs, int src, int ld_src, int ld_p, int a, int nk, int tail,
+__global__ void softmax_kernel(void** ptr, int pairs, int src, int ld_src, int ld_p, int a, int nq, int nk, int tail,
                                const uint8_t* key_mask, int B, int H) {
-  __shared__ float shared[32];
-  const int i = blockIdx.x, p = blockIdx.y, s = p / H, t = a + i;
-  float* row = static_cast<float*>(ptr[src * pairs + p]) + int64_t(i) * ld_src;
+  const int i = blockIdx.x * kSoftmaxRows + threadIdx.x / detail::kWarp;
+  if (i >= nq) return;  // the whole warp: nothing below synchronises the block
+  const int lane = threadIdx.x % detail::kWarp, p = blockIdx.y, s = p / H;
+  const float* row = static_cast<const float*>(ptr[src * pairs + p]) + int64_t(i) * ld_src;
   Prob* out = static_cast<Prob*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
+  const int visible_end = min(nk, a + i + 1);  // keys after the query's own column are never visible
   float m = -INFINITY;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x)
-    if (j <= t && key_mask[int64_t(j) * B + s]) m = fmaxf(m, row[j]);
-  m = detail::block_max(m, shared);
+  for (int j = lane; j < visible_end; j += detail::kWarp)
+    if (key_mask[int64_t(j) * B + s]) m = fmaxf(m, row[j]);
+  m = detail::warp_max(m);
   float sum = 0.f;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
-    const bool visible = m != -INFINITY && j <= t && key_mask[int64_t(j) * B + s];
-    const float e = visible ? expf(row[j] - m) : 0.f;
-    row[j] = e;
-    sum += e;
-  }
-  sum = detail::block_sum(sum, shared);
+  if (m != -INFINITY)
+    for (int j = lane; j < visible_end; j += detail::kWarp)
+      if (key_mask[int64_t(j) * B + s]) sum += expf(row[j] - m);
+  sum = detail::warp_sum(sum);
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) out[j] = detail::store<Prob>(row[j] * inv);
-  for (int j = nk + threadIdx.x; j < tail; j += blockDim.x) out[j] = detail::store<Prob>(0.f);
+  for (int j = lane; j < nk; j += detail::kWarp) {
+    const bool visible = m != -INFINITY && j < visible_end && key_mask[int64_t(j) * B + s];
+    out[j] = detail::store<Prob>(visible ? expf(row[j] - m) * inv : 0.f);
+  }
+  for (int j = nk + lane; j < tail; j += detail::kWarp) out[j] = detail::store<Prob>(0.f);
 }
 
 // Probability dropout of query row i of pair blockIdx.y: S1 = keep * P (the weights of
@@ -120,20 +131,25 @@ __global__ void attention_dropout_kernel(void** ptr, int pairs, int ld_p, int a,
 }
 
 // Softmax backward of row i of pair blockIdx.y: dS_j = p_j (dp_j - sum_k p_k dp_k) * scale,
-// from P (Prob) and dP in role kS0 into role `out` (row stride nk): kS0 itself in fp32,
-// kSB in bf16 (the operand of the bf16 products that follow).
+// from P (Prob) and dP in role kS0 into role `out` (row stride nk): kS0 itself in fp32
+// (each lane reads a column before it writes it), kSB in bf16 (the operand of the bf16
+// products that follow). One warp a row, as the forward; p_j is 0 after the query's own
+// column (the forward wrote it so), so those columns are not read and get dS 0.
 template <typename Prob, typename Out>
-__global__ void softmax_backward_kernel(void** ptr, int pairs, int ld_p, int nk, float scale, int out) {
-  __shared__ float shared[32];
-  const int i = blockIdx.x, p = blockIdx.y;
+__global__ void softmax_backward_kernel(void** ptr, int pairs, int ld_p, int a, int nq, int nk, float scale,
+                                        int out) {
+  const int i = blockIdx.x * kSoftmaxRows + threadIdx.x / detail::kWarp;
+  if (i >= nq) return;
+  const int lane = threadIdx.x % detail::kWarp, p = blockIdx.y;
   const Prob* P = static_cast<const Prob*>(ptr[kP * pairs + p]) + int64_t(i) * ld_p;
   const float* d = static_cast<const float*>(ptr[kS0 * pairs + p]) + int64_t(i) * nk;
   Out* ds = static_cast<Out*>(ptr[out * pairs + p]) + int64_t(i) * nk;
+  const int visible_end = min(nk, a + i + 1);
   float dot = 0.f;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) dot += detail::load(P[j]) * d[j];
-  dot = detail::block_sum(dot, shared);  // its barriers order every read of d before any write of ds
-  for (int j = threadIdx.x; j < nk; j += blockDim.x)
-    ds[j] = detail::store<Out>(detail::load(P[j]) * (d[j] - dot) * scale);
+  for (int j = lane; j < visible_end; j += detail::kWarp) dot += detail::load(P[j]) * d[j];
+  dot = detail::warp_sum(dot);
+  for (int j = lane; j < nk; j += detail::kWarp)
+    ds[j] = detail::store<Out>(j < visible_end ? detail::load(P[j]) * (d[j] - dot) * scale : 0.f);
 }
 
 // Row-major batched C_i = alpha op(A_i) op(B_i) + beta C_i (see cublas_gemm.h for the
@@ -216,8 +232,8 @@ void attention_forward(CublasContext& cublas, float* out, float* probs, const fl
   batched(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, scale, kQ, ld_qkv, kK, ld_qkv, 0.f, kP,
           ld_p);  // scores
   const dim3 rows(st.nq, st.pairs);
-  softmax_kernel<float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kP, ld_p, ld_p, a, st.nk,
-                                                             probs ? T : st.nk, key_mask, B, H);  // in place
+  softmax_kernel<float><<<softmax_grid(st.nq, st.pairs), kRowThreads, 0, st.stream>>>(
+      st.ptr, st.pairs, kP, ld_p, ld_p, a, st.nq, st.nk, probs ? T : st.nk, key_mask, B, H);  // in place
   CUDA_CHECK(cudaGetLastError());
   Role weights = kP;  // the weights of V: the probabilities, or their dropped copy
   int ld_w = ld_p;
@@ -260,8 +276,8 @@ void attention_backward(CublasContext& cublas, float* dqkv, const float* dout, c
   }
   batched(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, weights, ld_w, kY, ld_out, 1.f, kDV,
           ld_qkv);  // dV += P^T dY
-  softmax_backward_kernel<float, float><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale,
-                                                                             kS0);
+  softmax_backward_kernel<float, float><<<softmax_grid(st.nq, st.pairs), kRowThreads, 0, st.stream>>>(
+      st.ptr, st.pairs, ld_p, a, st.nq, st.nk, scale, kS0);
   CUDA_CHECK(cudaGetLastError());
   batched(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kS0, st.nk, kK, ld_qkv, 1.f, kDQ,
           ld_qkv);  // dQ += dS K
@@ -312,8 +328,8 @@ void attention_forward(CublasContext& cublas, bf16* out, bf16* probs, const bf16
   batched_ex(handle, st.ptr, st.pairs, false, true, st.nq, st.nk, st.hd, scale, kQ, CUDA_R_16BF, ld_qkv, kK,
              CUDA_R_16BF, ld_qkv, 0.f, kS0, CUDA_R_32F, st.nk);  // scores, fp32
   const dim3 rows(st.nq, st.pairs);
-  softmax_kernel<bf16><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, kS0, st.nk, ld_p, a, st.nk,
-                                                            probs ? T : st.nk, key_mask, B, H);
+  softmax_kernel<bf16><<<softmax_grid(st.nq, st.pairs), kRowThreads, 0, st.stream>>>(
+      st.ptr, st.pairs, kS0, st.nk, ld_p, a, st.nq, st.nk, probs ? T : st.nk, key_mask, B, H);
   CUDA_CHECK(cudaGetLastError());
   // The weights of V: the bf16 probabilities, or their dropped copy rounded to bf16.
   const Role weights = bf16_weights(st, rows, drop, ld_p, a, B, H, false, probs == nullptr || T % 8 == 0);
@@ -340,8 +356,8 @@ void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, co
   const int ld_w = weights == kP ? ld_p : st.nk;
   batched_ex(handle, st.ptr, st.pairs, true, false, st.nk, st.hd, st.nq, 1.f, weights, CUDA_R_16BF, ld_w, kY,
              CUDA_R_16BF, ld_out, 1.f, kDV, CUDA_R_32F, ld_qkv);  // dV += P^T dY
-  softmax_backward_kernel<bf16, bf16><<<rows, kRowThreads, 0, st.stream>>>(st.ptr, st.pairs, ld_p, st.nk, scale,
-                                                                           kSB);
+  softmax_backward_kernel<bf16, bf16><<<softmax_grid(st.nq, st.pairs), kRowThreads, 0, st.stream>>>(
+      st.ptr, st.pairs, ld_p, a, st.nq, st.nk, scale, kSB);
   CUDA_CHECK(cudaGetLastError());
   batched_ex(handle, st.ptr, st.pairs, false, false, st.nq, st.hd, st.nk, 1.f, kSB, CUDA_R_16BF, st.nk, kK,
              CUDA_R_16BF, ld_qkv, 1.f, kDQ, CUDA_R_32F, ld_qkv);  // dQ += dS K

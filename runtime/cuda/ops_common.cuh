@@ -25,6 +25,20 @@ __device__ __forceinline__ float store<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ bf16 store<bf16>(float x) { return __float2bfloat16_rn(x); }
 
+// Sum and maximum over the 32 lanes of a warp (all of them active): a butterfly of
+// shuffles, the same order every call, so results are reproducible; every lane gets the
+// result. The ops that give a warp one row (layer norm, the attention softmax) use them
+// without any barrier.
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+__device__ __forceinline__ float warp_max(float x) {
+  for (int o = 16; o > 0; o /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+constexpr int kWarp = 32;
+
 // Sum over the threads of a block (blockDim.x a multiple of 32, at most 1024): warp
 // shuffles, then the warp sums in warp order. The order is fixed, so results are
 // reproducible. `shared` needs 32 floats; every thread gets the total.

@@ -113,53 +113,65 @@ void scatter_add_rows(float* dtable, const T* d, const int* ids, int n, int C, v
 
 // ---------------------------------------------------------------- layer norm
 
-// One block per row: mean, then the variance around it (two passes, as the CPU op).
+// One warp per row (kRowsPerBlock rows a block): mean, then the variance around it (two
+// passes, as the CPU op), each lane summing the columns lane, lane + 32, ... and the warp
+// adding the lanes' sums with shuffles: no shared memory and no barrier, which a block
+// per row of 768 columns spent most of its time on. The row's later passes read it
+// from L1.
+constexpr int kRowsPerBlock = 8;
+
 template <typename T>
 __global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* w, const T* b,
-                                         int C, float eps) {
-  __shared__ float shared[32];
-  const int64_t row = blockIdx.x;
+                                         int N, int C, float eps) {
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / detail::kWarp;
+  if (row >= N) return;  // the whole warp: nothing below synchronises the block
+  const int lane = threadIdx.x % detail::kWarp;
   const T* x = inp + row * C;
   T* y = out + row * C;
   float s = 0.f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) s += load(x[c]);
-  const float m = detail::block_sum(s, shared) / C;
+  for (int c = lane; c < C; c += detail::kWarp) s += load(x[c]);
+  const float m = detail::warp_sum(s) / C;
   float v = 0.f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+  for (int c = lane; c < C; c += detail::kWarp) {
     const float d = load(x[c]) - m;
     v += d * d;
   }
-  const float r = 1.f / sqrtf(detail::block_sum(v, shared) / C + eps);
-  for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = store<T>((load(x[c]) - m) * r * load(w[c]) + load(b[c]));
-  if (threadIdx.x == 0) {
+  const float r = 1.f / sqrtf(detail::warp_sum(v) / C + eps);
+  for (int c = lane; c < C; c += detail::kWarp) y[c] = store<T>((load(x[c]) - m) * r * load(w[c]) + load(b[c]));
+  if (lane == 0) {
     mean[row] = m;
     rstd[row] = r;
   }
 }
 
-// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w.
+// dx += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w; one
+// warp per row as the forward.
 template <typename T>
 __global__ void layernorm_backward_input_kernel(T* dinp, const T* dout, const T* inp, const T* w, const float* mean,
-                                                const float* rstd, int C) {
-  __shared__ float shared[32];
-  const int64_t row = blockIdx.x;
+                                                const float* rstd, int N, int C) {
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / detail::kWarp;
+  if (row >= N) return;
+  const int lane = threadIdx.x % detail::kWarp;
   const T* x = inp + row * C;
   const T* dy = dout + row * C;
   T* dx = dinp + row * C;
   const float m = mean[row], s = rstd[row];
   float sum_dxhat = 0.f, sum_dxhat_xhat = 0.f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+  for (int c = lane; c < C; c += detail::kWarp) {
     const float dxhat = load(dy[c]) * load(w[c]);
     sum_dxhat += dxhat;
     sum_dxhat_xhat += dxhat * (load(x[c]) - m) * s;
   }
-  sum_dxhat = detail::block_sum(sum_dxhat, shared) / C;
-  sum_dxhat_xhat = detail::block_sum(sum_dxhat_xhat, shared) / C;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+  sum_dxhat = detail::warp_sum(sum_dxhat) / C;
+  sum_dxhat_xhat = detail::warp_sum(sum_dxhat_xhat) / C;
+  for (int c = lane; c < C; c += detail::kWarp) {
     const float xhat = (load(x[c]) - m) * s;
     dx[c] = store<T>(load(dx[c]) + s * (load(dy[c]) * load(w[c]) - sum_dxhat - xhat * sum_dxhat_xhat));
   }
 }
+
+// Blocks of kRowsPerBlock warps over N rows.
+inline int row_blocks(int N) { return (N + kRowsPerBlock - 1) / kRowsPerBlock; }
 
 // The parameter gradients dw = sum over rows of dy * xhat, db = sum of dy: column sums
 // in two stages (ops_common.cuh); stage 1 over chunk blockIdx.y of `chunk` rows, into
@@ -251,7 +263,8 @@ void layernorm_forward_t(T* out, float* mean, float* rstd, const T* inp, const T
                          float eps, cudaStream_t stream) {
   COCONUT_CHECK(N >= 0 && C > 0, "layernorm_forward: bad shape N={} C={}", N, C);
   if (N == 0) return;
-  layernorm_forward_kernel<<<N, kThreads, 0, stream>>>(out, mean, rstd, inp, w, b, C, eps);
+  layernorm_forward_kernel<<<row_blocks(N), kRowsPerBlock * detail::kWarp, 0, stream>>>(out, mean, rstd, inp, w, b,
+                                                                                        N, C, eps);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -260,7 +273,8 @@ void layernorm_backward_t(T* dinp, float* dw, float* db, const T* dout, const T*
                           const float* rstd, int N, int C, float* scratch, cudaStream_t stream) {
   COCONUT_CHECK(N >= 0 && C > 0, "layernorm_backward: bad shape N={} C={}", N, C);
   if (N == 0) return;
-  layernorm_backward_input_kernel<<<N, kThreads, 0, stream>>>(dinp, dout, inp, w, mean, rstd, C);
+  layernorm_backward_input_kernel<<<row_blocks(N), kRowsPerBlock * detail::kWarp, 0, stream>>>(dinp, dout, inp, w,
+                                                                                                mean, rstd, N, C);
   CUDA_CHECK(cudaGetLastError());
   const int splits = detail::row_splits(N);
   COCONUT_CHECK(splits == 1 || scratch, "layernorm_backward over {} rows needs scratch (column_sums_scratch_floats)",
