@@ -4,6 +4,7 @@
 // in one process and by parallel/ across ranks, which only move the tensors it names.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -37,5 +38,38 @@ struct SequenceBatch {
     return n;
   }
 };
+
+// A pass's feedbacks grouped into runs whose source rows (from * B + sample) are
+// consecutive: run k covers pass.feedback[index, index + count), its sources are rows
+// [first_row, first_row + count) and the thoughts they become rows first_row + B on
+// (the next column, same samples). A latent-aligned batch, where every sample feeds back
+// from the same column, is one run. The GPU moves a run with one copy or one add where
+// it had one per sample (model/cuda_multipass.cpp, parallel/cuda_stage_compute.cpp).
+struct FeedbackRun {
+  size_t first_row = 0, count = 0, index = 0;
+};
+inline std::vector<FeedbackRun> feedback_runs(const Pass& pass, int B) {
+  std::vector<FeedbackRun> runs;
+  for (size_t i = 0; i < pass.feedback.size(); ++i) {
+    const size_t row = static_cast<size_t>(pass.feedback[i].from) * B + pass.feedback[i].sample;
+    if (!runs.empty() && runs.back().first_row + runs.back().count == row) ++runs.back().count;
+    else runs.push_back({row, 1, i});
+  }
+  return runs;
+}
+
+// The runs of consecutive set entries of `flags`: [first, first + count) each.
+struct RowRun {
+  size_t first = 0, count = 0;
+};
+inline std::vector<RowRun> flagged_runs(const std::vector<uint8_t>& flags) {
+  std::vector<RowRun> runs;
+  for (size_t r = 0; r < flags.size(); ++r) {
+    if (!flags[r]) continue;
+    if (!runs.empty() && runs.back().first + runs.back().count == r) ++runs.back().count;
+    else runs.push_back({r, 1});
+  }
+  return runs;
+}
 
 }  // namespace coconut::model

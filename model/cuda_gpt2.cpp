@@ -490,7 +490,8 @@ void CudaGPT2Of<Act>::backward_stage(CudaActivationsOf<Act>& acts, int a, int b,
   if (embed && drop) gpu::dropout_apply(dres, dres, n, C, site_keys(config_, acts, r0, -1, kEmbedding), stream());
   copy(d_in, static_cast<const Act*>(dres), nC, stream());
   if (embed)
-    gpu::position_embedding_backward(g_.wpe, dres, acts.pos_ids.data() + r0, n, C, embedding_ws_.data(), stream());
+    gpu::position_embedding_backward(g_.wpe, dres, acts.pos_ids.data() + r0, n, C, config_.max_positions,
+                                     embedding_ws_.data(), stream());
 }
 
 // ---------------------------------------------------------------- LM head

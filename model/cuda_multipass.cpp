@@ -140,11 +140,11 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
   std::vector<uint8_t> is_thought(R, 0);
   for (const Pass& pass : batch.passes) {
     model.forward_stage(acts_, pass.begin, pass.end, 0, L, embeds_.data() + size_t(pass.begin) * B * C, true, true);
-    for (const Feedback& f : pass.feedback) {
-      const size_t from = size_t(f.from) * B + f.sample, to = from + B;
-      copy(embeds_.data() + to * C, static_cast<const Act*>(acts_.lnf + from * C), C, s);
-      is_thought[to] = 1;
-    }
+    // One copy per run of consecutive samples (model/batch.h), not one per sample.
+    for (const FeedbackRun& run : feedback_runs(pass, B))
+      copy(embeds_.data() + (run.first_row + B) * C, static_cast<const Act*>(acts_.lnf + run.first_row * C),
+           run.count * C, s);
+    for (const Feedback& f : pass.feedback) is_thought[size_t(f.from + 1) * B + f.sample] = 1;
   }
 
   // Loss over the targeted rows only, gathered from the final-norm hidden states.
@@ -161,9 +161,9 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
   acts_.zero_grads(s);
   for (size_t p = batch.passes.size(); p-- > 0;) {
     const Pass& pass = batch.passes[p];
-    for (const Feedback& f : pass.feedback) {
-      const size_t from = size_t(f.from) * B + f.sample, to = from + B;
-      gpu::add_forward(d_hidden_.data() + from * C, d_hidden_.data() + from * C, d_embeds_.data() + to * C, C, s);
+    for (const FeedbackRun& run : feedback_runs(pass, B)) {
+      Act* source = d_hidden_.data() + run.first_row * C;
+      gpu::add_forward(source, source, d_embeds_.data() + (run.first_row + B) * C, int64_t(run.count * C), s);
     }
     const size_t off = size_t(pass.begin) * B * C;
     // The first pass's backward runs last: each layer's gradient is final after it.
@@ -176,9 +176,9 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
                          true, layer_done);
   }
   // Token embeddings get their gradient; thought rows are not tokens.
-  for (size_t r = 0; r < R; ++r)
-    if (is_thought[r]) zero(d_embeds_.data() + r * C, C, s);
-  gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, embedding_ws_.data(), s);
+  for (const RowRun& run : flagged_runs(is_thought)) zero(d_embeds_.data() + run.first * C, run.count * C, s);
+  gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, cfg.vocab_size,
+                             embedding_ws_.data(), s);
   if (grad_ready_) grad_ready_(0);  // layer 0, wte and wpe
 }
 

@@ -226,10 +226,10 @@ double CudaStageCompute<Act>::forward(int m, int p, const model::SequenceBatch& 
   if (place_.first) {
     // The thoughts of this pass replace their token embeddings.
     if (p > 0) {
-      const std::vector<model::Feedback>& fb = b.passes[p - 1].feedback;
-      for (size_t i = 0; i < fb.size(); ++i)
-        copy(x.embeds.data() + (size_t(fb[i].from + 1) * B + fb[i].sample) * C,
-             x.thoughts.data() + (x.thought_row[p - 1] + i) * C, size_t(C), s);
+      // One copy per run of consecutive samples (model/batch.h), not one per sample.
+      for (const model::FeedbackRun& run : model::feedback_runs(b.passes[p - 1], B))
+        copy(x.embeds.data() + (run.first_row + B) * C, x.thoughts.data() + (x.thought_row[p - 1] + run.index) * C,
+             run.count * C, s);
     }
     in = x.embeds.data() + r0 * C;
   } else {
@@ -240,10 +240,9 @@ double CudaStageCompute<Act>::forward(int m, int p, const model::SequenceBatch& 
   double loss = 0;
   if (place_.last) {
     if (p + 1 < P) {
-      const std::vector<model::Feedback>& fb = pass.feedback;
-      for (size_t i = 0; i < fb.size(); ++i)
-        copy(x.thoughts.data() + (x.thought_row[p] + i) * C,
-             static_cast<const Act*>(x.acts.lnf + (size_t(fb[i].from) * B + fb[i].sample) * C), size_t(C), s);
+      for (const model::FeedbackRun& run : model::feedback_runs(pass, B))
+        copy(x.thoughts.data() + (x.thought_row[p] + run.index) * C,
+             static_cast<const Act*>(x.acts.lnf + run.first_row * C), run.count * C, s);
     } else {
       loss = lm_head(x, b);
     }
@@ -286,26 +285,26 @@ void CudaStageCompute<Act>::backward(int m, int p, const model::SequenceBatch& b
   const cudaStream_t s = dev_.stream();
   if (place_.last && p + 1 < P) {
     // The gradient of the thoughts this pass fed joins the gradient of their sources.
-    const std::vector<model::Feedback>& fb = pass.feedback;
-    for (size_t i = 0; i < fb.size(); ++i) {
-      Act* source = x.d_out.data() + (size_t(fb[i].from) * B + fb[i].sample) * C;
-      gpu::add_forward(source, source, x.thought_grads.data() + (x.thought_row[p] + i) * C, C, s);
+    for (const model::FeedbackRun& run : model::feedback_runs(pass, B)) {
+      Act* source = x.d_out.data() + run.first_row * C;
+      gpu::add_forward(source, source, x.thought_grads.data() + (x.thought_row[p] + run.index) * C,
+                       int64_t(run.count * C), s);
     }
   }
   dev_.backward_stage(x.acts, pass.begin, pass.end, place_.layers.begin, place_.layers.end, x.d_out.data() + r0 * C,
                       x.d_in.data() + r0 * C, place_.first, place_.last);
   if (place_.first) {
     if (p > 0) {
-      const std::vector<model::Feedback>& fb = b.passes[p - 1].feedback;
-      for (size_t i = 0; i < fb.size(); ++i)
-        copy(x.thought_grads.data() + (x.thought_row[p - 1] + i) * C,
-             static_cast<const Act*>(x.d_in.data() + (size_t(fb[i].from + 1) * B + fb[i].sample) * C), size_t(C), s);
+      for (const model::FeedbackRun& run : model::feedback_runs(b.passes[p - 1], B))
+        copy(x.thought_grads.data() + (x.thought_row[p - 1] + run.index) * C,
+             static_cast<const Act*>(x.d_in.data() + (run.first_row + B) * C), run.count * C, s);
     } else {
       // Token embeddings get their gradient; thought rows are not tokens.
       const size_t R = size_t(B) * b.T;
-      for (size_t r = 0; r < R; ++r)
-        if (x.is_thought[r]) zero(x.d_in.data() + r * C, size_t(C), s);
-      gpu::embed_tokens_backward(dev_.wte_grad(), x.d_in.data(), x.tokens.data(), int(R), C, embedding_ws_.data(), s);
+      for (const model::RowRun& run : model::flagged_runs(x.is_thought))
+        zero(x.d_in.data() + run.first * C, run.count * C, s);
+      gpu::embed_tokens_backward(dev_.wte_grad(), x.d_in.data(), x.tokens.data(), int(R), C,
+                                 dev_.config().vocab_size, embedding_ws_.data(), s);
     }
   }
   CUDA_CHECK(cudaStreamSynchronize(s));

@@ -47,14 +47,17 @@ void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream);   // e
 // checks them on the host, where the batch is built.
 void embed_tokens(float* out, const float* wte, const int* tokens, int n, int C, cudaStream_t stream);
 void embed_tokens(bf16* out, const bf16* wte, const int* tokens, int n, int C, cudaStream_t stream);
-// dwte[tokens[r]] += d[r]. The rows of one token are added in row order (a stable sort
-// of the ids groups them, then one block per distinct id walks its rows), so repeated
-// tokens add in a fixed order: deterministic, no atomics. `workspace` holds
-// embedding_backward_workspace_bytes(n) bytes (the sort's scratch).
+// dwte[tokens[r]] += d[r], token ids in [0, V). The rows of one token are added in row
+// order (one block per distinct id walks its rows), so repeated tokens add in a fixed
+// order: deterministic, no atomics. Over more than kUnsortedEmbeddingRows rows a stable
+// radix sort over the bits V needs groups the ids first; fewer rows (a latent pass's
+// positions) skip the sort: each row's block looks for its id among the earlier rows.
+// `workspace` holds embedding_backward_workspace_bytes(n) bytes (the sort's scratch).
+constexpr int kUnsortedEmbeddingRows = 256;
 size_t embedding_backward_workspace_bytes(int n);
-void embed_tokens_backward(float* dwte, const float* d, const int* tokens, int n, int C, void* workspace,
+void embed_tokens_backward(float* dwte, const float* d, const int* tokens, int n, int C, int V, void* workspace,
                            cudaStream_t stream);
-void embed_tokens_backward(float* dwte, const bf16* d, const int* tokens, int n, int C, void* workspace,
+void embed_tokens_backward(float* dwte, const bf16* d, const int* tokens, int n, int C, int V, void* workspace,
                            cudaStream_t stream);
 
 // out[ids[r]] = in[r] for n rows (the ids distinct): the inverse of a row gather
@@ -68,11 +71,12 @@ void add_position_embedding(float* x, const float* in, const float* wpe, const i
                             cudaStream_t stream);
 void add_position_embedding(bf16* x, const bf16* in, const bf16* wpe, const int* pos, int n, int C,
                             cudaStream_t stream);
-// dwpe[pos[r]] += d[r], rows in order (as embed_tokens_backward, same workspace).
-void position_embedding_backward(float* dwpe, const float* d, const int* pos, int n, int C, void* workspace,
-                                 cudaStream_t stream);
-void position_embedding_backward(float* dwpe, const bf16* d, const int* pos, int n, int C, void* workspace,
-                                 cudaStream_t stream);
+// dwpe[pos[r]] += d[r], positions in [0, max_positions), rows in order (as
+// embed_tokens_backward, same workspace).
+void position_embedding_backward(float* dwpe, const float* d, const int* pos, int n, int C, int max_positions,
+                                 void* workspace, cudaStream_t stream);
+void position_embedding_backward(float* dwpe, const bf16* d, const int* pos, int n, int C, int max_positions,
+                                 void* workspace, cudaStream_t stream);
 
 // ---------------------------------------------------------------- layer norm
 

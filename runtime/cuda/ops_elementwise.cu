@@ -72,6 +72,23 @@ __global__ void add_sorted_runs_kernel(float* dtable, const T* d, const int* sor
   }
 }
 
+// The same sums without a sort, for a few rows: block i returns when an earlier row has
+// its id (that row's block adds the run), else adds the rows of its id in row order, as
+// add_sorted_runs_kernel does after the stable sort: the same additions, the same bits.
+template <typename T>
+__global__ void add_unsorted_runs_kernel(float* dtable, const T* d, const int* ids, int n, int C) {
+  const int i = blockIdx.x, id = ids[i];
+  for (int j = 0; j < i; ++j)
+    if (ids[j] == id) return;  // the same for every thread of the block
+  float* out = dtable + int64_t(id) * C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float sum = out[c];
+    for (int j = i; j < n; ++j)
+      if (ids[j] == id) sum += load(d[int64_t(j) * C + c]);
+    out[c] = sum;
+  }
+}
+
 __global__ void iota_kernel(int* out, int n) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) out[i] = i;
 }
@@ -98,15 +115,27 @@ SortScratch sort_scratch(void* workspace, int n) {
           p + 3 * ints, cub_sort_bytes(n)};
 }
 
+// ids in [0, table_rows).
 template <typename T>
-void scatter_add_rows(float* dtable, const T* d, const int* ids, int n, int C, void* workspace, cudaStream_t stream) {
+void scatter_add_rows(float* dtable, const T* d, const int* ids, int n, int C, int table_rows, void* workspace,
+                      cudaStream_t stream) {
   if (n == 0) return;
+  COCONUT_CHECK(table_rows > 0, "embedding backward into a table of {} rows", table_rows);
+  if (n <= kUnsortedEmbeddingRows) {
+    add_unsorted_runs_kernel<<<n, 256, 0, stream>>>(dtable, d, ids, n, C);
+    CUDA_CHECK(cudaGetLastError());
+    return;
+  }
   SortScratch s = sort_scratch(workspace, n);
   iota_kernel<<<grid_for(n), kThreads, 0, stream>>>(s.rows, n);
   CUDA_CHECK(cudaGetLastError());
-  // LSD radix sort: stable, so the rows of one id stay in increasing order.
+  // LSD radix sort: stable, so the rows of one id stay in increasing order. Only the
+  // bits an id can have (16 for GPT-2's vocabulary, 10 for its positions): fewer digit
+  // passes than all 32.
+  int bits = 1;
+  while (bits < 31 && (int64_t(1) << bits) < table_rows) ++bits;
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(s.cub, s.cub_bytes, ids, s.sorted_ids, s.rows, s.sorted_rows, n, 0,
-                                             int(sizeof(int) * 8), stream));
+                                             bits, stream));
   add_sorted_runs_kernel<<<n, 256, 0, stream>>>(dtable, d, s.sorted_ids, s.sorted_rows, n, C);
   CUDA_CHECK(cudaGetLastError());
 }
@@ -326,10 +355,10 @@ void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream) {
     scatter_rows_kernel<<<grid_for(int64_t(n) * C), kThreads, 0, stream>>>(out, in, ids, n, C);                 \
     CUDA_CHECK(cudaGetLastError());                                                                            \
   }                                                                                                            \
-  void embed_tokens_backward(float* dwte, const T* d, const int* tokens, int n, int C, void* workspace,        \
+  void embed_tokens_backward(float* dwte, const T* d, const int* tokens, int n, int C, int V, void* workspace, \
                              cudaStream_t stream) {                                                            \
     if (n == 0) return;                                                                                        \
-    scatter_add_rows(dwte, d, tokens, n, C, workspace, stream);                                                \
+    scatter_add_rows(dwte, d, tokens, n, C, V, workspace, stream);                                             \
   }                                                                                                            \
   void add_position_embedding(T* x, const T* in, const T* wpe, const int* pos, int n, int C,                    \
                               cudaStream_t stream) {                                                           \
@@ -337,10 +366,10 @@ void convert(float* out, const bf16* in, int64_t n, cudaStream_t stream) {
     add_rows_kernel<<<grid_for(int64_t(n) * C), kThreads, 0, stream>>>(x, in, wpe, pos, n, C);                  \
     CUDA_CHECK(cudaGetLastError());                                                                            \
   }                                                                                                            \
-  void position_embedding_backward(float* dwpe, const T* d, const int* pos, int n, int C, void* workspace,      \
-                                   cudaStream_t stream) {                                                      \
+  void position_embedding_backward(float* dwpe, const T* d, const int* pos, int n, int C, int max_positions,   \
+                                   void* workspace, cudaStream_t stream) {                                     \
     if (n == 0) return;                                                                                        \
-    scatter_add_rows(dwpe, d, pos, n, C, workspace, stream);                                                   \
+    scatter_add_rows(dwpe, d, pos, n, C, max_positions, workspace, stream);                                    \
   }
 COCONUT_GPU_EMBEDDINGS(float)
 COCONUT_GPU_EMBEDDINGS(bf16)

@@ -114,8 +114,8 @@ TEST_F(Gpu, EmbeddingsMatchCpu) {
     gpu::add_position_embedding(out.data(), inp.data(), pe.data(), dpos.data(), n, C, nullptr);
     expect_close(download(out, out.size()), x, kExact, "add_position_embedding fp32");
     DeviceBuffer<float> g = upload(d), gw = upload(dwte), gp = upload(dwpe);
-    gpu::embed_tokens_backward(gw.data(), g.data(), dtok.data(), n, C, ws.data(), nullptr);
-    gpu::position_embedding_backward(gp.data(), g.data(), dpos.data(), n, C, ws.data(), nullptr);
+    gpu::embed_tokens_backward(gw.data(), g.data(), dtok.data(), n, C, V, ws.data(), nullptr);
+    gpu::position_embedding_backward(gp.data(), g.data(), dpos.data(), n, C, P, ws.data(), nullptr);
     expect_close(download(gw, wte.size()), want_dwte, kExact, "embed_tokens_backward fp32");
     expect_close(download(gp, wpe.size()), want_dwpe, kExact, "position_embedding_backward fp32");
   }
@@ -127,8 +127,8 @@ TEST_F(Gpu, EmbeddingsMatchCpu) {
     expect_close(download(out, out.size()), x, kBf16, "add_position_embedding bf16");
     DeviceBuffer<bf16> g = upload_bf16(d);
     DeviceBuffer<float> gw = upload(dwte), gp = upload(dwpe);
-    gpu::embed_tokens_backward(gw.data(), g.data(), dtok.data(), n, C, ws.data(), nullptr);
-    gpu::position_embedding_backward(gp.data(), g.data(), dpos.data(), n, C, ws.data(), nullptr);
+    gpu::embed_tokens_backward(gw.data(), g.data(), dtok.data(), n, C, V, ws.data(), nullptr);
+    gpu::position_embedding_backward(gp.data(), g.data(), dpos.data(), n, C, P, ws.data(), nullptr);
     expect_close(download(gw, wte.size()), want_dwte, kExact, "embed_tokens_backward bf16");
     expect_close(download(gp, wpe.size()), want_dwpe, kExact, "position_embedding_backward bf16");
   }
@@ -136,23 +136,35 @@ TEST_F(Gpu, EmbeddingsMatchCpu) {
 
 // The embedding backward at a training step's size (tens of thousands of rows, runs of
 // one id from 1 to hundreds of rows, unsorted): still the CPU's sequential sums, bit for
-// bit, and the workspace's sort leaves no trace in a second call.
+// bit, and the workspace's sort leaves no trace in a second call. Also around the row
+// count where the sort starts (kUnsortedEmbeddingRows), and with GPT-2's vocabulary,
+// whose largest id needs all 16 bits the sort looks at.
 TEST_F(Gpu, EmbeddingBackwardOfManyRowsMatchesCpu) {
-  const int V = 1000, C = 96, n = 20000;
-  std::vector<int> tokens(n);
-  std::mt19937 gen(11);
-  for (int r = 0; r < n; ++r) tokens[r] = r % 50 == 0 ? 7 : int(gen() % V);  // token 7: a long run
-  const std::vector<float> d = random_vector(size_t(n) * C, 12);
-  const std::vector<float> table = random_vector(size_t(V) * C, 13);
-  std::vector<float> want = table;
-  for (int pass = 0; pass < 2; ++pass)
-    for (int r = 0; r < n; ++r)
-      for (int c = 0; c < C; ++c) want[size_t(tokens[r]) * C + c] += d[size_t(r) * C + c];
-  DeviceBuffer<int> dtok = upload(tokens);
-  DeviceBuffer<float> g = upload(d), gw = upload(table);
-  DeviceBuffer<char> ws(gpu::embedding_backward_workspace_bytes(n));
-  for (int pass = 0; pass < 2; ++pass) gpu::embed_tokens_backward(gw.data(), g.data(), dtok.data(), n, C, ws.data(), nullptr);
-  expect_close(download(gw, table.size()), want, kExact, "embed_tokens_backward of 20000 rows, twice");
+  const int C = 96;
+  struct Shape {
+    int V, n;
+  };
+  for (const Shape& shape : {Shape{1000, 20000}, Shape{50257, 300}, Shape{1024, gpu::kUnsortedEmbeddingRows},
+                             Shape{1024, gpu::kUnsortedEmbeddingRows + 1}}) {
+    const int V = shape.V, n = shape.n;
+    SCOPED_TRACE(testing::Message() << "V=" << V << " rows=" << n);
+    std::vector<int> tokens(n);
+    std::mt19937 gen(11);
+    for (int r = 0; r < n; ++r) tokens[r] = r % 50 == 0 ? 7 : int(gen() % V);  // token 7: a long run
+    tokens[n / 2] = tokens[n - 1] = V - 1;                                      // the largest id, twice
+    const std::vector<float> d = random_vector(size_t(n) * C, 12);
+    const std::vector<float> table = random_vector(size_t(V) * C, 13);
+    std::vector<float> want = table;
+    for (int pass = 0; pass < 2; ++pass)
+      for (int r = 0; r < n; ++r)
+        for (int c = 0; c < C; ++c) want[size_t(tokens[r]) * C + c] += d[size_t(r) * C + c];
+    DeviceBuffer<int> dtok = upload(tokens);
+    DeviceBuffer<float> g = upload(d), gw = upload(table);
+    DeviceBuffer<char> ws(gpu::embedding_backward_workspace_bytes(n));
+    for (int pass = 0; pass < 2; ++pass)
+      gpu::embed_tokens_backward(gw.data(), g.data(), dtok.data(), n, C, V, ws.data(), nullptr);
+    expect_close(download(gw, table.size()), want, kExact, "embed_tokens_backward, twice");
+  }
 }
 
 // ---------------------------------------------------------------- layer norm, GELU, add
