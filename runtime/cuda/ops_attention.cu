@@ -8,9 +8,11 @@
 // and its gradient are bf16 and the products run on tensor cores with fp32
 // accumulation; scores and the gradient dP stay fp32, the saved probabilities and dS are
 // bf16 (the operands of the products; the softmax kernels are templates over them).
+// bf16 passes of one column without dropout (latent passes) go to ops_attention_row.cu.
 #include <type_traits>
 
 #include "runtime/check.h"
+#include "runtime/cuda/ops_attention_row.cuh"
 #include "runtime/cuda/ops_common.cuh"
 
 namespace coconut::gpu {
@@ -313,6 +315,18 @@ Role bf16_weights(const Setup& st, dim3 rows, const DropoutKeys* drop, int ld_p,
   return kPB;
 }
 
+// A pass of one column without dropout (a latent pass) runs ops_attention_row.cuh's
+// kernels: one launch instead of the products over [1, nk] matrices.
+bool one_column_pass(int a, int b, int C, int H, const DropoutKeys* drop) {
+  return b - a == 1 && !drop && H > 0 && C % H == 0 && detail::attention_row_fits(a, C / H);
+}
+
+cudaStream_t stream_of(CublasContext& cublas) {
+  cudaStream_t stream = nullptr;
+  CUBLAS_CHECK(cublasGetStream(cublas.handle(), &stream));
+  return stream;
+}
+
 }  // namespace
 
 void attention_forward(CublasContext& cublas, bf16* out, bf16* probs, const bf16* qkv, const uint8_t* key_mask, int a,
@@ -320,6 +334,10 @@ void attention_forward(CublasContext& cublas, bf16* out, bf16* probs, const bf16
                        int64_t probs_row0) {
   COCONUT_CHECK(!drop || probs, "attention dropout needs the saved probabilities (training activations)");
   check_dropout(drop);
+  if (one_column_pass(a, b, C, H, drop)) {
+    detail::attention_row_forward(out, probs, qkv, key_mask, a, B, T, C, H, probs_row0, stream_of(cublas));
+    return;
+  }
   const Setup st = setup(cublas, workspace, qkv, nullptr, probs, probs_row0, static_cast<const bf16*>(out), a, b, B,
                          T, C, H);
   const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = probs ? B * H * T : st.nk;
@@ -343,6 +361,10 @@ void attention_backward(CublasContext& cublas, float* dqkv, const bf16* dout, co
                         int64_t probs_row0) {
   COCONUT_CHECK(probs, "attention backward needs the saved probabilities");
   check_dropout(drop);
+  if (one_column_pass(a, b, C, H, drop)) {
+    detail::attention_row_backward(dqkv, dout, probs, qkv, a, B, T, C, H, probs_row0, stream_of(cublas));
+    return;
+  }
   const Setup st = setup(cublas, workspace, qkv, dqkv, const_cast<bf16*>(probs), probs_row0, dout, a, b, B, T, C, H);
   const int ld_qkv = 3 * C * B, ld_out = C * B, ld_p = B * H * T;
   const float scale = 1.f / sqrtf(static_cast<float>(st.hd));

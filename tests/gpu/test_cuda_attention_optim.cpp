@@ -107,9 +107,13 @@ TEST_F(Gpu, AttentionMatchesCpu) {
 TEST_F(Gpu, AttentionInBf16IsCloseToCpu) {
   // T = 9, 17, 33: the saved probabilities are copied to an aligned scratch for the
   // products; T = 16, 24, 32 (multiples of 8): they are the products' operand directly.
+  // Passes of one column without dropout run ops_attention_row.cu's kernels: head sizes
+  // 8 and 16 (16 and 8 groups of threads over the keys), 64 (GPT-2's, 2 groups) and 128
+  // (one group), with more keys than a warp has lanes.
   const std::vector<AttentionCase> cases = {
-      {2, 9, 16, 2, 0, 5},   {2, 9, 16, 2, 5, 6},   {2, 9, 16, 2, 6, 9},    {3, 17, 24, 3, 0, 17},
-      {4, 33, 64, 4, 20, 21}, {2, 16, 16, 2, 0, 16}, {3, 24, 24, 3, 10, 11}, {2, 32, 64, 4, 8, 32}};
+      {2, 9, 16, 2, 0, 5},    {2, 9, 16, 2, 5, 6},    {2, 9, 16, 2, 6, 9},     {3, 17, 24, 3, 0, 17},
+      {4, 33, 64, 4, 20, 21}, {2, 16, 16, 2, 0, 16},  {3, 24, 24, 3, 10, 11},  {2, 32, 64, 4, 8, 32},
+      {2, 40, 128, 2, 37, 38}, {2, 12, 256, 2, 7, 8}, {3, 48, 128, 2, 0, 1}};
   CublasContext cublas;
   for (const AttentionCase& t : cases) {
     for (float p : {0.f, 0.25f}) {
