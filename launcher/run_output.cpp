@@ -89,8 +89,8 @@ std::string format_duration(double seconds) {
 }
 
 std::string format_progress(const Progress& p) {
-  return fmt::format("epoch {} ({} epochs) stage {} step {}/{} loss {:.4f}  {:.0f} tok/s ETA {}", p.epoch, p.epochs,
-                     p.stage, p.step, p.total_steps, p.loss, p.tokens_per_s,
+  return fmt::format("epoch {} ({} epochs) stage {} step {}/{} loss {:.4f} grad norm {:.3g}  {:.0f} tok/s ETA {}",
+                     p.epoch, p.epochs, p.stage, p.step, p.total_steps, p.loss, p.grad_norm, p.tokens_per_s,
                      format_duration(eta_seconds(p.step, p.total_steps, p.elapsed_seconds, p.first_step)));
 }
 

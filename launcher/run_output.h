@@ -95,10 +95,12 @@ struct Progress {
   int64_t step = 0, total_steps = 0;      // global steps done / planned for the whole run
   int64_t first_step = 0;                 // steps done before this process started
   double loss = 0, tokens_per_s = 0;
+  double grad_norm = 0;                   // the step's global gradient norm before clipping
   double elapsed_seconds = 0;             // wall time of this process's training so far
 };
 
-// "epoch 1 (3 epochs) stage 1 step 40/90 loss 1.2346  5321 tok/s ETA 00:01:02"
+// "epoch 1 (3 epochs) stage 1 step 40/90 loss 1.2346 grad norm 0.812  5321 tok/s ETA 00:01:02"
+// (a norm that is not finite prints as nan or inf: the step was not applied)
 std::string format_progress(const Progress& p);
 
 }  // namespace coconut::launcher

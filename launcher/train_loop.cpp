@@ -365,6 +365,7 @@ void emit_step(const TrainContext& ctx, const TrainState& st, int stage, const p
     p.first_step = ctx.first_step;
     p.loss = loss;
     p.tokens_per_s = tokens_per_s;
+    p.grad_norm = stats.grad_norm;
     p.elapsed_seconds = ctx.clock.seconds();
     spdlog::info("{}", format_progress(p));
   }

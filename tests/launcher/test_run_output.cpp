@@ -44,9 +44,16 @@ TEST(Progress, Line) {
   Progress p;
   p.epoch = 1, p.epochs = 3, p.stage = 1, p.step = 40, p.total_steps = 90;
   p.loss = 1.23456, p.tokens_per_s = 5321.4, p.elapsed_seconds = 80;  // 2 s/step, 50 left
-  EXPECT_EQ(format_progress(p), "epoch 1 (3 epochs) stage 1 step 40/90 loss 1.2346  5321 tok/s ETA 00:01:40");
+  p.grad_norm = 0.81234;
+  EXPECT_EQ(format_progress(p),
+            "epoch 1 (3 epochs) stage 1 step 40/90 loss 1.2346 grad norm 0.812  5321 tok/s ETA 00:01:40");
   p.step = 0;
-  EXPECT_EQ(format_progress(p), "epoch 1 (3 epochs) stage 1 step 0/90 loss 1.2346  5321 tok/s ETA --:--:--");
+  p.grad_norm = 12345.6;
+  EXPECT_EQ(format_progress(p),
+            "epoch 1 (3 epochs) stage 1 step 0/90 loss 1.2346 grad norm 1.23e+04  5321 tok/s ETA --:--:--");
+  p.grad_norm = std::nan("");  // a step that was not applied
+  EXPECT_EQ(format_progress(p),
+            "epoch 1 (3 epochs) stage 1 step 0/90 loss 1.2346 grad norm nan  5321 tok/s ETA --:--:--");
 }
 
 class RunOutputTest : public ::testing::Test {
