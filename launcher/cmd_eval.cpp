@@ -1,14 +1,18 @@
 // `coconut eval RUN_DIR [options]`: accuracy of a finished run's model on a dataset, by
 // batched greedy generation with the run's method and a curriculum stage (DESIGN.md
-// 2.4), written as a JSON report next to the run's own (eval_<dataset>.json).
+// 2.4), written as a JSON report next to the run's own (eval_<dataset>.json). With
+// --question, the model's answer to questions typed on the command line instead (no
+// reference, no accuracy), with each continuous thought read as tokens.
 // Also the run helpers that `coconut probe` shares (see commands.h).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "curriculum/evaluation.h"
+#include "curriculum/word_tokenizer.h"
 #include "launcher/commands.h"
 #include "launcher/device_step.h"
 #include "launcher/run_output.h"
@@ -60,14 +64,46 @@ EvalData run_eval_data(const LoadedRun& run, const std::string& data_file) {
   return d;
 }
 
+// The words of `text` a word tokenizer does not know (they become <unk>); none for a
+// byte-level BPE, which writes any text.
+std::vector<std::string> unknown_words(const curriculum::Tokenizer& tok, const std::string& text) {
+  std::vector<std::string> unknown;
+  const auto* words = dynamic_cast<const curriculum::WordTokenizer*>(&tok);
+  if (!words) return unknown;
+  for (const std::string& w : curriculum::WordTokenizer::split(text))
+    if (!words->find_token(w)) unknown.push_back(w);
+  return unknown;
+}
+
+// --question: each question, the thoughts read as tokens, what was generated and the
+// answer extracted from it.
+void print_answers(const std::vector<std::string>& questions, const curriculum::EvalResult& r) {
+  for (size_t i = 0; i < r.items.size(); ++i) {
+    const curriculum::EvalItem& item = r.items[i];
+    fmt::print("question {}: {}\n", i + 1, questions[i]);
+    fmt::print("  continuous thoughts: {}\n", item.thoughts);
+    for (size_t k = 0; k < item.thought_tokens.size(); ++k) {
+      std::string line;
+      for (const curriculum::ThoughtToken& t : item.thought_tokens[k])
+        line += fmt::format(" {:?} {:.3f}", t.token, t.prob);
+      fmt::print("  thought {}:{}\n", k + 1, line);
+    }
+    fmt::print("  generated: {:?}\n", item.generated);
+    fmt::print("  answer: {}\n", item.prediction);
+  }
+}
+
 int cmd_eval(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
       "                    [--batch-size N] [--max-new-tokens N] [--max-items N] [--device cpu|cuda]\n"
-      "                    [--thought-tokens K] [--best]\n"
+      "                    [--thought-tokens K] [--best] [--question TEXT ...]\n"
       "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
+      "  --question  instead of a dataset: answer this question (repeatable; no accuracy). Prints\n"
+      "              each thought's most probable tokens (5 unless --thought-tokens), the generated\n"
+      "              text and the answer; writes a report only with --out\n"
       "  --stage     curriculum stage of the prompt: K latent steps (default: the run's last)\n"
       "  --out       report path (default: RUN_DIR/eval_<dataset>.json)\n"
       "  --batch-size, --max-new-tokens, --max-items (0 = all): default to the run's eval settings\n"
@@ -87,9 +123,11 @@ int cmd_eval(const std::vector<std::string>& args) {
   std::string device;
   int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = -1;
   bool best = false;
+  std::vector<std::string> questions;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--data") data_file = option_value(args, i);
+    else if (a == "--question") questions.push_back(option_value(args, i));
     else if (a == "--out") out_path = option_value(args, i);
     else if (a == "--stage") stage = option_int(args, i, 0, 1000);
     else if (a == "--batch-size") batch_size = option_int(args, i, 1, 1 << 16);
@@ -103,6 +141,8 @@ int cmd_eval(const std::vector<std::string>& args) {
 
   if (!device.empty() && device != "cpu" && device != "cuda")
     throw UsageError(fmt::format("--device must be cpu or cuda (got '{}')\n{}", device, help));
+  if (!questions.empty() && (!data_file.empty() || max_items >= 0))
+    throw UsageError(fmt::format("--question answers the questions given: not with --data or --max-items\n{}", help));
   init_logging(0, 1, "warn");
   const LoadedRun run = load_run(run_dir, best);
   const TrainConfig& c = run.config;
@@ -111,11 +151,29 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (batch_size < 0) batch_size = c.eval_batch_size;
   if (max_new_tokens < 0) max_new_tokens = c.max_new_tokens;
   if (max_items < 0) max_items = c.eval_max_items;
-  if (thought_tokens < 0) thought_tokens = c.curriculum.feeds_back() ? c.eval_thought_tokens : 0;
-  EvalData data = run_eval_data(run, data_file);
+  if (thought_tokens < 0)
+    thought_tokens = !c.curriculum.feeds_back() ? 0 : !questions.empty() ? 5 : c.eval_thought_tokens;
+  EvalData data;
+  if (questions.empty()) {
+    data = run_eval_data(run, data_file);
+  } else {
+    data.name = "question";
+    for (const std::string& q : questions) {
+      COCONUT_CHECK(!q.empty(), "--question: the question is empty");
+      const std::vector<std::string> unknown = unknown_words(*run.tokenizer, q);
+      if (!unknown.empty())
+        fmt::print("note: {} word(s) of '{}' are not in the run's vocabulary and become <unk>: {}\n", unknown.size(),
+                   q, fmt::join(unknown, ", "));
+      // No reference steps: the evaluation prompt caps the thoughts at a sample's step
+      // count (build_eval_prompt), so the question gets max_latent_stage placeholder
+      // steps, and with them the stage's min(stage, max_latent_stage) x c thoughts.
+      data.samples.push_back({q, std::vector<std::string>(size_t(c.curriculum.max_latent_stage), ""), "",
+                              std::nullopt});
+    }
+  }
   COCONUT_CHECK(!data.samples.empty(), "the evaluation set '{}' is empty", data.name);
   if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);
-  if (out_path.empty())
+  if (out_path.empty() && questions.empty())
     out_path = (fs::path(run_dir) / fmt::format("eval_{}{}.json", data.name, best ? "_best" : "")).string();
 
   if (device.empty()) device = c.device;
@@ -129,11 +187,17 @@ int cmd_eval(const std::vector<std::string>& args) {
   }
   const curriculum::EvalResult r = curriculum::evaluate(*decoder, *run.tokenizer, data.samples, c.curriculum, stage,
                                                         batch_size, max_new_tokens, run.eot.get(), {}, decode_thought);
-  curriculum::write_eval_report(out_path, r, data.name);
-  fmt::print("run {}{}: method {}, c={}, stage {}; {} items of {}; decoded on {}\n", run_dir,
+  if (!out_path.empty()) curriculum::write_eval_report(out_path, r, data.name);
+  fmt::print("run {}{}: method {}, c={}, stage {}; {} {}; decoded on {}\n", run_dir,
              best ? fmt::format(" (its best model, {})", kBestModelDir) : std::string(),
-             curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total, data.name,
+             curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total,
+             questions.empty() ? "items of " + data.name : std::string(r.total == 1 ? "question" : "questions"),
              device == "cuda" ? fmt::format("cuda ({})", c.precision) : std::string("the CPU"));
+  if (!questions.empty()) {
+    print_answers(questions, r);
+    if (!out_path.empty()) fmt::print("report: {}\n", out_path);
+    return 0;
+  }
   fmt::print("accuracy {:.4f} ({}/{}), mean generated tokens {:.2f}\n", r.accuracy(), r.correct, r.total,
              r.mean_generated_tokens);
   if (run.eot) fmt::print("<eot> by the learned classifier: mean thoughts {:.2f}\n", r.mean_thoughts);

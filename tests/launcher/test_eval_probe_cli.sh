@@ -95,6 +95,45 @@ for it in r['items']:
 " "$work/tt.json" || fail "eval --thought-tokens report"
 pass "eval --thought-tokens"
 
+# ---- eval --question: questions typed on the command line -----------------------------
+# The first two questions of items.json answered as a batch give what the same items give
+# through --data (the same batch, so the same generations and thoughts).
+"$bin" eval "$run" --data "$work/items.json" --stage 2 --max-items 2 --max-new-tokens 8 --thought-tokens 3 \
+  --out "$work/two.json" >/dev/null 2>"$work/err.txt" || fail "eval --data (2 items): $(cat "$work/err.txt")"
+mapfile -t questions < <(python3 -c "
+import json, sys
+for item in json.load(open(sys.argv[1]))[:2]: print(item['question'])
+" "$work/items.json")
+"$bin" eval "$run" --question "${questions[0]}" --question "${questions[1]}" --stage 2 --max-new-tokens 8 \
+  --thought-tokens 3 --out "$work/q.json" >"$work/q.txt" 2>"$work/err.txt" ||
+  fail "eval --question: $(cat "$work/err.txt")"
+grep -q "stage 2; 2 questions; decoded on the CPU" "$work/q.txt" || fail "eval --question header: $(cat "$work/q.txt")"
+grep -Eq '^  thought 2: ("[^"]*" [0-9.]+ ?){3}$' "$work/q.txt" || fail "eval --question thoughts: $(cat "$work/q.txt")"
+python3 - "$work/q.json" "$work/two.json" "$work/q.txt" "${questions[@]}" <<'PY' || fail "eval --question against --data (see above)"
+import json, sys
+q, d = (json.load(open(p)) for p in sys.argv[1:3])
+text = open(sys.argv[3]).read()
+assert len(q["items"]) == len(d["items"]) == 2
+for k, (a, b) in enumerate(zip(q["items"], d["items"])):
+    assert a["generated"] == b["generated"] and a["prediction"] == b["prediction"], (a, b)
+    assert a["thought_tokens"] == b["thought_tokens"], (a["thought_tokens"], b["thought_tokens"])
+    assert f"question {k + 1}: {sys.argv[4 + k]}\n" in text, text
+    assert f"  answer: {a['prediction']}\n" in text, text
+PY
+# Without --out nothing is written; a word the run never saw is named; 5 thought tokens by default.
+before=$(ls "$run")
+"$bin" eval "$run" --question "Is Tom a zzzqqq or a wumpus?" --stage 1 --max-new-tokens 4 >"$work/q1.txt" 2>&1 ||
+  fail "eval --question (one): $(cat "$work/q1.txt")"
+[[ "$(ls "$run")" == "$before" ]] || fail "eval --question without --out wrote into the run directory"
+grep -q "note: 1 word(s) of 'Is Tom a zzzqqq or a wumpus?' are not in the run's vocabulary and become <unk>: zzzqqq" \
+  "$work/q1.txt" || fail "eval --question: the unknown word is not named: $(cat "$work/q1.txt")"
+grep -Eq '^  thought 1: ("[^"]*" [0-9.]+ ?){5}$' "$work/q1.txt" ||
+  fail "eval --question default thought tokens: $(cat "$work/q1.txt")"
+expect 2 "--question answers the questions given: not with --data or --max-items" \
+  "$bin" eval "$run" --question "Is Tom a wumpus?" --data "$work/items.json"
+expect 1 "--question: the question is empty" "$bin" eval "$run" --question ""
+pass "eval --question (= the same items through --data; unknown words named; nothing written without --out)"
+
 # ---- probe ------------------------------------------------------------------------------
 "$bin" probe "$run" --items 5 --thoughts 2 --out "$work/p.json" --plot "$work/p.png" >"$work/probe.txt" 2>"$work/err.txt" ||
   fail "probe exited non-zero: $(cat "$work/err.txt")"
