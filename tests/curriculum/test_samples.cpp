@@ -7,6 +7,7 @@
 #include "curriculum/batching.h"
 #include "curriculum/samples.h"
 #include "curriculum/word_tokenizer.h"
+#include "model/batch.h"
 #include "model/gpt2.h"
 #include "model/multipass.h"
 
@@ -219,6 +220,16 @@ TEST_F(SamplesTest, BatchAlignsFirstLatentAndPlansPasses) {
   EXPECT_EQ(b.passes[2].begin, 6);
   EXPECT_EQ(b.passes[2].end, 10);
   EXPECT_TRUE(b.passes[2].feedback.empty());
+  // The alignment makes each pass's feedbacks one run of consecutive rows (model/batch.h:
+  // the GPU moves them with one copy): rows 12-13 (column 4, samples 0-1), then row 15.
+  const std::vector<model::FeedbackRun> runs0 = model::feedback_runs(b.passes[0], b.B);
+  const std::vector<model::FeedbackRun> runs1 = model::feedback_runs(b.passes[1], b.B);
+  ASSERT_EQ(runs0.size(), 1u);
+  EXPECT_EQ(runs0[0].first_row, 12u);
+  EXPECT_EQ(runs0[0].count, 2u);
+  ASSERT_EQ(runs1.size(), 1u);
+  EXPECT_EQ(runs1[0].first_row, 15u);
+  EXPECT_EQ(runs1[0].count, 1u);
   // Without feedback (pause tokens, plain models): one pass over everything.
   auto plain = make_batch({&x0, &x1, &x2}, tok, false);
   ASSERT_EQ(plain.passes.size(), 1u);
