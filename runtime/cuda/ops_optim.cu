@@ -14,14 +14,40 @@ namespace {
 using detail::grid_for;
 using detail::kThreads;
 
+// The running maximum m and sum of exp(x - m) of one thread, one logit more: the sum
+// is rescaled when the maximum grows.
+__device__ __forceinline__ void online_add(float x, float& m, float& sum) {
+  if (x > m) {
+    sum = sum * expf(m - x) + 1.f;
+    m = x;
+  } else {
+    sum += expf(x - m);
+  }
+}
+
+// Four consecutive gradient values, stored at once (16 bytes in fp32, 8 in bf16).
+__device__ __forceinline__ void store4(float* d, float a, float b, float c, float e) {
+  *reinterpret_cast<float4*>(d) = make_float4(a, b, c, e);
+}
+__device__ __forceinline__ void store4(bf16* d, float a, float b, float c, float e) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, e);
+  uint2 packed;
+  memcpy(&packed.x, &lo, sizeof(lo));
+  memcpy(&packed.y, &hi, sizeof(hi));
+  *reinterpret_cast<uint2*>(d) = packed;
+}
+
 // One block per row, two passes over the logits: the running maximum and sum of
-// exponentials in one (each thread rescales its sum when its maximum grows; the block
-// then merges the threads' pairs), the gradient written in the other. Every thread reads
-// the target logit before the first barrier, so no thread has overwritten it yet when
-// dlogits is the logits themselves.
+// exponentials in one (online_add; the block then merges the threads' pairs), the
+// gradient written in the other. With `vec` (rows 16-byte aligned: ld a multiple of 4)
+// both passes read float4s, thread t the groups t, t + blockDim, ..., and write four
+// values at once; the last V % 4 columns, and every column without `vec`, one by one.
+// Every thread reads the target logit before the first barrier, so no thread has
+// overwritten it yet when dlogits is the logits themselves (each thread writes only the
+// columns it read).
 template <typename Out>
 __global__ void cross_entropy_kernel(const float* logits, int ld, Out* dlogits, float* row_loss, const int* targets,
-                                     int V, float scale_value, const float* scale_on_device) {
+                                     int V, float scale_value, const float* scale_on_device, bool vec) {
   __shared__ float shared[32];
   const float scale = scale_on_device ? *scale_on_device : scale_value;
   const int64_t row = blockIdx.x;
@@ -34,21 +60,27 @@ __global__ void cross_entropy_kernel(const float* logits, int ld, Out* dlogits, 
     return;
   }
   const float target_logit = z[target];
+  const int groups = vec ? V / 4 : 0, tail = 4 * groups;
+  const float4* z4 = reinterpret_cast<const float4*>(z);
   float m = -INFINITY, sum = 0.f;  // this thread's maximum and sum of exp(z - m)
-  for (int v = threadIdx.x; v < V; v += blockDim.x) {
-    const float x = z[v];
-    if (x > m) {
-      sum = sum * expf(m - x) + 1.f;
-      m = x;
-    } else {
-      sum += expf(x - m);
-    }
+  for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+    const float4 x = z4[g];
+    online_add(x.x, m, sum);
+    online_add(x.y, m, sum);
+    online_add(x.z, m, sum);
+    online_add(x.w, m, sum);
   }
+  for (int v = tail + threadIdx.x; v < V; v += blockDim.x) online_add(z[v], m, sum);
   const float row_max = detail::block_max(m, shared);
   sum = detail::block_sum(m == -INFINITY ? 0.f : sum * expf(m - row_max), shared);
   const float inv = 1.f / sum;
-  for (int v = threadIdx.x; v < V; v += blockDim.x)
-    d[v] = detail::store<Out>(expf(z[v] - row_max) * inv * scale - (v == target ? scale : 0.f));
+  auto grad = [&](float x, int v) { return expf(x - row_max) * inv * scale - (v == target ? scale : 0.f); };
+  for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+    const float4 x = z4[g];
+    const int v = 4 * g;
+    store4(d + v, grad(x.x, v), grad(x.y, v + 1), grad(x.z, v + 2), grad(x.w, v + 3));
+  }
+  for (int v = tail + threadIdx.x; v < V; v += blockDim.x) d[v] = detail::store<Out>(grad(z[v], v));
   for (int v = V + threadIdx.x; v < ld; v += blockDim.x) d[v] = detail::store<Out>(0.f);
   if (threadIdx.x == 0) row_loss[row] = (logf(sum) + row_max - target_logit) * scale;
 }
@@ -133,8 +165,12 @@ void cross_entropy(const float* logits, int ld, Out* dlogits, float* row_loss, c
                    float scale, const float* scale_on_device, cudaStream_t stream) {
   COCONUT_CHECK(N >= 0 && V > 0 && ld >= V, "cross_entropy: bad shape N={} V={} ld={}", N, V, ld);
   if (N == 0) return;
+  // float4 reads need 16-byte aligned rows, and the gradient's four-value stores 16 (fp32)
+  // or 8 (bf16) bytes: a row stride that is a multiple of 4 and aligned buffers.
+  const bool vec = ld % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(dlogits) % (4 * sizeof(Out)) == 0;
   cross_entropy_kernel<<<N, kThreads, 0, stream>>>(logits, ld, dlogits, row_loss, targets, V, scale,
-                                                   scale_on_device);
+                                                   scale_on_device, vec);
   CUDA_CHECK(cudaGetLastError());
 }
 
