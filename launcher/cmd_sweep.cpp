@@ -25,6 +25,7 @@ namespace {
 
 const char* kHelp =
     "usage: coconut sweep SWEEP.yaml [--dry-run] [--np N] [--out DIR] [--set key=value ...]\n"
+    "                                 [--shard I/N | --report]\n"
     "  Trains every point of the sweep file's grid as its own run (its own process: mpirun -np N\n"
     "  coconut train BASE --set key=value ... --set run.dir=OUT/<run>), one after the other, then\n"
     "  writes OUT/results.md, OUT/results.csv and OUT/accuracy_vs_c.png (when c_thought is a grid key).\n"
@@ -36,6 +37,11 @@ const char* kHelp =
     "  --np N     ranks per run (overrides launch.np)\n"
     "  --out DIR  output folder (overrides out)\n"
     "  --set k=v  one more override for every run (after the sweep file's `set`)\n"
+    "  --shard I/N  train only the runs whose grid index is I modulo N: task I of N that run at the\n"
+    "             same time (a Slurm job array: cluster/slurm/sweep_array.sbatch); each writes the\n"
+    "             results table of every run from what their directories hold\n"
+    "  --report   train nothing: write the results table and the plot from what the runs' directories\n"
+    "             hold (after the tasks of a sharded sweep)\n"
     "  The sweep file format is in docs/cli.md; example: configs/sweeps/c_thought.yaml.\n"
     "  SIGTERM or SIGUSR1 go to the running run, which saves a checkpoint and stops; the sweep\n"
     "  then stops with exit code 75, and the same command continues it.\n";
@@ -88,7 +94,8 @@ int cmd_sweep(const std::vector<std::string>& args) {
     fmt::print("{}", kHelp);
     return args.empty() ? 2 : 0;
   }
-  bool dry_run = false;
+  bool dry_run = false, report = false;
+  SweepShard shard;
   int np = 0;
   std::string out;
   std::vector<std::string> sets;
@@ -97,7 +104,15 @@ int cmd_sweep(const std::vector<std::string>& args) {
     else if (args[i] == "--np") np = option_int(args, i, 1, 1 << 20);
     else if (args[i] == "--out") out = option_value(args, i);
     else if (args[i] == "--set") sets.push_back(option_value(args, i));
-    else throw UsageError(fmt::format("unknown option '{}'\n{}", args[i], kHelp));
+    else if (args[i] == "--report") report = true;
+    else if (args[i] == "--shard") {
+      const std::string text = option_value(args, i);
+      try {
+        shard = parse_shard(text);
+      } catch (const Error& e) {
+        throw UsageError(fmt::format("{}\n{}", e.what(), kHelp));
+      }
+    } else throw UsageError(fmt::format("unknown option '{}'\n{}", args[i], kHelp));
   }
   SweepSpec spec;
   std::vector<SweepRun> runs;
@@ -111,13 +126,38 @@ int cmd_sweep(const std::vector<std::string>& args) {
   } catch (const Error& e) {
     throw UsageError(e.what());  // a bad sweep file is a usage error: exit code 2
   }
+  if (report && (dry_run || shard.count > 1))
+    throw UsageError(fmt::format("--report trains nothing: not with --dry-run or --shard\n{}", kHelp));
+  if (report) {
+    std::vector<RunResult> results;
+    int counts[3] = {0, 0, 0};  // finished (or diverged), interrupted, pending
+    for (const SweepRun& run : runs) {
+      results.push_back(read_run_result(run.dir, status_on_disk(run.dir)));
+      const std::string& st = results.back().status;
+      ++counts[st == "interrupted" ? 1 : st == "pending" ? 2 : 0];
+    }
+    fs::create_directories(spec.out_dir);
+    write_results(spec, runs, results);
+    fmt::print("sweep {}: {} runs: {} finished or diverged, {} interrupted (or still running), {} not started\n",
+               spec.source, runs.size(), counts[0], counts[1], counts[2]);
+    fmt::print("results: {}, {}\n", (fs::path(spec.out_dir) / "results.md").string(),
+               (fs::path(spec.out_dir) / "results.csv").string());
+    const std::string plot = plot_accuracy_vs_c(spec, runs, results);
+    if (!plot.empty()) fmt::print("plot: {}\n", plot);
+    return 0;
+  }
   check_runs(spec, runs, /*require_files=*/!dry_run);
 
   const std::string bin = self_binary();
-  fmt::print("sweep {}: {} runs of {} ({} rank{} each) in {}\n", spec.source, runs.size(), spec.base_config, spec.np,
-             spec.np > 1 ? "s" : "", spec.out_dir);
+  fmt::print("sweep {}: {} runs of {} ({} rank{} each) in {}{}\n", spec.source, runs.size(), spec.base_config,
+             spec.np, spec.np > 1 ? "s" : "", spec.out_dir,
+             shard.count > 1 ? fmt::format("; task {} of {}: runs {} modulo {}", shard.index, shard.count, shard.index,
+                                           shard.count)
+                             : std::string());
   if (dry_run) {
-    for (const SweepRun& run : runs) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const SweepRun& run = runs[i];
+      if (!shard.mine(i)) continue;
       const RunState state = run_state(run.dir);
       if (state == RunState::Finished || state == RunState::Diverged) {
         fmt::print("{}: skip ({}): {}\n", run.name, state == RunState::Finished ? "finished" : "diverged", run.dir);
@@ -137,10 +177,17 @@ int cmd_sweep(const std::vector<std::string>& args) {
   // job that runs it can be requeued and resume (runtime/stop_signals.h).
   StopSignals signals;
   std::vector<RunResult> results;
-  for (const SweepRun& run : runs) results.push_back(read_run_result(run.dir, "pending"));
+  for (size_t i = 0; i < runs.size(); ++i)
+    results.push_back(read_run_result(runs[i].dir, shard.mine(i) ? "pending" : status_on_disk(runs[i].dir)));
+  // The other tasks' runs as their directories hold them now (they may be training).
+  auto refresh_others = [&] {
+    for (size_t j = 0; j < runs.size(); ++j)
+      if (!shard.mine(j)) results[j] = read_run_result(runs[j].dir, status_on_disk(runs[j].dir));
+  };
   int failed = 0;
   for (size_t i = 0; i < runs.size(); ++i) {
     const SweepRun& run = runs[i];
+    if (!shard.mine(i)) continue;
     const std::string tag = fmt::format("[{}/{}] {}", i + 1, runs.size(), run.name);
     const RunState state = run_state(run.dir);
     if (state == RunState::Finished) {
@@ -185,6 +232,7 @@ int cmd_sweep(const std::vector<std::string>& args) {
       results[i] = read_run_result(run.dir, fmt::format("failed ({})", why));
       fmt::print(stderr, "{}: failed ({}); see {}\n", tag, why, log);
     }
+    refresh_others();
     write_results(spec, runs, results);  // the table so far, in case the sweep is interrupted
     if (stopped || StopSignals::received() != 0) {
       fmt::print(stderr, "sweep stopped by {} after run {} of {}; rerun the same command to continue: finished runs "
@@ -194,13 +242,21 @@ int cmd_sweep(const std::vector<std::string>& args) {
       return kExitStoppedBySignal;
     }
   }
+  refresh_others();
   write_results(spec, runs, results);
   fmt::print("results: {}, {}\n", (fs::path(spec.out_dir) / "results.md").string(),
              (fs::path(spec.out_dir) / "results.csv").string());
-  const std::string plot = plot_accuracy_vs_c(spec, runs, results);
-  if (!plot.empty()) fmt::print("plot: {}\n", plot);
+  // Tasks of a sharded sweep may finish together: the plot, which is not written
+  // atomically, waits for --report.
+  if (shard.count > 1) {
+    fmt::print("task {} of {} done: `coconut sweep {} --report` writes the table and the plot of every task's runs\n",
+               shard.index, shard.count, spec.source);
+  } else {
+    const std::string plot = plot_accuracy_vs_c(spec, runs, results);
+    if (!plot.empty()) fmt::print("plot: {}\n", plot);
+  }
   if (failed > 0) {
-    fmt::print(stderr, "{} of {} runs failed\n", failed, runs.size());
+    fmt::print(stderr, "{} of {} runs failed\n", failed, runs.size());  // of this task's, with --shard
     return 1;
   }
   return 0;

@@ -215,6 +215,38 @@ nlohmann::json read_json_if_present(const fs::path& path) {
 
 }  // namespace
 
+std::string status_on_disk(const std::string& run_dir) {
+  switch (run_state(run_dir)) {
+    case RunState::Finished: {
+      const nlohmann::json j = read_json_if_present(fs::path(run_dir) / kSweepDoneFile);
+      return j.is_object() && j.value("resumed", false) ? "resumed" : "trained";
+    }
+    case RunState::Diverged: return diverged_status(run_dir);
+    case RunState::Interrupted: return "interrupted";
+    case RunState::New: break;
+  }
+  return "pending";
+}
+
+SweepShard parse_shard(const std::string& text) {
+  SweepShard shard;
+  const size_t slash = text.find('/');
+  bool ok = slash != std::string::npos && slash > 0 && slash + 1 < text.size();
+  if (ok) {
+    try {
+      size_t used_index = 0, used_count = 0;
+      shard.index = std::stoi(text.substr(0, slash), &used_index);
+      shard.count = std::stoi(text.substr(slash + 1), &used_count);
+      ok = used_index == slash && used_count == text.size() - slash - 1;
+    } catch (const std::exception&) {
+      ok = false;
+    }
+  }
+  COCONUT_CHECK(ok && shard.count >= 1 && shard.index >= 0 && shard.index < shard.count,
+                "--shard expects I/N with 0 <= I < N (a job array's task and task count), got '{}'", text);
+  return shard;
+}
+
 std::string diverged_status(const std::string& run_dir) {
   const nlohmann::json j = read_json_if_present(fs::path(run_dir) / kDivergedFile);
   if (!j.is_object()) return "diverged";

@@ -65,6 +65,22 @@ RunState run_state(const std::string& run_dir);
 // "diverged (step S, loss L)" from a diverged run's diverged.json.
 std::string diverged_status(const std::string& run_dir);
 
+// The status of a run that this process does not start (another task's run in a sharded
+// sweep, or every run with --report), from what its directory holds: "trained" or
+// "resumed" (its finished marker says which), "diverged (...)", "interrupted" (a
+// directory without the marker: stopped, failed, or being trained by another task right
+// now), "pending" (no directory).
+std::string status_on_disk(const std::string& run_dir);
+
+// `--shard I/N` (a Slurm job array's task I of N): the runs whose grid index is I modulo
+// N. Tasks of one sweep train disjoint runs, so they may run at the same time.
+struct SweepShard {
+  int index = 0, count = 1;
+  bool mine(size_t run) const { return static_cast<int>(run % static_cast<size_t>(count)) == index; }
+};
+// Parses "I/N" with 0 <= I < N; anything else throws an Error naming the text.
+SweepShard parse_shard(const std::string& text);
+
 // The `coconut train` overrides of a run: the sweep's sets, the grid point, run.dir.
 std::vector<std::string> run_overrides(const SweepSpec& spec, const SweepRun& run);
 

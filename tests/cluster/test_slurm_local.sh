@@ -5,7 +5,8 @@
 # pipeline stages, once through `srun --mpi=pmix` and once through `mpirun` inside the
 # allocation; each job must complete with both ranks (exit state, coconut's launcher
 # line, the 2-rank layout, the final table, the run folder). A third job is stopped by
-# `scancel --signal=USR1`, requeued by train.sbatch and resumed to its end. Everything started here is
+# `scancel --signal=USR1`, requeued by train.sbatch and resumed to its end. A job array
+# runs a sweep in two shards (cluster/slurm/sweep_array.sbatch). Everything started here is
 # stopped at the end, by its pid file.
 #
 #   usage: tests/cluster/test_slurm_local.sh COCONUT_BINARY REPO_ROOT WORK_DIR
@@ -177,7 +178,76 @@ preempt_job() {
   echo "  stopped after step $steps by SIGUSR1, requeued, resumed and completed 120 steps"
 }
 
+# A job array of 2 tasks running `coconut sweep --shard` (cluster/slurm/sweep_array.sbatch)
+# over the 2-run tiny sweep: each task trains its run, the tasks side by side on the
+# node's 2 CPUs; `--report` then tables both.
+sweep_array_job() {
+  local t0 job states
+  t0=$(date +%s)
+  sbatch --parsable --array=0-1 --job-name=coconut-sweep --chdir="$repo" --output="$tmp/sweep-%a.out" \
+    --export=ALL,COCONUT_BIN="$bin",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    "$repo/cluster/slurm/sweep_array.sbatch" configs/sweeps/tiny.yaml --out "$tmp/sweep" > "$tmp/sweep.sbatch" ||
+    fail "sweep array: sbatch failed"
+  job=$(head -n 1 "$tmp/sweep.sbatch" | cut -d';' -f1)
+  for _ in $(seq 480); do
+    states=$(scontrol show job "$job" | tr ' ' '\n' | grep -E '^(JobState|ExitCode)=' | tr '\n' ' ')
+    [[ $states == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING)* ]] || break
+    sleep 0.5
+  done
+  echo "sweep array: job $job ($states) in $(( $(date +%s) - t0 )) s"
+  [[ $(grep -o "JobState=COMPLETED ExitCode=0:0" <<<"$states" | wc -l) == 2 ]] ||
+    fail "sweep array: both tasks must complete with exit 0: $states"
+  for k in 0 1; do
+    grep -q "shard $k/2" "$tmp/sweep-$k.out" || fail "sweep array task $k: no shard line in $(cat "$tmp/sweep-$k.out")"
+    grep -q "task $k of 2: runs $k modulo 2" "$tmp/sweep-$k.out" || fail "sweep array task $k: not sharded"
+    [ -f "$tmp/sweep/c_thought-$k/sweep_done.json" ] || fail "sweep array: c_thought-$k did not finish"
+  done
+  "$bin" sweep "$repo/configs/sweeps/tiny.yaml" --out "$tmp/sweep" --report > "$tmp/sweep_report.txt" ||
+    fail "sweep --report: $(cat "$tmp/sweep_report.txt")"
+  grep -q "2 runs: 2 finished or diverged" "$tmp/sweep_report.txt" || fail "sweep --report: $(cat "$tmp/sweep_report.txt")"
+  echo "  2 array tasks trained c_thought-0 and c_thought-1; --report tabled both"
+}
+
+# The same script's requeue: SIGUSR1 to the task's shell (`scancel --batch`, what sbatch
+# --signal=B:USR1@T sends) goes on to the sweep and its run, which saves a checkpoint;
+# the task exits 75, is requeued, skips nothing finished and resumes the stopped run.
+sweep_array_preempt() {
+  local t0 job state
+  t0=$(date +%s)
+  sbatch --parsable --array=0 --requeue --job-name=coconut-sweep-pre --chdir="$repo" --output="$tmp/sweep_pre.out" \
+    --open-mode=append --export=ALL,COCONUT_BIN="$bin",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    "$repo/cluster/slurm/sweep_array.sbatch" configs/sweeps/tiny.yaml --out "$tmp/sweep_pre" \
+    --set data.generate_train=240 --set train.batch_size=4 > "$tmp/sweep_pre.sbatch" || fail "sweep preempt: sbatch failed"
+  job=$(head -n 1 "$tmp/sweep_pre.sbatch" | cut -d';' -f1)
+  local steps=$tmp/sweep_pre/c_thought-0/steps.jsonl
+  for _ in $(seq 600); do
+    [ -f "$steps" ] && [ "$(wc -l < "$steps")" -ge 10 ] && break
+    sleep 0.1
+  done
+  [ -f "$steps" ] || fail "sweep preempt: job $job wrote no steps in 60 s"
+  scancel --batch --signal=USR1 "${job}_0" || fail "sweep preempt: scancel --batch --signal=USR1 ${job}_0 failed"
+  for _ in $(seq 600); do
+    state=$(scontrol show job "$job" | tr ' ' '\n' | grep -E '^(JobState|ExitCode|Restarts)=' | tr '\n' ' ')
+    [[ $state == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING|REQUEUED)* ]] || break
+    sleep 0.5
+  done
+  echo "sweep preempt: job $job ($state) in $(( $(date +%s) - t0 )) s"
+  [[ $state == *"JobState=COMPLETED"*"ExitCode=0:0"* && $state == *"Restarts=1"* ]] ||
+    fail "sweep preempt: the task must be requeued once and complete: $state; $(tail -n 20 "$tmp/sweep_pre.out")"
+  grep -q "SIGUSR1 received: stopped after step" "$tmp/sweep_pre/c_thought-0/train.log" ||
+    fail "sweep preempt: the run did not get the signal: $(tail -n 5 "$tmp/sweep_pre/c_thought-0/train.log")"
+  grep -q "requeueing it" "$tmp/sweep_pre.out" || fail "sweep preempt: the task was not requeued"
+  grep -q "c_thought-0: interrupted earlier, resuming with --resume auto" "$tmp/sweep_pre.out" ||
+    fail "sweep preempt: the requeued task did not resume the run: $(cat "$tmp/sweep_pre.out")"
+  for k in 0 1; do
+    [ -f "$tmp/sweep_pre/c_thought-$k/sweep_done.json" ] || fail "sweep preempt: c_thought-$k did not finish"
+  done
+  echo "  the array task passed SIGUSR1 to its sweep, was requeued and resumed c_thought-0"
+}
+
 run_job srun srun
 run_job mpirun mpirun
 preempt_job
+sweep_array_job
+sweep_array_preempt
 echo "PASS"

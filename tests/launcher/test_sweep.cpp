@@ -137,6 +137,36 @@ TEST(Sweep, RunStateFollowsTheDirectoryAndTheMarker) {
   fs::remove_all(dir);
 }
 
+TEST(Sweep, StatusOnDiskNamesWhatTheDirectoryHolds) {
+  const fs::path dir = temp_dir("status");
+  const std::string run = (dir / "r").string();
+  EXPECT_EQ(status_on_disk(run), "pending");
+  fs::create_directories(run);
+  EXPECT_EQ(status_on_disk(run), "interrupted");
+  write_done_marker(run, 1.0, true, {"coconut", "train"});
+  EXPECT_EQ(status_on_disk(run), "resumed");
+  write_done_marker(run, 1.0, false, {"coconut", "train"});
+  EXPECT_EQ(status_on_disk(run), "trained");
+  const std::string diverged = (dir / "d").string();
+  fs::create_directories(diverged);
+  std::ofstream(fs::path(diverged) / kDivergedFile) << R"({"step": 6, "loss": "nan"})";
+  EXPECT_EQ(status_on_disk(diverged), "diverged (step 6, loss nan)");
+  fs::remove_all(dir);
+}
+
+TEST(Sweep, ShardsSplitTheGridByIndexModuloTheTaskCount) {
+  const SweepShard shard = parse_shard("1/3");
+  EXPECT_EQ(shard.index, 1);
+  EXPECT_EQ(shard.count, 3);
+  std::vector<size_t> mine;
+  for (size_t run = 0; run < 8; ++run)
+    if (shard.mine(run)) mine.push_back(run);
+  EXPECT_EQ(mine, (std::vector<size_t>{1, 4, 7}));
+  EXPECT_TRUE(parse_shard("0/1").mine(5));
+  for (const char* bad : {"3/3", "-1/2", "1/0", "1/", "/2", "1of2", "1/2x", "a/b", ""})
+    EXPECT_THROW(parse_shard(bad), Error) << bad;
+}
+
 TEST(Sweep, WallTimeAddsEveryAttemptAndEstimatesAKilledOne) {
   const fs::path dir = temp_dir("attempts");
   fs::create_directories(dir);

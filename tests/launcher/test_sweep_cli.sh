@@ -6,7 +6,9 @@
 #  3. without its finished marker (an interrupted run) one run is started again with
 #     `--resume auto` while the other stays skipped;
 #  4. a bad sweep file or grid key exits 2 and writes nothing; --dry-run writes nothing;
-#  5. with --np 2 every run is its own `mpirun -np 2` job (2 pipeline stages).
+#  5. with --np 2 every run is its own `mpirun -np 2` job (2 pipeline stages);
+#  6. two tasks of a sharded sweep (--shard 0/2 and 1/2) at once train each run once, and
+#     --report writes the table and the plot from the run directories.
 #   test_sweep_cli.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
 
@@ -131,5 +133,49 @@ for r in "${runs[@]}"; do
   [[ -f $work/mpi/$r/sweep_done.json ]] || fail "$r (mpirun) has no marker"
 done
 pass "each run is its own mpirun -np 2 job"
+
+# ---- 6. two tasks at once (--shard I/N, a job array), then --report ----------------------
+"$bin" sweep "$sweep" --out "$work/shard" --shard 0/2 >"$work/shard0.txt" 2>&1 &
+task0=$!
+"$bin" sweep "$sweep" --out "$work/shard" --shard 1/2 >"$work/shard1.txt" 2>&1 || fail "task 1: $(cat "$work/shard1.txt")"
+wait "$task0" || fail "task 0: $(cat "$work/shard0.txt")"
+for k in 0 1; do
+  other=$((1 - k))
+  grep -q "task $k of 2: runs $k modulo 2" "$work/shard$k.txt" || fail "task $k header: $(cat "$work/shard$k.txt")"
+  grep -q "\] ${runs[$k]}: training" "$work/shard$k.txt" || fail "task $k did not train ${runs[$k]}"
+  ! grep -q "${runs[$other]}: " "$work/shard$k.txt" || fail "task $k touched ${runs[$other]}: $(cat "$work/shard$k.txt")"
+  grep -q -- "--report" "$work/shard$k.txt" || fail "task $k does not point at --report"
+done
+[[ ! -e $work/shard/accuracy_vs_c.png ]] || fail "a task wrote the plot (only --report does)"
+"$bin" sweep "$sweep" --out "$work/shard" --report >"$work/report.txt" 2>&1 || fail "--report: $(cat "$work/report.txt")"
+grep -q "2 runs: 2 finished or diverged, 0 interrupted (or still running), 0 not started" "$work/report.txt" ||
+  fail "--report counts: $(cat "$work/report.txt")"
+[[ $(head -c 8 "$work/shard/accuracy_vs_c.png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] ||
+  fail "--report wrote no plot"
+python3 - "$work/shard" "$out" "${runs[@]}" <<'PY'
+import csv, json, sys
+shard, first, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+rows = list(csv.DictReader(open(f"{shard}/results.csv")))
+assert [r["run"] for r in rows] == names and [r["status"] for r in rows] == ["trained"] * 2, rows
+for r, name in zip(rows, names):
+    # Trained once, by one task; the same accuracy as the same run in the sequential sweep.
+    attempts = [json.loads(l) for l in open(f"{shard}/{name}/sweep_attempts.jsonl")]
+    assert [sorted(a) for a in attempts] == [["start"], ["end", "exit", "seconds"]], attempts
+    want = json.load(open(f"{first}/{name}/eval_valid.json"))["accuracy"]
+    assert float(r["valid_accuracy"]) == want, (r, want)
+PY
+# --report on a sweep with a run never started and one interrupted: counted, and exit 0.
+rm -rf "$work/shard/${runs[1]}" && rm "$work/shard/${runs[0]}/sweep_done.json"
+"$bin" sweep "$sweep" --out "$work/shard" --report >"$work/report2.txt" 2>&1 || fail "--report (2): $(cat "$work/report2.txt")"
+grep -q "2 runs: 0 finished or diverged, 1 interrupted (or still running), 1 not started" "$work/report2.txt" ||
+  fail "--report counts (2): $(cat "$work/report2.txt")"
+python3 -c "
+import csv, sys
+assert [r['status'] for r in csv.DictReader(open(sys.argv[1]))] == ['interrupted', 'pending']
+" "$work/shard/results.csv" || fail "--report statuses: $(cat "$work/shard/results.csv")"
+expect 2 "--shard expects I/N with 0 <= I < N" "$bin" sweep "$sweep" --out "$work/shard" --shard 2/2
+expect 2 "--shard expects I/N with 0 <= I < N" "$bin" sweep "$sweep" --out "$work/shard" --shard 1of2
+expect 2 "--report trains nothing: not with --dry-run or --shard" "$bin" sweep "$sweep" --report --shard 0/2
+pass "two --shard tasks at once train each run once; --report writes the table and the plot"
 
 echo "all sweep checks passed"
