@@ -38,6 +38,13 @@ inline constexpr const char* kDivergedFile = "diverged.json";
 inline constexpr const char* kBestModelDir = "best_model";
 inline constexpr const char* kBestModelFile = "best.json";
 
+// RUN_DIR/train.lock: rank 0 of `coconut train` holds a lock on it (runtime/files.h,
+// FileLock) for as long as the run lives, so that a second training in the same
+// directory (a job submitted twice, two sweep tasks given the same shard) stops at once
+// instead of interleaving its checkpoints and logs with the first's. The file says who
+// holds it; the lock goes with the process, however it ends.
+inline constexpr const char* kRunLockFile = "train.lock";
+
 // One optimizer step, as logged.
 struct StepMetrics {
   int epoch = 0, stage = 0;

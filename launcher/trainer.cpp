@@ -173,6 +173,15 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   const fs::path dir = c.run_dir;
   if (writer) fs::create_directories(dir);
   COCONUT_CHECK(!writer || fs::is_directory(dir), "cannot create the run directory '{}'", dir.string());
+  // One training per run directory (kRunLockFile), before anything in it is written; every
+  // rank learns whether rank 0 got the lock, so that all stop together when it did not.
+  FileLock run_lock;
+  std::string holder;
+  double refused = writer && !run_lock.try_lock((dir / kRunLockFile).string(), &holder) ? 1 : 0;
+  if (distributed) world->all_reduce_sum(&refused, 1);
+  COCONUT_CHECK(refused == 0, "run directory '{}' is in use by another coconut train ({}{}); wait for it to end or "
+                "choose another run.dir", dir.string(), writer ? holder : "see rank 0's message",
+                writer ? fmt::format(", {}", (dir / kRunLockFile).string()) : std::string());
   if (writer) {
     // The effective configuration (file + --set overrides), so that eval, probe and a
     // resume see exactly what was trained.

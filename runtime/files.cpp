@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 
 #include "runtime/check.h"
@@ -107,6 +108,43 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   }
   const std::string dir = std::filesystem::path(path).parent_path().string();
   sync_dir(dir.empty() ? "." : dir);
+}
+
+bool FileLock::try_lock(const std::string& path, std::string* holder) {
+  COCONUT_CHECK(fd_ < 0, "FileLock: {} is already locked by this object", path);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  COCONUT_CHECK(fd >= 0, "cannot open the lock file {}: {}", path, std::strerror(errno));
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;  // the whole file (l_start = l_len = 0)
+  if (::fcntl(fd, F_SETLK, &lock) != 0) {
+    const int err = errno;
+    if (err != EACCES && err != EAGAIN) {
+      ::close(fd);
+      COCONUT_FAIL("cannot lock {}: {}", path, std::strerror(err));
+    }
+    std::string text(256, '\0');
+    const ssize_t n = ::pread(fd, text.data(), text.size(), 0);
+    ::close(fd);
+    text.resize(n > 0 ? size_t(n) : 0);
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\0')) text.pop_back();
+    if (holder) *holder = text.empty() ? "another process" : text;
+    return false;
+  }
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::time_t now = std::time(nullptr);
+  char when[32] = {};
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  const std::string me = "pid " + std::to_string(::getpid()) + " on host " + host + " since " + when + "\n";
+  // Who holds it, for the next one to try; a failure here only loses that message.
+  if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, me.data(), me.size(), 0);
+  fd_ = fd;
+  return true;
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
 }
 
 }  // namespace coconut

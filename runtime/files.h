@@ -46,4 +46,22 @@ void sync_dir(const std::string& dir);
 // directory. A failure removes the temporary file and leaves path as it was.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// An exclusive lock on a file (fcntl F_SETLK, which also works on NFS), held until the
+// object goes away or the process ends, however it ends: a crashed holder leaves no
+// stale lock. The holder writes who it is into the file ("pid P on host H since T"),
+// which the next one to try reads for its message.
+class FileLock {
+ public:
+  // Takes the lock on path (created if absent). When another process holds it, returns
+  // false and sets *holder to what that process wrote; a system error throws.
+  bool try_lock(const std::string& path, std::string* holder);
+  FileLock() = default;
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace coconut

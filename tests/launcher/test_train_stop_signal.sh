@@ -13,6 +13,7 @@
 #            and exports what the uninterrupted run did
 # and `coconut sweep`: SIGTERM to the sweep reaches its running child, the sweep stops
 # with code 75 without starting the next run, and a rerun resumes and finishes both.
+# Last, `busy`: a second training started in a running run's directory stops at once.
 # The signal is sent once the run has written a few steps, so it lands mid-epoch.
 # usage: test_train_stop_signal.sh COCONUT_BINARY CONFIG_DIR TMP_DIR
 set -euo pipefail
@@ -161,4 +162,26 @@ pass "sweep: SIGTERM stopped the running run (checkpoint, exit 75) and the sweep
 grep -q "interrupted earlier, resuming" "$tmp/sweep.log" || fail "sweep: the rerun did not resume the stopped run"
 [ "$(ls "$tmp"/sweep/*/model/model.safetensors | wc -l)" = 2 ] || fail "sweep: the rerun did not finish both runs"
 pass "sweep: the rerun resumed the stopped run and finished both"
+# ---- a second training in a running run's directory (RUN_DIR/train.lock) ----------------
+# It stops at once with exit 1, one process or two ranks under mpirun, naming the first
+# run's process; the first run goes on untouched (its losses are the uninterrupted run's),
+# and once it has ended the directory takes a new training.
+start_run busy 1
+first=$run_pid
+wait_steps "$tmp/busy/steps.jsonl" 5
+rc=0
+"$bin" train "${args[@]}" --set run.dir="$tmp/busy" >"$tmp/busy2.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q "run directory '$tmp/busy' is in use by another coconut train (pid $first on host " "$tmp/busy2.log" ||
+  fail "busy: a second run in the directory exited $rc: $(tail -n 5 "$tmp/busy2.log")"
+rc=0
+mpirun --oversubscribe -np 2 "$bin" train "${args[@]}" "${grid[@]}" --set run.dir="$tmp/busy" >"$tmp/busy3.log" 2>&1 || rc=$?
+[ "$rc" != 0 ] && [ "$(grep -c "is in use by another coconut train" "$tmp/busy3.log")" = 2 ] ||
+  fail "busy: two ranks in the directory exited $rc: $(tail -n 5 "$tmp/busy3.log")"
+wait "$first" || fail "busy: the first run failed: $(tail -n 20 "$tmp/busy.log")"
+[[ "$(step_losses "$tmp/busy/steps.jsonl")" == "$(step_losses "$tmp/full/steps.jsonl")" ]] ||
+  fail "busy: the first run's losses changed while others tried its directory"
+train_run busy 1 --resume auto
+grep -q "pid [0-9]* on host .* since " "$tmp/busy/train.lock" || fail "busy: train.lock does not name its holder"
+pass "busy: a second training in a running run's directory stops at once (exit 1); the first is untouched"
+
 echo "stop signals: all checks passed"
