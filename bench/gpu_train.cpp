@@ -7,7 +7,9 @@
 // eager-flash), and fp32 as a graph (fp32). --rows picks them (default graph-attn,graph,
 // eager-attn,fp32,graph-flash); --seconds is shared among them. --profile-step brackets each
 // row's first timed step with cudaProfilerStart/Stop, for `ncu --profile-from-start off`
-// (tests/gpu/run.sh COCONUT_GPU_NCU, tools/ncu_summary.py).
+// (tests/gpu/run.sh COCONUT_GPU_NCU, tools/ncu_summary.py). --phases times one more step
+// of each op-by-op row with CUDA events between its phases (first pass, latent passes,
+// last pass, loss, their backwards, AdamW) and prints where the step's GPU time goes.
 // Prints tokens/s and MFU against the card's dense bf16 peak (formula printed), then
 // runs bench/torch_gpu_step.py, the same Coconut step in PyTorch (transformers' GPT-2
 // with a KV cache) on the same GPU, and prints the ratios. tests/gpu/run.sh runs it; no
@@ -15,7 +17,7 @@
 //
 //   coconut_gpu_bench [--seconds 120] [--batch 8] [--seq-len 256] [--question 64]
 //                     [--latents 6] [--python python3] [--no-torch] [--torch-seconds 30]
-//                     [--rows LIST] [--profile-step]
+//                     [--rows LIST] [--profile-step] [--phases]
 #include <cuda_profiler_api.h>
 #include <fmt/format.h>
 
@@ -50,6 +52,7 @@ struct Options {
   int torch_seconds = 30;  // per precision
   std::vector<std::string> rows = {"graph-attn", "graph", "eager-attn", "fp32", "graph-flash"};
   bool profile_step = false;
+  bool phases = false;
 };
 
 
@@ -98,6 +101,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--torch-seconds") o.torch_seconds = std::stoi(value());
     else if (a == "--rows") o.rows = split_list(value());
     else if (a == "--profile-step") o.profile_step = true;
+    else if (a == "--phases") o.phases = true;
     else COCONUT_FAIL("unknown option {} (see the comment at the top of bench/gpu_train.cpp)", a);
   }
   for (const std::string& r : o.rows)
@@ -179,9 +183,45 @@ double run_torch_peer(const Options& o, const model::GPT2Config& c, int seconds,
 
 // Times training steps of one precision for `seconds` after 3 warm-up steps; returns
 // ms per step and prints the step count and last loss.
+// One step's GPU time by phase (CudaMultipassRunnerOf::set_phase_timing): the passes
+// grouped into the first, the latent ones (one column each) and the last, then AdamW.
+template <typename Act>
+void print_phases(const std::vector<typename model::CudaMultipassRunnerOf<Act>::PhaseTime>& phases, int passes,
+                  float adamw_ms, const char* name) {
+  struct Group {
+    std::string label;
+    float ms = 0;
+  };
+  std::vector<Group> groups;
+  auto add = [&](const std::string& label, float ms) {
+    if (groups.empty() || groups.back().label != label) groups.push_back({label, 0});
+    groups.back().ms += ms;
+  };
+  const std::string latent = fmt::format("{} latent passes (one column each)", std::max(0, passes - 2));
+  for (const auto& ph : phases) {
+    const bool forward = ph.name.rfind("forward ", 0) == 0, backward = ph.name.rfind("backward ", 0) == 0;
+    if (!forward && !backward) {
+      add(ph.name, ph.ms);
+      continue;
+    }
+    const int p = std::stoi(ph.name.substr(ph.name.find(' ') + 1));
+    const std::string which = passes == 1 ? "the one pass" : p == 0 ? "first pass" : p + 1 == passes ? "last pass"
+                                                                                                        : latent;
+    add(std::string(forward ? "forward, " : "backward, ") + which, ph.ms);
+  }
+  add("AdamW", adamw_ms);
+  float total = 0;
+  for (const Group& g : groups) total += g.ms;
+  fmt::print("{}: one step's GPU time by phase (CUDA events), {:.2f} ms in all\n| phase | ms | share |\n"
+             "|---|---|---|\n",
+             name, total);
+  for (const Group& g : groups) fmt::print("| {} | {:.2f} | {:.1f}% |\n", g.label, g.ms, 100.0 * g.ms / total);
+  std::fflush(stdout);
+}
+
 template <typename Act>
 double time_steps(const model::GPT2Config& cfg, const model::GPT2& host, const model::SequenceBatch& batch,
-                  double seconds, bool graphs, model::CudaAttention attention, bool profile_step,
+                  double seconds, bool graphs, model::CudaAttention attention, bool profile_step, bool phases,
                   const char* name) {
   model::CudaGPT2Of<Act> gpu(cfg);
   gpu.set_attention(attention);
@@ -220,6 +260,23 @@ double time_steps(const model::GPT2Config& cfg, const model::GPT2& host, const m
              "device memory in use {:.1f} GiB\n",
              name, steps, timer.seconds(), loss, double(total_bytes - free_bytes) / (1 << 30));
   std::fflush(stdout);
+  if (phases && !graphs) {  // one more step, outside the timing, with events between its phases
+    runner.set_phase_timing(true);
+    gpu.zero_grads();
+    runner.forward_backward(gpu, batch, scale);
+    cudaEvent_t begin = nullptr, end = nullptr;
+    CUDA_CHECK(cudaEventCreate(&begin));
+    CUDA_CHECK(cudaEventCreate(&end));
+    CUDA_CHECK(cudaEventRecord(begin, nullptr));
+    gpu::adamw_step(gpu.params(), gpu.grads(), m.data(), v.data(), 0, segments, gpu::AdamWHyper{}, ++k, copy, nullptr);
+    CUDA_CHECK(cudaEventRecord(end, nullptr));
+    CUDA_CHECK(cudaEventSynchronize(end));
+    float adamw_ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&adamw_ms, begin, end));
+    (void)cudaEventDestroy(begin);
+    (void)cudaEventDestroy(end);
+    print_phases<Act>(runner.last_phases(), int(batch.passes.size()), adamw_ms, name);
+  }
   return ms;
 }
 
@@ -252,9 +309,9 @@ int run(const Options& o) {
     double ms = -1;
     try {
       ms = row.bf16 ? time_steps<gpu::bf16>(cfg, host, batch, seconds, row.graphs, row.attention, o.profile_step,
-                                            row.name)
+                                            o.phases, row.name)
                     : time_steps<float>(cfg, host, batch, seconds, row.graphs, row.attention, o.profile_step,
-                                        row.name);
+                                        o.phases, row.name);
     } catch (const std::exception& e) {
       fmt::print("{}: failed: {}\n", row.name, e.what());
     }

@@ -28,6 +28,37 @@ using gpu::bf16;
 template <typename Act>
 CudaMultipassRunnerOf<Act>::~CudaMultipassRunnerOf() {
   drop_graphs();
+  for (cudaEvent_t e : phase_events_) (void)cudaEventDestroy(e);  // best effort
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::set_phase_timing(bool on) {
+  phase_timing_ = on;
+}
+
+template <typename Act>
+void CudaMultipassRunnerOf<Act>::mark_phase(const std::string& name, cudaStream_t stream) {
+  if (!phase_timing_) return;
+  if (name.empty()) phase_names_.clear();  // "" marks the step's start: event 0
+  const size_t k = name.empty() ? 0 : phase_names_.size() + 1;
+  while (phase_events_.size() <= k) {
+    cudaEvent_t e = nullptr;
+    CUDA_CHECK(cudaEventCreate(&e));
+    phase_events_.push_back(e);
+  }
+  CUDA_CHECK(cudaEventRecord(phase_events_[k], stream));
+  if (!name.empty()) phase_names_.push_back(name);
+}
+
+template <typename Act>
+std::vector<typename CudaMultipassRunnerOf<Act>::PhaseTime> CudaMultipassRunnerOf<Act>::last_phases() const {
+  std::vector<PhaseTime> out;
+  for (size_t k = 0; k < phase_names_.size(); ++k) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, phase_events_[k], phase_events_[k + 1]));
+    out.push_back({phase_names_[k], ms});
+  }
+  return out;
 }
 
 template <typename Act>
@@ -134,17 +165,22 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
                 cfg.thought_scale);
   const size_t R = size_t(B) * T;
   const cudaStream_t s = model.stream();
+  COCONUT_CHECK(!phase_timing_ || !use_graphs_, "phase timing records events between a step's phases: not with "
+                "CUDA graphs");
+  mark_phase("", s);
   gpu::embed_tokens(embeds_.data(), model.wte(), tokens_.data(), int(R), C, s);
 
   // Forward pass by pass; after each, its outputs become the next pass's thoughts.
   std::vector<uint8_t> is_thought(R, 0);
-  for (const Pass& pass : batch.passes) {
+  for (size_t p = 0; p < batch.passes.size(); ++p) {
+    const Pass& pass = batch.passes[p];
     model.forward_stage(acts_, pass.begin, pass.end, 0, L, embeds_.data() + size_t(pass.begin) * B * C, true, true);
     // One copy per run of consecutive samples (model/batch.h), not one per sample.
     for (const FeedbackRun& run : feedback_runs(pass, B))
       copy(embeds_.data() + (run.first_row + B) * C, static_cast<const Act*>(acts_.lnf + run.first_row * C),
            run.count * C, s);
     for (const Feedback& f : pass.feedback) is_thought[size_t(f.from + 1) * B + f.sample] = 1;
+    mark_phase("forward " + std::to_string(p), s);
   }
 
   // Loss over the targeted rows only, gathered from the final-norm hidden states.
@@ -154,6 +190,7 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
     model.queue_lm_head_loss(gathered_.data(), target_ids_.data(), n, d_gathered_.data());
     gpu::scatter_rows(d_hidden_.data(), d_gathered_.data(), target_rows_.data(), n, C, s);
   }
+  mark_phase("loss", s);
 
   // Backward: passes in reverse. A thought's input gradient is added to the hidden
   // state it came from before that earlier pass runs its backward.
@@ -174,12 +211,14 @@ void CudaMultipassRunnerOf<Act>::queue_step(CudaGPT2Of<Act>& model, const Sequen
       };
     model.backward_stage(acts_, pass.begin, pass.end, 0, L, d_hidden_.data() + off, d_embeds_.data() + off, true,
                          true, layer_done);
+    mark_phase("backward " + std::to_string(p), s);
   }
   // Token embeddings get their gradient; thought rows are not tokens.
   for (const RowRun& run : flagged_runs(is_thought)) zero(d_embeds_.data() + run.first * C, run.count * C, s);
   gpu::embed_tokens_backward(model.wte_grad(), d_embeds_.data(), tokens_.data(), int(R), C, cfg.vocab_size,
                              embedding_ws_.data(), s);
   if (grad_ready_) grad_ready_(0);  // layer 0, wte and wpe
+  mark_phase("token embeddings", s);
 }
 
 // What a captured step depends on besides the uploaded data: the buffers (the model, the

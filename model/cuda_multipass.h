@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "model/batch.h"
@@ -59,6 +60,16 @@ class CudaMultipassRunnerOf {
   bool cuda_graphs() const { return use_graphs_; }
   int graph_captures() const { return graph_captures_; }
   int graph_replays() const { return graph_replays_; }  // steps run as a launch of a kept graph
+  // Diagnostics (bench/gpu_train.cpp --phases): with it on, each step records CUDA events
+  // between its phases (each pass's forward, the loss, each pass's backward, the token
+  // embeddings' backward), and last_phases() gives their GPU time once forward_backward
+  // has returned: where a step's time goes, without a profiler. Not with CUDA graphs.
+  struct PhaseTime {
+    std::string name;  // "forward 0", ..., "loss", "backward P-1", ..., "token embeddings"
+    float ms = 0;
+  };
+  void set_phase_timing(bool on);
+  std::vector<PhaseTime> last_phases() const;
   // As MultipassRunner::set_dropout: needed before each forward_backward when
   // model.dropout > 0 (sample_ids empty: 0..B-1).
   void set_dropout(uint64_t seed, uint64_t step, std::vector<int64_t> sample_ids = {});
@@ -78,7 +89,12 @@ class CudaMultipassRunnerOf {
     std::vector<int64_t> key;  // plan_key of the captured step
     cudaGraphExec_t exec;
   };
+  // Records a phase's end (phase timing on); the event pool grows to the step's phases.
+  void mark_phase(const std::string& name, cudaStream_t stream);
   bool use_graphs_ = false;
+  bool phase_timing_ = false;
+  std::vector<cudaEvent_t> phase_events_;  // [0] the step's start, then one per phase
+  std::vector<std::string> phase_names_;   // this step's phases so far
   size_t max_graphs_ = 16, target_rows_multiple_ = 1;
   GradReady grad_ready_;
   std::vector<Graph> graphs_;                // least recently used first

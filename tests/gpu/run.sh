@@ -7,7 +7,7 @@
 # here instead of skipping them (COCONUT_REQUIRE_GPU=1).
 #   usage: tests/gpu/run.sh [build-dir=build-gpu] [lib-dir=.gpulibs]
 # tests/gpu/pack.sh packs both into one archive for a machine that lacks them.
-# COCONUT_GPU_BENCH_ARGS passes options to the benchmark (default: --seconds 120); sets
+# COCONUT_GPU_BENCH_ARGS passes options to the benchmark (default: --seconds 120 --phases); sets
 # of options separated by ';' run it once per set. COCONUT_GPU_NCU="OPTIONS[;OPTIONS]" then
 # profiles one training step of the benchmark run with each set of OPTIONS under ncu
 # (per-kernel GPU time, summed by tools/ncu_summary.py; add --rows to pick the
@@ -58,7 +58,7 @@ start=$SECONDS
 (cd "$build" && ctest -L gpu --output-on-failure --timeout 180) || status=$?
 echo "run.sh: gpu tests took $((SECONDS - start)) s (exit status $status)"
 if [ "${COCONUT_GPU_BENCH:-1}" = 1 ] && [ -x "$build/bench/coconut_gpu_bench" ]; then
-  IFS=';' read -ra option_sets <<< "${COCONUT_GPU_BENCH_ARGS:---seconds 120}"
+  IFS=';' read -ra option_sets <<< "${COCONUT_GPU_BENCH_ARGS:---seconds 120 --phases}"
   for options in "${option_sets[@]}"; do
     start=$SECONDS
     echo "run.sh: coconut_gpu_bench $options"
