@@ -362,6 +362,47 @@ TEST_F(Gpu, TargetRowsRoundedUpAddNothing) {
   expect_tensors_close(cpu.layout(), got, want_grads, "gradients with rows rounded up", 1e-5);
 }
 
+// Phase timing (bench/gpu_train.cpp --phases): every pass's forward and backward, the
+// loss and the token embeddings' backward, in the step's order, each a time >= 0; the
+// step's loss and gradients are those without it (events only observe); refused with
+// CUDA graphs.
+TEST_F(Gpu, PhaseTimingNamesEveryPhaseInOrder) {
+  const GPT2Config config = tiny_config();
+  GPT2 cpu(config);
+  cpu.init_weights(19);
+  CudaGPT2 timed_model(config), plain_model(config);
+  timed_model.set_params(cpu.params());
+  plain_model.set_params(cpu.params());
+  CudaMultipassRunner timed, plain;
+  timed.set_phase_timing(true);
+  const SequenceBatch batch = latent_batch();
+  const float scale = 1.f / float(batch.num_targets());
+  timed_model.zero_grads();
+  plain_model.zero_grads();
+  EXPECT_EQ(timed.forward_backward(timed_model, batch, scale), plain.forward_backward(plain_model, batch, scale));
+  std::vector<std::string> want;
+  const size_t P = batch.passes.size();
+  for (size_t p = 0; p < P; ++p) want.push_back("forward " + std::to_string(p));
+  want.push_back("loss");
+  for (size_t p = P; p-- > 0;) want.push_back("backward " + std::to_string(p));
+  want.push_back("token embeddings");
+  const auto phases = timed.last_phases();
+  std::vector<std::string> names;
+  for (const auto& ph : phases) {
+    names.push_back(ph.name);
+    EXPECT_GE(ph.ms, 0.f) << ph.name;
+  }
+  EXPECT_EQ(names, want);
+  std::vector<float> got(cpu.num_params()), want_grads(cpu.num_params());
+  timed_model.get_grads(got.data());
+  plain_model.get_grads(want_grads.data());
+  expect_tensors_close(cpu.layout(), got, want_grads, "gradients with phase timing", 0.0);
+  CudaMultipassRunner graphed;
+  graphed.set_cuda_graphs(true);
+  graphed.set_phase_timing(true);
+  EXPECT_THROW(graphed.forward_backward(timed_model, batch, scale), Error);
+}
+
 // The runner's grad_ready calls (what data parallelism sums while the backward goes
 // on): layers n_layer - 1 .. 1, then 0 last, once per step, and each bucket's gradient
 // is final when it is handed over. The callback copies the bucket on the model's
