@@ -112,6 +112,26 @@ done
 echo "slurm up in $(( $(date +%s) - start )) s: node $node idle, ports $port/$((port + 1)), mpi plugins: $(srun --mpi=list 2>&1 | sed -n 's/^\t//p' | tr '\n' ' ')"
 
 # ---- the jobs ----
+# job_end_state JOB: waits (our own polling: `sbatch --wait` checks ever more rarely, up to
+# 32 s apart; at most 5 minutes) until no task of JOB is pending, running or requeued,
+# and prints the JobState, ExitCode and Restarts fields of all its tasks.
+job_end_state() {
+  local state
+  for _ in $(seq 600); do
+    state=$(scontrol show job "$1" | tr ' ' '\n' | grep -E '^(JobState|ExitCode|Restarts)=' | tr '\n' ' ')
+    [[ $state == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING|REQUEUED)* ]] || break
+    sleep 0.5
+  done
+  echo "$state"
+}
+# wait_lines FILE N WHAT: waits until FILE has at least N lines (at most 60 s).
+wait_lines() {
+  for _ in $(seq 600); do
+    [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ] && return 0
+    sleep 0.1
+  done
+  fail "$3 wrote no $2 lines to $1 in 60 s"
+}
 run_job() {  # run_job NAME LAUNCH
   local name=$1 launch=$2 t0 job state
   t0=$(date +%s)
@@ -122,12 +142,7 @@ run_job() {  # run_job NAME LAUNCH
     --set train.epochs=1 --set data.generate_train=64 --set data.generate_valid=16 --set eval.max_items=16 \
     --set parallel.pp=2 --set run.dir="$tmp/run_$name" > "$tmp/$name.sbatch" || fail "$name: sbatch failed"
   job=$(head -n 1 "$tmp/$name.sbatch" | cut -d';' -f1)
-  # Our own polling: `sbatch --wait` checks ever more rarely (up to 32 s apart).
-  for _ in $(seq 480); do
-    state=$(scontrol show job "$job" | tr ' ' '\n' | grep -E '^(JobState|ExitCode)=' | tr '\n' ' ')
-    [[ $state == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING)* ]] || break
-    sleep 0.5
-  done
+  state=$(job_end_state "$job")
   echo "$name: job $job ($state) in $(( $(date +%s) - t0 )) s"
   [[ $state == *"JobState=COMPLETED"*"ExitCode=0:0"* ]] || fail "$name: job $job ended as $state"
   local out="$tmp/$name.out"
@@ -153,17 +168,9 @@ preempt_job() {
     --set eval.every_epochs=0 --set run.threads=1 --set parallel.pp=2 --set train.micro_batch_size=2 \
     --set run.dir="$tmp/run_$name" --resume auto > "$tmp/$name.sbatch" || fail "$name: sbatch failed"
   job=$(head -n 1 "$tmp/$name.sbatch" | cut -d';' -f1)
-  for _ in $(seq 600); do
-    [ -f "$tmp/run_$name/steps.jsonl" ] && [ "$(wc -l < "$tmp/run_$name/steps.jsonl")" -ge 10 ] && break
-    sleep 0.1
-  done
-  [ -f "$tmp/run_$name/steps.jsonl" ] || fail "$name: job $job wrote no steps in 60 s"
+  wait_lines "$tmp/run_$name/steps.jsonl" 10 "$name: job $job"
   scancel --signal=USR1 "$job" || fail "$name: scancel --signal=USR1 $job failed"
-  for _ in $(seq 600); do
-    state=$(scontrol show job "$job" | tr ' ' '\n' | grep -E '^(JobState|ExitCode|Restarts)=' | tr '\n' ' ')
-    [[ $state == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING|REQUEUED)* ]] || break
-    sleep 0.5
-  done
+  state=$(job_end_state "$job")
   echo "$name: job $job ($state) in $(( $(date +%s) - t0 )) s"
   [[ $state == *"JobState=COMPLETED"*"ExitCode=0:0"* ]] || fail "$name: job $job ended as $state"
   [[ $state == *"Restarts=1"* ]] || fail "$name: job $job was not requeued once ($state)"
@@ -189,13 +196,9 @@ sweep_array_job() {
     "$repo/cluster/slurm/sweep_array.sbatch" configs/sweeps/tiny.yaml --out "$tmp/sweep" > "$tmp/sweep.sbatch" ||
     fail "sweep array: sbatch failed"
   job=$(head -n 1 "$tmp/sweep.sbatch" | cut -d';' -f1)
-  for _ in $(seq 480); do
-    states=$(scontrol show job "$job" | tr ' ' '\n' | grep -E '^(JobState|ExitCode)=' | tr '\n' ' ')
-    [[ $states == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING)* ]] || break
-    sleep 0.5
-  done
+  states=$(job_end_state "$job")
   echo "sweep array: job $job ($states) in $(( $(date +%s) - t0 )) s"
-  [[ $(grep -o "JobState=COMPLETED ExitCode=0:0" <<<"$states" | wc -l) == 2 ]] ||
+  [[ $(grep -Eo "JobState=COMPLETED Restarts=0 ExitCode=0:0" <<<"$states" | wc -l) == 2 ]] ||
     fail "sweep array: both tasks must complete with exit 0: $states"
   for k in 0 1; do
     grep -q "shard $k/2" "$tmp/sweep-$k.out" || fail "sweep array task $k: no shard line in $(cat "$tmp/sweep-$k.out")"
@@ -219,18 +222,9 @@ sweep_array_preempt() {
     "$repo/cluster/slurm/sweep_array.sbatch" configs/sweeps/tiny.yaml --out "$tmp/sweep_pre" \
     --set data.generate_train=240 --set train.batch_size=4 > "$tmp/sweep_pre.sbatch" || fail "sweep preempt: sbatch failed"
   job=$(head -n 1 "$tmp/sweep_pre.sbatch" | cut -d';' -f1)
-  local steps=$tmp/sweep_pre/c_thought-0/steps.jsonl
-  for _ in $(seq 600); do
-    [ -f "$steps" ] && [ "$(wc -l < "$steps")" -ge 10 ] && break
-    sleep 0.1
-  done
-  [ -f "$steps" ] || fail "sweep preempt: job $job wrote no steps in 60 s"
+  wait_lines "$tmp/sweep_pre/c_thought-0/steps.jsonl" 10 "sweep preempt: job $job"
   scancel --batch --signal=USR1 "${job}_0" || fail "sweep preempt: scancel --batch --signal=USR1 ${job}_0 failed"
-  for _ in $(seq 600); do
-    state=$(scontrol show job "$job" | tr ' ' '\n' | grep -E '^(JobState|ExitCode|Restarts)=' | tr '\n' ' ')
-    [[ $state == *JobState=@(PENDING|CONFIGURING|RUNNING|COMPLETING|REQUEUED)* ]] || break
-    sleep 0.5
-  done
+  state=$(job_end_state "$job")
   echo "sweep preempt: job $job ($state) in $(( $(date +%s) - t0 )) s"
   [[ $state == *"JobState=COMPLETED"*"ExitCode=0:0"* && $state == *"Restarts=1"* ]] ||
     fail "sweep preempt: the task must be requeued once and complete: $state; $(tail -n 20 "$tmp/sweep_pre.out")"
