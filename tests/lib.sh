@@ -56,3 +56,13 @@ print(f"{sys.argv[1]} vs {sys.argv[2]}: first step {rel[0]:.2e}, worst of {len(r
 assert rel[0] <= first_tol and max(rel) <= all_tol
 PY
 }
+
+# wait_lines FILE N WHAT: waits until FILE has at least N lines (a run's steps.jsonl, say);
+# after 60 s the test fails, naming WHAT.
+wait_lines() {
+  for _ in $(seq 600); do
+    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+    sleep 0.1
+  done
+  fail "$3 wrote no $2 lines to $1 in 60 s"
+}

@@ -124,14 +124,6 @@ job_end_state() {
   done
   echo "$state"
 }
-# wait_lines FILE N WHAT: waits until FILE has at least N lines (at most 60 s).
-wait_lines() {
-  for _ in $(seq 600); do
-    [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ] && return 0
-    sleep 0.1
-  done
-  fail "$3 wrote no $2 lines to $1 in 60 s"
-}
 run_job() {  # run_job NAME LAUNCH
   local name=$1 launch=$2 t0 job state
   t0=$(date +%s)

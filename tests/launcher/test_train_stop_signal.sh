@@ -37,14 +37,6 @@ start_run() {
   fi
   run_pid=$!
 }
-# wait_steps FILE N: waits until FILE has at least N lines (at most 60 s).
-wait_steps() {
-  for _ in $(seq 600); do
-    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
-    sleep 0.1
-  done
-  fail "$1 did not reach $2 lines in 60 s"
-}
 # stopped_run NAME NP SIGNAL TARGET [OPTIONS...]: starts the run, sends SIGNAL to TARGET
 # (self: the started process; rank1: the second coconut process under mpirun) after 10
 # steps, and expects exit code 75 and a checkpoint of the step every rank names.
@@ -52,7 +44,7 @@ stopped_run() {
   local name=$1 np=$2 signal=$3 target=$4 rc=0
   shift 4
   start_run "$name" "$np" "$@"
-  wait_steps "$tmp/$name/steps.jsonl" 10
+  wait_lines "$tmp/$name/steps.jsonl" 10 "$name"
   local pid=$run_pid
   if [ "$target" = rank1 ]; then
     pid=$(pgrep -P "$run_pid" -f "run.dir=$tmp/$name" | sort -n | sed -n 2p)
@@ -119,7 +111,7 @@ pass "one: the resumed run's wall time counts the stopped attempt up to its chec
 end=(--set data.generate_valid=200 --set eval.max_new_tokens=64)
 train_run full_end 1 "${end[@]}"
 start_run end 1 "${end[@]}"
-wait_steps "$tmp/end/steps.jsonl" 120
+wait_lines "$tmp/end/steps.jsonl" 120 "end"
 sleep 0.3
 kill -TERM "$run_pid"
 rc=0
@@ -168,7 +160,7 @@ pass "sweep: the rerun resumed the stopped run and finished both"
 # and once it has ended the directory takes a new training.
 start_run busy 1
 first=$run_pid
-wait_steps "$tmp/busy/steps.jsonl" 5
+wait_lines "$tmp/busy/steps.jsonl" 5 "busy"
 rc=0
 "$bin" train "${args[@]}" --set run.dir="$tmp/busy" >"$tmp/busy2.log" 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "run directory '$tmp/busy' is in use by another coconut train (pid $first on host " "$tmp/busy2.log" ||
