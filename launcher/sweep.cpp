@@ -17,6 +17,7 @@
 #include "launcher/run_output.h"
 #include "runtime/check.h"
 #include "runtime/files.h"
+#include "runtime/stop_signals.h"
 
 namespace coconut::launcher {
 
@@ -215,6 +216,22 @@ nlohmann::json read_json_if_present(const fs::path& path) {
 
 }  // namespace
 
+namespace {
+
+// The exit code of a run's last attempt when it ended (sweep_attempts.jsonl), else -1:
+// no attempt, one still running or killed with its sweep, or a last line that another
+// process is writing right now (it does not parse yet).
+int last_attempt_exit(const std::string& run_dir) {
+  std::ifstream in(fs::path(run_dir) / kSweepAttemptsFile);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  const nlohmann::json j = nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("exit") && j["exit"].is_number_integer() ? j["exit"].get<int>() : -1;
+}
+
+}  // namespace
+
 std::string status_on_disk(const std::string& run_dir) {
   switch (run_state(run_dir)) {
     case RunState::Finished: {
@@ -222,7 +239,13 @@ std::string status_on_disk(const std::string& run_dir) {
       return j.is_object() && j.value("resumed", false) ? "resumed" : "trained";
     }
     case RunState::Diverged: return diverged_status(run_dir);
-    case RunState::Interrupted: return "interrupted";
+    case RunState::Interrupted: {
+      // What its last attempt's sweep saw, when that attempt ended.
+      const int code = last_attempt_exit(run_dir);
+      if (code == kExitStoppedBySignal) return "stopped by a signal";
+      if (code > 0) return fmt::format("failed (exit {})", code);
+      return "interrupted";
+    }
     case RunState::New: break;
   }
   return "pending";

@@ -67,9 +67,10 @@ std::string diverged_status(const std::string& run_dir);
 
 // The status of a run that this process does not start (another task's run in a sharded
 // sweep, or every run with --report), from what its directory holds: "trained" or
-// "resumed" (its finished marker says which), "diverged (...)", "interrupted" (a
-// directory without the marker: stopped, failed, or being trained by another task right
-// now), "pending" (no directory).
+// "resumed" (its finished marker says which), "diverged (...)"; without the marker,
+// "stopped by a signal" or "failed (exit N)" when its last attempt ended so
+// (sweep_attempts.jsonl), else "interrupted" (being trained by another task right now,
+// or its sweep was killed); "pending" (no directory).
 std::string status_on_disk(const std::string& run_dir);
 
 // `--shard I/N` (a Slurm job array's task I of N): the runs whose grid index is I modulo

@@ -143,6 +143,15 @@ TEST(Sweep, StatusOnDiskNamesWhatTheDirectoryHolds) {
   EXPECT_EQ(status_on_disk(run), "pending");
   fs::create_directories(run);
   EXPECT_EQ(status_on_disk(run), "interrupted");
+  note_attempt_start(run);
+  EXPECT_EQ(status_on_disk(run), "interrupted") << "an attempt in progress";
+  note_attempt_end(run, 2.0, 1);
+  EXPECT_EQ(status_on_disk(run), "failed (exit 1)");
+  note_attempt_start(run);
+  note_attempt_end(run, 2.0, 75);
+  EXPECT_EQ(status_on_disk(run), "stopped by a signal");
+  std::ofstream(fs::path(run) / kSweepAttemptsFile, std::ios::app) << R"({"start": 1)";  // being written
+  EXPECT_EQ(status_on_disk(run), "interrupted");
   write_done_marker(run, 1.0, true, {"coconut", "train"});
   EXPECT_EQ(status_on_disk(run), "resumed");
   write_done_marker(run, 1.0, false, {"coconut", "train"});
