@@ -75,6 +75,13 @@ std::vector<std::string> unknown_words(const curriculum::Tokenizer& tok, const s
   return unknown;
 }
 
+// A thought's most probable tokens as printed: ` "token" prob` each.
+std::string thought_line(const std::vector<curriculum::ThoughtToken>& top) {
+  std::string line;
+  for (const curriculum::ThoughtToken& t : top) line += fmt::format(" {:?} {:.3f}", t.token, t.prob);
+  return line;
+}
+
 // --question: each question, the thoughts read as tokens, what was generated and the
 // answer extracted from it.
 void print_answers(const std::vector<std::string>& questions, const curriculum::EvalResult& r) {
@@ -82,12 +89,8 @@ void print_answers(const std::vector<std::string>& questions, const curriculum::
     const curriculum::EvalItem& item = r.items[i];
     fmt::print("question {}: {}\n", i + 1, questions[i]);
     fmt::print("  continuous thoughts: {}\n", item.thoughts);
-    for (size_t k = 0; k < item.thought_tokens.size(); ++k) {
-      std::string line;
-      for (const curriculum::ThoughtToken& t : item.thought_tokens[k])
-        line += fmt::format(" {:?} {:.3f}", t.token, t.prob);
-      fmt::print("  thought {}:{}\n", k + 1, line);
-    }
+    for (size_t k = 0; k < item.thought_tokens.size(); ++k)
+      fmt::print("  thought {}:{}\n", k + 1, thought_line(item.thought_tokens[k]));
     fmt::print("  generated: {:?}\n", item.generated);
     fmt::print("  answer: {}\n", item.prediction);
   }
@@ -203,12 +206,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (run.eot) fmt::print("<eot> by the learned classifier: mean thoughts {:.2f}\n", r.mean_thoughts);
   // The first items' thoughts read as tokens (all of them are in the report).
   for (size_t i = 0; i < std::min<size_t>(3, r.items.size()) && thought_tokens > 0; ++i)
-    for (size_t k = 0; k < r.items[i].thought_tokens.size(); ++k) {
-      std::string line;
-      for (const curriculum::ThoughtToken& t : r.items[i].thought_tokens[k])
-        line += fmt::format(" {:?} {:.3f}", t.token, t.prob);
-      fmt::print("item {} thought {}:{}\n", i, k + 1, line);
-    }
+    for (size_t k = 0; k < r.items[i].thought_tokens.size(); ++k)
+      fmt::print("item {} thought {}:{}\n", i, k + 1, thought_line(r.items[i].thought_tokens[k]));
   fmt::print("report: {}\n", out_path);
   return 0;
 }

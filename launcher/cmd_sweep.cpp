@@ -130,11 +130,11 @@ int cmd_sweep(const std::vector<std::string>& args) {
     throw UsageError(fmt::format("--report trains nothing: not with --dry-run or --shard\n{}", kHelp));
   if (report) {
     std::vector<RunResult> results;
-    int counts[3] = {0, 0, 0};  // finished (or diverged), interrupted, pending
+    int counts[3] = {0, 0, 0};  // finished (or diverged), interrupted (stopped, failed or running), pending
     for (const SweepRun& run : runs) {
       results.push_back(read_run_result(run.dir, status_on_disk(run.dir)));
-      const std::string& st = results.back().status;
-      ++counts[st == "interrupted" ? 1 : st == "pending" ? 2 : 0];
+      const RunState state = run_state(run.dir);
+      ++counts[state == RunState::Interrupted ? 1 : state == RunState::New ? 2 : 0];
     }
     fs::create_directories(spec.out_dir);
     write_results(spec, runs, results);
