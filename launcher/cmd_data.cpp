@@ -24,6 +24,7 @@
 #include "curriculum/dataset.h"
 #include "curriculum/dataset_stats.h"
 #include "curriculum/prontoqa_generator.h"
+#include "curriculum/running_sum_generator.h"
 #include "curriculum/prosqa_generator.h"
 #include "curriculum/word_tokenizer.h"
 #include "launcher/commands.h"
@@ -48,10 +49,12 @@ constexpr const char* kDataHelp =
 constexpr const char* kGenerateHelp =
     "usage: coconut data generate prosqa   --count N --seed S --out FILE.json\n"
     "       coconut data generate prontoqa --count N --seed S [--hops H] --out FILE.json\n"
+    "       coconut data generate running_sum --count N --seed S [--digits K] --out FILE.json\n"
     "  Writes items 0..N-1 of the seed's stream in the official JSON format. Item i depends only\n"
     "  on (seed, i), so a smaller count with the same seed gives a prefix of a larger one: use\n"
     "  different seeds for train and test, or generate once and `coconut data split`.\n"
-    "  --hops H (prontoqa only, 1..7, default 5): rules on the chain from entity to answer.\n";
+    "  --hops H (prontoqa only, 1..7, default 5): rules on the chain from entity to answer.\n"
+    "  --digits K (running_sum only, 2..64, default 5): digits to add modulo 10 (K - 1 steps).\n";
 
 constexpr const char* kStatsHelp =
     "usage: coconut data stats FILE.json\n"
@@ -163,10 +166,10 @@ Output dataset_output(const std::string& path, const std::vector<Sample>& sample
 int data_generate(const std::vector<std::string>& args) {
   if (args.size() < 2 || wants_help(args)) return show_help(kGenerateHelp, wants_help(args));
   const std::string kind = args[1];
-  if (kind != "prosqa" && kind != "prontoqa")
-    throw UsageError(fmt::format("generate: unknown dataset '{}' (expected prosqa or prontoqa){}", kind,
+  if (kind != "prosqa" && kind != "prontoqa" && kind != "running_sum")
+    throw UsageError(fmt::format("generate: unknown dataset '{}' (expected prosqa, prontoqa or running_sum){}", kind,
                                  see_help("generate")));
-  int count = -1, hops = 5;
+  int count = -1, hops = 5, digits = 5;
   uint64_t seed = 0;
   bool have_seed = false;
   std::string out;
@@ -175,6 +178,7 @@ int data_generate(const std::vector<std::string>& args) {
     if (a == "--count") count = option_int(args, i, 1, 100'000'000);
     else if (a == "--seed") seed = option_seed(args, i), have_seed = true;
     else if (a == "--hops" && kind == "prontoqa") hops = option_int(args, i, 1, 7);
+    else if (a == "--digits" && kind == "running_sum") digits = option_int(args, i, 2, curriculum::kMaxRunningSumDigits);
     else if (a == "--out") out = option_value(args, i);
     else throw UsageError(fmt::format("generate {}: unknown option or argument '{}'{}", kind, a, see_help("generate")));
   }
@@ -183,16 +187,19 @@ int data_generate(const std::vector<std::string>& args) {
   require(!out.empty(), "--out FILE.json", "generate");
 
   std::vector<Sample> samples;
+  std::string what;  // the dataset and its shape, for the summary line
   if (kind == "prosqa") {
     samples = curriculum::generate_prosqa(seed, static_cast<size_t>(count));
+    what = fmt::format("ProsQA items (seed {})", seed);
+  } else if (kind == "prontoqa") {
+    samples = curriculum::generate_prontoqa(seed, static_cast<size_t>(count), {.hops = hops});
+    what = fmt::format("ProntoQA items (seed {}, {} hops)", seed, hops);
   } else {
-    curriculum::ProntoQAGeneratorConfig config;
-    config.hops = hops;
-    samples = curriculum::generate_prontoqa(seed, static_cast<size_t>(count), config);
+    samples = curriculum::generate_running_sum(seed, static_cast<size_t>(count), {.digits = digits});
+    what = fmt::format("running-sum items (seed {}, {} digits)", seed, digits);
   }
   write_outputs({dataset_output(out, samples)});
-  fmt::print("wrote {} {} items (seed {}{}) to {}\n", samples.size(), kind == "prosqa" ? "ProsQA" : "ProntoQA",
-             seed, kind == "prontoqa" ? fmt::format(", {} hops", hops) : "", out);
+  fmt::print("wrote {} {} to {}\n", samples.size(), what, out);
   return 0;
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "curriculum/running_sum_generator.h"
 #include "runtime/check.h"
 
 namespace coconut::launcher {
@@ -24,7 +25,12 @@ TrainConfig read_train_config(Config& c) {
   t.init_from = c.get_string("model.init_from", "");
 
   DataConfig& d = t.data;
-  d.kind = c.get_string("data.kind", d.kind, {"prosqa", "prontoqa", "file"});
+  d.kind = c.get_string("data.kind", d.kind, {"prosqa", "prontoqa", "running_sum", "file"});
+  // Only the running-sum generator reads it: elsewhere a digit count would be ignored.
+  COCONUT_CHECK(!c.has("data.digits") || d.kind == "running_sum",
+                "{}: data.digits sets the running-sum generator: it needs data.kind: running_sum (got {})", t.source,
+                d.kind);
+  d.digits = c.get_int("data.digits", d.digits, 2, curriculum::kMaxRunningSumDigits);
   d.train_file = c.get_string("data.train_file", "");
   d.valid_file = c.get_string("data.valid_file", "");
   d.test_file = c.get_string("data.test_file", "");

@@ -18,6 +18,7 @@
 #include "curriculum/evaluation.h"
 #include "curriculum/prontoqa_generator.h"
 #include "curriculum/prosqa_generator.h"
+#include "curriculum/running_sum_generator.h"
 #include "curriculum/word_tokenizer.h"
 #include "launcher/train_checkpoint.h"
 #include "launcher/train_loop.h"
@@ -42,7 +43,9 @@ using curriculum::Sample;
 RunData load_run_data(const DataConfig& d) {
   RunData r;
   auto generate = [&](uint64_t seed, int count) {
-    return d.kind == "prontoqa" ? curriculum::generate_prontoqa(seed, count) : curriculum::generate_prosqa(seed, count);
+    if (d.kind == "prontoqa") return curriculum::generate_prontoqa(seed, count);
+    if (d.kind == "running_sum") return curriculum::generate_running_sum(seed, count, {.digits = d.digits});
+    return curriculum::generate_prosqa(seed, count);
   };
   // Generated splits use distinct seeds: no item is shared between them.
   r.train = d.train_file.empty() ? generate(d.generate_seed, d.generate_train) : curriculum::load_dataset_json(d.train_file);

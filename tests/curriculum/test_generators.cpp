@@ -1,17 +1,20 @@
-// Tests of the ProsQA and ProntoQA generators: determinism by seed, the statistics of
-// generated ProsQA against the official validation split (computed here from the
-// file), every ProsQA invariant, and a ProntoQA checker that re-derives each answer by
-// forward chaining over the question's own sentences.
+// Tests of the ProsQA, ProntoQA and running-sum generators: determinism by seed, the
+// statistics of generated ProsQA against the official validation split (computed here
+// from the file), every ProsQA invariant, a ProntoQA checker that re-derives each answer
+// by forward chaining over the question's own sentences, and running sums re-added from
+// the question's digits.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "curriculum/dataset.h"
 #include "curriculum/dataset_stats.h"
 #include "curriculum/prontoqa_generator.h"
 #include "curriculum/prosqa_generator.h"
+#include "curriculum/running_sum_generator.h"
 #include "runtime/check.h"
 
 namespace cc = coconut::curriculum;
@@ -328,6 +331,60 @@ TEST(ProntoQAGenerator, DeterministicBySeedAndIndex) {
   EXPECT_TRUE(same_items(a, cc::generate_prontoqa(3, 25)));
   EXPECT_FALSE(same_items(a, cc::generate_prontoqa(4, 25)));
   EXPECT_TRUE(same_items({a[9]}, {cc::generate_prontoqa_sample(3, 9)}));
+}
+
+// ---- running sum ----
+
+// The digits of "sum d1 d2 ... dK mod 10".
+std::vector<int> question_digits(const std::string& question) {
+  std::istringstream in(question);
+  std::string word;
+  in >> word;
+  EXPECT_EQ(word, "sum");
+  std::vector<int> digits;
+  while (in >> word && word != "mod") {
+    EXPECT_TRUE(word.size() == 1 && std::isdigit(static_cast<unsigned char>(word[0]))) << word;
+    digits.push_back(word[0] - '0');
+  }
+  in >> word;
+  EXPECT_EQ(word, "10");
+  return digits;
+}
+
+TEST(RunningSumGenerator, StepsArePartialSumsOfTheQuestionsDigits) {
+  for (int k : {2, 5, 9}) {
+    SCOPED_TRACE("digits " + std::to_string(k));
+    const auto items = cc::generate_running_sum(4, 200, {.digits = k});
+    std::map<std::string, int> answers;
+    for (const cc::Sample& s : items) {
+      const std::vector<int> d = question_digits(s.question);
+      ASSERT_EQ(static_cast<int>(d.size()), k) << s.question;
+      ASSERT_EQ(static_cast<int>(s.steps.size()), k - 1) << s.question;
+      int total = d[0];
+      for (int i = 1; i < k; ++i) {
+        const int next = (total + d[i]) % 10;
+        EXPECT_EQ(s.steps[i - 1], std::to_string(total) + " + " + std::to_string(d[i]) + " = " + std::to_string(next));
+        total = next;
+      }
+      EXPECT_EQ(s.answer, std::to_string(total));
+      EXPECT_FALSE(s.graph.has_value());
+      ++answers[s.answer];
+    }
+    // Ten answers, none far from a tenth of 200 (each count is Binomial(200, 0.1): sd 4.2).
+    EXPECT_EQ(answers.size(), 10u);
+    for (const auto& [answer, n] : answers) EXPECT_TRUE(n >= 4 && n <= 40) << answer << ": " << n;
+  }
+}
+
+TEST(RunningSumGenerator, DeterministicBySeedAndIndexAndChecksItsDigitCount) {
+  const auto a = cc::generate_running_sum(3, 25);
+  EXPECT_TRUE(same_items(a, cc::generate_running_sum(3, 25)));
+  EXPECT_FALSE(same_items(a, cc::generate_running_sum(4, 25)));
+  EXPECT_TRUE(same_items({a[9]}, {cc::generate_running_sum_sample(3, 9)}));
+  EXPECT_EQ(question_digits(a[0].question).size(), 5u);  // the default
+  EXPECT_THROW(cc::generate_running_sum_sample(1, 0, {.digits = 1}), coconut::Error);
+  EXPECT_THROW(cc::generate_running_sum_sample(1, 0, {.digits = cc::kMaxRunningSumDigits + 1}), coconut::Error);
+  EXPECT_NO_THROW(cc::generate_running_sum_sample(1, 0, {.digits = cc::kMaxRunningSumDigits}));
 }
 
 }  // namespace

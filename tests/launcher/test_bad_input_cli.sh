@@ -92,6 +92,10 @@ bad precision_cpu "train.precision and train.attention choose the GPU's kernels:
   train "$tiny" --set run.dir="$work/precision_cpu" --set train.precision=bf16
 bad attention_flash "key 'train.attention' expects one of.*got 'flash'" \
   train "$tiny" --set run.dir="$work/attention_flash" --set train.attention=flash
+bad digits_prosqa "data.digits sets the running-sum generator: it needs data.kind: running_sum \\(got prosqa\\)" \
+  train "$tiny" --set run.dir="$work/digits_prosqa" --set data.digits=4
+bad digits_range "key 'data.digits' expects an integer in .2, 64., got '1'" \
+  train "$tiny" --set run.dir="$work/digits_range" --set data.kind=running_sum --set data.digits=1
 
 # ---- files -------------------------------------------------------------------------------
 bad missing_data "data.train_file: file '.*/no_such_train.json' does not exist" \

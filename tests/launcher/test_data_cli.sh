@@ -48,6 +48,16 @@ grep -Eq "steps per item +mean +4\.000 +min +4 +max +4" "$work/stats.txt" || fai
 grep -Eq "answer length \(words\) +mean +1\.000" "$work/stats.txt" || fail "prontoqa answers are not one word"
 pass "generate prontoqa + plain stats"
 
+"$bin" data generate running_sum --count 40 --seed 3 --digits 4 --out "$work/r.json" >"$work/out.txt"
+grep -q "wrote 40 running-sum items (seed 3, 4 digits)" "$work/out.txt" || fail "running_sum summary: $(cat "$work/out.txt")"
+"$bin" data stats "$work/r.json" >"$work/stats.txt"
+# 4 digits: 3 partial sums on every item, a one-digit answer.
+grep -Eq "steps per item +mean +3\.000 +min +3 +max +3" "$work/stats.txt" || fail "running_sum steps: $(cat "$work/stats.txt")"
+expect 2 "option --digits expects an integer in \[2, 64\]" "$bin" data generate running_sum --count 4 --seed 1 --digits 1 --out "$work/bad.json"
+expect 2 "unknown option or argument .--hops." "$bin" data generate running_sum --count 4 --seed 1 --hops 3 --out "$work/bad.json"
+no_output "$work/bad.json"
+pass "generate running_sum + plain stats"
+
 # ---- stats catches a broken invariant ---------------------------------------------------
 # Swap target and neg_target of the first item: the answer then names a wrong node.
 python3 - "$work/a.json" "$work/broken.json" <<'EOF'
