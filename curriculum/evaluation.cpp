@@ -198,9 +198,11 @@ EvalResult eval_result_from_json(const std::string& text) {
   return r;
 }
 
-void write_eval_report(const std::string& path, const EvalResult& r, const std::string& dataset_name) {
+void write_eval_report(const std::string& path, const EvalResult& r, const std::string& dataset_name,
+                       const std::string& thought_source) {
   nlohmann::json j;
   j["dataset"] = dataset_name;
+  j["thought_source"] = thought_source;
   j["accuracy"] = r.accuracy();
   j["correct"] = r.correct;
   j["total"] = r.total;

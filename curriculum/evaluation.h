@@ -95,7 +95,10 @@ EvalResult merge_eval_shards(const std::vector<EvalResult>& shards);
 std::string eval_result_to_json(const EvalResult& r);
 EvalResult eval_result_from_json(const std::string& text);
 
-// Writes the result as JSON: accuracy, counts and every item's prediction.
-void write_eval_report(const std::string& path, const EvalResult& result, const std::string& dataset_name);
+// Writes the result as JSON: accuracy, counts and every item's prediction, and where the
+// continuous thoughts came from (thought_source: own, or an intervention of
+// model::ThoughtSource).
+void write_eval_report(const std::string& path, const EvalResult& result, const std::string& dataset_name,
+                       const std::string& thought_source = "own");
 
 }  // namespace coconut::curriculum

@@ -100,7 +100,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
       "                    [--batch-size N] [--max-new-tokens N] [--max-items N] [--device cpu|cuda]\n"
-      "                    [--thought-tokens K] [--best] [--question TEXT ...]\n"
+      "                    [--thought-tokens K] [--thought-source own|zero|other] [--best] [--question TEXT ...]\n"
       "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
@@ -114,6 +114,10 @@ int cmd_eval(const std::vector<std::string>& args) {
       "  --thought-tokens K  also read every continuous thought through the LM head: its K most\n"
       "              probable tokens go into the report (thought_tokens), the first items' are printed\n"
       "              (default: the run's eval.thought_tokens)\n"
+      "  --thought-source  what each continuous thought is: own (default: the item's hidden state),\n"
+      "              zero (a zero vector) or other (the hidden state of the next item of the batch that\n"
+      "              takes a thought at that column): does the answer depend on the thoughts? CPU only;\n"
+      "              the report defaults to RUN_DIR/eval_<dataset>_thoughts-<source>.json\n"
       "  --best      the run's best validation model (RUN_DIR/best_model, eval.keep_best) at its stage;\n"
       "              the report defaults to RUN_DIR/eval_<dataset>_best.json\n";
   if (args.empty() || args[0] == "--help") {
@@ -123,7 +127,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   const std::string run_dir = args[0];
   if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
   std::string data_file, out_path;
-  std::string device;
+  std::string device, thoughts = "own";
   int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = -1;
   bool best = false;
   std::vector<std::string> questions;
@@ -138,12 +142,15 @@ int cmd_eval(const std::vector<std::string>& args) {
     else if (a == "--max-items") max_items = option_int(args, i, 0, 1 << 30);
     else if (a == "--device") device = option_value(args, i);
     else if (a == "--thought-tokens") thought_tokens = option_int(args, i, 1, 1000);
+    else if (a == "--thought-source") thoughts = option_value(args, i);
     else if (a == "--best") best = true;
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
   if (!device.empty() && device != "cpu" && device != "cuda")
     throw UsageError(fmt::format("--device must be cpu or cuda (got '{}')\n{}", device, help));
+  if (thoughts != "own" && thoughts != "zero" && thoughts != "other")
+    throw UsageError(fmt::format("--thought-source must be own, zero or other (got '{}')\n{}", thoughts, help));
   if (!questions.empty() && (!data_file.empty() || max_items >= 0))
     throw UsageError(fmt::format("--question answers the questions given: not with --data or --max-items\n{}", help));
   init_logging(0, 1, "warn");
@@ -176,12 +183,26 @@ int cmd_eval(const std::vector<std::string>& args) {
   }
   COCONUT_CHECK(!data.samples.empty(), "the evaluation set '{}' is empty", data.name);
   if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);
+  const bool intervene = thoughts != "own";
   if (out_path.empty() && questions.empty())
-    out_path = (fs::path(run_dir) / fmt::format("eval_{}{}.json", data.name, best ? "_best" : "")).string();
+    out_path = (fs::path(run_dir) / fmt::format("eval_{}{}{}.json", data.name, best ? "_best" : "",
+                                                intervene ? "_thoughts-" + thoughts : std::string()))
+                   .string();
 
-  if (device.empty()) device = c.device;
-  const std::unique_ptr<model::Decoder> decoder =
-      device == "cuda" ? make_device_decoder(c, *run.model) : std::make_unique<model::CpuDecoder>(*run.model);
+  if (device.empty()) device = intervene ? "cpu" : c.device;
+  COCONUT_CHECK(!intervene || c.curriculum.feeds_back(), "--thought-source {}: method '{}' has no continuous thoughts",
+                thoughts, curriculum::method_name(c.curriculum.method));
+  if (intervene && device == "cuda")
+    throw UsageError(fmt::format("--thought-source {} runs on the CPU decoder: not with --device cuda\n{}", thoughts, help));
+  model::CpuDecoder* cpu_decoder = nullptr;
+  std::unique_ptr<model::Decoder> decoder;
+  if (device == "cuda") {
+    decoder = make_device_decoder(c, *run.model);
+  } else {
+    auto cpu = std::make_unique<model::CpuDecoder>(*run.model, model::parse_thought_source(thoughts));
+    cpu_decoder = cpu.get();
+    decoder = std::move(cpu);
+  }
   curriculum::ThoughtDecoder decode_thought;
   if (thought_tokens > 0) {
     COCONUT_CHECK(c.curriculum.feeds_back(), "--thought-tokens: method '{}' has no continuous thoughts",
@@ -190,12 +211,16 @@ int cmd_eval(const std::vector<std::string>& args) {
   }
   const curriculum::EvalResult r = curriculum::evaluate(*decoder, *run.tokenizer, data.samples, c.curriculum, stage,
                                                         batch_size, max_new_tokens, run.eot.get(), {}, decode_thought);
-  if (!out_path.empty()) curriculum::write_eval_report(out_path, r, data.name);
+  if (!out_path.empty()) curriculum::write_eval_report(out_path, r, data.name, thoughts);
   fmt::print("run {}{}: method {}, c={}, stage {}; {} {}; decoded on {}\n", run_dir,
              best ? fmt::format(" (its best model, {})", kBestModelDir) : std::string(),
              curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total,
              questions.empty() ? "items of " + data.name : std::string(r.total == 1 ? "question" : "questions"),
              device == "cuda" ? fmt::format("cuda ({})", c.precision) : std::string("the CPU"));
+  if (thoughts == "zero") fmt::print("thoughts: zero vectors in place of the hidden states\n");
+  if (thoughts == "other")
+    fmt::print("thoughts: another item's hidden state ({} swapped, {} kept: no other item took one there)\n",
+               cpu_decoder->thoughts_swapped(), cpu_decoder->thoughts_kept_alone());
   if (!questions.empty()) {
     print_answers(questions, r);
     if (!out_path.empty()) fmt::print("report: {}\n", out_path);

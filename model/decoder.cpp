@@ -73,10 +73,43 @@ void StageDecoder::greedy_tokens(int* out) {
   }
 }
 
+ThoughtSource parse_thought_source(const std::string& name) {
+  if (name == "own") return ThoughtSource::own;
+  if (name == "zero") return ThoughtSource::zero;
+  if (name == "other") return ThoughtSource::other;
+  COCONUT_FAIL("unknown thought source '{}' (expected own, zero or other)", name);
+}
+
+const char* thought_source_name(ThoughtSource source) {
+  switch (source) {
+    case ThoughtSource::own: return "own";
+    case ThoughtSource::zero: return "zero";
+    case ThoughtSource::other: return "other";
+  }
+  return "?";
+}
+
 void CpuDecoder::forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                          const uint8_t* thought) {
   // A thought is the previous column's final hidden state (stage_ checks there is one).
   const float* previous = thought && a > 0 ? stage_.last_hidden() : nullptr;
+  if (previous && source_ != ThoughtSource::own) {
+    const int B = stage_.batch_size();
+    const size_t C = static_cast<size_t>(model_.config().d_model);
+    replaced_.assign(static_cast<size_t>(B) * C, 0.0f);  // zero: nothing more to do
+    if (source_ == ThoughtSource::other) {
+      std::vector<int> takers;
+      for (int s = 0; s < B; ++s)
+        if (thought[s]) takers.push_back(s);
+      const size_t m = takers.size();
+      for (size_t i = 0; i < m; ++i) {
+        const int from = takers[(i + 1) % m];
+        std::copy_n(previous + from * C, C, replaced_.data() + takers[i] * C);
+      }
+      (m == 1 ? kept_alone_ : swapped_) += static_cast<int64_t>(m);
+    }
+    previous = replaced_.data();
+  }
   stage_.forward(a, b, tokens, pos_ids, key_mask, thought, previous, nullptr);
 }
 

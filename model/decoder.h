@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "model/gpt2.h"
@@ -77,20 +78,39 @@ class StageDecoder {
   int end_ = 0;  // columns run so far
 };
 
+// What a sample takes as its continuous thought: its own hidden state (Coconut), or an
+// intervention that tests whether the answer depends on it (`coconut eval --thought-source`).
+enum class ThoughtSource : uint8_t {
+  own,    // its final hidden state of the previous column
+  zero,   // a zero vector (the position embedding is still added)
+  other,  // the previous column's hidden state of the next sample that also takes a
+          // thought there (a rotation among them, in sample order); alone, its own
+};
+ThoughtSource parse_thought_source(const std::string& name);  // own | zero | other
+const char* thought_source_name(ThoughtSource source);
+
 // The CPU model's decoder: the whole model as one StageDecoder.
 class CpuDecoder final : public Decoder {
  public:
-  explicit CpuDecoder(const GPT2& model) : model_(model), stage_(model, 0, model.config().n_layer) {}
+  explicit CpuDecoder(const GPT2& model, ThoughtSource source = ThoughtSource::own)
+      : model_(model), stage_(model, 0, model.config().n_layer), source_(source) {}
   const GPT2Config& config() const override { return model_.config(); }
   void begin(int B, int T) override { stage_.begin(B, T); }
   void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                const uint8_t* thought) override;
   void greedy_tokens(int* out) override { stage_.greedy_tokens(out); }
   const float* hidden() override { return stage_.last_hidden(); }
+  // With ThoughtSource::other: thoughts that came from another sample, and thoughts a
+  // sample kept because no other sample took one at that column.
+  int64_t thoughts_swapped() const { return swapped_; }
+  int64_t thoughts_kept_alone() const { return kept_alone_; }
 
  private:
   const GPT2& model_;
   StageDecoder stage_;
+  ThoughtSource source_;
+  std::vector<float> replaced_;  // [B, C]: the thoughts fed back under an intervention
+  int64_t swapped_ = 0, kept_alone_ = 0;
 };
 
 }  // namespace coconut::model

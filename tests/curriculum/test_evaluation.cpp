@@ -278,5 +278,101 @@ TEST(Evaluation, ThoughtStatesAreTheFedBackHiddenStatesAndDecodeThroughTheLmHead
   }
 }
 
+// `coconut eval --thought-source zero|other` (model::ThoughtSource): at stage 1 (one thought,
+// then <eot>) the <eot> column's hidden state under an intervention must equal the
+// training forward's (model::forward_passes, one pass without feedback) over the whole
+// prompts with the <latent> column's input set by hand: zero, or thought_scale times the
+// next sample's hidden state before its <latent> (rotation, as in decoder.h). And a
+// sample alone in its batch keeps its own thought under `other`.
+TEST(Evaluation, ThoughtInterventionsFeedWhatTheyName) {
+  Fixture f;
+  f.model.init_weights(5);
+  const int n = 4, C = f.model.config().d_model;
+  std::vector<BuiltSample> prompts;
+  for (int i = 0; i < n; ++i) prompts.push_back(build_eval_prompt(tokenize_sample(f.samples[i], f.tok), f.cc, 1, f.tok));
+  std::vector<const BuiltSample*> ptrs;
+  for (const BuiltSample& p : prompts) ptrs.push_back(&p);
+
+  // The reference: whole prompts, left-padded to end together (<latent> at T - 2, <eot>
+  // at T - 1), one pass with the given inputs at the <latent> column.
+  const model::SequenceBatch batch = make_batch(ptrs, f.tok, /*feed_back=*/false, /*align_ends=*/true);
+  const int B = batch.B, T = batch.T;
+  ASSERT_EQ(B, n);
+  for (int s = 0; s < B; ++s) ASSERT_EQ(batch.tokens[static_cast<size_t>(T - 2) * B + s], f.tok.latent_id());
+  const auto eot_states = [&](const std::vector<float>& latent_inputs) {  // [B, C] -> the <eot> column's [B, C]
+    model::Activations acts;
+    acts.resize(f.model.config(), B, T, false);
+    std::copy(batch.pos_ids.begin(), batch.pos_ids.end(), acts.pos_ids.begin());
+    std::copy(batch.key_mask.begin(), batch.key_mask.end(), acts.key_mask.begin());
+    std::vector<float> embeds(static_cast<size_t>(B) * T * C);
+    f.model.embed_tokens(batch.tokens.data(), B * T, embeds.data());
+    std::copy(latent_inputs.begin(), latent_inputs.end(), embeds.begin() + static_cast<size_t>(T - 2) * B * C);
+    model::forward_passes(f.model, acts, batch, embeds.data(), nullptr);
+    const float* h = acts.lnf + static_cast<size_t>(T - 1) * B * C;
+    std::vector<float> keep(h, h + static_cast<size_t>(B) * C);
+    // The hidden states before <latent>, for the rotation's inputs.
+    const float* before = acts.lnf + static_cast<size_t>(T - 3) * B * C;
+    return std::make_pair(keep, std::vector<float>(before, before + static_cast<size_t>(B) * C));
+  };
+  // The decoder's: prefix, then the thought and <eot> in one forward (decoding's plan).
+  const auto decoded_eot_states = [&](model::CpuDecoder& decoder) {
+    GenerateOptions opt;
+    opt.feed_back = true;
+    opt.max_new_tokens = 2;
+    BatchDecoding d(ptrs, f.tok, opt, f.model.config());
+    decoder.begin(d.batch_size(), d.max_columns());
+    for (int forward = 0; forward < 2; ++forward) {
+      const BatchDecoding::Forward fw = d.next_forward();
+      decoder.forward(fw.a, fw.b, fw.tokens, fw.pos_ids, fw.key_mask, fw.thought);
+      if (forward == 1) {
+        EXPECT_EQ(fw.b, T) << "the second forward ends at <eot>";
+      }
+      if (forward == 0) d.take(decoder);
+    }
+    return std::vector<float>(decoder.hidden(), decoder.hidden() + static_cast<size_t>(B) * C);
+  };
+  const auto expect_close = [&](const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      diff = std::max(diff, std::fabs(static_cast<double>(got[i]) - want[i]));
+      scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
+    }
+    EXPECT_LE(diff, 1e-5 * scale) << what;
+  };
+
+  const std::vector<float> zeros(static_cast<size_t>(B) * C, 0.0f);
+  const auto [eot_zero, before_latent] = eot_states(zeros);
+  model::CpuDecoder zero(f.model, model::ThoughtSource::zero);
+  expect_close(decoded_eot_states(zero), eot_zero, "zero");
+
+  std::vector<float> rotated(static_cast<size_t>(B) * C), own_inputs(static_cast<size_t>(B) * C);
+  for (int s = 0; s < B; ++s) {  // the inputs Coconut feeds: thought_scale x the hidden state
+    f.model.feed_thought(before_latent.data() + static_cast<size_t>((s + 1) % B) * C, rotated.data() + static_cast<size_t>(s) * C);
+    f.model.feed_thought(before_latent.data() + static_cast<size_t>(s) * C, own_inputs.data() + static_cast<size_t>(s) * C);
+  }
+  model::CpuDecoder other(f.model, model::ThoughtSource::other);
+  expect_close(decoded_eot_states(other), eot_states(rotated).first, "other");
+  EXPECT_EQ(other.thoughts_swapped(), B);
+  EXPECT_EQ(other.thoughts_kept_alone(), 0);
+  model::CpuDecoder own(f.model);
+  expect_close(decoded_eot_states(own), eot_states(own_inputs).first, "own");
+  // The interventions change what the model computes (a random model; not a tautology).
+  EXPECT_NE(eot_zero, eot_states(own_inputs).first);
+
+  // Alone in its batch, a sample keeps its own thought: the same generation as own.
+  GenerateOptions opt;
+  opt.feed_back = true;
+  opt.max_new_tokens = 6;
+  const std::vector<const BuiltSample*> one = {ptrs[2]};
+  model::CpuDecoder alone(f.model, model::ThoughtSource::other);
+  EXPECT_EQ(generate_greedy(alone, one, f.tok, opt)[0].ids, generate_greedy(f.model, one, f.tok, opt)[0].ids);
+  EXPECT_EQ(alone.thoughts_kept_alone(), 1);
+  EXPECT_EQ(alone.thoughts_swapped(), 0);
+
+  EXPECT_EQ(model::parse_thought_source("other"), model::ThoughtSource::other);
+  EXPECT_STREQ(model::thought_source_name(model::ThoughtSource::zero), "zero");
+  EXPECT_THROW(model::parse_thought_source("shuffle"), Error);
+}
+
 }  // namespace
 }  // namespace coconut::curriculum

@@ -95,6 +95,37 @@ for it in r['items']:
 " "$work/tt.json" || fail "eval --thought-tokens report"
 pass "eval --thought-tokens"
 
+# ---- eval --thought-source: interventions on the thoughts -------------------------------
+# zero and other write their own reports (named by the source); with batches of one item
+# `other` has no other item to take a thought from, so every thought is kept and the
+# generations are own's. (tests/curriculum/test_evaluation.cpp checks what is fed.)
+common=(--data "$work/items.json" --stage 2 --max-items 4 --max-new-tokens 8)
+for source in zero other; do
+  "$bin" eval "$run" "${common[@]}" --batch-size 2 --thought-source $source >"$work/eval_$source.txt" 2>"$work/err.txt" ||
+    fail "eval --thought-source $source: $(cat "$work/err.txt")"
+  python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r['thought_source'] == sys.argv[2] and r['total'] == 4, (r['thought_source'], r['total'])
+" "$run/eval_items_thoughts-$source.json" $source || fail "eval --thought-source $source report"
+done
+grep -q "thoughts: zero vectors in place of the hidden states" "$work/eval_zero.txt" || fail "zero: $(cat "$work/eval_zero.txt")"
+grep -Eq "thoughts: another item's hidden state \([1-9][0-9]* swapped, 0 kept" "$work/eval_other.txt" ||
+  fail "other: $(cat "$work/eval_other.txt")"
+"$bin" eval "$run" "${common[@]}" --batch-size 1 --out "$work/own1.json" >/dev/null
+"$bin" eval "$run" "${common[@]}" --batch-size 1 --thought-source other --out "$work/other1.json" >"$work/eval.txt"
+grep -Eq "\(0 swapped, [1-9][0-9]* kept" "$work/eval.txt" || fail "other, batches of one: $(cat "$work/eval.txt")"
+python3 -c "
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert a['thought_source'] == 'own' and b['thought_source'] == 'other'
+assert [i['generated'] for i in a['items']] == [i['generated'] for i in b['items']]
+" "$work/own1.json" "$work/other1.json" || fail "other with batches of one differs from own"
+expect 2 "--thought-source must be own, zero or other (got 'shuffle')" "$bin" eval "$run" --thought-source shuffle
+expect 2 "--thought-source zero runs on the CPU decoder: not with --device cuda" \
+  "$bin" eval "$run" --thought-source zero --device cuda
+pass "eval --thought-source zero|other"
+
 # ---- eval --question: questions typed on the command line -----------------------------
 # The first two questions of items.json answered as a batch give what the same items give
 # through --data (the same batch, so the same generations and thoughts).
