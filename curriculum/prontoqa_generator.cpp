@@ -161,10 +161,7 @@ Sample generate_prontoqa_sample(uint64_t seed, uint64_t index, const ProntoQAGen
 }
 
 std::vector<Sample> generate_prontoqa(uint64_t seed, size_t count, const ProntoQAGeneratorConfig& config) {
-  std::vector<Sample> out;
-  out.reserve(count);
-  for (size_t i = 0; i < count; ++i) out.push_back(generate_prontoqa_sample(seed, i, config));
-  return out;
+  return generate_items(count, [&](uint64_t i) { return generate_prontoqa_sample(seed, i, config); });
 }
 
 }  // namespace coconut::curriculum

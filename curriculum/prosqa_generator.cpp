@@ -270,10 +270,7 @@ Sample generate_prosqa_sample(uint64_t seed, uint64_t index, const ProsQAGenerat
 }
 
 std::vector<Sample> generate_prosqa(uint64_t seed, size_t count, const ProsQAGeneratorConfig& config) {
-  std::vector<Sample> out;
-  out.reserve(count);
-  for (size_t i = 0; i < count; ++i) out.push_back(generate_prosqa_sample(seed, i, config));
-  return out;
+  return generate_items(count, [&](uint64_t i) { return generate_prosqa_sample(seed, i, config); });
 }
 
 }  // namespace coconut::curriculum

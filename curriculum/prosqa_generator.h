@@ -62,6 +62,16 @@ std::vector<Sample> generate_prosqa(uint64_t seed, size_t count,
 const std::vector<std::string>& prosqa_person_names();
 const std::vector<std::string>& prosqa_concept_words();
 
+// Items 0..count-1 of a generator whose item i is make_item(i) (every generator's items
+// are pure functions of (seed, index)).
+template <class MakeItem>
+std::vector<Sample> generate_items(size_t count, MakeItem make_item) {
+  std::vector<Sample> out;
+  out.reserve(count);
+  for (size_t i = 0; i < count; ++i) out.push_back(make_item(static_cast<uint64_t>(i)));
+  return out;
+}
+
 // Small random helpers over a counter-based stream, shared by the generators.
 class GeneratorRng {
  public:

@@ -3,7 +3,7 @@
 
 #include <fmt/format.h>
 
-#include "curriculum/prosqa_generator.h"
+#include "curriculum/prosqa_generator.h"  // GeneratorRng, generate_items
 #include "runtime/check.h"
 
 namespace coconut::curriculum {
@@ -35,10 +35,7 @@ Sample generate_running_sum_sample(uint64_t seed, uint64_t index, const RunningS
 }
 
 std::vector<Sample> generate_running_sum(uint64_t seed, size_t count, const RunningSumGeneratorConfig& config) {
-  std::vector<Sample> out;
-  out.reserve(count);
-  for (size_t i = 0; i < count; ++i) out.push_back(generate_running_sum_sample(seed, i, config));
-  return out;
+  return generate_items(count, [&](uint64_t i) { return generate_running_sum_sample(seed, i, config); });
 }
 
 }  // namespace coconut::curriculum
