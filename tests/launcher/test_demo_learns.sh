@@ -4,6 +4,7 @@
 # a continuous thought, ends at >= 90% validation accuracy (chance: 10%), while no_cot
 # on the same data, the same steps and the same model stays below 30% -- so the figure
 # comes from the chain of thought the curriculum starts from, not from an easy task.
+# Then tools/running_sum_swap.py on the run's `coconut eval --thought-source` reports.
 #   test_demo_learns.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
 
@@ -34,3 +35,21 @@ python3 -c "import sys; sys.exit(not float(sys.argv[1]) < 0.3)" "$control" ||
 grep -Eq "\| coconut \| 1 \| 1 \| [0-9.]+ \| $(printf %.3f "$accuracy") \|" "$tmp/coconut.log" ||
   fail "the run's closing table lacks its accuracy: $(tail -n 4 "$tmp/coconut.log")"
 pass "the demo run learns (coconut $accuracy, no_cot $control)"
+
+# The swap analysis reads the reports: a row per source with the report's accuracy, and
+# a model this accurate writes its own partial sum first for most items.
+"$bin" data generate running_sum --count 64 --seed 77 --out "$tmp/items.json" >/dev/null
+for source in own other; do
+  "$bin" eval "$tmp/coconut" --data "$tmp/items.json" --thought-source $source --out "$tmp/$source.json" >/dev/null
+done
+python3 "$configs/../tools/running_sum_swap.py" "$tmp/items.json" 1 "$tmp/own.json" "$tmp/other.json" >"$tmp/swap.md" ||
+  fail "running_sum_swap.py: $(cat "$tmp/swap.md")"
+cat "$tmp/swap.md"
+python3 - "$tmp/swap.md" "$tmp/own.json" <<'PY' || fail "running_sum_swap.py's table: $(cat "$tmp/swap.md")"
+import json, re, sys
+rows = re.findall(r"^\| \S+ \| (\w+) \| ([0-9.]+)% \| (\d+)/64 \| (\d+)/64 \|$", open(sys.argv[1]).read(), re.M)
+assert [r[0] for r in rows] == ["own", "other"], rows
+correct = sum(it["correct"] for it in json.load(open(sys.argv[2]))["items"])
+assert float(rows[0][1]) == round(100 * correct / 64, 1) and int(rows[0][2]) >= 48, (rows[0], correct)
+PY
+pass "running_sum_swap.py reads the eval reports"
