@@ -29,7 +29,7 @@ int run_final_stage(const LoadedRun& run) {
   if (run.best) return run.final_stage;  // best.json's
   // config.yaml is the file the run was started from; --set overrides (train.epochs=1)
   // are not in it, so the metrics, which record each epoch's stage, are preferred.
-  const fs::path metrics = fs::path(run.config.run_dir) / "metrics.jsonl";
+  const fs::path metrics = fs::path(run.config.run_dir) / kMetricsFile;
   std::ifstream in(metrics);
   std::string line, last;
   while (std::getline(in, line))

@@ -18,6 +18,7 @@
 
 #include "launcher/commands.h"
 #include "launcher/plot.h"
+#include "launcher/run_output.h"
 #include "runtime/check.h"
 
 namespace coconut::launcher {
@@ -26,50 +27,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Row {
-  bool is_step = false;  // a "kind": "step" row, else an epoch row
-  int line = 0;
-  nlohmann::json json;
-};
-
 // A numeric field: nullopt when absent or null; any other non-number is a corrupt file.
-std::optional<double> number(const Row& r, const std::string& key, const std::string& file) {
+std::optional<double> number(const MetricsRow& r, const std::string& key, const std::string& file) {
   auto it = r.json.find(key);
   if (it == r.json.end() || it->is_null()) return std::nullopt;
   COCONUT_CHECK(it->is_number(), "{}:{}: '{}' must be a number, got {}", file, r.line, key, it->dump());
   return it->get<double>();
 }
 
-std::vector<Row> read_metrics(const std::string& file) {
-  std::ifstream in(file);
-  COCONUT_CHECK(in.good(), "cannot read '{}'", file);
-  std::vector<Row> rows;
-  std::string text;
-  for (int line = 1; std::getline(in, text); ++line) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    Row r;
-    r.line = line;
-    try {
-      r.json = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      COCONUT_FAIL("{}:{}: not a JSON line ({})", file, line, e.what());
-    }
-    COCONUT_CHECK(r.json.is_object(), "{}:{}: expected a JSON object per line, got {}", file, line, text);
-    const auto kind_it = r.json.find("kind");
-    COCONUT_CHECK(kind_it == r.json.end() || kind_it->is_string(), "{}:{}: 'kind' must be a string, got {}", file,
-                  line, kind_it == r.json.end() ? "" : kind_it->dump());
-    const std::string kind = kind_it == r.json.end() ? "epoch" : kind_it->get<std::string>();
-    if (kind != "epoch" && kind != "step") continue;  // rows of other kinds: not curves we draw
-    r.is_step = kind == "step";
-    rows.push_back(std::move(r));
-  }
-  return rows;
-}
-
 // Keys of epoch rows whose name ends with `suffix` and that hold a number somewhere.
-std::vector<std::string> keys_ending_with(const std::vector<Row>& rows, const std::string& suffix) {
+std::vector<std::string> keys_ending_with(const std::vector<MetricsRow>& rows, const std::string& suffix) {
   std::vector<std::string> keys;
-  for (const Row& r : rows) {
+  for (const MetricsRow& r : rows) {
     if (r.is_step) continue;
     for (const auto& [k, v] : r.json.items())
       if (k.ends_with(suffix) && v.is_number() && std::find(keys.begin(), keys.end(), k) == keys.end())
@@ -79,31 +48,31 @@ std::vector<std::string> keys_ending_with(const std::vector<Row>& rows, const st
 }
 
 // An integer field for the summary text; -1 when absent.
-int int_field(const Row& r, const std::string& key, const std::string& file) {
+int int_field(const MetricsRow& r, const std::string& key, const std::string& file) {
   const std::optional<double> v = number(r, key, file);
   return v ? static_cast<int>(*v) : -1;
 }
 
 // The text summary: the last epoch row's loss, the best of each accuracy, the epochs of each stage.
-void print_summary(const std::string& run_dir, const std::vector<Row>& rows, const std::string& file) {
+void print_summary(const std::string& run_dir, const std::vector<MetricsRow>& rows, const std::string& file) {
   int step_rows = 0;
-  for (const Row& r : rows) step_rows += r.is_step;
+  for (const MetricsRow& r : rows) step_rows += r.is_step;
   fmt::print("run {}: {} rows in metrics.jsonl ({} per-step)\n", run_dir, rows.size(), step_rows);
-  const Row* last = nullptr;
-  for (const Row& r : rows)
+  const MetricsRow* last = nullptr;
+  for (const MetricsRow& r : rows)
     if (!r.is_step && number(r, "loss", file)) last = &r;
   if (last)
     fmt::print("final loss {:.4f} (epoch {}, stage {})\n", *number(*last, "loss", file), int_field(*last, "epoch", file),
                int_field(*last, "stage", file));
   for (const std::string& k : keys_ending_with(rows, "accuracy")) {
-    const Row* best = nullptr;
-    for (const Row& r : rows)
+    const MetricsRow* best = nullptr;
+    for (const MetricsRow& r : rows)
       if (!r.is_step && number(r, k, file) && (!best || *number(r, k, file) > *number(*best, k, file))) best = &r;
     fmt::print("best {} {:.4f} (epoch {}, stage {})\n", k, *number(*best, k, file), int_field(*best, "epoch", file),
                int_field(*best, "stage", file));
   }
   std::map<int, std::pair<int, int>> stage_epochs;  // stage -> first, last epoch
-  for (const Row& r : rows) {
+  for (const MetricsRow& r : rows) {
     const std::optional<double> s = number(r, "stage", file), e = number(r, "epoch", file);
     if (r.is_step || !s || !e) continue;
     auto [it, fresh] = stage_epochs.try_emplace(static_cast<int>(*s), static_cast<int>(*e), static_cast<int>(*e));
@@ -150,22 +119,22 @@ int cmd_report(const std::vector<std::string>& args) {
   if (x_axis != "epoch" && x_axis != "step")
     throw UsageError(fmt::format("--x expects 'epoch' or 'step', got '{}'", x_axis));
   if (!fs::is_directory(run_dir)) throw UsageError(fmt::format("RUN_DIR '{}' is not a directory", run_dir));
-  const std::string file = (fs::path(run_dir) / "metrics.jsonl").string();
+  const std::string file = (fs::path(run_dir) / kMetricsFile).string();
   COCONUT_CHECK(fs::exists(file), "'{}' not found: RUN_DIR must be a training run's directory (coconut train writes it)",
                 file);
   if (out_path.empty()) out_path = (fs::path(run_dir) / "report.png").string();
 
-  const std::vector<Row> rows = read_metrics(file);
+  const std::vector<MetricsRow> rows = read_metrics(file);
   const bool by_step = x_axis == "step";
   // The x of every row drawn (step rows only on a step axis; rows without the axis field are skipped).
   struct Point {
-    const Row* row;
+    const MetricsRow* row;
     double x;
     int stage;
   };
   std::vector<Point> points;
   int skipped = 0, step_rows = 0;
-  for (const Row& r : rows) {
+  for (const MetricsRow& r : rows) {
     step_rows += r.is_step;
     if (r.is_step && !by_step) continue;
     const std::optional<double> x = number(r, by_step ? "step" : "epoch", file);
@@ -216,7 +185,7 @@ int cmd_report(const std::vector<std::string>& args) {
   if (by_step && fs::exists(steps_file)) {
     PlotSeries norms{"gradient norm", {}, {}};
     int gaps = 0;
-    for (const Row& r : read_metrics(steps_file)) {
+    for (const MetricsRow& r : read_metrics(steps_file)) {
       const std::optional<double> step = number(r, "step", steps_file);
       if (!step || !r.json.contains("grad_norm")) continue;
       const std::optional<double> g = number(r, "grad_norm", steps_file);

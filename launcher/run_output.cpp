@@ -14,7 +14,7 @@ namespace coconut::launcher {
 namespace fs = std::filesystem;
 
 RunOutput::RunOutput(const std::string& run_dir, bool fresh, RunOutputOptions options)
-    : metrics_path_((fs::path(run_dir) / "metrics.jsonl").string()), options_(options) {
+    : metrics_path_((fs::path(run_dir) / kMetricsFile).string()), options_(options) {
   std::error_code ec;
   fs::create_directories(run_dir, ec);
   COCONUT_CHECK(!ec, "cannot create the run directory '{}': {}", run_dir, ec.message());
@@ -92,6 +92,47 @@ std::string format_progress(const Progress& p) {
   return fmt::format("epoch {} ({} epochs) stage {} step {}/{} loss {:.4f} grad norm {:.3g}  {:.0f} tok/s ETA {}",
                      p.epoch, p.epochs, p.stage, p.step, p.total_steps, p.loss, p.grad_norm, p.tokens_per_s,
                      format_duration(eta_seconds(p.step, p.total_steps, p.elapsed_seconds, p.first_step)));
+}
+
+std::vector<MetricsRow> read_metrics(const std::string& file) {
+  std::ifstream in(file);
+  COCONUT_CHECK(in.good(), "cannot read '{}'", file);
+  std::vector<MetricsRow> rows;
+  std::string text;
+  for (int line = 1; std::getline(in, text); ++line) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    MetricsRow r;
+    r.line = line;
+    try {
+      r.json = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      COCONUT_FAIL("{}:{}: not a JSON line ({})", file, line, e.what());
+    }
+    COCONUT_CHECK(r.json.is_object(), "{}:{}: expected a JSON object per line, got {}", file, line, text);
+    const auto kind_it = r.json.find("kind");
+    COCONUT_CHECK(kind_it == r.json.end() || kind_it->is_string(), "{}:{}: 'kind' must be a string, got {}", file,
+                  line, kind_it == r.json.end() ? "" : kind_it->dump());
+    const std::string kind = kind_it == r.json.end() ? "epoch" : kind_it->get<std::string>();
+    if (kind != "epoch" && kind != "step") continue;
+    r.is_step = kind == "step";
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+std::vector<double> stage_end_accuracies(const std::vector<MetricsRow>& rows) {
+  std::vector<double> at_end;
+  for (const MetricsRow& r : rows) {
+    if (r.is_step) continue;
+    const auto stage = r.json.find("stage"), accuracy = r.json.find("valid_accuracy");
+    if (stage == r.json.end() || !stage->is_number_integer() || accuracy == r.json.end() || !accuracy->is_number())
+      continue;
+    const int k = stage->get<int>();
+    if (k < 0) continue;
+    if (static_cast<size_t>(k) >= at_end.size()) at_end.resize(static_cast<size_t>(k) + 1, -1.0);
+    at_end[static_cast<size_t>(k)] = accuracy->get<double>();  // a later row of the stage replaces it
+  }
+  return at_end;
 }
 
 }  // namespace coconut::launcher

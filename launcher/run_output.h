@@ -19,6 +19,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "runtime/tensorboard.h"
 
@@ -44,6 +45,24 @@ inline constexpr const char* kBestModelFile = "best.json";
 // instead of interleaving its checkpoints and logs with the first's. The file says who
 // holds it; the lock goes with the process, however it ends.
 inline constexpr const char* kRunLockFile = "train.lock";
+
+// RUN_DIR/metrics.jsonl: a JSON object a line, one per epoch ({"epoch", "stage", "step",
+// "loss", "valid_accuracy", ...}) and, with log_steps, one per step ({"kind": "step", ...}).
+inline constexpr const char* kMetricsFile = "metrics.jsonl";
+
+// A line of metrics.jsonl as read back.
+struct MetricsRow {
+  bool is_step = false;  // a "kind": "step" row, else an epoch row
+  int line = 0;          // 1-based, for messages
+  nlohmann::json json;
+};
+// The epoch and step rows of a metrics.jsonl, in file order (rows of other kinds are
+// skipped); a line that is not a JSON object is an error naming file and line.
+std::vector<MetricsRow> read_metrics(const std::string& file);
+// The validation accuracy at the end of each curriculum stage: element k is the last
+// epoch row of stage k that has a valid_accuracy, -1 where stage k has none (up to the
+// last stage that has one). Where the curriculum breaks, for sweep tables.
+std::vector<double> stage_end_accuracies(const std::vector<MetricsRow>& rows);
 
 // One optimizer step, as logged.
 struct StepMetrics {

@@ -293,6 +293,16 @@ RunResult read_run_result(const std::string& run_dir, const std::string& status)
   r.test_accuracy = accuracy("eval_test.json", "accuracy");
   r.best_valid_accuracy = accuracy(fs::path(kBestModelDir) / kBestModelFile, "valid_accuracy");
   r.best_test_accuracy = accuracy("eval_test_best.json", "accuracy");
+  // A run killed while appending may leave a broken last line: the table then shows no
+  // stage figures for it rather than failing the sweep's report.
+  const fs::path metrics = fs::path(run_dir) / kMetricsFile;
+  if (fs::exists(metrics)) {
+    try {
+      r.stage_end_accuracy = stage_end_accuracies(read_metrics(metrics.string()));
+    } catch (const Error&) {
+      r.stage_end_accuracy.clear();
+    }
+  }
   const nlohmann::json done = read_json_if_present(fs::path(run_dir) / kSweepDoneFile);
   if (done.is_object()) r.wall_seconds = done.value("wall_seconds", -1.0);
   const double all = attempts_seconds(run_dir);
@@ -305,6 +315,15 @@ namespace {
 // A table cell: the value, or "-" when it is missing (negative).
 std::string number(double v, const char* format) {
   return v < 0 ? std::string("-") : fmt::format(fmt::runtime(format), v);
+}
+
+// Accuracies at each stage's end as one cell: "100.0 / 100.0 / 20.0" (percent; "-" for
+// a stage without one, for the whole cell when there are none).
+std::string stage_cell(const std::vector<double>& at_end, const char* format, const char* separator) {
+  if (at_end.empty()) return "-";
+  std::vector<std::string> parts;
+  for (double a : at_end) parts.push_back(number(a, format));
+  return fmt::format("{}", fmt::join(parts, separator));
 }
 
 // A CSV field: quoted when it holds a comma, a quote or a line break.
@@ -346,11 +365,11 @@ void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, con
     csv += fmt::format(",{}", csv_field(a.key));
   }
   md += " status | valid accuracy | mean generated tokens | wall s | test accuracy | best valid accuracy | "
-        "best model's test accuracy |\n|---|";
+        "best model's test accuracy | valid accuracy at each stage's end, % |\n|---|";
   csv += ",status,valid_accuracy,mean_generated_tokens,wall_seconds,test_accuracy,best_valid_accuracy,"
-         "best_test_accuracy\n";
+         "best_test_accuracy,stage_end_valid_accuracy\n";
   for (size_t i = 0; i < spec.grid.size(); ++i) md += "---|";
-  md += "---|---|---|---|---|---|---|\n";
+  md += "---|---|---|---|---|---|---|---|\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const RunResult& r = results[i];
     md += fmt::format("| {} |", runs[i].name);
@@ -359,32 +378,47 @@ void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, con
       md += fmt::format(" {} |", kv.second);
       csv += fmt::format(",{}", csv_field(kv.second));
     }
-    md += fmt::format(" {} | {} | {} | {} | {} | {} | {} |\n", r.status, number(r.valid_accuracy, "{:.4f}"),
+    std::vector<double> percent;
+    for (double a : r.stage_end_accuracy) percent.push_back(a < 0 ? a : 100 * a);
+    md += fmt::format(" {} | {} | {} | {} | {} | {} | {} | {} |\n", r.status, number(r.valid_accuracy, "{:.4f}"),
                       number(r.mean_generated_tokens, "{:.2f}"), number(r.wall_seconds, "{:.1f}"),
                       number(r.test_accuracy, "{:.4f}"), number(r.best_valid_accuracy, "{:.4f}"),
-                      number(r.best_test_accuracy, "{:.4f}"));
+                      number(r.best_test_accuracy, "{:.4f}"), stage_cell(percent, "{:.1f}", " / "));
     // CSV: empty cells where a value is missing.
     auto cell = [](double v, const char* f) { return v < 0 ? std::string() : fmt::format(fmt::runtime(f), v); };
-    csv += fmt::format(",{},{},{},{},{},{},{}\n", csv_field(r.status), cell(r.valid_accuracy, "{:.6f}"),
+    csv += fmt::format(",{},{},{},{},{},{},{},{}\n", csv_field(r.status), cell(r.valid_accuracy, "{:.6f}"),
                        cell(r.mean_generated_tokens, "{:.4f}"), cell(r.wall_seconds, "{:.3f}"),
                        cell(r.test_accuracy, "{:.6f}"), cell(r.best_valid_accuracy, "{:.6f}"),
-                       cell(r.best_test_accuracy, "{:.6f}"));
+                       cell(r.best_test_accuracy, "{:.6f}"),
+                       r.stage_end_accuracy.empty() ? std::string() : stage_cell(r.stage_end_accuracy, "{:.6f}", " "));
   }
   // Seeds averaged: the comparison a sweep is usually for.
   if (is_grid_key(spec, "run.seed") && spec.grid.size() > 1) {
-    md += "\nMean over `run.seed` (runs with a valid accuracy):\n\n"
-          "| grid point | runs | mean valid accuracy | min | max |\n|---|---|---|---|---|\n";
+    md += "\nMean over `run.seed` (runs with a valid accuracy; at each stage's end, the runs that reached it):\n\n"
+          "| grid point | runs | mean valid accuracy | min | max | mean at each stage's end, % |\n"
+          "|---|---|---|---|---|---|\n";
     for (const auto& [rest, members] : group_without(runs, {"run.seed"})) {
       std::vector<double> acc;
-      for (size_t i : members)
+      std::vector<double> stage_sum;
+      std::vector<int> stage_runs;
+      for (size_t i : members) {
         if (results[i].valid_accuracy >= 0) acc.push_back(results[i].valid_accuracy);
+        const std::vector<double>& at_end = results[i].stage_end_accuracy;
+        if (at_end.size() > stage_sum.size()) stage_sum.resize(at_end.size(), 0.0), stage_runs.resize(at_end.size(), 0);
+        for (size_t k = 0; k < at_end.size(); ++k)
+          if (at_end[k] >= 0) stage_sum[k] += at_end[k], ++stage_runs[k];
+      }
       double mean = 0;
       for (double a : acc) mean += a;
       if (!acc.empty()) mean /= static_cast<double>(acc.size());
-      md += fmt::format("| {} | {} | {} | {} | {} |\n", fmt::join(rest, ", "), acc.size(),
+      std::vector<double> stage_mean(stage_sum.size(), -1.0);
+      for (size_t k = 0; k < stage_sum.size(); ++k)
+        if (stage_runs[k] > 0) stage_mean[k] = 100 * stage_sum[k] / stage_runs[k];
+      md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", fmt::join(rest, ", "), acc.size(),
                         acc.empty() ? "-" : fmt::format("{:.4f}", mean),
                         acc.empty() ? "-" : fmt::format("{:.4f}", *std::min_element(acc.begin(), acc.end())),
-                        acc.empty() ? "-" : fmt::format("{:.4f}", *std::max_element(acc.begin(), acc.end())));
+                        acc.empty() ? "-" : fmt::format("{:.4f}", *std::max_element(acc.begin(), acc.end())),
+                        stage_cell(stage_mean, "{:.1f}", " / "));
     }
   }
   fs::create_directories(spec.out_dir);

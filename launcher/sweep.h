@@ -117,8 +117,12 @@ struct RunResult {
   // best validation accuracy at the final stage (best_model/best.json) and the test
   // accuracy of that model (eval_test_best.json).
   double test_accuracy = -1, best_valid_accuracy = -1, best_test_accuracy = -1;
+  // The validation accuracy at the end of each curriculum stage (metrics.jsonl,
+  // stage_end_accuracies; -1 for a stage without one): where the curriculum breaks.
+  // Empty without a readable metrics.jsonl.
+  std::vector<double> stage_end_accuracy;
 };
-// Reads what a run left behind: RUN_DIR/eval_valid.json and the marker.
+// Reads what a run left behind: RUN_DIR/eval_valid.json, metrics.jsonl and the marker.
 RunResult read_run_result(const std::string& run_dir, const std::string& status);
 
 // OUT/results.md (the table, then accuracy averaged over runs.seed per remaining grid

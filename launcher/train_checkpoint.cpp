@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "curriculum/word_tokenizer.h"
+#include "launcher/run_output.h"  // kMetricsFile
 #include "runtime/check.h"
 #include "runtime/hash.h"
 
@@ -286,7 +287,7 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
 
 void trim_run_logs(const fs::path& run_dir, const TrainState& st) {
   // Rows without the key (written by other tools) are kept.
-  filter_jsonl(run_dir / "metrics.jsonl", [&](const json& row) { return row.value("epoch", -1) < st.epoch; });
+  filter_jsonl(run_dir / kMetricsFile, [&](const json& row) { return row.value("epoch", -1) < st.epoch; });
   filter_jsonl(run_dir / "steps.jsonl", [&](const json& row) { return row.value("step", int64_t{-1}) <= st.step; });
 }
 

@@ -220,7 +220,17 @@ TEST(Sweep, ResultsTableReadsEachRunsReport) {
       fs::create_directories(fs::path(runs[i].dir) / kBestModelDir);
       std::ofstream(fs::path(runs[i].dir) / kBestModelDir / kBestModelFile) << "{\"valid_accuracy\": 0.75}";
       std::ofstream(fs::path(runs[i].dir) / "eval_test_best.json") << "{\"accuracy\": 0.625}";
+      // Stage 0 evaluated twice (its end: the later row), stage 1 never, stage 2 once;
+      // step rows do not count.
+      std::ofstream(fs::path(runs[i].dir) / kMetricsFile)
+          << "{\"epoch\": 0, \"stage\": 0, \"valid_accuracy\": 0.5}\n"
+          << "{\"kind\": \"step\", \"stage\": 1, \"valid_accuracy\": 0.0}\n"
+          << "{\"epoch\": 1, \"stage\": 0, \"valid_accuracy\": 1.0}\n"
+          << "{\"epoch\": 2, \"stage\": 1, \"loss\": 0.5}\n"
+          << "{\"epoch\": 3, \"stage\": 2, \"valid_accuracy\": 0.25}\n";
     }
+    if (i == 0)  // a run killed while appending: no stage figures, the table still written
+      std::ofstream(fs::path(runs[i].dir) / kMetricsFile) << "{\"epoch\": 0, \"stage\": 0, \"valid_acc";
     results.push_back(read_run_result(runs[i].dir, i == 1 ? "failed (exit 1)" : "trained"));
   }
   EXPECT_DOUBLE_EQ(results[2].valid_accuracy, 0.25);
@@ -231,19 +241,22 @@ TEST(Sweep, ResultsTableReadsEachRunsReport) {
   EXPECT_DOUBLE_EQ(results[2].best_valid_accuracy, 0.75);
   EXPECT_DOUBLE_EQ(results[2].best_test_accuracy, 0.625);
   EXPECT_LT(results[3].best_valid_accuracy, 0);
+  EXPECT_EQ(results[2].stage_end_accuracy, (std::vector<double>{1.0, -1.0, 0.25}));
+  EXPECT_TRUE(results[0].stage_end_accuracy.empty());
+  EXPECT_TRUE(results[3].stage_end_accuracy.empty());
   write_results(s, runs, results);
   const std::string csv = read_text(dir / "results.csv");
   EXPECT_EQ(csv.substr(0, csv.find('\n')),
             "run,curriculum.c_thought,run.seed,status,valid_accuracy,mean_generated_tokens,wall_seconds,test_accuracy,"
-            "best_valid_accuracy,best_test_accuracy");
-  EXPECT_NE(csv.find("c_thought-1_seed-7,1,7,trained,0.250000,12.0000,4.000,0.500000,0.750000,0.625000\n"),
+            "best_valid_accuracy,best_test_accuracy,stage_end_valid_accuracy");
+  EXPECT_NE(csv.find("c_thought-1_seed-7,1,7,trained,0.250000,12.0000,4.000,0.500000,0.750000,0.625000,1.000000 - 0.250000\n"),
             std::string::npos) << csv;
-  EXPECT_NE(csv.find("c_thought-0_seed-8,0,8,failed (exit 1),,,,,,\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("c_thought-0_seed-8,0,8,failed (exit 1),,,,,,,\n"), std::string::npos) << csv;
   const std::string md = read_text(dir / "results.md");
-  EXPECT_NE(md.find("| c_thought-1_seed-7 | 1 | 7 | trained | 0.2500 | 12.00 | 4.0 | 0.5000 | 0.7500 | 0.6250 |"),
+  EXPECT_NE(md.find("| c_thought-1_seed-7 | 1 | 7 | trained | 0.2500 | 12.00 | 4.0 | 0.5000 | 0.7500 | 0.6250 | 100.0 / - / 25.0 |"),
             std::string::npos) << md;
   // Seeds averaged: c=1 has runs 2 and 3 (accuracy 0.25 and 0.375); c=0 only run 0.
-  EXPECT_NE(md.find("| curriculum.c_thought=1 | 2 | 0.3125 | 0.2500 | 0.3750 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| curriculum.c_thought=1 | 2 | 0.3125 | 0.2500 | 0.3750 | 100.0 / - / 25.0 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| curriculum.c_thought=0 | 1 | 0.0000 |"), std::string::npos) << md;
   const std::string png = plot_accuracy_vs_c(s, runs, results);
   EXPECT_EQ(png, (dir / "accuracy_vs_c.png").string());
