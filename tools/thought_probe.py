@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""What the continuous thoughts of a ProntoQA edge-form run hold (docs/results.md, session 18):
-linear probes on the thoughts, fitted on training items and scored on test items.
+"""What the continuous thoughts of a ProntoQA edge-form or running-sum run hold (docs/results.md,
+sessions 18 and 22): linear probes on the thoughts, fitted on training items and scored on test
+items.
 
 For a word-tokenizer Coconut run, reads RUN_DIR/model with transformers and, for each item,
 runs the prompt of DESIGN.md 2.4 (question "\\n" <bot> <latent>*K <eot>) in PyTorch: each
@@ -15,11 +16,13 @@ Probes (multinomial logistic regression, fitted with L-BFGS on the first --fit t
 items, scored on the test items): from each thought, (a) the concept the reference chain
 reaches after the step the thought stands for (thought k for step k, or ceil(k / c) with c
 thoughts a step) (the last word of step k, "Wren impus" -> impus; the property step
-gives "[not] P"), and (b) the answer (True/False: the word after the last "#", so that
+gives "[not] P"; with --task running_sum, the partial sum step k ends with, "8 + 2 = 0" -> 0),
+and (b) the answer (True/False: the word after the last "#", so that
 prontoqa-last items, whose answer is "vumpus not loud # True", work too); the majority class of the test items is
 the floor each probe is compared against.
 
   usage: tools/thought_probe.py RUN_DIR TRAIN_ITEMS.json TEST_ITEMS.json [--fit 2000] [--thoughts K]
+                                [--task prontoqa|running_sum]
 """
 import argparse
 import json
@@ -102,10 +105,13 @@ def prediction(text):
     return text.rsplit("#", 1)[-1].strip() if "#" in text else text.strip()
 
 
-def chain_labels(item, k):
-    """The concept after step k of the reference chain (1-based); past the chain's end (more
-    thoughts than steps, as with max_latent_stage above the step count), its last step."""
+def chain_labels(item, k, task):
+    """The value the reference chain reaches at step k (1-based): ProntoQA's concept, a
+    running sum's partial sum. Past the chain's end (more thoughts than steps, as with
+    max_latent_stage above the step count), its last step's."""
     words = item["steps"][min(k, len(item["steps"])) - 1].split()
+    if task == "running_sum":
+        return words[-1]  # "8 + 2 = 0" -> "0"
     return " ".join(words[2:]) if len(words) > 2 else words[-1]  # "vumpus not loud" -> "not loud"
 
 
@@ -142,6 +148,8 @@ def main():
     ap.add_argument("test_items")
     ap.add_argument("--fit", type=int, default=2000, help="training items the probes are fitted on")
     ap.add_argument("--thoughts", type=int, default=None, help="thoughts per prompt (default: the run's last stage)")
+    ap.add_argument("--task", choices=["prontoqa", "running_sum"], default="prontoqa",
+                    help="what a step's value is: ProntoQA's concept or a running sum's partial sum")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -175,7 +183,8 @@ def main():
     if same != len(report):
         raise SystemExit("the replay does not decode what the run's evaluation decoded: its probes would describe "
                          "another model")
-    print("| thought | concept after step k: probe (majority) | answer: probe (majority) |")
+    value = "partial sum" if a.task == "running_sum" else "concept"
+    print(f"| thought | {value} after step k: probe (majority) | answer: probe (majority) |")
     print("|---|---|---|")
     for k in range(k_max + 1):
         name = f"{k + 1}" if k < k_max else f"after {k_max}"
@@ -183,8 +192,8 @@ def main():
         # With c thoughts a step, thought k (0-based) stands for step k // c + 1; the state
         # after the last slot is probed for the last thought's step.
         step = min(k, k_max - 1) // replay.c + 1
-        acc, base = probe(x_fit[:, k], [chain_labels(it, step) for it in fit_items], x_test[:, k],
-                          [chain_labels(it, step) for it in test_items])
+        acc, base = probe(x_fit[:, k], [chain_labels(it, step, a.task) for it in fit_items], x_test[:, k],
+                          [chain_labels(it, step, a.task) for it in test_items])
         shown = min(step, max(len(it["steps"]) for it in test_items))
         cells.append(f"step {shown}: {100 * acc:.1f}% ({100 * base:.1f}%)")
         acc, base = probe(x_fit[:, k], [prediction(it["answer"]) for it in fit_items], x_test[:, k],
