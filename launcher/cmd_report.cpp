@@ -86,6 +86,10 @@ void print_summary(const std::string& run_dir, const std::vector<MetricsRow>& ro
     stages += e.first == e.second ? fmt::format(" {}: epoch {};", s, e.first)
                                   : fmt::format(" {}: epochs {}-{};", s, e.first, e.second);
   if (!stages.empty()) fmt::print("stages:{}\n", stages.substr(0, stages.size() - 1));
+  // Where the curriculum breaks: the accuracy each stage ended at.
+  std::vector<std::string> at_end;
+  for (double a : stage_end_accuracies(rows)) at_end.push_back(a < 0 ? "-" : fmt::format("{:.1f}", 100 * a));
+  if (!at_end.empty()) fmt::print("valid accuracy at each stage's end, %: {}\n", fmt::join(at_end, " / "));
 }
 
 }  // namespace

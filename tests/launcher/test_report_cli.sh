@@ -31,7 +31,8 @@ JSONL
 
 "$bin" report "$run" >"$work/out.txt" 2>"$work/err.txt" || fail "report exited $?: $(cat "$work/err.txt")"
 for want in "final loss 0.5000 (epoch 5, stage 2)" "best valid_accuracy 0.7500 (epoch 4, stage 2)" \
-            "stages: 0: epochs 0-1; 1: epochs 2-3; 2: epochs 4-5" "wrote $run/report.png"; do
+            "stages: 0: epochs 0-1; 1: epochs 2-3; 2: epochs 4-5" "wrote $run/report.png" \
+            "valid accuracy at each stage's end, %: 25.0 / 50.0 / 70.0"; do
   grep -qF -- "$want" "$work/out.txt" || fail "summary lacks '$want': $(cat "$work/out.txt")"
 done
 pass "summary"
