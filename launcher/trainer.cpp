@@ -390,14 +390,15 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   summary.diverged_why = diverged_why;
   if (summary.diverged()) report_divergence(ctx, st, diverged_why, last_checkpoint);
   if (stopped) return timed(summary);
+  // The model as Hugging Face safetensors (rank 0 writes; pipeline stages stream it their
+  // tensors), before the test split: a job killed while a long test set decodes (a
+  // preemption's grace period ending) still leaves the trained model.
+  export_run_model(ctx, dir / "model");
   // The test split: every rank evaluates a share (collective under mpirun); rank 0 writes.
   curriculum::EvalResult test;
   if (!data.test.empty())
     test = evaluate_split(gpt, device.get(), *tok, data.test, c, summary.final_stage, eot.get(),
                           distributed ? &dist : nullptr);
-  // The model as Hugging Face safetensors (rank 0 writes; pipeline stages stream it their
-  // tensors).
-  export_run_model(ctx, dir / "model");
   // eval.keep_best: the test split on the best validation model too, once the final model
   // is out (its weights replace the final ones in memory).
   curriculum::EvalResult test_best;
