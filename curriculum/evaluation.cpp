@@ -26,7 +26,11 @@ EvalResult evaluate(model::Decoder& decoder, const Tokenizer& tok, const std::ve
                     const EotClassifier* eot_classifier, EvalShard shard, const ThoughtDecoder& decode_thought) {
   auto one_by_one = [&](const std::vector<std::vector<const BuiltSample*>>& batches, const GenerateOptions& options) {
     std::vector<std::vector<Generation>> out;
-    for (const auto& batch : batches) out.push_back(generate_greedy(decoder, batch, tok, options));
+    for (const auto& batch : batches) {
+      out.push_back(generate_greedy(decoder, batch, tok, options));
+      if (const auto* donors = decoder.thought_donors())
+        for (size_t s = 0; s < out.back().size(); ++s) out.back()[s].thought_donors = (*donors)[s];
+    }
     return out;
   };
   return evaluate(one_by_one, tok, samples, cc, stage, batch_size, max_new_tokens, eot_classifier, shard,
@@ -88,6 +92,7 @@ EvalResult evaluate(const BatchGenerator& generate, const Tokenizer& tok, const 
       item.reference = extract_answer(tok.decode(tok.encode(samples[i].answer)));
       item.correct = item.prediction == item.reference;
       for (const std::vector<float>& h : g.thought_states) item.thought_tokens.push_back(decode_thought(h.data()));
+      for (int donor : g.thought_donors) item.thought_donors.push_back(static_cast<int>(begin) + donor);
       result.correct += item.correct;
       tokens += item.generated_tokens;
       thoughts += item.thoughts;
@@ -216,6 +221,7 @@ void write_eval_report(const std::string& path, const EvalResult& r, const std::
                           {"reference", it.reference}, {"generated", it.generated},
                           {"thoughts", it.thoughts}});
     if (!it.thought_tokens.empty()) j["items"].back()["thought_tokens"] = thought_tokens_json(it);
+    if (!it.thought_donors.empty()) j["items"].back()["thought_donors"] = it.thought_donors;
   }
   const std::string tmp = path + ".tmp";
   {

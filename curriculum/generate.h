@@ -38,6 +38,8 @@ struct Generation {
   int thoughts = 0;      // continuous thoughts used before <eot>
   // With keep_thought_states: each thought in order, d_model floats each.
   std::vector<std::vector<float>> thought_states;
+  // Under ThoughtSource::other (model/decoder.h): the batch sample each thought came from.
+  std::vector<int> thought_donors;
 };
 
 // One batch's greedy decoding as a sequence of forwards, so that a driver can interleave

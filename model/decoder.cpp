@@ -105,6 +105,7 @@ void CpuDecoder::forward(int a, int b, const int* tokens, const int* pos_ids, co
       for (size_t i = 0; i < m; ++i) {
         const int from = takers[(i + 1) % m];
         std::copy_n(previous + from * C, C, replaced_.data() + takers[i] * C);
+        donors_[static_cast<size_t>(takers[i])].push_back(from);
       }
       (m == 1 ? kept_alone_ : swapped_) += static_cast<int64_t>(m);
     }

@@ -38,6 +38,10 @@ class Decoder : public ColumnOutput {
   virtual void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                        const uint8_t* thought) = 0;
   // greedy_tokens() and hidden() (ColumnOutput) read the last forward's column.
+  // When thoughts may come from other samples (ThoughtSource::other): per sample since
+  // begin(), the sample each of its thoughts came from, in order (its own index when it
+  // kept its own); null when every sample is fed its own.
+  virtual const std::vector<std::vector<int>>* thought_donors() const { return nullptr; }
 };
 
 // One stage's part of decoding a batch: layers [first_layer, end_layer) over their own
@@ -95,11 +99,17 @@ class CpuDecoder final : public Decoder {
   explicit CpuDecoder(const GPT2& model, ThoughtSource source = ThoughtSource::own)
       : model_(model), stage_(model, 0, model.config().n_layer), source_(source) {}
   const GPT2Config& config() const override { return model_.config(); }
-  void begin(int B, int T) override { stage_.begin(B, T); }
+  void begin(int B, int T) override {
+    stage_.begin(B, T);
+    donors_.assign(static_cast<size_t>(B), {});
+  }
   void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                const uint8_t* thought) override;
   void greedy_tokens(int* out) override { stage_.greedy_tokens(out); }
   const float* hidden() override { return stage_.last_hidden(); }
+  const std::vector<std::vector<int>>* thought_donors() const override {
+    return source_ == ThoughtSource::other ? &donors_ : nullptr;
+  }
   // With ThoughtSource::other: thoughts that came from another sample, and thoughts a
   // sample kept because no other sample took one at that column.
   int64_t thoughts_swapped() const { return swapped_; }
@@ -110,6 +120,7 @@ class CpuDecoder final : public Decoder {
   StageDecoder stage_;
   ThoughtSource source_;
   std::vector<float> replaced_;  // [B, C]: the thoughts fed back under an intervention
+  std::vector<std::vector<int>> donors_;  // ThoughtSource::other: see thought_donors()
   int64_t swapped_ = 0, kept_alone_ = 0;
 };
 

@@ -5,9 +5,11 @@ For each `coconut eval --thought-source own|zero|other` report of a running-sum 
 stage K (K thoughts in place of the first K steps), the first number the model writes is
 its value of the partial sum after K + 1 digits (step K+1 reads "s + d = s'"). Counts how
 often that number is the item's own partial sum and how often the donor's: the item whose
-thoughts it took under `other`, the next item of its evaluation batch (all items of a
-running-sum set take their thoughts at the same columns, so the rotation is over the
-whole batch).
+thoughts it took under `other` (the report's thought_donors; its last thought's). For
+reports without donors (own, zero) the comparison is with the item `other` would take
+from, the next item of its evaluation batch (all items of a running-sum set take their
+thoughts at the same columns, so the rotation is over the whole batch): the chance
+coincidence of two items' sums.
 
   tools/running_sum_swap.py DATA.json STAGE REPORT.json... [--batch-size 32]"""
 import argparse
@@ -34,7 +36,7 @@ def main():
             i = it["index"]
             start = i // a.batch_size * a.batch_size
             size = min(start + a.batch_size, len(items)) - start
-            d = start + (i - start + 1) % size
+            d = it["thought_donors"][-1] if it.get("thought_donors") else start + (i - start + 1) % size
             words = it["generated"].split()
             first = int(words[0]) if words and words[0].isdigit() else None
             own += first == partial[i]

@@ -354,6 +354,8 @@ TEST(Evaluation, ThoughtInterventionsFeedWhatTheyName) {
   expect_close(decoded_eot_states(other), eot_states(rotated).first, "other");
   EXPECT_EQ(other.thoughts_swapped(), B);
   EXPECT_EQ(other.thoughts_kept_alone(), 0);
+  ASSERT_NE(other.thought_donors(), nullptr);
+  EXPECT_EQ(*other.thought_donors(), (std::vector<std::vector<int>>{{1}, {2}, {3}, {0}}));
   model::CpuDecoder own(f.model);
   expect_close(decoded_eot_states(own), eot_states(own_inputs).first, "own");
   // The interventions change what the model computes (a random model; not a tautology).
@@ -368,6 +370,18 @@ TEST(Evaluation, ThoughtInterventionsFeedWhatTheyName) {
   EXPECT_EQ(generate_greedy(alone, one, f.tok, opt)[0].ids, generate_greedy(f.model, one, f.tok, opt)[0].ids);
   EXPECT_EQ(alone.thoughts_kept_alone(), 1);
   EXPECT_EQ(alone.thoughts_swapped(), 0);
+  EXPECT_EQ(*alone.thought_donors(), (std::vector<std::vector<int>>{{0}}));
+  EXPECT_EQ(model::CpuDecoder(f.model).thought_donors(), nullptr);
+
+  // evaluate() reports each item's donors as item indices: batches of 4 of the 11 items at
+  // stage 1 rotate within [0, 4), [4, 8) and [8, 11).
+  model::CpuDecoder rotating(f.model, model::ThoughtSource::other);
+  const EvalResult r = evaluate(rotating, f.tok, f.samples, f.cc, 1, 4, 4);
+  const std::vector<int> want_donor = {1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 8};
+  ASSERT_EQ(r.items.size(), want_donor.size());
+  for (size_t i = 0; i < want_donor.size(); ++i)
+    EXPECT_EQ(r.items[i].thought_donors, std::vector<int>{want_donor[i]}) << "item " << i;
+  EXPECT_TRUE(evaluate(f.model, f.tok, f.samples, f.cc, 1, 4, 4).items[0].thought_donors.empty());
 
   EXPECT_EQ(model::parse_thought_source("other"), model::ThoughtSource::other);
   EXPECT_STREQ(model::thought_source_name(model::ThoughtSource::zero), "zero");

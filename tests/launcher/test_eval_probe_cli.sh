@@ -107,6 +107,10 @@ for source in zero other; do
 import json, sys
 r = json.load(open(sys.argv[1]))
 assert r['thought_source'] == sys.argv[2] and r['total'] == 4, (r['thought_source'], r['total'])
+for i, it in enumerate(r['items']):  # other: each thought's donor, an item of the same batch of 2
+    donors = it.get('thought_donors', [])
+    assert donors == [] if sys.argv[2] == 'zero' else len(donors) == it['thoughts'], it
+    assert all(d // 2 == i // 2 for d in donors), (i, donors)
 " "$run/eval_items_thoughts-$source.json" $source || fail "eval --thought-source $source report"
 done
 grep -q "thoughts: zero vectors in place of the hidden states" "$work/eval_zero.txt" || fail "zero: $(cat "$work/eval_zero.txt")"
