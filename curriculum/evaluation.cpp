@@ -28,7 +28,8 @@ EvalResult evaluate(model::Decoder& decoder, const Tokenizer& tok, const std::ve
     std::vector<std::vector<Generation>> out;
     for (const auto& batch : batches) {
       out.push_back(generate_greedy(decoder, batch, tok, options));
-      if (const auto* donors = decoder.thought_donors())
+      const model::ThoughtRouting* routing = decoder.thought_routing();
+      if (const auto* donors = routing ? routing->donors() : nullptr)
         for (size_t s = 0; s < out.back().size(); ++s) out.back()[s].thought_donors = (*donors)[s];
     }
     return out;
@@ -199,7 +200,7 @@ EvalResult eval_result_from_json(const std::string& text) {
   for (const nlohmann::json& it : j.at("items"))
     r.items.push_back({it.at(0).get<std::string>(), it.at(1).get<std::string>(), it.at(2).get<std::string>(),
                        it.at(3).get<int>(), it.at(4).get<int>(), it.at(5).get<bool>(),
-                       thought_tokens_from_json(it.at(6))});
+                       thought_tokens_from_json(it.at(6)), {}});
   return r;
 }
 

@@ -116,7 +116,7 @@ int cmd_eval(const std::vector<std::string>& args) {
       "              (default: the run's eval.thought_tokens)\n"
       "  --thought-source  what each continuous thought is: own (default: the item's hidden state),\n"
       "              zero (a zero vector) or other (the hidden state of the next item of the batch that\n"
-      "              takes a thought at that column): does the answer depend on the thoughts? CPU only;\n"
+      "              takes a thought at that column): does the answer depend on the thoughts?\n"
       "              the report defaults to RUN_DIR/eval_<dataset>_thoughts-<source>.json\n"
       "  --best      the run's best validation model (RUN_DIR/best_model, eval.keep_best) at its stage;\n"
       "              the report defaults to RUN_DIR/eval_<dataset>_best.json\n";
@@ -189,20 +189,13 @@ int cmd_eval(const std::vector<std::string>& args) {
                                                 intervene ? "_thoughts-" + thoughts : std::string()))
                    .string();
 
-  if (device.empty()) device = intervene ? "cpu" : c.device;
+  if (device.empty()) device = c.device;
   COCONUT_CHECK(!intervene || c.curriculum.feeds_back(), "--thought-source {}: method '{}' has no continuous thoughts",
                 thoughts, curriculum::method_name(c.curriculum.method));
-  if (intervene && device == "cuda")
-    throw UsageError(fmt::format("--thought-source {} runs on the CPU decoder: not with --device cuda\n{}", thoughts, help));
-  model::CpuDecoder* cpu_decoder = nullptr;
-  std::unique_ptr<model::Decoder> decoder;
-  if (device == "cuda") {
-    decoder = make_device_decoder(c, *run.model);
-  } else {
-    auto cpu = std::make_unique<model::CpuDecoder>(*run.model, model::parse_thought_source(thoughts));
-    cpu_decoder = cpu.get();
-    decoder = std::move(cpu);
-  }
+  const model::ThoughtSource source = model::parse_thought_source(thoughts);
+  const std::unique_ptr<model::Decoder> decoder = device == "cuda"
+                                                      ? make_device_decoder(c, *run.model, source)
+                                                      : std::make_unique<model::CpuDecoder>(*run.model, source);
   curriculum::ThoughtDecoder decode_thought;
   if (thought_tokens > 0) {
     COCONUT_CHECK(c.curriculum.feeds_back(), "--thought-tokens: method '{}' has no continuous thoughts",
@@ -220,7 +213,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (thoughts == "zero") fmt::print("thoughts: zero vectors in place of the hidden states\n");
   if (thoughts == "other")
     fmt::print("thoughts: another item's hidden state ({} swapped, {} kept: no other item took one there)\n",
-               cpu_decoder->thoughts_swapped(), cpu_decoder->thoughts_kept_alone());
+               decoder->thought_routing()->swapped(), decoder->thought_routing()->kept_alone());
   if (!questions.empty()) {
     print_answers(questions, r);
     if (!out_path.empty()) fmt::print("report: {}\n", out_path);

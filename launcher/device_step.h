@@ -98,7 +98,8 @@ std::unique_ptr<parallel::StageCompute> make_device_stage_compute(const TrainCon
                                                                   const parallel::StagePlace& place, int local_rank);
 
 // Greedy decoding on the GPU (c.precision, c.attention) on a copy of the host model's
-// weights: `coconut eval --device cuda`.
-std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt);
+// weights, its thoughts from `source`: `coconut eval --device cuda [--thought-source S]`.
+std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt,
+                                                    model::ThoughtSource source = model::ThoughtSource::own);
 
 }  // namespace coconut::launcher

@@ -215,7 +215,8 @@ class CudaStep final : public DeviceStep {
 template <typename Act>
 class OwningCudaDecoder final : public model::Decoder {
  public:
-  OwningCudaDecoder(const TrainConfig& c, const model::GPT2& gpt) : model_(gpt.config()), decoder_(model_) {
+  OwningCudaDecoder(const TrainConfig& c, const model::GPT2& gpt, model::ThoughtSource source)
+      : model_(gpt.config()), decoder_(model_, source) {
     model_.set_attention(attention_kind(c));
     model_.set_params(gpt.params());
   }
@@ -226,6 +227,7 @@ class OwningCudaDecoder final : public model::Decoder {
   }
   void greedy_tokens(int* out) override { decoder_.greedy_tokens(out); }
   const float* hidden() override { return decoder_.hidden(); }
+  const model::ThoughtRouting* thought_routing() const override { return decoder_.thought_routing(); }
 
  private:
   model::CudaGPT2Of<Act> model_;
@@ -268,11 +270,12 @@ std::unique_ptr<parallel::StageCompute> make_device_stage_compute(const TrainCon
   return parallel::make_cuda_stage_compute(gpt, place, c.precision == "bf16", attention_kind(c), local_rank);
 }
 
-std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt) {
+std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt,
+                                                    model::ThoughtSource source) {
   std::string why;
   COCONUT_CHECK(device_available(&why), "decoding on cuda: {}", why);
-  if (c.precision == "bf16") return std::make_unique<OwningCudaDecoder<gpu::bf16>>(c, gpt);
-  return std::make_unique<OwningCudaDecoder<float>>(c, gpt);
+  if (c.precision == "bf16") return std::make_unique<OwningCudaDecoder<gpu::bf16>>(c, gpt, source);
+  return std::make_unique<OwningCudaDecoder<float>>(c, gpt, source);
 }
 
 }  // namespace coconut::launcher

@@ -29,6 +29,7 @@ void CudaDecoderOf<Act>::begin(int B, int T) {
   ensure(greedy_, size_t(B));
   ensure(logits_, size_t(B) * model_.padded_vocab());
   model_.refresh_lm_head();  // the weights stay as they are while this batch decodes
+  routing_.begin(B);
   end_ = 0;
 }
 
@@ -55,10 +56,15 @@ void CudaDecoderOf<Act>::forward(int a, int b, const int* tokens, const int* pos
   if (thought) {
     COCONUT_CHECK(cfg.thought_scale == 1.f, "model.thought_scale {} is not implemented on the GPU", cfg.thought_scale);
     const Act* previous = acts_.lnf + size_t(a - 1) * B * C;
-    for (int i = 0; i < B; ++i)
-      if (thought[i])
-        CUDA_CHECK(cudaMemcpyAsync(in_.data() + size_t(i) * C, previous + size_t(i) * C, C * sizeof(Act),
+    const std::vector<int>& from = routing_.route(thought);  // its own state, unless an intervention
+    for (int i = 0; i < B; ++i) {
+      if (!thought[i]) continue;
+      if (from[i] >= 0)
+        CUDA_CHECK(cudaMemcpyAsync(in_.data() + size_t(i) * C, previous + size_t(from[i]) * C, C * sizeof(Act),
                                    cudaMemcpyDeviceToDevice, s));
+      else  // ThoughtSource::zero
+        CUDA_CHECK(cudaMemsetAsync(in_.data() + size_t(i) * C, 0, C * sizeof(Act), s));
+    }
   }
   model_.forward_stage(acts_, a, b, 0, cfg.n_layer, in_.data(), /*embed=*/true, /*final_norm=*/true);
   end_ = b;

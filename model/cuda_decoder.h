@@ -19,13 +19,16 @@ template <typename Act>
 class CudaDecoderOf final : public Decoder {
  public:
   // Reads the model's current weights at every forward; the model must outlive it.
-  explicit CudaDecoderOf(CudaGPT2Of<Act>& model) : model_(model) {}
+  // source: where thoughts come from (model/decoder.h: own, or an intervention).
+  explicit CudaDecoderOf(CudaGPT2Of<Act>& model, ThoughtSource source = ThoughtSource::own)
+      : model_(model), routing_(source) {}
   const GPT2Config& config() const override { return model_.config(); }
   void begin(int B, int T) override;
   void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                const uint8_t* thought) override;
   void greedy_tokens(int* out) override;
   const float* hidden() override;
+  const ThoughtRouting* thought_routing() const override { return &routing_; }
 
  private:
   const Act* last_column() const;  // device [B, C]: the final hidden states of column end_ - 1
@@ -36,6 +39,7 @@ class CudaDecoderOf final : public Decoder {
   DeviceBuffer<Act> in_;
   DeviceBuffer<float> logits_, hidden32_;
   std::vector<float> hidden_;
+  ThoughtRouting routing_;
   int end_ = 0;
 };
 

@@ -89,26 +89,44 @@ const char* thought_source_name(ThoughtSource source) {
   return "?";
 }
 
+void ThoughtRouting::begin(int B) {
+  donors_.assign(static_cast<size_t>(B), {});
+  from_.assign(static_cast<size_t>(B), -1);
+}
+
+const std::vector<int>& ThoughtRouting::route(const uint8_t* thought) {
+  const int B = static_cast<int>(from_.size());
+  takers_.clear();
+  for (int s = 0; s < B; ++s) {
+    from_[s] = -1;
+    if (thought[s]) takers_.push_back(s);
+  }
+  const size_t m = takers_.size();
+  for (size_t i = 0; i < m; ++i) {
+    const int s = takers_[i];
+    switch (source_) {
+      case ThoughtSource::own: from_[s] = s; break;
+      case ThoughtSource::zero: break;
+      case ThoughtSource::other:  // the next taker's; a taker alone keeps its own
+        from_[s] = takers_[(i + 1) % m];
+        donors_[static_cast<size_t>(s)].push_back(from_[s]);
+        break;
+    }
+  }
+  if (source_ == ThoughtSource::other) (m == 1 ? kept_alone_ : swapped_) += static_cast<int64_t>(m);
+  return from_;
+}
+
 void CpuDecoder::forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                          const uint8_t* thought) {
   // A thought is the previous column's final hidden state (stage_ checks there is one).
   const float* previous = thought && a > 0 ? stage_.last_hidden() : nullptr;
-  if (previous && source_ != ThoughtSource::own) {
-    const int B = stage_.batch_size();
+  if (previous && routing_.source() != ThoughtSource::own) {
+    const std::vector<int>& from = routing_.route(thought);
     const size_t C = static_cast<size_t>(model_.config().d_model);
-    replaced_.assign(static_cast<size_t>(B) * C, 0.0f);  // zero: nothing more to do
-    if (source_ == ThoughtSource::other) {
-      std::vector<int> takers;
-      for (int s = 0; s < B; ++s)
-        if (thought[s]) takers.push_back(s);
-      const size_t m = takers.size();
-      for (size_t i = 0; i < m; ++i) {
-        const int from = takers[(i + 1) % m];
-        std::copy_n(previous + from * C, C, replaced_.data() + takers[i] * C);
-        donors_[static_cast<size_t>(takers[i])].push_back(from);
-      }
-      (m == 1 ? kept_alone_ : swapped_) += static_cast<int64_t>(m);
-    }
+    replaced_.assign(from.size() * C, 0.0f);
+    for (size_t s = 0; s < from.size(); ++s)
+      if (from[s] >= 0) std::copy_n(previous + from[s] * C, C, replaced_.data() + s * C);
     previous = replaced_.data();
   }
   stage_.forward(a, b, tokens, pos_ids, key_mask, thought, previous, nullptr);

@@ -26,6 +26,45 @@ class ColumnOutput {
   virtual const float* hidden() = 0;
 };
 
+// What a sample takes as its continuous thought: its own hidden state (Coconut), or an
+// intervention that tests whether the answer depends on it (`coconut eval --thought-source`).
+enum class ThoughtSource : uint8_t {
+  own,    // its final hidden state of the previous column
+  zero,   // a zero vector (the position embedding is still added)
+  other,  // the previous column's hidden state of the next sample that also takes a
+          // thought there (a rotation among them, in sample order); alone, its own
+};
+ThoughtSource parse_thought_source(const std::string& name);  // own | zero | other
+const char* thought_source_name(ThoughtSource source);
+
+// The rule of ThoughtSource in one place, for the decoders of every backend: at each
+// column, which sample's previous hidden state each thought-taking sample is fed, and a
+// record of what was done.
+class ThoughtRouting {
+ public:
+  explicit ThoughtRouting(ThoughtSource source = ThoughtSource::own) : source_(source) {}
+  ThoughtSource source() const { return source_; }
+  void begin(int B);  // a new batch of B samples
+  // For one column (thought[s] != 0: sample s takes a thought): from[s] = the sample whose
+  // previous final hidden state s is fed (s itself under own), -1 for a zero vector
+  // (zero) and for the samples that take no thought.
+  const std::vector<int>& route(const uint8_t* thought);
+  // Under other: thoughts taken from another sample, thoughts kept because no other
+  // sample took one at that column, and per sample of the batch the sample each of its
+  // thoughts came from (donors() is null under own and zero).
+  int64_t swapped() const { return swapped_; }
+  int64_t kept_alone() const { return kept_alone_; }
+  const std::vector<std::vector<int>>* donors() const {
+    return source_ == ThoughtSource::other ? &donors_ : nullptr;
+  }
+
+ private:
+  ThoughtSource source_;
+  std::vector<int> from_, takers_;
+  std::vector<std::vector<int>> donors_;
+  int64_t swapped_ = 0, kept_alone_ = 0;
+};
+
 class Decoder : public ColumnOutput {
  public:
   virtual const GPT2Config& config() const = 0;
@@ -38,10 +77,9 @@ class Decoder : public ColumnOutput {
   virtual void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                        const uint8_t* thought) = 0;
   // greedy_tokens() and hidden() (ColumnOutput) read the last forward's column.
-  // When thoughts may come from other samples (ThoughtSource::other): per sample since
-  // begin(), the sample each of its thoughts came from, in order (its own index when it
-  // kept its own); null when every sample is fed its own.
-  virtual const std::vector<std::vector<int>>* thought_donors() const { return nullptr; }
+  // Where its thoughts come from (ThoughtSource) and what that did since begin(); null
+  // for a decoder that feeds every sample its own.
+  virtual const ThoughtRouting* thought_routing() const { return nullptr; }
 };
 
 // One stage's part of decoding a batch: layers [first_layer, end_layer) over their own
@@ -82,46 +120,27 @@ class StageDecoder {
   int end_ = 0;  // columns run so far
 };
 
-// What a sample takes as its continuous thought: its own hidden state (Coconut), or an
-// intervention that tests whether the answer depends on it (`coconut eval --thought-source`).
-enum class ThoughtSource : uint8_t {
-  own,    // its final hidden state of the previous column
-  zero,   // a zero vector (the position embedding is still added)
-  other,  // the previous column's hidden state of the next sample that also takes a
-          // thought there (a rotation among them, in sample order); alone, its own
-};
-ThoughtSource parse_thought_source(const std::string& name);  // own | zero | other
-const char* thought_source_name(ThoughtSource source);
-
 // The CPU model's decoder: the whole model as one StageDecoder.
 class CpuDecoder final : public Decoder {
  public:
   explicit CpuDecoder(const GPT2& model, ThoughtSource source = ThoughtSource::own)
-      : model_(model), stage_(model, 0, model.config().n_layer), source_(source) {}
+      : model_(model), stage_(model, 0, model.config().n_layer), routing_(source) {}
   const GPT2Config& config() const override { return model_.config(); }
   void begin(int B, int T) override {
     stage_.begin(B, T);
-    donors_.assign(static_cast<size_t>(B), {});
+    routing_.begin(B);
   }
   void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                const uint8_t* thought) override;
   void greedy_tokens(int* out) override { stage_.greedy_tokens(out); }
   const float* hidden() override { return stage_.last_hidden(); }
-  const std::vector<std::vector<int>>* thought_donors() const override {
-    return source_ == ThoughtSource::other ? &donors_ : nullptr;
-  }
-  // With ThoughtSource::other: thoughts that came from another sample, and thoughts a
-  // sample kept because no other sample took one at that column.
-  int64_t thoughts_swapped() const { return swapped_; }
-  int64_t thoughts_kept_alone() const { return kept_alone_; }
+  const ThoughtRouting* thought_routing() const override { return &routing_; }
 
  private:
   const GPT2& model_;
   StageDecoder stage_;
-  ThoughtSource source_;
+  ThoughtRouting routing_;
   std::vector<float> replaced_;  // [B, C]: the thoughts fed back under an intervention
-  std::vector<std::vector<int>> donors_;  // ThoughtSource::other: see thought_donors()
-  int64_t swapped_ = 0, kept_alone_ = 0;
 };
 
 }  // namespace coconut::model

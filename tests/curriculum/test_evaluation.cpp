@@ -352,10 +352,11 @@ TEST(Evaluation, ThoughtInterventionsFeedWhatTheyName) {
   }
   model::CpuDecoder other(f.model, model::ThoughtSource::other);
   expect_close(decoded_eot_states(other), eot_states(rotated).first, "other");
-  EXPECT_EQ(other.thoughts_swapped(), B);
-  EXPECT_EQ(other.thoughts_kept_alone(), 0);
-  ASSERT_NE(other.thought_donors(), nullptr);
-  EXPECT_EQ(*other.thought_donors(), (std::vector<std::vector<int>>{{1}, {2}, {3}, {0}}));
+  EXPECT_EQ(other.thought_routing()->swapped(), B);
+  EXPECT_EQ(other.thought_routing()->kept_alone(), 0);
+  ASSERT_NE(other.thought_routing()->donors(), nullptr);
+  EXPECT_EQ(*other.thought_routing()->donors(), (std::vector<std::vector<int>>{{1}, {2}, {3}, {0}}));
+  EXPECT_EQ(zero.thought_routing()->donors(), nullptr);
   model::CpuDecoder own(f.model);
   expect_close(decoded_eot_states(own), eot_states(own_inputs).first, "own");
   // The interventions change what the model computes (a random model; not a tautology).
@@ -368,10 +369,10 @@ TEST(Evaluation, ThoughtInterventionsFeedWhatTheyName) {
   const std::vector<const BuiltSample*> one = {ptrs[2]};
   model::CpuDecoder alone(f.model, model::ThoughtSource::other);
   EXPECT_EQ(generate_greedy(alone, one, f.tok, opt)[0].ids, generate_greedy(f.model, one, f.tok, opt)[0].ids);
-  EXPECT_EQ(alone.thoughts_kept_alone(), 1);
-  EXPECT_EQ(alone.thoughts_swapped(), 0);
-  EXPECT_EQ(*alone.thought_donors(), (std::vector<std::vector<int>>{{0}}));
-  EXPECT_EQ(model::CpuDecoder(f.model).thought_donors(), nullptr);
+  EXPECT_EQ(alone.thought_routing()->kept_alone(), 1);
+  EXPECT_EQ(alone.thought_routing()->swapped(), 0);
+  EXPECT_EQ(*alone.thought_routing()->donors(), (std::vector<std::vector<int>>{{0}}));
+  EXPECT_EQ(model::CpuDecoder(f.model).thought_routing()->donors(), nullptr);
 
   // evaluate() reports each item's donors as item indices: batches of 4 of the 11 items at
   // stage 1 rotate within [0, 4), [4, 8) and [8, 11).
@@ -382,6 +383,20 @@ TEST(Evaluation, ThoughtInterventionsFeedWhatTheyName) {
   for (size_t i = 0; i < want_donor.size(); ++i)
     EXPECT_EQ(r.items[i].thought_donors, std::vector<int>{want_donor[i]}) << "item " << i;
   EXPECT_TRUE(evaluate(f.model, f.tok, f.samples, f.cc, 1, 4, 4).items[0].thought_donors.empty());
+
+  // The routing of one column directly: samples 0, 2 and 3 take a thought.
+  const std::vector<uint8_t> takes = {1, 0, 1, 1, 0};
+  model::ThoughtRouting own_routing(model::ThoughtSource::own), zero_routing(model::ThoughtSource::zero),
+      other_routing(model::ThoughtSource::other);
+  for (model::ThoughtRouting* r : {&own_routing, &zero_routing, &other_routing}) r->begin(5);
+  EXPECT_EQ(own_routing.route(takes.data()), (std::vector<int>{0, -1, 2, 3, -1}));
+  EXPECT_EQ(zero_routing.route(takes.data()), (std::vector<int>{-1, -1, -1, -1, -1}));
+  EXPECT_EQ(other_routing.route(takes.data()), (std::vector<int>{2, -1, 3, 0, -1}));
+  const std::vector<uint8_t> only_one = {0, 1, 0, 0, 0};
+  EXPECT_EQ(other_routing.route(only_one.data()), (std::vector<int>{-1, 1, -1, -1, -1}));
+  EXPECT_EQ(other_routing.swapped(), 3);
+  EXPECT_EQ(other_routing.kept_alone(), 1);
+  EXPECT_EQ(*other_routing.donors(), (std::vector<std::vector<int>>{{2}, {1}, {3}, {0}, {}}));
 
   EXPECT_EQ(model::parse_thought_source("other"), model::ThoughtSource::other);
   EXPECT_STREQ(model::thought_source_name(model::ThoughtSource::zero), "zero");

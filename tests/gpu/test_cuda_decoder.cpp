@@ -141,6 +141,32 @@ TEST_F(CudaDecoderTest, Fp32GeneratesWhatTheCpuGenerates) {
   EXPECT_GT(differing, 0) << "thoughts never changed a generation: the test could not tell feedback from none";
 }
 
+// `coconut eval --thought-source zero|other` on the GPU: the same generations and donors
+// as the CPU decoder's interventions (fp32), the four prompts taking 0-3 thoughts so that
+// the rotation runs over 3, 2 and 1 takers (the last one keeps its own).
+TEST_F(CudaDecoderTest, Fp32InterventionsGenerateWhatTheCpusGenerate) {
+  CudaGPT2 gpu_model(cpu->config());
+  gpu_model.set_params(cpu->params());
+  for (const ThoughtSource source : {ThoughtSource::zero, ThoughtSource::other}) {
+    CpuDecoder on_cpu(*cpu, source);
+    CudaDecoder on_gpu(gpu_model, source);
+    const std::vector<BuiltSample> p = prompts(curriculum::Method::coconut, 3);
+    curriculum::GenerateOptions opt;
+    opt.feed_back = true;
+    opt.max_new_tokens = 12;
+    const auto want = curriculum::generate_greedy(on_cpu, ptrs(p), tok, opt);
+    const auto got = curriculum::generate_greedy(on_gpu, ptrs(p), tok, opt);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t s = 0; s < got.size(); ++s)
+      EXPECT_EQ(got[s].ids, want[s].ids) << thought_source_name(source) << " sample " << s;
+    EXPECT_EQ(on_gpu.thought_routing()->swapped(), on_cpu.thought_routing()->swapped());
+    EXPECT_EQ(on_gpu.thought_routing()->kept_alone(), on_cpu.thought_routing()->kept_alone());
+    if (source == ThoughtSource::other) {
+      EXPECT_EQ(*on_gpu.thought_routing()->donors(), *on_cpu.thought_routing()->donors());
+    }
+  }
+}
+
 TEST_F(CudaDecoderTest, HiddenStatesAndTokensOfEachColumnMatchTheCpu) {
   for (const bool bf16 : {false, true}) {
     CudaGPT2 fp32_model(cpu->config());

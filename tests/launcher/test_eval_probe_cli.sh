@@ -126,8 +126,6 @@ assert a['thought_source'] == 'own' and b['thought_source'] == 'other'
 assert [i['generated'] for i in a['items']] == [i['generated'] for i in b['items']]
 " "$work/own1.json" "$work/other1.json" || fail "other with batches of one differs from own"
 expect 2 "--thought-source must be own, zero or other (got 'shuffle')" "$bin" eval "$run" --thought-source shuffle
-expect 2 "--thought-source zero runs on the CPU decoder: not with --device cuda" \
-  "$bin" eval "$run" --thought-source zero --device cuda
 pass "eval --thought-source zero|other"
 
 # ---- eval --question: questions typed on the command line -----------------------------
@@ -211,6 +209,7 @@ expect 2 "option --thought-tokens expects an integer" "$bin" eval "$run" --thoug
 # Without a GPU (or without the CUDA backend) decoding on cuda is refused with the reason.
 if ! nvidia-smi >/dev/null 2>&1; then
   expect 1 "decoding on cuda: " "$bin" eval "$run" --device cuda --out "$work/never.json"
+  expect 1 "decoding on cuda: " "$bin" eval "$run" --device cuda --thought-source other --out "$work/never.json"
   [[ ! -e $work/never.json ]] || fail "a refused --device cuda wrote a report"
 fi
 pass "errors: missing run, usage, data without graph, missing data file, --device"
