@@ -116,8 +116,9 @@ int cmd_eval(const std::vector<std::string>& args) {
       "              (default: the run's eval.thought_tokens)\n"
       "  --thought-source  what each continuous thought is: own (default: the item's hidden state),\n"
       "              zero (a zero vector) or other (the hidden state of the next item of the batch that\n"
-      "              takes a thought at that column): does the answer depend on the thoughts?\n"
-      "              the report defaults to RUN_DIR/eval_<dataset>_thoughts-<source>.json\n"
+      "              takes a thought at that column): does the answer depend on the thoughts? The\n"
+      "              report defaults to RUN_DIR/eval_<dataset>_thoughts-<source>.json and, for other,\n"
+      "              names each item's donors (thought_donors)\n"
       "  --best      the run's best validation model (RUN_DIR/best_model, eval.keep_best) at its stage;\n"
       "              the report defaults to RUN_DIR/eval_<dataset>_best.json\n";
   if (args.empty() || args[0] == "--help") {
