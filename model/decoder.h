@@ -49,9 +49,10 @@ class ThoughtRouting {
   // previous final hidden state s is fed (s itself under own), -1 for a zero vector
   // (zero) and for the samples that take no thought.
   const std::vector<int>& route(const uint8_t* thought);
-  // Under other: thoughts taken from another sample, thoughts kept because no other
-  // sample took one at that column, and per sample of the batch the sample each of its
-  // thoughts came from (donors() is null under own and zero).
+  // Under other: thoughts taken from another sample and thoughts kept because no other
+  // sample took one at that column (counted over every batch), and per sample of the
+  // current batch the sample each of its thoughts came from (donors() is null under own
+  // and zero).
   int64_t swapped() const { return swapped_; }
   int64_t kept_alone() const { return kept_alone_; }
   const std::vector<std::vector<int>>* donors() const {
@@ -77,8 +78,8 @@ class Decoder : public ColumnOutput {
   virtual void forward(int a, int b, const int* tokens, const int* pos_ids, const uint8_t* key_mask,
                        const uint8_t* thought) = 0;
   // greedy_tokens() and hidden() (ColumnOutput) read the last forward's column.
-  // Where its thoughts come from (ThoughtSource) and what that did since begin(); null
-  // for a decoder that feeds every sample its own.
+  // Where its thoughts come from (ThoughtSource) and what that did; null for a decoder
+  // that feeds every sample its own.
   virtual const ThoughtRouting* thought_routing() const { return nullptr; }
 };
 
