@@ -94,7 +94,9 @@ Sample generate_prontoqa_sample(uint64_t seed, uint64_t index, const ProntoQAGen
   // Words: h chain concepts, h-1 second parents, D, E, F. Families: 2h (see below).
   const int max_hops = std::min<int>((static_cast<int>(prontoqa_concept_words().size()) - 2) / 2,
                                      static_cast<int>(prontoqa_property_families().size()) / 2);
-  COCONUT_CHECK(h >= 1 && h <= max_hops, "ProntoQA generator: hops = {} (expected 1..{})", h, max_hops);
+  COCONUT_CHECK(max_hops >= kMaxProntoQAHops, "ProntoQA generator: the word lists allow {} hops, not {}", max_hops,
+                kMaxProntoQAHops);
+  COCONUT_CHECK(h >= 1 && h <= kMaxProntoQAHops, "ProntoQA generator: hops = {} (expected 1..{})", h, kMaxProntoQAHops);
   GeneratorRng rng(seed, kProntoQAStream, index);
 
   std::vector<std::string> words = prontoqa_concept_words();

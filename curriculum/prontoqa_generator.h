@@ -39,6 +39,9 @@ namespace coconut::curriculum {
 struct ProntoQAGeneratorConfig {
   int hops = 5;  // rules on the chain from the entity's concept to the property (1..7)
 };
+// The most hops the word lists allow (each hop takes two concepts and two property
+// families); the generator checks the lists agree.
+inline constexpr int kMaxProntoQAHops = 7;
 
 Sample generate_prontoqa_sample(uint64_t seed, uint64_t index,
                                 const ProntoQAGeneratorConfig& config = {});

@@ -177,7 +177,7 @@ int data_generate(const std::vector<std::string>& args) {
     const std::string& a = args[i];
     if (a == "--count") count = option_int(args, i, 1, 100'000'000);
     else if (a == "--seed") seed = option_seed(args, i), have_seed = true;
-    else if (a == "--hops" && kind == "prontoqa") hops = option_int(args, i, 1, 7);
+    else if (a == "--hops" && kind == "prontoqa") hops = option_int(args, i, 1, curriculum::kMaxProntoQAHops);
     else if (a == "--digits" && kind == "running_sum") digits = option_int(args, i, 2, curriculum::kMaxRunningSumDigits);
     else if (a == "--out") out = option_value(args, i);
     else throw UsageError(fmt::format("generate {}: unknown option or argument '{}'{}", kind, a, see_help("generate")));

@@ -191,8 +191,11 @@ int print_dry_run(const TrainConfig& c) {
     fmt::print("input {}: {}{}\n", key, path, fs::is_regular_file(path, ec) ? "" : "  (missing: needed to train)");
   }
   if (c.data.train_file.empty())
-    fmt::print("data: generated {} ({} train, {} valid, {} test items, seed {})\n", c.data.kind,
-               c.data.generate_train, c.data.generate_valid, c.data.generate_test, c.data.generate_seed);
+    fmt::print("data: generated {} ({} train, {} valid, {} test items, seed {}{})\n", c.data.kind,
+               c.data.generate_train, c.data.generate_valid, c.data.generate_test, c.data.generate_seed,
+               c.data.kind == "prontoqa"      ? fmt::format(", {} hops", c.data.hops)
+               : c.data.kind == "running_sum" ? fmt::format(", {} digits", c.data.digits)
+                                              : std::string());
 
   PreflightOptions options;
   options.require_files = false;

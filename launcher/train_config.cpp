@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "curriculum/prontoqa_generator.h"
 #include "curriculum/running_sum_generator.h"
 #include "runtime/check.h"
 
@@ -26,11 +27,14 @@ TrainConfig read_train_config(Config& c) {
 
   DataConfig& d = t.data;
   d.kind = c.get_string("data.kind", d.kind, {"prosqa", "prontoqa", "running_sum", "file"});
-  // Only the running-sum generator reads it: elsewhere a digit count would be ignored.
+  // Each generator's own shape key: set for another kind it would be silently ignored.
   COCONUT_CHECK(!c.has("data.digits") || d.kind == "running_sum",
                 "{}: data.digits sets the running-sum generator: it needs data.kind: running_sum (got {})", t.source,
                 d.kind);
+  COCONUT_CHECK(!c.has("data.hops") || d.kind == "prontoqa",
+                "{}: data.hops sets the ProntoQA generator: it needs data.kind: prontoqa (got {})", t.source, d.kind);
   d.digits = c.get_int("data.digits", d.digits, 2, curriculum::kMaxRunningSumDigits);
+  d.hops = c.get_int("data.hops", d.hops, 1, curriculum::kMaxProntoQAHops);
   d.train_file = c.get_string("data.train_file", "");
   d.valid_file = c.get_string("data.valid_file", "");
   d.test_file = c.get_string("data.test_file", "");

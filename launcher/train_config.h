@@ -16,6 +16,7 @@ namespace coconut::launcher {
 struct DataConfig {
   std::string kind = "prosqa";  // prosqa | prontoqa | running_sum (generated) | file
   int digits = 5;               // running_sum: digits per question (digits - 1 steps)
+  int hops = 5;                 // prontoqa: rules on the chain (hops + 1 steps)
   std::string train_file, valid_file, test_file;  // JSON in the official format
   int generate_train = 2000, generate_valid = 200, generate_test = 0;
   uint64_t generate_seed = 2024;

@@ -43,7 +43,7 @@ using curriculum::Sample;
 RunData load_run_data(const DataConfig& d) {
   RunData r;
   auto generate = [&](uint64_t seed, int count) {
-    if (d.kind == "prontoqa") return curriculum::generate_prontoqa(seed, count);
+    if (d.kind == "prontoqa") return curriculum::generate_prontoqa(seed, count, {.hops = d.hops});
     if (d.kind == "running_sum") return curriculum::generate_running_sum(seed, count, {.digits = d.digits});
     return curriculum::generate_prosqa(seed, count);
   };
@@ -224,8 +224,14 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   spdlog::info("model: {} layers, d_model {}, {} heads, vocab {}, {:.2f}M parameters; method {}, c={}",
                mc.n_layer, mc.d_model, mc.n_head, mc.vocab_size, gpt.num_params() / 1e6,
                curriculum::method_name(c.curriculum.method), c.curriculum.c_thought);
-  spdlog::info("data: {} train, {} {}, {} {}", data.train.size(), data.valid.size(), data.valid_name,
-               data.test.size(), data.test_name);
+  const auto [fewest, most] = std::minmax_element(data.train.begin(), data.train.end(), [](const Sample& a, const Sample& b) {
+    return a.steps.size() < b.steps.size();
+  });
+  spdlog::info("data: {} train ({} steps per item), {} {}, {} {}", data.train.size(),
+               fewest->steps.size() == most->steps.size()
+                   ? fmt::format("{}", most->steps.size())
+                   : fmt::format("{}-{}", fewest->steps.size(), most->steps.size()),
+               data.valid.size(), data.valid_name, data.test.size(), data.test_name);
 
   std::vector<curriculum::TokenizedSample> train_tok;
   train_tok.reserve(data.train.size());

@@ -94,6 +94,8 @@ bad attention_flash "key 'train.attention' expects one of.*got 'flash'" \
   train "$tiny" --set run.dir="$work/attention_flash" --set train.attention=flash
 bad digits_prosqa "data.digits sets the running-sum generator: it needs data.kind: running_sum \\(got prosqa\\)" \
   train "$tiny" --set run.dir="$work/digits_prosqa" --set data.digits=4
+bad hops_prosqa "data.hops sets the ProntoQA generator: it needs data.kind: prontoqa \\(got prosqa\\)" \
+  train "$tiny" --set run.dir="$work/hops_prosqa" --set data.hops=3
 bad digits_range "key 'data.digits' expects an integer in .2, 64., got '1'" \
   train "$tiny" --set run.dir="$work/digits_range" --set data.kind=running_sum --set data.digits=1
 
