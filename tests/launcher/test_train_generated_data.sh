@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, train_run
 
 args=("$configs/prosqa_tiny.yaml" --set data.generate_train=16 --set data.generate_valid=4 --set train.epochs=1
       --set eval.max_new_tokens=4 --set run.threads=1)
-# case NAME STEPS DRY_RUN_TEXT SETTINGS...: one epoch, then the log's and the dry run's lines.
+# case_of NAME STEPS SHAPE SETTINGS...: one epoch, then the log's steps and the dry run's SHAPE.
 case_of() {
   local name=$1 steps=$2 shape=$3
   shift 3
