@@ -128,7 +128,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   const std::string run_dir = args[0];
   if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
   std::string data_file, out_path;
-  std::string device, thoughts = "own";
+  std::string device;
+  model::ThoughtSource source = model::ThoughtSource::own;
   int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = -1;
   bool best = false;
   std::vector<std::string> questions;
@@ -143,15 +144,20 @@ int cmd_eval(const std::vector<std::string>& args) {
     else if (a == "--max-items") max_items = option_int(args, i, 0, 1 << 30);
     else if (a == "--device") device = option_value(args, i);
     else if (a == "--thought-tokens") thought_tokens = option_int(args, i, 1, 1000);
-    else if (a == "--thought-source") thoughts = option_value(args, i);
+    else if (a == "--thought-source") {
+      const std::string name = option_value(args, i);
+      try {
+        source = model::parse_thought_source(name);
+      } catch (const Error&) {
+        throw UsageError(fmt::format("--thought-source must be own, zero or other (got '{}')\n{}", name, help));
+      }
+    }
     else if (a == "--best") best = true;
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
   if (!device.empty() && device != "cpu" && device != "cuda")
     throw UsageError(fmt::format("--device must be cpu or cuda (got '{}')\n{}", device, help));
-  if (thoughts != "own" && thoughts != "zero" && thoughts != "other")
-    throw UsageError(fmt::format("--thought-source must be own, zero or other (got '{}')\n{}", thoughts, help));
   if (!questions.empty() && (!data_file.empty() || max_items >= 0))
     throw UsageError(fmt::format("--question answers the questions given: not with --data or --max-items\n{}", help));
   init_logging(0, 1, "warn");
@@ -184,7 +190,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   }
   COCONUT_CHECK(!data.samples.empty(), "the evaluation set '{}' is empty", data.name);
   if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);
-  const bool intervene = thoughts != "own";
+  const std::string thoughts = model::thought_source_name(source);
+  const bool intervene = source != model::ThoughtSource::own;
   if (out_path.empty() && questions.empty())
     out_path = (fs::path(run_dir) / fmt::format("eval_{}{}{}.json", data.name, best ? "_best" : "",
                                                 intervene ? "_thoughts-" + thoughts : std::string()))
@@ -193,7 +200,6 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (device.empty()) device = c.device;
   COCONUT_CHECK(!intervene || c.curriculum.feeds_back(), "--thought-source {}: method '{}' has no continuous thoughts",
                 thoughts, curriculum::method_name(c.curriculum.method));
-  const model::ThoughtSource source = model::parse_thought_source(thoughts);
   const std::unique_ptr<model::Decoder> decoder = device == "cuda"
                                                       ? make_device_decoder(c, *run.model, source)
                                                       : std::make_unique<model::CpuDecoder>(*run.model, source);
@@ -211,8 +217,8 @@ int cmd_eval(const std::vector<std::string>& args) {
              curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total,
              questions.empty() ? "items of " + data.name : std::string(r.total == 1 ? "question" : "questions"),
              device == "cuda" ? fmt::format("cuda ({})", c.precision) : std::string("the CPU"));
-  if (thoughts == "zero") fmt::print("thoughts: zero vectors in place of the hidden states\n");
-  if (thoughts == "other")
+  if (source == model::ThoughtSource::zero) fmt::print("thoughts: zero vectors in place of the hidden states\n");
+  if (source == model::ThoughtSource::other)
     fmt::print("thoughts: another item's hidden state ({} swapped, {} kept: no other item took one there)\n",
                decoder->thought_routing()->swapped(), decoder->thought_routing()->kept_alone());
   if (!questions.empty()) {

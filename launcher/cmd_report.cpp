@@ -87,9 +87,8 @@ void print_summary(const std::string& run_dir, const std::vector<MetricsRow>& ro
                                   : fmt::format(" {}: epochs {}-{};", s, e.first, e.second);
   if (!stages.empty()) fmt::print("stages:{}\n", stages.substr(0, stages.size() - 1));
   // Where the curriculum breaks: the accuracy each stage ended at.
-  std::vector<std::string> at_end;
-  for (double a : stage_end_accuracies(rows)) at_end.push_back(a < 0 ? "-" : fmt::format("{:.1f}", 100 * a));
-  if (!at_end.empty()) fmt::print("valid accuracy at each stage's end, %: {}\n", fmt::join(at_end, " / "));
+  const std::vector<double> at_end = stage_end_accuracies(rows);
+  if (!at_end.empty()) fmt::print("valid accuracy at each stage's end, %: {}\n", format_stage_end_accuracies(at_end));
 }
 
 }  // namespace

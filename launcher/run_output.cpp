@@ -135,4 +135,10 @@ std::vector<double> stage_end_accuracies(const std::vector<MetricsRow>& rows) {
   return at_end;
 }
 
+std::string format_stage_end_accuracies(const std::vector<double>& at_end) {
+  std::vector<std::string> parts;
+  for (double a : at_end) parts.push_back(a < 0 ? std::string("-") : fmt::format("{:.1f}", 100 * a));
+  return fmt::format("{}", fmt::join(parts, " / "));
+}
+
 }  // namespace coconut::launcher

@@ -63,6 +63,9 @@ std::vector<MetricsRow> read_metrics(const std::string& file);
 // epoch row of stage k that has a valid_accuracy, -1 where stage k has none (up to the
 // last stage that has one). Where the curriculum breaks, for sweep tables.
 std::vector<double> stage_end_accuracies(const std::vector<MetricsRow>& rows);
+// Such accuracies (fractions) as one line or table cell, in percent: "100.0 / - / 25.0"
+// ("-" for a stage without one; "" for none).
+std::string format_stage_end_accuracies(const std::vector<double>& at_end);
 
 // One optimizer step, as logged.
 struct StepMetrics {

@@ -317,13 +317,9 @@ std::string number(double v, const char* format) {
   return v < 0 ? std::string("-") : fmt::format(fmt::runtime(format), v);
 }
 
-// Accuracies at each stage's end as one cell: "100.0 / 100.0 / 20.0" (percent; "-" for
-// a stage without one, for the whole cell when there are none).
-std::string stage_cell(const std::vector<double>& at_end, const char* format, const char* separator) {
-  if (at_end.empty()) return "-";
-  std::vector<std::string> parts;
-  for (double a : at_end) parts.push_back(number(a, format));
-  return fmt::format("{}", fmt::join(parts, separator));
+// Accuracies at each stage's end as a results.md cell (percent), "-" when there are none.
+std::string stage_cell(const std::vector<double>& at_end) {
+  return at_end.empty() ? "-" : format_stage_end_accuracies(at_end);
 }
 
 // A CSV field: quoted when it holds a comma, a quote or a line break.
@@ -378,19 +374,18 @@ void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, con
       md += fmt::format(" {} |", kv.second);
       csv += fmt::format(",{}", csv_field(kv.second));
     }
-    std::vector<double> percent;
-    for (double a : r.stage_end_accuracy) percent.push_back(a < 0 ? a : 100 * a);
     md += fmt::format(" {} | {} | {} | {} | {} | {} | {} | {} |\n", r.status, number(r.valid_accuracy, "{:.4f}"),
                       number(r.mean_generated_tokens, "{:.2f}"), number(r.wall_seconds, "{:.1f}"),
                       number(r.test_accuracy, "{:.4f}"), number(r.best_valid_accuracy, "{:.4f}"),
-                      number(r.best_test_accuracy, "{:.4f}"), stage_cell(percent, "{:.1f}", " / "));
+                      number(r.best_test_accuracy, "{:.4f}"), stage_cell(r.stage_end_accuracy));
     // CSV: empty cells where a value is missing.
     auto cell = [](double v, const char* f) { return v < 0 ? std::string() : fmt::format(fmt::runtime(f), v); };
+    std::vector<std::string> stage_fractions;  // fractions separated by spaces, "-" for a stage without one
+    for (double a : r.stage_end_accuracy) stage_fractions.push_back(number(a, "{:.6f}"));
     csv += fmt::format(",{},{},{},{},{},{},{},{}\n", csv_field(r.status), cell(r.valid_accuracy, "{:.6f}"),
                        cell(r.mean_generated_tokens, "{:.4f}"), cell(r.wall_seconds, "{:.3f}"),
                        cell(r.test_accuracy, "{:.6f}"), cell(r.best_valid_accuracy, "{:.6f}"),
-                       cell(r.best_test_accuracy, "{:.6f}"),
-                       r.stage_end_accuracy.empty() ? std::string() : stage_cell(r.stage_end_accuracy, "{:.6f}", " "));
+                       cell(r.best_test_accuracy, "{:.6f}"), fmt::join(stage_fractions, " "));
   }
   // Seeds averaged: the comparison a sweep is usually for.
   if (is_grid_key(spec, "run.seed") && spec.grid.size() > 1) {
@@ -413,12 +408,12 @@ void write_results(const SweepSpec& spec, const std::vector<SweepRun>& runs, con
       if (!acc.empty()) mean /= static_cast<double>(acc.size());
       std::vector<double> stage_mean(stage_sum.size(), -1.0);
       for (size_t k = 0; k < stage_sum.size(); ++k)
-        if (stage_runs[k] > 0) stage_mean[k] = 100 * stage_sum[k] / stage_runs[k];
+        if (stage_runs[k] > 0) stage_mean[k] = stage_sum[k] / stage_runs[k];
       md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", fmt::join(rest, ", "), acc.size(),
                         acc.empty() ? "-" : fmt::format("{:.4f}", mean),
                         acc.empty() ? "-" : fmt::format("{:.4f}", *std::min_element(acc.begin(), acc.end())),
                         acc.empty() ? "-" : fmt::format("{:.4f}", *std::max_element(acc.begin(), acc.end())),
-                        stage_cell(stage_mean, "{:.1f}", " / "));
+                        stage_cell(stage_mean));
     }
   }
   fs::create_directories(spec.out_dir);
