@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/adamw.h"
@@ -37,6 +39,41 @@ using testing_gpu::tiny_config;
 using Gpu = testing_gpu::GpuTest;
 constexpr double kStepTolerance = 1e-4;
 
+// A CUDA model's gradients, copied to the host.
+template <typename Model>
+std::vector<float> host_grads(const Model& model) {
+  std::vector<float> grads(model.num_params());
+  model.get_grads(grads.data());
+  return grads;
+}
+
+// What keys a step's dropout masks: the runners' set_dropout arguments.
+struct DropoutKeys {
+  uint64_t seed = 0, step = 0;
+  std::vector<int64_t> sample_ids;
+};
+
+// The CPU reference: one MultipassRunner step from zeroed gradients (dropout keyed by
+// `keys` when given); its loss, and its gradients left in cpu.grads().
+double cpu_reference_step(GPT2& cpu, const SequenceBatch& batch, float scale, const DropoutKeys* keys = nullptr) {
+  cpu.zero_grads();
+  MultipassRunner runner;
+  if (keys) runner.set_dropout(keys->seed, keys->step, keys->sample_ids);
+  return runner.forward_backward(cpu, batch, scale);
+}
+
+// AdamW's decay segments of the whole buffer (matrices decayed, the rest not) and zeroed
+// moments on the device: what gpu::adamw_step needs for a first step over the model.
+struct DeviceAdamWState {
+  explicit DeviceAdamWState(const AdamW& of) : m(of.end() - of.begin()), v(of.end() - of.begin()) {
+    for (const auto& s : of.segments()) segments.push_back({s.begin, s.end, s.decay});
+    CUDA_CHECK(cudaMemset(m.data(), 0, m.bytes()));
+    CUDA_CHECK(cudaMemset(v.data(), 0, v.bytes()));
+  }
+  std::vector<gpu::DecaySegment> segments;
+  DeviceBuffer<float> m, v;
+};
+
 TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
   const GPT2Config config = tiny_config();
   GPT2 cpu(config);
@@ -47,15 +84,12 @@ TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
   const float scale = 1.f / batch.num_targets();
 
   // Forward, loss and backward through the thoughts.
-  cpu.zero_grads();
-  MultipassRunner cpu_runner;
-  const double cpu_loss = cpu_runner.forward_backward(cpu, batch, scale);
+  const double cpu_loss = cpu_reference_step(cpu, batch, scale);
   gpu_model.zero_grads();
   CudaMultipassRunner gpu_runner;
   const double gpu_loss = gpu_runner.forward_backward(gpu_model, batch, scale);
   EXPECT_NEAR(gpu_loss, cpu_loss, 1e-5 * std::abs(cpu_loss));
-  std::vector<float> grads(cpu.num_params());
-  gpu_model.get_grads(grads.data());
+  std::vector<float> grads = host_grads(gpu_model);
   const std::vector<float> cpu_grads(cpu.grads(), cpu.grads() + cpu.num_params());
   expect_tensors_close(cpu.layout(), grads, cpu_grads, "gradient", kStepTolerance);
 
@@ -68,12 +102,8 @@ TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
   opt.lr = 1e-2f;
   AdamW cpu_opt(opt, cpu.layout(), 0, cpu.num_params());
   cpu_opt.step(cpu.params(), grads.data(), opt.lr);
-  std::vector<gpu::DecaySegment> segments;
-  for (const auto& s : cpu_opt.segments()) segments.push_back({s.begin, s.end, s.decay});
-  DeviceBuffer<float> m(cpu.num_params()), v(cpu.num_params());
-  CUDA_CHECK(cudaMemset(m.data(), 0, m.bytes()));
-  CUDA_CHECK(cudaMemset(v.data(), 0, v.bytes()));
-  gpu::adamw_step(gpu_model.params(), gpu_model.grads(), m.data(), v.data(), 0, segments,
+  DeviceAdamWState state(cpu_opt);
+  gpu::adamw_step(gpu_model.params(), gpu_model.grads(), state.m.data(), state.v.data(), 0, state.segments,
                   {opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay}, 1, nullptr, nullptr);
   std::vector<float> params(cpu.num_params());
   gpu_model.get_params(params.data());
@@ -81,14 +111,12 @@ TEST_F(Gpu, CoconutTrainingStepMatchesCpu) {
   expect_tensors_close(cpu.layout(), params, cpu_params, "weight after AdamW", kStepTolerance);
 
   // The same step again on the GPU gives the same bits (reproducible kernels).
-  std::vector<float> again(cpu.num_params());
   gpu_model.zero_grads();
   const double loss2 = gpu_runner.forward_backward(gpu_model, batch, scale);
-  gpu_model.get_grads(again.data());
+  const std::vector<float> again = host_grads(gpu_model);
   gpu_model.zero_grads();
   EXPECT_EQ(gpu_runner.forward_backward(gpu_model, batch, scale), loss2);
-  gpu_model.get_grads(grads.data());
-  EXPECT_EQ(grads, again) << "two identical GPU steps differ";
+  EXPECT_EQ(host_grads(gpu_model), again) << "two identical GPU steps differ";
 }
 
 // bf16 mixed precision against the fp32 CPU step: bf16 storage rounds every activation
@@ -131,26 +159,17 @@ TEST_P(GpuBf16Attention, CoconutTrainingStepInBf16IsCloseToCpu) {
   const SequenceBatch batch = latent_batch();
   const float scale = 1.f / batch.num_targets();
 
-  cpu.zero_grads();
-  MultipassRunner cpu_runner;
-  const double cpu_loss = cpu_runner.forward_backward(cpu, batch, scale);
+  const double cpu_loss = cpu_reference_step(cpu, batch, scale);
   gpu_model.zero_grads();
   CudaMultipassRunnerBf16 gpu_runner;
   const double gpu_loss = gpu_runner.forward_backward(gpu_model, batch, scale);
   EXPECT_NEAR(gpu_loss, cpu_loss, 2e-2 * std::abs(cpu_loss));
-  std::vector<float> grads(cpu.num_params());
-  gpu_model.get_grads(grads.data());
   const std::vector<float> cpu_grads(cpu.grads(), cpu.grads() + cpu.num_params());
-  expect_tensors_close(cpu.layout(), grads, cpu_grads, "bf16 gradient", kBf16StepTolerance);
+  expect_tensors_close(cpu.layout(), host_grads(gpu_model), cpu_grads, "bf16 gradient", kBf16StepTolerance);
 
   AdamWConfig opt;
-  const AdamW segments_of(opt, cpu.layout(), 0, cpu.num_params());
-  std::vector<gpu::DecaySegment> segments;
-  for (const auto& s : segments_of.segments()) segments.push_back({s.begin, s.end, s.decay});
-  DeviceBuffer<float> m(cpu.num_params()), v(cpu.num_params());
-  CUDA_CHECK(cudaMemset(m.data(), 0, m.bytes()));
-  CUDA_CHECK(cudaMemset(v.data(), 0, v.bytes()));
-  gpu::adamw_step(gpu_model.params(), gpu_model.grads(), m.data(), v.data(), 0, segments,
+  DeviceAdamWState state(AdamW(opt, cpu.layout(), 0, cpu.num_params()));
+  gpu::adamw_step(gpu_model.params(), gpu_model.grads(), state.m.data(), state.v.data(), 0, state.segments,
                   {1e-2f, opt.beta1, opt.beta2, opt.eps, opt.weight_decay}, 1, gpu_model.params_for_compute(),
                   nullptr);
   std::vector<float> master(cpu.num_params());
@@ -178,23 +197,50 @@ TEST_F(Gpu, CoconutTrainingStepWithDropoutMatchesCpu) {
   gpu_model.set_params(cpu.params());
   const SequenceBatch batch = latent_batch();
   const float scale = 1.f / batch.num_targets();
-  const std::vector<int64_t> ids = {10, 11, 12};
+  const DropoutKeys keys{5, 3, {10, 11, 12}};
 
-  cpu.zero_grads();
-  MultipassRunner cpu_runner;
-  cpu_runner.set_dropout(5, 3, ids);
-  const double cpu_loss = cpu_runner.forward_backward(cpu, batch, scale);
+  const double cpu_loss = cpu_reference_step(cpu, batch, scale, &keys);
   gpu_model.zero_grads();
   CudaMultipassRunner gpu_runner;
   EXPECT_THROW(gpu_runner.forward_backward(gpu_model, batch, scale), Error) << "dropout keys are required";
-  gpu_runner.set_dropout(5, 3, ids);
+  gpu_runner.set_dropout(keys.seed, keys.step, keys.sample_ids);
   const double gpu_loss = gpu_runner.forward_backward(gpu_model, batch, scale);
   EXPECT_NEAR(gpu_loss, cpu_loss, 1e-5 * std::abs(cpu_loss));
-  std::vector<float> grads(cpu.num_params());
-  gpu_model.get_grads(grads.data());
   const std::vector<float> cpu_grads(cpu.grads(), cpu.grads() + cpu.num_params());
-  expect_tensors_close(cpu.layout(), grads, cpu_grads, "gradient with dropout", kStepTolerance);
+  expect_tensors_close(cpu.layout(), host_grads(gpu_model), cpu_grads, "gradient with dropout", kStepTolerance);
 }
+
+// Two copies of one randomly initialised model, `want` and `got`, each with its own
+// runner: a test sets up the `got` runner (graphs, rounded target rows, phase timing)
+// and compares its step with the plain runner's on the `want` copy.
+template <typename Act>
+struct TwinRunners {
+  TwinRunners(const GPT2Config& c, uint64_t seed, CudaAttention attention = CudaAttention::kFp32)
+      : config(c), cpu(c), want_model(c), got_model(c) {
+    cpu.init_weights(seed);
+    for (CudaGPT2Of<Act>* model : {&want_model, &got_model}) {
+      model->set_attention(attention);
+      model->set_params(cpu.params());
+    }
+  }
+  // One step of each copy from zeroed gradients: {want loss, got loss}.
+  std::pair<double, double> step(const SequenceBatch& batch, float scale) {
+    want_model.zero_grads();
+    got_model.zero_grads();
+    const double want_loss = want.forward_backward(want_model, batch, scale);
+    return {want_loss, got.forward_backward(got_model, batch, scale)};
+  }
+  // A step whose loss and gradients must be the same bits in both copies.
+  void expect_same_bits(const SequenceBatch& batch, float scale, const std::string& what) {
+    const auto [want_loss, got_loss] = step(batch, scale);
+    EXPECT_EQ(got_loss, want_loss) << what;
+    EXPECT_EQ(host_grads(got_model), host_grads(want_model)) << "gradients: " << what;
+  }
+  GPT2Config config;
+  GPT2 cpu;
+  CudaGPT2Of<Act> want_model, got_model;
+  CudaMultipassRunnerOf<Act> want, got;
+};
 
 // A step captured into a CUDA graph and replayed gives the eager step's bits (the same
 // kernels in the same order), and replays follow new data with the same plan: other
@@ -206,42 +252,28 @@ template <typename Act>
 void expect_graphs_equal_eager(CudaAttention attention = CudaAttention::kFp32, float dropout = 0.1f) {
   GPT2Config config = attention == CudaAttention::kBf16Flash ? head64_config() : tiny_config();
   config.dropout = dropout;
-  GPT2 cpu(config);
-  cpu.init_weights(7);
-  CudaGPT2Of<Act> eager_model(config), graph_model(config);
-  eager_model.set_attention(attention);
-  graph_model.set_attention(attention);
-  eager_model.set_params(cpu.params());
-  graph_model.set_params(cpu.params());
+  TwinRunners<Act> run(config, 7, attention);  // want: eager, got: graphs
+  run.got.set_cuda_graphs(true);
   SequenceBatch batch = latent_batch();
   const float scale = 1.f / batch.num_targets();
-  CudaMultipassRunnerOf<Act> eager, graphed;
-  graphed.set_cuda_graphs(true);
-  std::vector<float> want(cpu.num_params()), got(cpu.num_params());
   auto compare_steps = [&](int first_step, int steps) {
     for (int step = first_step; step < first_step + steps; ++step) {
       for (int& t : batch.tokens) t = (t + 5) % config.vocab_size;
-      eager.set_dropout(11, step);
-      graphed.set_dropout(11, step);
-      eager_model.zero_grads();
-      graph_model.zero_grads();
-      const double want_loss = eager.forward_backward(eager_model, batch, scale);
-      EXPECT_EQ(graphed.forward_backward(graph_model, batch, scale), want_loss) << "step " << step;
-      eager_model.get_grads(want.data());
-      graph_model.get_grads(got.data());
-      EXPECT_EQ(got, want) << "gradients of step " << step;
+      run.want.set_dropout(11, step);
+      run.got.set_dropout(11, step);
+      run.expect_same_bits(batch, scale, "step " + std::to_string(step));
     }
   };
   compare_steps(0, 4);
-  EXPECT_EQ(graphed.graph_captures(), 1);
+  EXPECT_EQ(run.got.graph_captures(), 1);
   batch.passes = {Pass{0, 4, {Feedback{0, 3}}}, Pass{4, 5, {Feedback{0, 4}}}, Pass{5, 10, {}}};
   compare_steps(4, 3);
-  EXPECT_EQ(graphed.graph_captures(), 2);
+  EXPECT_EQ(run.got.graph_captures(), 2);
   // Decoding 8 x 16 columns on the graphed model grows its scratch buffers past this
   // batch's 3 x 10 rows: the captured graph holds the old addresses, so the runner
   // must run the plan eagerly and capture it again.
   {
-    CudaDecoderOf<Act> decoder(graph_model);
+    CudaDecoderOf<Act> decoder(run.got_model);
     const int B = 8, T = config.max_positions;
     std::vector<int> tokens(size_t(B) * T), pos(size_t(B) * T);
     for (size_t r = 0; r < tokens.size(); ++r) tokens[r] = int(r % config.vocab_size), pos[r] = int(r / B);
@@ -250,7 +282,7 @@ void expect_graphs_equal_eager(CudaAttention attention = CudaAttention::kFp32, f
     decoder.forward(0, T, tokens.data(), pos.data(), mask.data(), nullptr);
   }
   compare_steps(7, 3);
-  EXPECT_EQ(graphed.graph_captures(), 3);
+  EXPECT_EQ(run.got.graph_captures(), 3);
 }
 
 TEST_F(Gpu, GraphReplayEqualsEagerBitForBit) { expect_graphs_equal_eager<float>(); }
@@ -263,30 +295,9 @@ TEST_F(Gpu, GraphReplayEqualsEagerBitForBitWithFusedAttention) {
   expect_graphs_equal_eager<gpu::bf16>(CudaAttention::kBf16Flash, 0.f);
 }
 
-// Two copies of one tiny fp32 model, one stepped by an eager runner and one by a runner
-// with graphs: step() runs a batch on both and checks that the graphed step gives the
-// eager step's loss and gradients bit for bit.
-struct EagerAndGraphed {
-  explicit EagerAndGraphed(uint64_t seed) : config(tiny_config()), cpu(config), eager_model(config), graph_model(config) {
-    cpu.init_weights(seed);
-    eager_model.set_params(cpu.params());
-    graph_model.set_params(cpu.params());
-    graphed.set_cuda_graphs(true);
-  }
-  void step(const SequenceBatch& batch, float scale, const std::string& what) {
-    eager_model.zero_grads();
-    graph_model.zero_grads();
-    const double want_loss = eager.forward_backward(eager_model, batch, scale);
-    EXPECT_EQ(graphed.forward_backward(graph_model, batch, scale), want_loss) << what;
-    std::vector<float> want(cpu.num_params()), got(cpu.num_params());
-    eager_model.get_grads(want.data());
-    graph_model.get_grads(got.data());
-    EXPECT_EQ(got, want) << "gradients: " << what;
-  }
-  GPT2Config config;
-  GPT2 cpu;
-  CudaGPT2 eager_model, graph_model;
-  CudaMultipassRunner eager, graphed;
+// The tiny fp32 model twice, stepped by an eager runner and by a runner with graphs.
+struct EagerAndGraphed : TwinRunners<float> {
+  explicit EagerAndGraphed(uint64_t seed) : TwinRunners<float>(tiny_config(), seed) { got.set_cuda_graphs(true); }
 };
 
 // A graph is never replayed after a larger batch moved the step's buffers (the plan key
@@ -308,8 +319,8 @@ TEST_F(Gpu, GraphIsNotReplayedAfterItsBuffersMoved) {
     }
   large.passes = {Pass{0, large.T, {}}};
   auto step = [&](const SequenceBatch& b, const std::string& what, int captures) {
-    run.step(b, 1.f / float(b.num_targets()), what);
-    EXPECT_EQ(run.graphed.graph_captures(), captures) << what;
+    run.expect_same_bits(b, 1.f / float(b.num_targets()), what);
+    EXPECT_EQ(run.got.graph_captures(), captures) << what;
   };
   step(small, "small: eager", 0);
   step(small, "small: captured", 1);
@@ -330,9 +341,9 @@ TEST_F(Gpu, GraphsArePerPlanAndFollowTheLossScale) {
   const int captures[] = {0, 0, 1, 2, 2, 2, 2, 2}, replays[] = {0, 0, 0, 0, 1, 2, 3, 4};
   for (int step = 0; step < 8; ++step) {
     const SequenceBatch& batch = step % 2 == 0 ? a : b;
-    run.step(batch, 1.f / float(batch.num_targets() + step), "step " + std::to_string(step));  // a new scale each step
-    EXPECT_EQ(run.graphed.graph_captures(), captures[step]) << "step " << step;
-    EXPECT_EQ(run.graphed.graph_replays(), replays[step]) << "step " << step;
+    run.expect_same_bits(batch, 1.f / float(batch.num_targets() + step), "step " + std::to_string(step));  // a new scale each step
+    EXPECT_EQ(run.got.graph_captures(), captures[step]) << "step " << step;
+    EXPECT_EQ(run.got.graph_replays(), replays[step]) << "step " << step;
   }
 }
 
@@ -340,26 +351,15 @@ TEST_F(Gpu, GraphsArePerPlanAndFollowTheLossScale) {
 // that have no target give the same loss and gradients (up to the LM head products'
 // summation order over more rows).
 TEST_F(Gpu, TargetRowsRoundedUpAddNothing) {
-  const GPT2Config config = tiny_config();
-  GPT2 cpu(config);
-  cpu.init_weights(17);
-  CudaGPT2 plain_model(config), rounded_model(config);
-  plain_model.set_params(cpu.params());
-  rounded_model.set_params(cpu.params());
-  CudaMultipassRunner plain, rounded;
-  rounded.set_target_rows_multiple(8);
-  EXPECT_THROW(rounded.set_target_rows_multiple(0), Error);
+  TwinRunners<float> run(tiny_config(), 17);  // want: plain, got: rows rounded up
+  run.got.set_target_rows_multiple(8);
+  EXPECT_THROW(run.got.set_target_rows_multiple(0), Error);
   const SequenceBatch batch = latent_batch();
   ASSERT_EQ(batch.num_targets(), 9);
-  const float scale = 1.f / 9.f;
-  plain_model.zero_grads();
-  rounded_model.zero_grads();
-  const double want = plain.forward_backward(plain_model, batch, scale);
-  EXPECT_NEAR(rounded.forward_backward(rounded_model, batch, scale), want, 1e-6 * std::abs(want));
-  std::vector<float> want_grads(cpu.num_params()), got(cpu.num_params());
-  plain_model.get_grads(want_grads.data());
-  rounded_model.get_grads(got.data());
-  expect_tensors_close(cpu.layout(), got, want_grads, "gradients with rows rounded up", 1e-5);
+  const auto [want, got] = run.step(batch, 1.f / 9.f);
+  EXPECT_NEAR(got, want, 1e-6 * std::abs(want));
+  expect_tensors_close(run.cpu.layout(), host_grads(run.got_model), host_grads(run.want_model),
+                       "gradients with rows rounded up", 1e-5);
 }
 
 // Phase timing (bench/gpu_train.cpp --phases): every pass's forward and backward, the
@@ -367,40 +367,31 @@ TEST_F(Gpu, TargetRowsRoundedUpAddNothing) {
 // step's loss and gradients are those without it (events only observe); refused with
 // CUDA graphs.
 TEST_F(Gpu, PhaseTimingNamesEveryPhaseInOrder) {
-  const GPT2Config config = tiny_config();
-  GPT2 cpu(config);
-  cpu.init_weights(19);
-  CudaGPT2 timed_model(config), plain_model(config);
-  timed_model.set_params(cpu.params());
-  plain_model.set_params(cpu.params());
-  CudaMultipassRunner timed, plain;
-  timed.set_phase_timing(true);
+  TwinRunners<float> run(tiny_config(), 19);  // want: plain, got: timed
+  run.got.set_phase_timing(true);
   const SequenceBatch batch = latent_batch();
   const float scale = 1.f / float(batch.num_targets());
-  timed_model.zero_grads();
-  plain_model.zero_grads();
-  EXPECT_EQ(timed.forward_backward(timed_model, batch, scale), plain.forward_backward(plain_model, batch, scale));
+  const auto [plain_loss, timed_loss] = run.step(batch, scale);
+  EXPECT_EQ(timed_loss, plain_loss);
   std::vector<std::string> want;
   const size_t P = batch.passes.size();
   for (size_t p = 0; p < P; ++p) want.push_back("forward " + std::to_string(p));
   want.push_back("loss");
   for (size_t p = P; p-- > 0;) want.push_back("backward " + std::to_string(p));
   want.push_back("token embeddings");
-  const auto phases = timed.last_phases();
+  const auto phases = run.got.last_phases();
   std::vector<std::string> names;
   for (const auto& ph : phases) {
     names.push_back(ph.name);
     EXPECT_GE(ph.ms, 0.f) << ph.name;
   }
   EXPECT_EQ(names, want);
-  std::vector<float> got(cpu.num_params()), want_grads(cpu.num_params());
-  timed_model.get_grads(got.data());
-  plain_model.get_grads(want_grads.data());
-  expect_tensors_close(cpu.layout(), got, want_grads, "gradients with phase timing", 0.0);
+  expect_tensors_close(run.cpu.layout(), host_grads(run.got_model), host_grads(run.want_model),
+                       "gradients with phase timing", 0.0);
   CudaMultipassRunner graphed;
   graphed.set_cuda_graphs(true);
   graphed.set_phase_timing(true);
-  EXPECT_THROW(graphed.forward_backward(timed_model, batch, scale), Error);
+  EXPECT_THROW(graphed.forward_backward(run.got_model, batch, scale), Error);
 }
 
 // The runner's grad_ready calls (what data parallelism sums while the backward goes
@@ -432,11 +423,7 @@ TEST_F(Gpu, GradReadyHandsOverFinishedLayers) {
     CUDA_CHECK(cudaMemset(snapshot.data(), 0xff, snapshot.bytes()));  // NaNs: a missed copy shows
     calls.clear();
     runner.forward_backward(model, batch, 0.1f);
-    const std::vector<float> grads = [&] {
-      std::vector<float> g(n);
-      model.get_grads(g.data());
-      return g;
-    }();
+    const std::vector<float> grads = host_grads(model);
     const std::vector<float> copied = snapshot.to_host();
     EXPECT_EQ(std::memcmp(copied.data(), grads.data(), n * sizeof(float)), 0) << "step " << step;
     if (step < 2) EXPECT_EQ(calls, (std::vector<int>{1, 0})) << "step " << step;  // n_layer 2
