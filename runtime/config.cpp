@@ -212,6 +212,8 @@ bool read_bool(const Node& n, const std::string& path) {
 }
 
 std::string read_string(const Node& n, const std::string& path, const std::vector<std::string>& allowed) {
+  // YAML reads `key:` (and `--set key=`) as null, not as an empty string: say how to write one.
+  if (n.kind == Kind::Null && allowed.empty()) type_error(n, path, "a string (an empty one is written '')");
   if (n.kind != Kind::Scalar ||
       (!allowed.empty() && std::find(allowed.begin(), allowed.end(), n.text) == allowed.end()))
     type_error(n, path, one_of(allowed));

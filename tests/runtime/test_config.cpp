@@ -137,6 +137,7 @@ TEST(Config, StrictScalarTypes) {
   EXPECT_TRUE(c.get_bool("flag", false));
   EXPECT_CONTAINS(error_of([&] { c.get_int("empty", 0, 0, 1); }), "got an empty value");
   EXPECT_CONTAINS(error_of([&] { c.get_string("empty", "d"); }), "got an empty value");
+  EXPECT_CONTAINS(error_of([&] { c.get_string("empty", "d"); }), "an empty one is written ''");
   EXPECT_CONTAINS(error_of([&] { c.get_string("list", ""); }), "expects a string, got a list");
   EXPECT_CONTAINS(error_of([&] { c.get_int("map", 0, 0, 1); }), "got a mapping");
   EXPECT_DOUBLE_EQ(c.get_double("int_as_double", 0, 0, 10), 3.0);
