@@ -7,32 +7,48 @@
 
 namespace coconut::curriculum {
 
+SampleExtent sample_extent(const BuiltSample& s, const Tokenizer& tok) {
+  const auto& t = s.tokens;
+  const auto it = std::find(t.begin(), t.end(), tok.latent_id());
+  return {it == t.end() ? -1 : static_cast<int>(it - t.begin()), static_cast<int>(t.size())};
+}
+
+AlignedLayout aligned_layout(const std::vector<SampleExtent>& samples, int pad_to) {
+  COCONUT_CHECK(pad_to >= 1, "aligned_layout: pad_to {}", pad_to);
+  auto round_up = [pad_to](int x) { return (x + pad_to - 1) / pad_to * pad_to; };
+  AlignedLayout l;
+  for (const SampleExtent& e : samples) l.f = std::max(l.f, e.first_latent);
+  if (l.f > 0) l.f = round_up(l.f);
+  l.pad_left.assign(samples.size(), 0);
+  for (size_t s = 0; s < samples.size(); ++s) {
+    if (samples[s].first_latent >= 0) l.pad_left[s] = l.f - samples[s].first_latent;
+    l.T = std::max(l.T, l.pad_left[s] + samples[s].length);
+  }
+  l.T = round_up(l.T);
+  return l;
+}
+
 model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, const Tokenizer& tok,
                                 bool feed_back, bool align_ends, int pad_to) {
   COCONUT_CHECK(!samples.empty(), "a batch needs at least one sample");
   COCONUT_CHECK(pad_to >= 1 && (pad_to == 1 || !align_ends), "make_batch: pad_to {} (with align_ends {})", pad_to,
                 align_ends);
-  auto round_up = [pad_to](int x) { return (x + pad_to - 1) / pad_to * pad_to; };
   const int B = static_cast<int>(samples.size());
   const int latent = tok.latent_id();
 
-  // Column of each sample's first latent (-1: none) and the aligned column f.
-  std::vector<int> first(B, -1), pad_left(B, 0);
-  int f = -1, n_max = 0;
+  // Column of each sample's first latent (-1: none), the aligned column f, the columns.
+  std::vector<SampleExtent> extents;
+  std::vector<int> first(B, -1);
+  int n_max = 0;
   for (int s = 0; s < B; ++s) {
+    extents.push_back(sample_extent(*samples[s], tok));
+    first[s] = extents.back().first_latent;
     const auto& t = samples[s]->tokens;
-    auto it = std::find(t.begin(), t.end(), latent);
-    if (it != t.end()) first[s] = static_cast<int>(it - t.begin());
-    f = std::max(f, first[s]);
     n_max = std::max(n_max, static_cast<int>(std::count(t.begin(), t.end(), latent)));
   }
-  if (f > 0) f = round_up(f);
-  int T = 0;
-  for (int s = 0; s < B; ++s) {
-    if (first[s] >= 0) pad_left[s] = f - first[s];
-    T = std::max(T, pad_left[s] + static_cast<int>(samples[s]->tokens.size()));
-  }
-  T = round_up(T);
+  AlignedLayout layout = aligned_layout(extents, pad_to);
+  int f = layout.f, T = layout.T;
+  std::vector<int>& pad_left = layout.pad_left;
   if (align_ends) {
     T = 0;
     for (int s = 0; s < B; ++s) T = std::max(T, static_cast<int>(samples[s]->tokens.size()));

@@ -24,4 +24,22 @@ namespace coconut::curriculum {
 model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, const Tokenizer& tok,
                                 bool feed_back, bool align_ends = false, int pad_to = 1);
 
+// Where a sample lies in a latent-aligned batch: the column of its first <latent> (-1:
+// none) and its length. The columns of a training batch depend on nothing else.
+struct SampleExtent {
+  int first_latent = -1;
+  int length = 0;
+};
+SampleExtent sample_extent(const BuiltSample& s, const Tokenizer& tok);
+
+// The latent-aligned layout make_batch gives samples of these extents (align_ends false):
+// the aligned column f of the first latents (-1: no sample has one), the columns T, and
+// each sample's left padding.
+struct AlignedLayout {
+  int f = -1;
+  int T = 0;
+  std::vector<int> pad_left;
+};
+AlignedLayout aligned_layout(const std::vector<SampleExtent>& samples, int pad_to = 1);
+
 }  // namespace coconut::curriculum

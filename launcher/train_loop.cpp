@@ -280,14 +280,18 @@ EpochPlan plan_epoch(const TrainContext& ctx, int epoch) {
   plan.built.resize(plan.order.size());
   for (size_t i = 0; i < plan.order.size(); ++i) {
     const auto& ts = ctx.train_tok[plan.order[i]];
-    int s = plan.stage;
-    if (c.curriculum.uniform_prob > 0) {
-      CounterRng rng(c.seed, {0x554eu, static_cast<uint64_t>(epoch), plan.order[i]});
-      if (rng.uniform() < c.curriculum.uniform_prob) s = static_cast<int>(rng.below(ts.steps.size() + 1));
-    }
+    const int s = sample_stage(c, epoch, plan.order[i], ts.steps.size());
     plan.built[i] = curriculum::build_training_sample(ts, c.curriculum, s, epoch, ctx.tok);
   }
   return plan;
+}
+
+int sample_stage(const TrainConfig& c, int epoch, size_t item, size_t n_steps) {
+  if (c.curriculum.uniform_prob > 0) {
+    CounterRng rng(c.seed, {0x554eu, static_cast<uint64_t>(epoch), item});
+    if (rng.uniform() < c.curriculum.uniform_prob) return static_cast<int>(rng.below(n_steps + 1));
+  }
+  return c.curriculum.stage_of_epoch(epoch);
 }
 
 void start_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {

@@ -143,6 +143,9 @@ struct EpochPlan {
   }
 };
 EpochPlan plan_epoch(const TrainContext& ctx, int epoch);
+// The stage whose sequence dataset item `item` (with n_steps steps) trains on in `epoch`:
+// the epoch's scheduled stage, or with curriculum.uniform_prob a draw among 0..n_steps.
+int sample_stage(const TrainConfig& c, int epoch, size_t item, size_t n_steps);
 
 // At the start of an epoch (batch_in_epoch == 0): the optimizer resets of the
 // reset_optimizer policy, then the epoch's accumulators start from zero.

@@ -20,6 +20,8 @@
 #include "curriculum/prosqa_generator.h"
 #include "curriculum/running_sum_generator.h"
 #include "curriculum/word_tokenizer.h"
+#include "launcher/commands.h"
+#include "launcher/sequence_lengths.h"
 #include "launcher/train_checkpoint.h"
 #include "launcher/train_loop.h"
 #include "model/adamw.h"
@@ -89,6 +91,26 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
 }
 
 namespace {
+
+// Every training micro-batch and evaluation prompt of the run against the model's
+// positions (launcher/sequence_lengths.h), before any weight is made: a sequence that
+// does not fit stops the run now (every rank alike, exit code 2), not when its epoch or
+// first evaluation comes.
+void check_sequence_lengths(const TrainConfig& c, const RunData& data,
+                            const std::vector<curriculum::TokenizedSample>& train_tok, const curriculum::Tokenizer& tok,
+                            int max_positions) {
+  const SequenceLengths l = measure_sequence_lengths(
+      c, train_tok, {{data.valid_name, &data.valid}, {data.test_name, &data.test}}, tok, 0, max_positions);
+  spdlog::info("sequence lengths: the longest training micro-batch has {} columns (epoch {}, stage {}; the longest "
+               "sequence alone {}), the longest evaluation prompt {} tokens; model.max_positions {}",
+               l.longest_batch, l.batch_epoch, l.batch_stage, l.longest_item, l.longest_prompt, max_positions);
+  const std::string problem = sequence_length_problem(l, max_positions);
+  if (!problem.empty()) throw UsageError(problem);
+  if (l.prompts_cut > 0)
+    spdlog::warn("{} evaluation prompts (items x stages) leave fewer than eval.max_new_tokens {} positions of "
+                 "model.max_positions {}: their generation stops at the last position",
+                 l.prompts_cut, c.max_new_tokens, max_positions);
+}
 
 // Logs the AdamW moments each rank holds, so that a run shows its optimizer state
 // sharded (the executor's ZeRO-1 shard plus the host optimizer's range; rank 0 logs
@@ -236,6 +258,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   std::vector<curriculum::TokenizedSample> train_tok;
   train_tok.reserve(data.train.size());
   for (const Sample& s : data.train) train_tok.push_back(curriculum::tokenize_sample(s, *tok));
+  check_sequence_lengths(c, data, train_tok, *tok, mc.max_positions);
 
   model::MultipassRunner runner;
   runner.set_activation_policy(model::parse_activation_policy(c.activations));

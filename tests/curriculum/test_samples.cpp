@@ -236,6 +236,36 @@ TEST_F(SamplesTest, BatchAlignsFirstLatentAndPlansPasses) {
   EXPECT_EQ(plain.passes[0].end, 10);
 }
 
+// The layout alone (what `coconut train` measures against model.max_positions before
+// training, launcher/sequence_lengths.h): the extents of the three samples (first latent
+// at 5, at 3, none; lengths 10, 7, 4) give make_batch's columns, f and left padding, with
+// and without train.pad_columns.
+TEST_F(SamplesTest, AlignedLayoutIsMakeBatchsShape) {
+  const std::vector<BuiltSample> x = three_samples();
+  std::vector<SampleExtent> extents;
+  for (const BuiltSample& s : x) extents.push_back(sample_extent(s, tok));
+  ASSERT_EQ(extents.size(), 3u);
+  EXPECT_EQ(extents[0].first_latent, 5);
+  EXPECT_EQ(extents[1].first_latent, 3);
+  EXPECT_EQ(extents[2].first_latent, -1);
+  for (int pad_to : {1, 4, 7}) {
+    const AlignedLayout l = aligned_layout(extents, pad_to);
+    const model::SequenceBatch b = make_batch({&x[0], &x[1], &x[2]}, tok, true, false, pad_to);
+    EXPECT_EQ(l.T, b.T) << "pad_to " << pad_to;
+    EXPECT_EQ(l.f, b.passes[0].end) << "pad_to " << pad_to;
+    EXPECT_EQ(l.pad_left[2], 0) << "a sample without latents is not shifted";
+    EXPECT_EQ(l.pad_left[0], l.f - 5);
+    EXPECT_EQ(l.pad_left[1], l.f - 3);
+  }
+  // Hand-made extents: first latents at 6 and 1, lengths 8 and 9: f = 6, T = max(8, 5 + 9).
+  const AlignedLayout l = aligned_layout({{6, 8}, {1, 9}});
+  EXPECT_EQ(l.f, 6);
+  EXPECT_EQ(l.T, 14) << "longer than either sample alone";
+  EXPECT_EQ(aligned_layout({{6, 8}, {1, 9}}, 4).T, 16) << "f rounded to 8: pads 2 and 7, 7 + 9 = 16";
+  EXPECT_EQ(aligned_layout({{6, 8}, {1, 10}}, 4).T, 20) << "7 + 10 = 17, rounded to 20";
+  EXPECT_EQ(aligned_layout({{-1, 5}, {-1, 3}}).T, 5) << "no latents: the longest";
+}
+
 // train.pad_columns: the latent column (5) and the length (13 after the shift) rounded
 // up to multiples of 4 (8 and 16). The samples with latents move right by 3, the one
 // without keeps its place, every added column is a pad, the targets and the pass plan
