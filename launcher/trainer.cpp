@@ -397,9 +397,14 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
       finish_epoch(ctx, st, plan);
       if (checkpoints.epoch_end_due(plan.epoch)) checkpoints.save(st, checkpoints.stage_ends(plan.epoch));
       if (st.out_of_time) break;
+      // A signal during the epoch's evaluation: the finished epoch is saved and the run
+      // stops now, not after the next epoch's first batch (a Slurm grace period may not
+      // cover one more batch after a long evaluation).
+      stopped = stop_on_signal();
     }
-    // A signal during the last epoch's evaluation: the finished state is saved, so that the
-    // rerun only evaluates the test split and exports the model.
+    // A signal during the last epoch's evaluation (also when train.max_minutes ended the
+    // run): the finished state is saved, so that the rerun only evaluates the test split
+    // and exports the model.
     if (!stopped) stopped = stop_on_signal();
   } catch (const TrainingDiverged& e) {
     diverged_why = e.what();

@@ -8,6 +8,8 @@
 #   grid     mpirun -np 2 (pp 2), SIGUSR1 to mpirun, which forwards it to both ranks
 #   rank1    mpirun -np 2 (pp 2), SIGTERM to rank 1's process only: rank 0 learns it from
 #            the agreement after the step and stops with it
+#   mid_eval one process, SIGTERM during epoch 0's evaluation: stops before epoch 1's
+#            first step
 #   end      one process, SIGTERM after the last step, during the final evaluation (200
 #            items): the checkpoint of the last step is saved, and the rerun evaluates
 #            and exports what the uninterrupted run did
@@ -124,6 +126,34 @@ cmp -s "$tmp/end/model/model.safetensors" "$tmp/full_end/model/model.safetensors
 cmp -s "$tmp/end/eval_valid.json" "$tmp/full_end/eval_valid.json" || fail "end: eval_valid.json differs"
 cmp -s "$tmp/end/steps.jsonl" "$tmp/full_end/steps.jsonl" || fail "end: steps.jsonl differs"
 pass "end: stopped after the last step ($(grep -o "SIGTERM received: stopped after step [0-9]* (epoch [0-9]*" "$tmp/end.log")), the rerun exported the same model and evaluation"
+
+# mid_eval: the signal once epoch 0's steps are done, while its evaluation decodes: the
+# run stops after that evaluation, before epoch 1's first step, with a checkpoint of step
+# 60; the rerun equals the uninterrupted run (steps, epoch rows, evaluation, model).
+mid=(--set data.generate_valid=200 --set eval.max_new_tokens=64 --set eval.every_epochs=1)
+train_run full_mid 1 "${mid[@]}"
+start_run mid 1 "${mid[@]}"
+wait_lines "$tmp/mid/steps.jsonl" 60 "mid"
+sleep 0.3
+kill -TERM "$run_pid"
+rc=0
+wait "$run_pid" || rc=$?
+[ "$rc" = 75 ] || fail "mid: exit code $rc after SIGTERM, expected 75: $(tail -n 20 "$tmp/mid.log")"
+[ "$(wc -l <"$tmp/mid/steps.jsonl")" = 60 ] || fail "mid: $(wc -l <"$tmp/mid/steps.jsonl") steps, expected 60"
+[ "$(cat "$tmp/mid/checkpoints/latest")" = step-00000060 ] || fail "mid: the latest checkpoint is not that of step 60"
+grep -q "SIGTERM received: stopped after step 60 (epoch 1, batch 0)" "$tmp/mid.log" ||
+  fail "mid: not stopped at epoch 1's start: $(grep received "$tmp/mid.log")"
+train_run mid 1 "${mid[@]}" --resume auto
+for f in steps.jsonl eval_valid.json model/model.safetensors; do
+  cmp -s "$tmp/mid/$f" "$tmp/full_mid/$f" || fail "mid: $f differs from the uninterrupted run's"
+done
+python3 - "$tmp/mid" "$tmp/full_mid" <<'PY' || fail "mid: the epoch rows (loss, accuracy) differ"
+import json, sys
+a, b = ([(r["epoch"], r["loss"], r.get("valid_accuracy")) for r in map(json.loads, open(f"{d}/metrics.jsonl"))]
+        for d in sys.argv[1:])
+sys.exit(0 if a == b and len(a) == 2 else 1)
+PY
+pass "mid_eval: stopped after epoch 0's evaluation at step 60; resumed, steps, epoch rows, evaluation and model equal"
 
 # coconut sweep: two runs; SIGTERM to the sweep while its first run trains.
 cat >"$tmp/sweep.yaml" <<EOF
