@@ -15,7 +15,7 @@
 // with a KV cache) on the same GPU, and prints the ratios. tests/gpu/run.sh runs it; no
 // CTest test runs it (it needs a GPU and minutes).
 //
-//   coconut_gpu_bench [--seconds 120] [--batch 8] [--seq-len 256] [--question 64]
+//   coconut_gpu_bench [--seconds 120] [--batch 32] [--seq-len 512] [--question 128]
 //                     [--latents 6] [--python python3] [--no-torch] [--torch-seconds 30]
 //                     [--rows LIST] [--profile-step] [--phases]
 #include <cuda_profiler_api.h>
@@ -46,7 +46,8 @@ namespace {
 
 struct Options {
   double seconds = 120;
-  int batch = 8, seq_len = 256, question = 64, latents = 6;
+  // The shape of the MFU figures (docs/gpu.md): 32 sequences of 512 columns.
+  int batch = 32, seq_len = 512, question = 128, latents = 6;
   std::string python = "python3";
   bool torch = true;
   int torch_seconds = 30;  // per precision
