@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "curriculum/bpe_tokenizer.h"
+#include "launcher/sequence_lengths.h"
 #include "launcher/trainer.h"
 #include "model/gpt2.h"
 #include "model/hf_weights.h"
@@ -138,6 +139,59 @@ std::vector<std::string> preflight_problems(const TrainConfig& c, const Prefligh
   return problems;
 }
 
+namespace {
+
+// The dry run's measure of the data's sequences against the model's positions
+// (launcher/sequence_lengths.h), when every input is here: prints the longest training
+// micro-batch and prompt, and adds what would stop the run to `problems`. Without
+// train.micro_batch_size and parallel.dp the micro-batches are measured as whole
+// batches, which no smaller micro-batch of theirs outgrows: then only a sequence too
+// long on its own, or a prompt, is a problem.
+void dry_run_lengths(const TrainConfig& given, int max_positions, std::vector<std::string>& problems) {
+  for (const auto& [key, path] : input_files(given))
+    if (!fs::is_regular_file(path)) {
+      fmt::print("sequence lengths: not measured ({} is missing)\n", path);
+      return;
+    }
+  TrainConfig c = given;
+  const bool micro_known = c.micro_batch_size > 0 || c.dp > 0;
+  if (c.micro_batch_size == 0) c.micro_batch_size = c.dp > 0 ? default_micro_batch_size(c.batch_size, c.pp, c.dp)
+                                                              : c.batch_size;
+  try {
+    const RunData data = load_run_data(c.data);
+    const auto tok = make_tokenizer(c.data, data, c.init_from);
+    std::vector<curriculum::TokenizedSample> train;
+    for (const curriculum::Sample& s : data.train) train.push_back(curriculum::tokenize_sample(s, *tok));
+    const SequenceLengths l = measure_sequence_lengths(
+        c, train, {{data.valid_name, &data.valid}, {data.test_name, &data.test}}, *tok, 0, max_positions);
+    fmt::print("sequence lengths: the longest training micro-batch has {} columns{} (epoch {}, stage {}; the longest "
+               "sequence alone {}), the longest evaluation prompt {} tokens; {} positions\n",
+               l.longest_batch, micro_known ? "" : " as one micro-batch per batch (smaller micro-batches are no longer)",
+               l.batch_epoch, l.batch_stage, l.longest_item, l.longest_prompt, max_positions);
+    if (micro_known) {
+      const std::string problem = sequence_length_problem(l, max_positions);
+      if (!problem.empty()) problems.push_back(problem);
+      return;
+    }
+    // Whole batches: only a sequence too long on its own is certain to stop the run.
+    if (l.longest_item > max_positions)
+      problems.push_back(fmt::format("the training data does not fit model.max_positions {}: a sequence has {} "
+                                     "tokens. Raise model.max_positions (a pretrained model's is fixed) or leave "
+                                     "the longest items out of the data", max_positions, l.longest_item));
+    SequenceLengths prompts = l;
+    prompts.longest_batch = 0;
+    const std::string problem = sequence_length_problem(prompts, max_positions);
+    if (!problem.empty()) problems.push_back(problem);
+    if (problems.empty() && l.longest_batch > max_positions)
+      fmt::print("sequence lengths: whole batches would not fit; whether the micro-batches do depends on "
+                 "train.micro_batch_size (set it to measure them)\n");
+  } catch (const Error& e) {
+    problems.push_back(fmt::format("the data could not be read: {}", e.what()));
+  }
+}
+
+}  // namespace
+
 int print_dry_run(const TrainConfig& c) {
   fmt::print("config {} (digest {})\neffective configuration (file + --set overrides; omitted keys take their "
              "defaults, docs/config.md):\n{}\n",
@@ -199,7 +253,8 @@ int print_dry_run(const TrainConfig& c) {
 
   PreflightOptions options;
   options.require_files = false;
-  const std::vector<std::string> problems = preflight_problems(c, options);
+  std::vector<std::string> problems = preflight_problems(c, options);
+  if (problems.empty()) dry_run_lengths(c, mc.max_positions, problems);
   for (const std::string& p : problems) fmt::print(stderr, "problem: {}\n", p);
   fmt::print("dry run: {}\n", problems.empty() ? "the configuration is valid (nothing was written)"
                                                  : "the configuration cannot start (see the problems above)");

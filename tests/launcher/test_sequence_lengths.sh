@@ -43,6 +43,20 @@ grep -Eq "stage [0-9]+ step [0-9]+/" "$work/err.txt" && fail "a step was taken b
 [[ ! -e $tmp/below/steps.jsonl || ! -s $tmp/below/steps.jsonl ]] || fail "steps.jsonl written before the check"
 pass "max_positions $((longest - 1)): stopped at start (micro-batch of $longest columns)"
 
+# The dry run measures the same (train.micro_batch_size set): one position fewer is a
+# problem (exit 2), exactly the longest is not; without the micro-batch size it measures
+# whole batches and only warns.
+expect 2 "has $longest columns" "$bin" train "${args[@]}" --set train.micro_batch_size=16 --dry-run \
+  --set model.max_positions=$((longest - 1))
+"$bin" train "${args[@]}" --set train.micro_batch_size=16 --dry-run --set model.max_positions="$longest" \
+  >"$work/dry.txt" || fail "dry run at $longest positions: $(cat "$work/dry.txt")"
+grep -q "sequence lengths: the longest training micro-batch has $longest columns (epoch" "$work/dry.txt" ||
+  fail "dry run: no lengths line: $(cat "$work/dry.txt")"
+"$bin" train "${args[@]}" --dry-run --set model.max_positions=$((longest - 1)) >"$work/dry.txt" ||
+  fail "dry run without a micro-batch size: $(cat "$work/dry.txt")"
+grep -q "whole batches would not fit" "$work/dry.txt" || fail "dry run: no whole-batch warning: $(cat "$work/dry.txt")"
+pass "dry run: the same measure, a problem at $((longest - 1)) positions with micro-batches of 16"
+
 # Exactly the longest: the three epochs train, evaluate and export.
 train_run exact 1 --set model.max_positions="$longest"
 grep -q "the longest training micro-batch has $longest columns" "$tmp/exact.log" || fail "exact: the log's lengths line"
