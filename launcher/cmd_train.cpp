@@ -54,7 +54,8 @@ int cmd_train(const std::vector<std::string>& args) {
       "  --resume auto|PATH: continue from the newest committed checkpoint under\n"
       "             checkpoint.dir (auto) or from PATH (same as --set checkpoint.resume=...)\n"
       "  --dry-run: check the config (files may be missing), print the effective config and\n"
-      "             the model size, and exit without training or writing anything\n"
+      "             the model size, measure the data's sequences against the model's positions\n"
+      "             (when the inputs are there), and exit without training or writing anything\n"
       "  SIGTERM or SIGUSR1 (to any rank, or to mpirun for SIGUSR1): every rank stops after the\n"
       "  current step, saves a checkpoint and exits with code 75; --resume auto continues.\n";
   if (args.empty() || args[0] == "--help") {
