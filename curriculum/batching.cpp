@@ -38,17 +38,16 @@ model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, 
 
   // Column of each sample's first latent (-1: none), the aligned column f, the columns.
   std::vector<SampleExtent> extents;
-  std::vector<int> first(B, -1);
   int n_max = 0;
   for (int s = 0; s < B; ++s) {
     extents.push_back(sample_extent(*samples[s], tok));
-    first[s] = extents.back().first_latent;
     const auto& t = samples[s]->tokens;
     n_max = std::max(n_max, static_cast<int>(std::count(t.begin(), t.end(), latent)));
   }
   AlignedLayout layout = aligned_layout(extents, pad_to);
   int f = layout.f, T = layout.T;
   std::vector<int>& pad_left = layout.pad_left;
+  auto first = [&](int s) { return extents[static_cast<size_t>(s)].first_latent; };
   if (align_ends) {
     T = 0;
     for (int s = 0; s < B; ++s) T = std::max(T, static_cast<int>(samples[s]->tokens.size()));
@@ -57,8 +56,8 @@ model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, 
     // must agree (one pass plan), without it (pause tokens) they need not.
     f = -1;
     for (int s = 0; feed_back && s < B; ++s) {
-      if (first[s] < 0) continue;
-      const int col = first[s] + pad_left[s];
+      if (first(s) < 0) continue;
+      const int col = first(s) + pad_left[s];
       COCONUT_CHECK(f < 0 || f == col,
                     "prompts of one generation batch must have the same number of latents after their question");
       f = col;
@@ -96,8 +95,8 @@ model::SequenceBatch make_batch(const std::vector<const BuiltSample*>& samples, 
     const auto& t = samples[s]->tokens;
     const int n = static_cast<int>(std::count(t.begin(), t.end(), latent));
     for (int i = 0; i < n; ++i)
-      COCONUT_CHECK(first[s] + pad_left[s] == f && first[s] + i < static_cast<int>(t.size()) &&
-                        t[first[s] + i] == latent,
+      COCONUT_CHECK(first(s) + pad_left[s] == f && first(s) + i < static_cast<int>(t.size()) &&
+                        t[first(s) + i] == latent,
                     "the <latent> tokens of sample {} are not contiguous", s);
   }
   int begin = 0;
