@@ -1,11 +1,14 @@
 // Saving a training run's state and resuming from it (see train_checkpoint.h).
 #include "launcher/train_checkpoint.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "curriculum/word_tokenizer.h"
@@ -19,6 +22,33 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+// The keys whose values differ between two effective configurations (JSON), as
+// "key: old -> new" ("-" where a key is not set, i.e. takes its default). Keys that a
+// resume may change by design are left out: the checkpoint and parallel sections (another
+// topology, another save policy), run.dir and run.threads.
+std::vector<std::string> config_changes(const json& before, const json& now) {
+  const json a = before.flatten(), b = now.flatten();
+  auto dotted = [](const std::string& pointer) {  // "/train/lr" -> "train.lr"
+    std::string key = pointer.substr(1);
+    std::replace(key.begin(), key.end(), '/', '.');
+    return key;
+  };
+  auto by_design = [](const std::string& key) {
+    return key.rfind("checkpoint.", 0) == 0 || key.rfind("parallel.", 0) == 0 || key == "run.dir" ||
+           key == "run.threads";
+  };
+  std::map<std::string, std::pair<std::string, std::string>> changed;
+  for (const auto& [pointer, value] : a.items())
+    if (!b.contains(pointer) || b.at(pointer) != value) changed[dotted(pointer)] = {value.dump(), "-"};
+  for (const auto& [pointer, value] : b.items())
+    if (!a.contains(pointer) || a.at(pointer) != value)
+      changed[dotted(pointer)] = {a.contains(pointer) ? a.at(pointer).dump() : "-", value.dump()};
+  std::vector<std::string> out;
+  for (const auto& [key, values] : changed)
+    if (!by_design(key)) out.push_back(fmt::format("{}: {} -> {}", key, values.first, values.second));
+  return out;
+}
 
 // Rank 0's string on every rank.
 std::string broadcast_string(parallel::Communicator* world, std::string s) {
@@ -114,6 +144,7 @@ json trainer_state(const TrainContext& ctx, const TrainState& st) {
             {"adam_step", adam_step},
             {"seed", c.seed},
             {"batch_size", c.batch_size},
+            {"config", json::parse(c.effective)},  // a resume names what it changes (config_changes)
             {"data_order_digest", st.epoch < c.epochs ? data_order_digest(ctx, st.epoch) : ""},
             {"model",
              {{"n_layer", ctx.mc.n_layer},
@@ -222,6 +253,13 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
       const json& b = j.at("best");
       st.best = {number(b, "valid_accuracy"), b.at("epoch").get<int>(), b.at("stage").get<int>(),
                  b.at("step").get<int64_t>()};
+    }
+    // Checkpoints written before session 23 hold no configuration.
+    if (j.contains("config") && ctx.writer) {
+      const std::vector<std::string> changes = config_changes(j.at("config"), json::parse(c.effective));
+      if (!changes.empty())
+        spdlog::warn("resuming with a configuration that differs from the checkpoint's (the steps up to it used the "
+                     "checkpoint's): {}", fmt::join(changes, "; "));
     }
     st.summary.epoch_losses = j.at("epoch_losses").get<std::vector<double>>();
     st.summary.final_loss = number(j, "final_loss");

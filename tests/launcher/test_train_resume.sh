@@ -11,6 +11,7 @@
 #                  at epoch 1, happen in the resumed run), resume auto
 #   epoch-end      one process: resume from the epoch-end checkpoint step-00000003
 #                  (saved between epochs 0 and 1) of a run that went on to step 5
+#   changed        a resume with another learning rate and more epochs: a warning names them
 # usage: test_train_resume.sh COCONUT_BINARY CONFIG_DIR TMP_DIR
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -100,4 +101,15 @@ expect_fail() {  # expect_fail CODE PATTERN NAME [options...]
 }
 expect_fail 2 "checkpoint.resume: '$tmp/nowhere' is not a directory" bad_path --resume "$tmp/nowhere"
 expect_fail 1 "holds another model" bad_model --resume "$tmp/mid/checkpoints" --set model.d_model=32
+# A resume with the run's own settings names no change; one with another learning rate
+# and more epochs names both (and not the checkpoint or parallel keys it may change).
+for name in mid boundary epochend mid_eot mid_grid; do
+  ! grep -q "differs from the checkpoint's" "$tmp/$name.log" ||
+    fail "$name: a resume with the same settings warns of a change: $(grep differs "$tmp/$name.log")"
+done
+train_run changed 1 --set checkpoint.stop_after_steps=4
+train_run changed 1 --set train.lr=0.002 --set train.epochs=3 --set parallel.schedule=gpipe --resume auto
+grep -q "differs from the checkpoint's (the steps up to it used the checkpoint's): train.epochs: 2 -> 3; train.lr: 0.001 -> 0.002$" \
+  "$tmp/changed.log" || fail "changed: the warning does not name exactly train.epochs and train.lr: $(grep -i differs "$tmp/changed.log")"
+pass "a resume names the settings it changes (train.epochs, train.lr), and only those"
 echo "resume on the same topology: all checks passed"
