@@ -64,6 +64,18 @@ grep -q "the longest training micro-batch has $longest columns" "$tmp/exact.log"
 [[ -f $tmp/exact/model/model.safetensors ]] || fail "exact: no exported model"
 pass "max_positions $longest: 3 epochs trained"
 
+# The measure follows the options that shape the batches: each run trains at the
+# positions its measure gives (no micro-batch is longer), with random stages per item,
+# padded columns, and iCoT's shrinking chains.
+for variant in "curriculum.uniform_prob=0.5" "train.pad_columns=8" "curriculum.method=icot"; do
+  expect 2 "does not fit model.max_positions 16" "$bin" train "${args[@]}" --set "$variant" \
+    --set run.dir="$tmp/v16" --set model.max_positions=16
+  n=$(sed -n 's/.* has \([0-9]*\) columns;.*/\1/p' "$work/err.txt")
+  [[ -n $n ]] || fail "$variant: no column count in: $(cat "$work/err.txt")"
+  train_run "variant_${variant%%=*}" 1 --set "$variant" --set model.max_positions="$n"
+  pass "$variant: trained within the measured $n positions"
+done
+
 # Evaluation prompts: training items of a few words, a validation question of 300 words.
 python3 - "$tmp" <<'PY'
 import json, os, sys
