@@ -100,7 +100,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
       "                    [--batch-size N] [--max-new-tokens N] [--max-items N] [--device cpu|cuda]\n"
-      "                    [--thought-tokens K] [--thought-source own|zero|other] [--best] [--question TEXT ...]\n"
+      "                    [--thought-tokens K] [--thought-source own|zero|other] [--best] [--threads N]\n"
+      "                    [--question TEXT ...]\n"
       "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
@@ -120,7 +121,8 @@ int cmd_eval(const std::vector<std::string>& args) {
       "              report defaults to RUN_DIR/eval_<dataset>_thoughts-<source>.json and, for other,\n"
       "              names each item's donors (thought_donors)\n"
       "  --best      the run's best validation model (RUN_DIR/best_model, eval.keep_best) at its stage;\n"
-      "              the report defaults to RUN_DIR/eval_<dataset>_best.json\n";
+      "              the report defaults to RUN_DIR/eval_<dataset>_best.json\n"
+      "  --threads   CPU threads (default: the run's run.threads; 0 = every core)\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
@@ -130,7 +132,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   std::string data_file, out_path;
   std::string device;
   model::ThoughtSource source = model::ThoughtSource::own;
-  int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = -1;
+  int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = -1, threads = -1;
   bool best = false;
   std::vector<std::string> questions;
   for (size_t i = 1; i < args.size(); ++i) {
@@ -153,6 +155,7 @@ int cmd_eval(const std::vector<std::string>& args) {
       }
     }
     else if (a == "--best") best = true;
+    else if (a == "--threads") threads = option_int(args, i, 0, 1024);
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
@@ -163,7 +166,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   init_logging(0, 1, "warn");
   const LoadedRun run = load_run(run_dir, best);
   const TrainConfig& c = run.config;
-  set_num_threads(c.threads);
+  set_num_threads(threads >= 0 ? threads : c.threads);
   if (stage < 0) stage = run_final_stage(run);
   if (batch_size < 0) batch_size = c.eval_batch_size;
   if (max_new_tokens < 0) max_new_tokens = c.max_new_tokens;
@@ -216,7 +219,8 @@ int cmd_eval(const std::vector<std::string>& args) {
              best ? fmt::format(" (its best model, {})", kBestModelDir) : std::string(),
              curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total,
              questions.empty() ? "items of " + data.name : std::string(r.total == 1 ? "question" : "questions"),
-             device == "cuda" ? fmt::format("cuda ({})", c.precision) : std::string("the CPU"));
+             device == "cuda" ? fmt::format("cuda ({})", c.precision)
+                              : fmt::format("the CPU ({} thread{})", num_threads(), num_threads() == 1 ? "" : "s"));
   if (source == model::ThoughtSource::zero) fmt::print("thoughts: zero vectors in place of the hidden states\n");
   if (source == model::ThoughtSource::other)
     fmt::print("thoughts: another item's hidden state ({} swapped, {} kept: no other item took one there)\n",

@@ -63,6 +63,7 @@ void plot_frontier_values(const std::string& path, const std::vector<curriculum:
 int cmd_probe(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut probe RUN_DIR [--data FILE.json] [--items N] [--thoughts K] [--out PROBE.json] [--plot FILE.png]\n"
+      "                     [--threads N]\n"
       "  For each ProsQA item and k = 0..K latent steps: runs question <bot> <latent>*(k*c),\n"
       "  forces <eot>, and reads the probability of each frontier node's concept as the next\n"
       "  step's concept ('<root> is a' [C] at k=0, 'Every' [C] at k>=1). Prints, per k, the\n"
@@ -71,7 +72,8 @@ int cmd_probe(const std::vector<std::string>& args) {
       "  --items     items to probe, from the start (default 100; 0 = all)\n"
       "  --thoughts  largest k (default: the run's curriculum.max_latent_stage)\n"
       "  --out       report path (default: RUN_DIR/probe_<dataset>.json)\n"
-      "  --plot      also draw the top-1/2/3 cumulative and whole-frontier values against k to a PNG\n";
+      "  --plot      also draw the top-1/2/3 cumulative and whole-frontier values against k to a PNG\n"
+      "  --threads   CPU threads (default: the run's run.threads; 0 = every core)\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
     return args.empty() ? 2 : 0;
@@ -79,7 +81,7 @@ int cmd_probe(const std::vector<std::string>& args) {
   const std::string run_dir = args[0];
   if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
   std::string data_file, out_path, plot_path;
-  int items = 100, thoughts = -1;
+  int items = 100, thoughts = -1, threads = -1;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--data") data_file = option_value(args, i);
@@ -87,13 +89,14 @@ int cmd_probe(const std::vector<std::string>& args) {
     else if (a == "--plot") plot_path = option_value(args, i);
     else if (a == "--items") items = option_int(args, i, 0, 1 << 30);
     else if (a == "--thoughts") thoughts = option_int(args, i, 0, 64);
+    else if (a == "--threads") threads = option_int(args, i, 0, 1024);
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
   init_logging(0, 1, "warn");
   const LoadedRun run = load_run(run_dir);
   const TrainConfig& c = run.config;
-  set_num_threads(c.threads);
+  set_num_threads(threads >= 0 ? threads : c.threads);
   if (thoughts < 0) thoughts = c.curriculum.max_latent_stage;
   EvalData data = run_eval_data(run, data_file);
   if (items > 0 && static_cast<int>(data.samples.size()) > items) data.samples.resize(items);

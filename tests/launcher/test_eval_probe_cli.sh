@@ -49,8 +49,8 @@ pass "tiny run trained"
 # ---- eval with the run's defaults -----------------------------------------------------
 "$bin" eval "$run" >"$work/eval.txt" 2>"$work/err.txt" || fail "eval exited non-zero: $(cat "$work/err.txt")"
 # The stage is the one trained (0, from metrics.jsonl), not the config file's last (1).
-grep -q "stage 0; 16 items of generated-valid; decoded on the CPU" "$work/eval.txt" ||
-  fail "eval header: $(cat "$work/eval.txt")"
+grep -q "stage 0; 16 items of generated-valid; decoded on the CPU (1 thread)$" "$work/eval.txt" ||
+  fail "eval header (the run's run.threads, 1): $(cat "$work/eval.txt")"
 grep -Eq "^accuracy [0-9.]+ \([0-9]+/16\), mean generated tokens [0-9.]+$" "$work/eval.txt" ||
   fail "eval summary: $(cat "$work/eval.txt")"
 report=$run/eval_generated-valid.json
@@ -65,6 +65,17 @@ assert [i["generated"] for i in r["items"]] == [i["generated"] for i in t["items
 assert r["accuracy"] == t["accuracy"]
 EOF
 pass "eval RUN_DIR (defaults from the run)"
+
+# --threads overrides the run's run.threads; the greedy answers stay those of the run.
+"$bin" eval "$run" --threads 2 --out "$work/threads2.json" >"$work/eval2.txt" 2>"$work/err.txt" ||
+  fail "eval --threads 2: $(cat "$work/err.txt")"
+grep -q "decoded on the CPU (2 threads)$" "$work/eval2.txt" || fail "eval --threads 2 header: $(cat "$work/eval2.txt")"
+python3 -c "
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert [i['prediction'] for i in a['items']] == [i['prediction'] for i in b['items']]
+" "$work/threads2.json" "$run/eval_generated-valid.json" || fail "eval --threads 2 answers differ from 1 thread's"
+pass "eval --threads"
 
 # ---- eval with a data file and explicit options -----------------------------------------
 "$bin" data generate prosqa --count 6 --seed 5 --out "$work/items.json" >/dev/null
@@ -206,6 +217,8 @@ expect 1 "nograph.json, item 0: probe: the item has no ProsQA graph" "$bin" prob
 expect 1 "missing.json" "$bin" eval "$run" --data "$work/missing.json"
 expect 2 "--device must be cpu or cuda (got 'gpu')" "$bin" eval "$run" --device gpu
 expect 2 "option --thought-tokens expects an integer" "$bin" eval "$run" --thought-tokens 0
+expect 2 "option --threads expects an integer" "$bin" eval "$run" --threads -1
+expect 2 "option --threads expects an integer" "$bin" probe "$run" --threads x
 # Without a GPU (or without the CUDA backend) decoding on cuda is refused with the reason.
 if ! nvidia-smi >/dev/null 2>&1; then
   expect 1 "decoding on cuda: " "$bin" eval "$run" --device cuda --out "$work/never.json"
