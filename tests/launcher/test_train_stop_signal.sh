@@ -109,16 +109,24 @@ sys.exit(0 if attempts == 2 and stop > 0 and abs(earlier - stop) <= 0.2 and abs(
 PY
 pass "one: the resumed run's wall time counts the stopped attempt up to its checkpoint"
 
+# term_in_evaluation NAME STEPS [OPTIONS...]: starts a one-process run, sends SIGTERM
+# 0.3 s after its STEPS-th step (while the evaluation after it decodes: 200 items of 64
+# tokens take longer) and expects exit code 75.
+term_in_evaluation() {
+  local name=$1 steps=$2 rc=0
+  shift 2
+  start_run "$name" 1 "$@"
+  wait_lines "$tmp/$name/steps.jsonl" "$steps" "$name"
+  sleep 0.3
+  kill -TERM "$run_pid"
+  wait "$run_pid" || rc=$?
+  [ "$rc" = 75 ] || fail "$name: exit code $rc after SIGTERM, expected 75: $(tail -n 20 "$tmp/$name.log")"
+}
+
 # end: the signal once every step is done, while the final evaluation decodes.
 end=(--set data.generate_valid=200 --set eval.max_new_tokens=64)
 train_run full_end 1 "${end[@]}"
-start_run end 1 "${end[@]}"
-wait_lines "$tmp/end/steps.jsonl" 120 "end"
-sleep 0.3
-kill -TERM "$run_pid"
-rc=0
-wait "$run_pid" || rc=$?
-[ "$rc" = 75 ] || fail "end: exit code $rc after SIGTERM, expected 75: $(tail -n 20 "$tmp/end.log")"
+term_in_evaluation end 120 "${end[@]}"
 [ "$(cat "$tmp/end/checkpoints/latest")" = step-00000120 ] || fail "end: the latest checkpoint is not that of step 120"
 [ ! -e "$tmp/end/model" ] || fail "end: a stopped run must not export a model"
 train_run end 1 "${end[@]}" --resume auto
@@ -132,13 +140,7 @@ pass "end: stopped after the last step ($(grep -o "SIGTERM received: stopped aft
 # 60; the rerun equals the uninterrupted run (steps, epoch rows, evaluation, model).
 mid=(--set data.generate_valid=200 --set eval.max_new_tokens=64 --set eval.every_epochs=1)
 train_run full_mid 1 "${mid[@]}"
-start_run mid 1 "${mid[@]}"
-wait_lines "$tmp/mid/steps.jsonl" 60 "mid"
-sleep 0.3
-kill -TERM "$run_pid"
-rc=0
-wait "$run_pid" || rc=$?
-[ "$rc" = 75 ] || fail "mid: exit code $rc after SIGTERM, expected 75: $(tail -n 20 "$tmp/mid.log")"
+term_in_evaluation mid 60 "${mid[@]}"
 [ "$(wc -l <"$tmp/mid/steps.jsonl")" = 60 ] || fail "mid: $(wc -l <"$tmp/mid/steps.jsonl") steps, expected 60"
 [ "$(cat "$tmp/mid/checkpoints/latest")" = step-00000060 ] || fail "mid: the latest checkpoint is not that of step 60"
 grep -q "SIGTERM received: stopped after step 60 (epoch 1, batch 0)" "$tmp/mid.log" ||
