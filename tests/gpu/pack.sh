@@ -12,12 +12,11 @@ set -euo pipefail
 build=${1:-build-gpu}
 archive=${2:-.gpurun/gpu-run.tar.gz}
 [ -f "$build/CMakeCache.txt" ] || { echo "pack.sh: $build is not a CMake build folder" >&2; exit 2; }
-grep -q '^COCONUT_HAVE_CUDA:INTERNAL=ON\|^COCONUT_CUDA:STRING=ON' "$build/CMakeCache.txt" ||
-  echo "pack.sh: warning: $build may not be a CUDA build (configure with -DCOCONUT_CUDA=ON)" >&2
 for bin in tests/gpu/test_cuda tests/gpu/test_cuda_ops tests/gpu/test_cuda_gpt2 tests/gpu/test_cuda_decoder tests/gpu/test_nccl_mpi \
            tests/gpu/test_device_step_mpi tests/gpu/test_pipeline_cuda_mpi \
            bench/coconut_gpu_bench launcher/coconut; do
-  [ -x "$build/$bin" ] || { echo "pack.sh: $build/$bin is missing: build it first" >&2; exit 2; }
+  # Only a build that found nvcc (COCONUT_CUDA ON, or AUTO with the toolkit) has the GPU binaries.
+  [ -x "$build/$bin" ] || { echo "pack.sh: $build/$bin is missing: build it first (with CUDA)" >&2; exit 2; }
 done
 
 rm -rf .gpulibs
