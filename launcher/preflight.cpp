@@ -164,25 +164,11 @@ void dry_run_lengths(const TrainConfig& given, int max_positions, std::vector<st
     for (const curriculum::Sample& s : data.train) train.push_back(curriculum::tokenize_sample(s, *tok));
     const SequenceLengths l = measure_sequence_lengths(
         c, train, {{data.valid_name, &data.valid}, {data.test_name, &data.test}}, *tok, 0, max_positions);
-    fmt::print("sequence lengths: the longest training micro-batch has {} columns{} (epoch {}, stage {}; the longest "
-               "sequence alone {}), the longest evaluation prompt {} tokens; {} positions\n",
-               l.longest_batch, micro_known ? "" : " as one micro-batch per batch (smaller micro-batches are no longer)",
-               l.batch_epoch, l.batch_stage, l.longest_item, l.longest_prompt, max_positions);
-    if (micro_known) {
-      const std::string problem = sequence_length_problem(l, max_positions);
-      if (!problem.empty()) problems.push_back(problem);
-      return;
-    }
-    // Whole batches: only a sequence too long on its own is certain to stop the run.
-    if (l.longest_item > max_positions)
-      problems.push_back(fmt::format("the training data does not fit model.max_positions {}: a sequence has {} "
-                                     "tokens. Raise model.max_positions (a pretrained model's is fixed) or leave "
-                                     "the longest items out of the data", max_positions, l.longest_item));
-    SequenceLengths prompts = l;
-    prompts.longest_batch = 0;
-    const std::string problem = sequence_length_problem(prompts, max_positions);
+    const MicroBatches measured = micro_known ? MicroBatches::exact : MicroBatches::whole_batches;
+    fmt::print("{}\n", describe_sequence_lengths(l, max_positions, measured));
+    const std::string problem = sequence_length_problem(l, max_positions, measured);
     if (!problem.empty()) problems.push_back(problem);
-    if (problems.empty() && l.longest_batch > max_positions)
+    else if (measured == MicroBatches::whole_batches && l.longest_batch > max_positions)
       fmt::print("sequence lengths: whole batches would not fit; whether the micro-batches do depends on "
                  "train.micro_batch_size (set it to measure them)\n");
   } catch (const Error& e) {

@@ -74,8 +74,21 @@ SequenceLengths measure_sequence_lengths(const TrainConfig& c, const std::vector
   return l;
 }
 
-std::string sequence_length_problem(const SequenceLengths& l, int max_positions) {
-  if (l.longest_batch > max_positions) {
+std::string describe_sequence_lengths(const SequenceLengths& l, int max_positions, MicroBatches measured) {
+  return fmt::format("sequence lengths: the longest training micro-batch has {} columns{} (epoch {}, stage {}; the "
+                     "longest sequence alone {}), the longest evaluation prompt {} tokens; model.max_positions {}",
+                     l.longest_batch,
+                     measured == MicroBatches::exact ? ""
+                                                     : " as one micro-batch per batch (smaller micro-batches are no longer)",
+                     l.batch_epoch, l.batch_stage, l.longest_item, l.longest_prompt, max_positions);
+}
+
+std::string sequence_length_problem(const SequenceLengths& l, int max_positions, MicroBatches measured) {
+  if (measured == MicroBatches::whole_batches && l.longest_item > max_positions)
+    return fmt::format("the training data does not fit model.max_positions {}: a sequence has {} tokens. Raise "
+                       "model.max_positions (a pretrained model's is fixed) or leave the longest items out of the data",
+                       max_positions, l.longest_item);
+  if (measured == MicroBatches::exact && l.longest_batch > max_positions) {
     const std::string why =
         l.longest_item > max_positions
             ? fmt::format("its longest sequence alone has {} tokens", l.longest_item)

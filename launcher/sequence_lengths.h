@@ -45,8 +45,18 @@ SequenceLengths measure_sequence_lengths(const TrainConfig& c, const std::vector
                                          const std::vector<NamedSplit>& eval_splits, const curriculum::Tokenizer& tok,
                                          int from_epoch, int max_positions);
 
+// How the micro-batches were measured: as the trainer builds them, or (the dry run
+// without train.micro_batch_size) each batch as one micro-batch, which no micro-batch
+// of it outgrows: an upper bound.
+enum class MicroBatches { exact, whole_batches };
+
+// The "sequence lengths: ..." line of the trainer's log and of the dry run.
+std::string describe_sequence_lengths(const SequenceLengths& l, int max_positions, MicroBatches measured);
+
 // The problem that stops the run (a micro-batch or a prompt that does not fit
-// max_positions: what, where, and what to change), or "" when it fits.
-std::string sequence_length_problem(const SequenceLengths& l, int max_positions);
+// max_positions: what, where, and what to change), or "" when it fits. Measured as whole
+// batches, only a sequence too long on its own is certain to stop it.
+std::string sequence_length_problem(const SequenceLengths& l, int max_positions,
+                                    MicroBatches measured = MicroBatches::exact);
 
 }  // namespace coconut::launcher

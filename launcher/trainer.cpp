@@ -101,9 +101,7 @@ void check_sequence_lengths(const TrainConfig& c, const RunData& data,
                             int max_positions) {
   const SequenceLengths l = measure_sequence_lengths(
       c, train_tok, {{data.valid_name, &data.valid}, {data.test_name, &data.test}}, tok, 0, max_positions);
-  spdlog::info("sequence lengths: the longest training micro-batch has {} columns (epoch {}, stage {}; the longest "
-               "sequence alone {}), the longest evaluation prompt {} tokens; model.max_positions {}",
-               l.longest_batch, l.batch_epoch, l.batch_stage, l.longest_item, l.longest_prompt, max_positions);
+  spdlog::info("{}", describe_sequence_lengths(l, max_positions, MicroBatches::exact));
   const std::string problem = sequence_length_problem(l, max_positions);
   if (!problem.empty()) throw UsageError(problem);
   if (l.prompts_cut > 0)

@@ -11,6 +11,7 @@
 // flip a close argmax, so for bf16 the test checks the hidden states of the prefix
 // within 5e-2 normwise, that the number of thoughts follows the prompts, and that the
 // first generated token agrees on at least 3 of the 4 samples.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -81,6 +82,23 @@ class CudaDecoderTest : public Gpu {
     for (const BuiltSample& b : v) p.push_back(&b);
     return p;
   }
+  // Greedy decoding of the prompts on both decoders (at most 12 new tokens): the GPU's
+  // tokens must be the CPU's, sample by sample. Returns the CPU's generations.
+  std::vector<curriculum::Generation> expect_same_generations(Decoder& on_cpu, Decoder& on_gpu,
+                                                              const std::vector<BuiltSample>& p, bool feed_back,
+                                                              const std::string& what) {
+    curriculum::GenerateOptions opt;
+    opt.feed_back = feed_back;
+    opt.max_new_tokens = 12;
+    const auto want = curriculum::generate_greedy(on_cpu, ptrs(p), tok, opt);
+    const auto got = curriculum::generate_greedy(on_gpu, ptrs(p), tok, opt);
+    EXPECT_EQ(got.size(), want.size()) << what;
+    for (size_t s = 0; s < std::min(got.size(), want.size()); ++s) {
+      EXPECT_EQ(got[s].ids, want[s].ids) << what << " sample " << s;
+      EXPECT_EQ(got[s].thoughts, want[s].thoughts) << what << " sample " << s;
+    }
+    return want;
+  }
   curriculum::WordTokenizer tok;
   curriculum::CurriculumConfig cc;
   std::unique_ptr<GPT2> cpu;
@@ -120,19 +138,12 @@ TEST_F(CudaDecoderTest, Fp32GeneratesWhatTheCpuGenerates) {
     const bool feed_back = method == curriculum::Method::coconut;
     for (int stage = 0; stage <= 3; ++stage) {
       const std::vector<BuiltSample> p = prompts(method, stage);
-      curriculum::GenerateOptions opt;
-      opt.feed_back = feed_back;
-      opt.max_new_tokens = 12;
-      const auto want = curriculum::generate_greedy(on_cpu, ptrs(p), tok, opt);
-      const auto got = curriculum::generate_greedy(on_gpu, ptrs(p), tok, opt);
-      ASSERT_EQ(got.size(), want.size());
-      for (size_t s = 0; s < got.size(); ++s) {
-        EXPECT_EQ(got[s].ids, want[s].ids) << "method " << int(method) << " stage " << stage << " sample " << s;
-        EXPECT_EQ(got[s].thoughts, want[s].thoughts);
-        compared += int(want[s].ids.size());
-      }
-      curriculum::GenerateOptions as_tokens = opt;  // the same prompt, <latent> read as a token
+      const auto want = expect_same_generations(on_cpu, on_gpu, p, feed_back,
+                                                fmt::format("method {} stage {}", int(method), stage));
+      for (const curriculum::Generation& g : want) compared += int(g.ids.size());
+      curriculum::GenerateOptions as_tokens;  // the same prompt, <latent> read as a token
       as_tokens.feed_back = false;
+      as_tokens.max_new_tokens = 12;
       if (feed_back && stage > 0)
         differing += want[0].ids != curriculum::generate_greedy(on_cpu, {&p[0]}, tok, as_tokens).at(0).ids;
     }
@@ -150,15 +161,8 @@ TEST_F(CudaDecoderTest, Fp32InterventionsGenerateWhatTheCpusGenerate) {
   for (const ThoughtSource source : {ThoughtSource::zero, ThoughtSource::other}) {
     CpuDecoder on_cpu(*cpu, source);
     CudaDecoder on_gpu(gpu_model, source);
-    const std::vector<BuiltSample> p = prompts(curriculum::Method::coconut, 3);
-    curriculum::GenerateOptions opt;
-    opt.feed_back = true;
-    opt.max_new_tokens = 12;
-    const auto want = curriculum::generate_greedy(on_cpu, ptrs(p), tok, opt);
-    const auto got = curriculum::generate_greedy(on_gpu, ptrs(p), tok, opt);
-    ASSERT_EQ(got.size(), want.size());
-    for (size_t s = 0; s < got.size(); ++s)
-      EXPECT_EQ(got[s].ids, want[s].ids) << thought_source_name(source) << " sample " << s;
+    expect_same_generations(on_cpu, on_gpu, prompts(curriculum::Method::coconut, 3), true,
+                            thought_source_name(source));
     EXPECT_EQ(on_gpu.thought_routing()->swapped(), on_cpu.thought_routing()->swapped());
     EXPECT_EQ(on_gpu.thought_routing()->kept_alone(), on_cpu.thought_routing()->kept_alone());
     if (source == ThoughtSource::other) {
