@@ -49,6 +49,9 @@ struct EvalResult {
   std::string eot_strategy = "fixed";  // fixed | classifier
   double mean_thoughts = 0;            // per item (the fixed K unless the classifier decides)
   std::vector<EvalItem> items;
+  // Ended early by GenerateOptions::stop_requested: the counts and items are incomplete
+  // and mean nothing.
+  bool interrupted = false;
   double accuracy() const { return total ? static_cast<double>(correct) / total : 0.0; }
 };
 
@@ -65,21 +68,23 @@ struct EvalShard {
 // the result holds this shard's items only (the others stay default, generated_tokens
 // -1) and its counts and means over them; merge_eval_shards joins the shards.
 // The first form evaluates the CPU model; the second any model through its decoder
-// (model/decoder.h), e.g. a GPU model's.
+// (model/decoder.h), e.g. a GPU model's. stop_requested (optional) is asked before each
+// batch; once it answers true no batch starts and the result is `interrupted`.
 EvalResult evaluate(const model::GPT2& model, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
                     const EotClassifier* eot_classifier = nullptr, EvalShard shard = {},
-                    const ThoughtDecoder& decode_thought = {});
+                    const ThoughtDecoder& decode_thought = {}, const std::function<bool()>& stop_requested = {});
 // decode_thought (optional): each item's continuous thoughts through it into
 // EvalItem::thought_tokens (written by write_eval_report).
 EvalResult evaluate(model::Decoder& decoder, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
                     const EotClassifier* eot_classifier = nullptr, EvalShard shard = {},
-                    const ThoughtDecoder& decode_thought = {});
+                    const ThoughtDecoder& decode_thought = {}, const std::function<bool()>& stop_requested = {});
 
 // The third form hands this shard's batches to `generate` all at once (each batch the
 // prompts of its items, in order) and scores what it returns, one list of generations
-// per batch: a driver that decodes several batches at a time (the stages of a pipeline,
+// per batch (only the first ones once GenerateOptions::stop_requested said stop): a
+// driver that decodes several batches at a time (the stages of a pipeline,
 // launcher/staged_generation.h). The second form is the third with one decoder
 // generating the batches one after another.
 using BatchGenerator = std::function<std::vector<std::vector<Generation>>(
@@ -87,7 +92,7 @@ using BatchGenerator = std::function<std::vector<std::vector<Generation>>(
 EvalResult evaluate(const BatchGenerator& generate, const Tokenizer& tok, const std::vector<Sample>& samples,
                     const CurriculumConfig& cc, int stage, int batch_size, int max_new_tokens,
                     const EotClassifier* eot_classifier = nullptr, EvalShard shard = {},
-                    const ThoughtDecoder& decode_thought = {});
+                    const ThoughtDecoder& decode_thought = {}, const std::function<bool()>& stop_requested = {});
 
 // Every shard's result (same samples, same batch size) joined into one worker's result:
 // each item from the shard that generated it, counts and means over all items.

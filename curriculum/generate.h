@@ -13,6 +13,7 @@
 // decode text straight away.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,10 @@ struct GenerateOptions {
   const EotClassifier* eot_classifier = nullptr;
   // Keep every continuous thought (the final hidden state fed back) in the result.
   bool keep_thought_states = false;
+  // For a driver of many batches (curriculum::BatchGenerator): asked before each batch
+  // starts; true ends the generation there, with the batches already started finished
+  // (a stop signal during a training run's evaluation). Empty: never.
+  std::function<bool()> stop_requested;
 };
 
 struct Generation {

@@ -61,12 +61,23 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
   };
   std::vector<std::vector<curriculum::Generation>> out(batches.size());
   size_t next_batch = 0;
+  // options.stop_requested, asked of every rank before each new batch and agreed over the
+  // replica (a signal may reach one rank only): once stopped no batch starts, and the
+  // batches in flight finish, so that no message is left unmatched.
+  bool stopping = false;
+  auto stop_agreed = [&] {
+    if (!options.stop_requested) return false;
+    int64_t stops = options.stop_requested() ? 1 : 0;
+    pipeline.all_reduce_sum(&stops, 1);
+    return stops > 0;
+  };
   parallel::Request sent;  // this stage's rows of the previous tick, to the next stage
   for (long long t = 0;; ++t) {
     // 1. A lane enters stage 0 (every rank decides alike): its batch's next forward, or
     // a new batch's first. Its previous forward left the last stage at tick t - 1.
     Lane& entering = lanes[static_cast<size_t>(t % S)];
-    const bool new_batch = !entering.decoding && next_batch < batches.size();
+    if (!entering.decoding && next_batch < batches.size() && !stopping) stopping = stop_agreed();
+    const bool new_batch = !entering.decoding && next_batch < batches.size() && !stopping;
     if (new_batch) {
       entering.decoding = std::make_unique<curriculum::BatchDecoding>(batches[next_batch], tok, options, model.config());
       entering.batch = next_batch++;
@@ -122,6 +133,7 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
     }
   }
   if (sent.pending()) sent.wait();
+  out.resize(next_batch);  // the batches started (all of them unless stopped)
   return out;
 }
 

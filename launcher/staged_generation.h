@@ -26,7 +26,8 @@ namespace coconut::launcher {
 
 // Collective over `pipeline` (the replica's ranks by stage, rank s running
 // partition[s]); every rank passes the same batches and options. Returns each batch's
-// generations, in order, on every rank.
+// generations, in order, on every rank: those of the first batches only when
+// options.stop_requested stopped it (agreed over the ranks: the same on every rank).
 std::vector<std::vector<curriculum::Generation>> generate_through_stages(
     const model::GPT2& model, parallel::Communicator& pipeline, const std::vector<parallel::StageLayers>& partition,
     const std::vector<std::vector<const curriculum::BuiltSample*>>& batches, const curriculum::Tokenizer& tok,

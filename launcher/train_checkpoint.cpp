@@ -156,6 +156,11 @@ json trainer_state(const TrainContext& ctx, const TrainState& st) {
   // embedding rows have no words (a BPE run's vocabulary is its data.bpe_dir).
   if (const auto* words = dynamic_cast<const curriculum::WordTokenizer*>(&ctx.tok))
     j["word_tokenizer"] = words->file_text();
+  if (st.unreported) {  // stopped during its evaluation: the resumed run reports it first
+    const TrainState::UnreportedEpoch& u = *st.unreported;
+    j["unreported_epoch"] = {{"epoch", u.epoch}, {"stage", u.stage}, {"evaluate", u.evaluate}, {"last", u.last},
+                             {"row", u.row}};
+  }
   if (ctx.eot) {
     const curriculum::EotClassifier::Stats& s = ctx.eot->stats();
     j["eot_adam_step"] = ctx.eot->optimizer().step_count();
@@ -261,6 +266,11 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
         spdlog::warn("resuming with a configuration that differs from the checkpoint's (the steps up to it used the "
                      "checkpoint's): {}", fmt::join(changes, "; "));
     }
+    if (j.contains("unreported_epoch")) {
+      const json& u = j.at("unreported_epoch");
+      st.unreported = TrainState::UnreportedEpoch{u.at("epoch").get<int>(), u.at("stage").get<int>(),
+                                                  u.at("evaluate").get<bool>(), u.at("last").get<bool>(), u.at("row")};
+    }
     st.summary.epoch_losses = j.at("epoch_losses").get<std::vector<double>>();
     st.summary.final_loss = number(j, "final_loss");
     st.summary.valid_accuracy = number(j, "valid_accuracy");
@@ -325,7 +335,8 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
 
 void trim_run_logs(const fs::path& run_dir, const TrainState& st) {
   // Rows without the key (written by other tools) are kept.
-  filter_jsonl(run_dir / kMetricsFile, [&](const json& row) { return row.value("epoch", -1) < st.epoch; });
+  const int first_unreported = st.unreported ? st.unreported->epoch : st.epoch;
+  filter_jsonl(run_dir / kMetricsFile, [&](const json& row) { return row.value("epoch", -1) < first_unreported; });
   filter_jsonl(run_dir / "steps.jsonl", [&](const json& row) { return row.value("step", int64_t{-1}) <= st.step; });
 }
 
@@ -357,7 +368,9 @@ bool RunCheckpointer::epoch_end_due(int epoch) const {
 }
 
 void RunCheckpointer::save(const TrainState& st, bool milestone) {
-  if (st.step == last_saved_step_) return;
+  // The same step again: skipped, unless its epoch has been reported since (the save
+  // of a stop during that epoch's evaluation, then the epoch-end save after it).
+  if (st.step == last_saved_step_ && st.unreported.has_value() == last_saved_unreported_) return;
   sync_host(ctx_);  // the shards are written from the host model and optimizer
   const TrainConfig& c = ctx_.config;
   parallel::CheckpointMeta meta;
@@ -394,14 +407,16 @@ void RunCheckpointer::save(const TrainState& st, bool milestone) {
                  st.batch_in_epoch, milestone ? ", milestone," : "", last_dir_, timer.seconds());
   }
   last_saved_step_ = st.step;
+  last_saved_unreported_ = st.unreported.has_value();
 }
 
-void RunCheckpointer::note_resumed(const std::string& dir, int64_t step) {
+void RunCheckpointer::note_resumed(const std::string& dir, const TrainState& st) {
   fs::path p = fs::path(dir).lexically_normal();
   if (!p.has_filename()) p = p.parent_path();  // "…/step-00000012/"
   std::error_code ec;
   if (fs::equivalent(p.parent_path(), root_, ec)) {
-    last_saved_step_ = step;
+    last_saved_step_ = st.step;
+    last_saved_unreported_ = st.unreported.has_value();
     last_dir_ = dir;
   }
 }

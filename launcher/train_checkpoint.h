@@ -49,7 +49,8 @@ std::string find_resume_checkpoint(const TrainConfig& c, parallel::Communicator*
 // Collective-free: every rank reads what it needs.
 TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir);
 
-// Resume: keeps the rows of RUN_DIR/metrics.jsonl of the epochs before st.epoch and the
+// Resume: keeps the rows of RUN_DIR/metrics.jsonl of the epochs reported before the
+// checkpoint (those before st.epoch, or before its unreported epoch) and the
 // rows of RUN_DIR/steps.jsonl up to st.step (a run killed after its last checkpoint may
 // have written more), so that the resumed run continues both files.
 void trim_run_logs(const std::filesystem::path& run_dir, const TrainState& st);
@@ -72,10 +73,11 @@ class RunCheckpointer {
   bool stage_ends(int epoch) const;  // epoch is the last of its stage (or of the run)
 
   // Collective: saves st (milestone: never deleted by retention). A second save of the
-  // step already saved is skipped.
+  // step already saved is skipped (unless that save held the step's epoch unreported
+  // and this one does not: TrainState::unreported).
   void save(const TrainState& st, bool milestone);
-  // After a resume from `dir` at `step`: a save of that step into the same root is skipped.
-  void note_resumed(const std::string& dir, int64_t step);
+  // After a resume from `dir` with state st: a save of it into the same root is skipped.
+  void note_resumed(const std::string& dir, const TrainState& st);
   // Collective: commits a pending asynchronous save. Returns the last committed directory.
   std::string finish();
 
@@ -84,6 +86,7 @@ class RunCheckpointer {
   std::string root_;
   std::unique_ptr<parallel::AsyncCheckpointer> async_;
   int64_t last_saved_step_ = -1;
+  bool last_saved_unreported_ = false;
   std::string last_dir_;
 };
 

@@ -391,7 +391,8 @@ void emit_epoch_row(const TrainContext& ctx, const nlohmann::json& row) {
 
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device, const curriculum::Tokenizer& tok,
                                       const std::vector<Sample>& split, const TrainConfig& c, int stage,
-                                      const curriculum::EotClassifier* eot, Distributed* dist) {
+                                      const curriculum::EotClassifier* eot, Distributed* dist,
+                                      Interruptible interruptible) {
   std::vector<Sample> head;  // a copy only when truncating
   if (c.eval_max_items > 0 && static_cast<int>(split.size()) > c.eval_max_items)
     head.assign(split.begin(), split.begin() + c.eval_max_items);
@@ -416,6 +417,8 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
   if (c.eval_thought_tokens > 0 && c.curriculum.feeds_back() && (!stages || dist->grid->first_stage()))
     decode_thought = curriculum::top_thought_tokens(gpt, tok, c.eval_thought_tokens);
   const curriculum::EvalShard shard{share, shares_count};
+  std::function<bool()> stop_requested;
+  if (interruptible == Interruptible::by_stop_signal) stop_requested = [] { return StopSignals::received() != 0; };
   curriculum::EvalResult mine;
   if (stages) {  // a batch in flight on every stage of the replica
     auto through_stages = [&](const std::vector<std::vector<const curriculum::BuiltSample*>>& batches,
@@ -423,13 +426,22 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
       return generate_through_stages(gpt, dist->grid->pipeline(), dist->partition, batches, tok, options);
     };
     mine = curriculum::evaluate(through_stages, tok, items, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens,
-                                eot, shard, decode_thought);
+                                eot, shard, decode_thought, stop_requested);
   } else {
     std::unique_ptr<model::Decoder> decoder = device ? device->decoder() : std::make_unique<model::CpuDecoder>(gpt);
     mine = curriculum::evaluate(*decoder, tok, items, c.curriculum, stage, c.eval_batch_size, c.max_new_tokens, eot,
-                                shard, decode_thought);
+                                shard, decode_thought, stop_requested);
   }
   if (!world || world->size() == 1) return mine;
+  if (stop_requested) {  // one share interrupted: the evaluation is, on every rank
+    int64_t interrupted = mine.interrupted ? 1 : 0;
+    world->all_reduce_sum(&interrupted, 1);
+    if (interrupted > 0) {
+      curriculum::EvalResult none;
+      none.interrupted = true;
+      return none;
+    }
+  }
   // Each share to every rank (a few hundred bytes per item), then joined.
   std::vector<curriculum::EvalResult> shares(shares_count);
   for (int k = 0; k < shares_count; ++k) {
@@ -556,26 +568,47 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
   } else {
     row["activation_mib_measured"] = static_cast<double>(ActivationMeter::peak()) / (1 << 20);
   }
-  // Between epochs (what an epoch-end checkpoint saves): the next epoch, not started.
+  // Between epochs (what an epoch-end checkpoint saves): the next epoch, not started;
+  // this one's evaluation and report to come (report_epoch).
   st.epoch = epoch + 1;
   st.batch_in_epoch = 0;
   st.loss_sum = st.tokens = 0;
   st.batches = 0;
   const bool last = epoch + 1 == c.epochs || st.out_of_time;
-  const bool eval_now = !ctx.data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);
+  const bool evaluate = !ctx.data.valid.empty() && ((c.eval_every > 0 && (epoch + 1) % c.eval_every == 0) || last);
+  st.unreported = TrainState::UnreportedEpoch{epoch, stage, evaluate, last, std::move(row)};
+}
+
+bool report_epoch(TrainContext& ctx, TrainState& st) {
+  COCONUT_CHECK(st.unreported.has_value(), "report_epoch: no finished epoch to report (internal error)");
+  const TrainConfig& c = ctx.config;
+  const TrainState::UnreportedEpoch& u = *st.unreported;
+  const int epoch = u.epoch, stage = u.stage;
   // Every rank or replica evaluates a share of the batches (collective under mpirun);
   // rank 0 reports.
   curriculum::EvalResult r;
-  if (eval_now)
+  if (u.evaluate) {
+    const size_t n = ctx.data.valid.size(), items = c.eval_max_items > 0 ? std::min<size_t>(n, c.eval_max_items) : n;
+    spdlog::info("epoch {} stage {}: evaluating {} items of {}", epoch, stage, items, ctx.data.valid_name);
     r = evaluate_split(ctx.gpt, ctx.device, ctx.tok, ctx.data.valid, c, stage, ctx.eot,
-                       ctx.dist.executor ? &ctx.dist : nullptr);
+                       ctx.dist.executor ? &ctx.dist : nullptr, Interruptible::by_stop_signal);
+    if (r.interrupted) {
+      spdlog::warn("epoch {} stage {}: the evaluation was interrupted by a stop signal; the resumed run evaluates "
+                   "this epoch again", epoch, stage);
+      return false;
+    }
+  }
   // Every rank holds the merged result, so every rank takes the same branch.
   const curriculum::CurriculumConfig& cc = c.curriculum;
   const bool final_stage = cc.effective_stage(stage) == cc.effective_stage(cc.stage_of_epoch(c.epochs - 1));
-  if (eval_now && c.eval_keep_best && final_stage && r.accuracy() > st.best.valid_accuracy)
+  if (u.evaluate && c.eval_keep_best && final_stage && r.accuracy() > st.best.valid_accuracy)
     keep_best_model(ctx, st, epoch, stage, r.accuracy());
-  if (!ctx.writer) return;
-  if (eval_now) {
+  nlohmann::json row = std::move(st.unreported->row);
+  const bool last = u.last, evaluated = u.evaluate;
+  st.unreported.reset();
+  if (!ctx.writer) return true;
+  const double mean_loss = row.at("loss").get<double>(), seconds = row.at("seconds").get<double>();
+  if (evaluated) {
     row["valid_accuracy"] = r.accuracy();
     if (ctx.eot) {
       row["valid_mean_thoughts"] = r.mean_thoughts;
@@ -589,6 +622,7 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
     spdlog::info("epoch {} stage {}: loss {:.4f}, {:.1f}s", epoch, stage, mean_loss, seconds);
   }
   emit_epoch_row(ctx, row);
+  return true;
 }
 
 }  // namespace coconut::launcher

@@ -5,7 +5,7 @@
 //                 accumulators, the previous stage): what a checkpoint saves and a
 //                 resume restores
 //   EpochPlan     the epoch's samples in order, built deterministically from (seed, epoch)
-//   start_epoch / run_batch / finish_epoch   the loop's three steps
+//   start_epoch / run_batch / finish_epoch / report_epoch   the loop's steps
 // Progress is reported in exactly two places: emit_step() (per optimizer step: the
 // progress line every log_every steps, RUN_DIR/steps.jsonl and TensorBoard scalars) and
 // emit_epoch_row() (RUN_DIR/metrics.jsonl and TensorBoard), both through RunOutput.
@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -110,6 +111,16 @@ struct TrainState {
     int64_t step = 0;
   } best;
   TrainSummary summary;        // per-epoch results so far
+  // An epoch finished (finish_epoch) whose evaluation and report (report_epoch) are still
+  // to come: between the two, or saved so when a stop signal interrupted the evaluation
+  // (the resumed run evaluates and reports it first).
+  struct UnreportedEpoch {
+    int epoch = 0, stage = 0;
+    bool evaluate = false;  // eval.every_epochs or the run's last epoch
+    bool last = false;      // the run's last epoch (train.epochs, or train.max_minutes)
+    nlohmann::json row;     // its metrics.jsonl row so far (loss, throughput, bubble)
+  };
+  std::optional<UnreportedEpoch> unreported;
   // This process only, not saved: pipeline time this epoch (measured bubble), the
   // simulator's largest per-micro-batch activation bytes of a step, and the clock.
   double busy = 0, op_wall = 0, simulated_bubble = 0, simulated_peak_bytes = 0;
@@ -172,9 +183,15 @@ void report_divergence(const TrainContext& ctx, const TrainState& st, const std:
 // moments, so they agree after each step on whether to stop there. Collective under mpirun.
 int agreed_stop_signal(const TrainContext& ctx);
 
-// The epoch's row (mean loss, throughput, <eot> statistics, bubble), evaluation when
-// due, then the state moves to the next epoch. Collective under mpirun.
+// The epoch's row (mean loss, throughput, <eot> statistics, bubble) into st.unreported,
+// then the state moves to the next epoch. Collective under mpirun.
 void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
+
+// The unreported epoch's evaluation when due (eval.keep_best's model with it), then its
+// row to metrics.jsonl and the log (eval_valid.json after the run's last). Returns false
+// when a stop signal interrupted the evaluation: the epoch stays unreported. Collective
+// under mpirun.
+bool report_epoch(TrainContext& ctx, TrainState& st);
 
 // Accuracy on a split (its first eval.max_items items when set) at `stage`, on the
 // device model when there is one (train.device: cuda), else on the host model. With
@@ -184,9 +201,13 @@ void finish_epoch(TrainContext& ctx, TrainState& st, const EpochPlan& plan);
 // share; pipeline stages hold only their layers, so each replica takes a share and
 // decodes it through its stages, a batch in flight on every stage
 // (launcher/staged_generation.h).
+// Interruptible: a stop signal (runtime/stop_signals.h) that reaches any rank ends the
+// evaluation before its next batch, and every rank returns an `interrupted` result.
+enum class Interruptible { no, by_stop_signal };
 curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device, const curriculum::Tokenizer& tok,
                                       const std::vector<curriculum::Sample>& split, const TrainConfig& c, int stage,
-                                      const curriculum::EotClassifier* eot, Distributed* dist = nullptr);
+                                      const curriculum::EotClassifier* eot, Distributed* dist = nullptr,
+                                      Interruptible interruptible = Interruptible::no);
 
 // train.device: cuda: the host model and optimizer brought up to date from the GPU
 // before the host reads them (evaluation, checkpoints, the export). No-op on the CPU.

@@ -336,7 +336,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   if (!resume_dir.empty()) {
     st = restore_checkpoint(ctx, resume_dir);
     if (device) device->load_from_host(gpt, opt);
-    checkpoints.note_resumed(resume_dir, st.step);
+    checkpoints.note_resumed(resume_dir, st);
     if (writer) trim_run_logs(dir, st);
   }
   ctx.first_step = st.step;
@@ -359,22 +359,44 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   // after the same step, with a checkpoint of it.
   StopSignals signals;
   int stop_signal = 0;
-  auto stop_on_signal = [&] {
+  auto stop_on_signal = [&](bool milestone = false) {
     stop_signal = agreed_stop_signal(ctx);
     if (stop_signal == 0) return false;
-    checkpoints.save(st, false);
+    checkpoints.save(st, milestone);
     const std::string saved = checkpoints.finish();
-    spdlog::warn("{} received: stopped after step {} (epoch {}, batch {}) at {:.1f} s of the run's wall time, "
+    spdlog::warn("{} received: stopped after step {} (epoch {}, batch {}{}) at {:.1f} s of the run's wall time, "
                  "checkpoint {}; rerun with --resume auto to continue", stop_signal_name(stop_signal), st.step, st.epoch,
-                 st.batch_in_epoch, st.run_seconds(ctx), saved);
+                 st.batch_in_epoch,
+                 st.unreported ? fmt::format(", during epoch {}'s evaluation", st.unreported->epoch) : std::string(),
+                 st.run_seconds(ctx), saved);
     return true;
+  };
+  // The finished epoch's evaluation and report, then its epoch-end checkpoint. A stop
+  // signal during the evaluation cuts it short: the run stops with the epoch unreported
+  // in its checkpoint (the epoch-end save's milestone), and the rerun evaluates it first.
+  auto conclude_epoch = [&] {
+    const int epoch = st.unreported->epoch;
+    const bool due = checkpoints.epoch_end_due(epoch), milestone = due && checkpoints.stage_ends(epoch);
+    if (!report_epoch(ctx, st)) {
+      COCONUT_CHECK(stop_on_signal(milestone), "an evaluation interrupted without a stop signal (internal error)");
+      return true;
+    }
+    if (due) checkpoints.save(st, milestone);
+    return false;
   };
   // A loss or a state that is not finite (train_loop.h) ends the run without saving it.
   std::string diverged_why;
   bool stopped = false;
   try {
     stopped = stop_now();
-    while (!stopped && st.epoch < c.epochs) {
+    // Resumed from a stop during an evaluation: that epoch first (train.max_minutes may
+    // have made it the last).
+    bool ended = false;
+    if (!stopped && st.unreported) {
+      ended = st.unreported->last;
+      stopped = conclude_epoch();
+    }
+    while (!stopped && !ended && st.epoch < c.epochs) {
       const EpochPlan plan = plan_epoch(ctx, st.epoch);
       if (st.batch_in_epoch == 0) start_epoch(ctx, st, plan);
       const int64_t batches = plan.num_batches(c.batch_size);
@@ -393,14 +415,14 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
         spdlog::warn("train.max_minutes ({}) reached: epoch {} (stage {}) of {} is the last; {:.1f} min of training",
                      c.max_minutes, plan.epoch, plan.stage, c.epochs, st.training_seconds(ctx) / 60);
       finish_epoch(ctx, st, plan);
-      if (checkpoints.epoch_end_due(plan.epoch)) checkpoints.save(st, checkpoints.stage_ends(plan.epoch));
-      if (st.out_of_time) break;
-      // A signal during the epoch's evaluation: the finished epoch is saved and the run
-      // stops now, not after the next epoch's first batch (a Slurm grace period may not
-      // cover one more batch after a long evaluation).
+      stopped = conclude_epoch();
+      if (stopped || st.out_of_time) break;
+      // A signal after the epoch's evaluation, or during its epoch-end checkpoint: the
+      // run stops now, not after the next epoch's first batch (a Slurm grace period may
+      // not cover one more batch).
       stopped = stop_on_signal();
     }
-    // A signal during the last epoch's evaluation (also when train.max_minutes ended the
+    // A signal after the last epoch's evaluation (also when train.max_minutes ended the
     // run): the finished state is saved, so that the rerun only evaluates the test split
     // and exports the model.
     if (!stopped) stopped = stop_on_signal();
@@ -426,11 +448,22 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   // tensors), before the test split: a job killed while a long test set decodes (a
   // preemption's grace period ending) still leaves the trained model.
   export_run_model(ctx, dir / "model");
+  // A stop signal during a test split's evaluation stops the run with the finished state
+  // saved (it already is when checkpoints are on): the rerun exports and evaluates again.
+  auto stop_during_test = [&] {
+    summary.stopped = stop_on_signal();
+    COCONUT_CHECK(summary.stopped, "an evaluation interrupted without a stop signal (internal error)");
+    summary.stop_signal = stop_signal;
+    return timed(summary);
+  };
   // The test split: every rank evaluates a share (collective under mpirun); rank 0 writes.
   curriculum::EvalResult test;
-  if (!data.test.empty())
+  if (!data.test.empty()) {
+    spdlog::info("{}: evaluating the final model", data.test_name);
     test = evaluate_split(gpt, device.get(), *tok, data.test, c, summary.final_stage, eot.get(),
-                          distributed ? &dist : nullptr);
+                          distributed ? &dist : nullptr, Interruptible::by_stop_signal);
+  }
+  if (test.interrupted) return stop_during_test();
   // eval.keep_best: the test split on the best validation model too, once the final model
   // is out (its weights replace the final ones in memory).
   curriculum::EvalResult test_best;
@@ -447,8 +480,14 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     if (eot)
       best_eot = std::make_unique<curriculum::EotClassifier>(
           curriculum::EotClassifier::load((best_dir / "eot_classifier.txt").string(), c.adamw));
+    spdlog::info("{}: evaluating the best {} model (epoch {})", data.test_name, data.valid_name, st.best.epoch);
     test_best = evaluate_split(gpt, device.get(), *tok, data.test, c, st.best.stage, best_eot.get(),
-                               distributed ? &dist : nullptr);
+                               distributed ? &dist : nullptr, Interruptible::by_stop_signal);
+    if (test_best.interrupted) {  // the final weights back (from the export) for the checkpoint
+      import_held_weights(gpt, (dir / "model" / "model.safetensors").string(), mc, dist.held_slices(gpt));
+      if (device) device->load_from_host(gpt, opt);
+      return stop_during_test();
+    }
     summary.best_test_accuracy = test_best.accuracy();
   }
   if (!writer) return timed(summary);

@@ -2,8 +2,8 @@
 // (`#SBATCH --signal=USR1@120`, `scancel --signal=USR1`), mpirun (which forwards SIGUSR1
 // to its ranks) or a plain `kill` sends before the job is killed for good. The handler
 // only records the signal (and, for `coconut sweep`, passes it on to the running child);
-// the trainer looks at it between optimizer steps, saves a checkpoint and exits with
-// kExitStoppedBySignal, so that a rerun with `--resume auto` continues where it stopped.
+// the trainer looks at it between optimizer steps and before each evaluation batch,
+// saves a checkpoint and exits with kExitStoppedBySignal, so that a rerun with `--resume auto` continues where it stopped.
 // SIGINT (Ctrl-C) keeps its default: it stops at once.
 #pragma once
 

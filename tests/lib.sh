@@ -66,3 +66,13 @@ wait_lines() {
   done
   fail "$3 wrote no $2 lines to $1 in 60 s"
 }
+
+# wait_log FILE TEXT WHAT: waits until FILE holds a line with TEXT (fixed string); after
+# 60 s the test fails, naming WHAT.
+wait_log() {
+  for _ in $(seq 600); do
+    [ -f "$1" ] && grep -qF -- "$2" "$1" && return 0
+    sleep 0.1
+  done
+  fail "$3 logged no '$2' to $1 in 60 s"
+}

@@ -99,6 +99,56 @@ TEST(Evaluation, ShardsJoinedEqualOneWorker) {
   }
 }
 
+// GenerateOptions::stop_requested (a stop signal during a training run's evaluation):
+// asked before each batch; once it says stop no batch starts and the result is marked
+// interrupted. A stop that never comes changes nothing.
+TEST(Evaluation, StopRequestedEndsBeforeTheNextBatch) {
+  Fixture f;
+  const EvalResult whole = evaluate(f.model, f.tok, f.samples, f.cc, 2, /*batch_size=*/2, /*max_new_tokens=*/12);
+  ASSERT_FALSE(whole.interrupted);
+  int asked = 0;
+  const EvalResult never = evaluate(f.model, f.tok, f.samples, f.cc, 2, 2, 12, nullptr, {}, {}, [&] {
+    ++asked;
+    return false;
+  });
+  EXPECT_FALSE(never.interrupted);
+  EXPECT_EQ(asked, 6);  // 11 items in batches of 2
+  expect_same_items(never, whole);
+  // A generator that counts what it is handed and what it decodes: the stop comes after
+  // its second batch.
+  model::CpuDecoder decoder(f.model);
+  int decoded = 0;
+  const BatchGenerator counting = [&](const std::vector<std::vector<const BuiltSample*>>& batches,
+                                      const GenerateOptions& options) {
+    EXPECT_EQ(batches.size(), 6u);
+    std::vector<std::vector<Generation>> out;
+    for (const auto& batch : batches) {
+      if (options.stop_requested && options.stop_requested()) break;
+      out.push_back(generate_greedy(decoder, batch, f.tok, options));
+      ++decoded;
+    }
+    return out;
+  };
+  asked = 0;
+  const EvalResult stopped = evaluate(counting, f.tok, f.samples, f.cc, 2, 2, 12, nullptr, {}, {}, [&] {
+    return ++asked > 2;
+  });
+  EXPECT_TRUE(stopped.interrupted);
+  EXPECT_EQ(decoded, 2);
+  EXPECT_EQ(asked, 3);
+  // The decoder form stops the same way, also before its first batch.
+  asked = 0;
+  EXPECT_TRUE(evaluate(f.model, f.tok, f.samples, f.cc, 2, 2, 12, nullptr, {}, {}, [&] { return ++asked > 4; })
+                  .interrupted);
+  EXPECT_EQ(asked, 5);
+  EXPECT_TRUE(evaluate(f.model, f.tok, f.samples, f.cc, 2, 2, 12, nullptr, {}, {}, [] { return true; }).interrupted);
+  // Fewer batches without a stop is the generator's error, not an interruption.
+  const BatchGenerator short_one = [](const std::vector<std::vector<const BuiltSample*>>&, const GenerateOptions&) {
+    return std::vector<std::vector<Generation>>(1);
+  };
+  EXPECT_THROW(evaluate(short_one, f.tok, f.samples, f.cc, 2, 2, 12), Error);
+}
+
 TEST(Evaluation, JsonRoundTripAndMergeRefusals) {
   Fixture f;
   const EvalResult a = evaluate(f.model, f.tok, f.samples, f.cc, 1, 4, 8, nullptr, {0, 2});

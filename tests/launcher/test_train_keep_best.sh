@@ -8,7 +8,10 @@
 #     accuracy again;
 #  2. eval_test_best.json equals the eval_test.json of a run trained only up to that epoch;
 #  3. stopped mid-run and resumed, the run ends with the same best model and test report;
-#  4. two pipeline stages under mpirun: the same checks of 1 against its own checkpoints.
+#  4. two pipeline stages under mpirun: the same checks of 1 against its own checkpoints;
+#  5. SIGTERM while the best model's test split decodes (2,000 items: about 1.5 s here):
+#     the run stops (exit 75) with a checkpoint of the final weights, not the best model's
+#     that are in memory then, and the rerun writes 1's reports.
 #   test_train_keep_best.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
 
@@ -21,7 +24,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass
 
 # 512 items in batches of 16: 32 steps an epoch.
 args=("$configs/prosqa_tiny.yaml" --set data.kind=prontoqa --set data.generate_train=512
-      --set data.generate_valid=48 --set data.generate_test=48 --set curriculum.max_latent_stage=1
+      --set data.generate_valid=48 --set data.generate_test=2000 --set curriculum.max_latent_stage=1
       --set curriculum.epochs_per_stage=1 --set train.batch_size=16 --set model.d_model=32 --set train.lr=3e-3
       --set eval.max_new_tokens=64 --set run.threads=1)
 best=(--set train.epochs=8 --set eval.keep_best=true --set checkpoint.at_epoch_end=true --set checkpoint.keep_last=0)
@@ -91,3 +94,24 @@ pass "stopped at step 200 and resumed: the same best model and test report"
 train stages 2 "${best[@]}"
 stage_epoch=$(check_best stages)
 pass "pp 2: best_model is epoch $stage_epoch's, equal to its checkpoint's bytes"
+
+# ---- 5. a stop signal during the best model's test evaluation ----------------------------
+# No epoch-end checkpoints here, so the stop's save is the run's only one.
+stop=("${best[@]}" --set checkpoint.at_epoch_end=false)
+"$bin" train "${args[@]}" "${stop[@]}" --set run.dir="$work/stop" >"$work/stop.log" 2>&1 &
+pid=$!
+wait_log "$work/stop.log" "evaluating the best generated-valid model" stop
+sleep 0.2
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+[[ $rc == 75 && ! -e $work/stop/eval_test_best.json ]] || fail "stop: exit code $rc: $(tail -n 5 "$work/stop.log")"
+latest=$(cat "$work/stop/checkpoints/latest")
+"$bin" ckpt export "$work/stop/checkpoints/$latest" --to "$work/stop_export" >/dev/null 2>&1 || fail "stop: ckpt export"
+cmp -s "$work/stop_export/model.safetensors" "$work/one/model/model.safetensors" ||
+  fail "stop: the checkpoint $latest does not hold the final weights"
+train stop 1 "${stop[@]}" --resume auto
+for f in eval_test.json eval_test_best.json best_model/model.safetensors model/model.safetensors; do
+  cmp -s "$work/one/$f" "$work/stop/$f" || fail "stop: $f differs from the uninterrupted run's"
+done
+pass "SIGTERM during the best model's test evaluation: stopped with the final weights in $latest; the rerun wrote the same reports"

@@ -8,11 +8,12 @@
 #   grid     mpirun -np 2 (pp 2), SIGUSR1 to mpirun, which forwards it to both ranks
 #   rank1    mpirun -np 2 (pp 2), SIGTERM to rank 1's process only: rank 0 learns it from
 #            the agreement after the step and stops with it
-#   mid_eval one process, SIGTERM during epoch 0's evaluation: stops before epoch 1's
-#            first step
-#   end      one process, SIGTERM after the last step, during the final evaluation (200
-#            items): the checkpoint of the last step is saved, and the rerun evaluates
-#            and exports what the uninterrupted run did
+#   mid, mid_grid, end   SIGTERM during a validation evaluation (one process in epoch 0's
+#            or the last one's, 2 pipeline ranks with the signal to rank 1): it stops
+#            before its next batch, the checkpoint holds the epoch unreported, and the
+#            rerun evaluates it first
+#   test     one process, SIGTERM while the test split decodes: stopped with the model
+#            exported and no test report; the rerun writes it
 # and `coconut sweep`: SIGTERM to the sweep reaches its running child, the sweep stops
 # with code 75 without starting the next run, and a rerun resumes and finishes both.
 # Last, `busy`: a second training started in a running run's directory stops at once.
@@ -39,6 +40,13 @@ start_run() {
   fi
   run_pid=$!
 }
+# rank_pid NAME K: the pid of the K-th (1-based) coconut process of run NAME under mpirun.
+rank_pid() {
+  local pid
+  pid=$(pgrep -P "$run_pid" -f "run.dir=$tmp/$1" | sort -n | sed -n "$2p")
+  [ -n "$pid" ] || fail "$1: no rank process $2 under mpirun $run_pid"
+  echo "$pid"
+}
 # stopped_run NAME NP SIGNAL TARGET [OPTIONS...]: starts the run, sends SIGNAL to TARGET
 # (self: the started process; rank1: the second coconut process under mpirun) after 10
 # steps, and expects exit code 75 and a checkpoint of the step every rank names.
@@ -48,10 +56,7 @@ stopped_run() {
   start_run "$name" "$np" "$@"
   wait_lines "$tmp/$name/steps.jsonl" 10 "$name"
   local pid=$run_pid
-  if [ "$target" = rank1 ]; then
-    pid=$(pgrep -P "$run_pid" -f "run.dir=$tmp/$name" | sort -n | sed -n 2p)
-    [ -n "$pid" ] || fail "$name: no second rank process under mpirun $run_pid"
-  fi
+  [ "$target" = self ] || pid=$(rank_pid "$name" 2)
   kill -"$signal" "$pid"
   wait "$run_pid" || rc=$?
   [ "$rc" = 75 ] || fail "$name: exit code $rc after SIG$signal, expected 75: $(tail -n 20 "$tmp/$name.log")"
@@ -109,53 +114,92 @@ sys.exit(0 if attempts == 2 and stop > 0 and abs(earlier - stop) <= 0.2 and abs(
 PY
 pass "one: the resumed run's wall time counts the stopped attempt up to its checkpoint"
 
-# term_in_evaluation NAME STEPS [OPTIONS...]: starts a one-process run, sends SIGTERM
-# 0.3 s after its STEPS-th step (while the evaluation after it decodes: 200 items of 64
-# tokens take longer) and expects exit code 75.
+# term_in_evaluation NAME NP TARGET EPOCH [OPTIONS...]: starts the run, sends SIGTERM to
+# TARGET (self, or rank1 under mpirun) 0.2 s into epoch EPOCH's evaluation (100 items of
+# 64 tokens take longer) and expects exit code 75, the evaluation interrupted, and a stop
+# that names it on every rank.
 term_in_evaluation() {
-  local name=$1 steps=$2 rc=0
-  shift 2
-  start_run "$name" 1 "$@"
-  wait_lines "$tmp/$name/steps.jsonl" "$steps" "$name"
-  sleep 0.3
-  kill -TERM "$run_pid"
+  local name=$1 np=$2 target=$3 epoch=$4 rc=0
+  shift 4
+  start_run "$name" "$np" "$@"
+  wait_log "$tmp/$name.log" "epoch $epoch stage $epoch: evaluating 100 items" "$name"
+  sleep 0.2
+  local pid=$run_pid
+  [ "$target" = self ] || pid=$(rank_pid "$name" 2)
+  kill -TERM "$pid"
   wait "$run_pid" || rc=$?
   [ "$rc" = 75 ] || fail "$name: exit code $rc after SIGTERM, expected 75: $(tail -n 20 "$tmp/$name.log")"
+  ! grep -q "epoch $epoch stage $epoch: loss .* accuracy" "$tmp/$name.log" ||
+    fail "$name: epoch $epoch's evaluation finished: $(grep accuracy "$tmp/$name.log")"
+  [ "$(grep -c "the evaluation was interrupted by a stop signal" "$tmp/$name.log")" = "$np" ] &&
+    [ "$(grep -c "SIGTERM received: stopped after step $((20 * epoch + 20)) (epoch $((epoch + 1)), batch 0, during \
+epoch $epoch's evaluation)" "$tmp/$name.log")" = "$np" ] ||
+    fail "$name: not stopped in epoch $epoch's evaluation on every rank: $(grep -E "received|interrupted" "$tmp/$name.log")"
+}
+# same_epoch_rows NAME REF: the runs' metrics.jsonl rows (2) have the same epoch, stage,
+# step, loss and validation accuracy (not the timings); the last one has an accuracy.
+same_epoch_rows() {
+  python3 - "$tmp/$1" "$tmp/$2" <<'PY' || fail "$1: the epoch rows (loss, accuracy) differ from $2's"
+import json, sys
+keys = ("epoch", "stage", "step", "loss", "valid_accuracy")
+a, b = ([tuple(r.get(k) for k in keys) for r in map(json.loads, open(f"{d}/metrics.jsonl"))] for d in sys.argv[1:])
+sys.exit(0 if a == b and len(a) == 2 and a[1][4] is not None else 1)
+PY
 }
 
-# end: the signal once every step is done, while the final evaluation decodes.
-end=(--set data.generate_valid=200 --set eval.max_new_tokens=64)
-train_run full_end 1 "${end[@]}"
-term_in_evaluation end 120 "${end[@]}"
-[ "$(cat "$tmp/end/checkpoints/latest")" = step-00000120 ] || fail "end: the latest checkpoint is not that of step 120"
-[ ! -e "$tmp/end/model" ] || fail "end: a stopped run must not export a model"
-train_run end 1 "${end[@]}" --resume auto
-cmp -s "$tmp/end/model/model.safetensors" "$tmp/full_end/model/model.safetensors" || fail "end: the model differs"
-cmp -s "$tmp/end/eval_valid.json" "$tmp/full_end/eval_valid.json" || fail "end: eval_valid.json differs"
-cmp -s "$tmp/end/steps.jsonl" "$tmp/full_end/steps.jsonl" || fail "end: steps.jsonl differs"
-pass "end: stopped after the last step ($(grep -o "SIGTERM received: stopped after step [0-9]* (epoch [0-9]*" "$tmp/end.log")), the rerun exported the same model and evaluation"
-
-# mid_eval: the signal once epoch 0's steps are done, while its evaluation decodes: the
-# run stops after that evaluation, before epoch 1's first step, with a checkpoint of step
-# 60; the rerun equals the uninterrupted run (steps, epoch rows, evaluation, model).
-mid=(--set data.generate_valid=200 --set eval.max_new_tokens=64 --set eval.every_epochs=1)
-train_run full_mid 1 "${mid[@]}"
-term_in_evaluation mid 60 "${mid[@]}"
-[ "$(wc -l <"$tmp/mid/steps.jsonl")" = 60 ] || fail "mid: $(wc -l <"$tmp/mid/steps.jsonl") steps, expected 60"
-[ "$(cat "$tmp/mid/checkpoints/latest")" = step-00000060 ] || fail "mid: the latest checkpoint is not that of step 60"
-grep -q "SIGTERM received: stopped after step 60 (epoch 1, batch 0)" "$tmp/mid.log" ||
-  fail "mid: not stopped at epoch 1's start: $(grep received "$tmp/mid.log")"
-train_run mid 1 "${mid[@]}" --resume auto
-for f in steps.jsonl eval_valid.json model/model.safetensors; do
-  cmp -s "$tmp/mid/$f" "$tmp/full_mid/$f" || fail "mid: $f differs from the uninterrupted run's"
+# A signal while a validation split decodes stops the run before the evaluation's next
+# batch, with a checkpoint that holds the epoch unreported; the rerun evaluates it first
+# and equals the uninterrupted run (steps, epoch rows with their accuracies, evaluation,
+# model). 80 items, 20 steps an epoch; evaluation after every epoch, 100 items:
+#   mid      one process, in epoch 0's evaluation: stopped before epoch 1's first step
+#   mid_grid the same under mpirun -np 2 (pp 2, a batch in flight on each stage), the
+#            signal to rank 1 only
+#   end      one process, in the last evaluation (after every step): the rerun only
+#            evaluates and exports
+short=(--set data.generate_train=80)
+eval_args=("${short[@]}" --set data.generate_valid=100 --set eval.max_new_tokens=64 --set eval.every_epochs=1)
+train_run full_eval 1 "${eval_args[@]}"
+train_run full_eval_grid 2 "${eval_args[@]}" "${grid[@]}"
+for case in mid:1:self:0 mid_grid:2:rank1:0 end:1:self:1; do
+  IFS=: read -r name np target epoch <<<"$case"
+  more=() ref=full_eval
+  [ "$np" = 1 ] || more=("${grid[@]}") ref=full_eval_grid
+  term_in_evaluation "$name" "$np" "$target" "$epoch" "${eval_args[@]}" "${more[@]}"
+  steps=$((20 * epoch + 20))
+  [ "$(wc -l <"$tmp/$name/steps.jsonl")" = "$steps" ] || fail "$name: $(wc -l <"$tmp/$name/steps.jsonl") steps, expected $steps"
+  [ "$(cat "$tmp/$name/checkpoints/latest")" = "step-$(printf %08d "$steps")" ] ||
+    fail "$name: the latest checkpoint is not that of step $steps"
+  [ "$(cat "$tmp/$name/metrics.jsonl" 2>/dev/null | wc -l)" = "$epoch" ] || fail "$name: epoch $epoch's row was written before its evaluation"
+  [ ! -e "$tmp/$name/model" ] || fail "$name: a stopped run must not export a model"
+  train_run "$name" "$np" "${eval_args[@]}" "${more[@]}" --resume auto
+  for f in steps.jsonl eval_valid.json model/model.safetensors; do
+    cmp -s "$tmp/$name/$f" "$tmp/$ref/$f" || fail "$name: $f differs from the uninterrupted run's"
+  done
+  same_epoch_rows "$name" "$ref"
+  pass "$name: stopped in epoch $epoch's evaluation at step $steps ($np rank(s), SIGTERM to $target); resumed, steps, epoch rows, evaluation and model equal"
 done
-python3 - "$tmp/mid" "$tmp/full_mid" <<'PY' || fail "mid: the epoch rows (loss, accuracy) differ"
-import json, sys
-a, b = ([(r["epoch"], r["loss"], r.get("valid_accuracy")) for r in map(json.loads, open(f"{d}/metrics.jsonl"))]
-        for d in sys.argv[1:])
-sys.exit(0 if a == b and len(a) == 2 else 1)
-PY
-pass "mid_eval: stopped after epoch 0's evaluation at step 60; resumed, steps, epoch rows, evaluation and model equal"
+
+# test: the signal while the test split decodes (100 items, after a 4-item validation):
+# the model is exported, then the run stops with a checkpoint of step 40 and no test
+# report; the rerun writes the uninterrupted run's.
+split=("${short[@]}" --set data.generate_test=100 --set eval.max_new_tokens=64)
+train_run full_test 1 "${split[@]}"
+start_run test 1 "${split[@]}"
+wait_log "$tmp/test.log" "generated-test: evaluating the final model" test
+sleep 0.2
+kill -TERM "$run_pid"
+rc=0
+wait "$run_pid" || rc=$?
+[ "$rc" = 75 ] || fail "test: exit code $rc after SIGTERM, expected 75: $(tail -n 20 "$tmp/test.log")"
+grep -q "SIGTERM received: stopped after step 40 (epoch 2, batch 0)" "$tmp/test.log" || fail "test: $(tail -n 5 "$tmp/test.log")"
+[ ! -e "$tmp/test/eval_test.json" ] && [ -f "$tmp/test/model/model.safetensors" ] ||
+  fail "test: expected the exported model and no test report"
+train_run test 1 "${split[@]}" --resume auto
+for f in eval_test.json eval_valid.json model/model.safetensors; do
+  cmp -s "$tmp/test/$f" "$tmp/full_test/$f" || fail "test: $f differs from the uninterrupted run's"
+done
+same_epoch_rows test full_test
+pass "test: stopped while the test split decoded (checkpoint of step 40, exit 75); the rerun wrote the same test report"
 
 # coconut sweep: two runs; SIGTERM to the sweep while its first run trains.
 cat >"$tmp/sweep.yaml" <<EOF

@@ -239,6 +239,21 @@ TEST(StagedGeneration, EqualsGenerateGreedyOnTheWholeModelForAnyNumberOfBatches)
       }
     }
   }
+  // options.stop_requested, true on the last stage only from its third question on: every
+  // rank stops before the same batch and returns the batches started, equal to the
+  // unstopped generation's.
+  curriculum::GenerateOptions opt;
+  opt.feed_back = true;
+  opt.max_new_tokens = 10;
+  int asked = 0;
+  opt.stop_requested = [&] { return ++asked > 2 && grid.stage() == S - 1; };
+  const auto stopped = launcher::generate_through_stages(mine, grid.pipeline(), partition, p.batches, p.tok, opt);
+  EXPECT_EQ(asked, 3) << "asked before each new batch until the stop";
+  opt.stop_requested = nullptr;
+  const std::vector<std::vector<const curriculum::BuiltSample*>> first_two(p.batches.begin(), p.batches.begin() + 2);
+  std::vector<std::vector<curriculum::Generation>> want;
+  for (const auto& batch : first_two) want.push_back(curriculum::generate_greedy(whole, batch, p.tok, opt));
+  expect_same_generations(stopped, want, "S=" + std::to_string(S) + " stopped at the third batch");
   size_t outside = 0;  // staged generation too leaves the other stages' parameters alone
   for (const ParamSlice& g : not_held(held, mine.num_params()))
     outside += resident_bytes(mine.params() + g.begin, g.size() * sizeof(float));
