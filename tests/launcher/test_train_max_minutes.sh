@@ -8,7 +8,9 @@
 #  3. the limit counts the training of earlier attempts: a checkpoint saves the training
 #     time so far, a resumed attempt adds to it, and a limit that the first attempt alone
 #     passed ends the resumed run after its first epoch, though its own clock is far
-#     from the limit.
+#     from the limit;
+#  4. a stop signal during the evaluation of the epoch the limit made the last: the rerun
+#     evaluates that epoch and ends there, as the uninterrupted run did (no more training).
 #   test_train_max_minutes.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
 
@@ -18,13 +20,14 @@ work=$(mktemp -d "$3/max_minutes.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # fail, pass, expect
 
-train() {  # train RUN_DIR MAX_MINUTES [EPOCHS [MORE_ARGS...]]
+run_train() {  # run_train RUN_DIR MAX_MINUTES [EPOCHS [MORE_ARGS...]]: its exit code
   local dir=$1 minutes=$2 epochs=${3:-3}
   "$bin" train "$configs/prosqa_tiny.yaml" --set run.dir="$dir" --set train.max_minutes="$minutes" \
     --set train.epochs="$epochs" --set curriculum.epochs_per_stage=1 --set data.generate_train=32 \
     --set data.generate_valid=8 --set train.batch_size=16 --set model.d_model=32 \
-    --set eval.max_new_tokens=24 --set run.threads=1 "${@:4}" >>"$dir.log" 2>&1 || fail "train $dir: $(tail -n 20 "$dir.log")"
+    --set eval.max_new_tokens=24 --set run.threads=1 "${@:4}" >>"$dir.log" 2>&1
 }
+train() { run_train "$@" || fail "train $1: $(tail -n 20 "$1.log")"; }  # the same, which must succeed
 epoch_rows() {  # rows of metrics.jsonl without a "kind" (per-step rows have "kind": "step")
   python3 -c "import json, sys; print(sum('kind' not in json.loads(l) for l in open(sys.argv[1])))" "$1/metrics.jsonl"
 }
@@ -67,3 +70,21 @@ t2=$(training_seconds "$work/resumed/checkpoints/step-00000018")
 python3 -c "import sys; t1, t2 = map(float, sys.argv[1:]); assert t2 > t1 > 0, (t1, t2)" "$t1" "$t2" ||
   fail "the resumed run's checkpoint holds ${t2} s of training, attempt 1's ${t1} s"
 pass "the limit counts the earlier attempt's ${t1} s of training; the resumed run ends after epoch 8"
+
+# 4. The limit passed after epoch 0; SIGTERM 0.2 s into its evaluation (400 items).
+long_eval=(--set data.generate_valid=400)
+train "$work/limited" 0.000001 3 "${long_eval[@]}"
+run_train "$work/stopped" 0.000001 3 "${long_eval[@]}" &
+wait_log "$work/stopped.log" "epoch 0 stage 0: evaluating 400 items" "stopped"
+sleep 0.2
+pkill -TERM -f "run.dir=$work/stopped " || fail "no run to signal"
+rc=0
+wait $! || rc=$?
+[[ $rc == 75 ]] && grep -q "SIGTERM received: stopped after step 2 (epoch 1, batch 0, during epoch 0's evaluation)" \
+  "$work/stopped.log" || fail "stopped: not stopped in epoch 0's evaluation: $(tail -n 3 "$work/stopped.log")"
+train "$work/stopped" 0.000001 3 "${long_eval[@]}" --resume auto
+[[ $(epoch_rows "$work/stopped") == 1 ]] || fail "the rerun has $(epoch_rows "$work/stopped") epoch rows, expected 1"
+for f in steps.jsonl eval_valid.json model/model.safetensors; do
+  cmp -s "$work/stopped/$f" "$work/limited/$f" || fail "stopped: $f differs from the uninterrupted run's"
+done
+pass "a signal during the evaluation of the limit's last epoch: the rerun evaluates it and ends there, as the uninterrupted run"
