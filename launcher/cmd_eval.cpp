@@ -7,9 +7,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "curriculum/evaluation.h"
 #include "curriculum/word_tokenizer.h"
@@ -30,20 +29,14 @@ int run_final_stage(const LoadedRun& run) {
   // config.yaml is the file the run was started from; --set overrides (train.epochs=1)
   // are not in it, so the metrics, which record each epoch's stage, are preferred.
   const fs::path metrics = fs::path(run.config.run_dir) / kMetricsFile;
-  std::ifstream in(metrics);
-  std::string line, last;
-  while (std::getline(in, line))
-    if (!line.empty()) last = line;
-  if (last.empty()) return run.final_stage;
-  nlohmann::json row;
-  try {
-    row = nlohmann::json::parse(last);
-  } catch (const nlohmann::json::exception& e) {
-    COCONUT_FAIL("{}: the last line is not JSON ({})", metrics.string(), e.what());
-  }
-  COCONUT_CHECK(row.contains("stage") && row["stage"].is_number_integer(),
-                "{}: the last line has no integer 'stage'", metrics.string());
-  return row["stage"].get<int>();
+  if (!fs::exists(metrics)) return run.final_stage;
+  const std::vector<MetricsRow> rows = read_metrics(metrics.string());
+  const auto last_epoch = std::find_if(rows.rbegin(), rows.rend(), [](const MetricsRow& r) { return !r.is_step; });
+  if (last_epoch == rows.rend()) return run.final_stage;
+  const auto stage = last_epoch->json.find("stage");
+  COCONUT_CHECK(stage != last_epoch->json.end() && stage->is_number_integer(), "{}:{}: the last epoch row has no "
+                "integer 'stage'", metrics.string(), last_epoch->line);
+  return stage->get<int>();
 }
 
 EvalData run_eval_data(const LoadedRun& run, const std::string& data_file) {
