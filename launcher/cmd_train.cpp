@@ -45,7 +45,7 @@ bool preflight_ok(const TrainConfig& config, parallel::Communicator& world) {
 
 int cmd_train(const std::vector<std::string>& args) {
   const char* help =
-      "usage: coconut train CONFIG.yaml [--set key=value ...] [--resume auto|PATH] [--dry-run]\n"
+      "usage: coconut train CONFIG.yaml [--set key=value ...] [--resume auto|PATH] [--dry-run [--np N]]\n"
       "  Trains through the curriculum of the config's method, evaluating after epochs.\n"
       "  Writes RUN_DIR/{config.yaml, tokenizer.txt, metrics.jsonl, steps.jsonl, events.out.tfevents.*,\n"
       "  eval_*.json, model/, logs/train.rank<r>.log}\n"
@@ -56,6 +56,8 @@ int cmd_train(const std::vector<std::string>& args) {
       "  --dry-run: check the config (files may be missing), print the effective config and\n"
       "             the model size, measure the data's sequences against the model's positions\n"
       "             (when the inputs are there), and exit without training or writing anything\n"
+      "  --np N:    with --dry-run, for a job of N ranks (mpirun -np N): the process grid checked\n"
+      "             against it, the micro-batches it would use measured exactly\n"
       "  SIGTERM or SIGUSR1 (to any rank, or to mpirun for SIGUSR1): every rank stops after the\n"
       "  current step, saves a checkpoint and exits with code 75; --resume auto continues.\n";
   if (args.empty() || args[0] == "--help") {
@@ -64,11 +66,13 @@ int cmd_train(const std::vector<std::string>& args) {
   }
   TrainConfig config;
   bool dry_run = false;
+  int job_ranks = 0;
   try {
     Config yaml = Config::load_file(args[0]);
     for (size_t i = 1; i < args.size(); ++i) {
       if (args[i] == "--set") yaml.apply_override(option_value(args, i));
       else if (args[i] == "--dry-run") dry_run = true;
+      else if (args[i] == "--np") job_ranks = option_int(args, i, 1, 1 << 20);
       else if (args[i] == "--resume") yaml.apply_override("checkpoint.resume=" + option_value(args, i));
       else throw UsageError(fmt::format("unknown option '{}'\n{}", args[i], help));
     }
@@ -76,7 +80,9 @@ int cmd_train(const std::vector<std::string>& args) {
   } catch (const coconut::Error& e) {
     throw UsageError(e.what());  // configuration errors are usage errors: exit code 2
   }
-  if (dry_run) return print_dry_run(config);
+  if (job_ranks > 0 && !dry_run)
+    throw UsageError(fmt::format("--np goes with --dry-run (a run's ranks are its job's: mpirun -np N)\n{}", help));
+  if (dry_run) return print_dry_run(config, job_ranks);
   // One process or an MPI job (mpirun / srun): MPI initialises as a singleton otherwise.
   parallel::MpiRuntime mpi(nullptr, nullptr);
   auto world = parallel::MpiCommunicator::world();

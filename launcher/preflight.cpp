@@ -15,6 +15,7 @@
 #include "launcher/trainer.h"
 #include "model/gpt2.h"
 #include "model/hf_weights.h"
+#include "parallel/grid.h"
 #include "runtime/check.h"
 
 namespace coconut::launcher {
@@ -141,22 +142,32 @@ std::vector<std::string> preflight_problems(const TrainConfig& c, const Prefligh
 
 namespace {
 
+// The train.micro_batch_size a run would choose when the config leaves it out, for a
+// job of job_ranks ranks (0: unknown); 0 when that depends on the job's size.
+int default_micro_for_job(const TrainConfig& c, int job_ranks) {
+  if (job_ranks == 1) return default_micro_batch_size(c.batch_size, 1, 1);  // one process
+  if (c.dp > 0) return default_micro_batch_size(c.batch_size, c.pp, c.dp);
+  if (job_ranks > 1 && job_ranks % c.pp == 0)
+    return default_micro_batch_size(c.batch_size, c.pp, parallel::data_parallel_size(job_ranks, c.pp));
+  return 0;
+}
+
 // The dry run's measure of the data's sequences against the model's positions
 // (launcher/sequence_lengths.h), when every input is here: prints the longest training
 // micro-batch and prompt, and adds what would stop the run to `problems`. Without
-// train.micro_batch_size and parallel.dp the micro-batches are measured as whole
-// batches, which no smaller micro-batch of theirs outgrows: then only a sequence too
-// long on its own, or a prompt, is a problem.
-void dry_run_lengths(const TrainConfig& given, int max_positions, std::vector<std::string>& problems) {
+// train.micro_batch_size and a known data-parallel size (parallel.dp or the job's
+// ranks) the micro-batches are measured as whole batches, which no smaller micro-batch
+// of theirs outgrows: then only a sequence too long on its own, or a prompt, is a problem.
+void dry_run_lengths(const TrainConfig& given, int job_ranks, int max_positions, std::vector<std::string>& problems) {
   for (const auto& [key, path] : input_files(given))
     if (!fs::is_regular_file(path)) {
       fmt::print("sequence lengths: not measured ({} is missing)\n", path);
       return;
     }
   TrainConfig c = given;
-  const bool micro_known = c.micro_batch_size > 0 || c.dp > 0;
-  if (c.micro_batch_size == 0) c.micro_batch_size = c.dp > 0 ? default_micro_batch_size(c.batch_size, c.pp, c.dp)
-                                                              : c.batch_size;
+  const int micro_default = default_micro_for_job(c, job_ranks);
+  const bool micro_known = c.micro_batch_size > 0 || micro_default > 0;
+  if (c.micro_batch_size == 0) c.micro_batch_size = micro_known ? micro_default : c.batch_size;
   try {
     const RunData data = load_run_data(c.data);
     const auto tok = make_tokenizer(c.data, data, c.init_from);
@@ -178,7 +189,7 @@ void dry_run_lengths(const TrainConfig& given, int max_positions, std::vector<st
 
 }  // namespace
 
-int print_dry_run(const TrainConfig& c) {
+int print_dry_run(const TrainConfig& c, int job_ranks) {
   fmt::print("config {} (digest {})\neffective configuration (file + --set overrides; omitted keys take their "
              "defaults, docs/config.md):\n{}\n",
              c.source, c.digest, nlohmann::json::parse(c.effective).dump(2));
@@ -212,19 +223,24 @@ int print_dry_run(const TrainConfig& c) {
              "{} epochs, last stage {}{}\n",
              curriculum::method_name(cc.method), cc.c_thought, cc.max_latent_stage, cc.epochs_per_stage, c.epochs,
              last_stage, last_stage > cc.max_latent_stage ? " (past max_latent_stage: every step latent)" : "");
+  // The replicas: parallel.dp, or the job's ranks over pp (0: unknown, or not a grid).
+  const int dp = c.dp > 0 ? c.dp : job_ranks > 0 && job_ranks % c.pp == 0 ? job_ranks / c.pp : 0;
+  const int micro_default = default_micro_for_job(c, job_ranks);
   const std::string micro = c.micro_batch_size > 0 ? std::to_string(c.micro_batch_size)
-                            : c.dp > 0 ? fmt::format("{} (default for pp {} x dp {})", default_micro_batch_size(
-                                                         c.batch_size, c.pp, c.dp), c.pp, c.dp)
-                                       : fmt::format("{} (the default in one process; under mpirun, chosen for the ranks)", c.batch_size);
+                            : micro_default > 0
+                                ? fmt::format("{} (default for {})", micro_default,
+                                              job_ranks == 1 ? std::string("one process")
+                                                             : fmt::format("pp {} x dp {}", c.pp, dp))
+                                : fmt::format("{} (the default in one process; under mpirun, chosen for the ranks: "
+                                              "--np N says for how many)", c.batch_size);
   const LrSchedule& ls = c.lr_schedule;
   const std::string schedule =
       (ls.kind == "cosine" ? fmt::format("cosine to {}", ls.min_lr) : std::string("constant")) +
       (ls.warmup_steps > 0 ? fmt::format(", warmup {} steps after each reset", ls.warmup_steps) : std::string());
   fmt::print("batch: {} samples per step in micro-batches of {}; AdamW lr {} ({}), weight decay {}; reset optimizer: "
              "{}\n", c.batch_size, micro, c.adamw.lr, schedule, c.adamw.weight_decay, c.reset_optimizer);
-  const std::string dp = c.dp > 0 ? std::to_string(c.dp) : "ranks / pp";
-  fmt::print("parallel: pp {} x dp {} ({} schedule){}\n", c.pp, dp, c.schedule,
-             c.dp > 0 ? fmt::format(": run with mpirun -np {}", c.pp * c.dp) : "");
+  fmt::print("parallel: pp {} x dp {} ({} schedule){}\n", c.pp, dp > 0 ? std::to_string(dp) : "ranks / pp",
+             c.schedule, dp > 0 ? fmt::format(": run with mpirun -np {}", c.pp * dp) : "");
   fmt::print("run.dir: {}\n", c.run_dir);
   for (const auto& [key, path] : input_files(c)) {
     std::error_code ec;
@@ -239,8 +255,9 @@ int print_dry_run(const TrainConfig& c) {
 
   PreflightOptions options;
   options.require_files = false;
+  options.world_size = job_ranks;
   std::vector<std::string> problems = preflight_problems(c, options);
-  if (problems.empty()) dry_run_lengths(c, mc.max_positions, problems);
+  if (problems.empty()) dry_run_lengths(c, job_ranks, mc.max_positions, problems);
   for (const std::string& p : problems) fmt::print(stderr, "problem: {}\n", p);
   fmt::print("dry run: {}\n", problems.empty() ? "the configuration is valid (nothing was written)"
                                                  : "the configuration cannot start (see the problems above)");

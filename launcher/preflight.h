@@ -27,9 +27,12 @@ std::vector<std::pair<std::string, std::string>> input_files(const TrainConfig& 
 
 // `coconut train --dry-run`: prints the effective configuration, the model size, the
 // curriculum and parallel layout, the input files (missing ones marked) and every
-// problem the full preflight would report except missing files. Returns the exit code:
-// 0 when the config could start (given its files and a matching job), else 2.
-int print_dry_run(const TrainConfig& c);
+// problem the full preflight would report except missing files. With job_ranks (> 0:
+// `--np N`, the job's mpirun -np / srun -n) the process grid is checked against that
+// job and the micro-batches are those the run would choose for it, measured exactly.
+// Returns the exit code: 0 when the config could start (given its files and, without
+// job_ranks, a matching job), else 2.
+int print_dry_run(const TrainConfig& c, int job_ranks = 0);
 
 // The deepest existing ancestor of path (path itself when it exists): what must be a
 // writable directory for path to be created.

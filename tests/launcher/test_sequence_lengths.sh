@@ -57,6 +57,25 @@ grep -q "sequence lengths: the longest training micro-batch has $longest columns
 grep -q "whole batches would not fit" "$work/dry.txt" || fail "dry run: no whole-batch warning: $(cat "$work/dry.txt")"
 pass "dry run: the same measure, a problem at $((longest - 1)) positions with micro-batches of 16"
 
+# --dry-run --np N: the micro-batches the job would use, measured exactly. One process
+# trains whole batches (a problem one position below, as above); pp 2 x dp 2 takes
+# micro-batches of 2, and the dry run's measure is what `coconut train` under mpirun -np 4
+# logs at its start. A grid the job cannot make, and --np without --dry-run: exit 2.
+expect 2 "has $longest columns" "$bin" train "${args[@]}" --dry-run --np 1 --set model.max_positions=$((longest - 1))
+grid=(--set parallel.pp=2 --set model.max_positions=$((longest - 1)))
+"$bin" train "${args[@]}" "${grid[@]}" --dry-run --np 4 >"$work/dry.txt" 2>&1 || true
+grep -q "micro-batches of 2 (default for pp 2 x dp 2)" "$work/dry.txt" || fail "dry run --np 4: $(cat "$work/dry.txt")"
+dry_line=$(grep "^sequence lengths: the longest training micro-batch" "$work/dry.txt") ||
+  fail "dry run --np 4: no lengths line: $(cat "$work/dry.txt")"
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 4 "$bin" train "${args[@]}" \
+  "${grid[@]}" --set run.dir="$tmp/np4" --set checkpoint.stop_after_steps=1 >"$work/np4.txt" 2>&1 ||
+  fail "mpirun -np 4 (pp 2): $(tail -n 20 "$work/np4.txt")"
+grep -qF "${dry_line#sequence lengths: }" "$work/np4.txt" ||
+  fail "the dry run measured '$dry_line'; the run logged: $(grep "sequence lengths" "$work/np4.txt")"
+expect 2 "parallel.pp (2) does not divide the job's 3 ranks" "$bin" train "${args[@]}" "${grid[@]}" --dry-run --np 3
+expect 2 "\-\-np goes with \-\-dry-run" "$bin" train "${args[@]}" --np 4
+pass "dry run --np: one process whole batches, pp 2 x dp 2 micro-batches of 2 as the run measures them; a wrong grid refused"
+
 # Exactly the longest: the three epochs train, evaluate and export.
 train_run exact 1 --set model.max_positions="$longest"
 grep -q "the longest training micro-batch has $longest columns" "$tmp/exact.log" || fail "exact: the log's lengths line"
