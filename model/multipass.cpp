@@ -32,6 +32,9 @@ void validate_batch(const SequenceBatch& b, const GPT2Config& config) {
                   "target {} at row {} is neither -100 nor a token id below {}", b.targets[r], r, config.vocab_size);
     COCONUT_CHECK(b.tokens[r] >= 0 && b.tokens[r] < config.vocab_size, "token {} at row {} outside [0, {})",
                   b.tokens[r], r, config.vocab_size);
+    // Checked here and not only by the CPU model's forward: a GPU stage would read past wpe.
+    COCONUT_CHECK(b.pos_ids[r] >= 0 && b.pos_ids[r] < config.max_positions, "position id {} at row {} outside [0, {})",
+                  b.pos_ids[r], r, config.max_positions);
   }
 }
 

@@ -1,4 +1,4 @@
-// ops_attention_row.cuh: attention for one query column per sequence, a block per
+// ops_attention_row.cu: attention for one query column per sequence, a block per
 // (sequence, head) pair. Layouts as ops_attention.cu: qkv rows t*B+s of [q | k | v]
 // (3C), head h at columns h*hd of each part; probs rows of T per (row, head).
 #include "runtime/cuda/ops_attention_row.cuh"
@@ -20,7 +20,8 @@ constexpr size_t kMaxSharedBytes = 48 * 1024 - 32 * sizeof(float);
 // order. Enough groups to give every thread an item when hd < kPairThreads.
 __host__ __device__ inline int sum_groups(int hd) { return hd >= kPairThreads ? 1 : kPairThreads / hd; }
 
-// Shared floats: q (hd), one value per key (nk), the groups' partial sums, dy (hd).
+// Shared floats, in this order: q (hd), dy (hd; the backward's, unused by the forward),
+// one value per key (nk), the groups' partial sums (groups x hd).
 size_t shared_bytes(int nk, int hd) { return (size_t(hd) * 2 + nk + size_t(sum_groups(hd)) * hd) * sizeof(float); }
 
 __global__ void __launch_bounds__(kPairThreads)

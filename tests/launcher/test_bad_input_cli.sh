@@ -71,6 +71,9 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi >/dev/null 2>&1; then
 fi
 bad device_cuda_recompute "train.device: cuda needs parallel.activations: keep" \
   train "$tiny" --set run.dir="$work/device_cuda_recompute" --set train.device=cuda --set parallel.activations=recompute
+bad device_cuda_pipeline_eot "train.device: cuda does not train the <eot> classifier yet" \
+  train "$tiny" --set run.dir="$work/device_cuda_pipeline_eot" --set train.device=cuda --set parallel.pp=2 \
+  --set curriculum.eot_classifier=true
 bad device_cuda_thought_scale "train.device: cuda feeds thoughts back unscaled: model.thought_scale 0.5 needs train.device: cpu" \
   train "$tiny" --set run.dir="$work/device_cuda_thought_scale" --set train.device=cuda --set model.thought_scale=0.5
 bad thought_scale_zero "key 'model.thought_scale' expects a finite number in .*got '0'" \

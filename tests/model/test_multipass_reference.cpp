@@ -175,6 +175,13 @@ TEST_F(MultipassReference, PassPlanMatchesTheReference) {
   EXPECT_EQ(batch_.passes[2].feedback.size(), 1u);
   EXPECT_TRUE(batch_.passes[3].feedback.empty());
   EXPECT_NO_THROW(validate_batch(batch_, config_));
+  // A position outside the model's table is refused before any pass reads wpe (a GPU
+  // pipeline stage would read past it).
+  for (const int bad : {config_.max_positions, -1}) {
+    SequenceBatch wrong = batch_;
+    wrong.pos_ids[wrong.pos_ids.size() / 2] = bad;
+    EXPECT_THROW(validate_batch(wrong, config_), Error) << "position " << bad;
+  }
 }
 
 TEST_F(MultipassReference, LossHiddenStatesThoughtsAndEveryGradientMatch) {
