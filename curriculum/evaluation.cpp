@@ -195,7 +195,7 @@ std::string eval_result_to_json(const EvalResult& r) {
                       {"items", nlohmann::json::array()}};
   for (const EvalItem& it : r.items)
     j["items"].push_back({it.prediction, it.reference, it.generated, it.generated_tokens, it.thoughts, it.correct,
-                          thought_tokens_json(it)});
+                          thought_tokens_json(it), it.thought_donors});
   return j.dump();
 }
 
@@ -210,7 +210,7 @@ EvalResult eval_result_from_json(const std::string& text) {
   for (const nlohmann::json& it : j.at("items"))
     r.items.push_back({it.at(0).get<std::string>(), it.at(1).get<std::string>(), it.at(2).get<std::string>(),
                        it.at(3).get<int>(), it.at(4).get<int>(), it.at(5).get<bool>(),
-                       thought_tokens_from_json(it.at(6)), {}});
+                       thought_tokens_from_json(it.at(6)), it.at(7).get<std::vector<int>>()});
   return r;
 }
 

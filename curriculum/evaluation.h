@@ -39,7 +39,7 @@ struct EvalItem {
   // With a thought decoder: each continuous thought's most probable tokens, in order.
   std::vector<std::vector<ThoughtToken>> thought_tokens;
   // Under `coconut eval --thought-source other`: the item each thought came from (its own
-  // index where it kept its own). One process's evaluation only (not in the shards' JSON).
+  // index where it kept its own).
   std::vector<int> thought_donors;
 };
 

@@ -9,13 +9,16 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <numeric>
 
 #include "curriculum/evaluation.h"
 #include "curriculum/word_tokenizer.h"
 #include "launcher/commands.h"
 #include "launcher/device_step.h"
 #include "launcher/run_output.h"
+#include "launcher/train_loop.h"
 #include "launcher/trainer.h"
+#include "parallel/comm.h"
 #include "runtime/check.h"
 #include "runtime/log.h"
 #include "runtime/threads.h"
@@ -97,6 +100,7 @@ int cmd_eval(const std::vector<std::string>& args) {
       "                    [--question TEXT ...]\n"
       "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
+      "  Under mpirun -np N the ranks share the batches; rank 0 writes the same report.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
       "  --question  instead of a dataset: answer this question (repeatable; no accuracy). Prints\n"
       "              each thought's most probable tokens (5 unless --thought-tokens), the generated\n"
@@ -156,82 +160,109 @@ int cmd_eval(const std::vector<std::string>& args) {
     throw UsageError(fmt::format("--device must be cpu or cuda (got '{}')\n{}", device, help));
   if (!questions.empty() && (!data_file.empty() || max_items >= 0))
     throw UsageError(fmt::format("--question answers the questions given: not with --data or --max-items\n{}", help));
-  init_logging(0, 1, "warn");
-  const LoadedRun run = load_run(run_dir, best);
-  const TrainConfig& c = run.config;
-  set_num_threads(threads >= 0 ? threads : c.threads);
-  if (stage < 0) stage = run_final_stage(run);
-  if (batch_size < 0) batch_size = c.eval_batch_size;
-  if (max_new_tokens < 0) max_new_tokens = c.max_new_tokens;
-  if (max_items < 0) max_items = c.eval_max_items;
-  if (thought_tokens < 0)
-    thought_tokens = !c.curriculum.feeds_back() ? 0 : !questions.empty() ? 5 : c.eval_thought_tokens;
-  EvalData data;
-  if (questions.empty()) {
-    data = run_eval_data(run, data_file);
-  } else {
-    data.name = "question";
-    for (const std::string& q : questions) {
-      COCONUT_CHECK(!q.empty(), "--question: the question is empty");
-      const std::vector<std::string> unknown = unknown_words(*run.tokenizer, q);
-      if (!unknown.empty())
-        fmt::print("note: {} word(s) of '{}' are not in the run's vocabulary and become <unk>: {}\n", unknown.size(),
-                   q, fmt::join(unknown, ", "));
-      // No reference steps: the evaluation prompt caps the thoughts at a sample's step
-      // count (build_eval_prompt), so the question gets max_latent_stage placeholder
-      // steps, and with them the stage's min(stage, max_latent_stage) x c thoughts.
-      data.samples.push_back({q, std::vector<std::string>(size_t(c.curriculum.max_latent_stage), ""), "",
-                              std::nullopt});
+  // One process, or the ranks of an MPI job (mpirun / srun): each decodes every size-th
+  // batch (curriculum::EvalShard), and rank 0 joins the shares, writes the report and
+  // prints: one process's result, bit for bit.
+  parallel::MpiRuntime mpi(nullptr, nullptr);
+  const std::unique_ptr<parallel::Communicator> world = parallel::MpiCommunicator::world();
+  const int rank = world->rank(), ranks = world->size();
+  init_logging(rank, ranks, "warn");
+  try {
+    const LoadedRun run = load_run(run_dir, best);
+    const TrainConfig& c = run.config;
+    set_num_threads(threads >= 0 ? threads : c.threads);
+    if (stage < 0) stage = run_final_stage(run);
+    if (batch_size < 0) batch_size = c.eval_batch_size;
+    if (max_new_tokens < 0) max_new_tokens = c.max_new_tokens;
+    if (max_items < 0) max_items = c.eval_max_items;
+    if (thought_tokens < 0)
+      thought_tokens = !c.curriculum.feeds_back() ? 0 : !questions.empty() ? 5 : c.eval_thought_tokens;
+    EvalData data;
+    if (questions.empty()) {
+      data = run_eval_data(run, data_file);
+    } else {
+      data.name = "question";
+      for (const std::string& q : questions) {
+        COCONUT_CHECK(!q.empty(), "--question: the question is empty");
+        const std::vector<std::string> unknown = unknown_words(*run.tokenizer, q);
+        if (!unknown.empty())
+          fmt::print("note: {} word(s) of '{}' are not in the run's vocabulary and become <unk>: {}\n", unknown.size(),
+                     q, fmt::join(unknown, ", "));
+        // No reference steps: the evaluation prompt caps the thoughts at a sample's step
+        // count (build_eval_prompt), so the question gets max_latent_stage placeholder
+        // steps, and with them the stage's min(stage, max_latent_stage) x c thoughts.
+        data.samples.push_back({q, std::vector<std::string>(size_t(c.curriculum.max_latent_stage), ""), "",
+                                std::nullopt});
+      }
     }
-  }
-  COCONUT_CHECK(!data.samples.empty(), "the evaluation set '{}' is empty", data.name);
-  if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);
-  const std::string thoughts = model::thought_source_name(source);
-  const bool intervene = source != model::ThoughtSource::own;
-  if (out_path.empty() && questions.empty())
-    out_path = (fs::path(run_dir) / fmt::format("eval_{}{}{}.json", data.name, best ? "_best" : "",
-                                                intervene ? "_thoughts-" + thoughts : std::string()))
-                   .string();
+    COCONUT_CHECK(!data.samples.empty(), "the evaluation set '{}' is empty", data.name);
+    if (max_items > 0 && static_cast<int>(data.samples.size()) > max_items) data.samples.resize(max_items);
+    const std::string thoughts = model::thought_source_name(source);
+    const bool intervene = source != model::ThoughtSource::own;
+    if (out_path.empty() && questions.empty())
+      out_path = (fs::path(run_dir) / fmt::format("eval_{}{}{}.json", data.name, best ? "_best" : "",
+                                                  intervene ? "_thoughts-" + thoughts : std::string()))
+                     .string();
 
-  if (device.empty()) device = c.device;
-  COCONUT_CHECK(!intervene || c.curriculum.feeds_back(), "--thought-source {}: method '{}' has no continuous thoughts",
-                thoughts, curriculum::method_name(c.curriculum.method));
-  const std::unique_ptr<model::Decoder> decoder = device == "cuda"
-                                                      ? make_device_decoder(c, *run.model, source)
-                                                      : std::make_unique<model::CpuDecoder>(*run.model, source);
-  curriculum::ThoughtDecoder decode_thought;
-  if (thought_tokens > 0) {
-    COCONUT_CHECK(c.curriculum.feeds_back(), "--thought-tokens: method '{}' has no continuous thoughts",
+    if (device.empty()) device = c.device;
+    COCONUT_CHECK(!intervene || c.curriculum.feeds_back(),
+                  "--thought-source {}: method '{}' has no continuous thoughts", thoughts,
                   curriculum::method_name(c.curriculum.method));
-    decode_thought = curriculum::top_thought_tokens(*run.model, *run.tokenizer, thought_tokens);
-  }
-  const curriculum::EvalResult r = curriculum::evaluate(*decoder, *run.tokenizer, data.samples, c.curriculum, stage,
-                                                        batch_size, max_new_tokens, run.eot.get(), {}, decode_thought);
-  if (!out_path.empty()) curriculum::write_eval_report(out_path, r, data.name, thoughts);
-  fmt::print("run {}{}: method {}, c={}, stage {}; {} {}; decoded on {}\n", run_dir,
-             best ? fmt::format(" (its best model, {})", kBestModelDir) : std::string(),
-             curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total,
-             questions.empty() ? "items of " + data.name : std::string(r.total == 1 ? "question" : "questions"),
-             device == "cuda" ? fmt::format("cuda ({})", c.precision)
-                              : fmt::format("the CPU ({} thread{})", num_threads(), num_threads() == 1 ? "" : "s"));
-  if (source == model::ThoughtSource::zero) fmt::print("thoughts: zero vectors in place of the hidden states\n");
-  if (source == model::ThoughtSource::other)
-    fmt::print("thoughts: another item's hidden state ({} swapped, {} kept: no other item took one there)\n",
-               decoder->thought_routing()->swapped(), decoder->thought_routing()->kept_alone());
-  if (!questions.empty()) {
-    print_answers(questions, r);
-    if (!out_path.empty()) fmt::print("report: {}\n", out_path);
+    const std::unique_ptr<model::Decoder> decoder = device == "cuda"
+                                                        ? make_device_decoder(c, *run.model, source, mpi.local_rank())
+                                                        : std::make_unique<model::CpuDecoder>(*run.model, source);
+    curriculum::ThoughtDecoder decode_thought;
+    if (thought_tokens > 0) {
+      COCONUT_CHECK(c.curriculum.feeds_back(), "--thought-tokens: method '{}' has no continuous thoughts",
+                    curriculum::method_name(c.curriculum.method));
+      decode_thought = curriculum::top_thought_tokens(*run.model, *run.tokenizer, thought_tokens);
+    }
+    curriculum::EvalResult r = curriculum::evaluate(*decoder, *run.tokenizer, data.samples, c.curriculum, stage,
+                                                    batch_size, max_new_tokens, run.eot.get(), {rank, ranks},
+                                                    decode_thought);
+    // Thoughts swapped and kept alone under `other`, summed over the ranks.
+    int64_t routed[2] = {0, 0};
+    if (const model::ThoughtRouting* routing = decoder->thought_routing())
+      routed[0] = routing->swapped(), routed[1] = routing->kept_alone();
+    if (ranks > 1) {
+      std::vector<int> speakers(static_cast<size_t>(ranks));
+      std::iota(speakers.begin(), speakers.end(), 0);
+      r = join_eval_shares(*world, speakers, std::move(r));
+      world->all_reduce_sum(routed, 2);
+    }
+    if (rank != 0) return 0;
+    if (!out_path.empty()) curriculum::write_eval_report(out_path, r, data.name, thoughts);
+    const std::string threads_text = fmt::format("{} thread{}", num_threads(), num_threads() == 1 ? "" : "s");
+    fmt::print("run {}{}: method {}, c={}, stage {}; {} {}; decoded on {}{}\n", run_dir,
+               best ? fmt::format(" (its best model, {})", kBestModelDir) : std::string(),
+               curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total,
+               questions.empty() ? "items of " + data.name : std::string(r.total == 1 ? "question" : "questions"),
+               device == "cuda" ? fmt::format("cuda ({})", c.precision)
+                                : ranks == 1 ? fmt::format("the CPU ({})", threads_text)
+                                             : fmt::format("the CPU ({} ranks, {} each)", ranks, threads_text),
+               device == "cuda" && ranks > 1 ? fmt::format(", {} ranks", ranks) : std::string());
+    if (source == model::ThoughtSource::zero) fmt::print("thoughts: zero vectors in place of the hidden states\n");
+    if (source == model::ThoughtSource::other)
+      fmt::print("thoughts: another item's hidden state ({} swapped, {} kept: no other item took one there)\n",
+                 routed[0], routed[1]);
+    if (!questions.empty()) {
+      print_answers(questions, r);
+      if (!out_path.empty()) fmt::print("report: {}\n", out_path);
+      return 0;
+    }
+    fmt::print("accuracy {:.4f} ({}/{}), mean generated tokens {:.2f}\n", r.accuracy(), r.correct, r.total,
+               r.mean_generated_tokens);
+    if (run.eot) fmt::print("<eot> by the learned classifier: mean thoughts {:.2f}\n", r.mean_thoughts);
+    // The first items' thoughts read as tokens (all of them are in the report).
+    for (size_t i = 0; i < std::min<size_t>(3, r.items.size()) && thought_tokens > 0; ++i)
+      for (size_t k = 0; k < r.items[i].thought_tokens.size(); ++k)
+        fmt::print("item {} thought {}:{}\n", i, k + 1, thought_line(r.items[i].thought_tokens[k]));
+    fmt::print("report: {}\n", out_path);
     return 0;
+  } catch (const coconut::Error& e) {
+    if (ranks > 1) parallel::abort_all(e.what());  // one rank's failure stops every rank
+    throw;
   }
-  fmt::print("accuracy {:.4f} ({}/{}), mean generated tokens {:.2f}\n", r.accuracy(), r.correct, r.total,
-             r.mean_generated_tokens);
-  if (run.eot) fmt::print("<eot> by the learned classifier: mean thoughts {:.2f}\n", r.mean_thoughts);
-  // The first items' thoughts read as tokens (all of them are in the report).
-  for (size_t i = 0; i < std::min<size_t>(3, r.items.size()) && thought_tokens > 0; ++i)
-    for (size_t k = 0; k < r.items[i].thought_tokens.size(); ++k)
-      fmt::print("item {} thought {}:{}\n", i, k + 1, thought_line(r.items[i].thought_tokens[k]));
-  fmt::print("report: {}\n", out_path);
-  return 0;
 }
 
 }  // namespace coconut::launcher

@@ -98,8 +98,10 @@ std::unique_ptr<parallel::StageCompute> make_device_stage_compute(const TrainCon
                                                                   const parallel::StagePlace& place, int local_rank);
 
 // Greedy decoding on the GPU (c.precision, c.attention) on a copy of the host model's
-// weights, its thoughts from `source`: `coconut eval --device cuda [--thought-source S]`.
+// weights, its thoughts from `source`: `coconut eval --device cuda [--thought-source S]`,
+// on GPU local_rank % (visible GPUs) (the ranks of a node under mpirun share them out).
 std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt,
-                                                    model::ThoughtSource source = model::ThoughtSource::own);
+                                                    model::ThoughtSource source = model::ThoughtSource::own,
+                                                    int local_rank = 0);
 
 }  // namespace coconut::launcher

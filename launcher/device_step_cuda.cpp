@@ -271,9 +271,10 @@ std::unique_ptr<parallel::StageCompute> make_device_stage_compute(const TrainCon
 }
 
 std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig& c, const model::GPT2& gpt,
-                                                    model::ThoughtSource source) {
+                                                    model::ThoughtSource source, int local_rank) {
   std::string why;
   COCONUT_CHECK(device_available(&why), "decoding on cuda: {}", why);
+  select_shared_device(local_rank);
   if (c.precision == "bf16") return std::make_unique<OwningCudaDecoder<gpu::bf16>>(c, gpt, source);
   return std::make_unique<OwningCudaDecoder<float>>(c, gpt, source);
 }

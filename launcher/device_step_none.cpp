@@ -25,7 +25,7 @@ std::unique_ptr<parallel::StageCompute> make_device_stage_compute(const TrainCon
   COCONUT_FAIL("train.device: cuda: {}", why);
 }
 
-std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig&, const model::GPT2&, model::ThoughtSource) {
+std::unique_ptr<model::Decoder> make_device_decoder(const TrainConfig&, const model::GPT2&, model::ThoughtSource, int) {
   std::string why;
   device_available(&why);
   COCONUT_FAIL("decoding on cuda: {}", why);

@@ -442,16 +442,21 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
       return none;
     }
   }
+  return join_eval_shares(*world, speakers, std::move(mine));
+}
+
+curriculum::EvalResult join_eval_shares(parallel::Communicator& world, const std::vector<int>& speakers,
+                                        curriculum::EvalResult mine) {
   // Each share to every rank (a few hundred bytes per item), then joined.
-  std::vector<curriculum::EvalResult> shares(shares_count);
-  for (int k = 0; k < shares_count; ++k) {
+  std::vector<curriculum::EvalResult> shares(speakers.size());
+  for (size_t k = 0; k < speakers.size(); ++k) {
     const int from = speakers[k];
-    const bool me = from == world->rank();
+    const bool me = from == world.rank();
     std::string text = me ? curriculum::eval_result_to_json(mine) : std::string();
     int64_t bytes = static_cast<int64_t>(text.size());
-    world->broadcast_bytes(&bytes, sizeof bytes, from);
+    world.broadcast_bytes(&bytes, sizeof bytes, from);
     text.resize(static_cast<size_t>(bytes));
-    world->broadcast_bytes(text.data(), text.size(), from);
+    world.broadcast_bytes(text.data(), text.size(), from);
     shares[k] = me ? std::move(mine) : curriculum::eval_result_from_json(text);
   }
   return curriculum::merge_eval_shards(shares);

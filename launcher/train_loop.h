@@ -209,6 +209,12 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
                                       const curriculum::EotClassifier* eot, Distributed* dist = nullptr,
                                       Interruptible interruptible = Interruptible::no);
 
+// The evaluation shards of the ranks `speakers` (shard k from world rank speakers[k]; this
+// rank's is `mine` when it is one of them) joined on every rank: one worker's result, bit
+// for bit (curriculum::merge_eval_shards). Collective over `world`.
+curriculum::EvalResult join_eval_shares(parallel::Communicator& world, const std::vector<int>& speakers,
+                                        curriculum::EvalResult mine);
+
 // train.device: cuda: the host model and optimizer brought up to date from the GPU
 // before the host reads them (evaluation, checkpoints, the export). No-op on the CPU.
 void sync_host(TrainContext& ctx);

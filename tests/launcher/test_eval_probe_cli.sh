@@ -139,6 +139,29 @@ assert [i['generated'] for i in a['items']] == [i['generated'] for i in b['items
 expect 2 "--thought-source must be own, zero or other (got 'shuffle')" "$bin" eval "$run" --thought-source shuffle
 pass "eval --thought-source zero|other"
 
+# ---- eval under mpirun: the ranks share the batches, rank 0 reports -------------------
+# 3 ranks, 16 items in batches of 2 at stage 2 (8 batches, shared unevenly): the report
+# equals one process's byte for byte, also with `other` thoughts (their donors and
+# counts), and only rank 0 prints.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+for source in own other; do
+  "$bin" eval "$run" --stage 2 --batch-size 2 --thought-source $source --out "$work/one_$source.json" \
+    >"$work/one_$source.txt" ||
+    fail "eval --thought-source $source in one process"
+  mpirun --oversubscribe -np 3 "$bin" eval "$run" --stage 2 --batch-size 2 --thought-source $source \
+    --out "$work/np3_$source.json" >"$work/np3_$source.txt" 2>"$work/err.txt" ||
+    fail "mpirun -np 3 eval --thought-source $source: $(cat "$work/err.txt")"
+  cmp -s "$work/one_$source.json" "$work/np3_$source.json" ||
+    fail "mpirun -np 3 ($source): the report differs from one process's"
+  grep -q "decoded on the CPU (3 ranks, 1 thread each)$" "$work/np3_$source.txt" ||
+    fail "mpirun -np 3 ($source): header $(cat "$work/np3_$source.txt")"
+  [[ $(grep -c '^accuracy' "$work/np3_$source.txt") == 1 ]] || fail "mpirun -np 3: more than rank 0 printed"
+  diff <(grep -v '^run \|^report' "$work/one_$source.txt") <(grep -v '^run \|^report' "$work/np3_$source.txt") ||
+    fail "mpirun -np 3 ($source): the printout differs from one process's"
+done
+grep -q '"thought_donors"' "$work/np3_other.json" || fail "mpirun -np 3 (other): no donors in the report"
+pass "eval under mpirun -np 3: the reports (donors included) and printouts equal one process's"
+
 # ---- eval --question: questions typed on the command line -----------------------------
 # The first two questions of items.json answered as a batch give what the same items give
 # through --data (the same batch, so the same generations and thoughts).
