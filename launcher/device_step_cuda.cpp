@@ -81,7 +81,10 @@ class CudaStep final : public DeviceStep {
     double loss = 0;
     for (size_t m = size_t(rank); m < micro.size(); m += size_t(ranks)) {
       if (model_.config().dropout > 0) runner_.set_dropout(seed_, static_cast<uint64_t>(step), micro_ids.at(m));
-      if (overlap && m + size_t(ranks) >= micro.size()) runner_.set_grad_ready(sum_bucket);  // the last one
+      // NCCL collectives in CUDA graphs must be captured on every rank or on none, and each
+      // rank picks its plans alone: with several ranks that micro-batch runs eagerly.
+      if (overlap && m + size_t(ranks) >= micro.size())
+        runner_.set_grad_ready(sum_bucket, /*in_graphs=*/ranks == 1);  // the last one
       loss += runner_.forward_backward(model_, micro[m], loss_scale);
       runner_.set_grad_ready({});
     }
@@ -198,8 +201,10 @@ class CudaStep final : public DeviceStep {
   void fill_nan(void* device, size_t bytes) { CUDA_CHECK(cudaMemsetAsync(device, 0xFF, bytes, model_.stream())); }
 
   model::CudaGPT2Of<Act> model_;
-  model::CudaMultipassRunnerOf<Act> runner_;
   std::unique_ptr<parallel::DeviceExchange> exchange_;
+  // After the exchange, so destroyed before it: a graph that holds a collective must go
+  // before its NCCL communicator (ncclCommDestroy waits for such graphs).
+  model::CudaMultipassRunnerOf<Act> runner_;
   parallel::ShardRange shard_;
   DeviceBuffer<float> m_, v_;  // the shard's moments
   std::vector<gpu::DecaySegment> segments_;

@@ -260,6 +260,10 @@ double CudaMultipassRunnerOf<Act>::forward_backward(CudaGPT2Of<Act>& model, cons
 
 template <typename Act>
 void CudaMultipassRunnerOf<Act>::queue_graphed_step(CudaGPT2Of<Act>& model, const SequenceBatch& batch, int n) {
+  if (grad_ready_ && !grad_ready_in_graphs_) {  // set_grad_ready(..., in_graphs = false)
+    queue_step(model, batch, n);
+    return;
+  }
   const cudaStream_t s = model.stream();
   // The loss scale is not part of the plan: the LM head reads it from device memory.
   std::vector<int64_t> key = plan_key(model, batch, n);

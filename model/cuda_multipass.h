@@ -40,9 +40,15 @@ class CudaMultipassRunnerOf {
   // l = n_layer - 1, ln_f's; for 0, layer 0's and the embeddings'). Work the callback
   // queues runs in the step's order and is part of a captured CUDA graph (work on other
   // streams must be joined back to the model's stream by the call with 0). Empty (the
-  // default): no calls.
+  // default): no calls. With in_graphs false a step with the callback runs eagerly, never
+  // captured nor replayed: what NCCL collectives of several ranks need, which must be
+  // captured on every rank or on none, and replayed from one joint capture, while each
+  // rank picks its plans (shapes, an idle rank) alone.
   using GradReady = std::function<void(int layer)>;
-  void set_grad_ready(GradReady ready) { grad_ready_ = std::move(ready); }
+  void set_grad_ready(GradReady ready, bool in_graphs = true) {
+    grad_ready_ = std::move(ready);
+    grad_ready_in_graphs_ = in_graphs;
+  }
   // With graphs on, the second call with the same plan (model, B, T, passes, feedback,
   // number of targets, dropout on/off, and where every buffer of the step is) captures
   // the step into a CUDA graph and every later one replays it; the batch's data (tokens,
@@ -97,6 +103,7 @@ class CudaMultipassRunnerOf {
   std::vector<std::string> phase_names_;   // this step's phases so far
   size_t max_graphs_ = 16, target_rows_multiple_ = 1;
   GradReady grad_ready_;
+  bool grad_ready_in_graphs_ = true;
   std::vector<Graph> graphs_;                // least recently used first
   std::vector<std::vector<int64_t>> seen_;   // plans run once eagerly, not yet captured
   int graph_captures_ = 0, graph_replays_ = 0;
