@@ -67,13 +67,18 @@ int run_logged(const std::vector<std::string>& cmd, const std::string& log_path)
 // Every run's configuration is read and checked before the first run starts, so a typo
 // in a grid key or a missing data file stops the sweep before anything is trained (a
 // dry run, like `train --dry-run`, lets input files be missing).
+// A run's configuration: the base file with the run's overrides.
+TrainConfig run_config(const SweepSpec& spec, const SweepRun& run) {
+  Config yaml = Config::load_file(spec.base_config);
+  for (const std::string& kv : run_overrides(spec, run)) yaml.apply_override(kv);
+  return read_train_config(yaml);
+}
+
 void check_runs(const SweepSpec& spec, const std::vector<SweepRun>& runs, bool require_files) {
   std::vector<std::string> problems;
   for (const SweepRun& run : runs) {
     try {
-      Config yaml = Config::load_file(spec.base_config);
-      for (const std::string& kv : run_overrides(spec, run)) yaml.apply_override(kv);
-      const TrainConfig config = read_train_config(yaml);
+      const TrainConfig config = run_config(spec, run);
       PreflightOptions options;
       options.world_size = spec.np;
       options.require_files = require_files;
@@ -155,6 +160,7 @@ int cmd_sweep(const std::vector<std::string>& args) {
                                            shard.count)
                              : std::string());
   if (dry_run) {
+    std::vector<std::string> problems;
     for (size_t i = 0; i < runs.size(); ++i) {
       const SweepRun& run = runs[i];
       if (!shard.mine(i)) continue;
@@ -166,6 +172,16 @@ int cmd_sweep(const std::vector<std::string>& args) {
       const bool resume = state == RunState::Interrupted;
       const std::string command = shell_line(train_command(spec, run, bin, resume));
       fmt::print("{}: {}: {}\n", run.name, resume ? "resume" : "train", command);
+      // What the run would measure at its start (c_thought, the method... change the
+      // lengths): a run that would stop there is a problem of the sweep.
+      const std::string problem = dry_run_sequence_lengths(run_config(spec, run), spec.np, run.name + ": ");
+      if (!problem.empty()) problems.push_back(run.name + ": " + problem);
+    }
+    for (const std::string& p : problems) fmt::print(stderr, "problem: {}\n", p);
+    if (!problems.empty()) {
+      fmt::print("dry run: {} run(s) would stop at their start (see the problems above); nothing was run or "
+                 "written\n", problems.size());
+      return 2;
     }
     fmt::print("dry run: every run's config is valid; nothing was run or written\n");
     return 0;

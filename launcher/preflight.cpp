@@ -152,19 +152,28 @@ int default_micro_for_job(const TrainConfig& c, int job_ranks) {
   return 0;
 }
 
-// The dry run's measure of the data's sequences against the model's positions
-// (launcher/sequence_lengths.h), when every input is here: prints the longest training
-// micro-batch and prompt, and adds what would stop the run to `problems`. Without
-// train.micro_batch_size and a known data-parallel size (parallel.dp or the job's
-// ranks) the micro-batches are measured as whole batches, which no smaller micro-batch
-// of theirs outgrows: then only a sequence too long on its own, or a prompt, is a problem.
-void dry_run_lengths(const TrainConfig& given, int job_ranks, int max_positions, std::vector<std::string>& problems) {
+// The model's shape: the config's, or the pretrained model's (model.init_from) when its
+// config.json is there; `from` says which.
+model::GPT2Config model_shape(const TrainConfig& c, std::string* from = nullptr) {
+  const std::string hf_config = (fs::path(c.init_from) / "config.json").string();
+  if (!c.init_from.empty() && fs::is_regular_file(hf_config)) {
+    if (from) *from = hf_config;
+    return model::read_hf_config(hf_config);
+  }
+  if (from) *from = "the config";
+  return c.model;
+}
+
+}  // namespace
+
+std::string dry_run_sequence_lengths(const TrainConfig& given, int job_ranks, const std::string& prefix) {
   for (const auto& [key, path] : input_files(given))
     if (!fs::is_regular_file(path)) {
-      fmt::print("sequence lengths: not measured ({} is missing)\n", path);
-      return;
+      fmt::print("{}sequence lengths: not measured ({} is missing)\n", prefix, path);
+      return "";
     }
   TrainConfig c = given;
+  const int max_positions = model_shape(c).max_positions;
   const int micro_default = default_micro_for_job(c, job_ranks);
   const bool micro_known = c.micro_batch_size > 0 || micro_default > 0;
   if (c.micro_batch_size == 0) c.micro_batch_size = micro_known ? micro_default : c.batch_size;
@@ -176,32 +185,24 @@ void dry_run_lengths(const TrainConfig& given, int job_ranks, int max_positions,
     const SequenceLengths l = measure_sequence_lengths(
         c, train, {{data.valid_name, &data.valid}, {data.test_name, &data.test}}, *tok, 0, max_positions);
     const MicroBatches measured = micro_known ? MicroBatches::exact : MicroBatches::whole_batches;
-    fmt::print("{}\n", describe_sequence_lengths(l, max_positions, measured));
+    fmt::print("{}{}\n", prefix, describe_sequence_lengths(l, max_positions, measured));
     const std::string problem = sequence_length_problem(l, max_positions, measured);
-    if (!problem.empty()) problems.push_back(problem);
-    else if (measured == MicroBatches::whole_batches && l.longest_batch > max_positions)
-      fmt::print("sequence lengths: whole batches would not fit; whether the micro-batches do depends on "
-                 "train.micro_batch_size (set it to measure them)\n");
+    if (problem.empty() && measured == MicroBatches::whole_batches && l.longest_batch > max_positions)
+      fmt::print("{}sequence lengths: whole batches would not fit; whether the micro-batches do depends on "
+                 "train.micro_batch_size (set it, or --np, to measure them)\n", prefix);
+    return problem;
   } catch (const Error& e) {
-    problems.push_back(fmt::format("the data could not be read: {}", e.what()));
+    return fmt::format("the data could not be read: {}", e.what());
   }
 }
-
-}  // namespace
 
 int print_dry_run(const TrainConfig& c, int job_ranks) {
   fmt::print("config {} (digest {})\neffective configuration (file + --set overrides; omitted keys take their "
              "defaults, docs/config.md):\n{}\n",
              c.source, c.digest, nlohmann::json::parse(c.effective).dump(2));
 
-  // The model's shape: the config's, or the pretrained model's when its config is there.
-  model::GPT2Config mc = c.model;
-  std::string shape_from = "the config";
-  const std::string hf_config = (fs::path(c.init_from) / "config.json").string();
-  if (!c.init_from.empty() && fs::is_regular_file(hf_config)) {
-    mc = model::read_hf_config(hf_config);
-    shape_from = hf_config;
-  }
+  std::string shape_from;
+  model::GPT2Config mc = model_shape(c, &shape_from);
   // Parameters = (vocab x d_model for the tied token embedding) + everything else.
   mc.vocab_size = 1;
   const size_t per_vocab = static_cast<size_t>(mc.d_model);
@@ -257,7 +258,10 @@ int print_dry_run(const TrainConfig& c, int job_ranks) {
   options.require_files = false;
   options.world_size = job_ranks;
   std::vector<std::string> problems = preflight_problems(c, options);
-  if (problems.empty()) dry_run_lengths(c, job_ranks, mc.max_positions, problems);
+  if (problems.empty()) {
+    const std::string problem = dry_run_sequence_lengths(c, job_ranks);
+    if (!problem.empty()) problems.push_back(problem);
+  }
   for (const std::string& p : problems) fmt::print(stderr, "problem: {}\n", p);
   fmt::print("dry run: {}\n", problems.empty() ? "the configuration is valid (nothing was written)"
                                                  : "the configuration cannot start (see the problems above)");

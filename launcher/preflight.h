@@ -34,6 +34,15 @@ std::vector<std::pair<std::string, std::string>> input_files(const TrainConfig& 
 // job_ranks, a matching job), else 2.
 int print_dry_run(const TrainConfig& c, int job_ranks = 0);
 
+// The dry runs' measure of the data's sequences against the model's positions
+// (launcher/sequence_lengths.h), as `coconut train` makes it at its start for a job of
+// job_ranks ranks (0: unknown), when every input file is there: prints the lengths line
+// (after `prefix`) and returns what would stop the run ("" when nothing would). Without
+// train.micro_batch_size and a known data-parallel size (parallel.dp, or job_ranks) the
+// micro-batches are measured as whole batches, which no smaller micro-batch of theirs
+// outgrows: then only a sequence too long on its own, or a prompt, is a problem.
+std::string dry_run_sequence_lengths(const TrainConfig& c, int job_ranks, const std::string& prefix = "");
+
 // The deepest existing ancestor of path (path itself when it exists): what must be a
 // writable directory for path to be created.
 std::string existing_ancestor(const std::string& path);

@@ -40,7 +40,16 @@ rc=0; "$bin" sweep "$work/typo.yaml" --out "$out" 2>"$work/err.txt" >/dev/null |
 [[ $rc == 2 ]] && grep -q "c_thougt-0: .*unknown key 'curriculum.c_thougt'" "$work/err.txt" ||
   fail "grid-key typo: exit $rc: $(cat "$work/err.txt")"
 [[ ! -e $out ]] || fail "a rejected sweep wrote $out"
-pass "dry run and bad sweep files write nothing (exit 2)"
+# The dry run measures each run's sequences as the run would at its start: with 340
+# positions c = 0 fits (326 columns) and c = 40 does not (40 thoughts for the first step).
+sed "s|^base: .*|base: $configs/prosqa_tiny.yaml|; s/values: \[0, 1\]/values: [0, 40]/;
+     s/  - run.threads=1/  - run.threads=1\n  - model.max_positions=340/" "$sweep" >"$work/long.yaml"
+rc=0; "$bin" sweep "$work/long.yaml" --out "$out" --dry-run >"$work/dry.txt" 2>"$work/err.txt" || rc=$?
+[[ $rc == 2 ]] && grep -q "^problem: c_thought-40: the training data does not fit model.max_positions 340" "$work/err.txt" &&
+  ! grep -q "c_thought-0" "$work/err.txt" && grep -q "^c_thought-0: sequence lengths: .* has 326 columns" "$work/dry.txt" ||
+  fail "dry run of a sweep with a run too long: exit $rc: $(cat "$work/dry.txt" "$work/err.txt")"
+[[ ! -e $out ]] || fail "a rejected sweep wrote $out"
+pass "dry run and bad sweep files write nothing (exit 2); the dry run names the run whose sequences do not fit"
 
 # ---- 1. the sweep trains both runs -------------------------------------------------------
 "$bin" sweep "$sweep" --out "$out" >"$work/first.txt" 2>&1 || fail "first sweep: $(cat "$work/first.txt")"
