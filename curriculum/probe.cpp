@@ -283,6 +283,52 @@ std::vector<ThoughtSummary> summarize_probes(const std::vector<ProbeResult>& res
   return out;
 }
 
+namespace {
+
+// An item's thoughts as the report writes them (a double through JSON comes back exact).
+nlohmann::json thoughts_json(const ProbeResult& r) {
+  nlohmann::json thoughts = nlohmann::json::array();
+  for (const ProbeThought& th : r.thoughts) {
+    nlohmann::json f = nlohmann::json::array();
+    for (const ProbeNode& n : th.frontier)
+      f.push_back({{"node", n.node}, {"concept", n.word}, {"value", n.value}, {"tokens", n.n_tokens},
+                   {"height", n.height}, {"max_height", n.max_height}, {"reaches_target", n.reaches_target}});
+    thoughts.push_back({{"k", th.k}, {"n_thoughts", th.n_thoughts}, {"frontier_mass", th.frontier_mass},
+                        {"frontier", std::move(f)}});
+  }
+  return thoughts;
+}
+
+}  // namespace
+
+std::string probe_results_to_json(const std::vector<ProbeResult>& results) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const ProbeResult& r : results) j.push_back(thoughts_json(r));
+  return j.dump();
+}
+
+std::vector<ProbeResult> probe_results_from_json(const std::string& text) {
+  std::vector<ProbeResult> results;
+  try {
+    for (const nlohmann::json& item : nlohmann::json::parse(text)) {
+      ProbeResult& r = results.emplace_back();
+      for (const nlohmann::json& t : item) {
+        ProbeThought& th = r.thoughts.emplace_back();
+        th.k = t.at("k").get<int>();
+        th.n_thoughts = t.at("n_thoughts").get<int>();
+        th.frontier_mass = t.at("frontier_mass").get<double>();
+        for (const nlohmann::json& n : t.at("frontier"))
+          th.frontier.push_back({n.at("node").get<int>(), n.at("concept").get<std::string>(),
+                                 n.at("value").get<double>(), n.at("tokens").get<int>(), n.at("height").get<int>(),
+                                 n.at("max_height").get<int>(), n.at("reaches_target").get<bool>()});
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    COCONUT_FAIL("probe results: malformed JSON ({})", e.what());
+  }
+  return results;
+}
+
 void write_probe_report(const std::string& path, const std::vector<ThoughtSummary>& summary,
                         const std::vector<ProbeResult>& results, const std::string& dataset_name) {
   using nlohmann::json;
@@ -318,17 +364,8 @@ void write_probe_report(const std::string& path, const std::vector<ThoughtSummar
     j["summary"].push_back(std::move(t));
   }
   j["per_item"] = json::array();
-  for (size_t i = 0; i < results.size(); ++i) {
-    json item = {{"index", i}, {"thoughts", json::array()}};
-    for (const ProbeThought& th : results[i].thoughts) {
-      json f = json::array();
-      for (const ProbeNode& n : th.frontier)
-        f.push_back({{"node", n.node}, {"concept", n.word}, {"value", n.value}, {"tokens", n.n_tokens},
-                     {"height", n.height}, {"max_height", n.max_height}, {"reaches_target", n.reaches_target}});
-      item["thoughts"].push_back({{"k", th.k}, {"frontier_mass", th.frontier_mass}, {"frontier", std::move(f)}});
-    }
-    j["per_item"].push_back(std::move(item));
-  }
+  for (size_t i = 0; i < results.size(); ++i)
+    j["per_item"].push_back({{"index", i}, {"thoughts", thoughts_json(results[i])}});
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);

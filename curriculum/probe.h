@@ -110,6 +110,11 @@ struct ThoughtSummary {
 // Averages per thought over items; top_ranks ranks are reported (the paper shows 3).
 std::vector<ThoughtSummary> summarize_probes(const std::vector<ProbeResult>& results, int top_ranks = 3);
 
+// Results as JSON and back (every field, every item): how the ranks of `coconut probe`
+// under mpirun send theirs to rank 0.
+std::string probe_results_to_json(const std::vector<ProbeResult>& results);
+std::vector<ProbeResult> probe_results_from_json(const std::string& text);
+
 // JSON report: the summary, and every item's frontiers.
 void write_probe_report(const std::string& path, const std::vector<ThoughtSummary>& summary,
                         const std::vector<ProbeResult>& results, const std::string& dataset_name);

@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <numeric>
 
 #include "curriculum/probe.h"
 #include "launcher/commands.h"
 #include "launcher/plot.h"
 #include "launcher/trainer.h"
+#include "parallel/comm.h"
 #include "runtime/check.h"
 #include "runtime/log.h"
 #include "runtime/threads.h"
@@ -93,39 +95,61 @@ int cmd_probe(const std::vector<std::string>& args) {
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
-  init_logging(0, 1, "warn");
-  const LoadedRun run = load_run(run_dir);
-  const TrainConfig& c = run.config;
-  set_num_threads(threads >= 0 ? threads : c.threads);
-  if (thoughts < 0) thoughts = c.curriculum.max_latent_stage;
-  EvalData data = run_eval_data(run, data_file);
-  if (items > 0 && static_cast<int>(data.samples.size()) > items) data.samples.resize(items);
-  COCONUT_CHECK(!data.samples.empty(), "the dataset '{}' is empty", data.name);
-  if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("probe_{}.json", data.name)).string();
+  // One process, or the ranks of an MPI job (mpirun / srun): rank r probes the items
+  // r, r + N, ..., and rank 0 gathers them, writes the report and prints.
+  parallel::MpiRuntime mpi(nullptr, nullptr);
+  const std::unique_ptr<parallel::Communicator> world = parallel::MpiCommunicator::world();
+  const int rank = world->rank(), ranks = world->size();
+  init_logging(rank, ranks, "warn");
+  try {
+    const LoadedRun run = load_run(run_dir);
+    const TrainConfig& c = run.config;
+    set_num_threads(threads >= 0 ? threads : c.threads);
+    if (thoughts < 0) thoughts = c.curriculum.max_latent_stage;
+    EvalData data = run_eval_data(run, data_file);
+    if (items > 0 && static_cast<int>(data.samples.size()) > items) data.samples.resize(items);
+    COCONUT_CHECK(!data.samples.empty(), "the dataset '{}' is empty", data.name);
+    if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("probe_{}.json", data.name)).string();
 
-  const std::string where = data_file.empty() ? data.name : data_file;  // for error messages
-  std::vector<curriculum::ProbeResult> results;
-  results.reserve(data.samples.size());
-  for (size_t i = 0; i < data.samples.size(); ++i) {
-    try {
-      results.push_back(curriculum::probe_prosqa(*run.model, *run.tokenizer, data.samples[i], c.curriculum, thoughts));
-    } catch (const coconut::Error& e) {
-      COCONUT_FAIL("{}, item {}: {}", where, i, e.what());
+    const std::string where = data_file.empty() ? data.name : data_file;  // for error messages
+    std::vector<curriculum::ProbeResult> mine;
+    for (size_t i = size_t(rank); i < data.samples.size(); i += size_t(ranks)) {
+      try {
+        mine.push_back(curriculum::probe_prosqa(*run.model, *run.tokenizer, data.samples[i], c.curriculum, thoughts));
+      } catch (const coconut::Error& e) {
+        COCONUT_FAIL("{}, item {}: {}", where, i, e.what());
+      }
     }
-  }
-  const auto summary = curriculum::summarize_probes(results, 3);
-  curriculum::write_probe_report(out_path, summary, results, data.name);
+    std::vector<curriculum::ProbeResult> results = std::move(mine);
+    if (ranks > 1) {  // item i is the (i / N)-th of rank i mod N
+      std::vector<int> all_ranks(static_cast<size_t>(ranks));
+      std::iota(all_ranks.begin(), all_ranks.end(), 0);
+      std::vector<std::vector<curriculum::ProbeResult>> shares;
+      for (const std::string& text :
+           parallel::gather_strings_to_all(*world, all_ranks, curriculum::probe_results_to_json(results)))
+        shares.push_back(curriculum::probe_results_from_json(text));
+      results.clear();
+      for (size_t i = 0; i < data.samples.size(); ++i)
+        results.push_back(std::move(shares.at(i % size_t(ranks)).at(i / size_t(ranks))));
+    }
+    if (rank != 0) return 0;
+    const auto summary = curriculum::summarize_probes(results, 3);
+    curriculum::write_probe_report(out_path, summary, results, data.name);
 
-  fmt::print("run {}: method {}, c={}, trained to stage {}; {} items of {}, k = 0..{}\n", run_dir,
-             curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, run_final_stage(run),
-             results.size(), data.name, thoughts);
-  for (const auto& s : summary) print_thought(s);
-  fmt::print("\nreport: {}\n", out_path);
-  if (!plot_path.empty()) {
-    plot_frontier_values(plot_path, summary);
-    fmt::print("plot: {}\n", plot_path);
+    fmt::print("run {}: method {}, c={}, trained to stage {}; {} items of {}, k = 0..{}{}\n", run_dir,
+               curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, run_final_stage(run),
+               results.size(), data.name, thoughts, ranks > 1 ? fmt::format(" ({} ranks)", ranks) : std::string());
+    for (const auto& s : summary) print_thought(s);
+    fmt::print("\nreport: {}\n", out_path);
+    if (!plot_path.empty()) {
+      plot_frontier_values(plot_path, summary);
+      fmt::print("plot: {}\n", plot_path);
+    }
+    return 0;
+  } catch (const coconut::Error& e) {
+    if (ranks > 1) parallel::abort_all(e.what());  // one rank's failure stops every rank
+    throw;
   }
-  return 0;
 }
 
 }  // namespace coconut::launcher

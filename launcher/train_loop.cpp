@@ -448,17 +448,11 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
 curriculum::EvalResult join_eval_shares(parallel::Communicator& world, const std::vector<int>& speakers,
                                         curriculum::EvalResult mine) {
   // Each share to every rank (a few hundred bytes per item), then joined.
-  std::vector<curriculum::EvalResult> shares(speakers.size());
-  for (size_t k = 0; k < speakers.size(); ++k) {
-    const int from = speakers[k];
-    const bool me = from == world.rank();
-    std::string text = me ? curriculum::eval_result_to_json(mine) : std::string();
-    int64_t bytes = static_cast<int64_t>(text.size());
-    world.broadcast_bytes(&bytes, sizeof bytes, from);
-    text.resize(static_cast<size_t>(bytes));
-    world.broadcast_bytes(text.data(), text.size(), from);
-    shares[k] = me ? std::move(mine) : curriculum::eval_result_from_json(text);
-  }
+  const bool speaks = std::find(speakers.begin(), speakers.end(), world.rank()) != speakers.end();
+  const std::vector<std::string> texts =
+      parallel::gather_strings_to_all(world, speakers, speaks ? curriculum::eval_result_to_json(mine) : "");
+  std::vector<curriculum::EvalResult> shares;
+  for (const std::string& text : texts) shares.push_back(curriculum::eval_result_from_json(text));
   return curriculum::merge_eval_shards(shares);
 }
 

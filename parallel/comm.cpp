@@ -263,4 +263,18 @@ std::vector<int64_t> gather_to_all(Communicator& comm, int64_t mine) {
   return all;
 }
 
+std::vector<std::string> gather_strings_to_all(Communicator& comm, const std::vector<int>& from,
+                                               const std::string& mine) {
+  std::vector<std::string> all(from.size());
+  for (size_t k = 0; k < from.size(); ++k) {
+    std::string& text = all[k];
+    if (from[k] == comm.rank()) text = mine;
+    int64_t bytes = static_cast<int64_t>(text.size());
+    comm.broadcast_bytes(&bytes, sizeof bytes, from[k]);
+    text.resize(static_cast<size_t>(bytes));
+    comm.broadcast_bytes(text.data(), text.size(), from[k]);
+  }
+  return all;
+}
+
 }  // namespace coconut::parallel

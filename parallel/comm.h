@@ -120,6 +120,10 @@ class Communicator {
 // Collective: every rank's value, in rank order, on every rank (each rank fills its own
 // entry of a zeroed vector and a sum all-reduce assembles them).
 std::vector<int64_t> gather_to_all(Communicator& comm, int64_t mine);
+// Collective: the strings of the ranks `from` (each rank's `mine` where it is one of
+// them), in that order, on every rank: each broadcasts its size, then its bytes.
+std::vector<std::string> gather_strings_to_all(Communicator& comm, const std::vector<int>& from,
+                                               const std::string& mine);
 
 // MPI_Init_thread / MPI_Finalize for the life of the object: one per process, first
 // thing in main. Rank and size come from MPI, so it works the same under mpirun and

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 
 #include "curriculum/bpe_tokenizer.h"
 #include "curriculum/probe.h"
@@ -228,6 +229,33 @@ TEST_F(ProbeModelTest, IsDeterministic) {
       EXPECT_EQ(a.thoughts[k].frontier[i].value, b.thoughts[k].frontier[i].value);  // bit for bit
     }
   }
+}
+
+// What the ranks of `coconut probe` under mpirun send rank 0: every field, bit for bit.
+TEST_F(ProbeModelTest, ResultsRoundTripThroughJson) {
+  const std::vector<ProbeResult> results = {probe_prosqa(*model, tok, hand_sample("red rempus"), cc, 3),
+                                            probe_prosqa(*model, tok, hand_sample("red rempus"), cc, 1)};
+  const std::vector<ProbeResult> back = probe_results_from_json(probe_results_to_json(results));
+  ASSERT_EQ(back.size(), results.size());
+  size_t nodes = 0;
+  for (size_t r = 0; r < results.size(); ++r) {
+    ASSERT_EQ(back[r].thoughts.size(), results[r].thoughts.size());
+    for (size_t k = 0; k < results[r].thoughts.size(); ++k) {
+      const ProbeThought &got = back[r].thoughts[k], &want = results[r].thoughts[k];
+      EXPECT_EQ(got.k, want.k);
+      EXPECT_EQ(got.n_thoughts, want.n_thoughts);
+      EXPECT_EQ(got.frontier_mass, want.frontier_mass);
+      ASSERT_EQ(got.frontier.size(), want.frontier.size());
+      for (size_t i = 0; i < want.frontier.size(); ++i, ++nodes) {
+        const ProbeNode &g = got.frontier[i], &w = want.frontier[i];
+        EXPECT_EQ(std::tie(g.node, g.word, g.n_tokens, g.height, g.max_height, g.reaches_target),
+                  std::tie(w.node, w.word, w.n_tokens, w.height, w.max_height, w.reaches_target));
+        EXPECT_EQ(g.value, w.value);  // bit for bit
+      }
+    }
+  }
+  EXPECT_GT(nodes, 3u);
+  EXPECT_THROW(probe_results_from_json("[[{\"k\": 0}]]"), Error);
 }
 
 TEST_F(ProbeModelTest, RejectsItemsWithoutGraphMethodsWithoutMarkersAndUnknownWords) {

@@ -224,6 +224,12 @@ EOF
 "$bin" probe "$run" --items 2 --thoughts 1 >/dev/null 2>&1 || fail "probe with the default --out"
 [[ -f $run/probe_generated-valid.json ]] || fail "probe did not write RUN_DIR/probe_generated-valid.json"
 pass "probe"
+# Under mpirun the ranks share the items (here 3 ranks, 5 items): the same report.
+mpirun --oversubscribe -np 3 "$bin" probe "$run" --items 5 --thoughts 2 --out "$work/p3.json" >"$work/probe3.txt" \
+  2>"$work/err.txt" || fail "mpirun -np 3 probe: $(cat "$work/err.txt")"
+cmp -s "$work/p.json" "$work/p3.json" || fail "mpirun -np 3 probe: the report differs from one process's"
+grep -q "k = 0..2 (3 ranks)$" "$work/probe3.txt" || fail "mpirun -np 3 probe: header $(head -n 1 "$work/probe3.txt")"
+pass "probe under mpirun -np 3: the report equals one process's"
 
 # ---- errors -----------------------------------------------------------------------------
 expect 1 "run directory '$work/nope' does not exist" "$bin" eval "$work/nope"
