@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <numeric>
 
 #include "curriculum/evaluation.h"
 #include "curriculum/word_tokenizer.h"
@@ -225,9 +224,7 @@ int cmd_eval(const std::vector<std::string>& args) {
     if (const model::ThoughtRouting* routing = decoder->thought_routing())
       routed[0] = routing->swapped(), routed[1] = routing->kept_alone();
     if (ranks > 1) {
-      std::vector<int> speakers(static_cast<size_t>(ranks));
-      std::iota(speakers.begin(), speakers.end(), 0);
-      r = join_eval_shares(*world, speakers, std::move(r));
+      r = join_eval_shares(*world, parallel::all_ranks(*world), std::move(r));
       world->all_reduce_sum(routed, 2);
     }
     if (rank != 0) return 0;

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 
 #include <filesystem>
-#include <numeric>
 
 #include "curriculum/probe.h"
 #include "launcher/commands.h"
@@ -122,11 +121,9 @@ int cmd_probe(const std::vector<std::string>& args) {
     }
     std::vector<curriculum::ProbeResult> results = std::move(mine);
     if (ranks > 1) {  // item i is the (i / N)-th of rank i mod N
-      std::vector<int> all_ranks(static_cast<size_t>(ranks));
-      std::iota(all_ranks.begin(), all_ranks.end(), 0);
       std::vector<std::vector<curriculum::ProbeResult>> shares;
-      for (const std::string& text :
-           parallel::gather_strings_to_all(*world, all_ranks, curriculum::probe_results_to_json(results)))
+      for (const std::string& text : parallel::gather_strings_to_all(*world, parallel::all_ranks(*world),
+                                                                     curriculum::probe_results_to_json(results)))
         shares.push_back(curriculum::probe_results_from_json(text));
       results.clear();
       for (size_t i = 0; i < data.samples.size(); ++i)

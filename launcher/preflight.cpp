@@ -15,7 +15,6 @@
 #include "launcher/trainer.h"
 #include "model/gpt2.h"
 #include "model/hf_weights.h"
-#include "parallel/grid.h"
 #include "runtime/check.h"
 
 namespace coconut::launcher {
@@ -142,16 +141,6 @@ std::vector<std::string> preflight_problems(const TrainConfig& c, const Prefligh
 
 namespace {
 
-// The train.micro_batch_size a run would choose when the config leaves it out, for a
-// job of job_ranks ranks (0: unknown); 0 when that depends on the job's size.
-int default_micro_for_job(const TrainConfig& c, int job_ranks) {
-  if (job_ranks == 1) return default_micro_batch_size(c.batch_size, 1, 1);  // one process
-  if (c.dp > 0) return default_micro_batch_size(c.batch_size, c.pp, c.dp);
-  if (job_ranks > 1 && job_ranks % c.pp == 0)
-    return default_micro_batch_size(c.batch_size, c.pp, parallel::data_parallel_size(job_ranks, c.pp));
-  return 0;
-}
-
 // The model's shape: the config's, or the pretrained model's (model.init_from) when its
 // config.json is there; `from` says which.
 model::GPT2Config model_shape(const TrainConfig& c, std::string* from = nullptr) {
@@ -174,9 +163,9 @@ std::string dry_run_sequence_lengths(const TrainConfig& given, int job_ranks, co
     }
   TrainConfig c = given;
   const int max_positions = model_shape(c).max_positions;
-  const int micro_default = default_micro_for_job(c, job_ranks);
-  const bool micro_known = c.micro_batch_size > 0 || micro_default > 0;
-  if (c.micro_batch_size == 0) c.micro_batch_size = micro_known ? micro_default : c.batch_size;
+  const int micro = job_micro_batch_size(c, job_ranks);
+  const bool micro_known = micro > 0;
+  c.micro_batch_size = micro_known ? micro : c.batch_size;
   try {
     const RunData data = load_run_data(c.data);
     const auto tok = make_tokenizer(c.data, data, c.init_from);
@@ -224,9 +213,7 @@ int print_dry_run(const TrainConfig& c, int job_ranks) {
              "{} epochs, last stage {}{}\n",
              curriculum::method_name(cc.method), cc.c_thought, cc.max_latent_stage, cc.epochs_per_stage, c.epochs,
              last_stage, last_stage > cc.max_latent_stage ? " (past max_latent_stage: every step latent)" : "");
-  // The replicas: parallel.dp, or the job's ranks over pp (0: unknown, or not a grid).
-  const int dp = c.dp > 0 ? c.dp : job_ranks > 0 && job_ranks % c.pp == 0 ? job_ranks / c.pp : 0;
-  const int micro_default = default_micro_for_job(c, job_ranks);
+  const int dp = job_replicas(c, job_ranks), micro_default = job_micro_batch_size(c, job_ranks);
   const std::string micro = c.micro_batch_size > 0 ? std::to_string(c.micro_batch_size)
                             : micro_default > 0
                                 ? fmt::format("{} (default for {})", micro_default,

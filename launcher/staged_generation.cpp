@@ -76,8 +76,9 @@ std::vector<std::vector<curriculum::Generation>> generate_through_stages(
     // 1. A lane enters stage 0 (every rank decides alike): its batch's next forward, or
     // a new batch's first. Its previous forward left the last stage at tick t - 1.
     Lane& entering = lanes[static_cast<size_t>(t % S)];
-    if (!entering.decoding && next_batch < batches.size() && !stopping) stopping = stop_agreed();
-    const bool new_batch = !entering.decoding && next_batch < batches.size() && !stopping;
+    const bool wants_batch = !entering.decoding && next_batch < batches.size();
+    if (wants_batch && !stopping) stopping = stop_agreed();
+    const bool new_batch = wants_batch && !stopping;
     if (new_batch) {
       entering.decoding = std::make_unique<curriculum::BatchDecoding>(batches[next_batch], tok, options, model.config());
       entering.batch = next_batch++;

@@ -150,4 +150,16 @@ int default_micro_batch_size(int batch_size, int pp, int dp) {
   return 1;
 }
 
+int job_replicas(const TrainConfig& c, int ranks) {
+  if (ranks == 1) return 1;
+  if (c.dp > 0) return c.dp;
+  return ranks > 1 && ranks % c.pp == 0 ? ranks / c.pp : 0;
+}
+
+int job_micro_batch_size(const TrainConfig& c, int ranks) {
+  if (c.micro_batch_size > 0) return c.micro_batch_size;
+  const int dp = job_replicas(c, ranks);
+  return dp > 0 ? default_micro_batch_size(c.batch_size, ranks == 1 ? 1 : c.pp, dp) : 0;
+}
+
 }  // namespace coconut::launcher

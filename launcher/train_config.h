@@ -114,4 +114,12 @@ TrainConfig read_train_config(Config& cfg);
 // one process (pp = dp = 1) the whole batch, no accumulation.
 int default_micro_batch_size(int batch_size, int pp, int dp);
 
+// A job of `ranks` ranks (mpirun -np; 1: one process, 0: not known yet, as in a dry run
+// without --np): its data-parallel replicas (1 in one process; parallel.dp, or the ranks
+// over parallel.pp), and the micro-batch size the run takes (train.micro_batch_size, or
+// default_micro_batch_size for that layout). 0 where that depends on an unknown job size
+// or pp does not divide the ranks (which the preflight refuses).
+int job_replicas(const TrainConfig& c, int ranks);
+int job_micro_batch_size(const TrainConfig& c, int ranks);
+
 }  // namespace coconut::launcher

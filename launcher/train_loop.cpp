@@ -407,7 +407,7 @@ curriculum::EvalResult evaluate_split(const model::GPT2& gpt, DeviceStep* device
     for (int r = 0; r < dist->grid->dp(); ++r) speakers.push_back(dist->grid->rank_of(0, r));
     share = dist->grid->dp_index();
   } else {
-    for (int r = 0; r < (world ? world->size() : 1); ++r) speakers.push_back(r);
+    speakers = world ? parallel::all_ranks(*world) : std::vector<int>{0};
     share = world ? world->rank() : 0;
   }
   const int shares_count = static_cast<int>(speakers.size());

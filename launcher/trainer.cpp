@@ -184,12 +184,14 @@ void log_parameter_memory(const model::GPT2& gpt, const Distributed& dist, paral
 TrainSummary run_training(const TrainConfig& given, parallel::Communicator* world, int local_rank, int local_size) {
   Timer attempt;  // this process's wall clock (TrainContext::attempt), from before the data loads
   const bool distributed = world && world->size() > 1;
-  // Data-parallel replicas of this run (1 in one process).
-  const int dp = !distributed ? 1 : given.dp > 0 ? given.dp : parallel::data_parallel_size(world->size(), given.pp);
+  // Data-parallel replicas of this run (1 in one process; the preflight checked the grid).
+  const int job_ranks = distributed ? world->size() : 1;
+  const int dp = job_replicas(given, job_ranks);
+  COCONUT_CHECK(dp > 0, "{} ranks cannot form a grid of {} pipeline stages: the number of ranks (mpirun -np / srun "
+                "-n) must be a multiple of the pipeline stages", job_ranks, given.pp);
   // train.micro_batch_size left out: chosen for this run's topology.
   TrainConfig resolved = given;
-  if (resolved.micro_batch_size == 0)
-    resolved.micro_batch_size = default_micro_batch_size(given.batch_size, distributed ? given.pp : 1, dp);
+  resolved.micro_batch_size = job_micro_batch_size(given, job_ranks);
   const TrainConfig& c = resolved;
   const bool writer = !world || world->rank() == 0;  // rank 0 evaluates and writes the run directory
   set_num_threads(c.threads);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <numeric>
 
 namespace coconut::parallel {
 
@@ -261,6 +262,12 @@ std::vector<int64_t> gather_to_all(Communicator& comm, int64_t mine) {
   all[static_cast<size_t>(comm.rank())] = mine;
   comm.all_reduce_sum(all.data(), all.size());
   return all;
+}
+
+std::vector<int> all_ranks(const Communicator& comm) {
+  std::vector<int> ranks(static_cast<size_t>(comm.size()));
+  std::iota(ranks.begin(), ranks.end(), 0);
+  return ranks;
 }
 
 std::vector<std::string> gather_strings_to_all(Communicator& comm, const std::vector<int>& from,

@@ -120,6 +120,8 @@ class Communicator {
 // Collective: every rank's value, in rank order, on every rank (each rank fills its own
 // entry of a zeroed vector and a sum all-reduce assembles them).
 std::vector<int64_t> gather_to_all(Communicator& comm, int64_t mine);
+// 0, 1, ..., size - 1: every rank, as the `from` of gather_strings_to_all.
+std::vector<int> all_ranks(const Communicator& comm);
 // Collective: the strings of the ranks `from` (each rank's `mine` where it is one of
 // them), in that order, on every rank: each broadcasts its size, then its bytes.
 std::vector<std::string> gather_strings_to_all(Communicator& comm, const std::vector<int>& from,
