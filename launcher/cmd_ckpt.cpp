@@ -13,6 +13,7 @@
 
 #include "curriculum/word_tokenizer.h"
 #include "launcher/commands.h"
+#include "launcher/train_checkpoint.h"
 #include "launcher/trainer.h"
 #include "model/gpt2.h"
 #include "model/hf_weights.h"
@@ -44,10 +45,7 @@ const char* kHelp =
 // A checkpoint directory, or the newest committed checkpoint of a root.
 std::string resolve_checkpoint(const std::string& path) {
   if (!fs::is_directory(path)) throw UsageError(fmt::format("'{}' is not a directory\n{}", path, kHelp));
-  if (fs::exists(fs::path(path) / "manifest.pb")) return path;
-  const std::string latest = parallel::find_latest_checkpoint(path);
-  COCONUT_CHECK(!latest.empty(), "{}: neither a committed checkpoint (no manifest.pb) nor a root holding one", path);
-  return latest;
+  return parallel::committed_checkpoint(path, "coconut ckpt");
 }
 
 std::string megabytes(uint64_t bytes) { return fmt::format("{:.2f} MB", bytes / 1e6); }
@@ -97,36 +95,6 @@ int inspect(const std::string& dir) {
   return 1;
 }
 
-// The model shape the trainer stores in trainer_state["model"].
-nlohmann::json trainer_state(const std::string& dir, const parallel::Manifest& m) {
-  const nlohmann::json j = nlohmann::json::parse(m.meta.trainer_state, nullptr, /*allow_exceptions=*/false);
-  COCONUT_CHECK(!j.is_discarded() && j.is_object(), "{}/manifest.pb: the trainer state is not a JSON object", dir);
-  return j;
-}
-
-model::GPT2Config model_shape(const std::string& dir, const nlohmann::json& j) {
-  const std::string where = dir + "/manifest.pb";
-  COCONUT_CHECK(j.contains("model") && j["model"].is_object(),
-                "{}: the trainer state has no \"model\" object (n_layer, n_head, d_model, vocab_size, "
-                "max_positions), so the weights cannot be laid out",
-                where);
-  const nlohmann::json& mj = j["model"];
-  auto field = [&](const char* key) {
-    COCONUT_CHECK(mj.contains(key) && mj[key].is_number_integer() && mj[key].get<int64_t>() > 0 &&
-                      mj[key].get<int64_t>() <= INT32_MAX,
-                  "{}: trainer state model.{} must be a positive integer", where, key);
-    return mj[key].get<int>();
-  };
-  model::GPT2Config c;
-  c.n_layer = field("n_layer");
-  c.n_head = field("n_head");
-  c.d_model = field("d_model");
-  c.vocab_size = field("vocab_size");
-  c.max_positions = field("max_positions");
-  c.validate();
-  return c;
-}
-
 // The word vocabulary the trainer keeps in the trainer state (checked by loading it back
 // and against the model's vocabulary size), or "" for a BPE run or an older checkpoint.
 std::string word_vocabulary(const std::string& dir, const nlohmann::json& j, const model::GPT2Config& config) {
@@ -143,8 +111,8 @@ std::string word_vocabulary(const std::string& dir, const nlohmann::json& j, con
 
 int export_model(const std::string& dir, const std::string& to) {
   const parallel::Manifest m = parallel::read_manifest(dir);
-  const nlohmann::json state = trainer_state(dir, m);
-  const model::GPT2Config config = model_shape(dir, state);
+  const nlohmann::json state = checkpoint_trainer_state(dir, m);
+  const model::GPT2Config config = checkpoint_model_shape(dir, state);
   const model::ParamLayout layout(config);
   const parallel::TensorInfo& params = m.tensor("params");
   COCONUT_CHECK(params.global_size == layout.total(),

@@ -1,6 +1,7 @@
-// `coconut eval RUN_DIR [options]`: accuracy of a finished run's model on a dataset, by
-// batched greedy generation with the run's method and a curriculum stage (DESIGN.md
-// 2.4), written as a JSON report next to the run's own (eval_<dataset>.json). With
+// `coconut eval RUN_DIR [options]`: accuracy of a run's model (final, best, or one of its
+// checkpoints) on a dataset, by batched greedy generation with the run's method and a
+// curriculum stage (DESIGN.md 2.4), written as a JSON report next to the run's own
+// (eval_<dataset>.json). With
 // --question, the model's answer to questions typed on the command line instead (no
 // reference, no accuracy), with each continuous thought read as tokens.
 // Also the run helpers that `coconut probe` shares (see commands.h).
@@ -27,7 +28,7 @@ namespace coconut::launcher {
 namespace fs = std::filesystem;
 
 int run_final_stage(const LoadedRun& run) {
-  if (run.best) return run.final_stage;  // best.json's
+  if (run.best || !run.checkpoint_dir.empty()) return run.final_stage;  // best.json's, the checkpoint's
   // config.yaml is the file the run was started from; --set overrides (train.epochs=1)
   // are not in it, so the metrics, which record each epoch's stage, are preferred.
   const fs::path metrics = fs::path(run.config.run_dir) / kMetricsFile;
@@ -91,13 +92,27 @@ void print_answers(const std::vector<std::string>& questions, const curriculum::
   }
 }
 
+std::string weights_suffix(const LoadedRun& run) {
+  if (run.best) return "_best";
+  if (!run.checkpoint_dir.empty()) return "_" + fs::path(run.checkpoint_dir).lexically_normal().filename().string();
+  return "";
+}
+
+std::string weights_label(const LoadedRun& run) {
+  if (run.best) return fmt::format(" (its best model, {})", kBestModelDir);
+  if (!run.checkpoint_dir.empty()) return fmt::format(" (its checkpoint {}, step {})", run.checkpoint_dir,
+                                                      run.checkpoint_step);
+  return "";
+}
+
 int cmd_eval(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
       "                    [--batch-size N] [--max-new-tokens N] [--max-items N] [--device cpu|cuda]\n"
-      "                    [--thought-tokens K] [--thought-source own|zero|other] [--best] [--threads N]\n"
+      "                    [--thought-tokens K] [--thought-source own|zero|other] [--best | --checkpoint C]\n"
+      "                    [--threads N]\n"
       "                    [--question TEXT ...]\n"
-      "  Greedy-decodes every item with the run's final model (thoughts fed back for coconut)\n"
+      "  Greedy-decodes every item with the run's final model (or --best's, --checkpoint's; thoughts fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
       "  Under mpirun -np N the ranks share the batches; rank 0 writes the same report.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
@@ -118,6 +133,9 @@ int cmd_eval(const std::vector<std::string>& args) {
       "              names each item's donors (thought_donors)\n"
       "  --best      the run's best validation model (RUN_DIR/best_model, eval.keep_best) at its stage;\n"
       "              the report defaults to RUN_DIR/eval_<dataset>_best.json\n"
+      "  --checkpoint  the weights of one of the run's checkpoints, also of a run in progress or\n"
+      "              stopped: latest, a step number, or a checkpoint path; at the stage of its epoch;\n"
+      "              the report defaults to RUN_DIR/eval_<dataset>_step-NNNNNNNN.json\n"
       "  --threads   CPU threads (default: the run's run.threads; 0 = every core)\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
@@ -130,6 +148,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   model::ThoughtSource source = model::ThoughtSource::own;
   int stage = -1, batch_size = -1, max_new_tokens = -1, max_items = -1, thought_tokens = -1, threads = -1;
   bool best = false;
+  std::string checkpoint;
   std::vector<std::string> questions;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -151,12 +170,15 @@ int cmd_eval(const std::vector<std::string>& args) {
       }
     }
     else if (a == "--best") best = true;
+    else if (a == "--checkpoint") checkpoint = option_value(args, i);
     else if (a == "--threads") threads = option_int(args, i, 0, 1024);
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
   if (!device.empty() && device != "cpu" && device != "cuda")
     throw UsageError(fmt::format("--device must be cpu or cuda (got '{}')\n{}", device, help));
+  if (best && !checkpoint.empty())
+    throw UsageError(fmt::format("--best and --checkpoint name two models: give one\n{}", help));
   if (!questions.empty() && (!data_file.empty() || max_items >= 0))
     throw UsageError(fmt::format("--question answers the questions given: not with --data or --max-items\n{}", help));
   // One process, or the ranks of an MPI job (mpirun / srun): each decodes every size-th
@@ -167,7 +189,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   const int rank = world->rank(), ranks = world->size();
   init_logging(rank, ranks, "warn");
   try {
-    const LoadedRun run = load_run(run_dir, best);
+    const LoadedRun run = load_run(run_dir, {best, checkpoint});
     const TrainConfig& c = run.config;
     set_num_threads(threads >= 0 ? threads : c.threads);
     if (stage < 0) stage = run_final_stage(run);
@@ -199,7 +221,7 @@ int cmd_eval(const std::vector<std::string>& args) {
     const std::string thoughts = model::thought_source_name(source);
     const bool intervene = source != model::ThoughtSource::own;
     if (out_path.empty() && questions.empty())
-      out_path = (fs::path(run_dir) / fmt::format("eval_{}{}{}.json", data.name, best ? "_best" : "",
+      out_path = (fs::path(run_dir) / fmt::format("eval_{}{}{}.json", data.name, weights_suffix(run),
                                                   intervene ? "_thoughts-" + thoughts : std::string()))
                      .string();
 
@@ -230,8 +252,7 @@ int cmd_eval(const std::vector<std::string>& args) {
     if (rank != 0) return 0;
     if (!out_path.empty()) curriculum::write_eval_report(out_path, r, data.name, thoughts);
     const std::string threads_text = fmt::format("{} thread{}", num_threads(), num_threads() == 1 ? "" : "s");
-    fmt::print("run {}{}: method {}, c={}, stage {}; {} {}; decoded on {}{}\n", run_dir,
-               best ? fmt::format(" (its best model, {})", kBestModelDir) : std::string(),
+    fmt::print("run {}{}: method {}, c={}, stage {}; {} {}; decoded on {}{}\n", run_dir, weights_label(run),
                curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, stage, r.total,
                questions.empty() ? "items of " + data.name : std::string(r.total == 1 ? "question" : "questions"),
                device == "cuda" ? fmt::format("cuda ({})", c.precision)

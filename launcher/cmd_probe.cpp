@@ -64,7 +64,7 @@ void plot_frontier_values(const std::string& path, const std::vector<curriculum:
 int cmd_probe(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut probe RUN_DIR [--data FILE.json] [--items N] [--thoughts K] [--out PROBE.json] [--plot FILE.png]\n"
-      "                     [--threads N]\n"
+      "                     [--best | --checkpoint C] [--threads N]\n"
       "  For each ProsQA item and k = 0..K latent steps: runs question <bot> <latent>*(k*c),\n"
       "  forces <eot>, and reads the probability of each frontier node's concept as the next\n"
       "  step's concept ('<root> is a' [C] at k=0, 'Every' [C] at k>=1). Prints, per k, the\n"
@@ -74,6 +74,10 @@ int cmd_probe(const std::vector<std::string>& args) {
       "  --thoughts  largest k (default: the run's curriculum.max_latent_stage)\n"
       "  --out       report path (default: RUN_DIR/probe_<dataset>.json)\n"
       "  --plot      also draw the top-1/2/3 cumulative and whole-frontier values against k to a PNG\n"
+      "  --best      the run's best validation model (RUN_DIR/best_model, eval.keep_best)\n"
+      "  --checkpoint  the weights of one of the run's checkpoints, also of a run in progress or\n"
+      "              stopped: latest, a step number, or a checkpoint path\n"
+      "              (reports: RUN_DIR/probe_<dataset>_best.json, _step-NNNNNNNN.json)\n"
       "  --threads   CPU threads (default: the run's run.threads; 0 = every core)\n";
   if (args.empty() || args[0] == "--help") {
     fmt::print("{}", help);
@@ -82,6 +86,8 @@ int cmd_probe(const std::vector<std::string>& args) {
   const std::string run_dir = args[0];
   if (run_dir.rfind("--", 0) == 0) throw UsageError(fmt::format("the first argument must be RUN_DIR\n{}", help));
   std::string data_file, out_path, plot_path;
+  std::string checkpoint;
+  bool best = false;
   int items = 100, thoughts = -1, threads = -1;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -91,9 +97,13 @@ int cmd_probe(const std::vector<std::string>& args) {
     else if (a == "--items") items = option_int(args, i, 0, 1 << 30);
     else if (a == "--thoughts") thoughts = option_int(args, i, 0, 64);
     else if (a == "--threads") threads = option_int(args, i, 0, 1024);
+    else if (a == "--best") best = true;
+    else if (a == "--checkpoint") checkpoint = option_value(args, i);
     else throw UsageError(fmt::format("unknown option '{}'\n{}", a, help));
   }
 
+  if (best && !checkpoint.empty())
+    throw UsageError(fmt::format("--best and --checkpoint name two models: give one\n{}", help));
   // One process, or the ranks of an MPI job (mpirun / srun): rank r probes the items
   // r, r + N, ..., and rank 0 gathers them, writes the report and prints.
   parallel::MpiRuntime mpi(nullptr, nullptr);
@@ -101,14 +111,14 @@ int cmd_probe(const std::vector<std::string>& args) {
   const int rank = world->rank(), ranks = world->size();
   init_logging(rank, ranks, "warn");
   try {
-    const LoadedRun run = load_run(run_dir);
+    const LoadedRun run = load_run(run_dir, {best, checkpoint});
     const TrainConfig& c = run.config;
     set_num_threads(threads >= 0 ? threads : c.threads);
     if (thoughts < 0) thoughts = c.curriculum.max_latent_stage;
     EvalData data = run_eval_data(run, data_file);
     if (items > 0 && static_cast<int>(data.samples.size()) > items) data.samples.resize(items);
     COCONUT_CHECK(!data.samples.empty(), "the dataset '{}' is empty", data.name);
-    if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("probe_{}.json", data.name)).string();
+    if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("probe_{}{}.json", data.name, weights_suffix(run))).string();
 
     const std::string where = data_file.empty() ? data.name : data_file;  // for error messages
     std::vector<curriculum::ProbeResult> mine;
@@ -133,7 +143,8 @@ int cmd_probe(const std::vector<std::string>& args) {
     const auto summary = curriculum::summarize_probes(results, 3);
     curriculum::write_probe_report(out_path, summary, results, data.name);
 
-    fmt::print("run {}: method {}, c={}, trained to stage {}; {} items of {}, k = 0..{}{}\n", run_dir,
+    fmt::print("run {}{}: method {}, c={}, trained to stage {}; {} items of {}, k = 0..{}{}\n", run_dir,
+               weights_label(run),
                curriculum::method_name(c.curriculum.method), c.curriculum.c_thought, run_final_stage(run),
                results.size(), data.name, thoughts, ranks > 1 ? fmt::format(" ({} ranks)", ranks) : std::string());
     for (const auto& s : summary) print_thought(s);

@@ -26,9 +26,14 @@ int cmd_sweep(const std::vector<std::string>& args);
 
 // Shared by eval and probe (defined in cmd_eval.cpp). The stage a finished run ended
 // at: the last row of its metrics.jsonl (which records what was trained, whatever
-// --set overrides were given), else the stage its config.yaml schedules last.
+// --set overrides were given), else the stage its config.yaml schedules last; for a
+// best model or a checkpoint, the stage of its epoch.
 struct LoadedRun;
 int run_final_stage(const LoadedRun& run);
+// Which weights were read (--best, --checkpoint), for report names ("_best",
+// "_step-NNNNNNNN", "" for the final model) and printouts (" (its checkpoint DIR, step N)").
+std::string weights_suffix(const LoadedRun& run);
+std::string weights_label(const LoadedRun& run);
 // The items to evaluate: --data FILE.json when given, else the run's validation set
 // (its file, or regenerated from the run's data section); name: for report file names.
 struct EvalData {

@@ -19,12 +19,12 @@ void print_usage() {
       "commands:\n"
       "  train CONFIG.yaml [options]               train a model (see configs/; --set, --resume auto|PATH)\n"
       "  data generate|stats|convert-gsm8k|split|tokenizer ...  datasets: generate, statistics, convert, split\n"
-      "  eval RUN_DIR [options]                    accuracy of a finished run on a dataset\n"
+      "  eval RUN_DIR [options]                    accuracy of a run's model (final, best or a checkpoint) on a dataset\n"
       "  probe RUN_DIR [options]                   latent-search probe on ProsQA (frontier values)\n"
       "  report RUN_DIR [--out FILE.png]           loss/accuracy curves with stage boundaries to PNG\n"
       "  sweep SWEEP.yaml [options]                a grid of training runs (skips finished, resumes interrupted)\n"
       "  ckpt inspect|export DIR ...               look into a checkpoint; export its weights to HF safetensors\n"
-      "  bench gpt2 [options]                      GPT-2 training-step benchmark with a PyTorch peer\n"
+      "  bench all|gpt2|coconut|memory|schedule|ckpt ...  benchmarks: CPU step vs PyTorch, memory, bubble, checkpoints\n"
       "\n`coconut <command> --help` describes each command.\n");
 }
 

@@ -13,6 +13,7 @@
 
 #include "curriculum/word_tokenizer.h"
 #include "launcher/run_output.h"  // kMetricsFile
+#include "parallel/checkpoint_io.h"  // step_dir_name
 #include "runtime/check.h"
 #include "runtime/hash.h"
 
@@ -69,17 +70,7 @@ std::string resolve_resume(const TrainConfig& c) {
     if (dir.empty()) spdlog::info("resume auto: no committed checkpoint under '{}': starting from the beginning", root);
     return dir;
   }
-  // A path: a committed checkpoint, or a root holding some.
-  COCONUT_CHECK(fs::is_directory(r), "checkpoint.resume: '{}' is not a directory (expected never, auto, a checkpoint "
-                "directory or a checkpoint root)", r);
-  COCONUT_CHECK(fs::path(r).filename().string().find(".tmp-") == std::string::npos &&
-                    fs::path(r).parent_path().filename().string().find(".tmp-") == std::string::npos,
-                "checkpoint.resume: '{}' is an uncommitted (temporary) checkpoint directory", r);
-  if (fs::exists(fs::path(r) / "manifest.pb")) return r;
-  const std::string dir = parallel::find_latest_checkpoint(r);
-  COCONUT_CHECK(!dir.empty(), "checkpoint.resume: '{}' is not a committed checkpoint (no manifest.pb) and holds no "
-                "committed checkpoint", r);
-  return dir;
+  return parallel::committed_checkpoint(r, "checkpoint.resume");  // a checkpoint, or a root holding some
 }
 
 // A number saved in the trainer state (NaN is stored as null by JSON).
@@ -220,6 +211,72 @@ std::string model_digest(const model::GPT2Config& mc, const curriculum::Tokenize
     h = fnv1a64(t, h);
   }
   return hex_digest(h);
+}
+
+json checkpoint_trainer_state(const std::string& dir, const parallel::Manifest& m) {
+  const json j = json::parse(m.meta.trainer_state, nullptr, /*allow_exceptions=*/false);
+  COCONUT_CHECK(!j.is_discarded() && j.is_object(), "{}/manifest.pb: the trainer state is not a JSON object", dir);
+  return j;
+}
+
+model::GPT2Config checkpoint_model_shape(const std::string& dir, const json& state) {
+  const std::string where = dir + "/manifest.pb";
+  COCONUT_CHECK(state.contains("model") && state["model"].is_object(),
+                "{}: the trainer state has no \"model\" object (n_layer, n_head, d_model, vocab_size, "
+                "max_positions), so the weights cannot be laid out",
+                where);
+  const json& mj = state["model"];
+  auto field = [&](const char* key) {
+    COCONUT_CHECK(mj.contains(key) && mj[key].is_number_integer() && mj[key].get<int64_t>() > 0 &&
+                      mj[key].get<int64_t>() <= INT32_MAX,
+                  "{}: trainer state model.{} must be a positive integer", where, key);
+    return mj[key].get<int>();
+  };
+  model::GPT2Config mc;
+  mc.n_layer = field("n_layer");
+  mc.n_head = field("n_head");
+  mc.d_model = field("d_model");
+  mc.vocab_size = field("vocab_size");
+  mc.max_positions = field("max_positions");
+  mc.validate();
+  return mc;
+}
+
+std::string find_run_checkpoint(const TrainConfig& c, const std::string& which) {
+  const std::string root = checkpoint_root(c);
+  if (which == "latest") {
+    const std::string dir = parallel::find_latest_checkpoint(root);
+    COCONUT_CHECK(!dir.empty(), "--checkpoint latest: no committed checkpoint under '{}' (the run saves them with "
+                  "checkpoint.every_steps or checkpoint.at_epoch_end, and on a stop signal)", root);
+    return dir;
+  }
+  const bool step = !which.empty() && which.size() <= 12 &&
+                    std::all_of(which.begin(), which.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  if (!step) return parallel::committed_checkpoint(which, "--checkpoint");
+  const std::string dir = (fs::path(root) / parallel::ckpt_io::step_dir_name(std::stoll(which))).string();
+  COCONUT_CHECK(fs::is_regular_file(fs::path(dir) / "manifest.pb"), "--checkpoint {}: no committed checkpoint '{}' "
+                "(retention keeps checkpoint.keep_last of them and the milestones: `coconut ckpt inspect {}` "
+                "names the newest)", which, dir, root);
+  return dir;
+}
+
+CheckpointWeights read_checkpoint_weights(const std::string& dir, const model::GPT2Config& mc,
+                                          const curriculum::Tokenizer& tok, float* params,
+                                          curriculum::EotClassifier* eot) {
+  const parallel::Manifest man = parallel::read_manifest(dir);
+  parallel::check_model_digest(dir, man, model_digest(mc, tok));
+  const json state = checkpoint_trainer_state(dir, man);
+  COCONUT_CHECK(state.contains("prev_stage") && state["prev_stage"].is_number_integer(),
+                "{}/manifest.pb: the trainer state has no integer prev_stage", dir);
+  const uint64_t n = model::ParamLayout(mc).total();
+  read_range(dir, man, "params", n, 0, n, params);
+  if (eot) {
+    COCONUT_CHECK(man.has_tensor("eot.params"), "checkpoint '{}' has no <eot> classifier, the run trains one", dir);
+    read_range(dir, man, "eot.params", eot->num_params(), 0, eot->num_params(), eot->params());
+  }
+  // prev_stage is the stage of the last epoch started, which its weights trained at
+  // (-1 only before the first step, which no checkpoint is taken at).
+  return {man.meta.step, std::max(0, state["prev_stage"].get<int>())};
 }
 
 std::string find_resume_checkpoint(const TrainConfig& c, parallel::Communicator* world) {

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <nlohmann/json.hpp>
 
 #include "curriculum/tokenizer.h"
 #include "launcher/train_loop.h"
@@ -48,6 +49,31 @@ std::string find_resume_checkpoint(const TrainConfig& c, parallel::Communicator*
 // model digest, and for a resume inside an epoch the batch size and the data order.
 // Collective-free: every rank reads what it needs.
 TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir);
+
+// Reading a checkpoint without the run's context (`coconut ckpt`, `coconut eval
+// --checkpoint`): its trainer state as JSON, and the model shape recorded there
+// ("model"), which lays out "params". Both throw naming dir/manifest.pb.
+nlohmann::json checkpoint_trainer_state(const std::string& dir, const parallel::Manifest& m);
+model::GPT2Config checkpoint_model_shape(const std::string& dir, const nlohmann::json& state);
+
+// The checkpoint of a run that `which` names (`coconut eval --checkpoint`): "latest", the
+// newest committed one under the run's checkpoint root; a step number N, ROOT/step-N
+// (eight digits); anything else a path (a committed checkpoint, or a root holding some).
+// Throws naming what it looked for.
+std::string find_run_checkpoint(const TrainConfig& c, const std::string& which);
+
+// The weights of checkpoint `dir` for evaluation: "params" into `params` (the model
+// `mc` lays out; any writer topology) and, when `eot` is given, the <eot> classifier's.
+// Checks that the checkpoint holds this model (shape, vocabulary, tokenizer: the model
+// digest). Returns the step and the stage the weights last trained at (the stage of
+// the last started epoch).
+struct CheckpointWeights {
+  int64_t step = 0;
+  int stage = 0;
+};
+CheckpointWeights read_checkpoint_weights(const std::string& dir, const model::GPT2Config& mc,
+                                          const curriculum::Tokenizer& tok, float* params,
+                                          curriculum::EotClassifier* eot);
 
 // Resume: keeps the rows of RUN_DIR/metrics.jsonl of the epochs reported before the
 // checkpoint (those before st.epoch, or before its unreported epoch) and the

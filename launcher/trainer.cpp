@@ -509,13 +509,19 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   return timed(summary);
 }
 
-LoadedRun load_run(const std::string& run_dir, bool best) {
+LoadedRun load_run(const std::string& run_dir, const RunWeights& weights) {
   const fs::path dir = run_dir;
+  const bool best = weights.best, from_checkpoint = !weights.checkpoint.empty();
+  COCONUT_CHECK(!best || !from_checkpoint, "a run's best model or a checkpoint, not both");
   COCONUT_CHECK(fs::is_directory(dir), "run directory '{}' does not exist", run_dir);
+  COCONUT_CHECK(fs::exists(dir / "config.yaml"), "'{}' is not a run directory: {} is missing", run_dir,
+                (dir / "config.yaml").string());
   const fs::path model_dir = dir / (best ? kBestModelDir : "model");
-  for (const fs::path& f : {dir / "config.yaml", model_dir / "model.safetensors", model_dir / "config.json"})
-    COCONUT_CHECK(fs::exists(f), "'{}' is not a finished run{}: {} is missing", run_dir,
-                  best ? " with a best model (eval.keep_best)" : "", f.string());
+  if (!from_checkpoint)
+    for (const fs::path& f : {model_dir / "model.safetensors", model_dir / "config.json"})
+      COCONUT_CHECK(fs::exists(f), "'{}' is not a finished run{}: {} is missing{}", run_dir,
+                    best ? " with a best model (eval.keep_best)" : "", f.string(),
+                    best ? "" : " (--checkpoint latest reads the newest checkpoint of a run in progress or stopped)");
   LoadedRun r;
   r.best = best;
   Config yaml = Config::load_file((dir / "config.yaml").string());
@@ -528,11 +534,35 @@ LoadedRun load_run(const std::string& run_dir, bool best) {
     r.tokenizer = std::make_unique<curriculum::WordTokenizer>(
         curriculum::WordTokenizer::load((dir / "tokenizer.txt").string()));
   }
-  model::GPT2Config mc = model::read_hf_config((model_dir / "config.json").string());
+  model::GPT2Config mc;
+  if (from_checkpoint) {
+    // The run's own shape (its model.* keys, or those of the model it started from), which
+    // the checkpoint's model digest must match: a checkpoint of another model is refused.
+    r.checkpoint_dir = find_run_checkpoint(r.config, weights.checkpoint);
+    const std::string init_config = r.config.init_from + "/config.json";
+    mc = r.config.init_from.empty() ? r.config.model
+         : fs::exists(init_config)  ? model::read_hf_config(init_config)
+                                    : checkpoint_model_shape(r.checkpoint_dir,
+                                                             checkpoint_trainer_state(r.checkpoint_dir,
+                                                                                      parallel::read_manifest(
+                                                                                          r.checkpoint_dir)));
+    mc.vocab_size = r.tokenizer->vocab_size();
+    mc.dropout = 0;  // as the exported model's config.json gives it
+  } else {
+    mc = model::read_hf_config((model_dir / "config.json").string());
+  }
   mc.thought_scale = r.config.model.thought_scale;  // how the run fed its thoughts back
   COCONUT_CHECK(mc.vocab_size == r.tokenizer->vocab_size(), "run '{}': model vocabulary {} != tokenizer's {}", run_dir,
                 mc.vocab_size, r.tokenizer->vocab_size());
   r.model = std::make_unique<model::GPT2>(mc);
+  if (from_checkpoint) {
+    if (r.config.eot_classifier) r.eot = std::make_unique<curriculum::EotClassifier>(mc.d_model, r.config.adamw);
+    const CheckpointWeights cw = read_checkpoint_weights(r.checkpoint_dir, mc, *r.tokenizer, r.model->params(),
+                                                         r.eot.get());
+    r.checkpoint_step = cw.step;
+    r.final_stage = cw.stage;
+    return r;
+  }
   model::import_hf_gpt2((model_dir / "model.safetensors").string(), mc, r.model->params());
   if (r.config.eot_classifier) {
     const fs::path eot_file = (best ? model_dir : dir) / "eot_classifier.txt";

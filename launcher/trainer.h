@@ -62,17 +62,29 @@ std::unique_ptr<curriculum::Tokenizer> make_tokenizer(const DataConfig& d, const
 TrainSummary run_training(const TrainConfig& config, parallel::Communicator* world = nullptr, int local_rank = 0,
                           int local_size = 1);
 
-// A finished run read back from its directory: its configuration (config.yaml, with
-// run.dir pointing at the directory), its tokenizer and its final model.
+// Which weights of a run to read: its final model, its best validation model
+// (RUN_DIR/best_model, eval.keep_best), or one of its checkpoints, which a run still
+// training or stopped before its end has too (`checkpoint`: find_run_checkpoint's
+// latest, a step number or a path; "" = not a checkpoint).
+struct RunWeights {
+  bool best = false;
+  std::string checkpoint;
+};
+
+// A run read back from its directory: its configuration (config.yaml, with run.dir
+// pointing at the directory), its tokenizer and the model `RunWeights` names.
 struct LoadedRun {
   TrainConfig config;
   std::unique_ptr<curriculum::Tokenizer> tokenizer;
   std::unique_ptr<model::GPT2> model;
   std::unique_ptr<curriculum::EotClassifier> eot;  // when the run trained one
-  int final_stage = 0;  // the stage of the last training epoch (of the best model's epoch)
-  bool best = false;    // the model is RUN_DIR/best_model (eval.keep_best), not RUN_DIR/model
+  // The stage of the last training epoch; of the best model's epoch; of the epoch the
+  // checkpoint was taken in.
+  int final_stage = 0;
+  bool best = false;           // the model is RUN_DIR/best_model (eval.keep_best), not RUN_DIR/model
+  std::string checkpoint_dir;  // the model is this checkpoint's
+  int64_t checkpoint_step = -1;
 };
-// best: the run's best validation model (RUN_DIR/best_model, its stage from best.json).
-LoadedRun load_run(const std::string& run_dir, bool best = false);
+LoadedRun load_run(const std::string& run_dir, const RunWeights& weights = {});
 
 }  // namespace coconut::launcher

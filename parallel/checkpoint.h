@@ -130,6 +130,12 @@ struct Manifest {
 // committed step-* when `latest` is missing or stale); "" when there is none.
 std::string find_latest_checkpoint(const std::string& root);
 
+// The committed checkpoint `path` names: path itself when it holds manifest.pb, else the
+// newest committed checkpoint under it (a checkpoint root). Throws naming `what` (the
+// option or key that gave the path) and the path when it is not a directory, is an
+// uncommitted (temporary) checkpoint directory, or holds no committed checkpoint.
+std::string committed_checkpoint(const std::string& path, const std::string& what);
+
 // Reads and validates dir/manifest.pb (present, parseable, right magic and version,
 // every shard file present with at least the bytes its slices need). Throws naming
 // the file otherwise.

@@ -146,6 +146,22 @@ std::string find_latest_checkpoint(const std::string& root) {
   return best < 0 ? "" : root + "/" + best_name;
 }
 
+std::string committed_checkpoint(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  COCONUT_CHECK(fs::is_directory(path, ec), "{}: '{}' is not a directory (a checkpoint directory or a checkpoint root "
+                "was expected)", what, path);
+  fs::path p = fs::path(path).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();  // "dir/" names dir
+  const bool temporary = p.filename().string().find(".tmp-") != std::string::npos ||
+                         p.parent_path().filename().string().find(".tmp-") != std::string::npos;
+  COCONUT_CHECK(!temporary, "{}: '{}' is an uncommitted (temporary) checkpoint directory", what, path);
+  if (fs::is_regular_file(fs::path(path) / "manifest.pb", ec)) return path;
+  const std::string latest = find_latest_checkpoint(path);
+  COCONUT_CHECK(!latest.empty(), "{}: '{}' is neither a committed checkpoint (no manifest.pb) nor a checkpoint root "
+                "holding one", what, path);
+  return latest;
+}
+
 Manifest read_manifest(const std::string& dir) {
   const std::string path = dir + "/manifest.pb";
   std::error_code ec;

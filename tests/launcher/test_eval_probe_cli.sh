@@ -41,7 +41,8 @@ eval:
   max_new_tokens: 24
 EOF
 run=$work/run
-"$bin" train "$work/tiny.yaml" --set run.dir="$run" --set train.epochs=1 >"$work/train.txt" 2>&1 ||
+"$bin" train "$work/tiny.yaml" --set run.dir="$run" --set train.epochs=1 --set checkpoint.at_epoch_end=true \
+  >"$work/train.txt" 2>&1 ||
   fail "training the tiny run: $(tail -n 20 "$work/train.txt")"
 [[ -f $run/eval_valid.json && -f $run/model/model.safetensors ]] || fail "the run directory is incomplete"
 pass "tiny run trained"
@@ -230,6 +231,17 @@ mpirun --oversubscribe -np 3 "$bin" probe "$run" --items 5 --thoughts 2 --out "$
 cmp -s "$work/p.json" "$work/p3.json" || fail "mpirun -np 3 probe: the report differs from one process's"
 grep -q "k = 0..2 (3 ranks)$" "$work/probe3.txt" || fail "mpirun -np 3 probe: header $(head -n 1 "$work/probe3.txt")"
 pass "probe under mpirun -np 3: the report equals one process's"
+# --checkpoint: the run's last checkpoint (step 4, the end of its one epoch) holds the
+# final model's weights, so its probe report is the final model's, under its own name.
+"$bin" probe "$run" --items 5 --thoughts 2 --checkpoint latest >"$work/probe_ckpt.txt" 2>"$work/err.txt" ||
+  fail "probe --checkpoint latest: $(cat "$work/err.txt")"
+grep -q "^run $run (its checkpoint $run/checkpoints/step-00000004, step 4): method coconut, c=1, trained to stage 0" \
+  "$work/probe_ckpt.txt" || fail "probe --checkpoint header: $(head -n 1 "$work/probe_ckpt.txt")"
+cmp -s "$work/p.json" "$run/probe_generated-valid_step-00000004.json" ||
+  fail "probe --checkpoint latest: the report differs from the final model's"
+expect 1 "is not a finished run with a best model (eval.keep_best)" "$bin" probe "$run" --best
+expect 2 "--best and --checkpoint name two models: give one" "$bin" probe "$run" --best --checkpoint 4
+pass "probe --checkpoint latest = the final model; --best without a best model refused"
 
 # ---- errors -----------------------------------------------------------------------------
 expect 1 "run directory '$work/nope' does not exist" "$bin" eval "$work/nope"
