@@ -54,6 +54,10 @@ class DeviceStep {
   virtual parallel::ShardRange optimizer_shard() const = 0;
   // What runs, for the log (the attention kernels).
   virtual std::string describe() const = 0;
+  // With train.cuda_graphs, how the run used them ("CUDA graphs: C captured, R replays",
+  // logged at the end of training: a run whose graphs were never replayed says so);
+  // "" without graphs.
+  virtual std::string graph_use() const = 0;
   // For tests (COCONUT_TRAIN_FAULT, launcher/train_loop.cpp): the device weights of
   // elements [range.begin, range.end) become NaN now, in the master weights and the
   // copy the forward reads (nan_weights); or the gradients of those elements become NaN

@@ -85,7 +85,12 @@ class CudaStep final : public DeviceStep {
       // rank picks its plans alone: with several ranks that micro-batch runs eagerly.
       if (overlap && m + size_t(ranks) >= micro.size())
         runner_.set_grad_ready(sum_bucket, /*in_graphs=*/ranks == 1);  // the last one
-      loss += runner_.forward_backward(model_, micro[m], loss_scale);
+      try {
+        loss += runner_.forward_backward(model_, micro[m], loss_scale);
+      } catch (...) {
+        runner_.set_grad_ready({});  // sum_bucket refers to this frame
+        throw;
+      }
       runner_.set_grad_ready({});
     }
     const size_t n = model_.num_params();
@@ -124,6 +129,11 @@ class CudaStep final : public DeviceStep {
       if (copy) gpu::convert(copy, model_.params(), int64_t(n), model_.stream());
     }
     return stats;
+  }
+
+  std::string graph_use() const override {
+    if (!runner_.cuda_graphs()) return "";
+    return fmt::format("CUDA graphs: {} captured, {} replays", runner_.graph_captures(), runner_.graph_replays());
   }
 
   std::string describe() const override {

@@ -31,6 +31,10 @@ using curriculum::Sample;
 
 namespace {
 
+// A NaN of either sign prints as "nan": fmt writes "-nan" for one with its sign bit set
+// (COCONUT_TRAIN_FAULT's poison bytes 0xFF, and what arithmetic on them gives).
+double unsigned_nan(double x) { return std::isnan(x) ? std::numeric_limits<double>::quiet_NaN() : x; }
+
 void append_jsonl(const fs::path& path, const nlohmann::json& j) {
   std::ofstream out(path, std::ios::app);
   COCONUT_CHECK(out.good(), "cannot append to '{}'", path.string());
@@ -344,8 +348,9 @@ void run_batch(TrainContext& ctx, TrainState& st, const EpochPlan& plan) {
     return;
   }
   std::string what = loss_ok ? fmt::format("the gradient norm of {} is {} (loss {}, learning rate {})", where,
-                                           stats.grad_norm, stats.loss, lr)
-                             : fmt::format("the loss of {} is {} at learning rate {}", where, stats.loss, lr);
+                                           unsigned_nan(stats.grad_norm), stats.loss, lr)
+                             : fmt::format("the loss of {} is {} at learning rate {}", where, unsigned_nan(stats.loss),
+                                           lr);
   if (grad_ok) throw TrainingDiverged(what);  // a finite gradient was applied: nothing to skip
   what += "; the step was not applied";
   if (++st.skipped_in_a_row > ctx.config.skip_nonfinite_steps)
@@ -474,7 +479,7 @@ void report_divergence(const TrainContext& ctx, const TrainState& st, const std:
   j["last_checkpoint"] = last_checkpoint.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_checkpoint);
   // JSON has no NaN or infinity: such a loss is written as text.
   j["loss"] = std::isfinite(st.step_loss) ? nlohmann::json(st.step_loss)
-                                          : nlohmann::json(fmt::format("{}", st.step_loss));
+                                          : nlohmann::json(fmt::format("{}", unsigned_nan(st.step_loss)));
   write_file_atomic((ctx.dir / kDivergedFile).string(), j.dump(1) + "\n");
 }
 

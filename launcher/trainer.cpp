@@ -434,6 +434,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   }
   const std::string last_checkpoint = checkpoints.finish();  // commits an asynchronous save in flight
   log_parameter_memory(gpt, dist, distributed ? world : nullptr);
+  if (device && !device->graph_use().empty()) spdlog::info("{}", device->graph_use());
   TrainSummary summary = st.summary;
   summary.attempts = st.attempts();
   auto timed = [&](TrainSummary& done) {

@@ -39,6 +39,17 @@ skip_without_gpu() {
   exit 0
 }
 
+# graph_replays LOG RANKS: the run's log has RANKS lines "CUDA graphs: C captured, R
+# replays" (one per rank, logged at the end of training) and every R is positive: the
+# graphs were replayed, not only turned on. Prints the lines; fails otherwise.
+graph_replays() {
+  local lines
+  lines=$(grep -Eo "CUDA graphs: [0-9]+ captured, [0-9]+ replays" "$1" || true)
+  echo "$lines"
+  [[ $(grep -c . <<<"$lines") == "$2" ]] || fail "$1: expected $2 line(s) 'CUDA graphs: C captured, R replays'"
+  ! grep -q " 0 replays" <<<"$lines" || fail "$1: a rank never replayed a CUDA graph"
+}
+
 # step_losses STEPS_JSONL: every step's loss, exactly (repr), on one line.
 step_losses() { python3 -c "import json,sys; print(' '.join(repr(json.loads(l)['loss']) for l in open(sys.argv[1])))" "$1"; }
 

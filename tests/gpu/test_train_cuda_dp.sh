@@ -12,7 +12,7 @@
 #   - the same 2-rank checkpoint resumed by one process (another topology): the first 7
 #     steps kept, the rest within 1e-3 of the uninterrupted run;
 #   - with CUDA graphs (train.cuda_graphs, train.pad_columns 32) on 2 ranks: the same
-#     padded run's losses without graphs, bit for bit.
+#     padded run's losses without graphs, bit for bit, and every rank replayed graphs.
 # Label gpu: without a GPU it prints "no CUDA device, skipping" (CTest: skipped), unless
 # COCONUT_REQUIRE_GPU=1 (tests/gpu/run.sh), where that is a failure.
 #   test_train_cuda_dp.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR MPIEXEC
@@ -51,11 +51,15 @@ done
 ((gpus >= 2)) || echo "note: 1 GPU, so parallel.gpu_comm: nccl was not run with 2 ranks (gpu_device_step_np1 runs it on 1)"
 
 # CUDA graphs on the data-parallel ranks (train.cuda_graphs with train.pad_columns, so
-# that plans repeat): the losses of the same padded run without graphs, bit for bit.
+# that plans repeat): the losses of the same padded run without graphs, bit for bit. In
+# micro-batches of 4, two per rank: with nccl the last one, whose backward all-reduces,
+# runs eagerly, and the first is replayed (each rank logs its replays).
 for comm in "${comms[@]}"; do
-  train "padded_$comm" 2 --set parallel.gpu_comm="$comm" --set train.pad_columns=32
-  train "graphs_$comm" 2 --set parallel.gpu_comm="$comm" --set train.pad_columns=32 --set train.cuda_graphs=true
+  train "padded_$comm" 2 --set parallel.gpu_comm="$comm" --set train.pad_columns=32 --set train.micro_batch_size=4
+  train "graphs_$comm" 2 --set parallel.gpu_comm="$comm" --set train.pad_columns=32 --set train.micro_batch_size=4 \
+    --set train.cuda_graphs=true
   grep -q "CUDA graphs" "$work/graphs_$comm.log" || fail "$comm: the graphs run does not say it runs CUDA graphs"
+  graph_replays "$work/graphs_$comm.log" 2
   [[ "$(step_losses "$work/graphs_$comm/steps.jsonl")" == "$(step_losses "$work/padded_$comm/steps.jsonl")" ]] ||
     fail "$comm: CUDA graphs on 2 ranks: $(step_losses "$work/graphs_$comm/steps.jsonl") vs $(step_losses "$work/padded_$comm/steps.jsonl")"
   pass "$comm: CUDA graphs on 2 data-parallel ranks = the same run without graphs"
