@@ -357,9 +357,9 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     spdlog::info("stopped after step {} (checkpoint.stop_after_steps): {}", st.step, checkpoints.finish());
     return true;
   };
-  // A stop signal on any rank (SIGTERM, SIGUSR1: runtime/stop_signals.h) stops every rank
-  // after the same step, with a checkpoint of it.
-  StopSignals signals;
+  // A stop signal on any rank (SIGTERM, SIGUSR1: runtime/stop_signals.h, whose handlers
+  // `coconut train` installs for its whole run) stops every rank after the same step,
+  // with a checkpoint of it.
   int stop_signal = 0;
   auto stop_on_signal = [&](bool milestone = false) {
     stop_signal = agreed_stop_signal(ctx);
@@ -391,6 +391,13 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   bool stopped = false;
   try {
     stopped = stop_now();
+    // A stop signal during the start-up (data, model, resume): nothing was trained, so
+    // there is nothing new to save, and the rerun starts where this attempt started.
+    if (!stopped && (stop_signal = agreed_stop_signal(ctx)) != 0) {
+      spdlog::warn("{} received before the first step of this attempt (step {}): stopped with nothing new to save; "
+                   "rerun with --resume auto to continue", stop_signal_name(stop_signal), st.step);
+      stopped = true;
+    }
     // Resumed from a stop during an evaluation: that epoch first (train.max_minutes may
     // have made it the last).
     bool ended = false;

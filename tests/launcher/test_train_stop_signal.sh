@@ -16,7 +16,9 @@
 #            exported and no test report; the rerun writes it
 # and `coconut sweep`: SIGTERM to the sweep reaches its running child, the sweep stops
 # with code 75 without starting the next run, and a rerun resumes and finishes both.
-# Last, `busy`: a second training started in a running run's directory stops at once.
+# Then `startup`: SIGTERM before the first step (while the data is made) exits 75 having
+# saved nothing, and the rerun is the uninterrupted run. Last, `busy`: a second training
+# started in a running run's directory stops at once.
 # The signal is sent once the run has written a few steps, so it lands mid-epoch.
 # usage: test_train_stop_signal.sh COCONUT_BINARY CONFIG_DIR TMP_DIR
 set -euo pipefail
@@ -230,6 +232,29 @@ pass "sweep: SIGTERM stopped the running run (checkpoint, exit 75) and the sweep
 grep -q "interrupted earlier, resuming" "$tmp/sweep.log" || fail "sweep: the rerun did not resume the stopped run"
 [ "$(ls "$tmp"/sweep/*/model/model.safetensors | wc -l)" = 2 ] || fail "sweep: the rerun did not finish both runs"
 pass "sweep: the rerun resumed the stopped run and finished both"
+# ---- a signal during the start-up (before the first step) --------------------------------
+# 40,000 generated items make the start-up (generation, tokenization, the measure of every
+# micro-batch) last a few seconds; SIGTERM once the log's first line is out lands there.
+# The run exits 75 without training or saving anything, and the rerun's first steps are
+# an uninterrupted run's. (Before, the default action of SIGTERM killed the process: a job
+# preempted while starting was not requeued.)
+startup=(--set data.generate_train=40000 --set checkpoint.stop_after_steps=2)
+train_run startup_full 1 "${startup[@]}"
+start_run startup 1 "${startup[@]}"
+wait_log "$tmp/startup.log" "launcher:" startup
+kill -TERM "$run_pid"
+rc=0
+wait "$run_pid" || rc=$?
+[ "$rc" = 75 ] || fail "startup: exit code $rc after SIGTERM, expected 75: $(tail -n 5 "$tmp/startup.log")"
+grep -q "SIGTERM received before the first step of this attempt (step 0): stopped with nothing new to save" \
+  "$tmp/startup.log" || fail "startup: no word of the stop: $(tail -n 5 "$tmp/startup.log")"
+[ ! -s "$tmp/startup/steps.jsonl" ] && [ -z "$(ls -A "$tmp/startup/checkpoints" 2>/dev/null)" ] ||
+  fail "startup: a step or a checkpoint was written before the stop"
+train_run startup 1 "${startup[@]}" --resume auto
+[[ "$(step_losses "$tmp/startup/steps.jsonl")" == "$(step_losses "$tmp/startup_full/steps.jsonl")" ]] ||
+  fail "startup: the rerun's losses differ from the uninterrupted run's"
+pass "startup: SIGTERM before the first step: exit 75 with nothing saved; the rerun = the uninterrupted run"
+
 # ---- a second training in a running run's directory (RUN_DIR/train.lock) ----------------
 # It stops at once with exit 1, one process or two ranks under mpirun, naming the first
 # run's process; the first run goes on untouched (its losses are the uninterrupted run's),
