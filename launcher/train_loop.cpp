@@ -505,6 +505,18 @@ void export_run_model(const TrainContext& ctx, const std::filesystem::path& out_
   if (ctx.world && ctx.world->size() > 1) ctx.world->barrier();  // the other ranks wait while rank 0 writes
 }
 
+void export_final_model(const TrainContext& ctx) {
+  const fs::path dest = ctx.dir / "model", tmp = ctx.dir / "model.tmp";
+  if (ctx.writer) fs::remove_all(tmp);
+  export_run_model(ctx, tmp);
+  if (ctx.writer) {
+    fs::remove_all(dest);
+    fs::rename(tmp, dest);
+    sync_dir(ctx.dir.string());
+  }
+  if (ctx.world && ctx.world->size() > 1) ctx.world->barrier();  // model/ is in place for every rank
+}
+
 namespace {
 
 // eval.keep_best: the model just evaluated is the best so far. Exported next to the run

@@ -223,6 +223,10 @@ void sync_host(TrainContext& ctx);
 // it their tensors), with the word vocabulary when the run has one (a run can start from
 // it: model.init_from). Collective; every rank returns once the files are written.
 void export_run_model(const TrainContext& ctx, const std::filesystem::path& out_dir);
+// The run's final model into RUN_DIR/model: exported into RUN_DIR/model.tmp, then moved
+// over it, so that a run killed meanwhile leaves no half-written model/ nor a stray
+// temporary file in it (its rerun exports again). Collective.
+void export_final_model(const TrainContext& ctx);
 
 // The two reporting points (rank 0 writes; see the top of this file).
 void emit_step(const TrainContext& ctx, const TrainState& st, int stage, const parallel::StepStats& stats, float lr);

@@ -457,7 +457,7 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
   // The model as Hugging Face safetensors (rank 0 writes; pipeline stages stream it their
   // tensors), before the test split: a job killed while a long test set decodes (a
   // preemption's grace period ending) still leaves the trained model.
-  export_run_model(ctx, dir / "model");
+  export_final_model(ctx);
   // A stop signal during a test split's evaluation stops the run with the finished state
   // saved (it already is when checkpoints are on): the rerun exports and evaluates again.
   auto stop_during_test = [&] {

@@ -8,7 +8,8 @@
 #   before_latest_update     rank 0 dies after the commit, before `latest` moves
 # Then `--resume auto` must load the previous checkpoint (step 2, which `latest` names),
 # leave every committed checkpoint in place, and finish with per-step and per-epoch
-# losses equal to the uninterrupted run bit for bit.
+# losses equal to the uninterrupted run bit for bit. Last, a run killed during its export
+# (a half-written model.tmp and model/): the rerun leaves model/ as the full run's.
 # usage: test_train_resume_faults.sh COCONUT_BINARY CONFIG_DIR TMP_DIR
 set -euo pipefail
 bin=$1 configs=$2 tmp=$3/train_resume_faults
@@ -51,6 +52,24 @@ for fault in mid_shard_write@1 before_manifest_rename before_latest_update; do
     || { echo "FAIL: $fault: did not resume from step 2"; grep "resumed from" "$dir.log"; exit 1; }
   [ "$(grep -c "resumed from" "$dir.log")" = $((before + 1)) ] || { echo "FAIL: $fault: no resume"; exit 1; }
 done
+
+# A run killed while it exported its model (as a SIGKILL there leaves it): a half-written
+# RUN_DIR/model.tmp, and in RUN_DIR/model a stray temporary file and a damaged weights
+# file. The rerun's export replaces both: model/ holds what the uninterrupted run's does.
+dir="$tmp/export_killed"
+cp -r "$tmp/base" "$dir" && cp "$tmp/base.log" "$dir.log"
+mkdir -p "$dir/model.tmp" "$dir/model"
+echo half >"$dir/model.tmp/model.safetensors"
+echo half >"$dir/model/model.safetensors"
+echo half >"$dir/model/config.json.tmp-99999"
+must_train "$dir" --resume auto
+[ ! -e "$dir/model.tmp" ] || { echo "FAIL: export_killed: model.tmp is left"; exit 1; }
+[ "$(ls "$dir/model")" = "$(ls "$tmp/full/model")" ] ||
+  { echo "FAIL: export_killed: model/ holds $(ls "$dir/model"), the full run's $(ls "$tmp/full/model")"; exit 1; }
+for f in "$tmp"/full/model/*; do
+  cmp -s "$f" "$dir/model/$(basename "$f")" || { echo "FAIL: export_killed: model/$(basename "$f") differs"; exit 1; }
+done
+echo "ok   export_killed: the rerun's export replaced the half-written model.tmp and model/"
 
 python3 - "$tmp" <<'PY'
 import json, sys
