@@ -74,7 +74,10 @@ assert step20["accuracy"] == epoch0[0]["valid_accuracy"], (step20["accuracy"], e
 assert [i["generated"] for i in step20["items"]] != [i["generated"] for i in final["items"]]
 print(f"epoch 0: accuracy {step20['accuracy']} (trainer and --checkpoint 20); final {final['accuracy']}")
 EOF
-pass "eval --checkpoint 20: stage 0, the trainer's epoch-0 accuracy"
+mpirun --oversubscribe -np 2 "$bin" eval "$run" --checkpoint 20 --out "$work/step20_np2.json" >/dev/null 2>"$work/err.txt" ||
+  fail "mpirun -np 2 eval --checkpoint 20: $(cat "$work/err.txt")"
+cmp -s "$work/step20.json" "$work/step20_np2.json" || fail "mpirun -np 2 eval --checkpoint 20 differs from one process"
+pass "eval --checkpoint 20: stage 0, the trainer's epoch-0 accuracy; 2 ranks = one process"
 
 # ---- a run without its final model (stopped or in progress) ------------------------------
 partial=$work/partial
