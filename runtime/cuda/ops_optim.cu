@@ -88,15 +88,20 @@ __global__ void cross_entropy_kernel(const float* logits, int ld, Out* dlogits, 
 
 // One block per row: each thread's first maximum over its strided columns, then a tree
 // over the threads that keeps the larger value and, on equal values, the lower column:
-// the first maximum of the row, as std::max_element on the CPU.
+// the first maximum of the row, as std::max_element on the CPU. NaNs as there too: one
+// at column 0 is the answer (no value compares greater), one elsewhere never is.
 __global__ void argmax_kernel(const float* logits, int ld, int V, int* out) {
   __shared__ float best_value[kThreads];
   __shared__ int best_column[kThreads];
   const float* z = logits + int64_t(blockIdx.x) * ld;
+  if (isnan(z[0])) {  // every thread of the block returns here, before any barrier
+    if (threadIdx.x == 0) out[blockIdx.x] = 0;
+    return;
+  }
   float value = -INFINITY;
   int column = V;
   for (int v = threadIdx.x; v < V; v += blockDim.x)
-    if (z[v] > value || column == V) value = z[v], column = v;
+    if (!isnan(z[v]) && (z[v] > value || column == V)) value = z[v], column = v;
   best_value[threadIdx.x] = value;
   best_column[threadIdx.x] = column;
   __syncthreads();

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -114,6 +115,13 @@ TEST_F(Gpu, ArgmaxRowsIsTheFirstMaximum) {
   logits[size_t(1) * ld + 900] = logits[size_t(1) * ld + 7] = 50.f;
   std::fill(logits.begin() + ld * 2, logits.begin() + ld * 2 + V, 2.f);
   logits[size_t(3) * ld + V - 1] = 60.f;
+  // NaNs, which std::max_element never picks past column 0 and always picks at it: row 4
+  // has NaNs at a thread's first column (5) and elsewhere, its maximum at 261; row 5 a
+  // NaN at column 0.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  logits[size_t(4) * ld + 5] = logits[size_t(4) * ld + 700] = nan;
+  logits[size_t(4) * ld + 261] = 70.f;
+  logits[size_t(5) * ld + 0] = nan;
   DeviceBuffer<float> d(logits.size());
   d.copy_from_host(logits);
   DeviceBuffer<int> out(N);
@@ -126,6 +134,8 @@ TEST_F(Gpu, ArgmaxRowsIsTheFirstMaximum) {
   EXPECT_EQ(got[1], 7);
   EXPECT_EQ(got[2], 0);
   EXPECT_EQ(got[3], V - 1);
+  EXPECT_EQ(got[4], 261);
+  EXPECT_EQ(got[5], 0);
 }
 
 TEST_F(CudaDecoderTest, Fp32GeneratesWhatTheCpuGenerates) {
