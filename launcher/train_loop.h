@@ -121,11 +121,13 @@ struct TrainState {
     nlohmann::json row;     // its metrics.jsonl row so far (loss, throughput, bubble)
   };
   std::optional<UnreportedEpoch> unreported;
+  // train.max_minutes: the epoch being finished (or the last finished) is the run's last.
+  // Saved, so that a run resumed after that point ends there too.
+  bool out_of_time = false;
   // This process only, not saved: pipeline time this epoch (measured bubble), the
   // simulator's largest per-micro-batch activation bytes of a step, and the clock.
   double busy = 0, op_wall = 0, simulated_bubble = 0, simulated_peak_bytes = 0;
   Timer epoch_timer;
-  bool out_of_time = false;    // train.max_minutes: the epoch being finished is the run's last
 
   double epoch_seconds() const { return seconds_before + epoch_timer.seconds(); }
 };

@@ -405,6 +405,16 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
       ended = st.unreported->last;
       stopped = conclude_epoch();
     }
+    // Resumed after train.max_minutes had ended the run (a stop during its test split, or
+    // a kill after its last epoch-end checkpoint): it ends here again, as the run that was
+    // not interrupted did, unless the limit now allows more (train.max_minutes raised).
+    if (!stopped && !ended && st.out_of_time) {
+      ended = out_of_time(ctx, st);
+      if (ended)
+        spdlog::info("train.max_minutes ({}) had ended this run after epoch {}: no more training", c.max_minutes,
+                     st.epoch - 1);
+      st.out_of_time = ended;
+    }
     while (!stopped && !ended && st.epoch < c.epochs) {
       const EpochPlan plan = plan_epoch(ctx, st.epoch);
       if (st.batch_in_epoch == 0) start_epoch(ctx, st, plan);

@@ -10,7 +10,10 @@
 #     passed ends the resumed run after its first epoch, though its own clock is far
 #     from the limit;
 #  4. a stop signal during the evaluation of the epoch the limit made the last: the rerun
-#     evaluates that epoch and ends there, as the uninterrupted run did (no more training).
+#     evaluates that epoch and ends there, as the uninterrupted run did (no more training);
+#  5. a stop signal during the test split of a run the limit ended: the rerun evaluates
+#     the test split and ends, without training on (it trained another epoch before
+#     session 25, which the checkpoint's trainer state now prevents: out_of_time).
 #   test_train_max_minutes.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
 
@@ -88,3 +91,23 @@ for f in steps.jsonl eval_valid.json model/model.safetensors; do
   cmp -s "$work/stopped/$f" "$work/limited/$f" || fail "stopped: $f differs from the uninterrupted run's"
 done
 pass "a signal during the evaluation of the limit's last epoch: the rerun evaluates it and ends there, as the uninterrupted run"
+
+# 5. The limit passed after epoch 0; SIGTERM 0.2 s into the test split (400 items).
+long_test=(--set data.generate_valid=8 --set data.generate_test=400)
+train "$work/limited_test" 0.000001 3 "${long_test[@]}"
+run_train "$work/stopped_test" 0.000001 3 "${long_test[@]}" &
+wait_log "$work/stopped_test.log" "generated-test: evaluating the final model" "stopped_test"
+sleep 0.2
+pkill -TERM -f "run.dir=$work/stopped_test " || fail "no run to signal"
+rc=0
+wait $! || rc=$?
+[[ $rc == 75 && ! -e $work/stopped_test/eval_test.json ]] ||
+  fail "stopped_test: not stopped in the test split (exit $rc): $(tail -n 3 "$work/stopped_test.log")"
+train "$work/stopped_test" 0.000001 3 "${long_test[@]}" --resume auto
+grep -q "train.max_minutes (1e-06) had ended this run after epoch 0: no more training" "$work/stopped_test.log" ||
+  fail "stopped_test: the rerun does not say the limit had ended the run"
+[[ $(epoch_rows "$work/stopped_test") == 1 ]] || fail "the rerun has $(epoch_rows "$work/stopped_test") epoch rows, expected 1"
+for f in steps.jsonl eval_valid.json eval_test.json model/model.safetensors; do
+  cmp -s "$work/stopped_test/$f" "$work/limited_test/$f" || fail "stopped_test: $f differs from the uninterrupted run's"
+done
+pass "a signal during the test split of a run the limit ended: the rerun evaluates it and ends, as the uninterrupted run"
