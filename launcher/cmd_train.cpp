@@ -85,11 +85,12 @@ int cmd_train(const std::vector<std::string>& args) {
   if (dry_run) return print_dry_run(config, job_ranks);
   // One process or an MPI job (mpirun / srun): MPI initialises as a singleton otherwise.
   parallel::MpiRuntime mpi(nullptr, nullptr);
+  // From here until the process ends SIGTERM and SIGUSR1 are recorded, not fatal: the
+  // trainer looks at them before its first step and between steps, so that a signal
+  // during the start-up stops the run cleanly too (exit 75), and one after the last step,
+  // or another while the run stops, saves and exits, is ignored (all is saved).
+  const StopSignals signals(StopSignals::Restore::never);
   auto world = parallel::MpiCommunicator::world();
-  // From here on SIGTERM and SIGUSR1 are recorded, not fatal: the trainer looks at them
-  // before its first step and between steps, so that a signal during the start-up stops
-  // the run cleanly too (exit 75), and one after the last step is ignored (all is saved).
-  StopSignals signals;
   // Bad input stops every rank before anything is written (no half run directory).
   if (!preflight_ok(config, *world)) return 2;
   // Console, and a file per rank that a resumed run appends to: RUN_DIR/logs/train.rank<r>.log.

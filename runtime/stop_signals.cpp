@@ -25,7 +25,7 @@ extern "C" void on_stop_signal(int signal) {
 
 }  // namespace
 
-StopSignals::StopSignals() {
+StopSignals::StopSignals(Restore restore) : restore_(restore) {
   COCONUT_CHECK(!g_installed, "StopSignals: already installed");
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
@@ -40,6 +40,7 @@ StopSignals::StopSignals() {
 }
 
 StopSignals::~StopSignals() {
+  if (restore_ == Restore::never) return;
   ::sigaction(SIGTERM, &g_previous_term, nullptr);
   ::sigaction(SIGUSR1, &g_previous_usr1, nullptr);
   g_forward_pid = 0;

@@ -16,10 +16,13 @@ namespace coconut {
 inline constexpr int kExitStoppedBySignal = 75;
 
 // Installs the handlers of SIGTERM and SIGUSR1 for its lifetime; the previous handlers
-// come back when it is destroyed. One StopSignals at a time (checked).
+// come back when it is destroyed, or never (Restore::never: `coconut train`, which a
+// signal must not kill with the default action while it saves, finalizes MPI and exits).
+// One StopSignals at a time (checked).
 class StopSignals {
  public:
-  StopSignals();
+  enum class Restore { at_destruction, never };
+  explicit StopSignals(Restore restore = Restore::at_destruction);
   ~StopSignals();
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
@@ -29,6 +32,9 @@ class StopSignals {
   // Also send each stop signal to this process (a child that runs a step of the work,
   // e.g. the training run of `coconut sweep`); 0: to nobody.
   static void forward_to(pid_t pid);
+
+ private:
+  Restore restore_;
 };
 
 // "SIGTERM", "SIGUSR1", or "a signal".

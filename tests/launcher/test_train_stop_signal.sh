@@ -8,6 +8,7 @@
 #   grid     mpirun -np 2 (pp 2), SIGUSR1 to mpirun, which forwards it to both ranks
 #   rank1    mpirun -np 2 (pp 2), SIGTERM to rank 1's process only: rank 0 learns it from
 #            the agreement after the step and stops with it
+#   twice    one process, SIGTERM again every 10 ms while it stops
 #   mid, mid_grid, end   SIGTERM during a validation evaluation (one process in epoch 0's
 #            or the last one's, 2 pipeline ranks with the signal to rank 1): it stops
 #            before its next batch, the checkpoint holds the epoch unreported, and the
@@ -82,8 +83,20 @@ stopped_run grid 2 USR1 self "${grid[@]}" --set checkpoint.async=true
 train_run grid 2 "${grid[@]}" --set checkpoint.async=true --resume auto
 stopped_run rank1 2 TERM rank1 "${grid[@]}"
 train_run rank1 2 "${grid[@]}" --resume auto
+# twice: SIGTERM, then SIGTERM again every 10 ms while the run saves its checkpoint and
+# exits (until session 25 the handlers were restored once the training returned, and a
+# later signal killed the process: exit 143, which a job script does not requeue).
+start_run twice 1
+wait_lines "$tmp/twice/steps.jsonl" 10 twice
+kill -TERM "$run_pid"
+while kill -TERM "$run_pid" 2>/dev/null; do sleep 0.01; done
+rc=0
+wait "$run_pid" || rc=$?
+[ "$rc" = 75 ] || fail "twice: exit code $rc after repeated SIGTERMs, expected 75: $(tail -n 5 "$tmp/twice.log")"
+pass "twice: more SIGTERMs while the run stops: exit 75"
+train_run twice 1 --resume auto
 
-for pair in one:full grid:full_grid rank1:full_grid; do
+for pair in one:full grid:full_grid rank1:full_grid twice:full; do
   name=${pair%%:*} ref=${pair##*:}
   cmp -s "$tmp/$name/steps.jsonl" "$tmp/$ref/steps.jsonl" || python3 - "$tmp/$name" "$tmp/$ref" <<'PY' ||
 import json, sys

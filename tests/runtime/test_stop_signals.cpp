@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -43,6 +44,19 @@ TEST(StopSignals, RecordTheFirstSignalAndRestoreTheHandlers) {
   StopSignals again;  // a fresh installation starts with nothing received
   EXPECT_EQ(StopSignals::received(), 0);
   EXPECT_STREQ(stop_signal_name(SIGTERM), "SIGTERM");
+}
+
+// Restore::never (`coconut train`): the handlers outlive the object, so a signal while
+// the process ends is recorded, not fatal. In a child process (a death test), which keeps
+// the handlers installed for good.
+TEST(StopSignals, NeverRestoredHandlersOutliveTheObject) {
+  EXPECT_EXIT(
+      {
+        { const StopSignals signals(StopSignals::Restore::never); }
+        std::raise(SIGTERM);  // the default action would end the child with SIGTERM
+        std::exit(StopSignals::received() == SIGTERM ? 0 : 1);
+      },
+      testing::ExitedWithCode(0), "");
 }
 
 TEST(StopSignals, GoOnToTheChildOfRunToLog) {
