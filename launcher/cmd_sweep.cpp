@@ -190,8 +190,9 @@ int cmd_sweep(const std::vector<std::string>& args) {
   fs::create_directories(spec.out_dir);
   // SIGTERM / SIGUSR1 to the sweep go on to the running `coconut train`, which saves a
   // checkpoint and exits with kExitStoppedBySignal; the sweep then stops too, so that a
-  // job that runs it can be requeued and resume (runtime/stop_signals.h).
-  StopSignals signals;
+  // job that runs it can be requeued and resume (runtime/stop_signals.h). Kept until the
+  // process ends, as in `coconut train`: a second signal must not kill it while it stops.
+  const StopSignals signals(StopSignals::Restore::never);
   std::vector<RunResult> results;
   for (size_t i = 0; i < runs.size(); ++i)
     results.push_back(read_run_result(runs[i].dir, shard.mine(i) ? "pending" : status_on_disk(runs[i].dir)));
