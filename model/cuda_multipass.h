@@ -43,7 +43,9 @@ class CudaMultipassRunnerOf {
   // default): no calls. With in_graphs false a step with the callback runs eagerly, never
   // captured nor replayed: what NCCL collectives of several ranks need, which must be
   // captured on every rank or on none, and replayed from one joint capture, while each
-  // rank picks its plans (shapes, an idle rank) alone.
+  // rank picks its plans (shapes, an idle rank) alone. The plan key records whether a
+  // callback is set, not which: a replay runs the work the captured callback queued, so
+  // a caller keeps one callback (and the buffers it names) for the runner's life.
   using GradReady = std::function<void(int layer)>;
   void set_grad_ready(GradReady ready, bool in_graphs = true) {
     grad_ready_ = std::move(ready);
