@@ -57,7 +57,14 @@ int inspect(const std::string& dir) {
   fmt::print("  format version   {}\n", m.format_version);
   fmt::print("  step             {}\n", meta.step);
   fmt::print("  epoch            {} ({} batches of it done)\n", meta.epoch, meta.batch_in_epoch);
-  fmt::print("  stage            {}\n", meta.stage);
+  // At an epoch boundary `stage` is the next epoch's; the weights trained at the stage of
+  // the last epoch started (prev_stage), which `coconut eval --checkpoint` uses.
+  const nlohmann::json parsed = nlohmann::json::parse(meta.trainer_state, nullptr, /*allow_exceptions=*/false);
+  const int trained = parsed.is_object() && parsed.contains("prev_stage") && parsed["prev_stage"].is_number_integer()
+                          ? parsed["prev_stage"].get<int>()
+                          : meta.stage;
+  fmt::print("  stage            {}{}\n", meta.stage,
+             trained >= 0 && trained != meta.stage ? fmt::format(" (the weights trained at stage {})", trained) : "");
   fmt::print("  milestone        {}\n", meta.milestone ? "yes (never deleted by retention)" : "no");
   fmt::print("  topology         {} ranks (pp {} x dp {})\n", m.world_size, meta.pp, meta.dp);
   fmt::print("  config digest    {}\n", meta.config_digest.empty() ? "-" : meta.config_digest);

@@ -74,6 +74,9 @@ assert step20["accuracy"] == epoch0[0]["valid_accuracy"], (step20["accuracy"], e
 assert [i["generated"] for i in step20["items"]] != [i["generated"] for i in final["items"]]
 print(f"epoch 0: accuracy {step20['accuracy']} (trainer and --checkpoint 20); final {final['accuracy']}")
 EOF
+# ckpt inspect names both stages of such a boundary checkpoint: the next epoch's and the trained one.
+"$bin" ckpt inspect "$run/checkpoints/step-00000020" | grep -qF "stage            1 (the weights trained at stage 0)" ||
+  fail "ckpt inspect: $("$bin" ckpt inspect "$run/checkpoints/step-00000020" | grep stage)"
 mpirun --oversubscribe -np 2 "$bin" eval "$run" --checkpoint 20 --out "$work/step20_np2.json" >/dev/null 2>"$work/err.txt" ||
   fail "mpirun -np 2 eval --checkpoint 20: $(cat "$work/err.txt")"
 cmp -s "$work/step20.json" "$work/step20_np2.json" || fail "mpirun -np 2 eval --checkpoint 20 differs from one process"
