@@ -89,7 +89,7 @@ train_run rank1 2 "${grid[@]}" --resume auto
 start_run twice 1
 wait_lines "$tmp/twice/steps.jsonl" 10 twice
 kill -TERM "$run_pid"
-while kill -TERM "$run_pid" 2>/dev/null; do sleep 0.01; done
+for _ in $(seq 500); do kill -TERM "$run_pid" 2>/dev/null || break; sleep 0.01; done  # at most 5 s
 rc=0
 wait "$run_pid" || rc=$?
 [ "$rc" = 75 ] || fail "twice: exit code $rc after repeated SIGTERMs, expected 75: $(tail -n 5 "$tmp/twice.log")"
