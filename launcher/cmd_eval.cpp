@@ -94,7 +94,7 @@ void print_answers(const std::vector<std::string>& questions, const curriculum::
 
 std::string weights_suffix(const LoadedRun& run) {
   if (run.best) return "_best";
-  if (!run.checkpoint_dir.empty()) return "_" + fs::path(run.checkpoint_dir).lexically_normal().filename().string();
+  if (!run.checkpoint_dir.empty()) return fmt::format("_step-{:08d}", run.checkpoint_step);
   return "";
 }
 

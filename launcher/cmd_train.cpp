@@ -117,7 +117,7 @@ int cmd_train(const std::vector<std::string>& args) {
   // srun pass it on): the job script can requeue it (cluster/slurm/train.sbatch).
   if (s.stop_signal != 0) {
     if (world->rank() == 0)
-      fmt::print("stopped by {} after a checkpoint; rerun with --resume auto to continue (exit code {})\n",
+      fmt::print("stopped by {}; rerun with --resume auto to continue (exit code {})\n",
                  stop_signal_name(s.stop_signal), kExitStoppedBySignal);
     return kExitStoppedBySignal;
   }

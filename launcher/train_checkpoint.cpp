@@ -147,7 +147,8 @@ json trainer_state(const TrainContext& ctx, const TrainState& st) {
   // embedding rows have no words (a BPE run's vocabulary is its data.bpe_dir).
   if (const auto* words = dynamic_cast<const curriculum::WordTokenizer*>(&ctx.tok))
     j["word_tokenizer"] = words->file_text();
-  if (st.out_of_time) j["out_of_time"] = true;  // train.max_minutes ended the run after the last finished epoch
+  // train.max_minutes ended the run after the last finished epoch: the limit that did.
+  if (st.out_of_time) j["out_of_time_limit"] = c.max_minutes;
   if (st.unreported) {  // stopped during its evaluation: the resumed run reports it first
     const TrainState::UnreportedEpoch& u = *st.unreported;
     j["unreported_epoch"] = {{"epoch", u.epoch}, {"stage", u.stage}, {"evaluate", u.evaluate}, {"last", u.last},
@@ -303,7 +304,8 @@ TrainState restore_checkpoint(TrainContext& ctx, const std::string& dir) {
   try {
     const json j = json::parse(meta.trainer_state);
     st.prev_stage = j.at("prev_stage").get<int>();
-    st.out_of_time = j.value("out_of_time", false);
+    st.out_of_time = j.contains("out_of_time_limit");
+    st.out_of_time_limit = j.value("out_of_time_limit", 0.0);
     st.loss_sum = number(j, "epoch_loss_sum");
     st.tokens = number(j, "epoch_tokens");
     st.batches = j.at("epoch_batches").get<int64_t>();

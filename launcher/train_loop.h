@@ -122,8 +122,10 @@ struct TrainState {
   };
   std::optional<UnreportedEpoch> unreported;
   // train.max_minutes: the epoch being finished (or the last finished) is the run's last.
-  // Saved, so that a run resumed after that point ends there too.
+  // Saved with the limit that decided it, so that a run resumed after that point ends
+  // there too unless the limit has been raised or removed since.
   bool out_of_time = false;
+  double out_of_time_limit = 0;  // the train.max_minutes that ended the run
   // This process only, not saved: pipeline time this epoch (measured bubble), the
   // simulator's largest per-micro-batch activation bytes of a step, and the clock.
   double busy = 0, op_wall = 0, simulated_bubble = 0, simulated_peak_bytes = 0;

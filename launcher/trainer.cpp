@@ -407,12 +407,17 @@ TrainSummary run_training(const TrainConfig& given, parallel::Communicator* worl
     }
     // Resumed after train.max_minutes had ended the run (a stop during its test split, or
     // a kill after its last epoch-end checkpoint): it ends here again, as the run that was
-    // not interrupted did, unless the limit now allows more (train.max_minutes raised).
+    // not interrupted did, unless the limit has been raised or removed since. (The limit,
+    // not the clock, decides: the decision projected one more epoch, which a resumed
+    // attempt has not timed.)
     if (!stopped && !ended && st.out_of_time) {
-      ended = out_of_time(ctx, st);
+      ended = c.max_minutes > 0 && c.max_minutes <= st.out_of_time_limit;
       if (ended)
         spdlog::info("train.max_minutes ({}) had ended this run after epoch {}: no more training", c.max_minutes,
                      st.epoch - 1);
+      else
+        spdlog::info("train.max_minutes had ended this run after epoch {} at {} minutes; now {}: training on",
+                     st.epoch - 1, st.out_of_time_limit, c.max_minutes);
       st.out_of_time = ended;
     }
     while (!stopped && !ended && st.epoch < c.epochs) {

@@ -39,9 +39,10 @@ skip_without_gpu() {
   exit 0
 }
 
-# graph_replays LOG RANKS: the run's log has RANKS lines "CUDA graphs: C captured, R
-# replays" (one per rank, logged at the end of training) and every R is positive: the
-# graphs were replayed, not only turned on. Prints the lines; fails otherwise.
+# graph_replays LOG N: LOG has N lines "CUDA graphs: C captured, R replays" (each rank
+# logs one at the end of training, into RUN_DIR/logs/train.rank<r>.log; rank 0's also on
+# the console) and every R is positive: the graphs were replayed, not only turned on.
+# Prints the lines; fails otherwise.
 graph_replays() {
   local lines
   lines=$(grep -Eo "CUDA graphs: [0-9]+ captured, [0-9]+ replays" "$1" || true)

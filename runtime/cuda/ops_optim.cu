@@ -16,12 +16,13 @@ using detail::kThreads;
 
 // The running maximum m and sum of exp(x - m) of one thread, one logit more: the sum
 // is rescaled when the maximum grows. A -inf logit while the maximum is still -inf adds
-// nothing (exp(-inf - -inf) would be NaN; the CPU op adds exp(-inf) = 0).
+// nothing (exp(-inf - -inf) would be NaN; the CPU op adds exp(-inf) = 0); a NaN logit
+// still makes the sum NaN, as on the CPU.
 __device__ __forceinline__ void online_add(float x, float& m, float& sum) {
   if (x > m) {
     sum = sum * expf(m - x) + 1.f;
     m = x;
-  } else if (m != -INFINITY) {
+  } else if (!(x == -INFINITY && m == -INFINITY)) {
     sum += expf(x - m);
   }
 }

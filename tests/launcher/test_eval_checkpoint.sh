@@ -92,8 +92,10 @@ expect 1 "is not a finished run: $partial/model/model.safetensors is missing (--
   fail "eval --checkpoint latest without model/: $(cat "$work/err.txt")"
 cmp -s "$work/partial.json" "$run/eval_generated-valid.json" || fail "without model/: the report differs"
 # A checkpoint path works as well (a checkpoint directory, or a root: its newest).
-"$bin" eval "$partial" --checkpoint "$partial/checkpoints/step-00000020" --out "$work/path20.json" >/dev/null
-cmp -s "$work/path20.json" "$work/step20.json" || fail "--checkpoint PATH differs from --checkpoint 20"
+# (With a trailing slash, as shells complete it: the report is still named by the step.)
+"$bin" eval "$partial" --checkpoint "$partial/checkpoints/step-00000020/" >/dev/null
+cmp -s "$partial/eval_generated-valid_step-00000020.json" "$work/step20.json" ||
+  fail "--checkpoint PATH/ differs from --checkpoint 20 (or its report is misnamed: $(ls "$partial"))"
 pass "a run without model/: plain eval refused with the hint, --checkpoint latest / PATH read"
 
 # ---- bad values --------------------------------------------------------------------------

@@ -13,7 +13,8 @@
 #     evaluates that epoch and ends there, as the uninterrupted run did (no more training);
 #  5. a stop signal during the test split of a run the limit ended: the rerun evaluates
 #     the test split and ends, without training on (it trained another epoch before
-#     session 25, which the checkpoint's trainer state now prevents: out_of_time).
+#     session 25; the trainer state now keeps the limit that ended the run), and with the
+#     limit raised it trains on.
 #   test_train_max_minutes.sh COCONUT_BINARY CONFIG_DIR TEMP_DIR
 set -euo pipefail
 
@@ -103,6 +104,7 @@ rc=0
 wait $! || rc=$?
 [[ $rc == 75 && ! -e $work/stopped_test/eval_test.json ]] ||
   fail "stopped_test: not stopped in the test split (exit $rc): $(tail -n 3 "$work/stopped_test.log")"
+cp -r "$work/stopped_test" "$work/raised" && cp "$work/stopped_test.log" "$work/raised.log"
 train "$work/stopped_test" 0.000001 3 "${long_test[@]}" --resume auto
 grep -q "train.max_minutes (1e-06) had ended this run after epoch 0: no more training" "$work/stopped_test.log" ||
   fail "stopped_test: the rerun does not say the limit had ended the run"
@@ -111,3 +113,9 @@ for f in steps.jsonl eval_valid.json eval_test.json model/model.safetensors; do
   cmp -s "$work/stopped_test/$f" "$work/limited_test/$f" || fail "stopped_test: $f differs from the uninterrupted run's"
 done
 pass "a signal during the test split of a run the limit ended: the rerun evaluates it and ends, as the uninterrupted run"
+# The same stopped run resumed with the limit raised: it trains its other two epochs.
+train "$work/raised" 1000 3 "${long_test[@]}" --resume auto
+grep -q "train.max_minutes had ended this run after epoch 0 at 1e-06 minutes; now 1000: training on" "$work/raised.log" ||
+  fail "raised: the rerun does not say it trains on"
+[[ $(epoch_rows "$work/raised") == 3 ]] || fail "raised: $(epoch_rows "$work/raised") epoch rows, expected 3"
+pass "the same run resumed with a raised limit trains on to its last epoch"
