@@ -559,16 +559,15 @@ LoadedRun load_run(const std::string& run_dir, const RunWeights& weights) {
   }
   model::GPT2Config mc;
   if (from_checkpoint) {
-    // The run's own shape (its model.* keys, or those of the model it started from), which
-    // the checkpoint's model digest must match: a checkpoint of another model is refused.
+    // The run's own shape (its model.* keys), which the checkpoint's model digest must
+    // match: a checkpoint of another model is refused. A run started from a model
+    // (model.init_from, a path that may mean nothing where eval runs) took that model's
+    // shape: the checkpoint records it, and the digest checks the vocabulary.
     r.checkpoint_dir = find_run_checkpoint(r.config, weights.checkpoint);
-    const std::string init_config = r.config.init_from + "/config.json";
-    mc = r.config.init_from.empty() ? r.config.model
-         : fs::exists(init_config)  ? model::read_hf_config(init_config)
-                                    : checkpoint_model_shape(r.checkpoint_dir,
-                                                             checkpoint_trainer_state(r.checkpoint_dir,
-                                                                                      parallel::read_manifest(
-                                                                                          r.checkpoint_dir)));
+    mc = r.config.init_from.empty()
+             ? r.config.model
+             : checkpoint_model_shape(r.checkpoint_dir, checkpoint_trainer_state(
+                                                            r.checkpoint_dir, parallel::read_manifest(r.checkpoint_dir)));
     mc.vocab_size = r.tokenizer->vocab_size();
     mc.dropout = 0;  // as the exported model's config.json gives it
   } else {

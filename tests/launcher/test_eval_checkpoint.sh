@@ -58,6 +58,18 @@ cmp -s "$eot/eval_generated-valid.json" "$eot/eval_generated-valid_step-00000040
   fail "<eot> classifier: the last checkpoint's report differs from the final model's"
 pass "eval --checkpoint latest with the <eot> classifier = the final model"
 
+# A run started from a model (model.init_from, whose shape the checkpoint records, not the
+# run's model.* keys: d_model 32 is not the model's 64): the same.
+from=$work/from
+"$bin" train "$here/configs/running_sum_tiny.yaml" --set run.dir="$from" --set model.init_from="$run/model" \
+  --set model.d_model=32 \
+  --set data.generate_train=64 --set data.generate_valid=8 --set train.epochs=1 --set run.threads=1 \
+  --set checkpoint.at_epoch_end=true >"$work/from.txt" 2>&1 || fail "training from run/model: $(tail "$work/from.txt")"
+"$bin" eval "$from" >/dev/null && "$bin" eval "$from" --checkpoint latest >/dev/null || fail "eval of the init_from run"
+cmp -s "$from/eval_generated-valid.json" "$from/eval_generated-valid_step-00000002.json" ||
+  fail "model.init_from run: the last checkpoint's report differs from the final model's ($(ls "$from"))"
+pass "eval --checkpoint latest of a run started from a model (model.init_from) = the final model"
+
 # ---- the epoch-0 checkpoint: stage 0, the accuracy the trainer measured then ------------
 "$bin" eval "$run" --checkpoint 20 --out "$work/step20.json" >"$work/step20.txt" 2>"$work/err.txt" ||
   fail "eval --checkpoint 20: $(cat "$work/err.txt")"
