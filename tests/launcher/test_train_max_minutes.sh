@@ -75,15 +75,24 @@ python3 -c "import sys; t1, t2 = map(float, sys.argv[1:]); assert t2 > t1 > 0, (
   fail "the resumed run's checkpoint holds ${t2} s of training, attempt 1's ${t1} s"
 pass "the limit counts the earlier attempt's ${t1} s of training; the resumed run ends after epoch 8"
 
+# stop_in NAME TEXT [MORE_ARGS...]: the limited run (1e-6 minutes, 3 epochs) in $work/NAME,
+# sent SIGTERM 0.2 s after its log shows TEXT; its exit code in $rc.
+stop_in() {
+  local name=$1 text=$2 pid
+  shift 2
+  run_train "$work/$name" 0.000001 3 "$@" &
+  pid=$!
+  wait_log "$work/$name.log" "$text" "$name"
+  sleep 0.2
+  pkill -TERM -f "run.dir=$work/$name " || fail "no run to signal"
+  rc=0
+  wait $pid || rc=$?
+}
+
 # 4. The limit passed after epoch 0; SIGTERM 0.2 s into its evaluation (400 items).
 long_eval=(--set data.generate_valid=400)
 train "$work/limited" 0.000001 3 "${long_eval[@]}"
-run_train "$work/stopped" 0.000001 3 "${long_eval[@]}" &
-wait_log "$work/stopped.log" "epoch 0 stage 0: evaluating 400 items" "stopped"
-sleep 0.2
-pkill -TERM -f "run.dir=$work/stopped " || fail "no run to signal"
-rc=0
-wait $! || rc=$?
+stop_in stopped "epoch 0 stage 0: evaluating 400 items" "${long_eval[@]}"
 [[ $rc == 75 ]] && grep -q "SIGTERM received: stopped after step 2 (epoch 1, batch 0, during epoch 0's evaluation)" \
   "$work/stopped.log" || fail "stopped: not stopped in epoch 0's evaluation: $(tail -n 3 "$work/stopped.log")"
 train "$work/stopped" 0.000001 3 "${long_eval[@]}" --resume auto
@@ -96,12 +105,7 @@ pass "a signal during the evaluation of the limit's last epoch: the rerun evalua
 # 5. The limit passed after epoch 0; SIGTERM 0.2 s into the test split (400 items).
 long_test=(--set data.generate_valid=8 --set data.generate_test=400)
 train "$work/limited_test" 0.000001 3 "${long_test[@]}"
-run_train "$work/stopped_test" 0.000001 3 "${long_test[@]}" &
-wait_log "$work/stopped_test.log" "generated-test: evaluating the final model" "stopped_test"
-sleep 0.2
-pkill -TERM -f "run.dir=$work/stopped_test " || fail "no run to signal"
-rc=0
-wait $! || rc=$?
+stop_in stopped_test "generated-test: evaluating the final model" "${long_test[@]}"
 [[ $rc == 75 && ! -e $work/stopped_test/eval_test.json ]] ||
   fail "stopped_test: not stopped in the test split (exit $rc): $(tail -n 3 "$work/stopped_test.log")"
 cp -r "$work/stopped_test" "$work/raised" && cp "$work/stopped_test.log" "$work/raised.log"
