@@ -214,6 +214,7 @@ int cmd_sweep(const std::vector<std::string>& args) {
     }
     if (state == RunState::Diverged) {
       fmt::print("{}: skipped, diverged earlier ({})\n", tag, (fs::path(run.dir) / kDivergedFile).string());
+      close_open_attempt(run.dir);
       results[i] = read_run_result(run.dir, diverged_status(run.dir));
       continue;
     }

@@ -160,7 +160,7 @@ void append_attempt(const fs::path& path, const nlohmann::json& j) {
 
 }  // namespace
 
-void note_attempt_start(const std::string& run_dir) {
+void close_open_attempt(const std::string& run_dir) {
   const fs::path path = fs::path(run_dir) / kSweepAttemptsFile;
   const std::vector<nlohmann::json> lines = read_attempts(path);
   if (!lines.empty() && lines.back().contains("start")) {
@@ -177,7 +177,11 @@ void note_attempt_start(const std::string& run_dir) {
     }
     append_attempt(path, {{"end", end}, {"seconds", end - start}, {"exit", nullptr}, {"estimated", true}});
   }
-  append_attempt(path, {{"start", unix_seconds_now()}});
+}
+
+void note_attempt_start(const std::string& run_dir) {
+  close_open_attempt(run_dir);
+  append_attempt(fs::path(run_dir) / kSweepAttemptsFile, {{"start", unix_seconds_now()}});
 }
 
 void note_attempt_end(const std::string& run_dir, double seconds, int exit_code) {

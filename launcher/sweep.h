@@ -97,6 +97,10 @@ std::vector<std::string> train_command(const SweepSpec& spec, const SweepRun& ru
 // "estimated". Times are the sweep's view: start-up and evaluation included.
 constexpr const char* kSweepAttemptsFile = "sweep_attempts.jsonl";
 void note_attempt_start(const std::string& run_dir);
+// Closes the run's open attempt as the next start does, without starting one: for a run
+// that is not trained again (its training, left running by a sweep killed alone,
+// diverged before the rerun).
+void close_open_attempt(const std::string& run_dir);
 void note_attempt_end(const std::string& run_dir, double seconds, int exit_code);
 // The seconds of every closed attempt of the run; -1 when none is recorded.
 double attempts_seconds(const std::string& run_dir);

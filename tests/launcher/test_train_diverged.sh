@@ -149,3 +149,19 @@ COCONUT_TRAIN_FAULT=nan_weights@5 "$bin" sweep "$work/sweep.yaml" --out "$work/s
 grep -q "epochs-3: skipped, diverged earlier" "$work/sweep2.log" || fail "second sweep: $(cat "$work/sweep2.log")"
 grep -q "| diverged (step 6, loss nan) |" "$work/sweep/results.md" || fail "results.md: $(cat "$work/sweep/results.md")"
 pass "a sweep records the diverged point and skips it when rerun"
+# A sweep killed alone leaves its run training, which may diverge before the rerun: the
+# attempt is open (no end line). The rerun skips the run and closes the attempt at the
+# last write of its train.log, so its wall time still counts it.
+attempts=$work/sweep/epochs-3/sweep_attempts.jsonl
+head -n 1 "$attempts" >"$attempts.open" && mv "$attempts.open" "$attempts"
+COCONUT_TRAIN_FAULT=nan_weights@5 "$bin" sweep "$work/sweep.yaml" --out "$work/sweep" >"$work/sweep3.log" 2>&1 ||
+  fail "third sweep exited $?: $(cat "$work/sweep3.log")"
+python3 - "$attempts" "$work/sweep/results.csv" <<'PY' || fail "the open attempt of the diverged run (see above)"
+import csv, json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert len(lines) == 2 and "start" in lines[0] and lines[1].get("estimated") is True, lines
+wall = {r["run"]: r for r in csv.DictReader(open(sys.argv[2]))}["epochs-3"]
+print("diverged run's wall time after the open attempt was closed:", {k: v for k, v in wall.items() if "wall" in k})
+assert any("wall" in k and v not in ("", "-") for k, v in wall.items()), wall
+PY
+pass "a diverged run's open attempt is closed when the sweep skips it"
