@@ -6,6 +6,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "launcher/commands.h"
 #include "launcher/preflight.h"
@@ -133,6 +134,13 @@ int cmd_sweep(const std::vector<std::string>& args) {
   }
   if (report && (dry_run || shard.count > 1))
     throw UsageError(fmt::format("--report trains nothing: not with --dry-run or --shard\n{}", kHelp));
+  // A sweep that trains: SIGTERM / SIGUSR1 go on to the running `coconut train`, which
+  // saves a checkpoint and exits with kExitStoppedBySignal; the sweep then stops too, so
+  // that a job that runs it can be requeued and resume (runtime/stop_signals.h).
+  // Installed before the runs' configs are checked, and kept until the process ends, as
+  // in `coconut train`: no signal kills it with the default action while it starts or stops.
+  std::optional<StopSignals> signals;
+  if (!report && !dry_run) signals.emplace(StopSignals::Restore::never);
   if (report) {
     std::vector<RunResult> results;
     int counts[3] = {0, 0, 0};  // finished (or diverged), interrupted (stopped, failed or running), pending
@@ -188,11 +196,6 @@ int cmd_sweep(const std::vector<std::string>& args) {
   }
 
   fs::create_directories(spec.out_dir);
-  // SIGTERM / SIGUSR1 to the sweep go on to the running `coconut train`, which saves a
-  // checkpoint and exits with kExitStoppedBySignal; the sweep then stops too, so that a
-  // job that runs it can be requeued and resume (runtime/stop_signals.h). Kept until the
-  // process ends, as in `coconut train`: a second signal must not kill it while it stops.
-  const StopSignals signals(StopSignals::Restore::never);
   std::vector<RunResult> results;
   for (size_t i = 0; i < runs.size(); ++i)
     results.push_back(read_run_result(runs[i].dir, shard.mine(i) ? "pending" : status_on_disk(runs[i].dir)));
@@ -217,6 +220,11 @@ int cmd_sweep(const std::vector<std::string>& args) {
       close_open_attempt(run.dir);
       results[i] = read_run_result(run.dir, diverged_status(run.dir));
       continue;
+    }
+    if (const int signal = StopSignals::received(); signal != 0) {  // before any run was started
+      fmt::print(stderr, "sweep stopped by {} before run {} of {}; rerun the same command to continue (exit code {})\n",
+                 stop_signal_name(signal), i + 1, runs.size(), kExitStoppedBySignal);
+      return kExitStoppedBySignal;
     }
     const bool resume = state == RunState::Interrupted;
     const std::vector<std::string> cmd = train_command(spec, run, bin, resume);
