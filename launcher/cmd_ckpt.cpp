@@ -57,11 +57,11 @@ int inspect(const std::string& dir) {
   fmt::print("  format version   {}\n", m.format_version);
   fmt::print("  step             {}\n", meta.step);
   fmt::print("  epoch            {} ({} batches of it done)\n", meta.epoch, meta.batch_in_epoch);
+  nlohmann::json state = nlohmann::json::parse(meta.trainer_state, nullptr, /*allow_exceptions=*/false);
   // At an epoch boundary `stage` is the next epoch's; the weights trained at the stage of
   // the last epoch started (prev_stage), which `coconut eval --checkpoint` uses.
-  const nlohmann::json parsed = nlohmann::json::parse(meta.trainer_state, nullptr, /*allow_exceptions=*/false);
-  const int trained = parsed.is_object() && parsed.contains("prev_stage") && parsed["prev_stage"].is_number_integer()
-                          ? parsed["prev_stage"].get<int>()
+  const int trained = state.is_object() && state.contains("prev_stage") && state["prev_stage"].is_number_integer()
+                          ? state["prev_stage"].get<int>()
                           : meta.stage;
   fmt::print("  stage            {}{}\n", meta.stage,
              trained >= 0 && trained != meta.stage ? fmt::format(" (the weights trained at stage {})", trained) : "");
@@ -70,7 +70,6 @@ int inspect(const std::string& dir) {
   fmt::print("  config digest    {}\n", meta.config_digest.empty() ? "-" : meta.config_digest);
   fmt::print("  model digest     {}\n", meta.model_digest.empty() ? "-" : meta.model_digest);
   // The word vocabulary is shown by its size: its text would bury the rest.
-  nlohmann::json state = nlohmann::json::parse(meta.trainer_state, nullptr, /*allow_exceptions=*/false);
   std::string vocabulary = "-";
   if (state.is_object() && state.contains("word_tokenizer") && state["word_tokenizer"].is_string()) {
     const std::string text = state["word_tokenizer"].get<std::string>();

@@ -105,6 +105,18 @@ std::string weights_label(const LoadedRun& run) {
   return "";
 }
 
+int run_on_ranks(const std::function<int(parallel::Communicator& world, int local_rank)>& body) {
+  parallel::MpiRuntime mpi(nullptr, nullptr);
+  const std::unique_ptr<parallel::Communicator> world = parallel::MpiCommunicator::world();
+  init_logging(world->rank(), world->size(), "warn");
+  try {
+    return body(*world, mpi.local_rank());
+  } catch (const coconut::Error& e) {
+    if (world->size() > 1) parallel::abort_all(e.what());  // one rank's failure stops every rank
+    throw;
+  }
+}
+
 int cmd_eval(const std::vector<std::string>& args) {
   const char* help =
       "usage: coconut eval RUN_DIR [--data FILE.json] [--stage K] [--out REPORT.json]\n"
@@ -112,7 +124,8 @@ int cmd_eval(const std::vector<std::string>& args) {
       "                    [--thought-tokens K] [--thought-source own|zero|other] [--best | --checkpoint C]\n"
       "                    [--threads N]\n"
       "                    [--question TEXT ...]\n"
-      "  Greedy-decodes every item with the run's final model (or --best's, --checkpoint's; thoughts fed back for coconut)\n"
+      "  Greedy-decodes every item with the run's final model (or --best's, --checkpoint's; thoughts\n"
+      "  fed back for coconut)\n"
       "  and compares answers by exact match. Prints accuracy and mean generated tokens.\n"
       "  Under mpirun -np N the ranks share the batches; rank 0 writes the same report.\n"
       "  --data      dataset in the official JSON format (default: the run's validation set)\n"
@@ -184,11 +197,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   // One process, or the ranks of an MPI job (mpirun / srun): each decodes every size-th
   // batch (curriculum::EvalShard), and rank 0 joins the shares, writes the report and
   // prints: one process's result, bit for bit.
-  parallel::MpiRuntime mpi(nullptr, nullptr);
-  const std::unique_ptr<parallel::Communicator> world = parallel::MpiCommunicator::world();
-  const int rank = world->rank(), ranks = world->size();
-  init_logging(rank, ranks, "warn");
-  try {
+  return run_on_ranks([&](parallel::Communicator& world, int local_rank) {
+    const int rank = world.rank(), ranks = world.size();
     const LoadedRun run = load_run(run_dir, {best, checkpoint});
     const TrainConfig& c = run.config;
     set_num_threads(threads >= 0 ? threads : c.threads);
@@ -230,7 +240,7 @@ int cmd_eval(const std::vector<std::string>& args) {
                   "--thought-source {}: method '{}' has no continuous thoughts", thoughts,
                   curriculum::method_name(c.curriculum.method));
     const std::unique_ptr<model::Decoder> decoder = device == "cuda"
-                                                        ? make_device_decoder(c, *run.model, source, mpi.local_rank())
+                                                        ? make_device_decoder(c, *run.model, source, local_rank)
                                                         : std::make_unique<model::CpuDecoder>(*run.model, source);
     curriculum::ThoughtDecoder decode_thought;
     if (thought_tokens > 0) {
@@ -246,8 +256,8 @@ int cmd_eval(const std::vector<std::string>& args) {
     if (const model::ThoughtRouting* routing = decoder->thought_routing())
       routed[0] = routing->swapped(), routed[1] = routing->kept_alone();
     if (ranks > 1) {
-      r = join_eval_shares(*world, parallel::all_ranks(*world), std::move(r));
-      world->all_reduce_sum(routed, 2);
+      r = join_eval_shares(world, parallel::all_ranks(world), std::move(r));
+      world.all_reduce_sum(routed, 2);
     }
     if (rank != 0) return 0;
     if (!out_path.empty()) curriculum::write_eval_report(out_path, r, data.name, thoughts);
@@ -277,10 +287,7 @@ int cmd_eval(const std::vector<std::string>& args) {
         fmt::print("item {} thought {}:{}\n", i, k + 1, thought_line(r.items[i].thought_tokens[k]));
     fmt::print("report: {}\n", out_path);
     return 0;
-  } catch (const coconut::Error& e) {
-    if (ranks > 1) parallel::abort_all(e.what());  // one rank's failure stops every rank
-    throw;
-  }
+  });
 }
 
 }  // namespace coconut::launcher

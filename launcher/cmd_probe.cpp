@@ -106,11 +106,8 @@ int cmd_probe(const std::vector<std::string>& args) {
     throw UsageError(fmt::format("--best and --checkpoint name two models: give one\n{}", help));
   // One process, or the ranks of an MPI job (mpirun / srun): rank r probes the items
   // r, r + N, ..., and rank 0 gathers them, writes the report and prints.
-  parallel::MpiRuntime mpi(nullptr, nullptr);
-  const std::unique_ptr<parallel::Communicator> world = parallel::MpiCommunicator::world();
-  const int rank = world->rank(), ranks = world->size();
-  init_logging(rank, ranks, "warn");
-  try {
+  return run_on_ranks([&](parallel::Communicator& world, int /*local_rank*/) {
+    const int rank = world.rank(), ranks = world.size();
     const LoadedRun run = load_run(run_dir, {best, checkpoint});
     const TrainConfig& c = run.config;
     set_num_threads(threads >= 0 ? threads : c.threads);
@@ -118,7 +115,8 @@ int cmd_probe(const std::vector<std::string>& args) {
     EvalData data = run_eval_data(run, data_file);
     if (items > 0 && static_cast<int>(data.samples.size()) > items) data.samples.resize(items);
     COCONUT_CHECK(!data.samples.empty(), "the dataset '{}' is empty", data.name);
-    if (out_path.empty()) out_path = (fs::path(run_dir) / fmt::format("probe_{}{}.json", data.name, weights_suffix(run))).string();
+    if (out_path.empty())
+      out_path = (fs::path(run_dir) / fmt::format("probe_{}{}.json", data.name, weights_suffix(run))).string();
 
     const std::string where = data_file.empty() ? data.name : data_file;  // for error messages
     std::vector<curriculum::ProbeResult> mine;
@@ -132,7 +130,7 @@ int cmd_probe(const std::vector<std::string>& args) {
     std::vector<curriculum::ProbeResult> results = std::move(mine);
     if (ranks > 1) {  // item i is the (i / N)-th of rank i mod N
       std::vector<std::vector<curriculum::ProbeResult>> shares;
-      for (const std::string& text : parallel::gather_strings_to_all(*world, parallel::all_ranks(*world),
+      for (const std::string& text : parallel::gather_strings_to_all(world, parallel::all_ranks(world),
                                                                      curriculum::probe_results_to_json(results)))
         shares.push_back(curriculum::probe_results_from_json(text));
       results.clear();
@@ -154,10 +152,7 @@ int cmd_probe(const std::vector<std::string>& args) {
       fmt::print("plot: {}\n", plot_path);
     }
     return 0;
-  } catch (const coconut::Error& e) {
-    if (ranks > 1) parallel::abort_all(e.what());  // one rank's failure stops every rank
-    throw;
-  }
+  });
 }
 
 }  // namespace coconut::launcher

@@ -1,11 +1,16 @@
 // Subcommands of the `coconut` command and the small argument helpers they share.
 #pragma once
 
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "curriculum/dataset.h"
+
+namespace coconut::parallel {
+class Communicator;
+}
 
 namespace coconut::launcher {
 
@@ -41,6 +46,11 @@ struct EvalData {
   std::string name;
 };
 EvalData run_eval_data(const LoadedRun& run, const std::string& data_file);
+
+// The frame of a command whose ranks share its work (eval, probe): one process, or the
+// ranks of an MPI job (mpirun / srun). MPI for the call, per-rank logging at "warn", then
+// body(world, local_rank)'s exit code; an Error on one rank stops every rank (abort_all).
+int run_on_ranks(const std::function<int(parallel::Communicator& world, int local_rank)>& body);
 
 // "--name value" options: takes the value after args[i] (advancing i) or throws UsageError.
 std::string option_value(const std::vector<std::string>& args, size_t& i);
